@@ -1,0 +1,151 @@
+import LicensingWire
+import NIOCore
+
+/// Limits a connection is held to.
+public struct FrameLimits: Sendable {
+    /// Largest frame accepted; a longer length prefix closes the connection before any
+    /// buffer for it is allocated.
+    public var maxFrameLength: Int
+    /// A frame started but not finished within this time closes the connection, so a
+    /// stalled or malicious client cannot pin memory and a file descriptor forever.
+    public var partialFrameTimeout: TimeAmount
+
+    public init(maxFrameLength: Int = 4 << 20, partialFrameTimeout: TimeAmount = .seconds(10)) {
+        self.maxFrameLength = maxFrameLength
+        self.partialFrameTimeout = partialFrameTimeout
+    }
+}
+
+public enum FrameError: Error, Equatable, CustomStringConvertible {
+    case frameTooLarge(length: Int, limit: Int)
+    case stalledMidFrame(TimeAmount)
+
+    public var description: String {
+        switch self {
+        case .frameTooLarge(let length, let limit): return "frame of \(length) bytes exceeds the limit of \(limit)"
+        case .stalledMidFrame(let timeout): return "no progress on a partial frame for \(timeout)"
+        }
+    }
+}
+
+/// Splits the byte stream into frames: 4-byte big-endian length, then that many bytes.
+final class FrameReader: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    private let limits: FrameLimits
+    private var pending: ByteBuffer?
+    private var stallTimer: Scheduled<Void>?
+
+    init(limits: FrameLimits) {
+        self.limits = limits
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var incoming = unwrapInboundIn(data)
+        if pending == nil {
+            pending = incoming
+        } else {
+            pending!.writeBuffer(&incoming)
+        }
+        do {
+            while let frame = try nextFrame() {
+                context.fireChannelRead(wrapInboundOut(frame))
+            }
+        } catch {
+            pending = nil
+            cancelStallTimer()
+            context.fireErrorCaught(error)
+            context.close(promise: nil)
+            return
+        }
+        if let buffer = pending, buffer.readableBytes > 0 {
+            if buffer.readerIndex > 64 * 1024 { pending!.discardReadBytes() }
+            armStallTimer(context: context)
+        } else {
+            pending = nil
+            cancelStallTimer()
+        }
+    }
+
+    private func nextFrame() throws(FrameError) -> ByteBuffer? {
+        guard var buffer = pending,
+            let length = buffer.getInteger(at: buffer.readerIndex, endianness: .big, as: UInt32.self)
+        else { return nil }
+        guard Int(length) <= limits.maxFrameLength else {
+            throw .frameTooLarge(length: Int(length), limit: limits.maxFrameLength)
+        }
+        guard buffer.readableBytes >= 4 + Int(length) else { return nil }
+        buffer.moveReaderIndex(forwardBy: 4)
+        let frame = buffer.readSlice(length: Int(length))!
+        pending = buffer
+        return frame
+    }
+
+    private func armStallTimer(context: ChannelHandlerContext) {
+        stallTimer?.cancel()
+        let timeout = limits.partialFrameTimeout
+        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        stallTimer = context.eventLoop.scheduleTask(in: timeout) {
+            let context = loopBound.value
+            context.fireErrorCaught(FrameError.stalledMidFrame(timeout))
+            context.close(promise: nil)
+        }
+    }
+
+    private func cancelStallTimer() {
+        stallTimer?.cancel()
+        stallTimer = nil
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        cancelStallTimer()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        cancelStallTimer()
+        context.fireChannelInactive()
+    }
+}
+
+/// What arrives from a peer once a frame is cut out.
+public enum InboundFrame: Sendable {
+    case envelope(Envelope)
+    /// A frame whose bytes are not an Envelope; the call it belongs to cannot be known.
+    case undecodable(WireError)
+}
+
+/// Decodes frames into envelopes and frames outgoing envelopes with their length.
+final class EnvelopeCodec: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = InboundFrame
+    typealias OutboundIn = Envelope
+    typealias OutboundOut = ByteBuffer
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        do {
+            let envelope = try Envelope(buffer: frame)
+            context.fireChannelRead(wrapInboundOut(.envelope(envelope)))
+        } catch {
+            context.fireChannelRead(wrapInboundOut(.undecodable(error)))
+        }
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let envelope = unwrapOutboundIn(data)
+        var buffer = context.channel.allocator.buffer(capacity: 64 + envelope.payload.count)
+        buffer.moveWriterIndex(forwardBy: 4)
+        envelope.serialize(into: &buffer)
+        buffer.setInteger(UInt32(buffer.readableBytes - 4), at: buffer.readerIndex, endianness: .big)
+        context.write(wrapOutboundOut(buffer), promise: promise)
+    }
+}
+
+extension ChannelPipeline.SynchronousOperations {
+    /// Installs the framing and envelope codec shared by servers and clients.
+    func addEnvelopeFraming(limits: FrameLimits) throws {
+        try addHandler(FrameReader(limits: limits))
+        try addHandler(EnvelopeCodec())
+    }
+}

@@ -1,0 +1,212 @@
+import LicensingWire
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import Synchronization
+
+public struct RPCClientConfiguration: Sendable {
+    /// Connections kept to the endpoint; calls are spread over them and multiplexed on each.
+    public var connections: Int
+    public var connectTimeout: Duration
+    /// Used when a call names no timeout of its own.
+    public var defaultTimeout: Duration
+    public var limits: FrameLimits
+
+    public init(
+        connections: Int = 2,
+        connectTimeout: Duration = .seconds(1),
+        defaultTimeout: Duration = .seconds(30),
+        limits: FrameLimits = FrameLimits(partialFrameTimeout: .seconds(30))
+    ) {
+        self.connections = max(1, connections)
+        self.connectTimeout = connectTimeout
+        self.defaultTimeout = defaultTimeout
+        self.limits = limits
+    }
+}
+
+/// Calls methods on one endpoint over a small pool of reused, multiplexed connections.
+/// A broken connection is replaced on the next call.
+public final class RPCClient: Sendable {
+    public let endpoint: Endpoint
+    private let configuration: RPCClientConfiguration
+    private let group: any EventLoopGroup
+    private let slots: [NIOLockedValueBox<Slot>]
+    private let nextSlot = Atomic<Int>(0)
+
+    private enum Slot {
+        case idle
+        case connecting(EventLoopFuture<ClientConnection>)
+        case ready(ClientConnection)
+        case closed
+    }
+
+    public init(
+        endpoint: Endpoint,
+        configuration: RPCClientConfiguration = RPCClientConfiguration(),
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) {
+        self.endpoint = endpoint
+        self.configuration = configuration
+        self.group = group
+        self.slots = (0..<configuration.connections).map { _ in NIOLockedValueBox(.idle) }
+    }
+
+    // MARK: Calls
+
+    /// Calls a unary method. Throws ``RPCError`` with the server's status when it is not OK.
+    public func call<Request, Response>(
+        _ method: WireMethod<Request, Response>,
+        _ request: Request,
+        metadata: RPCMetadata = [:],
+        timeout: Duration? = nil
+    ) async throws -> Response {
+        let payload = try await callRaw(method.name, payload: request.serializedBytes(), metadata: metadata, deadline: deadline(timeout))
+        do {
+            return try Response(serializedBytes: payload)
+        } catch {
+            throw RPCError(.internal, "the answer of \(method.name) does not decode as \(Response.protoName)")
+        }
+    }
+
+    /// Calls a unary method with an encoded payload; the gateway forwards calls this way.
+    public func callRaw(
+        _ method: String,
+        payload: [UInt8],
+        metadata: RPCMetadata,
+        deadline: ContinuousClock.Instant
+    ) async throws -> [UInt8] {
+        let remaining = deadline - .now
+        guard remaining > .zero else {
+            throw RPCError(.deadlineExceeded, "the deadline of \(method) expired before it was sent")
+        }
+        let connection = try await connection(before: deadline)
+        let reply = try await connection.unary(
+            Envelope(method: method, payload: payload, timeoutMicros: remaining.microseconds, metadata: metadata.entries),
+            timeout: remaining)
+        if let status = reply.status, status.code != .ok {
+            throw RPCError(status: status)
+        }
+        return reply.payload
+    }
+
+    /// Calls a server-streaming method; the stream ends with the call, throwing its status
+    /// if that is not OK. Ending iteration early cancels the call on the server.
+    public func stream<Request, Response>(
+        _ method: WireMethod<Request, Response>,
+        _ request: Request,
+        metadata: RPCMetadata = [:],
+        timeout: Duration? = nil
+    ) async throws -> AsyncThrowingMapSequence<AsyncThrowingStream<[UInt8], any Error>, Response> {
+        let raw = try await streamRaw(method.name, payload: request.serializedBytes(), metadata: metadata, deadline: deadline(timeout))
+        return raw.map { payload in
+            do {
+                return try Response(serializedBytes: payload)
+            } catch {
+                throw RPCError(.internal, "a message of \(method.name) does not decode as \(Response.protoName)")
+            }
+        }
+    }
+
+    public func streamRaw(
+        _ method: String,
+        payload: [UInt8],
+        metadata: RPCMetadata,
+        deadline: ContinuousClock.Instant
+    ) async throws -> AsyncThrowingStream<[UInt8], any Error> {
+        let remaining = deadline - .now
+        guard remaining > .zero else {
+            throw RPCError(.deadlineExceeded, "the deadline of \(method) expired before it was sent")
+        }
+        let connection = try await connection(before: deadline)
+        return connection.stream(
+            Envelope(method: method, payload: payload, timeoutMicros: remaining.microseconds, metadata: metadata.entries),
+            timeout: remaining)
+    }
+
+    /// Closes every connection; calls in flight fail with `UNAVAILABLE`.
+    public func close() async {
+        for slot in slots {
+            let state = slot.withLockedValue { state in
+                defer { state = .closed }
+                return state
+            }
+            switch state {
+            case .ready(let connection): try? await connection.channel.close()
+            case .connecting(let future): try? await future.get().channel.close()
+            case .idle, .closed: break
+            }
+        }
+    }
+
+    private func deadline(_ timeout: Duration?) -> ContinuousClock.Instant {
+        .now + (timeout ?? configuration.defaultTimeout)
+    }
+
+    // MARK: Connections
+
+    private func connection(before deadline: ContinuousClock.Instant) async throws -> ClientConnection {
+        let index = nextSlot.add(1, ordering: .relaxed).oldValue % slots.count
+        let slot = slots[index]
+        let future: EventLoopFuture<ClientConnection> = try slot.withLockedValue { state in
+            switch state {
+            case .ready(let connection) where connection.channel.isActive:
+                return group.any().makeSucceededFuture(connection)
+            case .connecting(let future):
+                return future
+            case .closed:
+                throw RPCError(.unavailable, "the client for \(endpoint) is closed")
+            case .idle, .ready:
+                let future = connect()
+                state = .connecting(future)
+                future.whenComplete { result in
+                    slot.withLockedValue { state in
+                        guard case .connecting = state else { return }
+                        switch result {
+                        case .success(let connection): state = .ready(connection)
+                        case .failure: state = .idle
+                        }
+                    }
+                }
+                return future
+            }
+        }
+        do {
+            return try await future.get()
+        } catch let error as RPCError {
+            throw error
+        } catch {
+            throw RPCError(.unavailable, "cannot connect to \(endpoint): \(error)")
+        }
+    }
+
+    private func connect() -> EventLoopFuture<ClientConnection> {
+        let limits = configuration.limits
+        let bootstrap = ClientBootstrap(group: group)
+            .connectTimeout(.nanoseconds(configuration.connectTimeout.nanoseconds))
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addEnvelopeFraming(limits: limits)
+                    try channel.pipeline.syncOperations.addHandler(CallDispatcher())
+                }
+            }
+        let connected: EventLoopFuture<Channel>
+        switch endpoint {
+        case .unix(let path): connected = bootstrap.connect(unixDomainSocketPath: path)
+        case .tcp(let host, let port): connected = bootstrap.connect(host: host, port: port)
+        }
+        return connected.flatMap { channel in
+            channel.pipeline.handler(type: CallDispatcher.self).map { dispatcher in
+                ClientConnection(channel: channel, calls: dispatcher.calls)
+            }
+        }
+    }
+}
+
+extension Duration {
+    var microseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1_000_000 + attoseconds / 1_000_000_000_000
+    }
+}

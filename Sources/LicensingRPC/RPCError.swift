@@ -1,0 +1,29 @@
+import LicensingWire
+
+/// A failed call: a canonical status code and a message the caller can act on.
+public struct RPCError: Error, Hashable, Sendable, CustomStringConvertible {
+    public var code: StatusCode
+    public var message: String
+
+    public init(_ code: StatusCode, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public init(status: Status) {
+        self.init(status.code, status.message)
+    }
+
+    public var status: Status { Status(code: code, message: message) }
+
+    public var description: String { "\(code): \(message)" }
+
+    public static func invalidArgument(_ message: String) -> RPCError { .init(.invalidArgument, message) }
+    public static func notFound(_ message: String) -> RPCError { .init(.notFound, message) }
+    public static func failedPrecondition(_ message: String) -> RPCError { .init(.failedPrecondition, message) }
+    public static func alreadyExists(_ message: String) -> RPCError { .init(.alreadyExists, message) }
+    public static func unavailable(_ message: String) -> RPCError { .init(.unavailable, message) }
+    public static func unimplemented(_ method: String) -> RPCError {
+        .init(.unimplemented, "method \(method) is not implemented by this service")
+    }
+}

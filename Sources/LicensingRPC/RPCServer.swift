@@ -1,0 +1,265 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import LicensingWire
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+
+public struct RPCServerConfiguration: Sendable {
+    public var endpoints: [Endpoint]
+    public var limits: FrameLimits
+    /// Applied when a request carries no deadline.
+    public var defaultTimeout: Duration
+    /// File mode of Unix-domain sockets: owner and group only.
+    public var unixSocketMode: UInt32
+
+    public init(
+        endpoints: [Endpoint],
+        limits: FrameLimits = FrameLimits(),
+        defaultTimeout: Duration = .seconds(30),
+        unixSocketMode: UInt32 = 0o660
+    ) {
+        self.endpoints = endpoints
+        self.limits = limits
+        self.defaultTimeout = defaultTimeout
+        self.unixSocketMode = unixSocketMode
+    }
+}
+
+/// Serves an ``RPCRouter`` on Unix-domain sockets and TCP. Each connection carries many
+/// calls at once, answered as they finish. Runs as a `Service`: on graceful shutdown it
+/// stops accepting connections and calls, lets the calls in flight finish, then closes.
+public final class RPCServer: Service, Sendable {
+    private let router: RPCRouter
+    private let configuration: RPCServerConfiguration
+    private let logger: Logger
+    private let group: any EventLoopGroup
+    private let listening: EventLoopPromise<[Endpoint]>
+    private let metrics = RPCServerMetrics()
+
+    public init(
+        router: RPCRouter,
+        configuration: RPCServerConfiguration,
+        logger: Logger,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) {
+        self.router = router
+        self.configuration = configuration
+        self.logger = logger
+        self.group = group
+        self.listening = group.any().makePromise()
+    }
+
+    /// The endpoints once bound (a TCP port 0 resolved to the real port).
+    public var listeningEndpoints: [Endpoint] {
+        get async throws { try await listening.futureResult.get() }
+    }
+
+    public func run() async throws {
+        typealias Connection = NIOAsyncChannel<InboundFrame, Envelope>
+        var listeners: [(NIOAsyncChannel<Connection, Never>, Endpoint)] = []
+        do {
+            for endpoint in configuration.endpoints {
+                let channel = try await bind(endpoint)
+                listeners.append((channel, resolved(endpoint, channel.channel.localAddress)))
+            }
+        } catch {
+            for (listener, _) in listeners { try? await listener.channel.close() }
+            listening.fail(error)
+            throw error
+        }
+        let endpoints = listeners.map(\.1)
+        logger.info("listening", metadata: ["endpoints": "\(endpoints.map(\.description))"])
+        listening.succeed(endpoints)
+
+        await withDiscardingTaskGroup { perListener in
+            for (listener, endpoint) in listeners {
+                perListener.addTask {
+                    await withDiscardingTaskGroup { connections in
+                        do {
+                            try await listener.executeThenClose { inbound in
+                                for try await connection in inbound.cancelOnGracefulShutdown() {
+                                    connections.addTask { await self.serve(connection) }
+                                }
+                            }
+                        } catch {
+                            self.logger.error("listener failed", metadata: ["endpoint": "\(endpoint)", "error": "\(error)"])
+                        }
+                        // No new connections from here on; those open drain in this group.
+                        if case .unix(let path) = endpoint { unlink(path) }
+                    }
+                }
+            }
+        }
+        logger.info("stopped")
+    }
+
+    private func bind(_ endpoint: Endpoint) async throws -> NIOAsyncChannel<NIOAsyncChannel<InboundFrame, Envelope>, Never> {
+        let limits = configuration.limits
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelOption(.backlog, value: 1024)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+        let initializer: @Sendable (Channel) -> EventLoopFuture<NIOAsyncChannel<InboundFrame, Envelope>> = { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addEnvelopeFraming(limits: limits)
+                return try NIOAsyncChannel(
+                    wrappingChannelSynchronously: channel,
+                    configuration: .init(inboundType: InboundFrame.self, outboundType: Envelope.self)
+                )
+            }
+        }
+        switch endpoint {
+        case .unix(let path):
+            let channel = try await bootstrap.bind(
+                unixDomainSocketPath: path, cleanupExistingSocketFile: true, childChannelInitializer: initializer)
+            chmod(path, mode_t(configuration.unixSocketMode))
+            return channel
+        case .tcp(let host, let port):
+            return try await bootstrap.bind(host: host, port: port, childChannelInitializer: initializer)
+        }
+    }
+
+    private func resolved(_ endpoint: Endpoint, _ address: SocketAddress?) -> Endpoint {
+        if case .tcp(let host, _) = endpoint, let port = address?.port {
+            return .tcp(host: host, port: port)
+        }
+        return endpoint
+    }
+
+    // MARK: Connections
+
+    private func serve(_ connection: NIOAsyncChannel<InboundFrame, Envelope>) async {
+        let peer = connection.channel.remoteAddress?.description ?? "unix"
+        do {
+            try await connection.executeThenClose { inbound, outbound in
+                let streams = StreamCalls()
+                await withDiscardingTaskGroup { calls in
+                    do {
+                        frames: for try await frame in inbound.cancelOnGracefulShutdown() {
+                            switch frame {
+                            case .undecodable(let error):
+                                // The call id is unknown, so no call can be answered: say why, then close.
+                                try? await outbound.write(Self.reply(0, .response, RPCError(.invalidArgument, "\(error)")))
+                                break frames
+                            case .envelope(let envelope):
+                                switch envelope.kind {
+                                case .request:
+                                    calls.addTask { await self.dispatch(envelope, outbound: outbound, streams: streams) }
+                                case .cancel:
+                                    streams.cancel(envelope.callId)
+                                default:
+                                    let error = RPCError(.invalidArgument, "a client may send only REQUEST and CANCEL frames, not \(envelope.kind)")
+                                    try? await outbound.write(Self.reply(envelope.callId, .response, error))
+                                }
+                            }
+                        }
+                    } catch {
+                        self.logger.debug("connection closed", metadata: ["peer": "\(peer)", "error": "\(error)"])
+                    }
+                    // The caller is gone or the server is stopping: unary calls finish, feeds end.
+                    streams.cancelAll()
+                }
+            }
+        } catch {
+            logger.debug("connection ended", metadata: ["peer": "\(peer)", "error": "\(error)"])
+        }
+    }
+
+    private func dispatch(_ request: Envelope, outbound: NIOAsyncChannelOutboundWriter<Envelope>, streams: StreamCalls) async {
+        let start = ContinuousClock.now
+        let callID = request.callId
+        let method = request.method
+        func finish(_ kind: FrameKind, _ payload: [UInt8] = [], _ error: RPCError? = nil) async {
+            var reply = Self.reply(callID, kind, error)
+            reply.payload = payload
+            metrics.record(method: method, code: error?.code ?? .ok, duration: ContinuousClock.now - start)
+            try? await outbound.write(reply)
+        }
+
+        guard request.timeoutMicros >= 0 else {
+            return await finish(.response, [], RPCError(.deadlineExceeded, "the deadline of \(method) expired before it reached the server"))
+        }
+        guard let handler = router.handler(for: method) else {
+            return await finish(.response, [], .unimplemented(method))
+        }
+        let timeout = request.timeoutMicros == 0 ? configuration.defaultTimeout : .microseconds(request.timeoutMicros)
+        let deadline = start + timeout
+        var logger = self.logger
+        logger[metadataKey: "method"] = "\(method)"
+        if let trace = request.metadata.first(where: { $0.key == RPCMetadata.traceID }) {
+            logger[metadataKey: "trace"] = "\(trace.value)"
+        }
+        let call = ServerCall(method: method, payload: request.payload, metadata: RPCMetadata(request.metadata), deadline: deadline, logger: logger)
+
+        switch handler {
+        case .unary(let body):
+            do {
+                let payload = try await body(call)
+                if ContinuousClock.now > deadline {
+                    await finish(.response, [], RPCError(.deadlineExceeded, "\(method) finished after its deadline"))
+                } else {
+                    await finish(.response, payload)
+                }
+            } catch {
+                await finish(.response, [], Self.status(for: error, method: method, logger: logger))
+            }
+        case .serverStreaming(let body):
+            let stream = ResponseStream { payload in
+                try await outbound.write(Envelope(callId: callID, kind: .streamMessage, payload: payload))
+            }
+            let task = Task { try await body(call, stream) }
+            streams.insert(callID, task)
+            let result = await task.result
+            streams.remove(callID)
+            switch result {
+            case .success: await finish(.streamEnd)
+            case .failure(let error): await finish(.streamEnd, [], Self.status(for: error, method: method, logger: logger))
+            }
+        }
+    }
+
+    private static func reply(_ callID: UInt64, _ kind: FrameKind, _ error: RPCError?) -> Envelope {
+        Envelope(callId: callID, kind: kind, status: error?.status ?? Status(code: .ok))
+    }
+
+    private static func status(for error: any Error, method: String, logger: Logger) -> RPCError {
+        switch error {
+        case let error as RPCError:
+            return error
+        case is CancellationError:
+            return RPCError(.cancelled, "\(method) was cancelled")
+        default:
+            // Internal details stay in the log; the caller learns only that it failed.
+            logger.error("call failed", metadata: ["error": "\(error)"])
+            return RPCError(.internal, "\(method) failed inside the server; see the server log")
+        }
+    }
+}
+
+/// The server-streaming calls of one connection, so that a CANCEL frame or the end of the
+/// connection can stop them.
+private final class StreamCalls: Sendable {
+    private let tasks = NIOLockedValueBox<[UInt64: Task<Void, any Error>]>([:])
+
+    func insert(_ id: UInt64, _ task: Task<Void, any Error>) {
+        tasks.withLockedValue { $0[id] = task }
+    }
+
+    func remove(_ id: UInt64) {
+        _ = tasks.withLockedValue { $0.removeValue(forKey: id) }
+    }
+
+    func cancel(_ id: UInt64) {
+        tasks.withLockedValue { $0[id] }?.cancel()
+    }
+
+    func cancelAll() {
+        for task in tasks.withLockedValue({ Array($0.values) }) { task.cancel() }
+    }
+}
