@@ -95,11 +95,11 @@ let package = Package(
         .target(name: "ReportingService", dependencies: ["LicensingRuntime"], swiftSettings: swiftSettings),
         .target(name: "GatewayService", dependencies: ["LicensingRuntime"], swiftSettings: swiftSettings),
 
-        .executableTarget(name: "license-issuance", dependencies: ["IssuanceService"], swiftSettings: swiftSettings),
-        .executableTarget(name: "license-validation", dependencies: ["ValidationService"], swiftSettings: swiftSettings),
-        .executableTarget(name: "license-usage", dependencies: ["UsageService"], swiftSettings: swiftSettings),
-        .executableTarget(name: "license-reporting", dependencies: ["ReportingService"], swiftSettings: swiftSettings),
-        .executableTarget(name: "license-gateway", dependencies: ["GatewayService"], swiftSettings: swiftSettings),
+        .executableTarget(name: "license-issuance", dependencies: ["IssuanceService", .product(name: "ArgumentParser", package: "swift-argument-parser")], swiftSettings: swiftSettings),
+        .executableTarget(name: "license-validation", dependencies: ["ValidationService", .product(name: "ArgumentParser", package: "swift-argument-parser")], swiftSettings: swiftSettings),
+        .executableTarget(name: "license-usage", dependencies: ["UsageService", .product(name: "ArgumentParser", package: "swift-argument-parser")], swiftSettings: swiftSettings),
+        .executableTarget(name: "license-reporting", dependencies: ["ReportingService", .product(name: "ArgumentParser", package: "swift-argument-parser")], swiftSettings: swiftSettings),
+        .executableTarget(name: "license-gateway", dependencies: ["GatewayService", .product(name: "ArgumentParser", package: "swift-argument-parser")], swiftSettings: swiftSettings),
         .executableTarget(
             name: "licensectl",
             dependencies: [
@@ -110,8 +110,22 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
-        .testTarget(name: "LicensingWireTests", dependencies: ["LicensingWire"], swiftSettings: swiftSettings),
-        .testTarget(name: "LicensingRPCTests", dependencies: ["LicensingRPC"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "LicensingWireTests",
+            dependencies: ["LicensingWire", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "LicensingRPCTests",
+            dependencies: [
+                "LicensingRPC",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "LicensingCoreTests", dependencies: ["LicensingCore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "ServiceTests",

@@ -2,7 +2,7 @@
 
 import CLicensingProto
 
-public struct StatusCode: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+public struct StatusCode: RawRepresentable, Hashable, Sendable, CustomStringConvertible, Encodable {
     public var rawValue: Int32
     public init(rawValue: Int32) { self.rawValue = rawValue }
 
@@ -57,9 +57,15 @@ public struct StatusCode: RawRepresentable, Hashable, Sendable, CustomStringConv
         let prefix = "STATUS_CODE_"
         return full.hasPrefix(prefix) ? String(full.dropFirst(prefix.count)) : full
     }
+
+    /// JSON carries the short name, as `description` gives it.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
 }
 
-public struct FrameKind: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+public struct FrameKind: RawRepresentable, Hashable, Sendable, CustomStringConvertible, Encodable {
     public var rawValue: Int32
     public init(rawValue: Int32) { self.rawValue = rawValue }
 
@@ -90,9 +96,15 @@ public struct FrameKind: RawRepresentable, Hashable, Sendable, CustomStringConve
         let prefix = "FRAME_KIND_"
         return full.hasPrefix(prefix) ? String(full.dropFirst(prefix.count)) : full
     }
+
+    /// JSON carries the short name, as `description` gives it.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
 }
 
-public struct MetadataEntry: WireMessage {
+public struct MetadataEntry: WireMessage, Encodable {
     public var key: String = ""
     public var value: String = ""
 
@@ -136,7 +148,7 @@ extension MetadataEntry: ProtobufCMessageBinding {
     }
 }
 
-public struct Status: WireMessage {
+public struct Status: WireMessage, Encodable {
     public var code: StatusCode = StatusCode(rawValue: 0)
     public var message: String = ""
 
@@ -180,7 +192,7 @@ extension Status: ProtobufCMessageBinding {
     }
 }
 
-public struct Envelope: WireMessage {
+public struct Envelope: WireMessage, Encodable {
     public var callId: UInt64 = 0
     public var kind: FrameKind = FrameKind(rawValue: 0)
     public var method: String = ""

@@ -2,7 +2,7 @@
 
 import CLicensingProto
 
-public struct Role: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+public struct Role: RawRepresentable, Hashable, Sendable, CustomStringConvertible, Encodable {
     public var rawValue: Int32
     public init(rawValue: Int32) { self.rawValue = rawValue }
 
@@ -37,9 +37,15 @@ public struct Role: RawRepresentable, Hashable, Sendable, CustomStringConvertibl
         let prefix = "ROLE_"
         return full.hasPrefix(prefix) ? String(full.dropFirst(prefix.count)) : full
     }
+
+    /// JSON carries the short name, as `description` gives it.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
 }
 
-public struct ApiKey: WireMessage {
+public struct ApiKey: WireMessage, Encodable {
     public var id: String = ""
     public var name: String = ""
     public var tenantId: String = ""
@@ -107,7 +113,7 @@ extension ApiKey: ProtobufCMessageBinding {
     }
 }
 
-public struct CreateApiKeyRequest: WireMessage {
+public struct CreateApiKeyRequest: WireMessage, Encodable {
     public var name: String = ""
     public var tenantId: String = ""
     public var role: Role = Role(rawValue: 0)
@@ -159,7 +165,7 @@ extension CreateApiKeyRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct CreateApiKeyResponse: WireMessage {
+public struct CreateApiKeyResponse: WireMessage, Encodable {
     public var apiKey: ApiKey? = nil
     public var secret: String = ""
 
@@ -203,7 +209,7 @@ extension CreateApiKeyResponse: ProtobufCMessageBinding {
     }
 }
 
-public struct ListApiKeysRequest: WireMessage {
+public struct ListApiKeysRequest: WireMessage, Encodable {
     public var tenantId: String = ""
 
     public init() {}
@@ -243,7 +249,7 @@ extension ListApiKeysRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct ListApiKeysResponse: WireMessage {
+public struct ListApiKeysResponse: WireMessage, Encodable {
     public var apiKeys: [ApiKey] = []
 
     public init() {}
@@ -284,7 +290,7 @@ extension ListApiKeysResponse: ProtobufCMessageBinding {
     }
 }
 
-public struct PartStatus: WireMessage {
+public struct PartStatus: WireMessage, Encodable {
     public var service: String = ""
     public var code: StatusCode = StatusCode(rawValue: 0)
     public var message: String = ""
@@ -332,7 +338,7 @@ extension PartStatus: ProtobufCMessageBinding {
     }
 }
 
-public struct LicenseOverviewResponse: WireMessage {
+public struct LicenseOverviewResponse: WireMessage, Encodable {
     public var license: License? = nil
     public var subscription: Subscription? = nil
     public var machines: [Machine] = []
@@ -395,7 +401,7 @@ extension LicenseOverviewResponse: ProtobufCMessageBinding {
     }
 }
 
-public struct GatewayHealthResponse: WireMessage {
+public struct GatewayHealthResponse: WireMessage, Encodable {
     public var components: [ComponentHealth] = []
 
     public init() {}
@@ -436,7 +442,7 @@ extension GatewayHealthResponse: ProtobufCMessageBinding {
     }
 }
 
-public struct GatewayEraseCustomerResponse: WireMessage {
+public struct GatewayEraseCustomerResponse: WireMessage, Encodable {
     public var erased: [EraseCustomerResponse] = []
     public var parts: [PartStatus] = []
 

@@ -2,7 +2,7 @@
 
 import CLicensingProto
 
-public struct ServingStatus: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+public struct ServingStatus: RawRepresentable, Hashable, Sendable, CustomStringConvertible, Encodable {
     public var rawValue: Int32
     public init(rawValue: Int32) { self.rawValue = rawValue }
 
@@ -31,9 +31,15 @@ public struct ServingStatus: RawRepresentable, Hashable, Sendable, CustomStringC
         let prefix = "SERVING_STATUS_"
         return full.hasPrefix(prefix) ? String(full.dropFirst(prefix.count)) : full
     }
+
+    /// JSON carries the short name, as `description` gives it.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
 }
 
-public struct FeedPosition: WireMessage {
+public struct FeedPosition: WireMessage, Encodable {
     public var feed: String = ""
     public var appliedSeq: UInt64 = 0
     public var sourceSeq: UInt64 = 0
@@ -85,7 +91,7 @@ extension FeedPosition: ProtobufCMessageBinding {
     }
 }
 
-public struct HealthCheckRequest: WireMessage {
+public struct HealthCheckRequest: WireMessage, Encodable {
 
     public init() {}
 }
@@ -119,7 +125,7 @@ extension HealthCheckRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct HealthCheckResponse: WireMessage {
+public struct HealthCheckResponse: WireMessage, Encodable {
     public var service: String = ""
     public var status: ServingStatus = ServingStatus(rawValue: 0)
     public var version: String = ""
@@ -176,7 +182,7 @@ extension HealthCheckResponse: ProtobufCMessageBinding {
     }
 }
 
-public struct ComponentHealth: WireMessage {
+public struct ComponentHealth: WireMessage, Encodable {
     public var name: String = ""
     public var code: StatusCode = StatusCode(rawValue: 0)
     public var message: String = ""

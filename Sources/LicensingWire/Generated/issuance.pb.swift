@@ -2,7 +2,7 @@
 
 import CLicensingProto
 
-public struct GetByIdRequest: WireMessage {
+public struct GetByIdRequest: WireMessage, Encodable {
     public var id: String = ""
 
     public init() {}
@@ -42,7 +42,7 @@ extension GetByIdRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct CreateProductRequest: WireMessage {
+public struct CreateProductRequest: WireMessage, Encodable {
     public var name: String = ""
     public var code: String = ""
     public var description: String = ""
@@ -90,7 +90,7 @@ extension CreateProductRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct UpdateProductRequest: WireMessage {
+public struct UpdateProductRequest: WireMessage, Encodable {
     public var id: String = ""
     public var name: String = ""
     public var description: String = ""
@@ -138,7 +138,7 @@ extension UpdateProductRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct ListProductsRequest: WireMessage {
+public struct ListProductsRequest: WireMessage, Encodable {
     public var page: PageRequest? = nil
 
     public init() {}
@@ -178,7 +178,7 @@ extension ListProductsRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct ListProductsResponse: WireMessage {
+public struct ListProductsResponse: WireMessage, Encodable {
     public var products: [Product] = []
     public var nextPageToken: String = ""
 
@@ -223,7 +223,7 @@ extension ListProductsResponse: ProtobufCMessageBinding {
     }
 }
 
-public struct CreatePolicyRequest: WireMessage {
+public struct CreatePolicyRequest: WireMessage, Encodable {
     public var policy: Policy? = nil
 
     public init() {}
@@ -263,7 +263,7 @@ extension CreatePolicyRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct UpdatePolicyRequest: WireMessage {
+public struct UpdatePolicyRequest: WireMessage, Encodable {
     public var policy: Policy? = nil
 
     public init() {}
@@ -303,7 +303,7 @@ extension UpdatePolicyRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct ListPoliciesRequest: WireMessage {
+public struct ListPoliciesRequest: WireMessage, Encodable {
     public var productId: String = ""
     public var page: PageRequest? = nil
 
@@ -347,7 +347,7 @@ extension ListPoliciesRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct ListPoliciesResponse: WireMessage {
+public struct ListPoliciesResponse: WireMessage, Encodable {
     public var policies: [Policy] = []
     public var nextPageToken: String = ""
 
@@ -392,7 +392,7 @@ extension ListPoliciesResponse: ProtobufCMessageBinding {
     }
 }
 
-public struct CreateCustomerRequest: WireMessage {
+public struct CreateCustomerRequest: WireMessage, Encodable {
     public var name: String = ""
     public var email: String = ""
     public var crmId: String = ""
@@ -444,7 +444,7 @@ extension CreateCustomerRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct UpdateCustomerRequest: WireMessage {
+public struct UpdateCustomerRequest: WireMessage, Encodable {
     public var id: String = ""
     public var name: String = ""
     public var email: String = ""
@@ -496,7 +496,7 @@ extension UpdateCustomerRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct ListCustomersRequest: WireMessage {
+public struct ListCustomersRequest: WireMessage, Encodable {
     public var crmId: String = ""
     public var page: PageRequest? = nil
 
@@ -540,7 +540,7 @@ extension ListCustomersRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct ListCustomersResponse: WireMessage {
+public struct ListCustomersResponse: WireMessage, Encodable {
     public var customers: [Customer] = []
     public var nextPageToken: String = ""
 
@@ -585,7 +585,7 @@ extension ListCustomersResponse: ProtobufCMessageBinding {
     }
 }
 
-public struct CreateDepartmentRequest: WireMessage {
+public struct CreateDepartmentRequest: WireMessage, Encodable {
     public var customerId: String = ""
     public var name: String = ""
     public var costCenter: String = ""
@@ -641,7 +641,7 @@ extension CreateDepartmentRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct ListDepartmentsResponse: WireMessage {
+public struct ListDepartmentsResponse: WireMessage, Encodable {
     public var departments: [Department] = []
 
     public init() {}
@@ -682,7 +682,7 @@ extension ListDepartmentsResponse: ProtobufCMessageBinding {
     }
 }
 
-public struct LicenseOverrides: WireMessage {
+public struct LicenseOverrides: WireMessage, Encodable {
     public var expiresAt: Int64 = 0
     public var maxMachines: UInt32 = 0
     public var maxUsers: UInt32 = 0
@@ -743,7 +743,7 @@ extension LicenseOverrides: ProtobufCMessageBinding {
     }
 }
 
-public struct IssueLicenseRequest: WireMessage {
+public struct IssueLicenseRequest: WireMessage, Encodable {
     public var policyId: String = ""
     public var customerId: String = ""
     public var departmentId: String = ""
@@ -807,7 +807,7 @@ extension IssueLicenseRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct IssueLicenseResponse: WireMessage {
+public struct IssueLicenseResponse: WireMessage, Encodable {
     public var license: License? = nil
     public var licenseKey: String = ""
 
@@ -851,7 +851,7 @@ extension IssueLicenseResponse: ProtobufCMessageBinding {
     }
 }
 
-public struct GetLicenseRequest: WireMessage {
+public struct GetLicenseRequest: WireMessage, Encodable {
     public var id: String = ""
     public var licenseKey: String = ""
 
@@ -895,7 +895,7 @@ extension GetLicenseRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct ListLicensesRequest: WireMessage {
+public struct ListLicensesRequest: WireMessage, Encodable {
     public var customerId: String = ""
     public var productId: String = ""
     public var state: LicenseState = LicenseState(rawValue: 0)
@@ -951,7 +951,7 @@ extension ListLicensesRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct ListLicensesResponse: WireMessage {
+public struct ListLicensesResponse: WireMessage, Encodable {
     public var licenses: [License] = []
     public var nextPageToken: String = ""
 
@@ -996,7 +996,7 @@ extension ListLicensesResponse: ProtobufCMessageBinding {
     }
 }
 
-public struct LicenseTransitionRequest: WireMessage {
+public struct LicenseTransitionRequest: WireMessage, Encodable {
     public var id: String = ""
     public var reason: String = ""
 
@@ -1040,7 +1040,7 @@ extension LicenseTransitionRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct RenewLicenseRequest: WireMessage {
+public struct RenewLicenseRequest: WireMessage, Encodable {
     public var id: String = ""
     public var extendTo: Int64 = 0
 
@@ -1084,7 +1084,7 @@ extension RenewLicenseRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct ChangeEntitlementsRequest: WireMessage {
+public struct ChangeEntitlementsRequest: WireMessage, Encodable {
     public var id: String = ""
     public var features: [String] = []
     public var maxMachines: UInt32 = 0
@@ -1145,7 +1145,7 @@ extension ChangeEntitlementsRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct TransferLicenseRequest: WireMessage {
+public struct TransferLicenseRequest: WireMessage, Encodable {
     public var id: String = ""
     public var toCustomerId: String = ""
     public var toDepartmentId: String = ""
@@ -1193,7 +1193,7 @@ extension TransferLicenseRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct AssignUserRequest: WireMessage {
+public struct AssignUserRequest: WireMessage, Encodable {
     public var id: String = ""
     public var user: String = ""
 
@@ -1237,7 +1237,7 @@ extension AssignUserRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct RecordPaymentRequest: WireMessage {
+public struct RecordPaymentRequest: WireMessage, Encodable {
     public var billingRef: String = ""
     public var periodStart: Int64 = 0
     public var periodEnd: Int64 = 0
@@ -1297,7 +1297,7 @@ extension RecordPaymentRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct RecordPaymentFailureRequest: WireMessage {
+public struct RecordPaymentFailureRequest: WireMessage, Encodable {
     public var billingRef: String = ""
     public var reason: String = ""
 
@@ -1341,7 +1341,7 @@ extension RecordPaymentFailureRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct CancelSubscriptionRequest: WireMessage {
+public struct CancelSubscriptionRequest: WireMessage, Encodable {
     public var billingRef: String = ""
     public var immediately: Bool = false
 
@@ -1385,7 +1385,7 @@ extension CancelSubscriptionRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct CreateSigningKeyRequest: WireMessage {
+public struct CreateSigningKeyRequest: WireMessage, Encodable {
 
     public init() {}
 }
@@ -1419,7 +1419,7 @@ extension CreateSigningKeyRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct SigningKey: WireMessage {
+public struct SigningKey: WireMessage, Encodable {
     public var kid: String = ""
     public var algorithm: String = ""
     public var publicKey: [UInt8] = []
@@ -1479,7 +1479,7 @@ extension SigningKey: ProtobufCMessageBinding {
     }
 }
 
-public struct ListPublicKeysRequest: WireMessage {
+public struct ListPublicKeysRequest: WireMessage, Encodable {
 
     public init() {}
 }
@@ -1513,7 +1513,7 @@ extension ListPublicKeysRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct PublicKeySet: WireMessage {
+public struct PublicKeySet: WireMessage, Encodable {
     public var keys: [SigningKey] = []
 
     public init() {}
@@ -1554,7 +1554,7 @@ extension PublicKeySet: ProtobufCMessageBinding {
     }
 }
 
-public struct AuditEvent: WireMessage {
+public struct AuditEvent: WireMessage, Encodable {
     public var seq: UInt64 = 0
     public var actor: String = ""
     public var action: String = ""
@@ -1622,7 +1622,7 @@ extension AuditEvent: ProtobufCMessageBinding {
     }
 }
 
-public struct ListAuditEventsRequest: WireMessage {
+public struct ListAuditEventsRequest: WireMessage, Encodable {
     public var afterSeq: UInt64 = 0
     public var limit: UInt32 = 0
 
@@ -1666,7 +1666,7 @@ extension ListAuditEventsRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct ListAuditEventsResponse: WireMessage {
+public struct ListAuditEventsResponse: WireMessage, Encodable {
     public var events: [AuditEvent] = []
 
     public init() {}
@@ -1707,7 +1707,7 @@ extension ListAuditEventsResponse: ProtobufCMessageBinding {
     }
 }
 
-public struct VerifyAuditChainRequest: WireMessage {
+public struct VerifyAuditChainRequest: WireMessage, Encodable {
 
     public init() {}
 }
@@ -1741,7 +1741,7 @@ extension VerifyAuditChainRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct VerifyAuditChainResponse: WireMessage {
+public struct VerifyAuditChainResponse: WireMessage, Encodable {
     public var intact: Bool = false
     public var rowsChecked: UInt64 = 0
     public var firstBrokenSeq: UInt64 = 0
@@ -1793,7 +1793,7 @@ extension VerifyAuditChainResponse: ProtobufCMessageBinding {
     }
 }
 
-public struct EraseCustomerRequest: WireMessage {
+public struct EraseCustomerRequest: WireMessage, Encodable {
     public var customerId: String = ""
 
     public init() {}
@@ -1833,7 +1833,7 @@ extension EraseCustomerRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct EraseCustomerResponse: WireMessage {
+public struct EraseCustomerResponse: WireMessage, Encodable {
     public var service: String = ""
     public var recordsErased: UInt64 = 0
     public var detail: String = ""

@@ -2,7 +2,7 @@
 
 import CLicensingProto
 
-public struct LicenseType: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+public struct LicenseType: RawRepresentable, Hashable, Sendable, CustomStringConvertible, Encodable {
     public var rawValue: Int32
     public init(rawValue: Int32) { self.rawValue = rawValue }
 
@@ -33,9 +33,15 @@ public struct LicenseType: RawRepresentable, Hashable, Sendable, CustomStringCon
         let prefix = "LICENSE_TYPE_"
         return full.hasPrefix(prefix) ? String(full.dropFirst(prefix.count)) : full
     }
+
+    /// JSON carries the short name, as `description` gives it.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
 }
 
-public struct LicenseState: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+public struct LicenseState: RawRepresentable, Hashable, Sendable, CustomStringConvertible, Encodable {
     public var rawValue: Int32
     public init(rawValue: Int32) { self.rawValue = rawValue }
 
@@ -68,9 +74,15 @@ public struct LicenseState: RawRepresentable, Hashable, Sendable, CustomStringCo
         let prefix = "LICENSE_STATE_"
         return full.hasPrefix(prefix) ? String(full.dropFirst(prefix.count)) : full
     }
+
+    /// JSON carries the short name, as `description` gives it.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
 }
 
-public struct ReasonCode: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+public struct ReasonCode: RawRepresentable, Hashable, Sendable, CustomStringConvertible, Encodable {
     public var rawValue: Int32
     public init(rawValue: Int32) { self.rawValue = rawValue }
 
@@ -125,9 +137,15 @@ public struct ReasonCode: RawRepresentable, Hashable, Sendable, CustomStringConv
         let prefix = "REASON_CODE_"
         return full.hasPrefix(prefix) ? String(full.dropFirst(prefix.count)) : full
     }
+
+    /// JSON carries the short name, as `description` gives it.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
 }
 
-public struct SubscriptionStatus: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+public struct SubscriptionStatus: RawRepresentable, Hashable, Sendable, CustomStringConvertible, Encodable {
     public var rawValue: Int32
     public init(rawValue: Int32) { self.rawValue = rawValue }
 
@@ -156,9 +174,15 @@ public struct SubscriptionStatus: RawRepresentable, Hashable, Sendable, CustomSt
         let prefix = "SUBSCRIPTION_STATUS_"
         return full.hasPrefix(prefix) ? String(full.dropFirst(prefix.count)) : full
     }
+
+    /// JSON carries the short name, as `description` gives it.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
 }
 
-public struct ChangeKind: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+public struct ChangeKind: RawRepresentable, Hashable, Sendable, CustomStringConvertible, Encodable {
     public var rawValue: Int32
     public init(rawValue: Int32) { self.rawValue = rawValue }
 
@@ -191,9 +215,15 @@ public struct ChangeKind: RawRepresentable, Hashable, Sendable, CustomStringConv
         let prefix = "CHANGE_KIND_"
         return full.hasPrefix(prefix) ? String(full.dropFirst(prefix.count)) : full
     }
+
+    /// JSON carries the short name, as `description` gives it.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
 }
 
-public struct PageRequest: WireMessage {
+public struct PageRequest: WireMessage, Encodable {
     public var pageSize: UInt32 = 0
     public var pageToken: String = ""
 
@@ -237,7 +267,7 @@ extension PageRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct Product: WireMessage {
+public struct Product: WireMessage, Encodable {
     public var id: String = ""
     public var name: String = ""
     public var code: String = ""
@@ -297,7 +327,7 @@ extension Product: ProtobufCMessageBinding {
     }
 }
 
-public struct Policy: WireMessage {
+public struct Policy: WireMessage, Encodable {
     public var id: String = ""
     public var productId: String = ""
     public var name: String = ""
@@ -400,7 +430,7 @@ extension Policy: ProtobufCMessageBinding {
     }
 }
 
-public struct Customer: WireMessage {
+public struct Customer: WireMessage, Encodable {
     public var id: String = ""
     public var name: String = ""
     public var email: String = ""
@@ -464,7 +494,7 @@ extension Customer: ProtobufCMessageBinding {
     }
 }
 
-public struct Department: WireMessage {
+public struct Department: WireMessage, Encodable {
     public var id: String = ""
     public var customerId: String = ""
     public var name: String = ""
@@ -524,7 +554,7 @@ extension Department: ProtobufCMessageBinding {
     }
 }
 
-public struct License: WireMessage {
+public struct License: WireMessage, Encodable {
     public var id: String = ""
     public var productId: String = ""
     public var policyId: String = ""
@@ -660,7 +690,7 @@ extension License: ProtobufCMessageBinding {
     }
 }
 
-public struct Subscription: WireMessage {
+public struct Subscription: WireMessage, Encodable {
     public var id: String = ""
     public var licenseId: String = ""
     public var billingRef: String = ""
@@ -732,7 +762,7 @@ extension Subscription: ProtobufCMessageBinding {
     }
 }
 
-public struct ChangeEvent: WireMessage {
+public struct ChangeEvent: WireMessage, Encodable {
     public var seq: UInt64 = 0
     public var kind: ChangeKind = ChangeKind(rawValue: 0)
     public var action: String = ""
@@ -808,7 +838,7 @@ extension ChangeEvent: ProtobufCMessageBinding {
     }
 }
 
-public struct ChangesRequest: WireMessage {
+public struct ChangesRequest: WireMessage, Encodable {
     public var afterSeq: UInt64 = 0
     public var limit: UInt32 = 0
 
@@ -852,7 +882,7 @@ extension ChangesRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct ChangesResponse: WireMessage {
+public struct ChangesResponse: WireMessage, Encodable {
     public var events: [ChangeEvent] = []
     public var lastSeq: UInt64 = 0
 

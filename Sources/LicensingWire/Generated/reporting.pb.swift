@@ -2,7 +2,7 @@
 
 import CLicensingProto
 
-public struct ReportRequest: WireMessage {
+public struct ReportRequest: WireMessage, Encodable {
     public var productId: String = ""
     public var customerId: String = ""
     public var from: Int64 = 0
@@ -54,7 +54,7 @@ extension ReportRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct UsageReportRow: WireMessage {
+public struct UsageReportRow: WireMessage, Encodable {
     public var licenseId: String = ""
     public var productId: String = ""
     public var feature: String = ""
@@ -114,7 +114,7 @@ extension UsageReportRow: ProtobufCMessageBinding {
     }
 }
 
-public struct UsageReportResponse: WireMessage {
+public struct UsageReportResponse: WireMessage, Encodable {
     public var rows: [UsageReportRow] = []
     public var activeLicenses: UInt32 = 0
     public var overLimit: UInt32 = 0
@@ -163,7 +163,7 @@ extension UsageReportResponse: ProtobufCMessageBinding {
     }
 }
 
-public struct ComplianceReportResponse: WireMessage {
+public struct ComplianceReportResponse: WireMessage, Encodable {
     public var alerts: [ComplianceAlertSummary] = []
     public var compliantLicenses: UInt32 = 0
     public var violatingLicenses: UInt32 = 0
@@ -212,7 +212,7 @@ extension ComplianceReportResponse: ProtobufCMessageBinding {
     }
 }
 
-public struct ComplianceAlertSummary: WireMessage {
+public struct ComplianceAlertSummary: WireMessage, Encodable {
     public var licenseId: String = ""
     public var reason: ReasonCode = ReasonCode(rawValue: 0)
     public var count: UInt32 = 0
@@ -264,7 +264,7 @@ extension ComplianceAlertSummary: ProtobufCMessageBinding {
     }
 }
 
-public struct RevenueRow: WireMessage {
+public struct RevenueRow: WireMessage, Encodable {
     public var productId: String = ""
     public var currency: String = ""
     public var amountMinor: Int64 = 0
@@ -316,7 +316,7 @@ extension RevenueRow: ProtobufCMessageBinding {
     }
 }
 
-public struct RevenueReportResponse: WireMessage {
+public struct RevenueReportResponse: WireMessage, Encodable {
     public var rows: [RevenueRow] = []
 
     public init() {}
@@ -357,7 +357,7 @@ extension RevenueReportResponse: ProtobufCMessageBinding {
     }
 }
 
-public struct RenewalPipelineRow: WireMessage {
+public struct RenewalPipelineRow: WireMessage, Encodable {
     public var licenseId: String = ""
     public var customerId: String = ""
     public var expiresAt: Int64 = 0
@@ -413,7 +413,7 @@ extension RenewalPipelineRow: ProtobufCMessageBinding {
     }
 }
 
-public struct RenewalPipelineResponse: WireMessage {
+public struct RenewalPipelineResponse: WireMessage, Encodable {
     public var rows: [RenewalPipelineRow] = []
 
     public init() {}
@@ -454,7 +454,7 @@ extension RenewalPipelineResponse: ProtobufCMessageBinding {
     }
 }
 
-public struct ExportRequest: WireMessage {
+public struct ExportRequest: WireMessage, Encodable {
     public var report: String = ""
     public var format: String = ""
     public var filter: ReportRequest? = nil
@@ -502,7 +502,7 @@ extension ExportRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct ExportChunk: WireMessage {
+public struct ExportChunk: WireMessage, Encodable {
     public var data: [UInt8] = []
 
     public init() {}

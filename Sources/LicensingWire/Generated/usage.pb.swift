@@ -2,7 +2,7 @@
 
 import CLicensingProto
 
-public struct UsageEvent: WireMessage {
+public struct UsageEvent: WireMessage, Encodable {
     public var eventId: String = ""
     public var licenseKey: String = ""
     public var licenseId: String = ""
@@ -74,7 +74,7 @@ extension UsageEvent: ProtobufCMessageBinding {
     }
 }
 
-public struct RecordUsageRequest: WireMessage {
+public struct RecordUsageRequest: WireMessage, Encodable {
     public var events: [UsageEvent] = []
 
     public init() {}
@@ -115,7 +115,7 @@ extension RecordUsageRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct RecordUsageResponse: WireMessage {
+public struct RecordUsageResponse: WireMessage, Encodable {
     public var accepted: UInt32 = 0
     public var duplicates: UInt32 = 0
     public var alerts: [ComplianceAlert] = []
@@ -164,7 +164,7 @@ extension RecordUsageResponse: ProtobufCMessageBinding {
     }
 }
 
-public struct GetUsageRequest: WireMessage {
+public struct GetUsageRequest: WireMessage, Encodable {
     public var licenseId: String = ""
     public var from: Int64 = 0
     public var to: Int64 = 0
@@ -212,7 +212,7 @@ extension GetUsageRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct FeatureUsage: WireMessage {
+public struct FeatureUsage: WireMessage, Encodable {
     public var feature: String = ""
     public var quantity: UInt64 = 0
     public var events: UInt64 = 0
@@ -264,7 +264,7 @@ extension FeatureUsage: ProtobufCMessageBinding {
     }
 }
 
-public struct UsageSummary: WireMessage {
+public struct UsageSummary: WireMessage, Encodable {
     public var licenseId: String = ""
     public var from: Int64 = 0
     public var to: Int64 = 0
@@ -321,7 +321,7 @@ extension UsageSummary: ProtobufCMessageBinding {
     }
 }
 
-public struct SetQuotaRequest: WireMessage {
+public struct SetQuotaRequest: WireMessage, Encodable {
     public var licenseId: String = ""
     public var feature: String = ""
     public var limit: UInt64 = 0
@@ -373,7 +373,7 @@ extension SetQuotaRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct Quota: WireMessage {
+public struct Quota: WireMessage, Encodable {
     public var licenseId: String = ""
     public var feature: String = ""
     public var limit: UInt64 = 0
@@ -425,7 +425,7 @@ extension Quota: ProtobufCMessageBinding {
     }
 }
 
-public struct ComplianceAlert: WireMessage {
+public struct ComplianceAlert: WireMessage, Encodable {
     public var id: String = ""
     public var licenseId: String = ""
     public var reason: ReasonCode = ReasonCode(rawValue: 0)
@@ -485,7 +485,7 @@ extension ComplianceAlert: ProtobufCMessageBinding {
     }
 }
 
-public struct ListAlertsRequest: WireMessage {
+public struct ListAlertsRequest: WireMessage, Encodable {
     public var licenseId: String = ""
     public var includeAcknowledged: Bool = false
     public var page: PageRequest? = nil
@@ -533,7 +533,7 @@ extension ListAlertsRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct ListAlertsResponse: WireMessage {
+public struct ListAlertsResponse: WireMessage, Encodable {
     public var alerts: [ComplianceAlert] = []
     public var nextPageToken: String = ""
 
@@ -578,7 +578,7 @@ extension ListAlertsResponse: ProtobufCMessageBinding {
     }
 }
 
-public struct UsageChangesResponse: WireMessage {
+public struct UsageChangesResponse: WireMessage, Encodable {
     public var events: [UsageEvent] = []
     public var lastSeq: UInt64 = 0
 

@@ -2,7 +2,7 @@
 
 import CLicensingProto
 
-public struct ValidateRequest: WireMessage {
+public struct ValidateRequest: WireMessage, Encodable {
     public var licenseKey: String = ""
     public var fingerprint: String = ""
     public var feature: String = ""
@@ -66,7 +66,7 @@ extension ValidateRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct ValidateResponse: WireMessage {
+public struct ValidateResponse: WireMessage, Encodable {
     public var reason: ReasonCode = ReasonCode(rawValue: 0)
     public var valid: Bool = false
     public var licenseId: String = ""
@@ -147,7 +147,7 @@ extension ValidateResponse: ProtobufCMessageBinding {
     }
 }
 
-public struct ActivateRequest: WireMessage {
+public struct ActivateRequest: WireMessage, Encodable {
     public var licenseKey: String = ""
     public var fingerprint: String = ""
     public var machineName: String = ""
@@ -211,7 +211,7 @@ extension ActivateRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct Machine: WireMessage {
+public struct Machine: WireMessage, Encodable {
     public var id: String = ""
     public var licenseId: String = ""
     public var fingerprintHash: String = ""
@@ -275,7 +275,7 @@ extension Machine: ProtobufCMessageBinding {
     }
 }
 
-public struct ActivateResponse: WireMessage {
+public struct ActivateResponse: WireMessage, Encodable {
     public var reason: ReasonCode = ReasonCode(rawValue: 0)
     public var machine: Machine? = nil
     public var certificate: String = ""
@@ -327,7 +327,7 @@ extension ActivateResponse: ProtobufCMessageBinding {
     }
 }
 
-public struct DeactivateRequest: WireMessage {
+public struct DeactivateRequest: WireMessage, Encodable {
     public var licenseKey: String = ""
     public var fingerprint: String = ""
 
@@ -371,7 +371,7 @@ extension DeactivateRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct DeactivateResponse: WireMessage {
+public struct DeactivateResponse: WireMessage, Encodable {
     public var deactivated: Bool = false
 
     public init() {}
@@ -411,7 +411,7 @@ extension DeactivateResponse: ProtobufCMessageBinding {
     }
 }
 
-public struct ListMachinesRequest: WireMessage {
+public struct ListMachinesRequest: WireMessage, Encodable {
     public var licenseId: String = ""
     public var page: PageRequest? = nil
 
@@ -455,7 +455,7 @@ extension ListMachinesRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct ListMachinesResponse: WireMessage {
+public struct ListMachinesResponse: WireMessage, Encodable {
     public var machines: [Machine] = []
     public var nextPageToken: String = ""
 
@@ -500,7 +500,7 @@ extension ListMachinesResponse: ProtobufCMessageBinding {
     }
 }
 
-public struct CheckoutSeatRequest: WireMessage {
+public struct CheckoutSeatRequest: WireMessage, Encodable {
     public var licenseKey: String = ""
     public var clientId: String = ""
     public var user: String = ""
@@ -556,7 +556,7 @@ extension CheckoutSeatRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct SeatLease: WireMessage {
+public struct SeatLease: WireMessage, Encodable {
     public var leaseId: String = ""
     public var licenseId: String = ""
     public var clientId: String = ""
@@ -616,7 +616,7 @@ extension SeatLease: ProtobufCMessageBinding {
     }
 }
 
-public struct SeatLeaseResponse: WireMessage {
+public struct SeatLeaseResponse: WireMessage, Encodable {
     public var reason: ReasonCode = ReasonCode(rawValue: 0)
     public var lease: SeatLease? = nil
     public var queuePosition: UInt32 = 0
@@ -672,7 +672,7 @@ extension SeatLeaseResponse: ProtobufCMessageBinding {
     }
 }
 
-public struct SeatLeaseRequest: WireMessage {
+public struct SeatLeaseRequest: WireMessage, Encodable {
     public var leaseId: String = ""
     public var licenseKey: String = ""
 
@@ -716,7 +716,7 @@ extension SeatLeaseRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct ListSeatsRequest: WireMessage {
+public struct ListSeatsRequest: WireMessage, Encodable {
     public var licenseId: String = ""
 
     public init() {}
@@ -756,7 +756,7 @@ extension ListSeatsRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct ListSeatsResponse: WireMessage {
+public struct ListSeatsResponse: WireMessage, Encodable {
     public var leases: [SeatLease] = []
     public var seatLimit: UInt32 = 0
 
@@ -801,7 +801,7 @@ extension ListSeatsResponse: ProtobufCMessageBinding {
     }
 }
 
-public struct CreateOfflineLicenseRequest: WireMessage {
+public struct CreateOfflineLicenseRequest: WireMessage, Encodable {
     public var licenseKey: String = ""
     public var fingerprint: String = ""
     public var validSeconds: Int64 = 0
@@ -853,7 +853,7 @@ extension CreateOfflineLicenseRequest: ProtobufCMessageBinding {
     }
 }
 
-public struct OfflineLicense: WireMessage {
+public struct OfflineLicense: WireMessage, Encodable {
     public var armored: String = ""
     public var notBefore: Int64 = 0
     public var notAfter: Int64 = 0

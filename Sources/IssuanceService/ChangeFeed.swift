@@ -1,0 +1,31 @@
+import Foundation
+import GRDB
+import LicensingWire
+
+/// Issuance's change feed: every state change is an event appended in the same
+/// transaction as the change (an outbox), so a consumer never sees one without the other.
+enum ChangeFeed {
+    static func append(_ event: ChangeEvent, at time: Int64, in db: Database) throws {
+        var event = event
+        event.occurredAt = time
+        try db.execute(
+            sql: "INSERT INTO change_event (occurred_at, event) VALUES (?, ?)",
+            arguments: [time, Data(event.serializedBytes())])
+    }
+
+    static func read(after seq: UInt64, limit: Int, in db: Database) throws -> [ChangeEvent] {
+        let rows = try Row.fetchAll(
+            db, sql: "SELECT seq, event FROM change_event WHERE seq > ? ORDER BY seq LIMIT ?",
+            arguments: [Int64(clamping: seq), limit])
+        return try rows.map { row in
+            let bytes: Data = row["event"]
+            var event = try ChangeEvent(serializedBytes: Array(bytes))
+            event.seq = UInt64(row["seq"] as Int64)
+            return event
+        }
+    }
+
+    static func lastSeq(in db: Database) throws -> UInt64 {
+        UInt64(try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(seq), 0) FROM change_event") ?? 0)
+    }
+}

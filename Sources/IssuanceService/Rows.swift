@@ -1,0 +1,77 @@
+import GRDB
+import LicensingWire
+
+// Mapping between rows of issuance.sqlite and contract messages.
+
+/// Lists of names (features, regions) are stored comma-separated; names are checked
+/// to contain no commas before they get here.
+enum NameList {
+    static func encode(_ names: [String]) -> String { names.joined(separator: ",") }
+    static func decode(_ text: String) -> [String] { text.isEmpty ? [] : text.split(separator: ",").map(String.init) }
+}
+
+extension Product {
+    init(row: Row) {
+        self.init(
+            id: row["id"], name: row["name"], code: row["code"], description: row["description"],
+            createdAt: row["created_at"], tenantId: row["tenant_id"])
+    }
+}
+
+extension Policy {
+    init(row: Row) {
+        self.init(
+            id: row["id"], productId: row["product_id"], name: row["name"],
+            licenseType: LicenseType(rawValue: row["license_type"]),
+            durationSeconds: row["duration_seconds"], graceSeconds: row["grace_seconds"],
+            maxMachines: row["max_machines"], maxUsers: row["max_users"], maxSeats: row["max_seats"],
+            features: NameList.decode(row["features"]),
+            allowedRegions: NameList.decode(row["allowed_regions"]),
+            deniedRegions: NameList.decode(row["denied_regions"]),
+            checkInIntervalSeconds: row["check_in_interval_seconds"],
+            overagePermille: row["overage_permille"], createdAt: row["created_at"], tenantId: row["tenant_id"])
+    }
+}
+
+extension Customer {
+    init(row: Row) {
+        self.init(
+            id: row["id"], name: row["name"], email: row["email"], crmId: row["crm_id"],
+            enterprise: row["enterprise"], createdAt: row["created_at"], tenantId: row["tenant_id"])
+    }
+}
+
+extension License {
+    init(row: Row) {
+        self.init(
+            id: row["id"], productId: row["product_id"], policyId: row["policy_id"],
+            customerId: row["customer_id"], departmentId: row["department_id"],
+            licenseType: LicenseType(rawValue: row["license_type"]),
+            state: LicenseState(rawValue: row["state"]),
+            keyPrefix: row["key_prefix"], issuedAt: row["issued_at"], startsAt: row["starts_at"],
+            expiresAt: row["expires_at"], graceSeconds: row["grace_seconds"],
+            maxMachines: row["max_machines"], maxUsers: row["max_users"], maxSeats: row["max_seats"],
+            features: NameList.decode(row["features"]),
+            allowedRegions: NameList.decode(row["allowed_regions"]),
+            deniedRegions: NameList.decode(row["denied_regions"]),
+            overagePermille: row["overage_permille"], checkInIntervalSeconds: row["check_in_interval_seconds"],
+            tenantId: row["tenant_id"], updatedAt: row["updated_at"], stateReason: row["state_reason"])
+    }
+}
+
+/// Keyset paging: rows ordered by id, the token is the last id of the previous page.
+struct Page {
+    let size: Int
+    let after: String
+
+    init(_ request: PageRequest?) {
+        let asked = Int(request?.pageSize ?? 0)
+        size = asked == 0 ? 100 : min(asked, 1000)
+        after = request?.pageToken ?? ""
+    }
+
+    /// The next token: the last id when the page is full, else "" (no more).
+    func nextToken(_ ids: [String]) -> String {
+        ids.count == size ? ids.last ?? "" : ""
+    }
+}

@@ -1,0 +1,31 @@
+import Synchronization
+
+/// Wall-clock time in Unix seconds, injected so expiry, grace and leases are tested
+/// without sleeping.
+public protocol LicenseClock: Sendable {
+    var now: Int64 { get }
+}
+
+public struct SystemLicenseClock: LicenseClock {
+    public init() {}
+    public var now: Int64 {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        return Int64(spec.tv_sec)
+    }
+}
+
+/// A clock tests move by hand.
+public final class ManualLicenseClock: LicenseClock {
+    private let seconds: Atomic<Int64>
+    public init(_ start: Int64 = 1_800_000_000) { seconds = Atomic(start) }
+    public var now: Int64 { seconds.load(ordering: .relaxed) }
+    public func advance(by delta: Int64) { seconds.add(delta, ordering: .relaxed) }
+    public func set(_ value: Int64) { seconds.store(value, ordering: .relaxed) }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif

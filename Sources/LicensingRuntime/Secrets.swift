@@ -1,0 +1,63 @@
+import Foundation
+import LicensingCore
+
+/// Secrets a service reads from a file or the environment. In local development mode a
+/// missing secret is generated into the data folder with mode 0600; otherwise a missing
+/// secret stops the service before it serves anything.
+public enum Secrets {
+    public struct Missing: Error, CustomStringConvertible {
+        public let name: String
+        public let file: String
+        public var description: String {
+            "secret \(name) not found: set LM_\(name.uppercased().replacingOccurrences(of: "-", with: "_")) (hex), "
+                + "or put it in \(file), or run with --dev to generate one for local development"
+        }
+    }
+
+    /// The key-hash secret shared by issuance and validation.
+    public static func keyHashSecret(settings: Settings, developmentMode: Bool) throws -> KeyHashSecret {
+        let bytes = try load(name: "key-hash-secret", settings: settings, developmentMode: developmentMode)
+        return try KeyHashSecret(bytes: bytes)
+    }
+
+    public static func load(name: String, settings: Settings, developmentMode: Bool) throws -> [UInt8] {
+        if let hex = settings[name] {
+            guard let bytes = Hex.decode(hex.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+                throw Missing(name: name, file: "(setting is not hex)")
+            }
+            return bytes
+        }
+        let file = settings["\(name)-file"] ?? "\(settings.dataDirectory)/secrets/\(name)"
+        if let text = try? String(contentsOfFile: file, encoding: .utf8),
+            let bytes = Hex.decode(text.trimmingCharacters(in: .whitespacesAndNewlines))
+        {
+            return bytes
+        }
+        guard developmentMode else { throw Missing(name: name, file: file) }
+        try writePrivate(Hex.encode(KeyHashSecret.generateBytes()) + "\n", to: file)
+        // Read back: when two services of a local stack start together, the first writer wins.
+        guard let text = try? String(contentsOfFile: file, encoding: .utf8),
+            let bytes = Hex.decode(text.trimmingCharacters(in: .whitespacesAndNewlines))
+        else { throw Missing(name: name, file: file) }
+        return bytes
+    }
+
+    /// Writes a file readable by its owner only, creating it that way so it is never
+    /// visible with a wider mode.
+    public static func writePrivate(_ text: String, to path: String) throws {
+        let directory = (path as NSString).deletingLastPathComponent
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+        guard descriptor >= 0 else {
+            // Another process of the stack generated it first: use theirs.
+            if errno == EEXIST { return }
+            throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO)
+        }
+        defer { close(descriptor) }
+        let bytes = Array(text.utf8)
+        guard write(descriptor, bytes, bytes.count) == bytes.count else {
+            throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO)
+        }
+        fsync(descriptor)
+    }
+}

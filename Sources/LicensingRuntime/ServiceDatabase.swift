@@ -1,0 +1,34 @@
+import Foundation
+import GRDB
+
+/// Opens a service's own SQLite database: WAL (through `DatabasePool`: one writer,
+/// concurrent readers), foreign keys on, and the durability the service's writes need.
+public enum ServiceDatabase {
+    public enum Durability: String, Sendable {
+        /// Every commit is on disk before it returns: licenses, revocations, activations.
+        case full = "FULL"
+        /// WAL with `synchronous=NORMAL`: commits survive a process crash, and may lose the
+        /// last transactions on power loss. For data rebuilt from a feed.
+        case normal = "NORMAL"
+    }
+
+    public static func open(
+        path: String,
+        durability: Durability,
+        migrator: DatabaseMigrator
+    ) throws -> DatabasePool {
+        let directory = (path as NSString).deletingLastPathComponent
+        if !directory.isEmpty {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        }
+        var configuration = Configuration()
+        configuration.foreignKeysEnabled = true
+        configuration.busyMode = .timeout(5)
+        configuration.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = \(durability.rawValue)")
+        }
+        let pool = try DatabasePool(path: path, configuration: configuration)
+        try migrator.migrate(pool)
+        return pool
+    }
+}

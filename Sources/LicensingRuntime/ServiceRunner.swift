@@ -1,0 +1,82 @@
+import Foundation
+import LicensingRPC
+import Logging
+import Metrics
+import NIOCore
+import Prometheus
+import ServiceLifecycle
+
+/// What a service library gets from its executable: settings, a logger, and where to
+/// serve. Tests build one directly to start a service in-process.
+public struct ServiceEnvironment: Sendable {
+    public var name: String
+    public var settings: Settings
+    public var logger: Logger
+    public var developmentMode: Bool
+
+    public init(name: String, settings: Settings, logger: Logger, developmentMode: Bool) {
+        self.name = name
+        self.settings = settings
+        self.logger = logger
+        self.developmentMode = developmentMode
+    }
+
+    public var serverConfiguration: RPCServerConfiguration {
+        get throws {
+            RPCServerConfiguration(
+                endpoints: try settings.endpoints("listen", default: [settings.defaultSocket(name)]),
+                limits: FrameLimits(
+                    maxFrameLength: try settings.int("max-frame-bytes", default: 4 << 20),
+                    partialFrameTimeout: .seconds(Int64(try settings.int("read-timeout-seconds", default: 10)))))
+        }
+    }
+
+    /// The service's database file: `<data>/<service>.sqlite` unless `database` is set.
+    public var databasePath: String {
+        settings["database"] ?? "\(settings.dataDirectory)/\(name).sqlite"
+    }
+}
+
+/// Runs a service process: logging and metrics set up once, the service's parts in a
+/// `ServiceGroup` that turns SIGTERM and SIGINT into a graceful shutdown.
+public enum ServiceRunner {
+    public static func run(
+        name: String,
+        options: RuntimeOptions,
+        extraFlags: [String: String?] = [:],
+        makeServices: (ServiceEnvironment) async throws -> [any Service]
+    ) async throws {
+        let settings = try Settings.load(flags: options.flags.merging(extraFlags) { $1 }, configFile: options.config)
+        let level = Logger.Level(rawValue: settings.string("log-level", default: "info")) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        var logger = Logger(label: "license-\(name)")
+        logger[metadataKey: "service"] = "\(name)"
+
+        var services: [any Service] = []
+        if let metrics = settings["metrics"] {
+            let endpoint = try Endpoint(parsing: metrics)
+            guard case .tcp(let host, let port) = endpoint else {
+                throw RPCError.invalidArgument("metrics must be host:port, not \(metrics)")
+            }
+            let registry = PrometheusCollectorRegistry()
+            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+            services.append(MetricsEndpoint(registry: registry, host: host, port: port, logger: logger))
+        }
+        try FileManager.default.createDirectory(atPath: "\(settings.dataDirectory)/run", withIntermediateDirectories: true)
+        let environment = ServiceEnvironment(
+            name: name, settings: settings, logger: logger,
+            developmentMode: try settings.bool("dev", default: false))
+        services += try await makeServices(environment)
+
+        let group = ServiceGroup(
+            configuration: .init(
+                services: services.map { .init(service: $0) },
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger))
+        try await group.run()
+    }
+}

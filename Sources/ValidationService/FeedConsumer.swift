@@ -1,0 +1,69 @@
+import LicensingRPC
+import LicensingWire
+import Logging
+import NIOConcurrencyHelpers
+import ServiceLifecycle
+
+/// Pulls issuance's change feed into the replica: asks for events after the stored
+/// position, applies them with the new position in one transaction, and asks again —
+/// at once while there is more, every `idleInterval` once caught up. When issuance is
+/// unreachable it retries with backoff while validation goes on answering from the replica.
+final class FeedConsumer: Service, Sendable {
+    private let client: RPCClient
+    private let replica: LicenseReplica
+    private let logger: Logger
+    private let idleInterval: Duration
+    private let state = NIOLockedValueBox(Progress())
+
+    struct Progress {
+        var appliedSeq: UInt64 = 0
+        var sourceSeq: UInt64 = 0
+        var lastContact: ContinuousClock.Instant?
+    }
+
+    init(client: RPCClient, replica: LicenseReplica, logger: Logger, idleInterval: Duration = .milliseconds(200)) {
+        self.client = client
+        self.replica = replica
+        self.logger = logger
+        self.idleInterval = idleInterval
+    }
+
+    func run() async throws {
+        var position = try await replica.position()
+        state.withLockedValue { $0.appliedSeq = position }
+        var failures = 0
+        while !Task.isCancelled, !Task.isShuttingDownGracefully {
+            let batch: UInt32 = 1000
+            do {
+                let response = try await client.call(
+                    IssuanceMethods.changes, ChangesRequest(afterSeq: position, limit: batch), timeout: .seconds(5))
+                position = try await replica.apply(response.events)
+                state.withLockedValue {
+                    $0.appliedSeq = position
+                    $0.sourceSeq = response.lastSeq
+                    $0.lastContact = .now
+                }
+                if failures > 0 {
+                    logger.info("issuance feed reachable again", metadata: ["applied_seq": "\(position)"])
+                    failures = 0
+                }
+                if response.events.count == Int(batch) { continue }
+                try? await Task.sleep(for: idleInterval)
+            } catch {
+                failures += 1
+                if failures == 1 {
+                    logger.warning("issuance feed unreachable; answering from the replica", metadata: ["error": "\(error)"])
+                }
+                try? await Task.sleep(for: min(idleInterval * (1 << min(failures, 4)), .seconds(2)))
+            }
+        }
+    }
+
+    func position() -> FeedPosition {
+        state.withLockedValue { progress in
+            FeedPosition(
+                feed: LicenseReplica.feed, appliedSeq: progress.appliedSeq, sourceSeq: progress.sourceSeq,
+                secondsSinceContact: progress.lastContact.map { (ContinuousClock.now - $0).components.seconds } ?? -1)
+        }
+    }
+}

@@ -1,0 +1,19 @@
+import ArgumentParser
+import UsageService
+import LicensingRuntime
+
+@main
+struct LicenseUsageCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "license-usage",
+        abstract: "Feature usage, metering and compliance alerts.",
+        discussion: "Settings come from flags, then LM_* environment variables (LM_DATA_DIR, LM_LISTEN, ...), then --config.")
+
+    @OptionGroup var runtime: RuntimeOptions
+
+    func run() async throws {
+        try await ServiceRunner.run(name: "usage", options: runtime, extraFlags: [:]) { environment in
+            try UsageService.services(environment)
+        }
+    }
+}

@@ -1,0 +1,22 @@
+import ArgumentParser
+import ValidationService
+import LicensingRuntime
+
+@main
+struct LicenseValidationCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "license-validation",
+        abstract: "Validates license keys from a replica fed by issuance's change feed.",
+        discussion: "Settings come from flags, then LM_* environment variables (LM_DATA_DIR, LM_LISTEN, ...), then --config.")
+
+    @OptionGroup var runtime: RuntimeOptions
+
+    @Option(help: "Issuance endpoint whose change feed to follow (default: unix:<data>/run/issuance.sock).")
+    var issuance: String?
+
+    func run() async throws {
+        try await ServiceRunner.run(name: "validation", options: runtime, extraFlags: ["issuance": issuance]) { environment in
+            try ValidationService.services(environment)
+        }
+    }
+}

@@ -1,0 +1,159 @@
+import ArgumentParser
+import Foundation
+import LicensingRPC
+import LicensingWire
+
+@main
+struct Licensectl: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "licensectl",
+        abstract: "Operate a License Manager stack through its gateway.",
+        discussion: """
+            With no --gateway, licensectl uses LM_GATEWAY, then the local stack started by deploy/up \
+            (<data>/run/gateway.sock, where <data> is LM_DATA_DIR, ./data, or the folder deploy/up last used).
+            """,
+        subcommands: [
+            HealthCommand.self, ProductCommand.self, PolicyCommand.self, CustomerCommand.self,
+            LicenseCommand.self, ValidateCommand.self,
+        ])
+
+    /// Exit codes scripts can rely on: 0 done, 1 a negative answer (a license that is not
+    /// valid, a service that is down), 2 any error, usage errors included.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success || code.rawValue == 1 || error is ExitCode {
+                exit(withError: error)
+            }
+            FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+            exit(withError: ExitCode(2))
+        }
+    }
+}
+
+/// Options every command shares.
+struct GlobalOptions: ParsableArguments {
+    @Option(help: "Gateway endpoint: unix:/path or host:port.")
+    var gateway: String?
+
+    @Flag(help: "Print JSON for scripts instead of text for people.")
+    var json = false
+
+    @Option(help: "Seconds to wait for an answer.")
+    var timeout: Int = 10
+
+    func client() throws -> RPCClient {
+        RPCClient(endpoint: try Endpoint(parsing: gateway ?? LocalStack.gatewayEndpoint()), configuration: .init(connections: 1))
+    }
+
+    /// Runs one call and prints its answer, or the error with exit code 2.
+    func run<Request, Response: Encodable>(
+        _ method: WireMethod<Request, Response>, _ request: Request, text: (Response) -> String
+    ) async throws -> Response {
+        let client = try client()
+        let result: Result<Response, any Error>
+        do {
+            result = .success(try await client.call(method, request, timeout: .seconds(timeout)))
+        } catch {
+            result = .failure(error)
+        }
+        await client.close()
+        switch result {
+        case .success(let response):
+            print(json ? JSONOutput.encode(response) : text(response))
+            return response
+        case .failure(let error as RPCError):
+            Output.error("\(error.code): \(error.message)")
+            throw ExitCode(2)
+        case .failure(let error):
+            throw error
+        }
+    }
+}
+
+enum LocalStack {
+    /// The pointer deploy/up leaves so licensectl finds the stack from any folder.
+    static var pointerFile: String {
+        let environment = ProcessInfo.processInfo.environment
+        let state = environment["XDG_STATE_HOME"] ?? "\(environment["HOME"] ?? "/tmp")/.local/state"
+        return "\(state)/license-manager/data-dir"
+    }
+
+    static func gatewayEndpoint() -> String {
+        let environment = ProcessInfo.processInfo.environment
+        if let gateway = environment["LM_GATEWAY"] { return gateway }
+        var candidates: [String] = []
+        if let data = environment["LM_DATA_DIR"] { candidates.append(data) }
+        candidates.append("data")
+        if let pointed = try? String(contentsOfFile: pointerFile, encoding: .utf8) {
+            candidates.append(pointed.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+        for data in candidates where FileManager.default.fileExists(atPath: "\(data)/run/gateway.sock") {
+            return "unix:\(data)/run/gateway.sock"
+        }
+        return "127.0.0.1:7400"
+    }
+}
+
+enum Output {
+    static func error(_ message: String) {
+        FileHandle.standardError.write(Data("error: \(message)\n".utf8))
+    }
+
+    static func time(_ seconds: Int64) -> String {
+        guard seconds != 0 else { return "never" }
+        let formatter = ISO8601DateFormatter()
+        return formatter.string(from: Date(timeIntervalSince1970: TimeInterval(seconds)))
+    }
+
+    static func license(_ license: License) -> String {
+        """
+        license      \(license.id)
+        state        \(license.state)\(license.stateReason.isEmpty ? "" : " (\(license.stateReason))")
+        type         \(license.licenseType)
+        product      \(license.productId)
+        policy       \(license.policyId)
+        customer     \(license.customerId)
+        prefix       \(license.keyPrefix)
+        issued       \(time(license.issuedAt))
+        expires      \(time(license.expiresAt))
+        grace        \(license.graceSeconds / 86400) days
+        machines     \(license.maxMachines == 0 ? "unlimited" : String(license.maxMachines))
+        seats        \(license.maxSeats == 0 ? "unlimited" : String(license.maxSeats))
+        features     \(license.features.isEmpty ? "-" : license.features.joined(separator: ", "))
+        """
+    }
+}
+
+enum JSONOutput {
+    static func encode<T: Encodable>(_ value: T) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        guard let data = try? encoder.encode(value) else { return "{}" }
+        return String(decoding: data, as: UTF8.self)
+    }
+}
+
+/// Parses "30d", "12h", "90m", "3600s" or plain seconds; "0" or "perpetual" = none.
+func parseDuration(_ text: String) throws -> Int64 {
+    if text == "perpetual" { return 0 }
+    let units: [Character: Int64] = ["s": 1, "m": 60, "h": 3600, "d": 86400, "y": 365 * 86400]
+    if let last = text.last, let unit = units[last], let value = Int64(text.dropLast()), value >= 0 {
+        return value * unit
+    }
+    if let value = Int64(text), value >= 0 { return value }
+    throw ValidationError("\"\(text)\" is not a duration such as 30d, 12h or 3600")
+}
+
+func parseList(_ text: String?) -> [String] {
+    guard let text, !text.isEmpty else { return [] }
+    return text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+}
