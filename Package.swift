@@ -129,9 +129,14 @@ let package = Package(
         .testTarget(name: "LicensingCoreTests", dependencies: ["LicensingCore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "ServiceTests",
-            dependencies: ["IssuanceService", "ValidationService", "UsageService", "ReportingService", "GatewayService"],
+            dependencies: [
+                "IssuanceService", "ValidationService", "UsageService", "ReportingService", "GatewayService",
+                "LicensingRPC", "LicensingCore", "LicensingWire",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "EndToEndTests", dependencies: ["LicensingRPC", "LicensingCore"], swiftSettings: swiftSettings),
+        // Starts the real executables as processes; they must be built first (deploy/test does).
+        .testTarget(name: "EndToEndTests", dependencies: ["LicensingRPC", "LicensingCore", "LicensingWire"], swiftSettings: swiftSettings),
     ]
 )

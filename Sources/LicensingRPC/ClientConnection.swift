@@ -120,8 +120,10 @@ final class ClientConnection: Sendable {
         let promise = channel.eventLoop.makePromise(of: Envelope.self)
         let timer = scheduleTimeout(id, method, timeout)
         guard calls.insert(id, .unary(promise, timer)) else {
+            let error = RPCError(.unavailable, "connection to the server closed")
             timer.cancel()
-            throw RPCError(.unavailable, "connection to the server closed")
+            promise.fail(error)
+            throw error
         }
         return try await withTaskCancellationHandler {
             channel.writeAndFlush(request).whenFailure { [calls] error in

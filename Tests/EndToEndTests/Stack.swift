@@ -1,0 +1,85 @@
+import Foundation
+import LicensingRPC
+import Testing
+
+/// The five executables started as real processes on Unix sockets in a temporary folder.
+final class Stack: @unchecked Sendable {
+    // @unchecked: `processes` is touched only by the test that owns the stack, one call at a time.
+    let folder: String
+    private var processes: [String: Process] = [:]
+    private static let services = ["issuance", "validation", "usage", "reporting", "gateway"]
+
+    init() throws {
+        folder = NSTemporaryDirectory() + "lm-e2e-" + UUID().uuidString.prefix(8)
+        try FileManager.default.createDirectory(atPath: "\(folder)/run", withIntermediateDirectories: true)
+    }
+
+    deinit {
+        for process in processes.values where process.isRunning { process.terminate() }
+        for process in processes.values { process.waitUntilExit() }
+        try? FileManager.default.removeItem(atPath: folder)
+    }
+
+    /// Where `swift build` put the executables: next to this test bundle.
+    static var binaries: URL {
+        var candidate = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        for _ in 0..<3 {
+            if FileManager.default.fileExists(atPath: candidate.appendingPathComponent("license-gateway").path) { return candidate }
+            candidate = candidate.deletingLastPathComponent()
+        }
+        return URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../.build/debug").standardized
+    }
+
+    func endpoint(_ service: String) -> Endpoint { .unix(path: "\(folder)/run/\(service).sock") }
+
+    func start(_ service: String) throws {
+        let process = Process()
+        process.executableURL = Self.binaries.appendingPathComponent("license-\(service)")
+        process.arguments = ["--dev", "true", "--data-dir", folder]
+        if service == "gateway" {
+            // Port 0: tests never collide with a stack running on the default port.
+            process.arguments! += ["--listen", "unix:\(folder)/run/gateway.sock,127.0.0.1:0"]
+        }
+        let path = "\(folder)/\(service).log"
+        if !FileManager.default.fileExists(atPath: path) {
+            _ = FileManager.default.createFile(atPath: path, contents: nil)
+        }
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        log.seekToEndOfFile()
+        process.standardOutput = log
+        process.standardError = log
+        try process.run()
+        processes[service] = process
+    }
+
+    func startAll() async throws {
+        for service in Self.services { try start(service) }
+        for service in Self.services { try await waitUntilServing(service) }
+    }
+
+    func waitUntilServing(_ service: String) async throws {
+        let client = RPCClient(endpoint: endpoint(service))
+        defer { Task { await client.close() } }
+        let start = ContinuousClock.now
+        while ContinuousClock.now - start < .seconds(20) {
+            if (try? await client.call(HealthMethods.check, HealthCheckRequest(), timeout: .seconds(1))) != nil { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw RPCError(.unavailable, "\(service) did not start; log: \(log(service))")
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    @discardableResult
+    func stop(_ service: String) -> Int32 {
+        guard let process = processes[service] else { return -1 }
+        process.terminate()
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    func log(_ service: String) -> String {
+        (try? String(contentsOfFile: "\(folder)/\(service).log", encoding: .utf8)) ?? ""
+    }
+}
+
+import LicensingWire

@@ -1,0 +1,60 @@
+import LicensingRPC
+import Testing
+
+extension RPCTests {
+    @Suite("Endpoint parsing")
+    struct EndpointTests {
+        @Test(arguments: [
+            ("unix:/x", Endpoint.unix(path: "/x")),
+            ("unix:/run/license-manager/issuance.sock", .unix(path: "/run/license-manager/issuance.sock")),
+            ("unix:relative.sock", .unix(path: "relative.sock")),
+            ("localhost:8080", .tcp(host: "localhost", port: 8080)),
+            ("127.0.0.1:0", .tcp(host: "127.0.0.1", port: 0)),
+            ("tcp://issuance.internal:7001", .tcp(host: "issuance.internal", port: 7001)),
+            ("tcp://10.1.2.3:65535", .tcp(host: "10.1.2.3", port: 65535)),
+            ("[::1]:80", .tcp(host: "::1", port: 80)),
+            ("tcp://[fe80::1%eth0]:443", .tcp(host: "fe80::1%eth0", port: 443)),
+        ])
+        func parses(_ text: String, _ expected: Endpoint) throws {
+            let parsed = try Endpoint(parsing: text)
+            #expect(parsed == expected)
+            // The description parses back to the same endpoint.
+            #expect(try Endpoint(parsing: parsed.description) == parsed)
+        }
+
+        @Test func descriptions() {
+            #expect(Endpoint.unix(path: "/x").description == "unix:/x")
+            #expect(Endpoint.tcp(host: "localhost", port: 1).description == "localhost:1")
+            #expect(Endpoint.tcp(host: "::1", port: 80).description == "[::1]:80")
+        }
+
+        @Test(arguments: [
+            "",
+            "unix:",
+            "localhost",
+            "localhost:",
+            ":80",
+            "tcp://",
+            "tcp://:80",
+            "host:65536",
+            "host:-1",
+            "host:http",
+            "host:80x",
+            "host:+80",
+            "host: 80",
+            "[::1]",
+            "[]:80",
+            "[::1:80",
+            "::1]:80",
+            "http://host:80",
+            "tcp://host/path:80",
+            "a b:80",
+        ])
+        func rejects(_ text: String) {
+            #expect(throws: RPCError.self, "\"\(text)\" was accepted") { try Endpoint(parsing: text) }
+            if let error = try? #require(throws: RPCError.self, performing: { try Endpoint(parsing: text) }) {
+                #expect(error.code == .invalidArgument)
+            }
+        }
+    }
+}

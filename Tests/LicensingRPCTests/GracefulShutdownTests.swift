@@ -1,0 +1,94 @@
+import Foundation
+import LicensingRPC
+import LicensingWire
+import ServiceLifecycle
+import Testing
+
+extension RPCTests {
+    @Suite("Graceful shutdown")
+    struct GracefulShutdownTests {
+        @Test func inFlightCallsFinishThenTheServerStops() async throws {
+            let directory = try TempDirectory()
+            let socketPath = directory.socket()
+            let started = Counter()
+            let release = Flag()
+            let router = echoRouter(delay: { request in
+                if request.id.hasPrefix("slow") {
+                    // Finishes only once the test says so, after shutdown has begun.
+                    _ = await release.wait(within: .seconds(10))
+                }
+            }, started: started)
+            let server = RPCServer(
+                router: router,
+                configuration: RPCServerConfiguration(endpoints: [.unix(path: socketPath), .tcp(host: "127.0.0.1", port: 0)]),
+                logger: testLogger)
+            let group = ServiceGroup(configuration: ServiceGroupConfiguration(services: [server], logger: testLogger))
+            let running = Task { try await group.run() }
+            defer { running.cancel() }
+
+            let endpoints = try await server.listeningEndpoints
+            #expect(FileManager.default.fileExists(atPath: socketPath))
+            let client = RPCClient(endpoint: endpoints[0], configuration: RPCClientConfiguration(connections: 1))
+            let tcpClient = RPCClient(endpoint: endpoints[1], configuration: RPCClientConfiguration(connections: 1))
+            _ = try await tcpClient.call(HealthMethods.check, HealthCheckRequest())
+
+            let slow = Task { try await client.call(IssuanceMethods.getProduct, GetByIdRequest(id: "slow-1"), timeout: .seconds(20)) }
+            #expect(await eventually(within: .seconds(5)) { started.value == 1 })
+
+            await group.triggerGracefulShutdown()
+            // The listeners close at once: the socket file goes before the slow call ends.
+            #expect(await eventually(within: .seconds(5)) { !FileManager.default.fileExists(atPath: socketPath) },
+                "the Unix socket file is still there after shutdown began")
+            #expect(!release.isSet)
+            release.set()
+
+            let product = try await slow.value
+            #expect(product.id == "slow-1", "the call in flight did not complete")
+            #expect(await finishes(running, within: .seconds(5)), "the service group did not stop after its calls finished")
+            if case .failure(let error) = await running.result { Issue.record("the server failed: \(error)") }
+
+            #expect(!FileManager.default.fileExists(atPath: socketPath))
+            // New connections fail, over Unix and TCP.
+            let late = RPCClient(endpoint: endpoints[0])
+            #expect(await rpcCode { _ = try await late.call(HealthMethods.check, HealthCheckRequest()) } == .unavailable)
+            await late.close()
+            let lateTCP = RPCClient(endpoint: endpoints[1])
+            #expect(await rpcCode { _ = try await lateTCP.call(HealthMethods.check, HealthCheckRequest()) } == .unavailable)
+            await lateTCP.close()
+            // The old connections are closed as well.
+            #expect(await rpcCode { _ = try await tcpClient.call(HealthMethods.check, HealthCheckRequest()) } == .unavailable)
+            await client.close()
+            await tcpClient.close()
+        }
+
+        @Test func openFeedsEndOnGracefulShutdown() async throws {
+            let directory = try TempDirectory()
+            let ended = Flag()
+            let server = RPCServer(
+                router: StreamingTests.feedRouter(ended: ended),
+                configuration: RPCServerConfiguration(endpoints: [.unix(path: directory.socket())]),
+                logger: testLogger)
+            let group = ServiceGroup(configuration: ServiceGroupConfiguration(services: [server], logger: testLogger))
+            let running = Task { try await group.run() }
+            defer { running.cancel() }
+            let endpoints = try await server.listeningEndpoints
+            let client = RPCClient(endpoint: endpoints[0])
+            let received = Counter()
+            let consumer = Task {
+                for try await _ in try await client.stream(IssuanceMethods.watchChanges, ChangesRequest(limit: 0)) {
+                    received.increment()
+                }
+            }
+            #expect(await eventually(within: .seconds(5)) { received.value >= 2 })
+            await group.triggerGracefulShutdown()
+            #expect(await ended.wait(within: .seconds(3)), "a feed kept the server from stopping")
+            #expect(await finishes(running, within: .seconds(5)))
+            // The consumer learns that its feed ended (the status says why).
+            #expect(await finishes(consumer, within: .seconds(5)))
+            if case .failure(let error) = await consumer.result {
+                #expect([StatusCode.cancelled, .unavailable].contains((error as? RPCError)?.code), "got \(error)")
+            }
+            await client.close()
+        }
+    }
+}

@@ -1,0 +1,78 @@
+import Foundation
+import IssuanceService
+import LicensingCore
+import LicensingRPC
+import LicensingWire
+import Logging
+import Testing
+import ValidationService
+
+@Suite struct ValidationTests {
+    /// Issuance and validation in-process, validation following issuance's feed.
+    @Test func validationFollowsTheFeedAndAnswersEveryReason() async throws {
+        let folder = TemporaryFolder()
+        let clock = ManualLicenseClock(SystemLicenseClock().now)
+        let issuance = IssuanceService(
+            database: try IssuanceService.openDatabase(path: "\(folder.path)/issuance.sqlite"),
+            keyHashSecret: testSecret, clock: clock, logger: Logger(label: "test"))
+        try await withServer(issuance.router(), in: folder, name: "issuance") { issuanceClient in
+            let validation = ValidationService(
+                database: try ValidationService.openDatabase(path: "\(folder.path)/validation.sqlite"),
+                issuance: RPCClient(endpoint: issuanceClient.endpoint), keyHashSecret: testSecret, clock: clock,
+                logger: Logger(label: "test"))
+            let parts = validation.services(configuration: RPCServerConfiguration(endpoints: [.unix(path: "\(folder.path)/validation.sock")]))
+            let running = Task {
+                try await withThrowingDiscardingTaskGroup { group in
+                    for part in parts { group.addTask { try await part.run() } }
+                }
+            }
+            defer { running.cancel() }
+            let client = RPCClient(endpoint: .unix(path: "\(folder.path)/validation.sock"))
+            defer { Task { await client.close() } }
+
+            let (policy, customer) = try await seedCatalogue(issuanceClient, duration: 3600, grace: 600, features: ["export"])
+            let issued = try await issuanceClient.call(IssuanceMethods.issueLicense, IssueLicenseRequest(policyId: policy, customerId: customer))
+            let key = issued.licenseKey
+
+            func validate(_ key: String, feature: String = "") async throws -> ValidateResponse {
+                try await client.call(ValidationMethods.validate, ValidateRequest(licenseKey: key, feature: feature))
+            }
+            func eventually(_ key: String, _ reason: ReasonCode) async throws {
+                let start = ContinuousClock.now
+                while ContinuousClock.now - start < .seconds(5) {
+                    if let answer = try? await validate(key), answer.reason == reason { return }
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+                Issue.record("validation did not answer \(reason) within 5 s")
+            }
+
+            try await eventually(key, .valid)
+            let valid = try await validate(key)
+            #expect(valid.valid)
+            #expect(valid.licenseId == issued.license?.id)
+            #expect(valid.features == ["export"])
+            #expect(try await validate(key, feature: "render").reason == .featureNotEntitled)
+            #expect(try await validate(LicenseKey.generate().description).reason == .notFound)
+            let malformed = try await validate("1234-ABCD")
+            #expect(malformed.reason == .malformedKey)
+            #expect(!malformed.valid)
+
+            clock.advance(by: 3600 + 1)
+            #expect(try await validate(key).reason == .inGrace)
+            clock.advance(by: 600)
+            #expect(try await validate(key).reason == .expired)
+
+            let second = try await issuanceClient.call(IssuanceMethods.issueLicense, IssueLicenseRequest(policyId: policy, customerId: customer))
+            try await eventually(second.licenseKey, .valid)
+            _ = try await issuanceClient.call(IssuanceMethods.suspendLicense, LicenseTransitionRequest(id: second.license!.id))
+            try await eventually(second.licenseKey, .suspended)
+            _ = try await issuanceClient.call(IssuanceMethods.revokeLicense, LicenseTransitionRequest(id: second.license!.id))
+            try await eventually(second.licenseKey, .revoked)
+
+            let health = try await client.call(HealthMethods.check, HealthCheckRequest())
+            let feed = try #require(health.feeds.first)
+            #expect(feed.appliedSeq == feed.sourceSeq)
+            #expect(feed.appliedSeq > 0)
+        }
+    }
+}
