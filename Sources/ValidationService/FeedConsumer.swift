@@ -14,6 +14,7 @@ final class FeedConsumer: Service, Sendable {
     private let logger: Logger
     private let idleInterval: Duration
     private let state = NIOLockedValueBox(Progress())
+    private let catchingUp = NIOLockedValueBox<Task<Void, Never>?>(nil)
 
     struct Progress {
         var appliedSeq: UInt64 = 0
@@ -29,25 +30,17 @@ final class FeedConsumer: Service, Sendable {
     }
 
     func run() async throws {
-        var position = try await replica.position()
-        state.withLockedValue { $0.appliedSeq = position }
+        let start = try await replica.position()
+        state.withLockedValue { $0.appliedSeq = start }
         var failures = 0
         while !Task.isCancelled, !Task.isShuttingDownGracefully {
-            let batch: UInt32 = 1000
             do {
-                let response = try await client.call(
-                    IssuanceMethods.changes, ChangesRequest(afterSeq: position, limit: batch), timeout: .seconds(5))
-                position = try await replica.apply(response.events)
-                state.withLockedValue {
-                    $0.appliedSeq = position
-                    $0.sourceSeq = response.lastSeq
-                    $0.lastContact = .now
-                }
+                let more = try await pollOnce()
                 if failures > 0 {
-                    logger.info("issuance feed reachable again", metadata: ["applied_seq": "\(position)"])
+                    logger.info("issuance feed reachable again", metadata: ["applied_seq": "\(position().appliedSeq)"])
                     failures = 0
                 }
-                if response.events.count == Int(batch) { continue }
+                if more { continue }
                 try? await Task.sleep(for: idleInterval)
             } catch {
                 failures += 1
@@ -57,6 +50,37 @@ final class FeedConsumer: Service, Sendable {
                 try? await Task.sleep(for: min(idleInterval * (1 << min(failures, 4)), .seconds(2)))
             }
         }
+    }
+
+    /// Fetches and applies one batch; returns whether more are waiting.
+    private func pollOnce() async throws -> Bool {
+        let batch: UInt32 = 1000
+        let after = state.withLockedValue { $0.appliedSeq }
+        let response = try await client.call(IssuanceMethods.changes, ChangesRequest(afterSeq: after, limit: batch), timeout: .seconds(2))
+        let position = try await replica.apply(response.events)
+        state.withLockedValue {
+            $0.appliedSeq = max($0.appliedSeq, position)
+            $0.sourceSeq = response.lastSeq
+            $0.lastContact = .now
+        }
+        return response.events.count == Int(batch)
+    }
+
+    /// Pulls the feed now rather than at the next poll, so a key issued a moment ago is
+    /// found (read-your-writes for a vendor that issues and validates at once). Callers
+    /// that arrive while a pull is running share it, so unknown keys cannot multiply the
+    /// load on issuance.
+    func catchUp() async {
+        let pull = catchingUp.withLockedValue { current -> Task<Void, Never> in
+            if let current { return current }
+            let task = Task {
+                _ = try? await self.pollOnce()
+                self.catchingUp.withLockedValue { $0 = nil }
+            }
+            current = task
+            return task
+        }
+        await pull.value
     }
 
     func position() -> FeedPosition {

@@ -17,10 +17,10 @@ public final class ValidationService: Sendable {
 
     public init(
         database: DatabasePool, issuance: RPCClient, keyHashSecret: KeyHashSecret,
-        clock: any LicenseClock = SystemLicenseClock(), logger: Logger
+        clock: any LicenseClock = SystemLicenseClock(), feedPollInterval: Duration = .milliseconds(200), logger: Logger
     ) {
         self.replica = LicenseReplica(database: database)
-        self.feed = FeedConsumer(client: issuance, replica: replica, logger: logger)
+        self.feed = FeedConsumer(client: issuance, replica: replica, logger: logger, idleInterval: feedPollInterval)
         self.keyHashSecret = keyHashSecret
         self.clock = clock
         self.logger = logger
@@ -62,7 +62,13 @@ public final class ValidationService: Sendable {
         } catch {
             return ValidateResponse(reason: .malformedKey, valid: false, serverTime: now, detail: "\(error)")
         }
-        let facts = try await replica.facts(keyHash: key.hash(secret: keyHashSecret))
+        let keyHash = key.hash(secret: keyHashSecret)
+        var facts = try await replica.facts(keyHash: keyHash)
+        if facts == nil {
+            // Perhaps issued a moment ago: catch up with the feed once before saying NOT_FOUND.
+            await feed.catchUp()
+            facts = try await replica.facts(keyHash: keyHash)
+        }
         let decision = LicenseDecider.decide(facts, ValidationQuery(feature: request.feature, region: request.region), now: now)
         return ValidateResponse(
             reason: decision.reason, valid: decision.allows, licenseId: facts?.licenseID ?? "", state: decision.state,

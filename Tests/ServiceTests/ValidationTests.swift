@@ -46,8 +46,9 @@ import ValidationService
                 Issue.record("validation did not answer \(reason) within 5 s")
             }
 
-            try await eventually(key, .valid)
+            // Read-your-writes: valid at once, without waiting for the next feed poll.
             let valid = try await validate(key)
+            #expect(valid.reason == .valid)
             #expect(valid.valid)
             #expect(valid.licenseId == issued.license?.id)
             #expect(valid.features == ["export"])
@@ -73,6 +74,37 @@ import ValidationService
             let feed = try #require(health.feeds.first)
             #expect(feed.appliedSeq == feed.sourceSeq)
             #expect(feed.appliedSeq > 0)
+        }
+    }
+
+    /// With the poll an hour away, only the catch-up on a miss can find a new key.
+    @Test func aKeyIssuedAMomentAgoIsFoundAtOnce() async throws {
+        let folder = TemporaryFolder()
+        let issuance = IssuanceService(
+            database: try IssuanceService.openDatabase(path: "\(folder.path)/issuance.sqlite"),
+            keyHashSecret: testSecret, logger: Logger(label: "test"))
+        try await withServer(issuance.router(), in: folder, name: "issuance") { issuanceClient in
+            let validation = ValidationService(
+                database: try ValidationService.openDatabase(path: "\(folder.path)/validation.sqlite"),
+                issuance: RPCClient(endpoint: issuanceClient.endpoint), keyHashSecret: testSecret,
+                feedPollInterval: .seconds(3600), logger: Logger(label: "test"))
+            let parts = validation.services(configuration: RPCServerConfiguration(endpoints: [.unix(path: "\(folder.path)/validation.sock")]))
+            let running = Task {
+                try await withThrowingDiscardingTaskGroup { group in
+                    for part in parts { group.addTask { try await part.run() } }
+                }
+            }
+            defer { running.cancel() }
+            let client = RPCClient(endpoint: .unix(path: "\(folder.path)/validation.sock"))
+            defer { Task { await client.close() } }
+            // Let the consumer make its first poll and fall asleep.
+            _ = try await client.call(ValidationMethods.validate, ValidateRequest(licenseKey: LicenseKey.generate().description))
+
+            let (policy, customer) = try await seedCatalogue(issuanceClient)
+            let issued = try await issuanceClient.call(IssuanceMethods.issueLicense, IssueLicenseRequest(policyId: policy, customerId: customer))
+            let answer = try await client.call(ValidationMethods.validate, ValidateRequest(licenseKey: issued.licenseKey))
+            #expect(answer.reason == .valid)
+            #expect(answer.licenseId == issued.license?.id)
         }
     }
 }
