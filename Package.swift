@@ -128,6 +128,16 @@ let package = Package(
         ),
         .testTarget(name: "LicensingCoreTests", dependencies: ["LicensingCore"], swiftSettings: swiftSettings),
         .testTarget(
+            name: "LicensingRuntimeTests",
+            dependencies: [
+                "LicensingRuntime", "LicensingRPC",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "ServiceTests",
             dependencies: [
                 "IssuanceService", "ValidationService", "UsageService", "ReportingService", "GatewayService",

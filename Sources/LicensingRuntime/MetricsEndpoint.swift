@@ -12,28 +12,46 @@ public final class MetricsEndpoint: Service, Sendable {
     private let host: String
     private let port: Int
     private let logger: Logger
+    private let listening: EventLoopPromise<Int>
 
     public init(registry: PrometheusCollectorRegistry, host: String, port: Int, logger: Logger) {
         self.registry = registry
         self.host = host
         self.port = port
         self.logger = logger
+        self.listening = MultiThreadedEventLoopGroup.singleton.any().makePromise()
+    }
+
+    /// The bound port (port 0 resolved), once listening.
+    public var listeningPort: Int {
+        get async throws { try await listening.futureResult.get() }
     }
 
     public func run() async throws {
         let registry = self.registry
-        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(MetricsHTTPHandler(registry: registry))
+        let server: any Channel
+        do {
+            server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                        try channel.pipeline.syncOperations.addHandler(MetricsHTTPHandler(registry: registry))
+                    }
                 }
-            }
-            .bind(host: host, port: port).get()
+                .bind(host: host, port: port).get()
+        } catch {
+            listening.fail(error)
+            throw error
+        }
+        listening.succeed(server.localAddress?.port ?? port)
         logger.info("metrics endpoint listening", metadata: ["address": "\(server.localAddress?.description ?? "?")"])
         await withGracefulShutdownHandler {
-            try? await server.closeFuture.get()
+            await withTaskCancellationHandler {
+                try? await server.closeFuture.get()
+            } onCancel: {
+                server.close(promise: nil)
+            }
         } onGracefulShutdown: {
             server.close(promise: nil)
         }

@@ -24,10 +24,12 @@ public enum ServiceDatabase {
         var configuration = Configuration()
         configuration.foreignKeysEnabled = true
         configuration.busyMode = .timeout(5)
-        configuration.prepareDatabase { db in
+        let pool = try DatabasePool(path: path, configuration: configuration)
+        // Set on the pool's single writer connection, after GRDB has switched it to WAL
+        // (which sets synchronous=NORMAL, overriding anything done in prepareDatabase).
+        try pool.writeWithoutTransaction { db in
             try db.execute(sql: "PRAGMA synchronous = \(durability.rawValue)")
         }
-        let pool = try DatabasePool(path: path, configuration: configuration)
         try migrator.migrate(pool)
         return pool
     }

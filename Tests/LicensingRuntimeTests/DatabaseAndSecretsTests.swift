@@ -1,0 +1,51 @@
+import Foundation
+import GRDB
+import LicensingRuntime
+import Testing
+
+@Suite struct DatabaseAndSecretsTests {
+    let folder = NSTemporaryDirectory() + "lm-runtime-" + UUID().uuidString
+
+    @Test func databasesUseWALForeignKeysAndTheAskedDurability() throws {
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.execute(sql: "CREATE TABLE parent (id INTEGER PRIMARY KEY); CREATE TABLE child (parent_id INTEGER REFERENCES parent(id))")
+        }
+        let full = try ServiceDatabase.open(path: "\(folder)/full.sqlite", durability: .full, migrator: migrator)
+        let normal = try ServiceDatabase.open(path: "\(folder)/normal.sqlite", durability: .normal, migrator: migrator)
+        let journal = try full.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") }
+        let foreignKeys = try full.read { db in try Int.fetchOne(db, sql: "PRAGMA foreign_keys") }
+        let fullSync = try full.write { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") }
+        let normalSync = try normal.write { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") }
+        #expect(journal == "wal")
+        #expect(foreignKeys == 1)
+        #expect(fullSync == 2)
+        #expect(normalSync == 1)
+        #expect(throws: DatabaseError.self) {
+            try full.write { db in try db.execute(sql: "INSERT INTO child (parent_id) VALUES (42)") }
+        }
+        // Migrations are versioned: opening again applies nothing twice.
+        _ = try ServiceDatabase.open(path: "\(folder)/full.sqlite", durability: .full, migrator: migrator)
+        let applied = try full.read { db in try migrator.appliedIdentifiers(db) }
+        #expect(applied == ["v1"])
+    }
+
+    @Test func aMissingSecretStopsTheServiceUnlessInDevelopmentMode() throws {
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let settings = Settings(values: ["data-dir": folder])
+        #expect(throws: Secrets.Missing.self) { try Secrets.keyHashSecret(settings: settings, developmentMode: false) }
+        _ = try Secrets.keyHashSecret(settings: settings, developmentMode: true)
+        let path = "\(folder)/secrets/key-hash-secret"
+        let attributes = try FileManager.default.attributesOfItem(atPath: path)
+        #expect((attributes[.posixPermissions] as? NSNumber)?.intValue == 0o600)
+        let first = try String(contentsOfFile: path, encoding: .utf8)
+        // The next start reads the same secret instead of making a new one.
+        _ = try Secrets.keyHashSecret(settings: settings, developmentMode: true)
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == first)
+        _ = try Secrets.keyHashSecret(settings: settings, developmentMode: false)
+        #expect(throws: (any Error).self) {
+            try Secrets.keyHashSecret(settings: Settings(values: ["key-hash-secret": "abcd"]), developmentMode: false)
+        }
+    }
+}
