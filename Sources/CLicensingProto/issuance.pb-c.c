@@ -1492,6 +1492,186 @@ void   licensing__v1__public_key_set__free_unpacked
   assert(message->base.descriptor == &licensing__v1__public_key_set__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   licensing__v1__issue_certificate_request__init
+                     (Licensing__V1__IssueCertificateRequest         *message)
+{
+  static const Licensing__V1__IssueCertificateRequest init_value = LICENSING__V1__ISSUE_CERTIFICATE_REQUEST__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__issue_certificate_request__get_packed_size
+                     (const Licensing__V1__IssueCertificateRequest *message)
+{
+  assert(message->base.descriptor == &licensing__v1__issue_certificate_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__issue_certificate_request__pack
+                     (const Licensing__V1__IssueCertificateRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__issue_certificate_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__issue_certificate_request__pack_to_buffer
+                     (const Licensing__V1__IssueCertificateRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__issue_certificate_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__IssueCertificateRequest *
+       licensing__v1__issue_certificate_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__IssueCertificateRequest *)
+     protobuf_c_message_unpack (&licensing__v1__issue_certificate_request__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__issue_certificate_request__free_unpacked
+                     (Licensing__V1__IssueCertificateRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__issue_certificate_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__certificate_payload__init
+                     (Licensing__V1__CertificatePayload         *message)
+{
+  static const Licensing__V1__CertificatePayload init_value = LICENSING__V1__CERTIFICATE_PAYLOAD__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__certificate_payload__get_packed_size
+                     (const Licensing__V1__CertificatePayload *message)
+{
+  assert(message->base.descriptor == &licensing__v1__certificate_payload__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__certificate_payload__pack
+                     (const Licensing__V1__CertificatePayload *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__certificate_payload__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__certificate_payload__pack_to_buffer
+                     (const Licensing__V1__CertificatePayload *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__certificate_payload__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__CertificatePayload *
+       licensing__v1__certificate_payload__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__CertificatePayload *)
+     protobuf_c_message_unpack (&licensing__v1__certificate_payload__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__certificate_payload__free_unpacked
+                     (Licensing__V1__CertificatePayload *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__certificate_payload__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__signed_certificate__init
+                     (Licensing__V1__SignedCertificate         *message)
+{
+  static const Licensing__V1__SignedCertificate init_value = LICENSING__V1__SIGNED_CERTIFICATE__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__signed_certificate__get_packed_size
+                     (const Licensing__V1__SignedCertificate *message)
+{
+  assert(message->base.descriptor == &licensing__v1__signed_certificate__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__signed_certificate__pack
+                     (const Licensing__V1__SignedCertificate *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__signed_certificate__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__signed_certificate__pack_to_buffer
+                     (const Licensing__V1__SignedCertificate *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__signed_certificate__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__SignedCertificate *
+       licensing__v1__signed_certificate__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__SignedCertificate *)
+     protobuf_c_message_unpack (&licensing__v1__signed_certificate__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__signed_certificate__free_unpacked
+                     (Licensing__V1__SignedCertificate *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__signed_certificate__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__license_certificate__init
+                     (Licensing__V1__LicenseCertificate         *message)
+{
+  static const Licensing__V1__LicenseCertificate init_value = LICENSING__V1__LICENSE_CERTIFICATE__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__license_certificate__get_packed_size
+                     (const Licensing__V1__LicenseCertificate *message)
+{
+  assert(message->base.descriptor == &licensing__v1__license_certificate__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__license_certificate__pack
+                     (const Licensing__V1__LicenseCertificate *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__license_certificate__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__license_certificate__pack_to_buffer
+                     (const Licensing__V1__LicenseCertificate *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__license_certificate__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__LicenseCertificate *
+       licensing__v1__license_certificate__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__LicenseCertificate *)
+     protobuf_c_message_unpack (&licensing__v1__license_certificate__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__license_certificate__free_unpacked
+                     (Licensing__V1__LicenseCertificate *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__license_certificate__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   licensing__v1__audit_event__init
                      (Licensing__V1__AuditEvent         *message)
 {
@@ -3788,6 +3968,405 @@ const ProtobufCMessageDescriptor licensing__v1__public_key_set__descriptor =
   (ProtobufCMessageInit) licensing__v1__public_key_set__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor licensing__v1__issue_certificate_request__field_descriptors[3] =
+{
+  {
+    "license_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__IssueCertificateRequest, license_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "fingerprint",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__IssueCertificateRequest, fingerprint),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "valid_seconds",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__IssueCertificateRequest, valid_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__issue_certificate_request__field_indices_by_name[] = {
+  1,   /* field[1] = fingerprint */
+  0,   /* field[0] = license_id */
+  2,   /* field[2] = valid_seconds */
+};
+static const ProtobufCIntRange licensing__v1__issue_certificate_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor licensing__v1__issue_certificate_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.IssueCertificateRequest",
+  "IssueCertificateRequest",
+  "Licensing__V1__IssueCertificateRequest",
+  "licensing.v1",
+  sizeof(Licensing__V1__IssueCertificateRequest),
+  3,
+  licensing__v1__issue_certificate_request__field_descriptors,
+  licensing__v1__issue_certificate_request__field_indices_by_name,
+  1,  licensing__v1__issue_certificate_request__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__issue_certificate_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__certificate_payload__field_descriptors[14] =
+{
+  {
+    "version",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__CertificatePayload, version),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "license_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__CertificatePayload, license_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "product_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__CertificatePayload, product_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "customer_id",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__CertificatePayload, customer_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "license_type",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__CertificatePayload, license_type),
+    &licensing__v1__license_type__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "features",
+    6,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Licensing__V1__CertificatePayload, n_features),
+    offsetof(Licensing__V1__CertificatePayload, features),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "not_before",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__CertificatePayload, not_before),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "not_after",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__CertificatePayload, not_after),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "license_expires_at",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__CertificatePayload, license_expires_at),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "grace_seconds",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__CertificatePayload, grace_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "fingerprint_sha256",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__CertificatePayload, fingerprint_sha256),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "issued_at",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__CertificatePayload, issued_at),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "max_machines",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__CertificatePayload, max_machines),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "max_seats",
+    14,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__CertificatePayload, max_seats),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__certificate_payload__field_indices_by_name[] = {
+  3,   /* field[3] = customer_id */
+  5,   /* field[5] = features */
+  10,   /* field[10] = fingerprint_sha256 */
+  9,   /* field[9] = grace_seconds */
+  11,   /* field[11] = issued_at */
+  8,   /* field[8] = license_expires_at */
+  1,   /* field[1] = license_id */
+  4,   /* field[4] = license_type */
+  12,   /* field[12] = max_machines */
+  13,   /* field[13] = max_seats */
+  7,   /* field[7] = not_after */
+  6,   /* field[6] = not_before */
+  2,   /* field[2] = product_id */
+  0,   /* field[0] = version */
+};
+static const ProtobufCIntRange licensing__v1__certificate_payload__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 14 }
+};
+const ProtobufCMessageDescriptor licensing__v1__certificate_payload__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.CertificatePayload",
+  "CertificatePayload",
+  "Licensing__V1__CertificatePayload",
+  "licensing.v1",
+  sizeof(Licensing__V1__CertificatePayload),
+  14,
+  licensing__v1__certificate_payload__field_descriptors,
+  licensing__v1__certificate_payload__field_indices_by_name,
+  1,  licensing__v1__certificate_payload__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__certificate_payload__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__signed_certificate__field_descriptors[3] =
+{
+  {
+    "payload",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__SignedCertificate, payload),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "kid",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__SignedCertificate, kid),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "signature",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__SignedCertificate, signature),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__signed_certificate__field_indices_by_name[] = {
+  1,   /* field[1] = kid */
+  0,   /* field[0] = payload */
+  2,   /* field[2] = signature */
+};
+static const ProtobufCIntRange licensing__v1__signed_certificate__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor licensing__v1__signed_certificate__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.SignedCertificate",
+  "SignedCertificate",
+  "Licensing__V1__SignedCertificate",
+  "licensing.v1",
+  sizeof(Licensing__V1__SignedCertificate),
+  3,
+  licensing__v1__signed_certificate__field_descriptors,
+  licensing__v1__signed_certificate__field_indices_by_name,
+  1,  licensing__v1__signed_certificate__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__signed_certificate__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__license_certificate__field_descriptors[3] =
+{
+  {
+    "payload",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__LicenseCertificate, payload),
+    &licensing__v1__certificate_payload__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "kid",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__LicenseCertificate, kid),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "armored",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__LicenseCertificate, armored),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__license_certificate__field_indices_by_name[] = {
+  2,   /* field[2] = armored */
+  1,   /* field[1] = kid */
+  0,   /* field[0] = payload */
+};
+static const ProtobufCIntRange licensing__v1__license_certificate__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor licensing__v1__license_certificate__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.LicenseCertificate",
+  "LicenseCertificate",
+  "Licensing__V1__LicenseCertificate",
+  "licensing.v1",
+  sizeof(Licensing__V1__LicenseCertificate),
+  3,
+  licensing__v1__license_certificate__field_descriptors,
+  licensing__v1__license_certificate__field_indices_by_name,
+  1,  licensing__v1__license_certificate__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__license_certificate__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCFieldDescriptor licensing__v1__audit_event__field_descriptors[8] =
 {
   {
@@ -4203,7 +4782,7 @@ const ProtobufCMessageDescriptor licensing__v1__erase_customer_response__descrip
   (ProtobufCMessageInit) licensing__v1__erase_customer_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCMethodDescriptor licensing__v1__issuance__method_descriptors[38] =
+static const ProtobufCMethodDescriptor licensing__v1__issuance__method_descriptors[39] =
 {
   { "CreateProduct", &licensing__v1__create_product_request__descriptor, &licensing__v1__product__descriptor },
   { "UpdateProduct", &licensing__v1__update_product_request__descriptor, &licensing__v1__product__descriptor },
@@ -4238,6 +4817,7 @@ static const ProtobufCMethodDescriptor licensing__v1__issuance__method_descripto
   { "RotateSigningKey", &licensing__v1__create_signing_key_request__descriptor, &licensing__v1__signing_key__descriptor },
   { "RetireSigningKey", &licensing__v1__get_by_id_request__descriptor, &licensing__v1__signing_key__descriptor },
   { "ListPublicKeys", &licensing__v1__list_public_keys_request__descriptor, &licensing__v1__public_key_set__descriptor },
+  { "IssueCertificate", &licensing__v1__issue_certificate_request__descriptor, &licensing__v1__license_certificate__descriptor },
   { "ListAuditEvents", &licensing__v1__list_audit_events_request__descriptor, &licensing__v1__list_audit_events_response__descriptor },
   { "VerifyAuditChain", &licensing__v1__verify_audit_chain_request__descriptor, &licensing__v1__verify_audit_chain_response__descriptor },
   { "Changes", &licensing__v1__changes_request__descriptor, &licensing__v1__changes_response__descriptor },
@@ -4248,20 +4828,21 @@ const unsigned licensing__v1__issuance__method_indices_by_name[] = {
   23,        /* AssignUser */
   28,        /* CancelSubscription */
   21,        /* ChangeEntitlements */
-  35,        /* Changes */
+  36,        /* Changes */
   8,        /* CreateCustomer */
   12,        /* CreateDepartment */
   4,        /* CreatePolicy */
   0,        /* CreateProduct */
   29,        /* CreateSigningKey */
-  37,        /* EraseCustomer */
+  38,        /* EraseCustomer */
   10,        /* GetCustomer */
   15,        /* GetLicense */
   6,        /* GetPolicy */
   2,        /* GetProduct */
   25,        /* GetSubscription */
+  33,        /* IssueCertificate */
   14,        /* IssueLicense */
-  33,        /* ListAuditEvents */
+  34,        /* ListAuditEvents */
   11,        /* ListCustomers */
   13,        /* ListDepartments */
   16,        /* ListLicenses */
@@ -4281,8 +4862,8 @@ const unsigned licensing__v1__issuance__method_indices_by_name[] = {
   9,        /* UpdateCustomer */
   5,        /* UpdatePolicy */
   1,        /* UpdateProduct */
-  34,        /* VerifyAuditChain */
-  36         /* WatchChanges */
+  35,        /* VerifyAuditChain */
+  37         /* WatchChanges */
 };
 const ProtobufCServiceDescriptor licensing__v1__issuance__descriptor =
 {
@@ -4291,7 +4872,7 @@ const ProtobufCServiceDescriptor licensing__v1__issuance__descriptor =
   "Issuance",
   "Licensing__V1__Issuance",
   "licensing.v1",
-  38,
+  39,
   licensing__v1__issuance__method_descriptors,
   licensing__v1__issuance__method_indices_by_name
 };
@@ -4559,13 +5140,21 @@ void licensing__v1__issuance__list_public_keys(ProtobufCService *service,
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
   service->invoke(service, 32, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
+void licensing__v1__issuance__issue_certificate(ProtobufCService *service,
+                                                const Licensing__V1__IssueCertificateRequest *input,
+                                                Licensing__V1__LicenseCertificate_Closure closure,
+                                                void *closure_data)
+{
+  assert(service->descriptor == &licensing__v1__issuance__descriptor);
+  service->invoke(service, 33, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
 void licensing__v1__issuance__list_audit_events(ProtobufCService *service,
                                                 const Licensing__V1__ListAuditEventsRequest *input,
                                                 Licensing__V1__ListAuditEventsResponse_Closure closure,
                                                 void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 33, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 34, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__verify_audit_chain(ProtobufCService *service,
                                                  const Licensing__V1__VerifyAuditChainRequest *input,
@@ -4573,7 +5162,7 @@ void licensing__v1__issuance__verify_audit_chain(ProtobufCService *service,
                                                  void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 34, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 35, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__changes(ProtobufCService *service,
                                       const Licensing__V1__ChangesRequest *input,
@@ -4581,7 +5170,7 @@ void licensing__v1__issuance__changes(ProtobufCService *service,
                                       void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 35, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 36, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__watch_changes(ProtobufCService *service,
                                             const Licensing__V1__ChangesRequest *input,
@@ -4589,7 +5178,7 @@ void licensing__v1__issuance__watch_changes(ProtobufCService *service,
                                             void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 36, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 37, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__erase_customer(ProtobufCService *service,
                                              const Licensing__V1__EraseCustomerRequest *input,
@@ -4597,7 +5186,7 @@ void licensing__v1__issuance__erase_customer(ProtobufCService *service,
                                              void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 37, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 38, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__init (Licensing__V1__Issuance_Service *service,
                                     Licensing__V1__Issuance_ServiceDestroy destroy)

@@ -83,6 +83,87 @@ enum IssuanceSchema {
                 );
                 """)
         }
+        migrator.registerMigration("v2: departments, named users, subscriptions, signing keys, idempotency, audit log") { db in
+            try db.execute(sql: """
+                CREATE TABLE department (
+                    id TEXT PRIMARY KEY,
+                    customer_id TEXT NOT NULL REFERENCES customer(id) ON DELETE CASCADE,
+                    name TEXT NOT NULL CHECK (length(name) > 0),
+                    cost_center TEXT NOT NULL DEFAULT '',
+                    max_seats INTEGER NOT NULL CHECK (max_seats >= 0),
+                    max_machines INTEGER NOT NULL CHECK (max_machines >= 0),
+                    UNIQUE (customer_id, name)
+                );
+                CREATE TABLE license_user (
+                    license_id TEXT NOT NULL REFERENCES license(id),
+                    user TEXT NOT NULL CHECK (length(user) > 0),
+                    assigned_at INTEGER NOT NULL,
+                    PRIMARY KEY (license_id, user)
+                );
+                CREATE TABLE subscription (
+                    id TEXT PRIMARY KEY,
+                    license_id TEXT NOT NULL UNIQUE REFERENCES license(id),
+                    tenant_id TEXT NOT NULL,
+                    billing_ref TEXT NOT NULL CHECK (length(billing_ref) > 0),
+                    period_start INTEGER NOT NULL,
+                    period_end INTEGER NOT NULL CHECK (period_end > period_start),
+                    status INTEGER NOT NULL CHECK (status BETWEEN 1 AND 3),
+                    auto_renew INTEGER NOT NULL CHECK (auto_renew IN (0, 1)),
+                    amount_minor INTEGER NOT NULL CHECK (amount_minor >= 0),
+                    currency TEXT NOT NULL DEFAULT '',
+                    UNIQUE (tenant_id, billing_ref)
+                );
+                CREATE TABLE payment (
+                    payment_id TEXT NOT NULL,
+                    tenant_id TEXT NOT NULL,
+                    subscription_id TEXT NOT NULL REFERENCES subscription(id),
+                    period_start INTEGER NOT NULL,
+                    period_end INTEGER NOT NULL CHECK (period_end > period_start),
+                    amount_minor INTEGER NOT NULL CHECK (amount_minor >= 0),
+                    currency TEXT NOT NULL,
+                    recorded_at INTEGER NOT NULL,
+                    PRIMARY KEY (tenant_id, payment_id)
+                );
+                CREATE TABLE signing_key (
+                    kid TEXT PRIMARY KEY,
+                    algorithm TEXT NOT NULL CHECK (algorithm = 'Ed25519'),
+                    public_key BLOB NOT NULL CHECK (length(public_key) = 32),
+                    -- AES-256-GCM under the master key; never the key in clear.
+                    sealed_private_key BLOB NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    retired_at INTEGER NOT NULL DEFAULT 0,
+                    current INTEGER NOT NULL DEFAULT 0 CHECK (current IN (0, 1)),
+                    CHECK (NOT (current = 1 AND retired_at > 0))
+                );
+                CREATE UNIQUE INDEX one_current_signing_key ON signing_key(current) WHERE current = 1;
+                CREATE TABLE idempotency (
+                    tenant_id TEXT NOT NULL,
+                    key TEXT NOT NULL,
+                    method TEXT NOT NULL,
+                    request_digest TEXT NOT NULL,
+                    response BLOB NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    expires_at INTEGER NOT NULL,
+                    PRIMARY KEY (tenant_id, key)
+                );
+                CREATE INDEX idempotency_by_expiry ON idempotency(expires_at);
+                CREATE TABLE audit_event (
+                    seq INTEGER PRIMARY KEY,
+                    actor TEXT NOT NULL,
+                    action TEXT NOT NULL,
+                    target TEXT NOT NULL,
+                    request_digest TEXT NOT NULL,
+                    occurred_at INTEGER NOT NULL,
+                    prev_hash TEXT NOT NULL,
+                    hash TEXT NOT NULL
+                );
+                -- Append-only: the service never changes or removes an audit row.
+                CREATE TRIGGER audit_event_no_update BEFORE UPDATE ON audit_event
+                    BEGIN SELECT RAISE(ABORT, 'audit_event is append-only'); END;
+                CREATE TRIGGER audit_event_no_delete BEFORE DELETE ON audit_event
+                    BEGIN SELECT RAISE(ABORT, 'audit_event is append-only'); END;
+                """)
+        }
         return migrator
     }
 }

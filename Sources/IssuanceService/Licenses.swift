@@ -4,6 +4,10 @@ import LicensingCore
 import LicensingRPC
 import LicensingWire
 
+// The license lifecycle. States: active → in grace → expired (by time); suspended (until
+// reinstated); revoked (final). Every transition is checked here and refused with
+// FAILED_PRECONDITION and the reason when the state machine does not allow it.
+
 extension IssuanceService {
     func issueLicense(_ request: IssueLicenseRequest, _ call: ServerCall) async throws -> IssueLicenseResponse {
         try Check.nonEmpty(request.policyId, "policy_id")
@@ -11,30 +15,37 @@ extension IssuanceService {
         let overrides = request.overrides ?? LicenseOverrides()
         try Check.features(overrides.features)
         try Check.nonNegative(overrides.expiresAt, "overrides.expires_at")
+        try Check.nonNegative(request.amountMinor, "amount_minor")
+        try Check.length(request.billingRef, "billing_ref")
         if overrides.overagePermille != 0, !(1000...10000).contains(overrides.overagePermille) {
             throw RPCError.invalidArgument("overrides.overage_permille must be between 1000 and 10000")
         }
-        let tenant = tenant(call)
-        let now = clock.now
         let key = LicenseKey.generate()
         let keyHash = key.hash(secret: keyHashSecret)
-        let license = try await write { db -> License in
-            guard let policyRow = try Row.fetchOne(db, sql: "SELECT * FROM policy WHERE id = ? AND tenant_id = ?", arguments: [request.policyId, tenant]) else {
+        let response = try await mutate(call, action: "license.issue", target: { $0.license?.id ?? "" }) { db, context in
+            guard let policy = try Row.fetchOne(db, sql: "SELECT * FROM policy WHERE id = ? AND tenant_id = ?", arguments: [request.policyId, context.tenant]).map(Policy.init(row:)) else {
                 throw RPCError.notFound("no policy \(request.policyId)")
             }
-            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM customer WHERE id = ? AND tenant_id = ?", arguments: [request.customerId, tenant]) == true else {
+            guard let customer = try Row.fetchOne(db, sql: "SELECT * FROM customer WHERE id = ? AND tenant_id = ?", arguments: [request.customerId, context.tenant]).map(Customer.init(row:)) else {
                 throw RPCError.notFound("no customer \(request.customerId)")
             }
-            let policy = Policy(row: policyRow)
-            if overrides.expiresAt != 0, overrides.expiresAt <= now {
+            if !request.departmentId.isEmpty {
+                guard try Bool.fetchOne(db, sql: "SELECT 1 FROM department WHERE id = ? AND customer_id = ?", arguments: [request.departmentId, customer.id]) == true else {
+                    throw RPCError.notFound("customer \(customer.id) has no department \(request.departmentId)")
+                }
+            }
+            if overrides.expiresAt != 0, overrides.expiresAt <= context.now {
                 throw RPCError.invalidArgument("overrides.expires_at \(overrides.expiresAt) is not in the future")
+            }
+            if policy.licenseType == .subscription, request.billingRef.isEmpty {
+                throw RPCError.invalidArgument("a subscription license needs billing_ref, the billing system's reference")
             }
             let license = License(
                 id: EntityID.make("lic"), productId: policy.productId, policyId: policy.id,
-                customerId: request.customerId, departmentId: request.departmentId,
+                customerId: customer.id, departmentId: request.departmentId,
                 licenseType: policy.licenseType, state: .active, keyPrefix: key.prefix,
-                issuedAt: now, startsAt: now,
-                expiresAt: overrides.expiresAt != 0 ? overrides.expiresAt : (policy.durationSeconds == 0 ? 0 : now + policy.durationSeconds),
+                issuedAt: context.now, startsAt: context.now,
+                expiresAt: overrides.expiresAt != 0 ? overrides.expiresAt : (policy.durationSeconds == 0 ? 0 : context.now + policy.durationSeconds),
                 graceSeconds: policy.graceSeconds,
                 maxMachines: overrides.maxMachines != 0 ? overrides.maxMachines : policy.maxMachines,
                 maxUsers: overrides.maxUsers != 0 ? overrides.maxUsers : policy.maxUsers,
@@ -42,7 +53,7 @@ extension IssuanceService {
                 features: overrides.features.isEmpty ? policy.features : overrides.features,
                 allowedRegions: policy.allowedRegions, deniedRegions: policy.deniedRegions,
                 overagePermille: overrides.overagePermille != 0 ? overrides.overagePermille : policy.overagePermille,
-                checkInIntervalSeconds: policy.checkInIntervalSeconds, tenantId: tenant, updatedAt: now)
+                checkInIntervalSeconds: policy.checkInIntervalSeconds, tenantId: context.tenant, updatedAt: context.now)
             try db.execute(
                 sql: """
                     INSERT INTO license (id, tenant_id, product_id, policy_id, customer_id, department_id, license_type, state,
@@ -57,11 +68,22 @@ extension IssuanceService {
                     license.maxSeats, NameList.encode(license.features), NameList.encode(license.allowedRegions),
                     NameList.encode(license.deniedRegions), license.overagePermille, license.checkInIntervalSeconds, license.updatedAt,
                 ])
-            try ChangeFeed.append(ChangeEvent(kind: .license, action: "license.issued", license: license, keyHash: keyHash), at: now, in: db)
-            return license
+            try ChangeFeed.append(ChangeEvent(kind: .license, action: "license.issued", license: license, keyHash: keyHash), at: context.now, in: db)
+            if !request.billingRef.isEmpty {
+                guard license.expiresAt != 0 else {
+                    throw RPCError.invalidArgument("billing_ref needs a license that expires: the policy is perpetual")
+                }
+                let subscription = Subscription(
+                    id: EntityID.make("sub"), licenseId: license.id, billingRef: request.billingRef,
+                    periodStart: license.startsAt, periodEnd: license.expiresAt, status: .active, autoRenew: true,
+                    amountMinor: request.amountMinor, currency: request.currency)
+                try Subscriptions.insert(subscription, tenant: context.tenant, in: db)
+                try ChangeFeed.append(ChangeEvent(kind: .subscription, action: "subscription.started", subscription: subscription), at: context.now, in: db)
+            }
+            return IssueLicenseResponse(license: license, licenseKey: key.description)
         }
-        call.logger.info("license issued", metadata: ["license": "\(license.id)", "prefix": "\(license.keyPrefix)"])
-        return IssueLicenseResponse(license: license, licenseKey: key.description)
+        call.logger.info("license issued", metadata: ["license": "\(response.license?.id ?? "")", "prefix": "\(key.prefix)"])
+        return response
     }
 
     func getLicense(_ request: GetLicenseRequest, _ call: ServerCall) async throws -> License {
@@ -75,15 +97,13 @@ extension IssuanceService {
             }
             let hash = key.hash(secret: keyHashSecret)
             let found = try await database.read { db in
-                try Row.fetchOne(db, sql: "SELECT * FROM license WHERE key_hash = ? AND tenant_id = ?", arguments: [hash, tenant]).map(License.init(row:))
+                try LicenseRecord.fetch(db, sql: "key_hash = ?", [hash], tenant: tenant)?.license
             }
             guard let found else { throw RPCError.notFound("no license has this key") }
             return found
         }
         try Check.nonEmpty(request.id, "id (or license_key)")
-        let found = try await database.read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM license WHERE id = ? AND tenant_id = ?", arguments: [request.id, tenant]).map(License.init(row:))
-        }
+        let found = try await database.read { db in try LicenseRecord.fetch(db, id: request.id, tenant: tenant)?.license }
         guard let found else { throw RPCError.notFound("no license \(request.id)") }
         return found
     }
@@ -118,76 +138,216 @@ extension IssuanceService {
         return ListLicensesResponse(licenses: licenses, nextPageToken: page.nextToken(licenses.map(\.id)))
     }
 
-    /// Suspend, reinstate and revoke, each checked against the state machine:
-    /// revoked is terminal; only an active or in-grace license can be suspended; only a
-    /// suspended one can be reinstated.
+    /// Suspend, reinstate and revoke: revoked is final; only an active or in-grace license
+    /// can be suspended; only a suspended one can be reinstated.
     func transition(_ request: LicenseTransitionRequest, _ call: ServerCall, to target: LicenseState) async throws -> License {
         try Check.nonEmpty(request.id, "id")
         try Check.length(request.reason, "reason", max: 500)
-        let tenant = tenant(call)
-        let now = clock.now
-        return try await write { db -> License in
-            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM license WHERE id = ? AND tenant_id = ?", arguments: [request.id, tenant]) else {
-                throw RPCError.notFound("no license \(request.id)")
-            }
-            var license = License(row: row)
-            let keyHash: String = row["key_hash"]
-            let facts = LicenseFacts(licenseID: license.id, state: license.state, startsAt: license.startsAt, expiresAt: license.expiresAt, graceSeconds: license.graceSeconds)
-            let current = facts.effectiveState(at: now)
+        let verb = target == .suspended ? "suspend" : target == .revoked ? "revoke" : "reinstate"
+        return try await mutate(call, action: "license.\(verb)", target: \.id) { db, context in
+            var record = try LicenseRecord.require(db, id: request.id, tenant: context.tenant)
+            let current = record.effectiveState(at: context.now)
             let action: String
             switch (current, target) {
             case (.revoked, _):
-                throw RPCError.failedPrecondition("license \(license.id) is revoked; revocation is final")
+                throw RPCError.failedPrecondition("license \(request.id) is revoked; revocation is final")
             case (.active, .suspended), (.inGrace, .suspended):
                 action = "license.suspended"
             case (_, .suspended):
-                throw RPCError.failedPrecondition("license \(license.id) is \(current) and cannot be suspended")
+                throw RPCError.failedPrecondition("license \(request.id) is \(current) and cannot be suspended")
             case (.suspended, .active):
                 action = "license.reinstated"
             case (_, .active):
-                throw RPCError.failedPrecondition("license \(license.id) is \(current), not suspended; only a suspended license can be reinstated")
+                throw RPCError.failedPrecondition("license \(request.id) is \(current), not suspended; only a suspended license can be reinstated")
             case (_, .revoked):
                 action = "license.revoked"
             default:
-                throw RPCError.failedPrecondition("license \(license.id) cannot go from \(current) to \(target)")
+                throw RPCError.failedPrecondition("license \(request.id) cannot go from \(current) to \(target)")
             }
-            license.state = target
-            license.stateReason = request.reason
-            license.updatedAt = now
-            try db.execute(
-                sql: "UPDATE license SET state = ?, state_reason = ?, updated_at = ? WHERE id = ?",
-                arguments: [target.rawValue, request.reason, now, license.id])
-            try ChangeFeed.append(ChangeEvent(kind: .license, action: action, license: license, keyHash: keyHash), at: now, in: db)
-            return license
+            // A reinstated license resumes the state its dates give it.
+            record.license.state = target == .active ? record.stateByTime(at: context.now) : target
+            record.license.stateReason = request.reason
+            return try record.save(action: action, at: context.now, in: db)
         }
     }
 
-    // MARK: Change feed
-
-    func changes(_ request: ChangesRequest, _ call: ServerCall) async throws -> ChangesResponse {
-        let limit = request.limit == 0 ? 500 : min(Int(request.limit), 5000)
-        return try await database.read { db in
-            ChangesResponse(
-                events: try ChangeFeed.read(after: request.afterSeq, limit: limit, in: db),
-                lastSeq: try ChangeFeed.lastSeq(in: db))
+    /// Extends a license by its policy's period (from its expiry, or from now if that has
+    /// passed) or to a given date. An expired or in-grace license becomes active again.
+    func renewLicense(_ request: RenewLicenseRequest, _ call: ServerCall) async throws -> License {
+        try Check.nonEmpty(request.id, "id")
+        try Check.nonNegative(request.extendTo, "extend_to")
+        return try await mutate(call, action: "license.renew", target: \.id) { db, context in
+            var record = try LicenseRecord.require(db, id: request.id, tenant: context.tenant)
+            if record.license.state == .revoked {
+                throw RPCError.failedPrecondition("license \(request.id) is revoked and cannot be renewed")
+            }
+            guard record.license.expiresAt != 0 else {
+                throw RPCError.failedPrecondition("license \(request.id) is perpetual; there is nothing to renew")
+            }
+            let newExpiry: Int64
+            if request.extendTo != 0 {
+                guard request.extendTo > max(record.license.expiresAt, context.now) else {
+                    throw RPCError.invalidArgument("extend_to \(request.extendTo) is not after the current expiry \(record.license.expiresAt) and now")
+                }
+                newExpiry = request.extendTo
+            } else {
+                let period = try Int64.fetchOne(db, sql: "SELECT duration_seconds FROM policy WHERE id = ?", arguments: [record.license.policyId]) ?? 0
+                guard period > 0 else {
+                    throw RPCError.failedPrecondition("policy \(record.license.policyId) has no period; give extend_to")
+                }
+                newExpiry = max(record.license.expiresAt, context.now) + period
+            }
+            record.license.expiresAt = newExpiry
+            if record.license.state != .suspended { record.license.state = .active }
+            return try record.save(action: "license.renewed", at: context.now, in: db)
         }
     }
 
-    /// Sends every event after `after_seq`, then new ones as they are written, until the
-    /// caller cancels or the deadline passes.
-    func watchChanges(_ request: ChangesRequest, _ call: ServerCall, _ stream: TypedResponseStream<ChangeEvent>) async throws {
-        var after = request.afterSeq
-        let batch = request.limit == 0 ? 500 : min(Int(request.limit), 5000)
-        while !Task.isCancelled, ContinuousClock.now < call.deadline {
-            let from = after
-            let events = try await database.read { db in try ChangeFeed.read(after: from, limit: batch, in: db) }
-            for event in events {
-                try await stream.send(event)
-                after = event.seq
+    func changeEntitlements(_ request: ChangeEntitlementsRequest, _ call: ServerCall) async throws -> License {
+        try Check.nonEmpty(request.id, "id")
+        try Check.features(request.features)
+        return try await mutate(call, action: "license.change_entitlements", target: \.id) { db, context in
+            var record = try LicenseRecord.require(db, id: request.id, tenant: context.tenant)
+            if record.license.state == .revoked {
+                throw RPCError.failedPrecondition("license \(request.id) is revoked; its entitlements are final")
             }
-            if events.count < batch {
-                try await Task.sleep(for: .milliseconds(100))
+            if request.replaceFeatures {
+                record.license.features = request.features
+            } else {
+                for feature in request.features where !record.license.features.contains(feature) {
+                    record.license.features.append(feature)
+                }
             }
+            if request.maxMachines != 0 { record.license.maxMachines = request.maxMachines }
+            if request.maxSeats != 0 { record.license.maxSeats = request.maxSeats }
+            if request.maxUsers != 0 {
+                guard request.maxUsers >= UInt32(record.license.namedUsers.count) else {
+                    throw RPCError.failedPrecondition(
+                        "license \(request.id) has \(record.license.namedUsers.count) named users; unassign some before lowering max_users to \(request.maxUsers)")
+                }
+                record.license.maxUsers = request.maxUsers
+            }
+            return try record.save(action: "license.entitlements_changed", at: context.now, in: db)
         }
+    }
+
+    func transferLicense(_ request: TransferLicenseRequest, _ call: ServerCall) async throws -> License {
+        try Check.nonEmpty(request.id, "id")
+        try Check.nonEmpty(request.toCustomerId, "to_customer_id")
+        return try await mutate(call, action: "license.transfer", target: \.id) { db, context in
+            var record = try LicenseRecord.require(db, id: request.id, tenant: context.tenant)
+            if record.license.state == .revoked {
+                throw RPCError.failedPrecondition("license \(request.id) is revoked and cannot be transferred")
+            }
+            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM customer WHERE id = ? AND tenant_id = ?", arguments: [request.toCustomerId, context.tenant]) == true else {
+                throw RPCError.notFound("no customer \(request.toCustomerId)")
+            }
+            guard request.toCustomerId != record.license.customerId || request.toDepartmentId != record.license.departmentId else {
+                throw RPCError.failedPrecondition("license \(request.id) already belongs there")
+            }
+            if !request.toDepartmentId.isEmpty {
+                guard try Bool.fetchOne(db, sql: "SELECT 1 FROM department WHERE id = ? AND customer_id = ?", arguments: [request.toDepartmentId, request.toCustomerId]) == true else {
+                    throw RPCError.notFound("customer \(request.toCustomerId) has no department \(request.toDepartmentId)")
+                }
+            }
+            // Named users belong to the old owner.
+            try db.execute(sql: "DELETE FROM license_user WHERE license_id = ?", arguments: [record.license.id])
+            record.license.namedUsers = []
+            record.license.customerId = request.toCustomerId
+            record.license.departmentId = request.toDepartmentId
+            return try record.save(action: "license.transferred", at: context.now, in: db)
+        }
+    }
+
+    /// Named users of a per-user license, up to its max_users (0 = unlimited).
+    func assignUser(_ request: AssignUserRequest, _ call: ServerCall, assign: Bool) async throws -> License {
+        try Check.nonEmpty(request.id, "id")
+        try Check.nonEmpty(request.user, "user")
+        try Check.length(request.user, "user")
+        return try await mutate(call, action: assign ? "license.assign_user" : "license.unassign_user", target: \.id) { db, context in
+            var record = try LicenseRecord.require(db, id: request.id, tenant: context.tenant)
+            guard record.license.licenseType == .perUser || record.license.licenseType == .enterprise else {
+                throw RPCError.failedPrecondition("license \(request.id) is \(record.license.licenseType); only per-user and enterprise licenses have named users")
+            }
+            if assign {
+                if record.license.state == .revoked {
+                    throw RPCError.failedPrecondition("license \(request.id) is revoked")
+                }
+                guard !record.license.namedUsers.contains(request.user) else {
+                    throw RPCError.alreadyExists("\(request.user) is already assigned to license \(request.id)")
+                }
+                let limit = record.license.maxUsers
+                guard limit == 0 || record.license.namedUsers.count < Int(limit) else {
+                    throw RPCError.failedPrecondition("USER_LIMIT: license \(request.id) already has its \(limit) named users")
+                }
+                try db.execute(
+                    sql: "INSERT INTO license_user (license_id, user, assigned_at) VALUES (?, ?, ?)",
+                    arguments: [record.license.id, request.user, context.now])
+                record.license.namedUsers.append(request.user)
+            } else {
+                guard record.license.namedUsers.contains(request.user) else {
+                    throw RPCError.notFound("\(request.user) is not assigned to license \(request.id)")
+                }
+                try db.execute(sql: "DELETE FROM license_user WHERE license_id = ? AND user = ?", arguments: [record.license.id, request.user])
+                record.license.namedUsers.removeAll { $0 == request.user }
+            }
+            return try record.save(action: assign ? "license.user_assigned" : "license.user_unassigned", at: context.now, in: db)
+        }
+    }
+}
+
+/// A stored license with what only issuance knows (its key hash).
+struct LicenseRecord {
+    var license: License
+    let keyHash: String
+
+    static func fetch(_ db: Database, sql condition: String, _ arguments: StatementArguments, tenant: String) throws -> LicenseRecord? {
+        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM license WHERE \(condition) AND tenant_id = ?", arguments: arguments + [tenant]) else {
+            return nil
+        }
+        var license = License(row: row)
+        license.namedUsers = try String.fetchAll(db, sql: "SELECT user FROM license_user WHERE license_id = ? ORDER BY assigned_at, user", arguments: [license.id])
+        return LicenseRecord(license: license, keyHash: row["key_hash"])
+    }
+
+    static func fetch(_ db: Database, id: String, tenant: String) throws -> LicenseRecord? {
+        try fetch(db, sql: "id = ?", [id], tenant: tenant)
+    }
+
+    static func require(_ db: Database, id: String, tenant: String) throws -> LicenseRecord {
+        guard let record = try fetch(db, id: id, tenant: tenant) else { throw RPCError.notFound("no license \(id)") }
+        return record
+    }
+
+    var facts: LicenseFacts {
+        LicenseFacts(licenseID: license.id, state: license.state, startsAt: license.startsAt, expiresAt: license.expiresAt, graceSeconds: license.graceSeconds)
+    }
+
+    func effectiveState(at now: Int64) -> LicenseState { facts.effectiveState(at: now) }
+
+    /// The state the dates alone give (ignoring suspension and revocation).
+    func stateByTime(at now: Int64) -> LicenseState {
+        var facts = self.facts
+        facts.state = .active
+        return facts.effectiveState(at: now)
+    }
+
+    /// Writes every mutable column and publishes the new state on the change feed.
+    func save(action: String, at now: Int64, in db: Database) throws -> License {
+        var license = self.license
+        license.updatedAt = now
+        try db.execute(
+            sql: """
+                UPDATE license SET customer_id = ?, department_id = ?, state = ?, state_reason = ?, expires_at = ?,
+                    grace_seconds = ?, max_machines = ?, max_users = ?, max_seats = ?, features = ?, updated_at = ?
+                WHERE id = ?
+                """,
+            arguments: [
+                license.customerId, license.departmentId, license.state.rawValue, license.stateReason, license.expiresAt,
+                license.graceSeconds, license.maxMachines, license.maxUsers, license.maxSeats, NameList.encode(license.features),
+                now, license.id,
+            ])
+        try ChangeFeed.append(ChangeEvent(kind: .license, action: action, license: license, keyHash: keyHash), at: now, in: db)
+        return license
     }
 }

@@ -75,3 +75,20 @@ struct Page {
         ids.count == size ? ids.last ?? "" : ""
     }
 }
+
+extension Department {
+    init(row: Row) {
+        self.init(
+            id: row["id"], customerId: row["customer_id"], name: row["name"], costCenter: row["cost_center"],
+            maxSeats: row["max_seats"], maxMachines: row["max_machines"])
+    }
+}
+
+extension Subscription {
+    init(row: Row) {
+        self.init(
+            id: row["id"], licenseId: row["license_id"], billingRef: row["billing_ref"], periodStart: row["period_start"],
+            periodEnd: row["period_end"], status: SubscriptionStatus(rawValue: row["status"]), autoRenew: row["auto_renew"],
+            amountMinor: row["amount_minor"], currency: row["currency"])
+    }
+}

@@ -34,12 +34,14 @@ public struct LicenseFacts: Sendable, Equatable {
     /// applied here, so a decision never waits for the scheduler that publishes them.
     public func effectiveState(at now: Int64) -> LicenseState {
         switch state {
-        case .revoked, .suspended: return state
+        // Expired is stored only when time or a cancellation ended the license; only a
+        // renewal (which stores active again) brings it back.
+        case .revoked, .suspended, .expired: return state
         default:
             if expiresAt != 0, now >= expiresAt {
                 return now >= graceEndsAt ? .expired : .inGrace
             }
-            return state == .expired || state == .inGrace ? .active : state
+            return state == .inGrace ? .active : state
         }
     }
 }

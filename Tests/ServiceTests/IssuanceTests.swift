@@ -10,7 +10,7 @@ import Testing
     func service(_ folder: TemporaryFolder, clock: ManualLicenseClock = ManualLicenseClock()) throws -> IssuanceService {
         IssuanceService(
             database: try IssuanceService.openDatabase(path: "\(folder.path)/issuance.sqlite"),
-            keyHashSecret: testSecret, clock: clock, logger: Logger(label: "test"))
+            keyHashSecret: testSecret, masterKey: testMasterKey, clock: clock, logger: Logger(label: "test"))
     }
 
     @Test func issueShowAndListALicense() async throws {

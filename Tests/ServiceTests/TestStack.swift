@@ -36,6 +36,7 @@ func withServer<T>(
 }
 
 let testSecret = try! KeyHashSecret(bytes: Array(repeating: 7, count: 32))
+let testMasterKey = try! MasterKey(bytes: Array(repeating: 9, count: 32))
 
 /// Creates a product, a policy and a customer; returns (policy id, customer id).
 func seedCatalogue(_ client: RPCClient, duration: Int64 = 0, grace: Int64 = 0, features: [String] = ["export"]) async throws -> (String, String) {

@@ -14,7 +14,7 @@ import ValidationService
         let clock = ManualLicenseClock(SystemLicenseClock().now)
         let issuance = IssuanceService(
             database: try IssuanceService.openDatabase(path: "\(folder.path)/issuance.sqlite"),
-            keyHashSecret: testSecret, clock: clock, logger: Logger(label: "test"))
+            keyHashSecret: testSecret, masterKey: testMasterKey, clock: clock, logger: Logger(label: "test"))
         try await withServer(issuance.router(), in: folder, name: "issuance") { issuanceClient in
             let validation = ValidationService(
                 database: try ValidationService.openDatabase(path: "\(folder.path)/validation.sqlite"),
@@ -27,6 +27,7 @@ import ValidationService
                 }
             }
             defer { running.cancel() }
+            _ = try await (parts[0] as! RPCServer).listeningEndpoints
             let client = RPCClient(endpoint: .unix(path: "\(folder.path)/validation.sock"))
             defer { Task { await client.close() } }
 
@@ -82,7 +83,7 @@ import ValidationService
         let folder = TemporaryFolder()
         let issuance = IssuanceService(
             database: try IssuanceService.openDatabase(path: "\(folder.path)/issuance.sqlite"),
-            keyHashSecret: testSecret, logger: Logger(label: "test"))
+            keyHashSecret: testSecret, masterKey: testMasterKey, logger: Logger(label: "test"))
         try await withServer(issuance.router(), in: folder, name: "issuance") { issuanceClient in
             let validation = ValidationService(
                 database: try ValidationService.openDatabase(path: "\(folder.path)/validation.sqlite"),
@@ -95,6 +96,7 @@ import ValidationService
                 }
             }
             defer { running.cancel() }
+            _ = try await (parts[0] as! RPCServer).listeningEndpoints
             let client = RPCClient(endpoint: .unix(path: "\(folder.path)/validation.sock"))
             defer { Task { await client.close() } }
             // Let the consumer make its first poll and fall asleep.

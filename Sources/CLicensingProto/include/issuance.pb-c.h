@@ -49,6 +49,10 @@ typedef struct Licensing__V1__CreateSigningKeyRequest Licensing__V1__CreateSigni
 typedef struct Licensing__V1__SigningKey Licensing__V1__SigningKey;
 typedef struct Licensing__V1__ListPublicKeysRequest Licensing__V1__ListPublicKeysRequest;
 typedef struct Licensing__V1__PublicKeySet Licensing__V1__PublicKeySet;
+typedef struct Licensing__V1__IssueCertificateRequest Licensing__V1__IssueCertificateRequest;
+typedef struct Licensing__V1__CertificatePayload Licensing__V1__CertificatePayload;
+typedef struct Licensing__V1__SignedCertificate Licensing__V1__SignedCertificate;
+typedef struct Licensing__V1__LicenseCertificate Licensing__V1__LicenseCertificate;
 typedef struct Licensing__V1__AuditEvent Licensing__V1__AuditEvent;
 typedef struct Licensing__V1__ListAuditEventsRequest Licensing__V1__ListAuditEventsRequest;
 typedef struct Licensing__V1__ListAuditEventsResponse Licensing__V1__ListAuditEventsResponse;
@@ -498,6 +502,91 @@ struct  Licensing__V1__PublicKeySet
 #define LICENSING__V1__PUBLIC_KEY_SET__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__public_key_set__descriptor) \
     , 0,NULL }
+
+
+struct  Licensing__V1__IssueCertificateRequest
+{
+  ProtobufCMessage base;
+  char *license_id;
+  /*
+   * Binds the certificate to one machine; empty = not machine-bound.
+   */
+  char *fingerprint;
+  /*
+   * 0 = until the license expires (perpetual licenses: 365 days).
+   */
+  int64_t valid_seconds;
+};
+#define LICENSING__V1__ISSUE_CERTIFICATE_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__issue_certificate_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
+
+
+/*
+ * What a license certificate asserts. Version 1. The signature covers the encoded bytes
+ * of this message exactly as carried in SignedCertificate.payload.
+ */
+struct  Licensing__V1__CertificatePayload
+{
+  ProtobufCMessage base;
+  uint32_t version;
+  char *license_id;
+  char *product_id;
+  char *customer_id;
+  Licensing__V1__LicenseType license_type;
+  size_t n_features;
+  char **features;
+  /*
+   * Validity window of this certificate, Unix seconds.
+   */
+  int64_t not_before;
+  int64_t not_after;
+  /*
+   * The license's own expiry (0 = perpetual) and grace.
+   */
+  int64_t license_expires_at;
+  int64_t grace_seconds;
+  /*
+   * Lower-case hex SHA-256 of the machine fingerprint; empty = not machine-bound.
+   */
+  char *fingerprint_sha256;
+  int64_t issued_at;
+  uint32_t max_machines;
+  uint32_t max_seats;
+};
+#define LICENSING__V1__CERTIFICATE_PAYLOAD__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__certificate_payload__descriptor) \
+    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, LICENSING__V1__LICENSE_TYPE__LICENSE_TYPE_UNSPECIFIED, 0,NULL, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0, 0, 0 }
+
+
+struct  Licensing__V1__SignedCertificate
+{
+  ProtobufCMessage base;
+  ProtobufCBinaryData payload;
+  /*
+   * Id of the Ed25519 key that signed it (see ListPublicKeys).
+   */
+  char *kid;
+  ProtobufCBinaryData signature;
+};
+#define LICENSING__V1__SIGNED_CERTIFICATE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__signed_certificate__descriptor) \
+    , {0,NULL}, (char *)protobuf_c_empty_string, {0,NULL} }
+
+
+struct  Licensing__V1__LicenseCertificate
+{
+  ProtobufCMessage base;
+  Licensing__V1__CertificatePayload *payload;
+  char *kid;
+  /*
+   * "-----BEGIN LICENSE CERTIFICATE-----", base64 of SignedCertificate, "-----END ...".
+   */
+  char *armored;
+};
+#define LICENSING__V1__LICENSE_CERTIFICATE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__license_certificate__descriptor) \
+    , NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 struct  Licensing__V1__AuditEvent
@@ -1213,6 +1302,82 @@ Licensing__V1__PublicKeySet *
 void   licensing__v1__public_key_set__free_unpacked
                      (Licensing__V1__PublicKeySet *message,
                       ProtobufCAllocator *allocator);
+/* Licensing__V1__IssueCertificateRequest methods */
+void   licensing__v1__issue_certificate_request__init
+                     (Licensing__V1__IssueCertificateRequest         *message);
+size_t licensing__v1__issue_certificate_request__get_packed_size
+                     (const Licensing__V1__IssueCertificateRequest   *message);
+size_t licensing__v1__issue_certificate_request__pack
+                     (const Licensing__V1__IssueCertificateRequest   *message,
+                      uint8_t             *out);
+size_t licensing__v1__issue_certificate_request__pack_to_buffer
+                     (const Licensing__V1__IssueCertificateRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__IssueCertificateRequest *
+       licensing__v1__issue_certificate_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__issue_certificate_request__free_unpacked
+                     (Licensing__V1__IssueCertificateRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__CertificatePayload methods */
+void   licensing__v1__certificate_payload__init
+                     (Licensing__V1__CertificatePayload         *message);
+size_t licensing__v1__certificate_payload__get_packed_size
+                     (const Licensing__V1__CertificatePayload   *message);
+size_t licensing__v1__certificate_payload__pack
+                     (const Licensing__V1__CertificatePayload   *message,
+                      uint8_t             *out);
+size_t licensing__v1__certificate_payload__pack_to_buffer
+                     (const Licensing__V1__CertificatePayload   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__CertificatePayload *
+       licensing__v1__certificate_payload__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__certificate_payload__free_unpacked
+                     (Licensing__V1__CertificatePayload *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__SignedCertificate methods */
+void   licensing__v1__signed_certificate__init
+                     (Licensing__V1__SignedCertificate         *message);
+size_t licensing__v1__signed_certificate__get_packed_size
+                     (const Licensing__V1__SignedCertificate   *message);
+size_t licensing__v1__signed_certificate__pack
+                     (const Licensing__V1__SignedCertificate   *message,
+                      uint8_t             *out);
+size_t licensing__v1__signed_certificate__pack_to_buffer
+                     (const Licensing__V1__SignedCertificate   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__SignedCertificate *
+       licensing__v1__signed_certificate__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__signed_certificate__free_unpacked
+                     (Licensing__V1__SignedCertificate *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__LicenseCertificate methods */
+void   licensing__v1__license_certificate__init
+                     (Licensing__V1__LicenseCertificate         *message);
+size_t licensing__v1__license_certificate__get_packed_size
+                     (const Licensing__V1__LicenseCertificate   *message);
+size_t licensing__v1__license_certificate__pack
+                     (const Licensing__V1__LicenseCertificate   *message,
+                      uint8_t             *out);
+size_t licensing__v1__license_certificate__pack_to_buffer
+                     (const Licensing__V1__LicenseCertificate   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__LicenseCertificate *
+       licensing__v1__license_certificate__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__license_certificate__free_unpacked
+                     (Licensing__V1__LicenseCertificate *message,
+                      ProtobufCAllocator *allocator);
 /* Licensing__V1__AuditEvent methods */
 void   licensing__v1__audit_event__init
                      (Licensing__V1__AuditEvent         *message);
@@ -1447,6 +1612,18 @@ typedef void (*Licensing__V1__ListPublicKeysRequest_Closure)
 typedef void (*Licensing__V1__PublicKeySet_Closure)
                  (const Licensing__V1__PublicKeySet *message,
                   void *closure_data);
+typedef void (*Licensing__V1__IssueCertificateRequest_Closure)
+                 (const Licensing__V1__IssueCertificateRequest *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__CertificatePayload_Closure)
+                 (const Licensing__V1__CertificatePayload *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__SignedCertificate_Closure)
+                 (const Licensing__V1__SignedCertificate *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__LicenseCertificate_Closure)
+                 (const Licensing__V1__LicenseCertificate *message,
+                  void *closure_data);
 typedef void (*Licensing__V1__AuditEvent_Closure)
                  (const Licensing__V1__AuditEvent *message,
                   void *closure_data);
@@ -1607,6 +1784,10 @@ struct Licensing__V1__Issuance_Service
                            const Licensing__V1__ListPublicKeysRequest *input,
                            Licensing__V1__PublicKeySet_Closure closure,
                            void *closure_data);
+  void (*issue_certificate)(Licensing__V1__Issuance_Service *service,
+                            const Licensing__V1__IssueCertificateRequest *input,
+                            Licensing__V1__LicenseCertificate_Closure closure,
+                            void *closure_data);
   void (*list_audit_events)(Licensing__V1__Issuance_Service *service,
                             const Licensing__V1__ListAuditEventsRequest *input,
                             Licensing__V1__ListAuditEventsResponse_Closure closure,
@@ -1668,6 +1849,7 @@ void licensing__v1__issuance__init (Licensing__V1__Issuance_Service *service,
       function_prefix__ ## rotate_signing_key,\
       function_prefix__ ## retire_signing_key,\
       function_prefix__ ## list_public_keys,\
+      function_prefix__ ## issue_certificate,\
       function_prefix__ ## list_audit_events,\
       function_prefix__ ## verify_audit_chain,\
       function_prefix__ ## changes,\
@@ -1805,6 +1987,10 @@ void licensing__v1__issuance__list_public_keys(ProtobufCService *service,
                                                const Licensing__V1__ListPublicKeysRequest *input,
                                                Licensing__V1__PublicKeySet_Closure closure,
                                                void *closure_data);
+void licensing__v1__issuance__issue_certificate(ProtobufCService *service,
+                                                const Licensing__V1__IssueCertificateRequest *input,
+                                                Licensing__V1__LicenseCertificate_Closure closure,
+                                                void *closure_data);
 void licensing__v1__issuance__list_audit_events(ProtobufCService *service,
                                                 const Licensing__V1__ListAuditEventsRequest *input,
                                                 Licensing__V1__ListAuditEventsResponse_Closure closure,
@@ -1861,6 +2047,10 @@ extern const ProtobufCMessageDescriptor licensing__v1__create_signing_key_reques
 extern const ProtobufCMessageDescriptor licensing__v1__signing_key__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__list_public_keys_request__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__public_key_set__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__issue_certificate_request__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__certificate_payload__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__signed_certificate__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__license_certificate__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__audit_event__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__list_audit_events_request__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__list_audit_events_response__descriptor;

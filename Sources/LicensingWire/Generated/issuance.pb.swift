@@ -1554,6 +1554,243 @@ extension PublicKeySet: ProtobufCMessageBinding {
     }
 }
 
+public struct IssueCertificateRequest: WireMessage, Encodable {
+    public var licenseId: String = ""
+    public var fingerprint: String = ""
+    public var validSeconds: Int64 = 0
+
+    public init() {}
+
+    public init(licenseId: String = "", fingerprint: String = "", validSeconds: Int64 = 0) {
+        self.licenseId = licenseId
+        self.fingerprint = fingerprint
+        self.validSeconds = validSeconds
+    }
+}
+
+extension IssueCertificateRequest: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.IssueCertificateRequest"
+
+    public static func cNew() -> Licensing__V1__IssueCertificateRequest {
+        var c = Licensing__V1__IssueCertificateRequest()
+        licensing__v1__issue_certificate_request__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__IssueCertificateRequest>? {
+        licensing__v1__issue_certificate_request__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__IssueCertificateRequest>) {
+        licensing__v1__issue_certificate_request__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__IssueCertificateRequest>) -> Int {
+        licensing__v1__issue_certificate_request__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__IssueCertificateRequest>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__issue_certificate_request__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__IssueCertificateRequest) {
+        self.licenseId = WireArena.string(c.license_id)
+        self.fingerprint = WireArena.string(c.fingerprint)
+        self.validSeconds = c.valid_seconds
+    }
+
+    public func fill(_ c: inout Licensing__V1__IssueCertificateRequest, _ arena: WireArena) {
+        c.license_id = arena.string(self.licenseId)
+        c.fingerprint = arena.string(self.fingerprint)
+        c.valid_seconds = self.validSeconds
+    }
+}
+
+public struct CertificatePayload: WireMessage, Encodable {
+    public var version: UInt32 = 0
+    public var licenseId: String = ""
+    public var productId: String = ""
+    public var customerId: String = ""
+    public var licenseType: LicenseType = LicenseType(rawValue: 0)
+    public var features: [String] = []
+    public var notBefore: Int64 = 0
+    public var notAfter: Int64 = 0
+    public var licenseExpiresAt: Int64 = 0
+    public var graceSeconds: Int64 = 0
+    public var fingerprintSha256: String = ""
+    public var issuedAt: Int64 = 0
+    public var maxMachines: UInt32 = 0
+    public var maxSeats: UInt32 = 0
+
+    public init() {}
+
+    public init(version: UInt32 = 0, licenseId: String = "", productId: String = "", customerId: String = "", licenseType: LicenseType = LicenseType(rawValue: 0), features: [String] = [], notBefore: Int64 = 0, notAfter: Int64 = 0, licenseExpiresAt: Int64 = 0, graceSeconds: Int64 = 0, fingerprintSha256: String = "", issuedAt: Int64 = 0, maxMachines: UInt32 = 0, maxSeats: UInt32 = 0) {
+        self.version = version
+        self.licenseId = licenseId
+        self.productId = productId
+        self.customerId = customerId
+        self.licenseType = licenseType
+        self.features = features
+        self.notBefore = notBefore
+        self.notAfter = notAfter
+        self.licenseExpiresAt = licenseExpiresAt
+        self.graceSeconds = graceSeconds
+        self.fingerprintSha256 = fingerprintSha256
+        self.issuedAt = issuedAt
+        self.maxMachines = maxMachines
+        self.maxSeats = maxSeats
+    }
+}
+
+extension CertificatePayload: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.CertificatePayload"
+
+    public static func cNew() -> Licensing__V1__CertificatePayload {
+        var c = Licensing__V1__CertificatePayload()
+        licensing__v1__certificate_payload__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__CertificatePayload>? {
+        licensing__v1__certificate_payload__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__CertificatePayload>) {
+        licensing__v1__certificate_payload__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__CertificatePayload>) -> Int {
+        licensing__v1__certificate_payload__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__CertificatePayload>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__certificate_payload__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__CertificatePayload) {
+        self.version = c.version
+        self.licenseId = WireArena.string(c.license_id)
+        self.productId = WireArena.string(c.product_id)
+        self.customerId = WireArena.string(c.customer_id)
+        self.licenseType = LicenseType(rawValue: Int32(truncatingIfNeeded: c.license_type.rawValue))
+        self.features = WireArena.array(c.n_features, c.features) { WireArena.string($0) }
+        self.notBefore = c.not_before
+        self.notAfter = c.not_after
+        self.licenseExpiresAt = c.license_expires_at
+        self.graceSeconds = c.grace_seconds
+        self.fingerprintSha256 = WireArena.string(c.fingerprint_sha256)
+        self.issuedAt = c.issued_at
+        self.maxMachines = c.max_machines
+        self.maxSeats = c.max_seats
+    }
+
+    public func fill(_ c: inout Licensing__V1__CertificatePayload, _ arena: WireArena) {
+        c.version = self.version
+        c.license_id = arena.string(self.licenseId)
+        c.product_id = arena.string(self.productId)
+        c.customer_id = arena.string(self.customerId)
+        c.license_type = .init(rawValue: .init(truncatingIfNeeded: self.licenseType.rawValue))
+        c.n_features = self.features.count
+        c.features = arena.array(self.features) { arena.string($0) }
+        c.not_before = self.notBefore
+        c.not_after = self.notAfter
+        c.license_expires_at = self.licenseExpiresAt
+        c.grace_seconds = self.graceSeconds
+        c.fingerprint_sha256 = arena.string(self.fingerprintSha256)
+        c.issued_at = self.issuedAt
+        c.max_machines = self.maxMachines
+        c.max_seats = self.maxSeats
+    }
+}
+
+public struct SignedCertificate: WireMessage, Encodable {
+    public var payload: [UInt8] = []
+    public var kid: String = ""
+    public var signature: [UInt8] = []
+
+    public init() {}
+
+    public init(payload: [UInt8] = [], kid: String = "", signature: [UInt8] = []) {
+        self.payload = payload
+        self.kid = kid
+        self.signature = signature
+    }
+}
+
+extension SignedCertificate: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.SignedCertificate"
+
+    public static func cNew() -> Licensing__V1__SignedCertificate {
+        var c = Licensing__V1__SignedCertificate()
+        licensing__v1__signed_certificate__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__SignedCertificate>? {
+        licensing__v1__signed_certificate__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__SignedCertificate>) {
+        licensing__v1__signed_certificate__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__SignedCertificate>) -> Int {
+        licensing__v1__signed_certificate__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__SignedCertificate>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__signed_certificate__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__SignedCertificate) {
+        self.payload = WireArena.bytes(c.payload)
+        self.kid = WireArena.string(c.kid)
+        self.signature = WireArena.bytes(c.signature)
+    }
+
+    public func fill(_ c: inout Licensing__V1__SignedCertificate, _ arena: WireArena) {
+        c.payload = arena.bytes(self.payload)
+        c.kid = arena.string(self.kid)
+        c.signature = arena.bytes(self.signature)
+    }
+}
+
+public struct LicenseCertificate: WireMessage, Encodable {
+    public var payload: CertificatePayload? = nil
+    public var kid: String = ""
+    public var armored: String = ""
+
+    public init() {}
+
+    public init(payload: CertificatePayload? = nil, kid: String = "", armored: String = "") {
+        self.payload = payload
+        self.kid = kid
+        self.armored = armored
+    }
+}
+
+extension LicenseCertificate: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.LicenseCertificate"
+
+    public static func cNew() -> Licensing__V1__LicenseCertificate {
+        var c = Licensing__V1__LicenseCertificate()
+        licensing__v1__license_certificate__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__LicenseCertificate>? {
+        licensing__v1__license_certificate__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__LicenseCertificate>) {
+        licensing__v1__license_certificate__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__LicenseCertificate>) -> Int {
+        licensing__v1__license_certificate__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__LicenseCertificate>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__license_certificate__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__LicenseCertificate) {
+        self.payload = c.payload.map { CertificatePayload(c: $0.pointee) }
+        self.kid = WireArena.string(c.kid)
+        self.armored = WireArena.string(c.armored)
+    }
+
+    public func fill(_ c: inout Licensing__V1__LicenseCertificate, _ arena: WireArena) {
+        c.payload = self.payload.map { arena.message($0) }
+        c.kid = arena.string(self.kid)
+        c.armored = arena.string(self.armored)
+    }
+}
+
 public struct AuditEvent: WireMessage, Encodable {
     public var seq: UInt64 = 0
     public var actor: String = ""
@@ -1916,6 +2153,7 @@ public enum IssuanceMethods {
     public static let rotateSigningKey = WireMethod<CreateSigningKeyRequest, SigningKey>("licensing.v1.Issuance/RotateSigningKey", serverStreaming: false)
     public static let retireSigningKey = WireMethod<GetByIdRequest, SigningKey>("licensing.v1.Issuance/RetireSigningKey", serverStreaming: false)
     public static let listPublicKeys = WireMethod<ListPublicKeysRequest, PublicKeySet>("licensing.v1.Issuance/ListPublicKeys", serverStreaming: false)
+    public static let issueCertificate = WireMethod<IssueCertificateRequest, LicenseCertificate>("licensing.v1.Issuance/IssueCertificate", serverStreaming: false)
     public static let listAuditEvents = WireMethod<ListAuditEventsRequest, ListAuditEventsResponse>("licensing.v1.Issuance/ListAuditEvents", serverStreaming: false)
     public static let verifyAuditChain = WireMethod<VerifyAuditChainRequest, VerifyAuditChainResponse>("licensing.v1.Issuance/VerifyAuditChain", serverStreaming: false)
     public static let changes = WireMethod<ChangesRequest, ChangesResponse>("licensing.v1.Issuance/Changes", serverStreaming: false)
@@ -1923,5 +2161,5 @@ public enum IssuanceMethods {
     public static let eraseCustomer = WireMethod<EraseCustomerRequest, EraseCustomerResponse>("licensing.v1.Issuance/EraseCustomer", serverStreaming: false)
 
     /// Every method of the service.
-    public static let all: [WireMethodInfo] = [createProduct.info, updateProduct.info, getProduct.info, listProducts.info, createPolicy.info, updatePolicy.info, getPolicy.info, listPolicies.info, createCustomer.info, updateCustomer.info, getCustomer.info, listCustomers.info, createDepartment.info, listDepartments.info, issueLicense.info, getLicense.info, listLicenses.info, suspendLicense.info, reinstateLicense.info, revokeLicense.info, renewLicense.info, changeEntitlements.info, transferLicense.info, assignUser.info, unassignUser.info, getSubscription.info, recordPayment.info, recordPaymentFailure.info, cancelSubscription.info, createSigningKey.info, rotateSigningKey.info, retireSigningKey.info, listPublicKeys.info, listAuditEvents.info, verifyAuditChain.info, changes.info, watchChanges.info, eraseCustomer.info]
+    public static let all: [WireMethodInfo] = [createProduct.info, updateProduct.info, getProduct.info, listProducts.info, createPolicy.info, updatePolicy.info, getPolicy.info, listPolicies.info, createCustomer.info, updateCustomer.info, getCustomer.info, listCustomers.info, createDepartment.info, listDepartments.info, issueLicense.info, getLicense.info, listLicenses.info, suspendLicense.info, reinstateLicense.info, revokeLicense.info, renewLicense.info, changeEntitlements.info, transferLicense.info, assignUser.info, unassignUser.info, getSubscription.info, recordPayment.info, recordPaymentFailure.info, cancelSubscription.info, createSigningKey.info, rotateSigningKey.info, retireSigningKey.info, listPublicKeys.info, issueCertificate.info, listAuditEvents.info, verifyAuditChain.info, changes.info, watchChanges.info, eraseCustomer.info]
 }

@@ -1,0 +1,275 @@
+import Foundation
+import GRDB
+import LicensingCore
+import LicensingRPC
+import LicensingWire
+
+// Products, policies, customers and departments.
+
+extension IssuanceService {
+    // MARK: Products
+
+    func createProduct(_ request: CreateProductRequest, _ call: ServerCall) async throws -> Product {
+        try Check.nonEmpty(request.name, "name")
+        try Check.length(request.name, "name")
+        try Check.productCode(request.code)
+        try Check.length(request.description, "description", max: 2000)
+        return try await mutate(call, action: "product.create", target: \.id) { db, context in
+            let product = Product(
+                id: EntityID.make("prod"), name: request.name, code: request.code, description: request.description,
+                createdAt: context.now, tenantId: context.tenant)
+            if try Bool.fetchOne(db, sql: "SELECT 1 FROM product WHERE tenant_id = ? AND code = ?", arguments: [product.tenantId, product.code]) == true {
+                throw RPCError.alreadyExists("a product with code \(product.code) already exists")
+            }
+            try db.execute(
+                sql: "INSERT INTO product (id, tenant_id, name, code, description, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                arguments: [product.id, product.tenantId, product.name, product.code, product.description, product.createdAt])
+            try ChangeFeed.append(ChangeEvent(kind: .product, action: "product.created", product: product), at: context.now, in: db)
+            return product
+        }
+    }
+
+    func updateProduct(_ request: UpdateProductRequest, _ call: ServerCall) async throws -> Product {
+        try Check.nonEmpty(request.id, "id")
+        try Check.length(request.name, "name")
+        try Check.length(request.description, "description", max: 2000)
+        return try await mutate(call, action: "product.update", target: \.id) { db, context in
+            guard var product = try Row.fetchOne(db, sql: "SELECT * FROM product WHERE id = ? AND tenant_id = ?", arguments: [request.id, context.tenant]).map(Product.init(row:)) else {
+                throw RPCError.notFound("no product \(request.id)")
+            }
+            if !request.name.isEmpty { product.name = request.name }
+            if !request.description.isEmpty { product.description = request.description }
+            try db.execute(sql: "UPDATE product SET name = ?, description = ? WHERE id = ?", arguments: [product.name, product.description, product.id])
+            try ChangeFeed.append(ChangeEvent(kind: .product, action: "product.updated", product: product), at: context.now, in: db)
+            return product
+        }
+    }
+
+    func getProduct(_ request: GetByIdRequest, _ call: ServerCall) async throws -> Product {
+        let found = try await database.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM product WHERE id = ? AND tenant_id = ?", arguments: [request.id, self.tenant(call)]).map(Product.init(row:))
+        }
+        guard let found else { throw RPCError.notFound("no product \(request.id)") }
+        return found
+    }
+
+    func listProducts(_ request: ListProductsRequest, _ call: ServerCall) async throws -> ListProductsResponse {
+        let page = Page(request.page)
+        let products = try await database.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM product WHERE tenant_id = ? AND id > ? ORDER BY id LIMIT ?",
+                arguments: [self.tenant(call), page.after, page.size]
+            ).map(Product.init(row:))
+        }
+        return ListProductsResponse(products: products, nextPageToken: page.nextToken(products.map(\.id)))
+    }
+
+    // MARK: Policies
+
+    /// Checks a policy template and fills defaults; shared by create and update.
+    private func checkedPolicy(_ policy: Policy?) throws -> Policy {
+        guard var policy else { throw RPCError.invalidArgument("policy is required") }
+        try Check.nonEmpty(policy.name, "policy.name")
+        try Check.length(policy.name, "policy.name")
+        guard LicenseType.allKnown.contains(policy.licenseType), policy.licenseType != .unspecified else {
+            throw RPCError.invalidArgument("policy.license_type must be PER_USER, PER_DEVICE, SUBSCRIPTION or ENTERPRISE")
+        }
+        try Check.nonNegative(policy.durationSeconds, "policy.duration_seconds")
+        try Check.nonNegative(policy.graceSeconds, "policy.grace_seconds")
+        try Check.nonNegative(policy.checkInIntervalSeconds, "policy.check_in_interval_seconds")
+        if policy.licenseType == .subscription, policy.durationSeconds == 0 {
+            throw RPCError.invalidArgument("a subscription policy needs duration_seconds (the billing period)")
+        }
+        try Check.features(policy.features)
+        try Check.regions(policy.allowedRegions, "policy.allowed_regions")
+        try Check.regions(policy.deniedRegions, "policy.denied_regions")
+        if policy.overagePermille == 0 { policy.overagePermille = 1000 }
+        guard (1000...10000).contains(policy.overagePermille) else {
+            throw RPCError.invalidArgument("policy.overage_permille must be between 1000 (no overage) and 10000 (10x)")
+        }
+        return policy
+    }
+
+    func createPolicy(_ request: CreatePolicyRequest, _ call: ServerCall) async throws -> Policy {
+        let template = try checkedPolicy(request.policy)
+        try Check.nonEmpty(template.productId, "policy.product_id")
+        return try await mutate(call, action: "policy.create", target: \.id) { db, context in
+            var policy = template
+            policy.id = EntityID.make("pol")
+            policy.createdAt = context.now
+            policy.tenantId = context.tenant
+            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM product WHERE id = ? AND tenant_id = ?", arguments: [policy.productId, policy.tenantId]) == true else {
+                throw RPCError.notFound("no product \(policy.productId)")
+            }
+            try db.execute(
+                sql: """
+                    INSERT INTO policy (id, tenant_id, product_id, name, license_type, duration_seconds, grace_seconds,
+                        max_machines, max_users, max_seats, features, allowed_regions, denied_regions,
+                        check_in_interval_seconds, overage_permille, created_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [
+                    policy.id, policy.tenantId, policy.productId, policy.name, policy.licenseType.rawValue,
+                    policy.durationSeconds, policy.graceSeconds, policy.maxMachines, policy.maxUsers, policy.maxSeats,
+                    NameList.encode(policy.features), NameList.encode(policy.allowedRegions), NameList.encode(policy.deniedRegions),
+                    policy.checkInIntervalSeconds, policy.overagePermille, policy.createdAt,
+                ])
+            try ChangeFeed.append(ChangeEvent(kind: .policy, action: "policy.created", policy: policy), at: context.now, in: db)
+            return policy
+        }
+    }
+
+    /// Replaces a policy's template fields. Licenses already issued keep their terms; the
+    /// new template applies to licenses issued from now on.
+    func updatePolicy(_ request: UpdatePolicyRequest, _ call: ServerCall) async throws -> Policy {
+        let template = try checkedPolicy(request.policy)
+        try Check.nonEmpty(template.id, "policy.id")
+        return try await mutate(call, action: "policy.update", target: \.id) { db, context in
+            guard let existing = try Row.fetchOne(db, sql: "SELECT * FROM policy WHERE id = ? AND tenant_id = ?", arguments: [template.id, context.tenant]).map(Policy.init(row:)) else {
+                throw RPCError.notFound("no policy \(template.id)")
+            }
+            var policy = template
+            policy.productId = existing.productId
+            policy.createdAt = existing.createdAt
+            policy.tenantId = existing.tenantId
+            try db.execute(
+                sql: """
+                    UPDATE policy SET name = ?, license_type = ?, duration_seconds = ?, grace_seconds = ?, max_machines = ?,
+                        max_users = ?, max_seats = ?, features = ?, allowed_regions = ?, denied_regions = ?,
+                        check_in_interval_seconds = ?, overage_permille = ?
+                    WHERE id = ?
+                    """,
+                arguments: [
+                    policy.name, policy.licenseType.rawValue, policy.durationSeconds, policy.graceSeconds, policy.maxMachines,
+                    policy.maxUsers, policy.maxSeats, NameList.encode(policy.features), NameList.encode(policy.allowedRegions),
+                    NameList.encode(policy.deniedRegions), policy.checkInIntervalSeconds, policy.overagePermille, policy.id,
+                ])
+            try ChangeFeed.append(ChangeEvent(kind: .policy, action: "policy.updated", policy: policy), at: context.now, in: db)
+            return policy
+        }
+    }
+
+    func getPolicy(_ request: GetByIdRequest, _ call: ServerCall) async throws -> Policy {
+        let found = try await database.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM policy WHERE id = ? AND tenant_id = ?", arguments: [request.id, self.tenant(call)]).map(Policy.init(row:))
+        }
+        guard let found else { throw RPCError.notFound("no policy \(request.id)") }
+        return found
+    }
+
+    func listPolicies(_ request: ListPoliciesRequest, _ call: ServerCall) async throws -> ListPoliciesResponse {
+        let page = Page(request.page)
+        let policies = try await database.read { db in
+            try Row.fetchAll(
+                db,
+                sql: "SELECT * FROM policy WHERE tenant_id = ? AND (? = '' OR product_id = ?) AND id > ? ORDER BY id LIMIT ?",
+                arguments: [self.tenant(call), request.productId, request.productId, page.after, page.size]
+            ).map(Policy.init(row:))
+        }
+        return ListPoliciesResponse(policies: policies, nextPageToken: page.nextToken(policies.map(\.id)))
+    }
+
+    // MARK: Customers and departments
+
+    private func checkContact(name: String, email: String, crmId: String, nameRequired: Bool) throws {
+        if nameRequired { try Check.nonEmpty(name, "name") }
+        try Check.length(name, "name")
+        try Check.length(email, "email")
+        try Check.length(crmId, "crm_id")
+        if !email.isEmpty, !email.contains("@") {
+            throw RPCError.invalidArgument("email \"\(email)\" is not an e-mail address")
+        }
+    }
+
+    func createCustomer(_ request: CreateCustomerRequest, _ call: ServerCall) async throws -> Customer {
+        try checkContact(name: request.name, email: request.email, crmId: request.crmId, nameRequired: true)
+        return try await mutate(call, action: "customer.create", target: \.id) { db, context in
+            let customer = Customer(
+                id: EntityID.make("cus"), name: request.name, email: request.email, crmId: request.crmId,
+                enterprise: request.enterprise, createdAt: context.now, tenantId: context.tenant)
+            try db.execute(
+                sql: "INSERT INTO customer (id, tenant_id, name, email, crm_id, enterprise, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                arguments: [customer.id, customer.tenantId, customer.name, customer.email, customer.crmId, customer.enterprise, customer.createdAt])
+            try ChangeFeed.append(ChangeEvent(kind: .customer, action: "customer.created", customer: customer), at: context.now, in: db)
+            return customer
+        }
+    }
+
+    func updateCustomer(_ request: UpdateCustomerRequest, _ call: ServerCall) async throws -> Customer {
+        try Check.nonEmpty(request.id, "id")
+        try checkContact(name: request.name, email: request.email, crmId: request.crmId, nameRequired: false)
+        return try await mutate(call, action: "customer.update", target: \.id) { db, context in
+            guard var customer = try Row.fetchOne(db, sql: "SELECT * FROM customer WHERE id = ? AND tenant_id = ?", arguments: [request.id, context.tenant]).map(Customer.init(row:)) else {
+                throw RPCError.notFound("no customer \(request.id)")
+            }
+            if !request.name.isEmpty { customer.name = request.name }
+            if !request.email.isEmpty { customer.email = request.email }
+            if !request.crmId.isEmpty { customer.crmId = request.crmId }
+            try db.execute(
+                sql: "UPDATE customer SET name = ?, email = ?, crm_id = ? WHERE id = ?",
+                arguments: [customer.name, customer.email, customer.crmId, customer.id])
+            try ChangeFeed.append(ChangeEvent(kind: .customer, action: "customer.updated", customer: customer), at: context.now, in: db)
+            return customer
+        }
+    }
+
+    func getCustomer(_ request: GetByIdRequest, _ call: ServerCall) async throws -> Customer {
+        let found = try await database.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM customer WHERE id = ? AND tenant_id = ?", arguments: [request.id, self.tenant(call)]).map(Customer.init(row:))
+        }
+        guard let found else { throw RPCError.notFound("no customer \(request.id)") }
+        return found
+    }
+
+    func listCustomers(_ request: ListCustomersRequest, _ call: ServerCall) async throws -> ListCustomersResponse {
+        let page = Page(request.page)
+        let customers = try await database.read { db in
+            try Row.fetchAll(
+                db,
+                sql: "SELECT * FROM customer WHERE tenant_id = ? AND (? = '' OR crm_id = ?) AND id > ? ORDER BY id LIMIT ?",
+                arguments: [self.tenant(call), request.crmId, request.crmId, page.after, page.size]
+            ).map(Customer.init(row:))
+        }
+        return ListCustomersResponse(customers: customers, nextPageToken: page.nextToken(customers.map(\.id)))
+    }
+
+    /// An enterprise customer's department (an ERP cost centre) with its own quotas.
+    func createDepartment(_ request: CreateDepartmentRequest, _ call: ServerCall) async throws -> Department {
+        try Check.nonEmpty(request.customerId, "customer_id")
+        try Check.nonEmpty(request.name, "name")
+        try Check.length(request.name, "name")
+        try Check.length(request.costCenter, "cost_center")
+        return try await mutate(call, action: "department.create", target: \.id) { db, context in
+            guard let customer = try Row.fetchOne(db, sql: "SELECT * FROM customer WHERE id = ? AND tenant_id = ?", arguments: [request.customerId, context.tenant]).map(Customer.init(row:)) else {
+                throw RPCError.notFound("no customer \(request.customerId)")
+            }
+            guard customer.enterprise else {
+                throw RPCError.failedPrecondition("customer \(customer.id) is not an enterprise customer; only those have departments")
+            }
+            if try Bool.fetchOne(db, sql: "SELECT 1 FROM department WHERE customer_id = ? AND name = ?", arguments: [customer.id, request.name]) == true {
+                throw RPCError.alreadyExists("customer \(customer.id) already has a department named \(request.name)")
+            }
+            let department = Department(
+                id: EntityID.make("dep"), customerId: customer.id, name: request.name, costCenter: request.costCenter,
+                maxSeats: request.maxSeats, maxMachines: request.maxMachines)
+            try db.execute(
+                sql: "INSERT INTO department (id, customer_id, name, cost_center, max_seats, max_machines) VALUES (?, ?, ?, ?, ?, ?)",
+                arguments: [department.id, department.customerId, department.name, department.costCenter, department.maxSeats, department.maxMachines])
+            return department
+        }
+    }
+
+    func listDepartments(_ request: GetByIdRequest, _ call: ServerCall) async throws -> ListDepartmentsResponse {
+        let departments = try await database.read { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT d.* FROM department d JOIN customer c ON c.id = d.customer_id
+                    WHERE d.customer_id = ? AND c.tenant_id = ? ORDER BY d.name
+                    """,
+                arguments: [request.id, self.tenant(call)]
+            ).map(Department.init(row:))
+        }
+        return ListDepartmentsResponse(departments: departments)
+    }
+}

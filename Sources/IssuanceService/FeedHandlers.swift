@@ -1,0 +1,46 @@
+import Foundation
+import GRDB
+import LicensingRPC
+import LicensingWire
+
+// The change feed and the audit log, as callers read them.
+
+extension IssuanceService {
+    func changes(_ request: ChangesRequest, _ call: ServerCall) async throws -> ChangesResponse {
+        let limit = request.limit == 0 ? 500 : min(Int(request.limit), 5000)
+        return try await database.read { db in
+            ChangesResponse(
+                events: try ChangeFeed.read(after: request.afterSeq, limit: limit, in: db),
+                lastSeq: try ChangeFeed.lastSeq(in: db))
+        }
+    }
+
+    /// Sends every event after `after_seq`, then new ones as they are written, until the
+    /// caller cancels or the deadline passes.
+    func watchChanges(_ request: ChangesRequest, _ call: ServerCall, _ stream: TypedResponseStream<ChangeEvent>) async throws {
+        var after = request.afterSeq
+        let batch = request.limit == 0 ? 500 : min(Int(request.limit), 5000)
+        while !Task.isCancelled, ContinuousClock.now < call.deadline {
+            let from = after
+            let events = try await database.read { db in try ChangeFeed.read(after: from, limit: batch, in: db) }
+            for event in events {
+                try await stream.send(event)
+                after = event.seq
+            }
+            if events.count < batch {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+    }
+
+    func listAuditEvents(_ request: ListAuditEventsRequest, _ call: ServerCall) async throws -> ListAuditEventsResponse {
+        let limit = request.limit == 0 ? 100 : min(Int(request.limit), 1000)
+        return try await database.read { db in
+            ListAuditEventsResponse(events: try AuditLog.events(after: request.afterSeq, limit: limit, in: db))
+        }
+    }
+
+    func verifyAuditChain(_ request: VerifyAuditChainRequest, _ call: ServerCall) async throws -> VerifyAuditChainResponse {
+        try await database.read { db in try AuditLog.verify(in: db) }
+    }
+}

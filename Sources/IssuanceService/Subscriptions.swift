@@ -1,0 +1,156 @@
+import Foundation
+import GRDB
+import LicensingCore
+import LicensingRPC
+import LicensingWire
+
+// Subscriptions tie a license to the billing system's periods: a paid period extends the
+// license, a failed payment starts its grace period, a cancellation ends it at the end
+// of the paid period (or at once).
+
+enum Subscriptions {
+    static func insert(_ subscription: Subscription, tenant: String, in db: Database) throws {
+        if try Bool.fetchOne(db, sql: "SELECT 1 FROM subscription WHERE tenant_id = ? AND billing_ref = ?", arguments: [tenant, subscription.billingRef]) == true {
+            throw RPCError.alreadyExists("billing_ref \(subscription.billingRef) already belongs to a subscription")
+        }
+        try db.execute(
+            sql: """
+                INSERT INTO subscription (id, license_id, tenant_id, billing_ref, period_start, period_end, status, auto_renew, amount_minor, currency)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+            arguments: [
+                subscription.id, subscription.licenseId, tenant, subscription.billingRef, subscription.periodStart,
+                subscription.periodEnd, subscription.status.rawValue, subscription.autoRenew, subscription.amountMinor, subscription.currency,
+            ])
+    }
+
+    static func require(billingRef: String, tenant: String, in db: Database) throws -> Subscription {
+        guard let subscription = try Row.fetchOne(
+            db, sql: "SELECT * FROM subscription WHERE tenant_id = ? AND billing_ref = ?", arguments: [tenant, billingRef]
+        ).map(Subscription.init(row:)) else {
+            throw RPCError.notFound("no subscription has billing_ref \(billingRef)")
+        }
+        return subscription
+    }
+
+    static func save(_ subscription: Subscription, action: String, at now: Int64, in db: Database) throws {
+        try db.execute(
+            sql: "UPDATE subscription SET period_start = ?, period_end = ?, status = ?, auto_renew = ?, amount_minor = ?, currency = ? WHERE id = ?",
+            arguments: [
+                subscription.periodStart, subscription.periodEnd, subscription.status.rawValue, subscription.autoRenew,
+                subscription.amountMinor, subscription.currency, subscription.id,
+            ])
+        try ChangeFeed.append(ChangeEvent(kind: .subscription, action: action, subscription: subscription), at: now, in: db)
+    }
+}
+
+extension IssuanceService {
+    /// By subscription id or by the id of its license.
+    func getSubscription(_ request: GetByIdRequest, _ call: ServerCall) async throws -> Subscription {
+        try Check.nonEmpty(request.id, "id")
+        let found = try await database.read { db in
+            try Row.fetchOne(
+                db, sql: "SELECT * FROM subscription WHERE (id = ? OR license_id = ?) AND tenant_id = ?",
+                arguments: [request.id, request.id, self.tenant(call)]
+            ).map(Subscription.init(row:))
+        }
+        guard let found else { throw RPCError.notFound("no subscription \(request.id)") }
+        return found
+    }
+
+    /// A paid period: extends the license to the period's end. A payment id already
+    /// recorded changes nothing, so billing may deliver the same event twice.
+    func recordPayment(_ request: RecordPaymentRequest, _ call: ServerCall) async throws -> Subscription {
+        try Check.nonEmpty(request.billingRef, "billing_ref")
+        try Check.nonEmpty(request.paymentId, "payment_id")
+        try Check.length(request.paymentId, "payment_id")
+        try Check.nonNegative(request.amountMinor, "amount_minor")
+        guard request.periodEnd > request.periodStart, request.periodStart > 0 else {
+            throw RPCError.invalidArgument("period_end must be after period_start, and both set")
+        }
+        return try await mutate(call, action: "subscription.record_payment", target: \.id) { db, context in
+            var subscription = try Subscriptions.require(billingRef: request.billingRef, tenant: context.tenant, in: db)
+            if try Bool.fetchOne(db, sql: "SELECT 1 FROM payment WHERE tenant_id = ? AND payment_id = ?", arguments: [context.tenant, request.paymentId]) == true {
+                return subscription
+            }
+            guard subscription.status != .canceled else {
+                throw RPCError.failedPrecondition("subscription \(subscription.id) is canceled; start a new one")
+            }
+            var record = try LicenseRecord.require(db, id: subscription.licenseId, tenant: context.tenant)
+            if record.license.state == .revoked {
+                throw RPCError.failedPrecondition("license \(record.license.id) of subscription \(subscription.id) is revoked")
+            }
+            try db.execute(
+                sql: """
+                    INSERT INTO payment (payment_id, tenant_id, subscription_id, period_start, period_end, amount_minor, currency, recorded_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [request.paymentId, context.tenant, subscription.id, request.periodStart, request.periodEnd, request.amountMinor, request.currency, context.now])
+            if request.periodEnd > subscription.periodEnd {
+                subscription.periodStart = request.periodStart
+                subscription.periodEnd = request.periodEnd
+            }
+            subscription.status = .active
+            subscription.amountMinor = request.amountMinor
+            if !request.currency.isEmpty { subscription.currency = request.currency }
+            try Subscriptions.save(subscription, action: "subscription.paid", at: context.now, in: db)
+            if request.periodEnd > record.license.expiresAt || record.effectiveState(at: context.now) != .active {
+                record.license.expiresAt = max(record.license.expiresAt, request.periodEnd)
+                if record.license.state != .suspended { record.license.state = .active }
+                _ = try record.save(action: "license.renewed", at: context.now, in: db)
+            }
+            return subscription
+        }
+    }
+
+    /// A failed payment: the subscription is past due and the license enters its grace period now.
+    func recordPaymentFailure(_ request: RecordPaymentFailureRequest, _ call: ServerCall) async throws -> Subscription {
+        try Check.nonEmpty(request.billingRef, "billing_ref")
+        try Check.length(request.reason, "reason", max: 500)
+        return try await mutate(call, action: "subscription.record_payment_failure", target: \.id) { db, context in
+            var subscription = try Subscriptions.require(billingRef: request.billingRef, tenant: context.tenant, in: db)
+            guard subscription.status != .canceled else {
+                throw RPCError.failedPrecondition("subscription \(subscription.id) is canceled")
+            }
+            subscription.status = .pastDue
+            try Subscriptions.save(subscription, action: "subscription.past_due", at: context.now, in: db)
+            var record = try LicenseRecord.require(db, id: subscription.licenseId, tenant: context.tenant)
+            if record.effectiveState(at: context.now) == .active {
+                // Expiry cannot precede the start (a schema rule), even for a failure in the first second.
+                record.license.expiresAt = max(record.license.startsAt + 1, min(record.license.expiresAt, context.now))
+                record.license.state = record.stateByTime(at: context.now)
+                record.license.stateReason = request.reason.isEmpty ? "payment failed" : request.reason
+                _ = try record.save(action: record.license.state == .inGrace ? "license.grace_started" : "license.expired", at: context.now, in: db)
+            }
+            return subscription
+        }
+    }
+
+    /// Cancels renewal: the license runs to the end of the paid period, or stops now with
+    /// no grace when `immediately` is set.
+    func cancelSubscription(_ request: CancelSubscriptionRequest, _ call: ServerCall) async throws -> Subscription {
+        try Check.nonEmpty(request.billingRef, "billing_ref")
+        return try await mutate(call, action: "subscription.cancel", target: \.id) { db, context in
+            var subscription = try Subscriptions.require(billingRef: request.billingRef, tenant: context.tenant, in: db)
+            guard subscription.status != .canceled else {
+                throw RPCError.failedPrecondition("subscription \(subscription.id) is already canceled")
+            }
+            subscription.status = .canceled
+            subscription.autoRenew = false
+            try Subscriptions.save(subscription, action: "subscription.canceled", at: context.now, in: db)
+            var record = try LicenseRecord.require(db, id: subscription.licenseId, tenant: context.tenant)
+            guard record.license.state != .revoked else { return subscription }
+            if request.immediately {
+                record.license.expiresAt = min(max(record.license.startsAt + 1, context.now), record.license.expiresAt)
+                record.license.graceSeconds = 0
+                record.license.state = .expired
+                record.license.stateReason = "subscription canceled"
+                _ = try record.save(action: "license.expired", at: context.now, in: db)
+            } else if record.license.expiresAt > subscription.periodEnd {
+                record.license.expiresAt = subscription.periodEnd
+                _ = try record.save(action: "license.changed", at: context.now, in: db)
+            }
+            return subscription
+        }
+    }
+}
