@@ -15,6 +15,8 @@ let package = Package(
         .executable(name: "license-reporting", targets: ["license-reporting"]),
         .executable(name: "license-gateway", targets: ["license-gateway"]),
         .executable(name: "licensectl", targets: ["licensectl"]),
+        // For client products: key parsing, certificate, offline-file and signed-answer verification.
+        .library(name: "LicensingCore", targets: ["LicensingCore"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),

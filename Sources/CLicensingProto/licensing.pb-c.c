@@ -322,6 +322,51 @@ void   licensing__v1__subscription__free_unpacked
   assert(message->base.descriptor == &licensing__v1__subscription__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   licensing__v1__sealed_signing_key__init
+                     (Licensing__V1__SealedSigningKey         *message)
+{
+  static const Licensing__V1__SealedSigningKey init_value = LICENSING__V1__SEALED_SIGNING_KEY__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__sealed_signing_key__get_packed_size
+                     (const Licensing__V1__SealedSigningKey *message)
+{
+  assert(message->base.descriptor == &licensing__v1__sealed_signing_key__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__sealed_signing_key__pack
+                     (const Licensing__V1__SealedSigningKey *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__sealed_signing_key__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__sealed_signing_key__pack_to_buffer
+                     (const Licensing__V1__SealedSigningKey *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__sealed_signing_key__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__SealedSigningKey *
+       licensing__v1__sealed_signing_key__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__SealedSigningKey *)
+     protobuf_c_message_unpack (&licensing__v1__sealed_signing_key__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__sealed_signing_key__free_unpacked
+                     (Licensing__V1__SealedSigningKey *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__sealed_signing_key__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   licensing__v1__change_event__init
                      (Licensing__V1__ChangeEvent         *message)
 {
@@ -1542,7 +1587,110 @@ const ProtobufCMessageDescriptor licensing__v1__subscription__descriptor =
   (ProtobufCMessageInit) licensing__v1__subscription__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor licensing__v1__change_event__field_descriptors[10] =
+static const ProtobufCFieldDescriptor licensing__v1__sealed_signing_key__field_descriptors[6] =
+{
+  {
+    "kid",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__SealedSigningKey, kid),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "public_key",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__SealedSigningKey, public_key),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "sealed_private_key",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__SealedSigningKey, sealed_private_key),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "created_at",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__SealedSigningKey, created_at),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "retired_at",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__SealedSigningKey, retired_at),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "current",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__SealedSigningKey, current),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__sealed_signing_key__field_indices_by_name[] = {
+  3,   /* field[3] = created_at */
+  5,   /* field[5] = current */
+  0,   /* field[0] = kid */
+  1,   /* field[1] = public_key */
+  4,   /* field[4] = retired_at */
+  2,   /* field[2] = sealed_private_key */
+};
+static const ProtobufCIntRange licensing__v1__sealed_signing_key__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 6 }
+};
+const ProtobufCMessageDescriptor licensing__v1__sealed_signing_key__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.SealedSigningKey",
+  "SealedSigningKey",
+  "Licensing__V1__SealedSigningKey",
+  "licensing.v1",
+  sizeof(Licensing__V1__SealedSigningKey),
+  6,
+  licensing__v1__sealed_signing_key__field_descriptors,
+  licensing__v1__sealed_signing_key__field_indices_by_name,
+  1,  licensing__v1__sealed_signing_key__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__sealed_signing_key__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__change_event__field_descriptors[12] =
 {
   {
     "seq",
@@ -1664,10 +1812,35 @@ static const ProtobufCFieldDescriptor licensing__v1__change_event__field_descrip
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "department",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ChangeEvent, department),
+    &licensing__v1__department__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "signing_key",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ChangeEvent, signing_key),
+    &licensing__v1__sealed_signing_key__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned licensing__v1__change_event__field_indices_by_name[] = {
   2,   /* field[2] = action */
   9,   /* field[9] = customer */
+  10,   /* field[10] = department */
   5,   /* field[5] = key_hash */
   1,   /* field[1] = kind */
   4,   /* field[4] = license */
@@ -1675,12 +1848,13 @@ static const unsigned licensing__v1__change_event__field_indices_by_name[] = {
   7,   /* field[7] = policy */
   6,   /* field[6] = product */
   0,   /* field[0] = seq */
+  11,   /* field[11] = signing_key */
   8,   /* field[8] = subscription */
 };
 static const ProtobufCIntRange licensing__v1__change_event__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 10 }
+  { 0, 12 }
 };
 const ProtobufCMessageDescriptor licensing__v1__change_event__descriptor =
 {
@@ -1690,7 +1864,7 @@ const ProtobufCMessageDescriptor licensing__v1__change_event__descriptor =
   "Licensing__V1__ChangeEvent",
   "licensing.v1",
   sizeof(Licensing__V1__ChangeEvent),
-  10,
+  12,
   licensing__v1__change_event__field_descriptors,
   licensing__v1__change_event__field_indices_by_name,
   1,  licensing__v1__change_event__number_ranges,
@@ -1959,7 +2133,7 @@ const ProtobufCEnumDescriptor licensing__v1__subscription_status__descriptor =
   licensing__v1__subscription_status__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCEnumValue licensing__v1__change_kind__enum_values_by_number[6] =
+static const ProtobufCEnumValue licensing__v1__change_kind__enum_values_by_number[8] =
 {
   { "CHANGE_KIND_UNSPECIFIED", "LICENSING__V1__CHANGE_KIND__CHANGE_KIND_UNSPECIFIED", 0 },
   { "CHANGE_KIND_LICENSE", "LICENSING__V1__CHANGE_KIND__CHANGE_KIND_LICENSE", 1 },
@@ -1967,16 +2141,20 @@ static const ProtobufCEnumValue licensing__v1__change_kind__enum_values_by_numbe
   { "CHANGE_KIND_POLICY", "LICENSING__V1__CHANGE_KIND__CHANGE_KIND_POLICY", 3 },
   { "CHANGE_KIND_SUBSCRIPTION", "LICENSING__V1__CHANGE_KIND__CHANGE_KIND_SUBSCRIPTION", 4 },
   { "CHANGE_KIND_CUSTOMER", "LICENSING__V1__CHANGE_KIND__CHANGE_KIND_CUSTOMER", 5 },
+  { "CHANGE_KIND_DEPARTMENT", "LICENSING__V1__CHANGE_KIND__CHANGE_KIND_DEPARTMENT", 6 },
+  { "CHANGE_KIND_SIGNING_KEY", "LICENSING__V1__CHANGE_KIND__CHANGE_KIND_SIGNING_KEY", 7 },
 };
 static const ProtobufCIntRange licensing__v1__change_kind__value_ranges[] = {
-{0, 0},{0, 6}
+{0, 0},{0, 8}
 };
-static const ProtobufCEnumValueIndex licensing__v1__change_kind__enum_values_by_name[6] =
+static const ProtobufCEnumValueIndex licensing__v1__change_kind__enum_values_by_name[8] =
 {
   { "CHANGE_KIND_CUSTOMER", 5 },
+  { "CHANGE_KIND_DEPARTMENT", 6 },
   { "CHANGE_KIND_LICENSE", 1 },
   { "CHANGE_KIND_POLICY", 3 },
   { "CHANGE_KIND_PRODUCT", 2 },
+  { "CHANGE_KIND_SIGNING_KEY", 7 },
   { "CHANGE_KIND_SUBSCRIPTION", 4 },
   { "CHANGE_KIND_UNSPECIFIED", 0 },
 };
@@ -1987,9 +2165,9 @@ const ProtobufCEnumDescriptor licensing__v1__change_kind__descriptor =
   "ChangeKind",
   "Licensing__V1__ChangeKind",
   "licensing.v1",
-  6,
+  8,
   licensing__v1__change_kind__enum_values_by_number,
-  6,
+  8,
   licensing__v1__change_kind__enum_values_by_name,
   1,
   licensing__v1__change_kind__value_ranges,

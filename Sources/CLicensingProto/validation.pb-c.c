@@ -97,6 +97,51 @@ void   licensing__v1__validate_response__free_unpacked
   assert(message->base.descriptor == &licensing__v1__validate_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   licensing__v1__validation_statement__init
+                     (Licensing__V1__ValidationStatement         *message)
+{
+  static const Licensing__V1__ValidationStatement init_value = LICENSING__V1__VALIDATION_STATEMENT__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__validation_statement__get_packed_size
+                     (const Licensing__V1__ValidationStatement *message)
+{
+  assert(message->base.descriptor == &licensing__v1__validation_statement__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__validation_statement__pack
+                     (const Licensing__V1__ValidationStatement *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__validation_statement__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__validation_statement__pack_to_buffer
+                     (const Licensing__V1__ValidationStatement *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__validation_statement__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__ValidationStatement *
+       licensing__v1__validation_statement__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__ValidationStatement *)
+     protobuf_c_message_unpack (&licensing__v1__validation_statement__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__validation_statement__free_unpacked
+                     (Licensing__V1__ValidationStatement *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__validation_statement__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   licensing__v1__activate_request__init
                      (Licensing__V1__ActivateRequest         *message)
 {
@@ -888,7 +933,7 @@ const ProtobufCMessageDescriptor licensing__v1__validate_request__descriptor =
   (ProtobufCMessageInit) licensing__v1__validate_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor licensing__v1__validate_response__field_descriptors[11] =
+static const ProtobufCFieldDescriptor licensing__v1__validate_response__field_descriptors[12] =
 {
   {
     "reason",
@@ -1022,6 +1067,18 @@ static const ProtobufCFieldDescriptor licensing__v1__validate_response__field_de
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "statement",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ValidateResponse, statement),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned licensing__v1__validate_response__field_indices_by_name[] = {
   10,   /* field[10] = detail */
@@ -1034,12 +1091,13 @@ static const unsigned licensing__v1__validate_response__field_indices_by_name[] 
   7,   /* field[7] = server_time */
   9,   /* field[9] = signature */
   3,   /* field[3] = state */
+  11,   /* field[11] = statement */
   1,   /* field[1] = valid */
 };
 static const ProtobufCIntRange licensing__v1__validate_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 11 }
+  { 0, 12 }
 };
 const ProtobufCMessageDescriptor licensing__v1__validate_response__descriptor =
 {
@@ -1049,11 +1107,153 @@ const ProtobufCMessageDescriptor licensing__v1__validate_response__descriptor =
   "Licensing__V1__ValidateResponse",
   "licensing.v1",
   sizeof(Licensing__V1__ValidateResponse),
-  11,
+  12,
   licensing__v1__validate_response__field_descriptors,
   licensing__v1__validate_response__field_indices_by_name,
   1,  licensing__v1__validate_response__number_ranges,
   (ProtobufCMessageInit) licensing__v1__validate_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__validation_statement__field_descriptors[9] =
+{
+  {
+    "version",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ValidationStatement, version),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reason",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ValidationStatement, reason),
+    &licensing__v1__reason_code__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "license_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ValidationStatement, license_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "expires_at",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ValidationStatement, expires_at),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "grace_ends_at",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ValidationStatement, grace_ends_at),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "features",
+    6,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Licensing__V1__ValidationStatement, n_features),
+    offsetof(Licensing__V1__ValidationStatement, features),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "server_time",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ValidationStatement, server_time),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "nonce",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ValidationStatement, nonce),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "fingerprint_sha256",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ValidationStatement, fingerprint_sha256),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__validation_statement__field_indices_by_name[] = {
+  3,   /* field[3] = expires_at */
+  5,   /* field[5] = features */
+  8,   /* field[8] = fingerprint_sha256 */
+  4,   /* field[4] = grace_ends_at */
+  2,   /* field[2] = license_id */
+  7,   /* field[7] = nonce */
+  1,   /* field[1] = reason */
+  6,   /* field[6] = server_time */
+  0,   /* field[0] = version */
+};
+static const ProtobufCIntRange licensing__v1__validation_statement__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 9 }
+};
+const ProtobufCMessageDescriptor licensing__v1__validation_statement__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.ValidationStatement",
+  "ValidationStatement",
+  "Licensing__V1__ValidationStatement",
+  "licensing.v1",
+  sizeof(Licensing__V1__ValidationStatement),
+  9,
+  licensing__v1__validation_statement__field_descriptors,
+  licensing__v1__validation_statement__field_indices_by_name,
+  1,  licensing__v1__validation_statement__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__validation_statement__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor licensing__v1__activate_request__field_descriptors[7] =
@@ -2056,7 +2256,7 @@ const ProtobufCMessageDescriptor licensing__v1__create_offline_license_request__
   (ProtobufCMessageInit) licensing__v1__create_offline_license_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor licensing__v1__offline_license__field_descriptors[3] =
+static const ProtobufCFieldDescriptor licensing__v1__offline_license__field_descriptors[4] =
 {
   {
     "armored",
@@ -2094,16 +2294,29 @@ static const ProtobufCFieldDescriptor licensing__v1__offline_license__field_desc
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "kid",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__OfflineLicense, kid),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned licensing__v1__offline_license__field_indices_by_name[] = {
   0,   /* field[0] = armored */
+  3,   /* field[3] = kid */
   2,   /* field[2] = not_after */
   1,   /* field[1] = not_before */
 };
 static const ProtobufCIntRange licensing__v1__offline_license__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor licensing__v1__offline_license__descriptor =
 {
@@ -2113,7 +2326,7 @@ const ProtobufCMessageDescriptor licensing__v1__offline_license__descriptor =
   "Licensing__V1__OfflineLicense",
   "licensing.v1",
   sizeof(Licensing__V1__OfflineLicense),
-  3,
+  4,
   licensing__v1__offline_license__field_descriptors,
   licensing__v1__offline_license__field_indices_by_name,
   1,  licensing__v1__offline_license__number_ranges,

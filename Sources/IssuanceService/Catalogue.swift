@@ -255,6 +255,7 @@ extension IssuanceService {
             try db.execute(
                 sql: "INSERT INTO department (id, customer_id, name, cost_center, max_seats, max_machines) VALUES (?, ?, ?, ?, ?, ?)",
                 arguments: [department.id, department.customerId, department.name, department.costCenter, department.maxSeats, department.maxMachines])
+            try ChangeFeed.append(ChangeEvent(kind: .department, action: "department.created", department: department), at: context.now, in: db)
             return department
         }
     }

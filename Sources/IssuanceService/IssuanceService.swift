@@ -43,6 +43,9 @@ public final class IssuanceService: Sendable {
             masterKey: try MasterKey(bytes: try Secrets.load(name: "master-key", settings: settings, developmentMode: environment.developmentMode)),
             idempotencyTTL: Int64(try settings.int("idempotency-ttl-seconds", default: 86400)),
             logger: environment.logger)
+        try service.database.write { db in
+            try SigningKeyStore.ensureCurrent(masterKey: service.masterKey, at: service.clock.now, in: db)
+        }
         let scheduler = ExpiryScheduler(
             service: service, interval: .seconds(Int64(try settings.int("scheduler-interval-seconds", default: 5))))
         return [RPCServer(router: service.router(), configuration: try environment.serverConfiguration, logger: environment.logger), scheduler]

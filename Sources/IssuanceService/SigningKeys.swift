@@ -28,6 +28,8 @@ extension IssuanceService {
             guard key.retiredAt == 0 else { throw RPCError.failedPrecondition("signing key \(key.kid) is already retired") }
             key.retiredAt = context.now
             try db.execute(sql: "UPDATE signing_key SET retired_at = ? WHERE kid = ?", arguments: [context.now, key.kid])
+            let replicated = SealedSigningKey(kid: key.kid, publicKey: key.publicKey, createdAt: key.createdAt, retiredAt: key.retiredAt)
+            try ChangeFeed.append(ChangeEvent(kind: .signingKey, action: "signing_key.retired", signingKey: replicated), at: context.now, in: db)
             return key
         }
     }
@@ -71,9 +73,14 @@ enum SigningKeyStore {
     static func create(masterKey: MasterKey, at now: Int64, in db: Database) throws -> SigningKey {
         let key = CertificateSigningKey.generate()
         try db.execute(sql: "UPDATE signing_key SET current = 0 WHERE current = 1")
+        let sealed = masterKey.seal(key.privateKey, context: key.kid)
         try db.execute(
             sql: "INSERT INTO signing_key (kid, algorithm, public_key, sealed_private_key, created_at, current) VALUES (?, 'Ed25519', ?, ?, ?, 1)",
-            arguments: [key.kid, Data(key.publicKey), Data(masterKey.seal(key.privateKey, context: key.kid)), now])
+            arguments: [key.kid, Data(key.publicKey), Data(sealed), now])
+        // Validation signs activation certificates and answers with the same keys; it
+        // receives them sealed and opens them with the master key the two share.
+        let replicated = SealedSigningKey(kid: key.kid, publicKey: key.publicKey, sealedPrivateKey: sealed, createdAt: now, current: true)
+        try ChangeFeed.append(ChangeEvent(kind: .signingKey, action: "signing_key.created", signingKey: replicated), at: now, in: db)
         return SigningKey(kid: key.kid, algorithm: "Ed25519", publicKey: key.publicKey, createdAt: now, current: true)
     }
 
@@ -81,11 +88,16 @@ enum SigningKeyStore {
         try Row.fetchOne(db, sql: "SELECT * FROM signing_key WHERE kid = ?", arguments: [kid]).map(SigningKey.init(row:))
     }
 
-    /// The current key, opened with the master key; the first certificate creates it.
-    static func current(masterKey: MasterKey, at now: Int64, in db: Database) throws -> CertificateSigningKey {
+    /// Creates the first key if there is none, so certificates can always be signed.
+    static func ensureCurrent(masterKey: MasterKey, at now: Int64, in db: Database) throws {
         if try Row.fetchOne(db, sql: "SELECT 1 FROM signing_key WHERE current = 1") == nil {
             _ = try create(masterKey: masterKey, at: now, in: db)
         }
+    }
+
+    /// The current key, opened with the master key.
+    static func current(masterKey: MasterKey, at now: Int64, in db: Database) throws -> CertificateSigningKey {
+        try ensureCurrent(masterKey: masterKey, at: now, in: db)
         let row = try Row.fetchOne(db, sql: "SELECT kid, sealed_private_key FROM signing_key WHERE current = 1")!
         let kid: String = row["kid"]
         let sealed: Data = row["sealed_private_key"]

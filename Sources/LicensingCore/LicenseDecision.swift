@@ -12,10 +12,21 @@ public struct LicenseFacts: Sendable, Equatable {
     public var features: [String]
     public var allowedRegions: [String]
     public var deniedRegions: [String]
+    public var licenseType: LicenseType
+    public var maxMachines: UInt32
+    public var maxUsers: UInt32
+    public var maxSeats: UInt32
+    /// 1000 = no overage, 1250 = 1.25x the limits.
+    public var overagePermille: UInt32
+    public var namedUsers: [String]
+    public var departmentID: String
+    public var tenantID: String
 
     public init(
         licenseID: String, state: LicenseState, startsAt: Int64 = 0, expiresAt: Int64 = 0, graceSeconds: Int64 = 0,
-        features: [String] = [], allowedRegions: [String] = [], deniedRegions: [String] = []
+        features: [String] = [], allowedRegions: [String] = [], deniedRegions: [String] = [],
+        licenseType: LicenseType = .unspecified, maxMachines: UInt32 = 0, maxUsers: UInt32 = 0, maxSeats: UInt32 = 0,
+        overagePermille: UInt32 = 1000, namedUsers: [String] = [], departmentID: String = "", tenantID: String = ""
     ) {
         self.licenseID = licenseID
         self.state = state
@@ -25,7 +36,27 @@ public struct LicenseFacts: Sendable, Equatable {
         self.features = features
         self.allowedRegions = allowedRegions
         self.deniedRegions = deniedRegions
+        self.licenseType = licenseType
+        self.maxMachines = maxMachines
+        self.maxUsers = maxUsers
+        self.maxSeats = maxSeats
+        self.overagePermille = overagePermille
+        self.namedUsers = namedUsers
+        self.departmentID = departmentID
+        self.tenantID = tenantID
     }
+
+    /// A limit with the overage allowance applied; nil = unlimited (a limit of 0).
+    public func allowance(_ limit: UInt32) -> Int? {
+        guard limit > 0 else { return nil }
+        return Int(limit) * Int(max(overagePermille, 1000)) / 1000
+    }
+
+    /// Node-locked: a machine must be activated before the license is valid on it.
+    public var isNodeLocked: Bool { licenseType == .perDevice }
+
+    /// Per-user: the caller must be one of the named users.
+    public var needsNamedUser: Bool { licenseType == .perUser }
 
     /// End of grace; 0 = perpetual.
     public var graceEndsAt: Int64 { expiresAt == 0 ? 0 : expiresAt + graceSeconds }
@@ -50,17 +81,37 @@ public struct ValidationQuery: Sendable {
     public var feature: String
     /// ISO 3166-1 alpha-2, upper case; empty = unknown.
     public var region: String
+    public var user: String
+    /// What the store knows of the caller's machine, for node-locked licenses.
+    public var machine: MachineStanding
 
-    public init(feature: String = "", region: String = "") {
+    public init(feature: String = "", region: String = "", user: String = "", machine: MachineStanding = .unknown) {
         self.feature = feature
         self.region = region.uppercased()
+        self.user = user
+        self.machine = machine
     }
+}
+
+public enum MachineStanding: Sendable, Equatable {
+    /// No fingerprint was given.
+    case unknown
+    /// The fingerprint is one of the license's activated machines.
+    case activated
+    /// The fingerprint is not activated; `licenseHasMachines` tells whether others are.
+    case notActivated(licenseHasMachines: Bool)
 }
 
 public struct LicenseDecision: Sendable, Equatable {
     public var reason: ReasonCode
     public var state: LicenseState
     public var detail: String
+
+    public init(reason: ReasonCode, state: LicenseState, detail: String) {
+        self.reason = reason
+        self.state = state
+        self.detail = detail
+    }
 
     /// A decision lets the product run when it is VALID or IN_GRACE.
     public var allows: Bool { reason == .valid || reason == .inGrace }
@@ -94,6 +145,26 @@ public enum LicenseDecider {
             }
         } else if !facts.allowedRegions.isEmpty {
             return LicenseDecision(reason: .regionNotAllowed, state: state, detail: "the license is limited to regions \(facts.allowedRegions.joined(separator: ",")) and the caller's region is unknown")
+        }
+        if facts.isNodeLocked {
+            switch query.machine {
+            case .activated:
+                break
+            case .unknown:
+                return LicenseDecision(reason: .notActivated, state: state, detail: "the license is node-locked: send the machine fingerprint")
+            case .notActivated(let others) where others:
+                return LicenseDecision(reason: .fingerprintMismatch, state: state, detail: "this machine is not one the license is activated on")
+            case .notActivated:
+                return LicenseDecision(reason: .notActivated, state: state, detail: "activate this machine first")
+            }
+        }
+        if facts.needsNamedUser {
+            if query.user.isEmpty || !facts.namedUsers.contains(query.user) {
+                if let limit = facts.allowance(facts.maxUsers), facts.namedUsers.count >= limit, !query.user.isEmpty {
+                    return LicenseDecision(reason: .userLimit, state: state, detail: "the license's \(facts.maxUsers) named users do not include \(query.user)")
+                }
+                return LicenseDecision(reason: .notActivated, state: state, detail: query.user.isEmpty ? "the license is per-user: send the user" : "\(query.user) is not a named user of the license")
+            }
         }
         if !query.feature.isEmpty, !facts.features.contains(query.feature) {
             return LicenseDecision(reason: .featureNotEntitled, state: state, detail: "the license does not include feature \(query.feature)")

@@ -13,15 +13,29 @@ public enum Endpoint: Hashable, Sendable, CustomStringConvertible {
         }
         var rest = Substring(text)
         if rest.hasPrefix("tcp://") { rest = rest.dropFirst("tcp://".count) }
-        guard let colon = rest.lastIndex(of: ":"), let port = Int(rest[rest.index(after: colon)...]),
+        guard let colon = rest.lastIndex(of: ":") else {
+            throw .invalidArgument("endpoint \"\(text)\": expected unix:/path or host:port")
+        }
+        let portText = rest[rest.index(after: colon)...]
+        guard !portText.isEmpty, portText.allSatisfy({ ("0"..."9").contains($0) }), let port = Int(portText),
             (0...65535).contains(port)
         else {
             throw .invalidArgument("endpoint \"\(text)\": expected unix:/path or host:port")
         }
-        var host = String(rest[..<colon])
-        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        var host = rest[..<colon]
+        if host.hasPrefix("[") || host.hasSuffix("]") {
+            guard host.hasPrefix("["), host.hasSuffix("]"), host.count >= 2 else {
+                throw .invalidArgument("endpoint \"\(text)\": unbalanced brackets")
+            }
+            host = host.dropFirst().dropLast()
+        } else if host.contains(":") {
+            throw .invalidArgument("endpoint \"\(text)\": an IPv6 address needs brackets, as in [::1]:port")
+        }
         guard !host.isEmpty else { throw .invalidArgument("endpoint \"\(text)\": empty host") }
-        self = .tcp(host: host, port: port)
+        guard !host.contains(where: { $0 == "/" || $0 == "[" || $0 == "]" || $0.isWhitespace }) else {
+            throw .invalidArgument("endpoint \"\(text)\": \"\(host)\" is not a host name or address")
+        }
+        self = .tcp(host: String(host), port: port)
     }
 
     public var description: String {

@@ -23,7 +23,7 @@ public enum FrameError: Error, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .frameTooLarge(let length, let limit): return "frame of \(length) bytes exceeds the limit of \(limit)"
-        case .stalledMidFrame(let timeout): return "no progress on a partial frame for \(timeout)"
+        case .stalledMidFrame(let timeout): return "a partial frame was not finished within \(timeout)"
         }
     }
 }
@@ -48,8 +48,10 @@ final class FrameReader: ChannelInboundHandler, RemovableChannelHandler {
         } else {
             pending!.writeBuffer(&incoming)
         }
+        var finishedFrame = false
         do {
             while let frame = try nextFrame() {
+                finishedFrame = true
                 context.fireChannelRead(wrapInboundOut(frame))
             }
         } catch {
@@ -61,7 +63,9 @@ final class FrameReader: ChannelInboundHandler, RemovableChannelHandler {
         }
         if let buffer = pending, buffer.readableBytes > 0 {
             if buffer.readerIndex > 64 * 1024 { pending!.discardReadBytes() }
-            armStallTimer(context: context)
+            // The clock starts when a frame starts: more bytes of the same frame do not
+            // restart it, or a client trickling a byte at a time could hold it open forever.
+            if finishedFrame || stallTimer == nil { armStallTimer(context: context) }
         } else {
             pending = nil
             cancelStallTimer()

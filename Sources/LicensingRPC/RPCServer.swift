@@ -150,6 +150,8 @@ public final class RPCServer: Service, Sendable {
                             case .envelope(let envelope):
                                 switch envelope.kind {
                                 case .request:
+                                    // Known from now on, so a CANCEL read before the call starts still stops it.
+                                    streams.open(envelope.callId)
                                     calls.addTask { await self.dispatch(envelope, outbound: outbound, streams: streams) }
                                 case .cancel:
                                     streams.cancel(envelope.callId)
@@ -175,6 +177,7 @@ public final class RPCServer: Service, Sendable {
         let start = ContinuousClock.now
         let callID = request.callId
         let method = request.method
+        defer { streams.remove(callID) }
         func finish(_ kind: FrameKind, _ payload: [UInt8] = [], _ error: RPCError? = nil) async {
             var reply = Self.reply(callID, kind, error)
             reply.payload = payload
@@ -214,9 +217,8 @@ public final class RPCServer: Service, Sendable {
                 try await outbound.write(Envelope(callId: callID, kind: .streamMessage, payload: payload))
             }
             let task = Task { try await body(call, stream) }
-            streams.insert(callID, task)
+            streams.start(callID, task)
             let result = await task.result
-            streams.remove(callID)
             switch result {
             case .success: await finish(.streamEnd)
             case .failure(let error): await finish(.streamEnd, [], Self.status(for: error, method: method, logger: logger))
@@ -242,24 +244,59 @@ public final class RPCServer: Service, Sendable {
     }
 }
 
-/// The server-streaming calls of one connection, so that a CANCEL frame or the end of the
-/// connection can stop them.
+/// The calls of one connection, so that a CANCEL frame or the end of the connection can
+/// stop the server-streaming ones. A call is entered when its REQUEST is read, before its
+/// task runs, so that a CANCEL arriving right behind the REQUEST is not lost.
 private final class StreamCalls: Sendable {
-    private let tasks = NIOLockedValueBox<[UInt64: Task<Void, any Error>]>([:])
+    private enum Entry {
+        /// Read but not started (or unary); `cancelled` if a CANCEL came meanwhile.
+        case pending(cancelled: Bool)
+        case running(Task<Void, any Error>)
+    }
 
-    func insert(_ id: UInt64, _ task: Task<Void, any Error>) {
-        tasks.withLockedValue { $0[id] = task }
+    private let entries = NIOLockedValueBox<[UInt64: Entry]>([:])
+
+    func open(_ id: UInt64) {
+        entries.withLockedValue { $0[id] = .pending(cancelled: false) }
+    }
+
+    /// Attaches a streaming call's task; cancels it at once if a CANCEL already came.
+    func start(_ id: UInt64, _ task: Task<Void, any Error>) {
+        let cancelled = entries.withLockedValue { entries in
+            defer { entries[id] = .running(task) }
+            if case .pending(cancelled: true) = entries[id] { return true }
+            return false
+        }
+        if cancelled { task.cancel() }
     }
 
     func remove(_ id: UInt64) {
-        _ = tasks.withLockedValue { $0.removeValue(forKey: id) }
+        _ = entries.withLockedValue { $0.removeValue(forKey: id) }
     }
 
     func cancel(_ id: UInt64) {
-        tasks.withLockedValue { $0[id] }?.cancel()
+        let task: Task<Void, any Error>? = entries.withLockedValue { entries in
+            switch entries[id] {
+            case .running(let task): return task
+            case .pending: entries[id] = .pending(cancelled: true)
+            case nil: break
+            }
+            return nil
+        }
+        task?.cancel()
     }
 
     func cancelAll() {
-        for task in tasks.withLockedValue({ Array($0.values) }) { task.cancel() }
+        let tasks: [Task<Void, any Error>] = entries.withLockedValue { entries in
+            var running: [Task<Void, any Error>] = []
+            for (id, entry) in entries {
+                switch entry {
+                case .running(let task): running.append(task)
+                case .pending: entries[id] = .pending(cancelled: true)
+                }
+            }
+            return running
+        }
+        for task in tasks { task.cancel() }
     }
 }

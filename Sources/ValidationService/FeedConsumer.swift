@@ -11,6 +11,7 @@ import ServiceLifecycle
 final class FeedConsumer: Service, Sendable {
     private let client: RPCClient
     private let replica: LicenseReplica
+    private let signingKeys: SigningKeyCache
     private let logger: Logger
     private let idleInterval: Duration
     private let state = NIOLockedValueBox(Progress())
@@ -22,9 +23,10 @@ final class FeedConsumer: Service, Sendable {
         var lastContact: ContinuousClock.Instant?
     }
 
-    init(client: RPCClient, replica: LicenseReplica, logger: Logger, idleInterval: Duration = .milliseconds(200)) {
+    init(client: RPCClient, replica: LicenseReplica, signingKeys: SigningKeyCache, logger: Logger, idleInterval: Duration = .milliseconds(200)) {
         self.client = client
         self.replica = replica
+        self.signingKeys = signingKeys
         self.logger = logger
         self.idleInterval = idleInterval
     }
@@ -58,6 +60,7 @@ final class FeedConsumer: Service, Sendable {
         let after = state.withLockedValue { $0.appliedSeq }
         let response = try await client.call(IssuanceMethods.changes, ChangesRequest(afterSeq: after, limit: batch), timeout: .seconds(2))
         let position = try await replica.apply(response.events)
+        if response.events.contains(where: { $0.kind == .signingKey }) { signingKeys.invalidate() }
         state.withLockedValue {
             $0.appliedSeq = max($0.appliedSeq, position)
             $0.sourceSeq = response.lastSeq

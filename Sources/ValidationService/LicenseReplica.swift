@@ -1,8 +1,11 @@
+import Foundation
 import GRDB
 import LicensingCore
 import LicensingWire
+import NIOConcurrencyHelpers
 
-/// Validation's copy of the license facts, applied from issuance's change feed.
+/// Validation's copy of what it needs from issuance — license facts, departments, sealed
+/// signing keys — applied from issuance's change feed.
 struct LicenseReplica: Sendable {
     static let feed = "issuance"
     let database: DatabasePool
@@ -14,8 +17,17 @@ struct LicenseReplica: Sendable {
         try await database.write { db in
             var position = try Self.position(in: db)
             for event in events where event.seq > position {
-                if event.kind == .license, let license = event.license, !event.keyHash.isEmpty {
-                    try Self.upsert(license, keyHash: event.keyHash, seq: event.seq, in: db)
+                switch event.kind {
+                case .license:
+                    if let license = event.license, !event.keyHash.isEmpty {
+                        try Self.upsert(license, keyHash: event.keyHash, seq: event.seq, in: db)
+                    }
+                case .department:
+                    if let department = event.department { try Self.upsert(department, in: db) }
+                case .signingKey:
+                    if let key = event.signingKey { try Self.upsert(key, in: db) }
+                default:
+                    break
                 }
                 position = event.seq
             }
@@ -39,8 +51,8 @@ struct LicenseReplica: Sendable {
             sql: """
                 INSERT INTO replica_license (license_id, key_hash, tenant_id, product_id, customer_id, license_type, state,
                     starts_at, expires_at, grace_seconds, max_machines, max_users, max_seats, overage_permille,
-                    features, allowed_regions, denied_regions, applied_seq)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    features, allowed_regions, denied_regions, applied_seq, department_id, named_users)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT(license_id) DO UPDATE SET
                     key_hash = excluded.key_hash, tenant_id = excluded.tenant_id, product_id = excluded.product_id,
                     customer_id = excluded.customer_id, license_type = excluded.license_type, state = excluded.state,
@@ -48,32 +60,108 @@ struct LicenseReplica: Sendable {
                     max_machines = excluded.max_machines, max_users = excluded.max_users, max_seats = excluded.max_seats,
                     overage_permille = excluded.overage_permille, features = excluded.features,
                     allowed_regions = excluded.allowed_regions, denied_regions = excluded.denied_regions,
-                    applied_seq = excluded.applied_seq
+                    applied_seq = excluded.applied_seq, department_id = excluded.department_id, named_users = excluded.named_users
                 """,
             arguments: [
                 license.id, keyHash, license.tenantId, license.productId, license.customerId, license.licenseType.rawValue,
                 license.state.rawValue, license.startsAt, license.expiresAt, license.graceSeconds, license.maxMachines,
-                license.maxUsers, license.maxSeats, license.overagePermille, license.features.joined(separator: ","),
-                license.allowedRegions.joined(separator: ","), license.deniedRegions.joined(separator: ","), Int64(seq),
+                license.maxUsers, license.maxSeats, license.overagePermille, names(license.features),
+                names(license.allowedRegions), names(license.deniedRegions), Int64(seq), license.departmentId, names(license.namedUsers),
             ])
+        // A license moved to another department takes its machines' quota along.
+        try db.execute(sql: "UPDATE machine SET department_id = ? WHERE license_id = ?", arguments: [license.departmentId, license.id])
+    }
+
+    private static func upsert(_ department: Department, in db: Database) throws {
+        try db.execute(
+            sql: """
+                INSERT INTO replica_department (id, customer_id, max_seats, max_machines) VALUES (?, ?, ?, ?)
+                ON CONFLICT(id) DO UPDATE SET customer_id = excluded.customer_id, max_seats = excluded.max_seats, max_machines = excluded.max_machines
+                """,
+            arguments: [department.id, department.customerId, department.maxSeats, department.maxMachines])
+    }
+
+    private static func upsert(_ key: SealedSigningKey, in db: Database) throws {
+        if key.current {
+            try db.execute(sql: "UPDATE replica_signing_key SET current = 0 WHERE current = 1")
+        }
+        if try Bool.fetchOne(db, sql: "SELECT 1 FROM replica_signing_key WHERE kid = ?", arguments: [key.kid]) == true {
+            try db.execute(
+                sql: "UPDATE replica_signing_key SET retired_at = ?, current = CASE WHEN ? > 0 THEN 0 ELSE current END WHERE kid = ?",
+                arguments: [key.retiredAt, key.retiredAt, key.kid])
+        } else {
+            try db.execute(
+                sql: "INSERT INTO replica_signing_key (kid, public_key, sealed_private_key, created_at, retired_at, current) VALUES (?, ?, ?, ?, ?, ?)",
+                arguments: [key.kid, Data(key.publicKey), Data(key.sealedPrivateKey), key.createdAt, key.retiredAt, key.current])
+        }
     }
 
     /// The facts for a key hash, or nil when no license has it.
     func facts(keyHash: String) async throws -> LicenseFacts? {
+        try await database.read { db in try Self.facts(keyHash: keyHash, in: db) }
+    }
+
+    static func facts(keyHash: String, in db: Database) throws -> LicenseFacts? {
+        let statement = try db.cachedStatement(sql: """
+            SELECT license_id, state, starts_at, expires_at, grace_seconds, features, allowed_regions, denied_regions,
+                license_type, max_machines, max_users, max_seats, overage_permille, named_users, department_id, tenant_id
+            FROM replica_license WHERE key_hash = ?
+            """)
+        guard let row = try Row.fetchOne(statement, arguments: [keyHash]) else { return nil }
+        return LicenseFacts(
+            licenseID: row[0], state: LicenseState(rawValue: row[1]), startsAt: row[2], expiresAt: row[3],
+            graceSeconds: row[4], features: Self.names(row[5]), allowedRegions: Self.names(row[6]),
+            deniedRegions: Self.names(row[7]), licenseType: LicenseType(rawValue: row[8]), maxMachines: row[9],
+            maxUsers: row[10], maxSeats: row[11], overagePermille: row[12], namedUsers: Self.names(row[13]),
+            departmentID: row[14], tenantID: row[15])
+    }
+
+    static func department(_ id: String, in db: Database) throws -> (maxSeats: UInt32, maxMachines: UInt32)? {
+        guard !id.isEmpty, let row = try Row.fetchOne(db, sql: "SELECT max_seats, max_machines FROM replica_department WHERE id = ?", arguments: [id]) else {
+            return nil
+        }
+        return (row[0], row[1])
+    }
+
+    /// The current signing key, sealed; nil until issuance's first key has arrived.
+    func currentSealedKey() async throws -> (kid: String, sealed: [UInt8])? {
         try await database.read { db in
-            let statement = try db.cachedStatement(sql: """
-                SELECT license_id, state, starts_at, expires_at, grace_seconds, features, allowed_regions, denied_regions
-                FROM replica_license WHERE key_hash = ?
-                """)
-            guard let row = try Row.fetchOne(statement, arguments: [keyHash]) else { return nil }
-            return LicenseFacts(
-                licenseID: row[0], state: LicenseState(rawValue: row[1]), startsAt: row[2], expiresAt: row[3],
-                graceSeconds: row[4], features: Self.names(row[5]), allowedRegions: Self.names(row[6]),
-                deniedRegions: Self.names(row[7]))
+            try Row.fetchOne(db, sql: "SELECT kid, sealed_private_key FROM replica_signing_key WHERE current = 1 AND retired_at = 0").map {
+                ($0["kid"] as String, Array($0["sealed_private_key"] as Data))
+            }
         }
     }
 
     private static func names(_ text: String) -> [String] {
         text.isEmpty ? [] : text.split(separator: ",").map(String.init)
+    }
+
+    private static func names(_ list: [String]) -> String {
+        list.joined(separator: ",")
+    }
+}
+
+/// The opened current signing key, kept so a signature costs no decryption.
+final class SigningKeyCache: Sendable {
+    private let replica: LicenseReplica
+    private let masterKey: MasterKey
+    private let opened = NIOLockedValueBox<CertificateSigningKey?>(nil)
+
+    init(replica: LicenseReplica, masterKey: MasterKey) {
+        self.replica = replica
+        self.masterKey = masterKey
+    }
+
+    func current() async throws -> CertificateSigningKey? {
+        if let key = opened.withLockedValue({ $0 }) { return key }
+        guard let sealed = try await replica.currentSealedKey() else { return nil }
+        let key = try CertificateSigningKey(privateKey: try masterKey.open(sealed.sealed, context: sealed.kid))
+        opened.withLockedValue { $0 = key }
+        return key
+    }
+
+    /// Called when the feed brought a key change: the next signature loads the new current key.
+    func invalidate() {
+        opened.withLockedValue { $0 = nil }
     }
 }

@@ -34,6 +34,69 @@ enum ValidationSchema {
                 );
                 """)
         }
+        migrator.registerMigration("v2: limits, departments, signing keys, machines, seats, validation log") { db in
+            try db.execute(sql: """
+                ALTER TABLE replica_license ADD COLUMN department_id TEXT NOT NULL DEFAULT '';
+                ALTER TABLE replica_license ADD COLUMN named_users TEXT NOT NULL DEFAULT '';
+                CREATE TABLE replica_department (
+                    id TEXT PRIMARY KEY,
+                    customer_id TEXT NOT NULL,
+                    max_seats INTEGER NOT NULL,
+                    max_machines INTEGER NOT NULL
+                );
+                -- Sealed under the master key validation shares with issuance.
+                CREATE TABLE replica_signing_key (
+                    kid TEXT PRIMARY KEY,
+                    public_key BLOB NOT NULL,
+                    sealed_private_key BLOB NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    retired_at INTEGER NOT NULL DEFAULT 0,
+                    current INTEGER NOT NULL DEFAULT 0 CHECK (current IN (0, 1))
+                );
+                CREATE TABLE machine (
+                    id TEXT PRIMARY KEY,
+                    license_id TEXT NOT NULL,
+                    department_id TEXT NOT NULL DEFAULT '',
+                    fingerprint_hash TEXT NOT NULL CHECK (length(fingerprint_hash) = 64),
+                    name TEXT NOT NULL DEFAULT '',
+                    platform TEXT NOT NULL DEFAULT '',
+                    first_seen INTEGER NOT NULL,
+                    last_seen INTEGER NOT NULL CHECK (last_seen >= first_seen),
+                    UNIQUE (license_id, fingerprint_hash)
+                );
+                CREATE INDEX machine_by_department ON machine(department_id) WHERE department_id != '';
+                CREATE TABLE seat_lease (
+                    lease_id TEXT PRIMARY KEY,
+                    license_id TEXT NOT NULL,
+                    department_id TEXT NOT NULL DEFAULT '',
+                    client_id TEXT NOT NULL,
+                    user TEXT NOT NULL DEFAULT '',
+                    acquired_at INTEGER NOT NULL,
+                    expires_at INTEGER NOT NULL CHECK (expires_at > acquired_at),
+                    ttl_seconds INTEGER NOT NULL CHECK (ttl_seconds > 0),
+                    UNIQUE (license_id, client_id)
+                );
+                CREATE INDEX seat_lease_by_license ON seat_lease(license_id, expires_at);
+                CREATE TABLE seat_queue (
+                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                    license_id TEXT NOT NULL,
+                    client_id TEXT NOT NULL,
+                    user TEXT NOT NULL DEFAULT '',
+                    expires_at INTEGER NOT NULL,
+                    UNIQUE (license_id, client_id)
+                );
+                CREATE TABLE validation_log (
+                    id INTEGER PRIMARY KEY,
+                    occurred_at INTEGER NOT NULL,
+                    license_id TEXT NOT NULL,
+                    reason INTEGER NOT NULL,
+                    fingerprint_hash TEXT NOT NULL,
+                    region TEXT NOT NULL,
+                    feature TEXT NOT NULL
+                );
+                CREATE INDEX validation_log_by_license ON validation_log(license_id, occurred_at);
+                """)
+        }
         return migrator
     }
 }

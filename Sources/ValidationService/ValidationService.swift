@@ -1,3 +1,4 @@
+import Foundation
 import GRDB
 import LicensingCore
 import LicensingRPC
@@ -6,44 +7,88 @@ import LicensingWire
 import Logging
 import ServiceLifecycle
 
-/// license-validation: answers validations from its own replica of the license facts,
-/// so it keeps answering while issuance is down.
+/// license-validation: the hot path. Answers validations, activations, seat checkouts and
+/// offline files from its own replica of the license facts, so it keeps answering while
+/// issuance is down.
 public final class ValidationService: Sendable {
+    let database: DatabasePool
     let replica: LicenseReplica
     let feed: FeedConsumer
+    let signingKeys: SigningKeyCache
+    let log: ValidationLog
     let keyHashSecret: KeyHashSecret
+    let geo: GeoTable
     let clock: any LicenseClock
+    let seatTTL: Int64
+    let maxOfflineSeconds: Int64
+    let activationLimiter: ActivationLimiter
     let logger: Logger
 
+    public struct Options: Sendable {
+        public var feedPollInterval: Duration = .milliseconds(200)
+        /// Seat leases last this long without a heartbeat.
+        public var seatTTL: Int64 = 300
+        /// Activations allowed per license per hour.
+        public var activationsPerHour: Int = 20
+        /// The longest validity an offline license file gets.
+        public var maxOfflineSeconds: Int64 = 90 * 86400
+        public var geo: GeoTable = .empty
+
+        public init() {}
+    }
+
     public init(
-        database: DatabasePool, issuance: RPCClient, keyHashSecret: KeyHashSecret,
-        clock: any LicenseClock = SystemLicenseClock(), feedPollInterval: Duration = .milliseconds(200), logger: Logger
+        database: DatabasePool, issuance: RPCClient, keyHashSecret: KeyHashSecret, masterKey: MasterKey,
+        clock: any LicenseClock = SystemLicenseClock(), options: Options = Options(), logger: Logger
     ) {
+        self.database = database
         self.replica = LicenseReplica(database: database)
-        self.feed = FeedConsumer(client: issuance, replica: replica, logger: logger, idleInterval: feedPollInterval)
+        self.signingKeys = SigningKeyCache(replica: replica, masterKey: masterKey)
+        self.feed = FeedConsumer(client: issuance, replica: replica, signingKeys: signingKeys, logger: logger, idleInterval: options.feedPollInterval)
+        self.log = ValidationLog(database: database, logger: logger)
         self.keyHashSecret = keyHashSecret
+        self.geo = options.geo
         self.clock = clock
+        self.seatTTL = options.seatTTL
+        self.maxOfflineSeconds = options.maxOfflineSeconds
+        self.activationLimiter = ActivationLimiter(perHour: options.activationsPerHour, clock: clock)
         self.logger = logger
     }
 
-    /// The replica is rebuilt from the feed if lost, so `synchronous=NORMAL` is enough.
+    /// Activations and leases must survive a crash, so this database syncs fully; the
+    /// validation log stays cheap because it is written in batches.
     public static func openDatabase(path: String) throws -> DatabasePool {
-        try ServiceDatabase.open(path: path, durability: .normal, migrator: ValidationSchema.migrator)
+        try ServiceDatabase.open(path: path, durability: .full, migrator: ValidationSchema.migrator)
     }
 
     public static func services(_ environment: ServiceEnvironment) throws -> [any Service] {
         let settings = environment.settings
         let issuance = RPCClient(endpoint: try settings.endpoint("issuance", default: settings.defaultSocket("issuance")))
+        var options = Options()
+        options.seatTTL = Int64(try settings.int("seat-ttl-seconds", default: 300))
+        options.activationsPerHour = try settings.int("activations-per-hour", default: 20)
+        options.maxOfflineSeconds = Int64(try settings.int("offline-max-days", default: 90)) * 86400
+        if let file = settings["geoip-file"] {
+            let text: String
+            do {
+                text = try String(contentsOfFile: file, encoding: .utf8)
+            } catch {
+                throw RPCError.invalidArgument("cannot read geoip-file \(file): \(error.localizedDescription)")
+            }
+            options.geo = try GeoTable(parsing: text)
+            environment.logger.info("geo table loaded", metadata: ["ranges": "\(options.geo.count)", "file": "\(file)"])
+        }
         let service = ValidationService(
             database: try openDatabase(path: environment.databasePath), issuance: issuance,
             keyHashSecret: try Secrets.keyHashSecret(settings: settings, developmentMode: environment.developmentMode),
-            logger: environment.logger)
+            masterKey: try MasterKey(bytes: try Secrets.load(name: "master-key", settings: settings, developmentMode: environment.developmentMode)),
+            options: options, logger: environment.logger)
         return service.services(configuration: try environment.serverConfiguration)
     }
 
-    /// The RPC server and the feed consumer.
+    /// The RPC server, the feed consumer and the validation log writer.
     public func services(configuration: RPCServerConfiguration) -> [any Service] {
-        [RPCServer(router: router(), configuration: configuration, logger: logger), feed]
+        [RPCServer(router: router(), configuration: configuration, logger: logger), feed, log]
     }
 
     public func router() -> RPCRouter {
@@ -51,28 +96,109 @@ public final class ValidationService: Sendable {
         let feed = self.feed
         HealthReporter(service: "validation", feeds: { [feed.position()] }).register(in: &router)
         router.register(ValidationMethods.validate) { try await self.validate($0, $1) }
+        router.register(ValidationMethods.activate) { try await self.activate($0, $1) }
+        router.register(ValidationMethods.deactivate) { try await self.deactivate($0, $1) }
+        router.register(ValidationMethods.listMachines) { try await self.listMachines($0, $1) }
+        router.register(ValidationMethods.checkoutSeat) { try await self.checkoutSeat($0, $1) }
+        router.register(ValidationMethods.heartbeatSeat) { try await self.heartbeatSeat($0, $1) }
+        router.register(ValidationMethods.checkinSeat) { try await self.checkinSeat($0, $1) }
+        router.register(ValidationMethods.listSeats) { try await self.listSeats($0, $1) }
+        router.register(ValidationMethods.createOfflineLicense) { try await self.createOfflineLicense($0, $1) }
         return router
+    }
+
+    /// The key and its license's facts, or nil when no license has the key. A malformed key
+    /// is the caller's error.
+    func lookUp(_ text: String) async throws -> (LicenseKey, LicenseFacts)? {
+        let key: LicenseKey
+        do {
+            key = try LicenseKey(parsing: text)
+        } catch {
+            throw RPCError.invalidArgument("license_key: \(error)")
+        }
+        let keyHash = key.hash(secret: keyHashSecret)
+        if let facts = try await replica.facts(keyHash: keyHash) { return (key, facts) }
+        // Perhaps issued a moment ago: catch up with the feed once before saying NOT_FOUND.
+        await feed.catchUp()
+        return try await replica.facts(keyHash: keyHash).map { (key, $0) }
+    }
+
+    /// The caller's country: as stated, else from its IP address.
+    func region(stated: String, clientIP: String) -> String {
+        if !stated.isEmpty { return stated.uppercased() }
+        if !clientIP.isEmpty { return geo.country(of: clientIP) ?? "" }
+        return ""
     }
 
     func validate(_ request: ValidateRequest, _ call: ServerCall) async throws -> ValidateResponse {
         let now = clock.now
-        let key: LicenseKey
+        guard request.nonce.count <= 64 else { throw RPCError.invalidArgument("nonce is longer than 64 bytes") }
+        let fingerprintHash = request.fingerprint.isEmpty ? "" : LicenseCertificates.fingerprintHash(request.fingerprint)
+        let region = region(stated: request.region, clientIP: request.clientIp)
+        let found: (LicenseKey, LicenseFacts)?
         do {
-            key = try LicenseKey(parsing: request.licenseKey)
-        } catch {
-            return ValidateResponse(reason: .malformedKey, valid: false, serverTime: now, detail: "\(error)")
+            found = try await lookUp(request.licenseKey)
+        } catch let error as RPCError where error.code == .invalidArgument {
+            return try await answer(LicenseDecision(reason: .malformedKey, state: .unspecified, detail: error.message), nil, request, fingerprintHash, region, now)
         }
-        let keyHash = key.hash(secret: keyHashSecret)
-        var facts = try await replica.facts(keyHash: keyHash)
-        if facts == nil {
-            // Perhaps issued a moment ago: catch up with the feed once before saying NOT_FOUND.
-            await feed.catchUp()
-            facts = try await replica.facts(keyHash: keyHash)
+        var machine = MachineStanding.unknown
+        if let facts = found?.1, facts.isNodeLocked, !fingerprintHash.isEmpty {
+            machine = try await database.read { db in
+                let statement = try db.cachedStatement(sql: "SELECT fingerprint_hash = ? FROM machine WHERE license_id = ? ORDER BY fingerprint_hash = ? DESC LIMIT 1")
+                guard let matches = try Bool.fetchOne(statement, arguments: [fingerprintHash, facts.licenseID, fingerprintHash]) else {
+                    return .notActivated(licenseHasMachines: false)
+                }
+                return matches ? .activated : .notActivated(licenseHasMachines: true)
+            }
         }
-        let decision = LicenseDecider.decide(facts, ValidationQuery(feature: request.feature, region: request.region), now: now)
-        return ValidateResponse(
+        let query = ValidationQuery(feature: request.feature, region: region, user: request.user, machine: machine)
+        let decision = LicenseDecider.decide(found?.1, query, now: now)
+        return try await answer(decision, found?.1, request, fingerprintHash, region, now)
+    }
+
+    /// Builds the answer, signs it when the client sent a nonce, and logs the validation.
+    private func answer(
+        _ decision: LicenseDecision, _ facts: LicenseFacts?, _ request: ValidateRequest, _ fingerprintHash: String, _ region: String, _ now: Int64
+    ) async throws -> ValidateResponse {
+        var response = ValidateResponse(
             reason: decision.reason, valid: decision.allows, licenseId: facts?.licenseID ?? "", state: decision.state,
             expiresAt: facts?.expiresAt ?? 0, graceEndsAt: facts?.graceEndsAt ?? 0,
             features: decision.allows ? facts?.features ?? [] : [], serverTime: now, detail: decision.detail)
+        // Signing costs one Ed25519 signature; only clients that ask (with a nonce) pay for it.
+        if !request.nonce.isEmpty, let key = try await signingKeys.current() {
+            let statement = ValidationStatement(
+                version: 1, reason: response.reason, licenseId: response.licenseId, expiresAt: response.expiresAt,
+                graceEndsAt: response.graceEndsAt, features: response.features, serverTime: now, nonce: request.nonce,
+                fingerprintSha256: fingerprintHash)
+            response.statement = statement.serializedBytes()
+            response.kid = key.kid
+            response.signature = key.sign(response.statement)
+        }
+        await log.append(ValidationLog.Entry(
+            occurredAt: now, licenseID: facts?.licenseID ?? "", reason: decision.reason, fingerprintHash: fingerprintHash,
+            region: region, feature: request.feature))
+        return response
+    }
+
+    func createOfflineLicense(_ request: CreateOfflineLicenseRequest, _ call: ServerCall) async throws -> OfflineLicense {
+        try Check.fingerprint(request.fingerprint)
+        guard request.validSeconds >= 0 else { throw RPCError.invalidArgument("valid_seconds must not be negative") }
+        let now = clock.now
+        guard let (key, facts) = try await lookUp(request.licenseKey) else { throw RPCError.notFound("no license has this key") }
+        var usable = facts
+        usable.licenseType = .unspecified
+        let decision = LicenseDecider.decide(usable, ValidationQuery(), now: now)
+        guard decision.allows else {
+            throw RPCError.failedPrecondition("\(decision.reason): \(decision.detail)")
+        }
+        let seconds = request.validSeconds == 0 ? maxOfflineSeconds : min(request.validSeconds, maxOfflineSeconds)
+        guard let certificate = try await certificate(
+            for: facts, fingerprintHash: LicenseCertificates.fingerprintHash(request.fingerprint), validFor: seconds, now: now)
+        else {
+            throw RPCError.unavailable("no signing key has reached validation yet; try again shortly")
+        }
+        let armored = request.encrypt ? OfflineLicenseFile.encrypt(certificate.armored, licenseKey: key) : certificate.armored
+        return OfflineLicense(
+            armored: armored, notBefore: certificate.payload?.notBefore ?? now, notAfter: certificate.payload?.notAfter ?? now, kid: certificate.kid)
     }
 }

@@ -25,7 +25,7 @@ struct HealthCommand: AsyncParsableCommand {
 }
 
 struct ProductCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "product", abstract: "Products.", subcommands: [Create.self, List.self])
+    static let configuration = CommandConfiguration(commandName: "product", abstract: "Products.", subcommands: [Create.self, List.self, Show.self, Update.self])
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a product.")
@@ -54,7 +54,7 @@ struct ProductCommand: AsyncParsableCommand {
 }
 
 struct PolicyCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "policy", abstract: "Policies: the templates licenses are issued from.", subcommands: [Create.self])
+    static let configuration = CommandConfiguration(commandName: "policy", abstract: "Policies: the templates licenses are issued from.", subcommands: [Create.self, List.self, Show.self])
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a policy for a product.")
@@ -93,7 +93,7 @@ struct PolicyCommand: AsyncParsableCommand {
 }
 
 struct CustomerCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "customer", abstract: "Customers.", subcommands: [Create.self])
+    static let configuration = CommandConfiguration(commandName: "customer", abstract: "Customers.", subcommands: [Create.self, List.self, Show.self])
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a customer.")
@@ -114,7 +114,10 @@ struct CustomerCommand: AsyncParsableCommand {
 struct LicenseCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "license", abstract: "Licenses.",
-        subcommands: [Issue.self, Show.self, List.self, Revoke.self, Suspend.self, Reinstate.self])
+        subcommands: [
+            Issue.self, Show.self, List.self, Revoke.self, Suspend.self, Reinstate.self, Renew.self, Change.self, Transfer.self,
+            Assign.self, Unassign.self,
+        ])
 
     struct Issue: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Issue a license from a policy; prints its key once.")
@@ -123,11 +126,17 @@ struct LicenseCommand: AsyncParsableCommand {
         @Option(help: "Customer id.") var customer: String
         @Option(help: "Comma-separated features instead of the policy's.") var features: String?
         @Option(help: "Machines instead of the policy's limit.") var maxMachines: UInt32 = 0
+        @Option(help: "Enterprise department id.") var department: String = ""
+        @Option(help: "Expiry instead of the policy's: 2027-12-31 or Unix seconds.") var expires: String?
+        @Option(help: "Subscription licenses: the billing system's reference.") var billingRef: String = ""
+        @Option(help: "Subscription price per period in minor units.") var amount: Int64 = 0
+        @Option(help: "ISO currency code of --amount.") var currency: String = ""
 
         func run() async throws {
             let request = IssueLicenseRequest(
-                policyId: policy, customerId: customer,
-                overrides: LicenseOverrides(maxMachines: maxMachines, features: parseList(features)))
+                policyId: policy, customerId: customer, departmentId: department,
+                overrides: LicenseOverrides(expiresAt: try expires.map(parseTime) ?? 0, maxMachines: maxMachines, features: parseList(features)),
+                billingRef: billingRef, amountMinor: amount, currency: currency)
             _ = try await global.run(IssuanceMethods.issueLicense, request) { response in
                 "key          \(response.licenseKey)\n" + Output.license(response.license ?? License())
             }
@@ -211,10 +220,11 @@ struct ValidateCommand: AsyncParsableCommand {
     @Option(help: "Machine fingerprint.") var fingerprint: String = ""
     @Option(help: "Feature to check the entitlement of.") var feature: String = ""
     @Option(help: "ISO country code the product runs in.") var region: String = ""
+    @Option(help: "Named user (per-user licenses).") var user: String = ""
 
     func run() async throws {
         let response = try await global.run(
-            ValidationMethods.validate, ValidateRequest(licenseKey: key, fingerprint: fingerprint, feature: feature, region: region)
+            ValidationMethods.validate, ValidateRequest(licenseKey: key, fingerprint: fingerprint, feature: feature, user: user, region: region)
         ) { response in
             var text = "\(response.reason)"
             if !response.licenseId.isEmpty { text += "  license \(response.licenseId)  expires \(Output.time(response.expiresAt))" }

@@ -13,8 +13,10 @@ struct Licensectl: AsyncParsableCommand {
             (<data>/run/gateway.sock, where <data> is LM_DATA_DIR, ./data, or the folder deploy/up last used).
             """,
         subcommands: [
-            HealthCommand.self, ProductCommand.self, PolicyCommand.self, CustomerCommand.self,
-            LicenseCommand.self, ValidateCommand.self,
+            HealthCommand.self, ProductCommand.self, PolicyCommand.self, CustomerCommand.self, DepartmentCommand.self,
+            LicenseCommand.self, SubscriptionCommand.self, KeysCommand.self, CertificateCommand.self, AuditCommand.self,
+            ValidateCommand.self, ActivateCommand.self, DeactivateCommand.self, MachinesCommand.self, SeatsCommand.self,
+            OfflineFileCommand.self, VerifyFileCommand.self,
         ])
 
     /// Exit codes scripts can rely on: 0 done, 1 a negative answer (a license that is not
@@ -49,6 +51,9 @@ struct GlobalOptions: ParsableArguments {
     @Option(help: "Seconds to wait for an answer.")
     var timeout: Int = 10
 
+    @Option(help: "Makes a change safe to retry: the same key returns the first answer.")
+    var idempotencyKey: String?
+
     func client() throws -> RPCClient {
         RPCClient(endpoint: try Endpoint(parsing: gateway ?? LocalStack.gatewayEndpoint()), configuration: .init(connections: 1))
     }
@@ -60,7 +65,9 @@ struct GlobalOptions: ParsableArguments {
         let client = try client()
         let result: Result<Response, any Error>
         do {
-            result = .success(try await client.call(method, request, timeout: .seconds(timeout)))
+            var metadata = RPCMetadata()
+            metadata[RPCMetadata.idempotencyKey] = idempotencyKey
+            result = .success(try await client.call(method, request, metadata: metadata, timeout: .seconds(timeout)))
         } catch {
             result = .failure(error)
         }
@@ -107,6 +114,17 @@ enum Output {
         FileHandle.standardError.write(Data("error: \(message)\n".utf8))
     }
 
+    static func subscription(_ subscription: Subscription) -> String {
+        """
+        subscription \(subscription.id)
+        license      \(subscription.licenseId)
+        billing ref  \(subscription.billingRef)
+        status       \(subscription.status)\(subscription.autoRenew ? ", renews automatically" : "")
+        period       \(time(subscription.periodStart)) to \(time(subscription.periodEnd))
+        amount       \(subscription.amountMinor) \(subscription.currency) (minor units)
+        """
+    }
+
     static func time(_ seconds: Int64) -> String {
         guard seconds != 0 else { return "never" }
         let formatter = ISO8601DateFormatter()
@@ -128,6 +146,7 @@ enum Output {
         machines     \(license.maxMachines == 0 ? "unlimited" : String(license.maxMachines))
         seats        \(license.maxSeats == 0 ? "unlimited" : String(license.maxSeats))
         features     \(license.features.isEmpty ? "-" : license.features.joined(separator: ", "))
+        users        \(license.namedUsers.isEmpty ? "-" : license.namedUsers.joined(separator: ", "))\(license.maxUsers == 0 ? "" : " (of \(license.maxUsers))")
         """
     }
 }
@@ -140,6 +159,16 @@ enum JSONOutput {
         guard let data = try? encoder.encode(value) else { return "{}" }
         return String(decoding: data, as: UTF8.self)
     }
+}
+
+/// Parses an ISO 8601 date-time or Unix seconds.
+func parseTime(_ text: String) throws -> Int64 {
+    if let seconds = Int64(text) { return seconds }
+    let formatter = ISO8601DateFormatter()
+    if let date = formatter.date(from: text) { return Int64(date.timeIntervalSince1970) }
+    formatter.formatOptions = [.withFullDate]
+    if let date = formatter.date(from: text) { return Int64(date.timeIntervalSince1970) }
+    throw ValidationError("\"\(text)\" is not a date such as 2027-01-31 or 2027-01-31T12:00:00Z, nor Unix seconds")
 }
 
 /// Parses "30d", "12h", "90m", "3600s" or plain seconds; "0" or "perpetual" = none.

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import LicensingRPC
 import Testing
 
@@ -75,6 +78,13 @@ final class Stack: @unchecked Sendable {
         process.terminate()
         process.waitUntilExit()
         return process.terminationStatus
+    }
+
+    /// SIGKILL: no shutdown code runs, as in a crash or power loss of the process.
+    func kill(_ service: String) {
+        guard let process = processes[service] else { return }
+        _ = Glibc.kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
     }
 
     func log(_ service: String) -> String {

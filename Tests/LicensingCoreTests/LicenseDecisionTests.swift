@@ -43,4 +43,45 @@ import Testing
         #expect(LicenseDecider.decide(limited, ValidationQuery(region: "US"), now: now).reason == .regionNotAllowed)
         #expect(LicenseDecider.decide(limited, ValidationQuery(), now: now).reason == .regionNotAllowed)
     }
+
+    @Test func nodeLockedLicensesNeedAnActivatedMachine() {
+        var locked = facts()
+        locked.licenseType = .perDevice
+        #expect(LicenseDecider.decide(locked, ValidationQuery(), now: now).reason == .notActivated)
+        #expect(LicenseDecider.decide(locked, ValidationQuery(machine: .notActivated(licenseHasMachines: false)), now: now).reason == .notActivated)
+        #expect(LicenseDecider.decide(locked, ValidationQuery(machine: .notActivated(licenseHasMachines: true)), now: now).reason == .fingerprintMismatch)
+        #expect(LicenseDecider.decide(locked, ValidationQuery(machine: .activated), now: now).reason == .valid)
+        // Revocation is still reported as such, not as a machine problem.
+        locked.state = .revoked
+        #expect(LicenseDecider.decide(locked, ValidationQuery(), now: now).reason == .revoked)
+    }
+
+    @Test func perUserLicensesNeedANamedUser() {
+        var named = facts()
+        named.licenseType = .perUser
+        named.maxUsers = 2
+        named.namedUsers = ["ann"]
+        #expect(LicenseDecider.decide(named, ValidationQuery(user: "ann"), now: now).reason == .valid)
+        #expect(LicenseDecider.decide(named, ValidationQuery(user: "bob"), now: now).reason == .notActivated)
+        #expect(LicenseDecider.decide(named, ValidationQuery(), now: now).reason == .notActivated)
+        named.namedUsers = ["ann", "cy"]
+        #expect(LicenseDecider.decide(named, ValidationQuery(user: "bob"), now: now).reason == .userLimit)
+    }
+
+    @Test func overageRaisesLimits() {
+        var limited = facts()
+        limited.overagePermille = 1500
+        #expect(limited.allowance(2) == 3)
+        #expect(limited.allowance(0) == nil)
+        limited.overagePermille = 1000
+        #expect(limited.allowance(5) == 5)
+    }
+
+    @Test func everyReasonCodeHasATestedDecisionOrAHome() {
+        // Decisions made here; the rest come from stores (limits, quotas) or verifiers.
+        let decided: Set<ReasonCode> = [.valid, .inGrace, .expired, .suspended, .revoked, .notFound, .notActivated,
+                                        .userLimit, .featureNotEntitled, .regionNotAllowed, .fingerprintMismatch]
+        let elsewhere: Set<ReasonCode> = [.machineLimit, .seatLimit, .quotaExceeded, .badSignature, .malformedKey, .unspecified]
+        #expect(decided.union(elsewhere) == Set(ReasonCode.allKnown))
+    }
 }

@@ -58,3 +58,13 @@ import Testing
         #expect(throws: KeyHashSecretError.self) { try KeyHashSecret(bytes: [1, 2, 3]) }
     }
 }
+
+@Suite struct LicenseKeyCollisionTests {
+    @Test func aMillionKeysHaveNoCollision() {
+        var seen = Set<String>(minimumCapacity: 1_000_000)
+        for _ in 0..<1_000_000 {
+            seen.insert(LicenseKey.generate().canonical)
+        }
+        #expect(seen.count == 1_000_000)
+    }
+}

@@ -39,11 +39,18 @@ let testSecret = try! KeyHashSecret(bytes: Array(repeating: 7, count: 32))
 let testMasterKey = try! MasterKey(bytes: Array(repeating: 9, count: 32))
 
 /// Creates a product, a policy and a customer; returns (policy id, customer id).
-func seedCatalogue(_ client: RPCClient, duration: Int64 = 0, grace: Int64 = 0, features: [String] = ["export"]) async throws -> (String, String) {
+func seedCatalogue(
+    _ client: RPCClient, type: LicenseType = .enterprise, duration: Int64 = 0, grace: Int64 = 0, features: [String] = ["export"],
+    maxMachines: UInt32 = 0, maxUsers: UInt32 = 0, maxSeats: UInt32 = 0, overage: UInt32 = 1000,
+    allowedRegions: [String] = [], deniedRegions: [String] = []
+) async throws -> (String, String) {
     let product = try await client.call(IssuanceMethods.createProduct, CreateProductRequest(name: "CAD Pro", code: "CAD-\(UInt16.random(in: 0...9999))"))
     let policy = try await client.call(
         IssuanceMethods.createPolicy,
-        CreatePolicyRequest(policy: Policy(productId: product.id, name: "Standard", licenseType: .perDevice, durationSeconds: duration, graceSeconds: grace, features: features)))
+        CreatePolicyRequest(policy: Policy(
+            productId: product.id, name: "Standard", licenseType: type, durationSeconds: duration, graceSeconds: grace,
+            maxMachines: maxMachines, maxUsers: maxUsers, maxSeats: maxSeats, features: features,
+            allowedRegions: allowedRegions, deniedRegions: deniedRegions, overagePermille: overage)))
     let customer = try await client.call(IssuanceMethods.createCustomer, CreateCustomerRequest(name: "Acme", email: "ops@acme.test"))
     return (policy.id, customer.id)
 }
@@ -56,5 +63,37 @@ func expectCode(_ code: StatusCode, _ body: () async throws -> Void) async -> St
         return error.code == code ? nil : "expected \(code), got \(error)"
     } catch {
         return "expected \(code), got \(error)"
+    }
+}
+
+/// Issuance and validation in-process on Unix sockets, validation following issuance's
+/// feed; issuance has a signing key.
+func withIssuanceAndValidation<T>(
+    clock: ManualLicenseClock = ManualLicenseClock(SystemLicenseClock().now),
+    options: ValidationService.Options = ValidationService.Options(),
+    _ body: (_ issuance: RPCClient, _ validation: RPCClient) async throws -> T
+) async throws -> T {
+    let folder = TemporaryFolder()
+    let issuance = IssuanceService(
+        database: try IssuanceService.openDatabase(path: "\(folder.path)/issuance.sqlite"),
+        keyHashSecret: testSecret, masterKey: testMasterKey, clock: clock, logger: Logger(label: "test"))
+    return try await withServer(issuance.router(), in: folder, name: "issuance") { issuanceClient in
+        _ = try await issuanceClient.call(IssuanceMethods.createSigningKey, CreateSigningKeyRequest())
+        let validation = ValidationService(
+            database: try ValidationService.openDatabase(path: "\(folder.path)/validation.sqlite"),
+            issuance: RPCClient(endpoint: issuanceClient.endpoint), keyHashSecret: testSecret, masterKey: testMasterKey,
+            clock: clock, options: options, logger: Logger(label: "test"))
+        let parts = validation.services(configuration: RPCServerConfiguration(endpoints: [.unix(path: "\(folder.path)/validation.sock")]))
+        let running = Task {
+            try await withThrowingDiscardingTaskGroup { group in
+                for part in parts { group.addTask { try await part.run() } }
+            }
+        }
+        defer { running.cancel() }
+        _ = try await (parts[0] as! RPCServer).listeningEndpoints
+        let client = RPCClient(endpoint: .unix(path: "\(folder.path)/validation.sock"), configuration: .init(connections: 4))
+        let result = try await body(issuanceClient, client)
+        await client.close()
+        return result
     }
 }

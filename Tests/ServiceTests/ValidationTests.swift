@@ -18,7 +18,7 @@ import ValidationService
         try await withServer(issuance.router(), in: folder, name: "issuance") { issuanceClient in
             let validation = ValidationService(
                 database: try ValidationService.openDatabase(path: "\(folder.path)/validation.sqlite"),
-                issuance: RPCClient(endpoint: issuanceClient.endpoint), keyHashSecret: testSecret, clock: clock,
+                issuance: RPCClient(endpoint: issuanceClient.endpoint), keyHashSecret: testSecret, masterKey: testMasterKey, clock: clock,
                 logger: Logger(label: "test"))
             let parts = validation.services(configuration: RPCServerConfiguration(endpoints: [.unix(path: "\(folder.path)/validation.sock")]))
             let running = Task {
@@ -87,8 +87,9 @@ import ValidationService
         try await withServer(issuance.router(), in: folder, name: "issuance") { issuanceClient in
             let validation = ValidationService(
                 database: try ValidationService.openDatabase(path: "\(folder.path)/validation.sqlite"),
-                issuance: RPCClient(endpoint: issuanceClient.endpoint), keyHashSecret: testSecret,
-                feedPollInterval: .seconds(3600), logger: Logger(label: "test"))
+                issuance: RPCClient(endpoint: issuanceClient.endpoint), keyHashSecret: testSecret, masterKey: testMasterKey,
+                options: { var options = ValidationService.Options(); options.feedPollInterval = .seconds(3600); return options }(),
+                logger: Logger(label: "test"))
             let parts = validation.services(configuration: RPCServerConfiguration(endpoints: [.unix(path: "\(folder.path)/validation.sock")]))
             let running = Task {
                 try await withThrowingDiscardingTaskGroup { group in

@@ -22,6 +22,7 @@ typedef struct Licensing__V1__Customer Licensing__V1__Customer;
 typedef struct Licensing__V1__Department Licensing__V1__Department;
 typedef struct Licensing__V1__License Licensing__V1__License;
 typedef struct Licensing__V1__Subscription Licensing__V1__Subscription;
+typedef struct Licensing__V1__SealedSigningKey Licensing__V1__SealedSigningKey;
 typedef struct Licensing__V1__ChangeEvent Licensing__V1__ChangeEvent;
 typedef struct Licensing__V1__ChangesRequest Licensing__V1__ChangesRequest;
 typedef struct Licensing__V1__ChangesResponse Licensing__V1__ChangesResponse;
@@ -85,7 +86,9 @@ typedef enum _Licensing__V1__ChangeKind {
   LICENSING__V1__CHANGE_KIND__CHANGE_KIND_PRODUCT = 2,
   LICENSING__V1__CHANGE_KIND__CHANGE_KIND_POLICY = 3,
   LICENSING__V1__CHANGE_KIND__CHANGE_KIND_SUBSCRIPTION = 4,
-  LICENSING__V1__CHANGE_KIND__CHANGE_KIND_CUSTOMER = 5
+  LICENSING__V1__CHANGE_KIND__CHANGE_KIND_CUSTOMER = 5,
+  LICENSING__V1__CHANGE_KIND__CHANGE_KIND_DEPARTMENT = 6,
+  LICENSING__V1__CHANGE_KIND__CHANGE_KIND_SIGNING_KEY = 7
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(LICENSING__V1__CHANGE_KIND)
 } Licensing__V1__ChangeKind;
 
@@ -256,6 +259,26 @@ struct  Licensing__V1__Subscription
 
 
 /*
+ * A certificate signing key as the feed carries it to validation, which signs activation
+ * certificates and validation answers with the same keys. The private key stays sealed
+ * (AES-256-GCM under the master key the two services share, the kid as associated data).
+ */
+struct  Licensing__V1__SealedSigningKey
+{
+  ProtobufCMessage base;
+  char *kid;
+  ProtobufCBinaryData public_key;
+  ProtobufCBinaryData sealed_private_key;
+  int64_t created_at;
+  int64_t retired_at;
+  protobuf_c_boolean current;
+};
+#define LICENSING__V1__SEALED_SIGNING_KEY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__sealed_signing_key__descriptor) \
+    , (char *)protobuf_c_empty_string, {0,NULL}, {0,NULL}, 0, 0, 0 }
+
+
+/*
  * One entry of issuance's change feed: the full new state of the thing that changed.
  */
 struct  Licensing__V1__ChangeEvent
@@ -281,10 +304,12 @@ struct  Licensing__V1__ChangeEvent
   Licensing__V1__Policy *policy;
   Licensing__V1__Subscription *subscription;
   Licensing__V1__Customer *customer;
+  Licensing__V1__Department *department;
+  Licensing__V1__SealedSigningKey *signing_key;
 };
 #define LICENSING__V1__CHANGE_EVENT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__change_event__descriptor) \
-    , 0, LICENSING__V1__CHANGE_KIND__CHANGE_KIND_UNSPECIFIED, (char *)protobuf_c_empty_string, 0, NULL, (char *)protobuf_c_empty_string, NULL, NULL, NULL, NULL }
+    , 0, LICENSING__V1__CHANGE_KIND__CHANGE_KIND_UNSPECIFIED, (char *)protobuf_c_empty_string, 0, NULL, (char *)protobuf_c_empty_string, NULL, NULL, NULL, NULL, NULL, NULL }
 
 
 struct  Licensing__V1__ChangesRequest
@@ -449,6 +474,25 @@ Licensing__V1__Subscription *
 void   licensing__v1__subscription__free_unpacked
                      (Licensing__V1__Subscription *message,
                       ProtobufCAllocator *allocator);
+/* Licensing__V1__SealedSigningKey methods */
+void   licensing__v1__sealed_signing_key__init
+                     (Licensing__V1__SealedSigningKey         *message);
+size_t licensing__v1__sealed_signing_key__get_packed_size
+                     (const Licensing__V1__SealedSigningKey   *message);
+size_t licensing__v1__sealed_signing_key__pack
+                     (const Licensing__V1__SealedSigningKey   *message,
+                      uint8_t             *out);
+size_t licensing__v1__sealed_signing_key__pack_to_buffer
+                     (const Licensing__V1__SealedSigningKey   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__SealedSigningKey *
+       licensing__v1__sealed_signing_key__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__sealed_signing_key__free_unpacked
+                     (Licensing__V1__SealedSigningKey *message,
+                      ProtobufCAllocator *allocator);
 /* Licensing__V1__ChangeEvent methods */
 void   licensing__v1__change_event__init
                      (Licensing__V1__ChangeEvent         *message);
@@ -529,6 +573,9 @@ typedef void (*Licensing__V1__License_Closure)
 typedef void (*Licensing__V1__Subscription_Closure)
                  (const Licensing__V1__Subscription *message,
                   void *closure_data);
+typedef void (*Licensing__V1__SealedSigningKey_Closure)
+                 (const Licensing__V1__SealedSigningKey *message,
+                  void *closure_data);
 typedef void (*Licensing__V1__ChangeEvent_Closure)
                  (const Licensing__V1__ChangeEvent *message,
                   void *closure_data);
@@ -556,6 +603,7 @@ extern const ProtobufCMessageDescriptor licensing__v1__customer__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__department__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__license__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__subscription__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__sealed_signing_key__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__change_event__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__changes_request__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__changes_response__descriptor;

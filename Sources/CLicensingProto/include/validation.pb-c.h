@@ -19,6 +19,7 @@ PROTOBUF_C__BEGIN_DECLS
 
 typedef struct Licensing__V1__ValidateRequest Licensing__V1__ValidateRequest;
 typedef struct Licensing__V1__ValidateResponse Licensing__V1__ValidateResponse;
+typedef struct Licensing__V1__ValidationStatement Licensing__V1__ValidationStatement;
 typedef struct Licensing__V1__ActivateRequest Licensing__V1__ActivateRequest;
 typedef struct Licensing__V1__Machine Licensing__V1__Machine;
 typedef struct Licensing__V1__ActivateResponse Licensing__V1__ActivateResponse;
@@ -87,10 +88,44 @@ struct  Licensing__V1__ValidateResponse
    * Human-readable detail for logs and support.
    */
   char *detail;
+  /*
+   * When the request carried a nonce: the encoded ValidationStatement that `signature`
+   * covers. A client verifies the signature over these exact bytes, decodes them, and
+   * trusts only what they say.
+   */
+  ProtobufCBinaryData statement;
 };
 #define LICENSING__V1__VALIDATE_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__validate_response__descriptor) \
-    , LICENSING__V1__REASON_CODE__REASON_CODE_UNSPECIFIED, 0, (char *)protobuf_c_empty_string, LICENSING__V1__LICENSE_STATE__LICENSE_STATE_UNSPECIFIED, 0, 0, 0,NULL, 0, (char *)protobuf_c_empty_string, {0,NULL}, (char *)protobuf_c_empty_string }
+    , LICENSING__V1__REASON_CODE__REASON_CODE_UNSPECIFIED, 0, (char *)protobuf_c_empty_string, LICENSING__V1__LICENSE_STATE__LICENSE_STATE_UNSPECIFIED, 0, 0, 0,NULL, 0, (char *)protobuf_c_empty_string, {0,NULL}, (char *)protobuf_c_empty_string, {0,NULL} }
+
+
+/*
+ * What a signed validation answer asserts. Version 1.
+ */
+struct  Licensing__V1__ValidationStatement
+{
+  ProtobufCMessage base;
+  uint32_t version;
+  Licensing__V1__ReasonCode reason;
+  char *license_id;
+  int64_t expires_at;
+  int64_t grace_ends_at;
+  size_t n_features;
+  char **features;
+  int64_t server_time;
+  /*
+   * The client's nonce, echoed: an answer replayed to another request does not match.
+   */
+  ProtobufCBinaryData nonce;
+  /*
+   * Lower-case hex SHA-256 of the fingerprint the answer was given for.
+   */
+  char *fingerprint_sha256;
+};
+#define LICENSING__V1__VALIDATION_STATEMENT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__validation_statement__descriptor) \
+    , 0, LICENSING__V1__REASON_CODE__REASON_CODE_UNSPECIFIED, (char *)protobuf_c_empty_string, 0, 0, 0,NULL, 0, {0,NULL}, (char *)protobuf_c_empty_string }
 
 
 struct  Licensing__V1__ActivateRequest
@@ -296,15 +331,17 @@ struct  Licensing__V1__OfflineLicense
 {
   ProtobufCMessage base;
   /*
-   * BEGIN/END armoured text.
+   * BEGIN/END armoured text: "LICENSE CERTIFICATE" in clear, or "ENCRYPTED LICENSE FILE"
+   * readable only with the license key.
    */
   char *armored;
   int64_t not_before;
   int64_t not_after;
+  char *kid;
 };
 #define LICENSING__V1__OFFLINE_LICENSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__offline_license__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, 0 }
+    , (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string }
 
 
 /* Licensing__V1__ValidateRequest methods */
@@ -344,6 +381,25 @@ Licensing__V1__ValidateResponse *
                       const uint8_t       *data);
 void   licensing__v1__validate_response__free_unpacked
                      (Licensing__V1__ValidateResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__ValidationStatement methods */
+void   licensing__v1__validation_statement__init
+                     (Licensing__V1__ValidationStatement         *message);
+size_t licensing__v1__validation_statement__get_packed_size
+                     (const Licensing__V1__ValidationStatement   *message);
+size_t licensing__v1__validation_statement__pack
+                     (const Licensing__V1__ValidationStatement   *message,
+                      uint8_t             *out);
+size_t licensing__v1__validation_statement__pack_to_buffer
+                     (const Licensing__V1__ValidationStatement   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__ValidationStatement *
+       licensing__v1__validation_statement__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__validation_statement__free_unpacked
+                     (Licensing__V1__ValidationStatement *message,
                       ProtobufCAllocator *allocator);
 /* Licensing__V1__ActivateRequest methods */
 void   licensing__v1__activate_request__init
@@ -638,6 +694,9 @@ typedef void (*Licensing__V1__ValidateRequest_Closure)
 typedef void (*Licensing__V1__ValidateResponse_Closure)
                  (const Licensing__V1__ValidateResponse *message,
                   void *closure_data);
+typedef void (*Licensing__V1__ValidationStatement_Closure)
+                 (const Licensing__V1__ValidationStatement *message,
+                  void *closure_data);
 typedef void (*Licensing__V1__ActivateRequest_Closure)
                  (const Licensing__V1__ActivateRequest *message,
                   void *closure_data);
@@ -793,6 +852,7 @@ void licensing__v1__validation__erase_customer(ProtobufCService *service,
 
 extern const ProtobufCMessageDescriptor licensing__v1__validate_request__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__validate_response__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__validation_statement__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__activate_request__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__machine__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__activate_response__descriptor;

@@ -192,11 +192,13 @@ public struct ChangeKind: RawRepresentable, Hashable, Sendable, CustomStringConv
     public static let policy = ChangeKind(rawValue: 3)
     public static let subscription = ChangeKind(rawValue: 4)
     public static let customer = ChangeKind(rawValue: 5)
+    public static let department = ChangeKind(rawValue: 6)
+    public static let signingKey = ChangeKind(rawValue: 7)
 
     /// Every value this contract names.
-    public static let allKnown: [ChangeKind] = [.unspecified, .license, .product, .policy, .subscription, .customer]
+    public static let allKnown: [ChangeKind] = [.unspecified, .license, .product, .policy, .subscription, .customer, .department, .signingKey]
 
-    /// The contract's name of the value, e.g. "CHANGE_KIND_CUSTOMER".
+    /// The contract's name of the value, e.g. "CHANGE_KIND_SIGNING_KEY".
     public var protoName: String {
         switch rawValue {
         case 0: return "CHANGE_KIND_UNSPECIFIED"
@@ -205,11 +207,13 @@ public struct ChangeKind: RawRepresentable, Hashable, Sendable, CustomStringConv
         case 3: return "CHANGE_KIND_POLICY"
         case 4: return "CHANGE_KIND_SUBSCRIPTION"
         case 5: return "CHANGE_KIND_CUSTOMER"
+        case 6: return "CHANGE_KIND_DEPARTMENT"
+        case 7: return "CHANGE_KIND_SIGNING_KEY"
         default: return "ChangeKind(\(rawValue))"
         }
     }
 
-    /// The value's short name as used on command lines and in logs, e.g. "CUSTOMER".
+    /// The value's short name as used on command lines and in logs, e.g. "SIGNING_KEY".
     public var description: String {
         let full = protoName
         let prefix = "CHANGE_KIND_"
@@ -762,6 +766,66 @@ extension Subscription: ProtobufCMessageBinding {
     }
 }
 
+public struct SealedSigningKey: WireMessage, Encodable {
+    public var kid: String = ""
+    public var publicKey: [UInt8] = []
+    public var sealedPrivateKey: [UInt8] = []
+    public var createdAt: Int64 = 0
+    public var retiredAt: Int64 = 0
+    public var current: Bool = false
+
+    public init() {}
+
+    public init(kid: String = "", publicKey: [UInt8] = [], sealedPrivateKey: [UInt8] = [], createdAt: Int64 = 0, retiredAt: Int64 = 0, current: Bool = false) {
+        self.kid = kid
+        self.publicKey = publicKey
+        self.sealedPrivateKey = sealedPrivateKey
+        self.createdAt = createdAt
+        self.retiredAt = retiredAt
+        self.current = current
+    }
+}
+
+extension SealedSigningKey: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.SealedSigningKey"
+
+    public static func cNew() -> Licensing__V1__SealedSigningKey {
+        var c = Licensing__V1__SealedSigningKey()
+        licensing__v1__sealed_signing_key__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__SealedSigningKey>? {
+        licensing__v1__sealed_signing_key__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__SealedSigningKey>) {
+        licensing__v1__sealed_signing_key__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__SealedSigningKey>) -> Int {
+        licensing__v1__sealed_signing_key__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__SealedSigningKey>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__sealed_signing_key__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__SealedSigningKey) {
+        self.kid = WireArena.string(c.kid)
+        self.publicKey = WireArena.bytes(c.public_key)
+        self.sealedPrivateKey = WireArena.bytes(c.sealed_private_key)
+        self.createdAt = c.created_at
+        self.retiredAt = c.retired_at
+        self.current = c.current != 0
+    }
+
+    public func fill(_ c: inout Licensing__V1__SealedSigningKey, _ arena: WireArena) {
+        c.kid = arena.string(self.kid)
+        c.public_key = arena.bytes(self.publicKey)
+        c.sealed_private_key = arena.bytes(self.sealedPrivateKey)
+        c.created_at = self.createdAt
+        c.retired_at = self.retiredAt
+        c.current = (self.current ? 1 : 0)
+    }
+}
+
 public struct ChangeEvent: WireMessage, Encodable {
     public var seq: UInt64 = 0
     public var kind: ChangeKind = ChangeKind(rawValue: 0)
@@ -773,10 +837,12 @@ public struct ChangeEvent: WireMessage, Encodable {
     public var policy: Policy? = nil
     public var subscription: Subscription? = nil
     public var customer: Customer? = nil
+    public var department: Department? = nil
+    public var signingKey: SealedSigningKey? = nil
 
     public init() {}
 
-    public init(seq: UInt64 = 0, kind: ChangeKind = ChangeKind(rawValue: 0), action: String = "", occurredAt: Int64 = 0, license: License? = nil, keyHash: String = "", product: Product? = nil, policy: Policy? = nil, subscription: Subscription? = nil, customer: Customer? = nil) {
+    public init(seq: UInt64 = 0, kind: ChangeKind = ChangeKind(rawValue: 0), action: String = "", occurredAt: Int64 = 0, license: License? = nil, keyHash: String = "", product: Product? = nil, policy: Policy? = nil, subscription: Subscription? = nil, customer: Customer? = nil, department: Department? = nil, signingKey: SealedSigningKey? = nil) {
         self.seq = seq
         self.kind = kind
         self.action = action
@@ -787,6 +853,8 @@ public struct ChangeEvent: WireMessage, Encodable {
         self.policy = policy
         self.subscription = subscription
         self.customer = customer
+        self.department = department
+        self.signingKey = signingKey
     }
 }
 
@@ -822,6 +890,8 @@ extension ChangeEvent: ProtobufCMessageBinding {
         self.policy = c.policy.map { Policy(c: $0.pointee) }
         self.subscription = c.subscription.map { Subscription(c: $0.pointee) }
         self.customer = c.customer.map { Customer(c: $0.pointee) }
+        self.department = c.department.map { Department(c: $0.pointee) }
+        self.signingKey = c.signing_key.map { SealedSigningKey(c: $0.pointee) }
     }
 
     public func fill(_ c: inout Licensing__V1__ChangeEvent, _ arena: WireArena) {
@@ -835,6 +905,8 @@ extension ChangeEvent: ProtobufCMessageBinding {
         c.policy = self.policy.map { arena.message($0) }
         c.subscription = self.subscription.map { arena.message($0) }
         c.customer = self.customer.map { arena.message($0) }
+        c.department = self.department.map { arena.message($0) }
+        c.signing_key = self.signingKey.map { arena.message($0) }
     }
 }
 

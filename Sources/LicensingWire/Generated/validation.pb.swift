@@ -78,10 +78,11 @@ public struct ValidateResponse: WireMessage, Encodable {
     public var kid: String = ""
     public var signature: [UInt8] = []
     public var detail: String = ""
+    public var statement: [UInt8] = []
 
     public init() {}
 
-    public init(reason: ReasonCode = ReasonCode(rawValue: 0), valid: Bool = false, licenseId: String = "", state: LicenseState = LicenseState(rawValue: 0), expiresAt: Int64 = 0, graceEndsAt: Int64 = 0, features: [String] = [], serverTime: Int64 = 0, kid: String = "", signature: [UInt8] = [], detail: String = "") {
+    public init(reason: ReasonCode = ReasonCode(rawValue: 0), valid: Bool = false, licenseId: String = "", state: LicenseState = LicenseState(rawValue: 0), expiresAt: Int64 = 0, graceEndsAt: Int64 = 0, features: [String] = [], serverTime: Int64 = 0, kid: String = "", signature: [UInt8] = [], detail: String = "", statement: [UInt8] = []) {
         self.reason = reason
         self.valid = valid
         self.licenseId = licenseId
@@ -93,6 +94,7 @@ public struct ValidateResponse: WireMessage, Encodable {
         self.kid = kid
         self.signature = signature
         self.detail = detail
+        self.statement = statement
     }
 }
 
@@ -129,6 +131,7 @@ extension ValidateResponse: ProtobufCMessageBinding {
         self.kid = WireArena.string(c.kid)
         self.signature = WireArena.bytes(c.signature)
         self.detail = WireArena.string(c.detail)
+        self.statement = WireArena.bytes(c.statement)
     }
 
     public func fill(_ c: inout Licensing__V1__ValidateResponse, _ arena: WireArena) {
@@ -144,6 +147,80 @@ extension ValidateResponse: ProtobufCMessageBinding {
         c.kid = arena.string(self.kid)
         c.signature = arena.bytes(self.signature)
         c.detail = arena.string(self.detail)
+        c.statement = arena.bytes(self.statement)
+    }
+}
+
+public struct ValidationStatement: WireMessage, Encodable {
+    public var version: UInt32 = 0
+    public var reason: ReasonCode = ReasonCode(rawValue: 0)
+    public var licenseId: String = ""
+    public var expiresAt: Int64 = 0
+    public var graceEndsAt: Int64 = 0
+    public var features: [String] = []
+    public var serverTime: Int64 = 0
+    public var nonce: [UInt8] = []
+    public var fingerprintSha256: String = ""
+
+    public init() {}
+
+    public init(version: UInt32 = 0, reason: ReasonCode = ReasonCode(rawValue: 0), licenseId: String = "", expiresAt: Int64 = 0, graceEndsAt: Int64 = 0, features: [String] = [], serverTime: Int64 = 0, nonce: [UInt8] = [], fingerprintSha256: String = "") {
+        self.version = version
+        self.reason = reason
+        self.licenseId = licenseId
+        self.expiresAt = expiresAt
+        self.graceEndsAt = graceEndsAt
+        self.features = features
+        self.serverTime = serverTime
+        self.nonce = nonce
+        self.fingerprintSha256 = fingerprintSha256
+    }
+}
+
+extension ValidationStatement: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.ValidationStatement"
+
+    public static func cNew() -> Licensing__V1__ValidationStatement {
+        var c = Licensing__V1__ValidationStatement()
+        licensing__v1__validation_statement__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__ValidationStatement>? {
+        licensing__v1__validation_statement__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__ValidationStatement>) {
+        licensing__v1__validation_statement__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__ValidationStatement>) -> Int {
+        licensing__v1__validation_statement__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__ValidationStatement>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__validation_statement__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__ValidationStatement) {
+        self.version = c.version
+        self.reason = ReasonCode(rawValue: Int32(truncatingIfNeeded: c.reason.rawValue))
+        self.licenseId = WireArena.string(c.license_id)
+        self.expiresAt = c.expires_at
+        self.graceEndsAt = c.grace_ends_at
+        self.features = WireArena.array(c.n_features, c.features) { WireArena.string($0) }
+        self.serverTime = c.server_time
+        self.nonce = WireArena.bytes(c.nonce)
+        self.fingerprintSha256 = WireArena.string(c.fingerprint_sha256)
+    }
+
+    public func fill(_ c: inout Licensing__V1__ValidationStatement, _ arena: WireArena) {
+        c.version = self.version
+        c.reason = .init(rawValue: .init(truncatingIfNeeded: self.reason.rawValue))
+        c.license_id = arena.string(self.licenseId)
+        c.expires_at = self.expiresAt
+        c.grace_ends_at = self.graceEndsAt
+        c.n_features = self.features.count
+        c.features = arena.array(self.features) { arena.string($0) }
+        c.server_time = self.serverTime
+        c.nonce = arena.bytes(self.nonce)
+        c.fingerprint_sha256 = arena.string(self.fingerprintSha256)
     }
 }
 
@@ -857,13 +934,15 @@ public struct OfflineLicense: WireMessage, Encodable {
     public var armored: String = ""
     public var notBefore: Int64 = 0
     public var notAfter: Int64 = 0
+    public var kid: String = ""
 
     public init() {}
 
-    public init(armored: String = "", notBefore: Int64 = 0, notAfter: Int64 = 0) {
+    public init(armored: String = "", notBefore: Int64 = 0, notAfter: Int64 = 0, kid: String = "") {
         self.armored = armored
         self.notBefore = notBefore
         self.notAfter = notAfter
+        self.kid = kid
     }
 }
 
@@ -892,12 +971,14 @@ extension OfflineLicense: ProtobufCMessageBinding {
         self.armored = WireArena.string(c.armored)
         self.notBefore = c.not_before
         self.notAfter = c.not_after
+        self.kid = WireArena.string(c.kid)
     }
 
     public func fill(_ c: inout Licensing__V1__OfflineLicense, _ arena: WireArena) {
         c.armored = arena.string(self.armored)
         c.not_before = self.notBefore
         c.not_after = self.notAfter
+        c.kid = arena.string(self.kid)
     }
 }
 

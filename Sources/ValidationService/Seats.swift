@@ -1,0 +1,153 @@
+import Foundation
+import GRDB
+import LicensingCore
+import LicensingRPC
+import LicensingWire
+
+// Floating seats. A checkout takes a lease for a TTL; heartbeats extend it; a checkin or the
+// TTL running out frees it, so a crashed client's seat comes back by itself. Every seat
+// decision runs inside a write transaction — SQLite's single writer — so concurrent
+// checkouts can never hold more leases than the limit plus overage. When all seats are
+// taken a client may queue: seats that free up go to the queue in arrival order.
+
+extension ValidationService {
+    func checkoutSeat(_ request: CheckoutSeatRequest, _ call: ServerCall) async throws -> SeatLeaseResponse {
+        try Check.nonEmpty(request.clientId, "client_id")
+        try Check.length(request.clientId, "client_id")
+        try Check.length(request.user, "user")
+        guard request.ttlSeconds >= 0, request.ttlSeconds <= 86400 else {
+            throw RPCError.invalidArgument("ttl_seconds must be between 0 (the default, \(seatTTL) s) and 86400")
+        }
+        let now = clock.now
+        guard let (_, facts) = try await lookUp(request.licenseKey) else {
+            return SeatLeaseResponse(reason: .notFound)
+        }
+        var usable = facts
+        usable.licenseType = .unspecified
+        let decision = LicenseDecider.decide(usable, ValidationQuery(), now: now)
+        guard decision.allows else { return SeatLeaseResponse(reason: decision.reason) }
+        let ttl = request.ttlSeconds == 0 ? seatTTL : request.ttlSeconds
+        let limit = facts.allowance(facts.maxSeats)
+        return try await database.write { db in
+            try Self.reclaim(license: facts.licenseID, now: now, in: db)
+            if let existing = try SeatLease.fetch(db, license: facts.licenseID, client: request.clientId) {
+                // The client already holds a seat: the checkout is a renewal.
+                var lease = existing
+                lease.expiresAt = now + ttl
+                try db.execute(
+                    sql: "UPDATE seat_lease SET expires_at = ?, ttl_seconds = ? WHERE lease_id = ?", arguments: [lease.expiresAt, ttl, lease.leaseId])
+                return try Self.response(.valid, lease: lease, limit: limit, license: facts.licenseID, in: db)
+            }
+            let inUse = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM seat_lease WHERE license_id = ?", arguments: [facts.licenseID]) ?? 0
+            var free = limit.map { $0 - inUse } ?? Int.max
+            if let department = try LicenseReplica.department(facts.departmentID, in: db), department.maxSeats > 0 {
+                let departmentInUse = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM seat_lease WHERE department_id = ?", arguments: [facts.departmentID]) ?? 0
+                free = min(free, Int(department.maxSeats) * Int(max(facts.overagePermille, 1000)) / 1000 - departmentInUse)
+            }
+            // Clients already waiting come first.
+            let ahead = try Self.queuePosition(license: facts.licenseID, client: request.clientId, in: db)
+            if free > 0, ahead < free {
+                try db.execute(sql: "DELETE FROM seat_queue WHERE license_id = ? AND client_id = ?", arguments: [facts.licenseID, request.clientId])
+                let lease = SeatLease(
+                    leaseId: EntityID.make("lease"), licenseId: facts.licenseID, clientId: request.clientId, user: request.user,
+                    acquiredAt: now, expiresAt: now + ttl)
+                try db.execute(
+                    sql: """
+                        INSERT INTO seat_lease (lease_id, license_id, department_id, client_id, user, acquired_at, expires_at, ttl_seconds)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                        """,
+                    arguments: [lease.leaseId, lease.licenseId, facts.departmentID, lease.clientId, lease.user, lease.acquiredAt, lease.expiresAt, ttl])
+                return try Self.response(.valid, lease: lease, limit: limit, license: facts.licenseID, in: db)
+            }
+            guard request.queue else {
+                return try Self.response(.seatLimit, lease: nil, limit: limit, license: facts.licenseID, in: db)
+            }
+            // Join (or stay in) the line; a client that stops asking leaves it after the TTL.
+            try db.execute(
+                sql: """
+                    INSERT INTO seat_queue (license_id, client_id, user, expires_at) VALUES (?, ?, ?, ?)
+                    ON CONFLICT(license_id, client_id) DO UPDATE SET expires_at = excluded.expires_at
+                    """,
+                arguments: [facts.licenseID, request.clientId, request.user, now + ttl])
+            var response = try Self.response(.seatLimit, lease: nil, limit: limit, license: facts.licenseID, in: db)
+            response.queuePosition = UInt32(try Self.queuePosition(license: facts.licenseID, client: request.clientId, in: db) + 1)
+            return response
+        }
+    }
+
+    func heartbeatSeat(_ request: SeatLeaseRequest, _ call: ServerCall) async throws -> SeatLeaseResponse {
+        try Check.nonEmpty(request.leaseId, "lease_id")
+        let now = clock.now
+        return try await database.write { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM seat_lease WHERE lease_id = ?", arguments: [request.leaseId]),
+                (row["expires_at"] as Int64) > now
+            else {
+                throw RPCError.notFound("lease \(request.leaseId) has ended (checked in or expired); check out again")
+            }
+            var lease = SeatLease(row: row)
+            lease.expiresAt = now + (row["ttl_seconds"] as Int64)
+            try db.execute(sql: "UPDATE seat_lease SET expires_at = ? WHERE lease_id = ?", arguments: [lease.expiresAt, lease.leaseId])
+            return SeatLeaseResponse(reason: .valid, lease: lease)
+        }
+    }
+
+    func checkinSeat(_ request: SeatLeaseRequest, _ call: ServerCall) async throws -> SeatLeaseResponse {
+        try Check.nonEmpty(request.leaseId, "lease_id")
+        return try await database.write { db in
+            try db.execute(sql: "DELETE FROM seat_lease WHERE lease_id = ?", arguments: [request.leaseId])
+            guard db.changesCount > 0 else { throw RPCError.notFound("no lease \(request.leaseId)") }
+            return SeatLeaseResponse(reason: .valid)
+        }
+    }
+
+    /// Who holds a license's seats now (concurrent-user monitoring).
+    func listSeats(_ request: ListSeatsRequest, _ call: ServerCall) async throws -> ListSeatsResponse {
+        try Check.nonEmpty(request.licenseId, "license_id")
+        let now = clock.now
+        let tenant = call.metadata[RPCMetadata.tenant] ?? "default"
+        let found = try await database.read { db -> ListSeatsResponse? in
+            guard let row = try Row.fetchOne(
+                db, sql: "SELECT max_seats, overage_permille FROM replica_license WHERE license_id = ? AND tenant_id = ?",
+                arguments: [request.licenseId, tenant])
+            else { return nil }
+            let leases = try Row.fetchAll(
+                db, sql: "SELECT * FROM seat_lease WHERE license_id = ? AND expires_at > ? ORDER BY acquired_at", arguments: [request.licenseId, now]
+            ).map(SeatLease.init(row:))
+            let maxSeats: UInt32 = row[0]
+            let overage: UInt32 = row[1]
+            return ListSeatsResponse(leases: leases, seatLimit: UInt32(Int(maxSeats) * Int(max(overage, 1000)) / 1000))
+        }
+        guard let found else { throw RPCError.notFound("no license \(request.licenseId)") }
+        return found
+    }
+
+    static func reclaim(license: String, now: Int64, in db: Database) throws {
+        try db.execute(sql: "DELETE FROM seat_lease WHERE license_id = ? AND expires_at <= ?", arguments: [license, now])
+        try db.execute(sql: "DELETE FROM seat_queue WHERE license_id = ? AND expires_at <= ?", arguments: [license, now])
+    }
+
+    /// How many clients wait ahead of this one (all of them if it is not queued).
+    static func queuePosition(license: String, client: String, in db: Database) throws -> Int {
+        if let seq = try Int64.fetchOne(db, sql: "SELECT seq FROM seat_queue WHERE license_id = ? AND client_id = ?", arguments: [license, client]) {
+            return try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM seat_queue WHERE license_id = ? AND seq < ?", arguments: [license, seq]) ?? 0
+        }
+        return try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM seat_queue WHERE license_id = ?", arguments: [license]) ?? 0
+    }
+
+    static func response(_ reason: ReasonCode, lease: SeatLease?, limit: Int?, license: String, in db: Database) throws -> SeatLeaseResponse {
+        let inUse = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM seat_lease WHERE license_id = ?", arguments: [license]) ?? 0
+        return SeatLeaseResponse(reason: reason, lease: lease, seatsInUse: UInt32(inUse), seatLimit: UInt32(limit ?? 0))
+    }
+}
+
+extension SeatLease {
+    init(row: Row) {
+        self.init(
+            leaseId: row["lease_id"], licenseId: row["license_id"], clientId: row["client_id"], user: row["user"],
+            acquiredAt: row["acquired_at"], expiresAt: row["expires_at"])
+    }
+
+    static func fetch(_ db: Database, license: String, client: String) throws -> SeatLease? {
+        try Row.fetchOne(db, sql: "SELECT * FROM seat_lease WHERE license_id = ? AND client_id = ?", arguments: [license, client]).map(SeatLease.init(row:))
+    }
+}

@@ -1,0 +1,100 @@
+import GRDB
+import LicensingWire
+import Logging
+import NIOConcurrencyHelpers
+import ServiceLifecycle
+
+/// The record of every validation: appended in memory, written in batches (one
+/// transaction, one sync per batch) so the hot path never waits for a disk sync.
+/// Memory is bounded: when `capacity` entries are waiting, appends wait for the next
+/// write. On shutdown every waiting entry is written before the service stops.
+final class ValidationLog: Service, Sendable {
+    struct Entry: Sendable {
+        let occurredAt: Int64
+        let licenseID: String
+        let reason: ReasonCode
+        let fingerprintHash: String
+        let region: String
+        let feature: String
+    }
+
+    private struct State {
+        var pending: [Entry] = []
+        var waitingForRoom: [CheckedContinuation<Void, Never>] = []
+        var stopped = false
+    }
+
+    private let database: DatabasePool
+    private let capacity: Int
+    private let interval: Duration
+    private let logger: Logger
+    private let state = NIOLockedValueBox(State())
+
+    init(database: DatabasePool, capacity: Int = 50_000, interval: Duration = .milliseconds(100), logger: Logger) {
+        self.database = database
+        self.capacity = capacity
+        self.interval = interval
+        self.logger = logger
+    }
+
+    func append(_ entry: Entry) async {
+        while true {
+            let accepted = state.withLockedValue { state -> Bool in
+                guard state.pending.count < capacity || state.stopped else { return false }
+                state.pending.append(entry)
+                return true
+            }
+            if accepted { return }
+            await withCheckedContinuation { continuation in
+                let wait = state.withLockedValue { state -> Bool in
+                    guard state.pending.count >= capacity, !state.stopped else { return false }
+                    state.waitingForRoom.append(continuation)
+                    return true
+                }
+                if !wait { continuation.resume() }
+            }
+        }
+    }
+
+    func run() async throws {
+        while !Task.isShuttingDownGracefully, !Task.isCancelled {
+            try? await Task.sleep(for: interval)
+            await flush()
+        }
+        // Stopping: what was accepted is written before the process exits.
+        state.withLockedValue { $0.stopped = true }
+        await flush()
+    }
+
+    /// Writes everything pending in one transaction.
+    func flush() async {
+        let batch = state.withLockedValue { state -> [Entry] in
+            defer { state.pending.removeAll(keepingCapacity: true) }
+            return state.pending
+        }
+        if !batch.isEmpty {
+            do {
+                try await database.write { db in
+                    let insert = try db.cachedStatement(sql: """
+                        INSERT INTO validation_log (occurred_at, license_id, reason, fingerprint_hash, region, feature) VALUES (?, ?, ?, ?, ?, ?)
+                        """)
+                    for entry in batch {
+                        try insert.execute(arguments: [entry.occurredAt, entry.licenseID, entry.reason.rawValue, entry.fingerprintHash, entry.region, entry.feature])
+                    }
+                }
+            } catch {
+                // Put the batch back so it is retried, not lost.
+                logger.error("validation log write failed; will retry", metadata: ["entries": "\(batch.count)", "error": "\(error)"])
+                state.withLockedValue { $0.pending.insert(contentsOf: batch, at: 0) }
+            }
+        }
+        let waiting = state.withLockedValue { state -> [CheckedContinuation<Void, Never>] in
+            guard state.pending.count < capacity || state.stopped else { return [] }
+            defer { state.waitingForRoom.removeAll() }
+            return state.waitingForRoom
+        }
+        for continuation in waiting { continuation.resume() }
+    }
+
+    var pendingCount: Int { state.withLockedValue { $0.pending.count } }
+}
