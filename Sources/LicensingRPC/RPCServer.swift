@@ -178,10 +178,23 @@ public final class RPCServer: Service, Sendable {
         let callID = request.callId
         let method = request.method
         defer { streams.remove(callID) }
+        let maxFrameLength = configuration.limits.maxFrameLength
+        /// An answer too large for a frame would make the peer drop the whole connection,
+        /// failing every call on it; it fails only its own call instead.
+        @Sendable func oversized(_ envelope: Envelope) -> RPCError? {
+            // An answer's envelope adds a few dozen bytes to its payload: measure only near the limit.
+            guard envelope.payload.count > maxFrameLength - 64, envelope.serializedSize > maxFrameLength else { return nil }
+            return RPCError(.resourceExhausted, "an answer of \(method) (\(envelope.payload.count) bytes) exceeds the frame limit of \(maxFrameLength) bytes")
+        }
         func finish(_ kind: FrameKind, _ payload: [UInt8] = [], _ error: RPCError? = nil) async {
             var reply = Self.reply(callID, kind, error)
             reply.payload = payload
-            metrics.record(method: method, code: error?.code ?? .ok, duration: ContinuousClock.now - start)
+            var code = error?.code ?? .ok
+            if let tooLarge = oversized(reply) {
+                reply = Self.reply(callID, kind, tooLarge)
+                code = tooLarge.code
+            }
+            metrics.record(method: method, code: code, duration: ContinuousClock.now - start)
             try? await outbound.write(reply)
         }
 
@@ -214,7 +227,9 @@ public final class RPCServer: Service, Sendable {
             }
         case .serverStreaming(let body):
             let stream = ResponseStream { payload in
-                try await outbound.write(Envelope(callId: callID, kind: .streamMessage, payload: payload))
+                let message = Envelope(callId: callID, kind: .streamMessage, payload: payload)
+                if let tooLarge = oversized(message) { throw tooLarge }
+                try await outbound.write(message)
             }
             let task = Task { try await body(call, stream) }
             streams.start(callID, task)

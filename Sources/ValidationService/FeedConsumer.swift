@@ -1,6 +1,7 @@
 import LicensingRPC
 import LicensingWire
 import Logging
+import Metrics
 import NIOConcurrencyHelpers
 import ServiceLifecycle
 
@@ -16,6 +17,9 @@ final class FeedConsumer: Service, Sendable {
     private let idleInterval: Duration
     private let state = NIOLockedValueBox(Progress())
     private let catchingUp = NIOLockedValueBox<Task<Void, Never>?>(nil)
+    /// Staleness, for dashboards and alerts: how far the replica is behind issuance.
+    private let appliedGauge = Gauge(label: "validation_feed_applied_seq")
+    private let lagGauge = Gauge(label: "validation_feed_lag_events")
 
     struct Progress {
         var appliedSeq: UInt64 = 0
@@ -61,11 +65,14 @@ final class FeedConsumer: Service, Sendable {
         let response = try await client.call(IssuanceMethods.changes, ChangesRequest(afterSeq: after, limit: batch), timeout: .seconds(2))
         let position = try await replica.apply(response.events)
         if response.events.contains(where: { $0.kind == .signingKey }) { signingKeys.invalidate() }
-        state.withLockedValue {
+        let applied = state.withLockedValue {
             $0.appliedSeq = max($0.appliedSeq, position)
             $0.sourceSeq = response.lastSeq
             $0.lastContact = .now
+            return $0.appliedSeq
         }
+        appliedGauge.record(Int64(applied))
+        lagGauge.record(Int64(response.lastSeq) - Int64(applied))
         return response.events.count == Int(batch)
     }
 

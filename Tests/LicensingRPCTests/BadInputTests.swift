@@ -189,7 +189,8 @@ extension RPCTests {
         @Test(arguments: Transport.allCases)
         func alreadyExpiredDeadline(_ transport: Transport) async throws {
             let invoked = Counter()
-            try await withBadConnection(transport, router: echoRouter(started: invoked)) { raw, _ in
+            let router = echoRouter(delay: { request in if request.id == "late" { invoked.increment() } })
+            try await withBadConnection(transport, router: router) { raw, _ in
                 let expired = Envelope(
                     callId: 11, kind: .request, method: IssuanceMethods.getProduct.name,
                     payload: GetByIdRequest(id: "late").serializedBytes(), timeoutMicros: -1)

@@ -39,7 +39,8 @@ extension RPCTests {
             // The listeners close at once: the socket file goes before the slow call ends.
             #expect(await eventually(within: .seconds(5)) { !FileManager.default.fileExists(atPath: socketPath) },
                 "the Unix socket file is still there after shutdown began")
-            #expect(!release.isSet)
+            // It does not stop while the call is in flight.
+            #expect(!(await finishes(running, within: .milliseconds(200))), "the server stopped before its call in flight finished")
             release.set()
 
             let product = try await slow.value

@@ -116,24 +116,41 @@ extension RPCTests {
         /// A CANCEL that arrives together with its REQUEST (a caller that gives up at once)
         /// must still stop the call: the feed would otherwise run until the connection closes.
         @Test func cancelArrivingWithItsRequestStopsTheHandler() async throws {
-            let ended = Flag()
-            let directory = try TempDirectory()
-            try await withServer(Self.feedRouter(ended: ended), on: [Transport.unix.endpoint(in: directory)]) { endpoints in
-                let raw = try await RawConnection.connect(endpoints[0])
-                let request = Envelope(
-                    callId: 5, kind: .request, method: IssuanceMethods.watchChanges.name,
-                    payload: ChangesRequest(limit: 0).serializedBytes(), timeoutMicros: 60_000_000)
-                try await raw.send(frame(request) + frame(Envelope(callId: 5, kind: .cancel)))
-                var end: Envelope?
-                while let envelope = try await raw.nextEnvelope(within: .seconds(3)) {
-                    #expect(envelope.callId == 5)
-                    if envelope.kind == .streamEnd {
-                        end = envelope
-                        break
-                    }
+            let handlers = Counter()
+            let endedHandlers = Counter()
+            var router = echoRouter()
+            router.registerStream(IssuanceMethods.watchChanges) { _, _, stream in
+                handlers.increment()
+                defer { endedHandlers.increment() }
+                var seq: UInt64 = 0
+                while true {
+                    seq += 1
+                    try await stream.send(changeEvent(seq))
+                    try await Task.sleep(for: .milliseconds(5))
                 }
-                #expect(end?.status?.code == .cancelled, "no STREAM_END after CANCEL")
-                #expect(await ended.wait(within: .seconds(1)))
+            }
+            let directory = try TempDirectory()
+            try await withServer(router, on: [Transport.unix.endpoint(in: directory)]) { endpoints in
+                let raw = try await RawConnection.connect(endpoints[0])
+                let calls: [UInt64] = Array(1...20)
+                for id in calls {
+                    let request = Envelope(
+                        callId: id, kind: .request, method: IssuanceMethods.watchChanges.name,
+                        payload: ChangesRequest(limit: 0).serializedBytes(), timeoutMicros: 60_000_000)
+                    // Both frames in one write: the server reads them back to back.
+                    try await raw.send(frame(request) + frame(Envelope(callId: id, kind: .cancel)))
+                }
+                var ends: [UInt64: StatusCode] = [:]
+                // Feeds that missed their CANCEL keep sending, so read for a bounded time.
+                let giveUp = ContinuousClock.now + .seconds(3)
+                while ends.count < calls.count, ContinuousClock.now < giveUp,
+                    let envelope = try await raw.nextEnvelope(within: .seconds(1))
+                {
+                    if envelope.kind == .streamEnd { ends[envelope.callId] = envelope.status?.code }
+                }
+                #expect(ends.keys.sorted() == calls, "calls never ended after their CANCEL: \(Set(calls).subtracting(ends.keys).sorted())")
+                #expect(ends.values.allSatisfy { $0 == .cancelled }, "\(ends)")
+                #expect(await eventually(within: .seconds(2)) { endedHandlers.value == handlers.value })
                 await raw.close()
             }
         }

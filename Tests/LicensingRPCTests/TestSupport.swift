@@ -174,6 +174,12 @@ final class ByteCollector: ChannelInboundHandler, Sendable {
         context.fireChannelInactive()
     }
 
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // The server's EOF, should half-closure be on.
+        if case .inputClosed = event as? ChannelEvent { state.withLock { $0.closed = true } }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         context.close(promise: nil)
     }
@@ -196,7 +202,6 @@ final class RawConnection: Sendable {
     static func connect(_ endpoint: Endpoint) async throws -> RawConnection {
         let collector = ByteCollector()
         let bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .channelOption(.allowRemoteHalfClosure, value: true)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(collector) }
             }

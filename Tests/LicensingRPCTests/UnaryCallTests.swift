@@ -54,6 +54,64 @@ extension RPCTests {
             }
         }
 
+        @Test func brokenConnectionIsReplacedOnTheNextCall() async throws {
+            let directory = try TempDirectory()
+            let endpoint = Transport.unix.endpoint(in: directory)
+            let client = RPCClient(endpoint: endpoint, configuration: RPCClientConfiguration(connections: 1))
+            try await withServer(echoRouter(), on: [endpoint]) { _ in
+                let first = try await client.call(IssuanceMethods.getProduct, GetByIdRequest(id: "first"))
+                #expect(first.id == "first")
+            }
+            // The server is gone: calls fail as UNAVAILABLE rather than hang.
+            #expect(await rpcCode { _ = try await client.call(HealthMethods.check, HealthCheckRequest()) } == .unavailable)
+            try await withServer(echoRouter(), on: [endpoint]) { _ in
+                let second = try await client.call(IssuanceMethods.getProduct, GetByIdRequest(id: "second"))
+                #expect(second.id == "second")
+            }
+            await client.close()
+        }
+
+        /// An answer too large for a frame fails its own call, not the connection it shares.
+        @Test func answerOverTheFrameLimitFailsOnlyItsCall() async throws {
+            var router = echoRouter(delay: { request in
+                if request.id == "bystander" { try await Task.sleep(for: .milliseconds(200)) }
+            })
+            router.register(IssuanceMethods.getCustomer) { request, _ in
+                Customer(id: request.id, name: String(repeating: "n", count: 8 * 1024))
+            }
+            router.registerStream(IssuanceMethods.watchChanges) { _, _, stream in
+                try await stream.send(changeEvent(1))
+                try await stream.send(ChangeEvent(seq: 2, action: String(repeating: "a", count: 8 * 1024)))
+            }
+            let limits = FrameLimits(maxFrameLength: 4 * 1024)
+            let directory = try TempDirectory()
+            try await withServer(router, on: [Transport.unix.endpoint(in: directory)], limits: limits) { endpoints in
+                let client = RPCClient(
+                    endpoint: endpoints[0], configuration: RPCClientConfiguration(connections: 1, limits: limits))
+                let slow = Task {
+                    try await client.call(IssuanceMethods.getProduct, GetByIdRequest(id: "bystander"))
+                }
+                let code = await rpcCode { _ = try await client.call(IssuanceMethods.getCustomer, GetByIdRequest(id: "big")) }
+                #expect(code == .resourceExhausted)
+                let bystander = try await slow.value
+                #expect(bystander.id == "bystander")
+                let health = try await client.call(HealthMethods.check, HealthCheckRequest())
+                #expect(health.status == .serving)
+                // The same for a stream: the messages that fit arrive, then the call fails.
+                var seqs: [UInt64] = []
+                let streamed = await rpcCode {
+                    for try await event in try await client.stream(IssuanceMethods.watchChanges, ChangesRequest()) {
+                        seqs.append(event.seq)
+                    }
+                }
+                #expect(seqs == [1])
+                #expect(streamed == .resourceExhausted)
+                let again = try await client.call(IssuanceMethods.getProduct, GetByIdRequest(id: "again"))
+                #expect(again.id == "again")
+                await client.close()
+            }
+        }
+
         /// Many calls on one connection, each answered when it finishes: the first sent
         /// waits longest, so the answers come back in the opposite order.
         @Test(arguments: Transport.allCases)
