@@ -1,11 +1,14 @@
+import Foundation
 import GRDB
+import LicensingCore
 import LicensingRPC
 import LicensingRuntime
 import LicensingWire
 import Logging
+import NIOSSL
 import ServiceLifecycle
 
-/// The services behind the gateway and where they listen.
+/// The services behind the gateway.
 public struct Backends: Sendable {
     public var issuance: RPCClient
     public var validation: RPCClient
@@ -18,25 +21,57 @@ public struct Backends: Sendable {
         self.usage = usage
         self.reporting = reporting
     }
-
-    var all: [(name: String, client: RPCClient)] {
-        [("issuance", issuance), ("validation", validation), ("usage", usage), ("reporting", reporting)]
-    }
 }
 
-/// license-gateway: the front door. Every public method is forwarded unchanged (the
+/// license-gateway: the front door. Every call is authenticated (API key), checked against
+/// the role's permissions (deny by default) and rate limits, then forwarded unchanged (the
 /// payload is not decoded) to the service that owns it, with the caller's remaining
-/// deadline; composite calls fan out in parallel.
+/// deadline and the tenant the credential belongs to; composite calls fan out in parallel.
 public final class GatewayService: Sendable {
-    let backends: Backends
-    let database: DatabasePool
+    public struct Limits: Sendable {
+        /// Calls per second (and burst) per credential, by role; admins are not limited.
+        public var perRole: [Role: (rate: Double, burst: Double)] = [
+            .product: (500, 1000), .issuer: (100, 200), .support: (50, 100), .auditor: (20, 40), .integration: (100, 200),
+        ]
+        /// Validations and activations per second (and burst) per license key.
+        public var validatePerKey: (rate: Double, burst: Double) = (20, 40)
+        public var activatePerKey: (rate: Double, burst: Double) = (1, 5)
+        /// Failed authentications per second (and burst) per source address.
+        public var failedAuthPerSource: (rate: Double, burst: Double) = (1, 10)
+
+        public init() {}
+    }
+
+    let issuance: Backend
+    let validation: Backend
+    let usage: Backend
+    let reporting: Backend
+    let credentials: CredentialStore
+    let clock: any LicenseClock
     let logger: Logger
     let reporter = HealthReporter(service: "gateway")
+    let roleBuckets: [Role: TokenBuckets]
+    let validateBuckets: TokenBuckets
+    let activateBuckets: TokenBuckets
+    let failedAuthBuckets: TokenBuckets
 
-    public init(backends: Backends, database: DatabasePool, logger: Logger) {
-        self.backends = backends
-        self.database = database
+    var backends: [Backend] { [issuance, validation, usage, reporting] }
+
+    public init(
+        backends: Backends, database: DatabasePool, clock: any LicenseClock = SystemLicenseClock(),
+        limits: Limits = Limits(), logger: Logger
+    ) throws {
+        self.issuance = Backend(name: "issuance", client: backends.issuance)
+        self.validation = Backend(name: "validation", client: backends.validation)
+        self.usage = Backend(name: "usage", client: backends.usage)
+        self.reporting = Backend(name: "reporting", client: backends.reporting)
+        self.credentials = try CredentialStore(database: database)
+        self.clock = clock
         self.logger = logger
+        self.roleBuckets = limits.perRole.mapValues { TokenBuckets(rate: $0.rate, burst: $0.burst) }
+        self.validateBuckets = TokenBuckets(rate: limits.validatePerKey.rate, burst: limits.validatePerKey.burst)
+        self.activateBuckets = TokenBuckets(rate: limits.activatePerKey.rate, burst: limits.activatePerKey.burst)
+        self.failedAuthBuckets = TokenBuckets(rate: limits.failedAuthPerSource.rate, burst: limits.failedAuthPerSource.burst)
     }
 
     public static func openDatabase(path: String) throws -> DatabasePool {
@@ -59,81 +94,90 @@ public final class GatewayService: Sendable {
         return try ServiceDatabase.open(path: path, durability: .full, migrator: migrator)
     }
 
-    public static func services(_ environment: ServiceEnvironment) throws -> [any Service] {
+    public static func services(_ environment: ServiceEnvironment) async throws -> [any Service] {
         let settings = environment.settings
-        func client(_ name: String) throws -> RPCClient {
-            RPCClient(endpoint: try settings.endpoint(name, default: settings.defaultSocket(name)))
+        // Mutual TLS to services on TCP when configured; Unix sockets need none.
+        var backendTLS: NIOSSLContext?
+        if let ca = settings["backend-ca"] {
+            backendTLS = try RPCTLS.client(ca: ca, certificateChain: settings["backend-cert"], privateKey: settings["backend-key"])
         }
-        let backends = Backends(
-            issuance: try client("issuance"), validation: try client("validation"),
-            usage: try client("usage"), reporting: try client("reporting"))
-        let gateway = GatewayService(backends: backends, database: try openDatabase(path: environment.databasePath), logger: environment.logger)
+        func client(_ name: String) throws -> RPCClient {
+            RPCClient(
+                endpoint: try settings.endpoint(name, default: settings.defaultSocket(name)),
+                configuration: RPCClientConfiguration(connections: 4, tls: backendTLS))
+        }
+        let gateway = try GatewayService(
+            backends: Backends(issuance: try client("issuance"), validation: try client("validation"), usage: try client("usage"), reporting: try client("reporting")),
+            database: try openDatabase(path: environment.databasePath), logger: environment.logger)
+        if environment.developmentMode || settings["admin-key-file"] != nil {
+            let file = settings["admin-key-file"] ?? "\(settings.dataDirectory)/secrets/admin-api-key"
+            if try await gateway.credentials.bootstrapAdmin(file: file, now: gateway.clock.now) {
+                environment.logger.notice("created the first admin API key", metadata: ["file": "\(file)"])
+            }
+        }
         var configuration = try environment.serverConfiguration
         configuration.endpoints = try settings.endpoints(
             "listen", default: [settings.defaultSocket("gateway"), .tcp(host: "127.0.0.1", port: 7400)])
-        return [RPCServer(router: gateway.router(), configuration: configuration, logger: environment.logger)]
+        if configuration.tls == nil, configuration.endpoints.contains(where: { if case .tcp = $0 { return true } else { return false } }) {
+            guard try settings.bool("allow-plaintext-tcp", default: environment.developmentMode) else {
+                throw RPCError.invalidArgument(
+                    "the gateway's TCP listener needs TLS: set tls-cert and tls-key (or allow-plaintext-tcp = true for a loopback test setup)")
+            }
+            environment.logger.warning("TCP listener without TLS: for local development only")
+        }
+        return [
+            RPCServer(router: gateway.router(), configuration: configuration, logger: environment.logger),
+            BackendProber(backends: gateway.backends, logger: environment.logger),
+        ]
     }
 
     public func router() -> RPCRouter {
         var router = RPCRouter()
+        // Health/Check reveals only that the gateway runs: load balancers call it without a key.
         reporter.register(in: &router)
-        route(IssuanceMethods.all, to: backends.issuance, in: &router)
-        route(ValidationMethods.all, to: backends.validation, in: &router)
-        route(UsageMethods.all, to: backends.usage, in: &router)
-        route(ReportingMethods.all, to: backends.reporting, in: &router)
-        router.register(GatewayMethods.health) { _, call in await self.health(call) }
+        route(IssuanceMethods.all, to: issuance, in: &router)
+        route(ValidationMethods.all, to: validation, in: &router)
+        route(UsageMethods.all, to: usage, in: &router)
+        route(ReportingMethods.all, to: reporting, in: &router)
+        register(GatewayMethods.health, in: &router) { _, call, _ in await self.health(call) }
+        register(GatewayMethods.createApiKey, in: &router) { try await self.createApiKey($0, $1, $2) }
+        register(GatewayMethods.listApiKeys, in: &router) { try await self.listApiKeys($0, $1, $2) }
+        register(GatewayMethods.revokeApiKey, in: &router) { try await self.revokeApiKey($0, $1, $2) }
+        register(GatewayMethods.licenseOverview, in: &router) { try await self.licenseOverview($0, $1, $2) }
+        register(GatewayMethods.eraseCustomer, in: &router) { try await self.eraseCustomer($0, $1, $2) }
         return router
     }
 
-    private func route(_ methods: [WireMethodInfo], to backend: RPCClient, in router: inout RPCRouter) {
+    /// Every public method of a service, guarded and forwarded.
+    private func route(_ methods: [WireMethodInfo], to backend: Backend, in router: inout RPCRouter) {
         for method in methods {
             if method.serverStreaming {
                 router.register(name: method.name, .serverStreaming { call, stream in
-                    let messages = try await backend.streamRaw(
-                        call.method, payload: call.payload, metadata: Self.forwarded(call.metadata), deadline: call.deadline)
-                    for try await message in messages {
-                        try await stream.send(message)
+                    try await self.guarded(call) { call, _ in
+                        let messages = try await backend.streamRaw(call.method, payload: call.payload, metadata: call.metadata, deadline: call.deadline)
+                        for try await message in messages { try await stream.send(message) }
                     }
                 })
             } else {
                 router.register(name: method.name, .unary { call in
-                    try await backend.callRaw(call.method, payload: call.payload, metadata: Self.forwarded(call.metadata), deadline: call.deadline)
+                    try await self.guarded(call) { call, _ in
+                        try await backend.callRaw(call.method, payload: call.payload, metadata: call.metadata, deadline: call.deadline)
+                    }
                 })
             }
         }
     }
 
-    /// Metadata passed on: the caller's own, minus anything only the gateway may set.
-    static func forwarded(_ metadata: RPCMetadata) -> RPCMetadata {
-        var metadata = metadata
-        metadata.removeAll(prefixed: RPCMetadata.gatewayPrefix)
-        metadata[RPCMetadata.apiKey] = nil
-        metadata[RPCMetadata.tenant] = "default"
-        return metadata
-    }
-
-    /// Every service's health, asked in parallel; a service that does not answer is
-    /// reported with its status instead of failing the whole answer.
-    func health(_ call: ServerCall) async -> GatewayHealthResponse {
-        let parts = await withTaskGroup(of: (Int, ComponentHealth).self) { group in
-            for (index, backend) in backends.all.enumerated() {
-                group.addTask {
-                    do {
-                        let health = try await backend.client.call(
-                            HealthMethods.check, HealthCheckRequest(), timeout: min(.seconds(2), call.deadline - .now))
-                        return (index, ComponentHealth(name: backend.name, code: .ok, health: health))
-                    } catch let error as RPCError {
-                        return (index, ComponentHealth(name: backend.name, code: error.code, message: error.message))
-                    } catch {
-                        return (index, ComponentHealth(name: backend.name, code: .unavailable, message: "\(error)"))
-                    }
-                }
+    /// A method the gateway answers itself, guarded like the rest.
+    private func register<Request, Response>(
+        _ method: WireMethod<Request, Response>, in router: inout RPCRouter,
+        _ body: @escaping @Sendable (Request, ServerCall, ApiKey) async throws -> Response
+    ) {
+        router.register(name: method.name, .unary { call in
+            try await self.guarded(call) { call, identity in
+                let request: Request = try call.decode()
+                return try await body(request, call, identity).serializedBytes()
             }
-            var parts: [(Int, ComponentHealth)] = []
-            for await part in group { parts.append(part) }
-            return parts.sorted { $0.0 < $1.0 }.map(\.1)
-        }
-        let own = ComponentHealth(name: "gateway", code: .ok, health: await reporter.check())
-        return GatewayHealthResponse(components: [own] + parts)
+        })
     }
 }

@@ -92,6 +92,7 @@ public final class IssuanceService: Sendable {
         router.register(IssuanceMethods.verifyAuditChain) { try await self.verifyAuditChain($0, $1) }
         router.register(IssuanceMethods.changes) { try await self.changes($0, $1) }
         router.registerStream(IssuanceMethods.watchChanges) { try await self.watchChanges($0, $1, $2) }
+        router.register(IssuanceMethods.eraseCustomer) { try await self.eraseCustomer($0, $1) }
         return router
     }
 

@@ -33,6 +33,8 @@ extension RPCMetadata {
     /// Makes a mutating call safe to retry.
     public static let idempotencyKey = "idempotency-key"
     public static let traceID = "trace-id"
+    /// On RESOURCE_EXHAUSTED: whole seconds to wait before retrying.
+    public static let retryAfter = "retry-after"
     /// Set by the gateway after authentication; a caller's own values are dropped.
     public static let tenant = "x-lm-tenant"
     public static let actor = "x-lm-actor"

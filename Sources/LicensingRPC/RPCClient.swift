@@ -2,6 +2,7 @@ import LicensingWire
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 import Synchronization
 
 public struct RPCClientConfiguration: Sendable {
@@ -11,17 +12,29 @@ public struct RPCClientConfiguration: Sendable {
     /// Used when a call names no timeout of its own.
     public var defaultTimeout: Duration
     public var limits: FrameLimits
+    /// TLS for TCP endpoints (ignored for Unix sockets); nil = plaintext.
+    public var tls: NIOSSLContext?
+    /// The name the server's certificate must carry; default: the endpoint's host.
+    public var serverHostname: String?
+    /// Sent with every call (a call's own metadata wins), e.g. the API key.
+    public var metadata: RPCMetadata
 
     public init(
         connections: Int = 2,
         connectTimeout: Duration = .seconds(1),
         defaultTimeout: Duration = .seconds(30),
-        limits: FrameLimits = FrameLimits(partialFrameTimeout: .seconds(30))
+        limits: FrameLimits = FrameLimits(partialFrameTimeout: .seconds(30)),
+        tls: NIOSSLContext? = nil,
+        serverHostname: String? = nil,
+        metadata: RPCMetadata = [:]
     ) {
         self.connections = max(1, connections)
         self.connectTimeout = connectTimeout
         self.defaultTimeout = defaultTimeout
         self.limits = limits
+        self.tls = tls
+        self.serverHostname = serverHostname
+        self.metadata = metadata
     }
 }
 
@@ -82,10 +95,10 @@ public final class RPCClient: Sendable {
         }
         let connection = try await connection(before: deadline)
         let reply = try await connection.unary(
-            Envelope(method: method, payload: payload, timeoutMicros: remaining.microseconds, metadata: metadata.entries),
+            Envelope(method: method, payload: payload, timeoutMicros: remaining.microseconds, metadata: merged(metadata).entries),
             timeout: remaining)
         if let status = reply.status, status.code != .ok {
-            throw RPCError(status: status)
+            throw RPCError(status: status, metadata: RPCMetadata(reply.metadata))
         }
         return reply.payload
     }
@@ -120,7 +133,7 @@ public final class RPCClient: Sendable {
         }
         let connection = try await connection(before: deadline)
         return connection.stream(
-            Envelope(method: method, payload: payload, timeoutMicros: remaining.microseconds, metadata: metadata.entries),
+            Envelope(method: method, payload: payload, timeoutMicros: remaining.microseconds, metadata: merged(metadata).entries),
             timeout: remaining)
     }
 
@@ -137,6 +150,13 @@ public final class RPCClient: Sendable {
             case .idle, .closed: break
             }
         }
+    }
+
+    private func merged(_ metadata: RPCMetadata) -> RPCMetadata {
+        guard !configuration.metadata.entries.isEmpty else { return metadata }
+        var merged = configuration.metadata
+        for entry in metadata.entries { merged[entry.key] = entry.value }
+        return merged
     }
 
     private func deadline(_ timeout: Duration?) -> ContinuousClock.Instant {
@@ -182,11 +202,20 @@ public final class RPCClient: Sendable {
 
     private func connect() -> EventLoopFuture<ClientConnection> {
         let limits = configuration.limits
+        var tls: (NIOSSLContext, String?)?
+        if case .tcp(let host, _) = endpoint, let context = configuration.tls {
+            // An IP address is not a valid SNI name; verification still checks it against the certificate.
+            let name = configuration.serverHostname ?? host
+            tls = (context, name.first?.isNumber == true || name.contains(":") ? nil : name)
+        }
         let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(.nanoseconds(configuration.connectTimeout.nanoseconds))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
+            .channelInitializer { [tls] channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let (context, hostname) = tls {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: hostname))
+                    }
                     try channel.pipeline.syncOperations.addEnvelopeFraming(limits: limits)
                     try channel.pipeline.syncOperations.addHandler(CallDispatcher())
                 }

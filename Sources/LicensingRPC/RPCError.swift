@@ -1,17 +1,20 @@
 import LicensingWire
 
 /// A failed call: a canonical status code and a message the caller can act on.
-public struct RPCError: Error, Hashable, Sendable, CustomStringConvertible {
+public struct RPCError: Error, Equatable, Sendable, CustomStringConvertible {
     public var code: StatusCode
     public var message: String
+    /// Sent with the status, e.g. `retry-after` on RESOURCE_EXHAUSTED.
+    public var metadata: RPCMetadata
 
-    public init(_ code: StatusCode, _ message: String) {
+    public init(_ code: StatusCode, _ message: String, metadata: RPCMetadata = [:]) {
         self.code = code
         self.message = message
+        self.metadata = metadata
     }
 
-    public init(status: Status) {
-        self.init(status.code, status.message)
+    public init(status: Status, metadata: RPCMetadata = [:]) {
+        self.init(status.code, status.message, metadata: metadata)
     }
 
     public var status: Status { Status(code: code, message: message) }

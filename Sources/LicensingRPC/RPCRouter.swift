@@ -9,13 +9,18 @@ public struct ServerCall: Sendable {
     /// When the caller stops waiting; handlers pass it on to the calls they make.
     public let deadline: ContinuousClock.Instant
     public let logger: Logger
+    /// The caller's IP address, or "unix" for local callers.
+    public let peer: String
 
-    public init(method: String, payload: [UInt8], metadata: RPCMetadata, deadline: ContinuousClock.Instant, logger: Logger) {
+    public init(
+        method: String, payload: [UInt8], metadata: RPCMetadata, deadline: ContinuousClock.Instant, logger: Logger, peer: String = "unix"
+    ) {
         self.method = method
         self.payload = payload
         self.metadata = metadata
         self.deadline = deadline
         self.logger = logger
+        self.peer = peer
     }
 
     /// Decodes the request; a payload that does not decode is the caller's error.

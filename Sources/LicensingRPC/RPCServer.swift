@@ -8,6 +8,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 import ServiceLifecycle
 
 public struct RPCServerConfiguration: Sendable {
@@ -17,17 +18,21 @@ public struct RPCServerConfiguration: Sendable {
     public var defaultTimeout: Duration
     /// File mode of Unix-domain sockets: owner and group only.
     public var unixSocketMode: UInt32
+    /// TLS for TCP endpoints (Unix sockets are protected by their file mode); nil = plaintext.
+    public var tls: NIOSSLContext?
 
     public init(
         endpoints: [Endpoint],
         limits: FrameLimits = FrameLimits(),
         defaultTimeout: Duration = .seconds(30),
-        unixSocketMode: UInt32 = 0o660
+        unixSocketMode: UInt32 = 0o660,
+        tls: NIOSSLContext? = nil
     ) {
         self.endpoints = endpoints
         self.limits = limits
         self.defaultTimeout = defaultTimeout
         self.unixSocketMode = unixSocketMode
+        self.tls = tls
     }
 }
 
@@ -101,12 +106,17 @@ public final class RPCServer: Service, Sendable {
 
     private func bind(_ endpoint: Endpoint) async throws -> NIOAsyncChannel<NIOAsyncChannel<InboundFrame, Envelope>, Never> {
         let limits = configuration.limits
+        var tls: NIOSSLContext?
+        if case .tcp = endpoint { tls = configuration.tls }
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(.backlog, value: 1024)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-        let initializer: @Sendable (Channel) -> EventLoopFuture<NIOAsyncChannel<InboundFrame, Envelope>> = { channel in
+        let initializer: @Sendable (Channel) -> EventLoopFuture<NIOAsyncChannel<InboundFrame, Envelope>> = { [tls] channel in
             channel.eventLoop.makeCompletedFuture {
+                if let tls {
+                    try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
+                }
                 try channel.pipeline.syncOperations.addEnvelopeFraming(limits: limits)
                 return try NIOAsyncChannel(
                     wrappingChannelSynchronously: channel,
@@ -135,7 +145,8 @@ public final class RPCServer: Service, Sendable {
     // MARK: Connections
 
     private func serve(_ connection: NIOAsyncChannel<InboundFrame, Envelope>) async {
-        let peer = connection.channel.remoteAddress?.description ?? "unix"
+        // The caller's address, for limits on failed authentication; all local Unix callers share one.
+        let peer = connection.channel.remoteAddress?.ipAddress ?? "unix"
         do {
             try await connection.executeThenClose { inbound, outbound in
                 let streams = StreamCalls()
@@ -152,7 +163,7 @@ public final class RPCServer: Service, Sendable {
                                 case .request:
                                     // Known from now on, so a CANCEL read before the call starts still stops it.
                                     streams.open(envelope.callId)
-                                    calls.addTask { await self.dispatch(envelope, outbound: outbound, streams: streams) }
+                                    calls.addTask { await self.dispatch(envelope, peer: peer, outbound: outbound, streams: streams) }
                                 case .cancel:
                                     streams.cancel(envelope.callId)
                                 default:
@@ -173,7 +184,7 @@ public final class RPCServer: Service, Sendable {
         }
     }
 
-    private func dispatch(_ request: Envelope, outbound: NIOAsyncChannelOutboundWriter<Envelope>, streams: StreamCalls) async {
+    private func dispatch(_ request: Envelope, peer: String, outbound: NIOAsyncChannelOutboundWriter<Envelope>, streams: StreamCalls) async {
         let start = ContinuousClock.now
         let callID = request.callId
         let method = request.method
@@ -189,6 +200,7 @@ public final class RPCServer: Service, Sendable {
         func finish(_ kind: FrameKind, _ payload: [UInt8] = [], _ error: RPCError? = nil) async {
             var reply = Self.reply(callID, kind, error)
             reply.payload = payload
+            if let error { reply.metadata = error.metadata.entries }
             var code = error?.code ?? .ok
             if let tooLarge = oversized(reply) {
                 reply = Self.reply(callID, kind, tooLarge)
@@ -211,7 +223,8 @@ public final class RPCServer: Service, Sendable {
         if let trace = request.metadata.first(where: { $0.key == RPCMetadata.traceID }) {
             logger[metadataKey: "trace"] = "\(trace.value)"
         }
-        let call = ServerCall(method: method, payload: request.payload, metadata: RPCMetadata(request.metadata), deadline: deadline, logger: logger)
+        let call = ServerCall(
+            method: method, payload: request.payload, metadata: RPCMetadata(request.metadata), deadline: deadline, logger: logger, peer: peer)
 
         switch handler {
         case .unary(let body):

@@ -21,13 +21,20 @@ public struct ServiceEnvironment: Sendable {
         self.developmentMode = developmentMode
     }
 
+    /// Where and how to serve: `listen`, frame limits, and TLS for TCP listeners from
+    /// `tls-cert` and `tls-key` (PEM files), with `tls-client-ca` requiring client
+    /// certificates (mutual TLS between the gateway and the services).
     public var serverConfiguration: RPCServerConfiguration {
         get throws {
-            RPCServerConfiguration(
+            var configuration = RPCServerConfiguration(
                 endpoints: try settings.endpoints("listen", default: [settings.defaultSocket(name)]),
                 limits: FrameLimits(
                     maxFrameLength: try settings.int("max-frame-bytes", default: 4 << 20),
                     partialFrameTimeout: .seconds(Int64(try settings.int("read-timeout-seconds", default: 10)))))
+            if let certificate = settings["tls-cert"], let key = settings["tls-key"] {
+                configuration.tls = try RPCTLS.server(certificateChain: certificate, privateKey: key, clientCA: settings["tls-client-ca"])
+            }
+            return configuration
         }
     }
 

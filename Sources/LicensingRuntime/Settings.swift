@@ -126,9 +126,21 @@ public struct RuntimeOptions: ParsableArguments {
     @Option(help: "Local development mode: generate missing secrets into the data folder.")
     public var dev: Bool?
 
+    @Option(help: "TLS certificate chain (PEM) for TCP listeners.")
+    public var tlsCert: String?
+
+    @Option(help: "TLS private key (PEM) for TCP listeners.")
+    public var tlsKey: String?
+
+    @Option(help: "CA (PEM) whose client certificates TCP listeners require (mutual TLS).")
+    public var tlsClientCa: String?
+
     public init() {}
 
     public var flags: [String: String?] {
-        ["data-dir": dataDir, "listen": listen, "metrics": metrics, "log-level": logLevel, "dev": dev.map { String($0) }]
+        [
+            "data-dir": dataDir, "listen": listen, "metrics": metrics, "log-level": logLevel, "dev": dev.map { String($0) },
+            "tls-cert": tlsCert, "tls-key": tlsKey, "tls-client-ca": tlsClientCa,
+        ]
     }
 }

@@ -38,6 +38,10 @@ public final class ReportingService: Sendable {
     public func router() -> RPCRouter {
         var router = RPCRouter()
         HealthReporter(service: "reporting").register(in: &router)
+        // GDPR erasure fans out to every service; this one keeps no personal data yet.
+        router.register(ReportingMethods.eraseCustomer) { request, _ in
+            EraseCustomerResponse(service: "reporting", recordsErased: 0, detail: "holds no personal data")
+        }
         return router
     }
 }

@@ -44,6 +44,10 @@ public final class UsageService: Sendable {
     public func router() -> RPCRouter {
         var router = RPCRouter()
         HealthReporter(service: "usage").register(in: &router)
+        // GDPR erasure fans out to every service; this one keeps no personal data yet.
+        router.register(UsageMethods.eraseCustomer) { request, _ in
+            EraseCustomerResponse(service: "usage", recordsErased: 0, detail: "holds no personal data")
+        }
         return router
     }
 }

@@ -13,7 +13,7 @@ extension ValidationService {
         try Check.length(request.machineName, "machine_name")
         try Check.length(request.platform, "platform")
         let now = clock.now
-        guard let (key, facts) = try await lookUp(request.licenseKey) else {
+        guard let (key, facts) = try await lookUp(request.licenseKey, call) else {
             return ActivateResponse(reason: .notFound, detail: "no license has this key")
         }
         _ = key
@@ -71,7 +71,7 @@ extension ValidationService {
 
     func deactivate(_ request: DeactivateRequest, _ call: ServerCall) async throws -> DeactivateResponse {
         try Check.fingerprint(request.fingerprint)
-        guard let (_, facts) = try await lookUp(request.licenseKey) else {
+        guard let (_, facts) = try await lookUp(request.licenseKey, call) else {
             throw RPCError.notFound("no license has this key")
         }
         let fingerprintHash = LicenseCertificates.fingerprintHash(request.fingerprint)
@@ -85,11 +85,11 @@ extension ValidationService {
 
     func listMachines(_ request: ListMachinesRequest, _ call: ServerCall) async throws -> ListMachinesResponse {
         try Check.nonEmpty(request.licenseId, "license_id")
-        let tenant = call.metadata[RPCMetadata.tenant] ?? "default"
+        let tenant = call.metadata[RPCMetadata.tenant]
         let size = request.page?.pageSize == 0 || request.page == nil ? 100 : min(Int(request.page!.pageSize), 1000)
         let after = request.page?.pageToken ?? ""
         let machines = try await database.read { db -> [Machine]? in
-            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM replica_license WHERE license_id = ? AND tenant_id = ?", arguments: [request.licenseId, tenant]) == true else {
+            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM replica_license WHERE license_id = ? AND (? IS NULL OR tenant_id = ?)", arguments: [request.licenseId, tenant, tenant]) == true else {
                 return nil
             }
             return try Row.fetchAll(

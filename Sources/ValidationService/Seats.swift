@@ -19,7 +19,7 @@ extension ValidationService {
             throw RPCError.invalidArgument("ttl_seconds must be between 0 (the default, \(seatTTL) s) and 86400")
         }
         let now = clock.now
-        guard let (_, facts) = try await lookUp(request.licenseKey) else {
+        guard let (_, facts) = try await lookUp(request.licenseKey, call) else {
             return SeatLeaseResponse(reason: .notFound)
         }
         var usable = facts
@@ -104,11 +104,11 @@ extension ValidationService {
     func listSeats(_ request: ListSeatsRequest, _ call: ServerCall) async throws -> ListSeatsResponse {
         try Check.nonEmpty(request.licenseId, "license_id")
         let now = clock.now
-        let tenant = call.metadata[RPCMetadata.tenant] ?? "default"
+        let tenant = call.metadata[RPCMetadata.tenant]
         let found = try await database.read { db -> ListSeatsResponse? in
             guard let row = try Row.fetchOne(
-                db, sql: "SELECT max_seats, overage_permille FROM replica_license WHERE license_id = ? AND tenant_id = ?",
-                arguments: [request.licenseId, tenant])
+                db, sql: "SELECT max_seats, overage_permille FROM replica_license WHERE license_id = ? AND (? IS NULL OR tenant_id = ?)",
+                arguments: [request.licenseId, tenant, tenant])
             else { return nil }
             let leases = try Row.fetchAll(
                 db, sql: "SELECT * FROM seat_lease WHERE license_id = ? AND expires_at > ? ORDER BY acquired_at", arguments: [request.licenseId, now]

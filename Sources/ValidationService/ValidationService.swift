@@ -104,12 +104,20 @@ public final class ValidationService: Sendable {
         router.register(ValidationMethods.checkinSeat) { try await self.checkinSeat($0, $1) }
         router.register(ValidationMethods.listSeats) { try await self.listSeats($0, $1) }
         router.register(ValidationMethods.createOfflineLicense) { try await self.createOfflineLicense($0, $1) }
+        router.register(ValidationMethods.eraseCustomer) { try await self.eraseCustomer($0, $1) }
         return router
     }
 
-    /// The key and its license's facts, or nil when no license has the key. A malformed key
-    /// is the caller's error.
-    func lookUp(_ text: String) async throws -> (LicenseKey, LicenseFacts)? {
+    /// The key and its license's facts, or nil when no license of the caller's tenant has
+    /// the key. A malformed key is the caller's error. Calls through the gateway carry the
+    /// tenant; local callers without one are trusted with any key they hold.
+    func lookUp(_ text: String, _ call: ServerCall) async throws -> (LicenseKey, LicenseFacts)? {
+        guard let found = try await lookUpAnyTenant(text) else { return nil }
+        if let tenant = call.metadata[RPCMetadata.tenant], tenant != found.1.tenantID { return nil }
+        return found
+    }
+
+    private func lookUpAnyTenant(_ text: String) async throws -> (LicenseKey, LicenseFacts)? {
         let key: LicenseKey
         do {
             key = try LicenseKey(parsing: text)
@@ -137,7 +145,7 @@ public final class ValidationService: Sendable {
         let region = region(stated: request.region, clientIP: request.clientIp)
         let found: (LicenseKey, LicenseFacts)?
         do {
-            found = try await lookUp(request.licenseKey)
+            found = try await lookUp(request.licenseKey, call)
         } catch let error as RPCError where error.code == .invalidArgument {
             return try await answer(LicenseDecision(reason: .malformedKey, state: .unspecified, detail: error.message), nil, request, fingerprintHash, region, now)
         }
@@ -184,7 +192,7 @@ public final class ValidationService: Sendable {
         try Check.fingerprint(request.fingerprint)
         guard request.validSeconds >= 0 else { throw RPCError.invalidArgument("valid_seconds must not be negative") }
         let now = clock.now
-        guard let (key, facts) = try await lookUp(request.licenseKey) else { throw RPCError.notFound("no license has this key") }
+        guard let (key, facts) = try await lookUp(request.licenseKey, call) else { throw RPCError.notFound("no license has this key") }
         var usable = facts
         usable.licenseType = .unspecified
         let decision = LicenseDecider.decide(usable, ValidationQuery(), now: now)

@@ -23,9 +23,29 @@ struct LicenseGatewayCommand: AsyncParsableCommand {
     @Option(help: "Reporting endpoint (default: unix:<data>/run/reporting.sock).")
     var reporting: String?
 
+    @Option(help: "CA (PEM) of the services' TLS certificates, for services on TCP.")
+    var backendCa: String?
+
+    @Option(help: "Client certificate (PEM) the gateway presents to services (mutual TLS).")
+    var backendCert: String?
+
+    @Option(help: "Key (PEM) of --backend-cert.")
+    var backendKey: String?
+
+    @Option(help: "Where to write the first admin API key when none exists (default in --dev: <data>/secrets/admin-api-key).")
+    var adminKeyFile: String?
+
+    @Option(help: "Serve TCP without TLS (loopback test setups only; the default in --dev).")
+    var allowPlaintextTcp: Bool?
+
     func run() async throws {
-        try await ServiceRunner.run(name: "gateway", options: runtime, extraFlags: ["issuance": issuance, "validation": validation, "usage": usage, "reporting": reporting]) { environment in
-            try GatewayService.services(environment)
+        let flags: [String: String?] = [
+            "issuance": issuance, "validation": validation, "usage": usage, "reporting": reporting, "backend-ca": backendCa,
+            "backend-cert": backendCert, "backend-key": backendKey, "admin-key-file": adminKeyFile,
+            "allow-plaintext-tcp": allowPlaintextTcp.map { String($0) },
+        ]
+        try await ServiceRunner.run(name: "gateway", options: runtime, extraFlags: flags) { environment in
+            try await GatewayService.services(environment)
         }
     }
 }

@@ -16,7 +16,7 @@ struct Licensectl: AsyncParsableCommand {
             HealthCommand.self, ProductCommand.self, PolicyCommand.self, CustomerCommand.self, DepartmentCommand.self,
             LicenseCommand.self, SubscriptionCommand.self, KeysCommand.self, CertificateCommand.self, AuditCommand.self,
             ValidateCommand.self, ActivateCommand.self, DeactivateCommand.self, MachinesCommand.self, SeatsCommand.self,
-            OfflineFileCommand.self, VerifyFileCommand.self,
+            OfflineFileCommand.self, VerifyFileCommand.self, ApiKeyCommand.self, OverviewCommand.self, EraseCommand.self,
         ])
 
     /// Exit codes scripts can rely on: 0 done, 1 a negative answer (a license that is not
@@ -54,8 +54,28 @@ struct GlobalOptions: ParsableArguments {
     @Option(help: "Makes a change safe to retry: the same key returns the first answer.")
     var idempotencyKey: String?
 
+    @Option(help: "API key (default: LM_API_KEY, or the local stack's admin key).")
+    var apiKey: String?
+
+    @Option(help: "CA certificate (PEM) that signed the gateway's TLS certificate; TCP gateways only.")
+    var ca: String?
+
     func client() throws -> RPCClient {
-        RPCClient(endpoint: try Endpoint(parsing: gateway ?? LocalStack.gatewayEndpoint()), configuration: .init(connections: 1))
+        let endpoint = try Endpoint(parsing: gateway ?? LocalStack.gatewayEndpoint())
+        var configuration = RPCClientConfiguration(connections: 1)
+        if let credential { configuration.metadata[RPCMetadata.apiKey] = credential }
+        if case .tcp = endpoint, let ca = ca ?? ProcessInfo.processInfo.environment["LM_GATEWAY_CA"] ?? LocalStack.file("tls/ca.pem") {
+            configuration.tls = try RPCTLS.client(ca: ca)
+        }
+        return RPCClient(endpoint: endpoint, configuration: configuration)
+    }
+
+    /// The credential calls carry.
+    var credential: String? {
+        if let apiKey { return apiKey }
+        if let key = ProcessInfo.processInfo.environment["LM_API_KEY"] { return key }
+        return LocalStack.file("secrets/admin-api-key").flatMap { try? String(contentsOfFile: $0, encoding: .utf8) }?
+            .trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     /// Runs one call and prints its answer, or the error with exit code 2.
@@ -94,18 +114,27 @@ enum LocalStack {
     }
 
     static func gatewayEndpoint() -> String {
+        if let gateway = ProcessInfo.processInfo.environment["LM_GATEWAY"] { return gateway }
+        if let data = dataDirectory { return "unix:\(data)/run/gateway.sock" }
+        return "127.0.0.1:7400"
+    }
+
+    /// The local stack's data folder: LM_DATA_DIR, ./data, or the one deploy/up last used.
+    static var dataDirectory: String? {
         let environment = ProcessInfo.processInfo.environment
-        if let gateway = environment["LM_GATEWAY"] { return gateway }
         var candidates: [String] = []
         if let data = environment["LM_DATA_DIR"] { candidates.append(data) }
         candidates.append("data")
         if let pointed = try? String(contentsOfFile: pointerFile, encoding: .utf8) {
             candidates.append(pointed.trimmingCharacters(in: .whitespacesAndNewlines))
         }
-        for data in candidates where FileManager.default.fileExists(atPath: "\(data)/run/gateway.sock") {
-            return "unix:\(data)/run/gateway.sock"
-        }
-        return "127.0.0.1:7400"
+        return candidates.first { FileManager.default.fileExists(atPath: "\($0)/run/gateway.sock") }
+    }
+
+    /// A file of the local stack, when there is one.
+    static func file(_ relative: String) -> String? {
+        guard let data = dataDirectory, FileManager.default.fileExists(atPath: "\(data)/\(relative)") else { return nil }
+        return "\(data)/\(relative)"
     }
 }
 

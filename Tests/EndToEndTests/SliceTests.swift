@@ -9,7 +9,7 @@ import Testing
     @Test func issueValidateRevokeExpireAndSurviveIssuanceOutage() async throws {
         let stack = try Stack()
         try await stack.startAll()
-        let gateway = RPCClient(endpoint: stack.endpoint("gateway"))
+        let gateway = stack.gatewayClient()
         defer { Task { await gateway.close() } }
 
         let product = try await gateway.call(IssuanceMethods.createProduct, CreateProductRequest(name: "CAD Pro", code: "CADPRO"))
@@ -62,6 +62,7 @@ import Testing
         // Issuance back: validation catches up with what happened meanwhile... and nothing was lost.
         try stack.start("issuance")
         try await stack.waitUntilServing("issuance")
+        try await stack.waitUntilGatewaySees("issuance")
         let again = try await gateway.call(IssuanceMethods.getLicense, GetLicenseRequest(id: kept.license!.id))
         #expect(again.state == .active)
         let late = try await gateway.call(IssuanceMethods.issueLicense, IssueLicenseRequest(policyId: policy.id, customerId: customer.id))
@@ -121,6 +122,7 @@ import Testing
             let process = Process()
             process.executableURL = Stack.binaries.appendingPathComponent("licensectl")
             process.arguments = arguments + ["--gateway", gateway]
+            process.environment = ProcessInfo.processInfo.environment.merging(["LM_API_KEY": stack.adminKey]) { $1 }
             let pipe = Pipe()
             process.standardOutput = pipe
             process.standardError = pipe
@@ -232,7 +234,7 @@ import Testing
     @Test func sigkillDuringActivationsLosesNoAcknowledgedActivation() async throws {
         let stack = try Stack()
         try await stack.startAll()
-        let gateway = RPCClient(endpoint: stack.endpoint("gateway"), configuration: .init(connections: 2, connectTimeout: .milliseconds(200)))
+        let gateway = stack.gatewayClient(connectTimeout: .milliseconds(200))
         let product = try await gateway.call(IssuanceMethods.createProduct, CreateProductRequest(name: "Node", code: "NODE"))
         let policy = try await gateway.call(
             IssuanceMethods.createPolicy,
@@ -276,6 +278,7 @@ import Testing
         }
         try await killer.value
         try await stack.waitUntilServing("validation")
+        try await stack.waitUntilGatewaySees("validation")
         #expect(acknowledged.count > 0)
 
         for (key, fingerprint) in acknowledged {

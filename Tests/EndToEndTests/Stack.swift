@@ -35,6 +35,18 @@ final class Stack: @unchecked Sendable {
 
     func endpoint(_ service: String) -> Endpoint { .unix(path: "\(folder)/run/\(service).sock") }
 
+    /// The admin API key the gateway made on its first start (development mode).
+    var adminKey: String {
+        ((try? String(contentsOfFile: "\(folder)/secrets/admin-api-key", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// A client of the gateway that sends the admin key with every call.
+    func gatewayClient(connections: Int = 2, connectTimeout: Duration = .seconds(1)) -> RPCClient {
+        RPCClient(
+            endpoint: endpoint("gateway"),
+            configuration: RPCClientConfiguration(connections: connections, connectTimeout: connectTimeout, metadata: [RPCMetadata.apiKey: adminKey]))
+    }
+
     func start(_ service: String) throws {
         let process = Process()
         process.executableURL = Self.binaries.appendingPathComponent("license-\(service)")
@@ -69,6 +81,19 @@ final class Stack: @unchecked Sendable {
             try await Task.sleep(for: .milliseconds(50))
         }
         throw RPCError(.unavailable, "\(service) did not start; log: \(log(service))")
+    }
+
+    /// Waits until the gateway sees a restarted service again (it fails fast until then).
+    func waitUntilGatewaySees(_ service: String) async throws {
+        let gateway = gatewayClient()
+        defer { Task { await gateway.close() } }
+        let start = ContinuousClock.now
+        while ContinuousClock.now - start < .seconds(10) {
+            let health = try? await gateway.call(GatewayMethods.health, HealthCheckRequest(), timeout: .seconds(2))
+            if health?.components.first(where: { $0.name == service })?.code == .ok { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw RPCError(.unavailable, "the gateway does not see \(service) again")
     }
 
     /// Sends SIGTERM and returns the exit status.

@@ -269,7 +269,9 @@ import ValidationService
             #expect(relabelled.reason == .notFound)
             relabelled.reason = .valid
             #expect(throws: ValidationAnswerError.fieldsAltered) { try ValidationAnswer.verify(relabelled, nonce: nonce, publicKeys: keys, now: now) }
-            #expect(throws: ValidationAnswerError.stale(now)) { try ValidationAnswer.verify(answer, nonce: nonce, publicKeys: keys, now: now + 3600) }
+            #expect(throws: ValidationAnswerError.stale(statement.serverTime)) {
+                try ValidationAnswer.verify(answer, nonce: nonce, publicKeys: keys, now: statement.serverTime + 3600)
+            }
             let unsigned = try await validate(validation, key)
             #expect(throws: ValidationAnswerError.unsigned) { try ValidationAnswer.verify(unsigned, nonce: [], publicKeys: keys, now: now) }
         }

@@ -1,0 +1,101 @@
+import Foundation
+import LicensingCore
+import LicensingRPC
+import LicensingWire
+import Logging
+
+extension GatewayService {
+    /// Lets a call in or refuses it, in this order: the source's failed-authentication
+    /// limit, the API key (UNAUTHENTICATED), the role's permission (PERMISSION_DENIED), the
+    /// credential's and the license key's rate limits (RESOURCE_EXHAUSTED with
+    /// `retry-after`). Admitted calls carry the credential's tenant, id and role, and
+    /// nothing the caller set under `x-lm-`. One access-log line per call.
+    func guarded<T: Sendable>(_ call: ServerCall, _ body: (ServerCall, ApiKey) async throws -> T) async throws -> T {
+        let started = ContinuousClock.now
+        var identity: ApiKey?
+        do {
+            let key = try authenticate(call)
+            identity = key
+            guard Permissions.allows(key.role, call.method) else {
+                throw RPCError(.permissionDenied, "role \(key.role) may not call \(call.method)")
+            }
+            try checkRateLimits(call, key)
+            let result = try await body(forwarded(call, key), key)
+            accessLog(call, identity, .ok, started)
+            return result
+        } catch let error as RPCError {
+            accessLog(call, identity, error.code, started)
+            throw error
+        } catch {
+            accessLog(call, identity, .internal, started)
+            throw error
+        }
+    }
+
+    private func authenticate(_ call: ServerCall) throws(RPCError) -> ApiKey {
+        if failedAuthBuckets.isEmpty(call.peer) {
+            throw RPCError(.resourceExhausted, "too many failed authentications from this address; wait and try again",
+                           metadata: [RPCMetadata.retryAfter: "\(Int(ceil(1 / failedAuthBuckets.rate)))"])
+        }
+        guard let secret = call.metadata[RPCMetadata.apiKey], !secret.isEmpty else {
+            _ = failedAuthBuckets.take(call.peer)
+            throw RPCError(.unauthenticated, "no API key: send one in the '\(RPCMetadata.apiKey)' metadata")
+        }
+        guard let key = credentials.authenticate(secret.hasPrefix("Bearer ") ? String(secret.dropFirst(7)) : secret, now: clock.now) else {
+            _ = failedAuthBuckets.take(call.peer)
+            throw RPCError(.unauthenticated, "the API key is unknown, expired or revoked")
+        }
+        return key
+    }
+
+    private func checkRateLimits(_ call: ServerCall, _ key: ApiKey) throws(RPCError) {
+        if let buckets = roleBuckets[key.role], let wait = buckets.take(key.id) {
+            throw Self.exhausted("credential \(key.id) is over its rate limit", wait)
+        }
+        switch call.method {
+        case ValidationMethods.validate.name:
+            if let license = try? ValidateRequest(serializedBytes: call.payload).licenseKey, let wait = validateBuckets.take(Self.normalized(license)) {
+                throw Self.exhausted("too many validations of this license key", wait)
+            }
+        case ValidationMethods.activate.name:
+            if let license = try? ActivateRequest(serializedBytes: call.payload).licenseKey, let wait = activateBuckets.take(Self.normalized(license)) {
+                throw Self.exhausted("too many activations of this license key", wait)
+            }
+        default:
+            break
+        }
+    }
+
+    private static func exhausted(_ message: String, _ wait: Double) -> RPCError {
+        RPCError(.resourceExhausted, "\(message); retry after \(Int(ceil(wait))) s", metadata: [RPCMetadata.retryAfter: "\(Int(ceil(wait)))"])
+    }
+
+    /// The same key typed differently counts as one.
+    private static func normalized(_ key: String) -> String {
+        (try? LicenseKey(parsing: key).canonical) ?? key
+    }
+
+    /// The call as the services see it: the identity the gateway vouches for.
+    private func forwarded(_ call: ServerCall, _ key: ApiKey) -> ServerCall {
+        var metadata = call.metadata
+        metadata.removeAll(prefixed: RPCMetadata.gatewayPrefix)
+        metadata[RPCMetadata.apiKey] = nil
+        metadata[RPCMetadata.tenant] = key.tenantId
+        metadata[RPCMetadata.actor] = key.id
+        metadata[RPCMetadata.role] = key.role.description
+        return ServerCall(method: call.method, payload: call.payload, metadata: metadata, deadline: call.deadline, logger: call.logger, peer: call.peer)
+    }
+
+    /// Method, role, tenant, status, duration: never keys or personal data.
+    private func accessLog(_ call: ServerCall, _ key: ApiKey?, _ code: StatusCode, _ started: ContinuousClock.Instant) {
+        let elapsed = ContinuousClock.now - started
+        logger.info("call", metadata: [
+            "method": "\(call.method)",
+            "role": "\(key?.role.description ?? "-")",
+            "tenant": "\(key?.tenantId ?? "-")",
+            "credential": "\(key?.id ?? "-")",
+            "status": "\(code)",
+            "duration_ms": "\(Double(elapsed.components.attoseconds / 1_000_000_000_000) / 1000 + Double(elapsed.components.seconds) * 1000)",
+        ])
+    }
+}

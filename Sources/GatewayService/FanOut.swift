@@ -1,0 +1,137 @@
+import LicensingCore
+import LicensingRPC
+import LicensingWire
+
+// Calls the gateway answers itself: composite calls that ask several services in
+// parallel and merge what comes back, and credential administration.
+
+extension GatewayService {
+    /// Every service's health, asked in parallel; a service that does not answer is
+    /// reported with its status instead of failing the whole answer.
+    func health(_ call: ServerCall) async -> GatewayHealthResponse {
+        let parts = await withTaskGroup(of: (Int, ComponentHealth).self) { group in
+            for (index, backend) in backends.enumerated() {
+                group.addTask {
+                    do {
+                        // Asked directly, not through the fail-fast gate: this is a health probe too.
+                        let health = try await backend.client.call(HealthMethods.check, HealthCheckRequest(), timeout: min(.seconds(2), call.deadline - .now))
+                        backend.markUp()
+                        return (index, ComponentHealth(name: backend.name, code: .ok, health: health))
+                    } catch let error as RPCError {
+                        if error.code == .unavailable { backend.markDown() }
+                        return (index, ComponentHealth(name: backend.name, code: error.code, message: error.message))
+                    } catch {
+                        return (index, ComponentHealth(name: backend.name, code: .unavailable, message: "\(error)"))
+                    }
+                }
+            }
+            var parts: [(Int, ComponentHealth)] = []
+            for await part in group { parts.append(part) }
+            return parts.sorted { $0.0 < $1.0 }.map(\.1)
+        }
+        return GatewayHealthResponse(components: [ComponentHealth(name: "gateway", code: .ok, health: await reporter.check())] + parts)
+    }
+
+    /// A license with its subscription, machines, seat holders and this month's usage, asked
+    /// in parallel; a part whose service is down is missing and says why.
+    func licenseOverview(_ request: GetByIdRequest, _ call: ServerCall, _ key: ApiKey) async throws -> LicenseOverviewResponse {
+        guard !request.id.isEmpty else { throw RPCError.invalidArgument("id (the license id) is required") }
+        let metadata = call.metadata
+        let deadline = call.deadline
+        let now = clock.now
+        async let license = part("issuance") { try await self.issuance.call(IssuanceMethods.getLicense, GetLicenseRequest(id: request.id), metadata: metadata, deadline: deadline) }
+        async let subscription = part("issuance") { try await self.issuance.call(IssuanceMethods.getSubscription, GetByIdRequest(id: request.id), metadata: metadata, deadline: deadline) }
+        async let machines = part("validation") { try await self.validation.call(ValidationMethods.listMachines, ListMachinesRequest(licenseId: request.id), metadata: metadata, deadline: deadline) }
+        async let seats = part("validation") { try await self.validation.call(ValidationMethods.listSeats, ListSeatsRequest(licenseId: request.id), metadata: metadata, deadline: deadline) }
+        async let usage = part("usage") {
+            try await self.usage.call(UsageMethods.getUsage, GetUsageRequest(licenseId: request.id, from: now - 30 * 86400, to: now), metadata: metadata, deadline: deadline)
+        }
+        let (licensePart, subscriptionPart, machinesPart, seatsPart, usagePart) = await (license, subscription, machines, seats, usage)
+        if case .failure(let error) = licensePart.result, error.code == .notFound { throw error }
+        var parts = [licensePart.status, machinesPart.status, usagePart.status]
+        // A license without a subscription is normal, not a failed part.
+        if case .failure(let error) = subscriptionPart.result, error.code != .notFound { parts.append(subscriptionPart.status) }
+        if case .failure = seatsPart.result { parts.append(seatsPart.status) }
+        return LicenseOverviewResponse(
+            license: try? licensePart.result.get(), subscription: try? subscriptionPart.result.get(),
+            machines: (try? machinesPart.result.get())?.machines ?? [], seats: (try? seatsPart.result.get())?.leases ?? [],
+            usage: try? usagePart.result.get(), parts: parts)
+    }
+
+    /// GDPR erasure: every service that holds personal data erases this customer's, in
+    /// parallel; the answer says what each erased. Running it again erases nothing more.
+    func eraseCustomer(_ request: EraseCustomerRequest, _ call: ServerCall, _ key: ApiKey) async throws -> GatewayEraseCustomerResponse {
+        guard !request.customerId.isEmpty else { throw RPCError.invalidArgument("customer_id is required") }
+        let metadata = call.metadata
+        let deadline = call.deadline
+        let results = await withTaskGroup(of: (Int, Part<EraseCustomerResponse>).self) { group in
+            for (index, backend) in backends.enumerated() {
+                group.addTask {
+                    (index, await self.part(backend.name) {
+                        try await backend.call(IssuanceMethods.eraseCustomer.renamed(for: backend.name), request, metadata: metadata, deadline: deadline)
+                    })
+                }
+            }
+            var results: [(Int, Part<EraseCustomerResponse>)] = []
+            for await result in group { results.append(result) }
+            return results.sorted { $0.0 < $1.0 }.map(\.1)
+        }
+        return GatewayEraseCustomerResponse(erased: results.compactMap { try? $0.result.get() }, parts: results.map(\.status))
+    }
+
+    struct Part<T: Sendable>: Sendable {
+        let result: Result<T, RPCError>
+        let status: PartStatus
+    }
+
+    func part<T: Sendable>(_ service: String, _ body: @Sendable () async throws -> T) async -> Part<T> {
+        do {
+            return Part(result: .success(try await body()), status: PartStatus(service: service, code: .ok))
+        } catch let error as RPCError {
+            return Part(result: .failure(error), status: PartStatus(service: service, code: error.code, message: error.message))
+        } catch {
+            let failure = RPCError(.internal, "\(error)")
+            return Part(result: .failure(failure), status: PartStatus(service: service, code: .internal, message: failure.message))
+        }
+    }
+
+    // MARK: Credentials
+
+    /// Admins create keys in their own tenant; operators (admins of the operator tenant) in any.
+    func createApiKey(_ request: CreateApiKeyRequest, _ call: ServerCall, _ key: ApiKey) async throws -> CreateApiKeyResponse {
+        guard !request.name.isEmpty, request.name.count <= 200 else { throw RPCError.invalidArgument("name is required (at most 200 characters)") }
+        guard Role.allKnown.contains(request.role), request.role != .unspecified else {
+            throw RPCError.invalidArgument("role must be ADMIN, ISSUER, SUPPORT, AUDITOR, INTEGRATION or PRODUCT")
+        }
+        let tenant = request.tenantId.isEmpty ? key.tenantId : request.tenantId
+        guard tenant == key.tenantId || key.tenantId == CredentialStore.operatorTenant else {
+            throw RPCError(.permissionDenied, "an admin of tenant \(key.tenantId) may not create keys for tenant \(tenant)")
+        }
+        guard tenant.count <= 100, tenant.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
+            throw RPCError.invalidArgument("tenant_id may hold only letters, digits, '-' and '_'")
+        }
+        let now = clock.now
+        guard request.expiresAt == 0 || request.expiresAt > now else { throw RPCError.invalidArgument("expires_at is in the past") }
+        let (created, secret) = try await credentials.create(name: request.name, tenant: tenant, role: request.role, expiresAt: request.expiresAt, now: now)
+        return CreateApiKeyResponse(apiKey: created, secret: secret)
+    }
+
+    func listApiKeys(_ request: ListApiKeysRequest, _ call: ServerCall, _ key: ApiKey) async throws -> ListApiKeysResponse {
+        let operatorKey = key.tenantId == CredentialStore.operatorTenant
+        let tenant: String? = operatorKey ? (request.tenantId.isEmpty ? nil : request.tenantId) : key.tenantId
+        return ListApiKeysResponse(apiKeys: credentials.list(tenant: tenant))
+    }
+
+    func revokeApiKey(_ request: GetByIdRequest, _ call: ServerCall, _ key: ApiKey) async throws -> ApiKey {
+        guard !request.id.isEmpty else { throw RPCError.invalidArgument("id is required") }
+        return try await credentials.revoke(id: request.id, tenant: key.tenantId == CredentialStore.operatorTenant ? nil : key.tenantId, now: clock.now)
+    }
+}
+
+extension WireMethod {
+    /// The same method of another service: every service has its own EraseCustomer.
+    func renamed(for service: String) -> WireMethod {
+        let method = name.split(separator: "/").last.map(String.init) ?? name
+        return WireMethod("licensing.v1.\(service.prefix(1).uppercased())\(service.dropFirst())/\(method)", serverStreaming: serverStreaming)
+    }
+}

@@ -1,0 +1,42 @@
+import NIOConcurrencyHelpers
+
+/// Token buckets by key: `rate` tokens a second, up to `burst`.
+final class TokenBuckets: Sendable {
+    let rate: Double
+    let burst: Double
+    private let buckets = NIOLockedValueBox<[String: (tokens: Double, at: ContinuousClock.Instant)]>([:])
+
+    init(rate: Double, burst: Double) {
+        self.rate = rate
+        self.burst = burst
+    }
+
+    /// Takes a token; when none is left, returns the seconds until one will be.
+    func take(_ key: String, cost: Double = 1) -> Double? {
+        let now = ContinuousClock.now
+        return buckets.withLockedValue { buckets in
+            var bucket = buckets[key] ?? (burst, now)
+            let elapsed = now - bucket.at
+            bucket.tokens = min(burst, bucket.tokens + (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18) * rate)
+            bucket.at = now
+            defer {
+                buckets[key] = bucket
+                // Full buckets carry no information: drop them when the map grows.
+                if buckets.count > 200_000 { buckets = buckets.filter { $0.value.tokens < burst } }
+            }
+            guard bucket.tokens >= cost else { return (cost - bucket.tokens) / rate }
+            bucket.tokens -= cost
+            return nil
+        }
+    }
+
+    /// Whether the bucket has a token, without taking one.
+    func isEmpty(_ key: String) -> Bool {
+        let now = ContinuousClock.now
+        return buckets.withLockedValue { buckets in
+            guard let bucket = buckets[key] else { return false }
+            let elapsed = now - bucket.at
+            return bucket.tokens + (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18) * rate < 1
+        }
+    }
+}

@@ -1,0 +1,65 @@
+import Foundation
+import GRDB
+import LicensingRPC
+import LicensingWire
+
+extension IssuanceService {
+    /// GDPR erasure of a customer's personal data: name, e-mail, CRM id and the named users
+    /// of its licenses, here and in the change feed's history. Licenses themselves stay
+    /// (they are the vendor's contract records). Running it again erases nothing more.
+    func eraseCustomer(_ request: EraseCustomerRequest, _ call: ServerCall) async throws -> EraseCustomerResponse {
+        try Check.nonEmpty(request.customerId, "customer_id")
+        return try await mutate(call, action: "customer.erase", target: { _ in request.customerId }) { db, context in
+            guard let customer = try Row.fetchOne(db, sql: "SELECT * FROM customer WHERE id = ? AND tenant_id = ?", arguments: [request.customerId, context.tenant]).map(Customer.init(row:)) else {
+                throw RPCError.notFound("no customer \(request.customerId)")
+            }
+            var erased: UInt64 = 0
+            if customer.name != Self.erasedName || !customer.email.isEmpty || !customer.crmId.isEmpty {
+                try db.execute(sql: "UPDATE customer SET name = ?, email = '', crm_id = '' WHERE id = ?", arguments: [Self.erasedName, customer.id])
+                erased += 1
+            }
+            let licenseIDs = try String.fetchAll(db, sql: "SELECT id FROM license WHERE customer_id = ?", arguments: [customer.id])
+            for id in licenseIDs {
+                try db.execute(sql: "DELETE FROM license_user WHERE license_id = ?", arguments: [id])
+                if db.changesCount > 0 {
+                    erased += UInt64(db.changesCount)
+                    let record = try LicenseRecord.require(db, id: id, tenant: context.tenant)
+                    _ = try record.save(action: "license.users_erased", at: context.now, in: db)
+                }
+            }
+            erased += try ChangeFeed.scrub(customer: customer.id, licenses: Set(licenseIDs), erasedName: Self.erasedName, in: db)
+            return EraseCustomerResponse(service: "issuance", recordsErased: erased, detail: "customer \(customer.id): name, e-mail, CRM id and named users erased")
+        }
+    }
+
+    static let erasedName = "(erased)"
+}
+
+extension ChangeFeed {
+    /// Removes a customer's personal data from events already in the feed.
+    static func scrub(customer: String, licenses: Set<String>, erasedName: String, in db: Database) throws -> UInt64 {
+        var scrubbed: UInt64 = 0
+        let rows = try Row.fetchAll(db, sql: "SELECT seq, event FROM change_event")
+        for row in rows {
+            var event = try ChangeEvent(serializedBytes: Array(row["event"] as Data))
+            var changed = false
+            if var person = event.customer, person.id == customer, person.name != erasedName || !person.email.isEmpty || !person.crmId.isEmpty {
+                person.name = erasedName
+                person.email = ""
+                person.crmId = ""
+                event.customer = person
+                changed = true
+            }
+            if var license = event.license, licenses.contains(license.id), !license.namedUsers.isEmpty {
+                license.namedUsers = []
+                event.license = license
+                changed = true
+            }
+            if changed {
+                try db.execute(sql: "UPDATE change_event SET event = ? WHERE seq = ?", arguments: [Data(event.serializedBytes()), row["seq"] as Int64])
+                scrubbed += 1
+            }
+        }
+        return scrubbed
+    }
+}

@@ -1,0 +1,32 @@
+import NIOSSL
+
+/// TLS contexts from PEM files: TLS 1.2 or newer only.
+public enum RPCTLS {
+    /// A server's context; with `clientCA`, clients must present a certificate it signed (mutual TLS).
+    public static func server(certificateChain: String, privateKey: String, clientCA: String? = nil) throws -> NIOSSLContext {
+        var configuration = TLSConfiguration.makeServerConfiguration(
+            certificateChain: try NIOSSLCertificate.fromPEMFile(certificateChain).map { .certificate($0) },
+            privateKey: .privateKey(try NIOSSLPrivateKey(file: privateKey, format: .pem)))
+        configuration.minimumTLSVersion = .tlsv12
+        if let clientCA {
+            configuration.certificateVerification = .noHostnameVerification
+            configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(clientCA))
+        }
+        return try NIOSSLContext(configuration: configuration)
+    }
+
+    /// A client's context trusting `ca` (nil = the system's roots); with a certificate and
+    /// key, it presents them for mutual TLS.
+    public static func client(ca: String?, certificateChain: String? = nil, privateKey: String? = nil) throws -> NIOSSLContext {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.minimumTLSVersion = .tlsv12
+        if let ca {
+            configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(ca))
+        }
+        if let certificateChain, let privateKey {
+            configuration.certificateChain = try NIOSSLCertificate.fromPEMFile(certificateChain).map { .certificate($0) }
+            configuration.privateKey = .privateKey(try NIOSSLPrivateKey(file: privateKey, format: .pem))
+        }
+        return try NIOSSLContext(configuration: configuration)
+    }
+}

@@ -1,0 +1,87 @@
+import ArgumentParser
+import Foundation
+import LicensingRPC
+import LicensingWire
+
+struct ApiKeyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "apikey", abstract: "API credentials (admins).", subcommands: [Create.self, List.self, Revoke.self])
+
+    static let roles: [String: Role] = [
+        "admin": .admin, "issuer": .issuer, "support": .support, "auditor": .auditor, "integration": .integration, "product": .product,
+    ]
+
+    static func describe(_ key: ApiKey) -> String {
+        "\(key.id)  \(key.prefix)...  \(key.role)  tenant \(key.tenantId)  \(key.name)\(key.revokedAt != 0 ? "  REVOKED" : "")\(key.expiresAt != 0 ? "  expires \(Output.time(key.expiresAt))" : "")"
+    }
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create an API key; its secret is shown once.")
+        @OptionGroup var global: GlobalOptions
+        @Option(help: "What it is for.") var name: String
+        @Option(help: "admin, issuer, support, auditor, integration or product.") var role: String
+        @Option(help: "Tenant (default: your own).") var tenant: String = ""
+        @Option(help: "Expiry: 2027-12-31 or Unix seconds.") var expires: String?
+
+        func run() async throws {
+            guard let role = ApiKeyCommand.roles[role] else { throw ValidationError("--role must be one of \(ApiKeyCommand.roles.keys.sorted().joined(separator: ", "))") }
+            let request = CreateApiKeyRequest(name: name, tenantId: tenant, role: role, expiresAt: try expires.map(parseTime) ?? 0)
+            _ = try await global.run(GatewayMethods.createApiKey, request) { response in
+                "secret       \(response.secret)   (shown once: store it now)\n" + ApiKeyCommand.describe(response.apiKey ?? ApiKey())
+            }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List API keys (never their secrets).")
+        @OptionGroup var global: GlobalOptions
+        @Option(help: "Only this tenant's (operators).") var tenant: String = ""
+
+        func run() async throws {
+            _ = try await global.run(GatewayMethods.listApiKeys, ListApiKeysRequest(tenantId: tenant)) { $0.apiKeys.map(ApiKeyCommand.describe).joined(separator: "\n") }
+        }
+    }
+
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Revoke an API key at once.")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "Key id.") var id: String
+
+        func run() async throws {
+            _ = try await global.run(GatewayMethods.revokeApiKey, GetByIdRequest(id: id)) { ApiKeyCommand.describe($0) }
+        }
+    }
+}
+
+struct OverviewCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "overview", abstract: "A license with its subscription, machines, seats and usage.")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "License id.") var license: String
+
+    func run() async throws {
+        _ = try await global.run(GatewayMethods.licenseOverview, GetByIdRequest(id: license)) { response in
+            var lines: [String] = []
+            if let license = response.license { lines.append(Output.license(license)) }
+            if let subscription = response.subscription { lines.append(Output.subscription(subscription)) }
+            lines.append("machines     \(response.machines.count)")
+            lines.append("seats        \(response.seats.count) in use")
+            for part in response.parts where part.code != .ok {
+                lines.append("(\(part.service): \(part.code) \(part.message))")
+            }
+            return lines.joined(separator: "\n")
+        }
+    }
+}
+
+struct EraseCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "erase-customer", abstract: "GDPR erasure of a customer's personal data in every service.")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "Customer id.") var customer: String
+
+    func run() async throws {
+        let response = try await global.run(GatewayMethods.eraseCustomer, EraseCustomerRequest(customerId: customer)) { response in
+            (response.erased.map { "\($0.service): \($0.recordsErased) records (\($0.detail))" }
+                + response.parts.filter { $0.code != .ok }.map { "\($0.service): \($0.code) \($0.message)" }).joined(separator: "\n")
+        }
+        if response.parts.contains(where: { $0.code != .ok }) { throw ExitCode(1) }
+    }
+}
