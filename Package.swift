@@ -147,6 +147,8 @@ let package = Package(
                 "IssuanceService", "ValidationService", "UsageService", "ReportingService", "GatewayService",
                 "LicensingRPC", "LicensingCore", "LicensingWire",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),
