@@ -15,6 +15,7 @@ let package = Package(
         .executable(name: "license-reporting", targets: ["license-reporting"]),
         .executable(name: "license-gateway", targets: ["license-gateway"]),
         .executable(name: "licensectl", targets: ["licensectl"]),
+        .executable(name: "license-bench", targets: ["license-bench"]),
         // For client products: key parsing, certificate, offline-file and signed-answer verification.
         .library(name: "LicensingCore", targets: ["LicensingCore"]),
     ],
@@ -28,6 +29,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         // protobuf-c from Debian's libprotobuf-c-dev.
@@ -110,6 +112,19 @@ let package = Package(
                 "LicensingRPC",
                 "LicensingCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // Load generator: seeds a stack and drives one kind of call, latencies in an HdrHistogram.
+        .executableTarget(
+            name: "license-bench",
+            dependencies: [
+                "LicensingRPC",
+                "LicensingWire",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -42,22 +42,24 @@ public enum Secrets {
         return bytes
     }
 
-    /// Writes a file readable by its owner only, creating it that way so it is never
-    /// visible with a wider mode.
+    /// Writes a file readable by its owner only, complete or not at all: the text goes to a
+    /// private temporary file that is then linked into place, so a service starting at the
+    /// same moment never reads a half-written secret. If the file exists already, it is kept.
     public static func writePrivate(_ text: String, to path: String) throws {
         let directory = (path as NSString).deletingLastPathComponent
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
-        guard descriptor >= 0 else {
-            // Another process of the stack generated it first: use theirs.
-            if errno == EEXIST { return }
-            throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO)
-        }
-        defer { close(descriptor) }
+        let temporary = "\(path).\(getpid()).tmp"
+        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        guard descriptor >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+        defer { unlink(temporary) }
         let bytes = Array(text.utf8)
-        guard write(descriptor, bytes, bytes.count) == bytes.count else {
+        let written = write(descriptor, bytes, bytes.count)
+        fsync(descriptor)
+        close(descriptor)
+        guard written == bytes.count else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+        // link(2) fails if the name exists: the first writer wins, atomically.
+        if link(temporary, path) != 0, errno != EEXIST {
             throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO)
         }
-        fsync(descriptor)
     }
 }

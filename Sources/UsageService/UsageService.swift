@@ -1,4 +1,5 @@
 import GRDB
+import LicensingCore
 import LicensingRPC
 import LicensingRuntime
 import LicensingWire
@@ -6,14 +7,16 @@ import Logging
 import ServiceLifecycle
 
 /// license-usage: feature-usage and metering events, quotas, compliance alerts.
-/// Serves its health now; the usage RPCs of the contract answer UNIMPLEMENTED until
-/// their handlers land.
+/// Records usage events (durably, deduplicated by event id) and sums them per feature;
+/// quotas and compliance alerts answer UNIMPLEMENTED until their handlers land.
 public final class UsageService: Sendable {
     let database: DatabasePool
+    let clock: any LicenseClock
     let logger: Logger
 
-    public init(database: DatabasePool, logger: Logger) {
+    public init(database: DatabasePool, clock: any LicenseClock = SystemLicenseClock(), logger: Logger) {
         self.database = database
+        self.clock = clock
         self.logger = logger
     }
 
@@ -48,6 +51,53 @@ public final class UsageService: Sendable {
         router.register(UsageMethods.eraseCustomer) { request, _ in
             EraseCustomerResponse(service: "usage", recordsErased: 0, detail: "holds no personal data")
         }
+        router.register(UsageMethods.recordUsage) { try await self.recordUsage($0, $1) }
+        router.register(UsageMethods.getUsage) { try await self.getUsage($0, $1) }
         return router
+    }
+
+    /// Records a batch of events in one transaction, acknowledged once it is on disk. An
+    /// event id seen before is counted as a duplicate, not again, so clients may retry.
+    func recordUsage(_ request: RecordUsageRequest, _ call: ServerCall) async throws -> RecordUsageResponse {
+        guard !request.events.isEmpty else { throw RPCError.invalidArgument("events is empty") }
+        guard request.events.count <= 1000 else { throw RPCError.invalidArgument("at most 1000 events per call, got \(request.events.count)") }
+        let now = clock.now
+        for (index, event) in request.events.enumerated() {
+            guard !event.eventId.isEmpty, event.eventId.count <= 200 else { throw RPCError.invalidArgument("events[\(index)].event_id is required (at most 200 characters)") }
+            guard !event.licenseId.isEmpty else { throw RPCError.invalidArgument("events[\(index)].license_id is required") }
+            guard !event.feature.isEmpty, event.feature.count <= 64 else { throw RPCError.invalidArgument("events[\(index)].feature is required (at most 64 characters)") }
+            guard event.quantity > 0, event.quantity <= UInt64(Int64.max) else { throw RPCError.invalidArgument("events[\(index)].quantity must be positive") }
+        }
+        let accepted = try await database.write { db -> Int in
+            let insert = try db.cachedStatement(sql: """
+                INSERT OR IGNORE INTO usage_event (event_id, license_id, feature, quantity, occurred_at, received_at) VALUES (?, ?, ?, ?, ?, ?)
+                """)
+            var accepted = 0
+            for event in request.events {
+                try insert.execute(arguments: [event.eventId, event.licenseId, event.feature, Int64(event.quantity), event.occurredAt == 0 ? now : event.occurredAt, now])
+                accepted += db.changesCount
+            }
+            return accepted
+        }
+        return RecordUsageResponse(accepted: UInt32(accepted), duplicates: UInt32(request.events.count - accepted))
+    }
+
+    /// Usage of a license per feature in [from, to) (default: the last 30 days).
+    func getUsage(_ request: GetUsageRequest, _ call: ServerCall) async throws -> UsageSummary {
+        guard !request.licenseId.isEmpty else { throw RPCError.invalidArgument("license_id is required") }
+        let to = request.to == 0 ? clock.now + 1 : request.to
+        let from = request.from == 0 ? to - 30 * 86400 : request.from
+        guard from < to else { throw RPCError.invalidArgument("from must be before to") }
+        let features = try await database.read { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT feature, SUM(quantity) AS quantity, COUNT(*) AS events FROM usage_event
+                    WHERE license_id = ? AND occurred_at >= ? AND occurred_at < ? GROUP BY feature ORDER BY feature
+                    """,
+                arguments: [request.licenseId, from, to]
+            ).map { FeatureUsage(feature: $0["feature"], quantity: UInt64($0["quantity"] as Int64), events: UInt64($0["events"] as Int64)) }
+        }
+        return UsageSummary(licenseId: request.licenseId, from: from, to: to, features: features)
     }
 }

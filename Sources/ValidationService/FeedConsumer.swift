@@ -16,7 +16,14 @@ final class FeedConsumer: Service, Sendable {
     private let logger: Logger
     private let idleInterval: Duration
     private let state = NIOLockedValueBox(Progress())
-    private let catchingUp = NIOLockedValueBox<Task<Void, Never>?>(nil)
+    private let pulls = NIOLockedValueBox(Pulls())
+
+    /// On-demand pulls: how many were started and finished, and the one running.
+    private struct Pulls {
+        var started = 0
+        var completed = 0
+        var running: Task<Void, Never>?
+    }
     /// Staleness, for dashboards and alerts: how far the replica is behind issuance.
     private let appliedGauge = Gauge(label: "validation_feed_applied_seq")
     private let lagGauge = Gauge(label: "validation_feed_lag_events")
@@ -77,20 +84,30 @@ final class FeedConsumer: Service, Sendable {
     }
 
     /// Pulls the feed now rather than at the next poll, so a key issued a moment ago is
-    /// found (read-your-writes for a vendor that issues and validates at once). Callers
-    /// that arrive while a pull is running share it, so unknown keys cannot multiply the
-    /// load on issuance.
+    /// found (read-your-writes for a vendor that issues and validates at once). The caller
+    /// waits for a pull that started after it asked; callers that ask meanwhile share that
+    /// pull, so unknown keys cannot multiply the load on issuance.
     func catchUp() async {
-        let pull = catchingUp.withLockedValue { current -> Task<Void, Never> in
-            if let current { return current }
-            let task = Task {
-                _ = try? await self.pollOnce()
-                self.catchingUp.withLockedValue { $0 = nil }
+        let wanted = pulls.withLockedValue { $0.started + 1 }
+        while true {
+            let pull = pulls.withLockedValue { state -> Task<Void, Never>? in
+                if state.completed >= wanted { return nil }
+                if let running = state.running { return running }
+                state.started += 1
+                let generation = state.started
+                let task = Task {
+                    _ = try? await self.pollOnce()
+                    self.pulls.withLockedValue {
+                        $0.completed = max($0.completed, generation)
+                        $0.running = nil
+                    }
+                }
+                state.running = task
+                return task
             }
-            current = task
-            return task
+            guard let pull else { return }
+            await pull.value
         }
-        await pull.value
     }
 
     func position() -> FeedPosition {

@@ -17,6 +17,7 @@ extension RPCTests {
             _ body: (RawConnection, Endpoint) async throws -> Void
         ) async throws {
             let directory = try TempDirectory()
+            defer { directory.remove() }
             try await withServer(router, on: [transport.endpoint(in: directory)], limits: limits) { endpoints in
                 let healthy = RPCClient(endpoint: endpoints[0], configuration: RPCClientConfiguration(connections: 1))
                 #expect(try await healthy.call(IssuanceMethods.getProduct, GetByIdRequest(id: "before")).id == "before")

@@ -15,6 +15,7 @@ extension RPCTests {
         func handlerSlowerThanTheTimeoutGivesDeadlineExceeded(_ transport: Transport) async throws {
             let started = Counter()
             let directory = try TempDirectory()
+            defer { directory.remove() }
             try await withServer(Self.slowRouter(started: started), on: [transport.endpoint(in: directory)]) { endpoints in
                 let client = RPCClient(endpoint: endpoints[0], configuration: RPCClientConfiguration(connections: 1))
                 _ = try await client.call(HealthMethods.check, HealthCheckRequest())  // connect first
@@ -35,6 +36,7 @@ extension RPCTests {
 
         @Test func streamDeadlineEndsTheStreamWithDeadlineExceeded() async throws {
             let directory = try TempDirectory()
+            defer { directory.remove() }
             try await withServer(StreamingTests.feedRouter(), on: [Transport.unix.endpoint(in: directory)]) { endpoints in
                 let client = RPCClient(endpoint: endpoints[0])
                 let start = ContinuousClock.now
@@ -55,6 +57,7 @@ extension RPCTests {
         @Test func expiredDeadlineFailsBeforeSending() async throws {
             let started = Counter()
             let directory = try TempDirectory()
+            defer { directory.remove() }
             try await withServer(Self.slowRouter(started: started), on: [Transport.unix.endpoint(in: directory)]) { endpoints in
                 let client = RPCClient(endpoint: endpoints[0])
                 let code = await rpcCode {
@@ -71,6 +74,7 @@ extension RPCTests {
         func cancellingTheCallerGivesCancelled(_ transport: Transport) async throws {
             let started = Counter()
             let directory = try TempDirectory()
+            defer { directory.remove() }
             try await withServer(Self.slowRouter(started: started), on: [transport.endpoint(in: directory)]) { endpoints in
                 let client = RPCClient(endpoint: endpoints[0], configuration: RPCClientConfiguration(connections: 1))
                 let call = Task {
@@ -96,6 +100,7 @@ extension RPCTests {
 
         @Test func cancelledBeforeStartingGivesCancelled() async throws {
             let directory = try TempDirectory()
+            defer { directory.remove() }
             try await withServer(echoRouter(), on: [Transport.unix.endpoint(in: directory)]) { endpoints in
                 let client = RPCClient(endpoint: endpoints[0], configuration: RPCClientConfiguration(connections: 1))
                 _ = try await client.call(HealthMethods.check, HealthCheckRequest())
@@ -116,6 +121,7 @@ extension RPCTests {
         @Test func closingTheClientFailsCallsInFlightWithUnavailable() async throws {
             let started = Counter()
             let directory = try TempDirectory()
+            defer { directory.remove() }
             try await withServer(Self.slowRouter(started: started), on: [Transport.unix.endpoint(in: directory)]) { endpoints in
                 let client = RPCClient(endpoint: endpoints[0], configuration: RPCClientConfiguration(connections: 1))
                 let call = Task { try await client.call(IssuanceMethods.getProduct, GetByIdRequest(id: "slow")) }

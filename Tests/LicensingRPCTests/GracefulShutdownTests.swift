@@ -9,6 +9,7 @@ extension RPCTests {
     struct GracefulShutdownTests {
         @Test func inFlightCallsFinishThenTheServerStops() async throws {
             let directory = try TempDirectory()
+            defer { directory.remove() }
             let socketPath = directory.socket()
             let started = Counter()
             let release = Flag()
@@ -64,6 +65,7 @@ extension RPCTests {
 
         @Test func openFeedsEndOnGracefulShutdown() async throws {
             let directory = try TempDirectory()
+            defer { directory.remove() }
             let ended = Flag()
             let server = RPCServer(
                 router: StreamingTests.feedRouter(ended: ended),

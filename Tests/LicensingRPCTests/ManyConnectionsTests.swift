@@ -26,6 +26,7 @@ extension RPCTests {
             try #require(Self.openFileLimit >= 2 * connections + 200, "ulimit -n is \(Self.openFileLimit): too low for \(connections) connections")
 
             let directory = try TempDirectory()
+            defer { directory.remove() }
             try await withServer(echoRouter(), on: [transport.endpoint(in: directory)]) { endpoints in
                 let endpoint = endpoints[0]
                 let connected = Counter()

@@ -34,6 +34,7 @@ extension RPCTests {
         @Test(arguments: Transport.allCases)
         func streamSendsAllMessagesThenEnds(_ transport: Transport) async throws {
             let directory = try TempDirectory()
+            defer { directory.remove() }
             try await withServer(Self.feedRouter(), on: [transport.endpoint(in: directory)]) { endpoints in
                 let client = RPCClient(endpoint: endpoints[0])
                 var received: [ChangeEvent] = []
@@ -53,6 +54,7 @@ extension RPCTests {
 
         @Test func streamEndingInAnErrorThrowsItsStatus() async throws {
             let directory = try TempDirectory()
+            defer { directory.remove() }
             try await withServer(Self.feedRouter(failAfter: 3), on: [Transport.unix.endpoint(in: directory)]) { endpoints in
                 let client = RPCClient(endpoint: endpoints[0])
                 var received: [UInt64] = []
@@ -73,6 +75,7 @@ extension RPCTests {
             let ended = Flag()
             let endedCancelled = Flag()
             let directory = try TempDirectory()
+            defer { directory.remove() }
             let router = Self.feedRouter(started: started, ended: ended, endedCancelled: endedCancelled)
             try await withServer(router, on: [transport.endpoint(in: directory)]) { endpoints in
                 let client = RPCClient(endpoint: endpoints[0], configuration: RPCClientConfiguration(connections: 1))
@@ -97,6 +100,7 @@ extension RPCTests {
         @Test func consumerTaskCancellationStopsTheHandler() async throws {
             let ended = Flag()
             let directory = try TempDirectory()
+            defer { directory.remove() }
             try await withServer(Self.feedRouter(ended: ended), on: [Transport.unix.endpoint(in: directory)]) { endpoints in
                 let client = RPCClient(endpoint: endpoints[0])
                 let received = Counter()
@@ -130,6 +134,7 @@ extension RPCTests {
                 }
             }
             let directory = try TempDirectory()
+            defer { directory.remove() }
             try await withServer(router, on: [Transport.unix.endpoint(in: directory)]) { endpoints in
                 let raw = try await RawConnection.connect(endpoints[0])
                 let calls: [UInt64] = Array(1...20)

@@ -28,6 +28,7 @@ struct TestTimeout: Error, CustomStringConvertible {
 }
 
 /// A fresh folder for Unix sockets (paths stay well under the 108-byte limit).
+/// Not removed on deinit: an optimized build may end its lifetime before the test's end.
 final class TempDirectory: Sendable {
     let path: String
     init() throws {
@@ -38,7 +39,8 @@ final class TempDirectory: Sendable {
         path = String(cString: made)
     }
     func socket(_ name: String = "rpc.sock") -> String { "\(path)/\(name)" }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
+    /// Call it from a `defer`: that also keeps the folder alive for the whole test.
+    func remove() { try? FileManager.default.removeItem(atPath: path) }
 }
 
 extension Transport {

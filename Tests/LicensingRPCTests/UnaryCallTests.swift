@@ -23,6 +23,7 @@ extension RPCTests {
         @Test(arguments: Transport.allCases)
         func unaryCall(_ transport: Transport) async throws {
             let directory = try TempDirectory()
+            defer { directory.remove() }
             try await withServer(echoRouter(), on: [transport.endpoint(in: directory)]) { endpoints in
                 if transport == .tcp {
                     guard case .tcp(_, let port) = endpoints[0] else { Issue.record("not TCP: \(endpoints)"); return }
@@ -41,6 +42,7 @@ extension RPCTests {
 
         @Test func serverListensOnUnixAndTCPAtOnce() async throws {
             let directory = try TempDirectory()
+            defer { directory.remove() }
             let endpoints = [Transport.unix.endpoint(in: directory), Transport.tcp.endpoint(in: directory)]
             try await withServer(echoRouter(), on: endpoints) { bound in
                 #expect(bound.count == 2)
@@ -56,6 +58,7 @@ extension RPCTests {
 
         @Test func brokenConnectionIsReplacedOnTheNextCall() async throws {
             let directory = try TempDirectory()
+            defer { directory.remove() }
             let endpoint = Transport.unix.endpoint(in: directory)
             let client = RPCClient(endpoint: endpoint, configuration: RPCClientConfiguration(connections: 1))
             try await withServer(echoRouter(), on: [endpoint]) { _ in
@@ -85,6 +88,7 @@ extension RPCTests {
             }
             let limits = FrameLimits(maxFrameLength: 4 * 1024)
             let directory = try TempDirectory()
+            defer { directory.remove() }
             try await withServer(router, on: [Transport.unix.endpoint(in: directory)], limits: limits) { endpoints in
                 let client = RPCClient(
                     endpoint: endpoints[0], configuration: RPCClientConfiguration(connections: 1, limits: limits))
@@ -127,6 +131,7 @@ extension RPCTests {
                 },
                 started: arrived)
             let directory = try TempDirectory()
+            defer { directory.remove() }
             try await withServer(router, on: [transport.endpoint(in: directory)]) { endpoints in
                 let client = RPCClient(endpoint: endpoints[0], configuration: RPCClientConfiguration(connections: 1))
                 // Open the connection first so that every call shares it.

@@ -1,0 +1,48 @@
+import Foundation
+import LicensingRPC
+import Testing
+
+/// license-bench against a real stack, a few hundred calls: the harness cannot rot. Not a
+/// timing test: it checks that every call succeeds and the report is well formed.
+@Suite(.serialized) struct BenchSmokeTests {
+    func bench(_ arguments: [String]) throws -> (Int32, String) {
+        let process = Process()
+        process.executableURL = Stack.binaries.appendingPathComponent("license-bench")
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return (process.terminationStatus, output)
+    }
+
+    @Test func seedsAndMeasuresEveryScenario() async throws {
+        let stack = try Stack()
+        try await stack.startAll()
+        let gateway = ["--endpoint", "unix:\(stack.folder)/run/gateway.sock", "--api-key", stack.adminKey]
+        let seed = "\(stack.folder)/seed.txt"
+        let (seeded, seedOutput) = try bench(["seed"] + gateway + ["--products", "2", "--licenses", "40", "--out", seed])
+        #expect(seeded == 0, "\(seedOutput)")
+
+        let runs: [(String, [String])] = [
+            ("validate", ["--endpoint", "unix:\(stack.folder)/run/validation.sock"]),
+            ("validate", gateway),
+            ("activate", gateway),
+            ("checkout+checkin", gateway),
+            ("usage", gateway),
+            ("issue", gateway),
+        ]
+        for (scenario, target) in runs {
+            let (status, output) = try bench(["run", scenario] + target + ["--seed", seed, "--count", "100", "--connections", "4", "--warmup", "0", "--json"])
+            #expect(status == 0, "\(scenario): \(output)")
+            let report = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any], "\(scenario): \(output)")
+            #expect(report["ok"] as? Int == 100, "\(scenario): \(output)")
+            #expect((report["errors"] as? [String: Int])?.isEmpty == true, "\(scenario): \(output)")
+            #expect((report["p99_ms"] as? Double ?? -1) >= 0)
+        }
+        let (constant, output) = try bench(["run", "validate"] + gateway + ["--seed", seed, "--rate", "200", "--duration", "1", "--warmup", "0", "--json"])
+        #expect(constant == 0, "\(output)")
+    }
+}
