@@ -17,7 +17,7 @@ let package = Package(
         .executable(name: "licensectl", targets: ["licensectl"]),
         .executable(name: "license-bench", targets: ["license-bench"]),
         // For client products: key parsing, certificate, offline-file and signed-answer verification.
-        .library(name: "LicensingCore", targets: ["LicensingCore"]),
+        .library(name: "LicensingCore", targets: ["LicensingCore", "LicensingWire"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),

@@ -67,6 +67,10 @@ import Testing
         #expect(again.state == .active)
         let late = try await gateway.call(IssuanceMethods.issueLicense, IssueLicenseRequest(policyId: policy.id, customerId: customer.id))
         _ = try await waitFor(late.licenseKey, .valid, within: .seconds(5))
+        // A revocation after the restart reaches validation within a second.
+        _ = try await gateway.call(IssuanceMethods.revokeLicense, LicenseTransitionRequest(id: kept.license!.id, reason: "after restart"))
+        let afterRestart = try await waitFor(kept.licenseKey, .revoked, within: .seconds(3))
+        #expect(afterRestart < .seconds(1), "REVOKED took \(afterRestart) after the restart")
     }
 
     @Test func sigtermUnderLoadLosesNoAcknowledgedWrite() async throws {

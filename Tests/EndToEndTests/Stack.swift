@@ -47,10 +47,10 @@ final class Stack: @unchecked Sendable {
             configuration: RPCClientConfiguration(connections: connections, connectTimeout: connectTimeout, metadata: [RPCMetadata.apiKey: adminKey]))
     }
 
-    func start(_ service: String) throws {
+    func start(_ service: String, extraArguments: [String] = []) throws {
         let process = Process()
         process.executableURL = Self.binaries.appendingPathComponent("license-\(service)")
-        process.arguments = ["--dev", "true", "--data-dir", folder]
+        process.arguments = ["--dev", "true", "--data-dir", folder] + extraArguments
         if service == "gateway" {
             // Port 0: tests never collide with a stack running on the default port.
             process.arguments! += ["--listen", "unix:\(folder)/run/gateway.sock,127.0.0.1:0"]
@@ -67,8 +67,8 @@ final class Stack: @unchecked Sendable {
         processes[service] = process
     }
 
-    func startAll() async throws {
-        for service in Self.services { try start(service) }
+    func startAll(extraArguments: [String: [String]] = [:]) async throws {
+        for service in Self.services { try start(service, extraArguments: extraArguments[service] ?? []) }
         for service in Self.services { try await waitUntilServing(service) }
     }
 
