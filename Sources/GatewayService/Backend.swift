@@ -90,7 +90,7 @@ final class BackendProber: Service, Sendable {
                 await backend.probe()
                 if !backend.isDown { logger.info("backend is back", metadata: ["backend": "\(backend.name)"]) }
             }
-            try? await Task.sleep(for: interval)
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: self.interval) }
         }
     }
 }

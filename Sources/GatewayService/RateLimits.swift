@@ -21,8 +21,12 @@ final class TokenBuckets: Sendable {
             bucket.at = now
             defer {
                 buckets[key] = bucket
-                // Full buckets carry no information: drop them when the map grows.
-                if buckets.count > 200_000 { buckets = buckets.filter { $0.value.tokens < burst } }
+                // A bucket untouched for burst/rate seconds is full again and carries no
+                // information: sweep those now and then, so memory follows the active keys.
+                if buckets.count > 10_000, buckets.count % 1024 == 0 {
+                    let idle = Duration.seconds(burst / rate)
+                    buckets = buckets.filter { now - $0.value.at < idle }
+                }
             }
             guard bucket.tokens >= cost else { return (cost - bucket.tokens) / rate }
             bucket.tokens -= cost

@@ -24,7 +24,7 @@ final class ExpiryScheduler: Service, Sendable {
             } catch {
                 service.logger.error("expiry scheduler failed; retrying", metadata: ["error": "\(error)"])
             }
-            try? await Task.sleep(for: interval)
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: self.interval) }
         }
     }
 }

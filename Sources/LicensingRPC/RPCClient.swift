@@ -168,6 +168,7 @@ public final class RPCClient: Sendable {
     private func connection(before deadline: ContinuousClock.Instant) async throws -> ClientConnection {
         let index = nextSlot.add(1, ordering: .relaxed).oldValue % slots.count
         let slot = slots[index]
+        var started: EventLoopFuture<ClientConnection>?
         let future: EventLoopFuture<ClientConnection> = try slot.withLockedValue { state in
             switch state {
             case .ready(let connection) where connection.channel.isActive:
@@ -179,16 +180,19 @@ public final class RPCClient: Sendable {
             case .idle, .ready:
                 let future = connect()
                 state = .connecting(future)
-                future.whenComplete { result in
-                    slot.withLockedValue { state in
-                        guard case .connecting = state else { return }
-                        switch result {
-                        case .success(let connection): state = .ready(connection)
-                        case .failure: state = .idle
-                        }
-                    }
-                }
+                started = future
                 return future
+            }
+        }
+        // Registered outside the lock: a future that has already completed runs its
+        // callback at once, and the callback takes the same lock.
+        started?.whenComplete { result in
+            slot.withLockedValue { state in
+                guard case .connecting = state else { return }
+                switch result {
+                case .success(let connection): state = .ready(connection)
+                case .failure: state = .idle
+                }
             }
         }
         do {

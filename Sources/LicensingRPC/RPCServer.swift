@@ -79,6 +79,13 @@ public final class RPCServer: Service, Sendable {
             throw error
         }
         let endpoints = listeners.map(\.1)
+        // Which socket files are ours, so that stopping never removes another process's.
+        var ownSockets: [String: ino_t] = [:]
+        for case .unix(let path) in endpoints {
+            var info = stat()
+            if stat(path, &info) == 0 { ownSockets[path] = info.st_ino }
+        }
+        let socketFiles = ownSockets
         logger.info("listening", metadata: ["endpoints": "\(endpoints.map(\.description))"])
         listening.succeed(endpoints)
 
@@ -96,7 +103,7 @@ public final class RPCServer: Service, Sendable {
                             self.logger.error("listener failed", metadata: ["endpoint": "\(endpoint)", "error": "\(error)"])
                         }
                         // No new connections from here on; those open drain in this group.
-                        if case .unix(let path) = endpoint { unlink(path) }
+                        if case .unix(let path) = endpoint { Self.removeSocket(path, created: socketFiles[path]) }
                     }
                 }
             }
@@ -135,6 +142,14 @@ public final class RPCServer: Service, Sendable {
         }
     }
 
+    /// Removes a Unix socket file if it is still the one this server created: a new
+    /// process may already have bound the same path.
+    private static func removeSocket(_ path: String, created: ino_t?) {
+        var info = stat()
+        guard let created, stat(path, &info) == 0, info.st_ino == created else { return }
+        unlink(path)
+    }
+
     private func resolved(_ endpoint: Endpoint, _ address: SocketAddress?) -> Endpoint {
         if case .tcp(let host, _) = endpoint, let port = address?.port {
             return .tcp(host: host, port: port)
@@ -145,6 +160,13 @@ public final class RPCServer: Service, Sendable {
     // MARK: Connections
 
     private func serve(_ connection: NIOAsyncChannel<InboundFrame, Envelope>) async {
+        let executor = EventLoopTaskExecutor(connection.channel.eventLoop)
+        await withTaskExecutorPreference(executor) {
+            await self.serveOnEventLoop(connection, executor)
+        }
+    }
+
+    private func serveOnEventLoop(_ connection: NIOAsyncChannel<InboundFrame, Envelope>, _ executor: EventLoopTaskExecutor) async {
         // The caller's address, for limits on failed authentication; all local Unix callers share one.
         let peer = connection.channel.remoteAddress?.ipAddress ?? "unix"
         do {
@@ -163,7 +185,7 @@ public final class RPCServer: Service, Sendable {
                                 case .request:
                                     // Known from now on, so a CANCEL read before the call starts still stops it.
                                     streams.open(envelope.callId)
-                                    calls.addTask { await self.dispatch(envelope, peer: peer, outbound: outbound, streams: streams) }
+                                    calls.addTask { await self.dispatch(envelope, peer: peer, outbound: outbound, streams: streams, executor: executor) }
                                 case .cancel:
                                     streams.cancel(envelope.callId)
                                 default:
@@ -184,7 +206,9 @@ public final class RPCServer: Service, Sendable {
         }
     }
 
-    private func dispatch(_ request: Envelope, peer: String, outbound: NIOAsyncChannelOutboundWriter<Envelope>, streams: StreamCalls) async {
+    private func dispatch(
+        _ request: Envelope, peer: String, outbound: NIOAsyncChannelOutboundWriter<Envelope>, streams: StreamCalls, executor: EventLoopTaskExecutor
+    ) async {
         let start = ContinuousClock.now
         let callID = request.callId
         let method = request.method
@@ -244,7 +268,10 @@ public final class RPCServer: Service, Sendable {
                 if let tooLarge = oversized(message) { throw tooLarge }
                 try await outbound.write(message)
             }
-            let task = Task { try await body(call, stream) }
+            // On the connection's event loop like every other write of the connection: the
+            // writer sends at once from the loop and hops from elsewhere, so mixing the two
+            // could put STREAM_END before the messages.
+            let task = Task(executorPreference: executor) { try await body(call, stream) }
             streams.start(callID, task)
             let result = await task.result
             switch result {

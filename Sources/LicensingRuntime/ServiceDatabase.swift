@@ -24,6 +24,8 @@ public enum ServiceDatabase {
         var configuration = Configuration()
         configuration.foreignKeysEnabled = true
         configuration.busyMode = .timeout(5)
+        // Few readers: each keeps its own page cache, and two event loops do the hot reads.
+        configuration.maximumReaderCount = 3
         let pool = try DatabasePool(path: path, configuration: configuration)
         // Set on the pool's single writer connection, after GRDB has switched it to WAL
         // (which sets synchronous=NORMAL, overriding anything done in prepareDatabase).

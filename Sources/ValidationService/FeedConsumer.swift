@@ -54,13 +54,14 @@ final class FeedConsumer: Service, Sendable {
                     failures = 0
                 }
                 if more { continue }
-                try? await Task.sleep(for: idleInterval)
+                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: self.idleInterval) }
             } catch {
                 failures += 1
                 if failures == 1 {
                     logger.warning("issuance feed unreachable; answering from the replica", metadata: ["error": "\(error)"])
                 }
-                try? await Task.sleep(for: min(idleInterval * (1 << min(failures, 4)), .seconds(2)))
+                let backoff = min(idleInterval * (1 << min(failures, 4)), .seconds(2))
+                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: backoff) }
             }
         }
     }

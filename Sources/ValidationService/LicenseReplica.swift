@@ -97,8 +97,12 @@ struct LicenseReplica: Sendable {
     }
 
     /// The facts for a key hash, or nil when no license has it.
-    func facts(keyHash: String) async throws -> LicenseFacts? {
-        try await database.read { db in try Self.facts(keyHash: keyHash, in: db) }
+    ///
+    /// Read synchronously on the calling thread: an indexed look-up takes microseconds, far
+    /// less than handing the read to GRDB's queue and resuming afterwards (the hop dominated
+    /// the validate path's profile).
+    func facts(keyHash: String) throws -> LicenseFacts? {
+        try database.read { db in try Self.facts(keyHash: keyHash, in: db) }
     }
 
     static func facts(keyHash: String, in db: Database) throws -> LicenseFacts? {
@@ -114,6 +118,17 @@ struct LicenseReplica: Sendable {
             deniedRegions: Self.names(row[7]), licenseType: LicenseType(rawValue: row[8]), maxMachines: row[9],
             maxUsers: row[10], maxSeats: row[11], overagePermille: row[12], namedUsers: Self.names(row[13]),
             departmentID: row[14], tenantID: row[15])
+    }
+
+    /// Whether a fingerprint is activated on a license; synchronous like `facts`.
+    func machineStanding(license: String, fingerprintHash: String) throws -> MachineStanding {
+        try database.read { db in
+            let statement = try db.cachedStatement(sql: "SELECT fingerprint_hash = ? FROM machine WHERE license_id = ? ORDER BY fingerprint_hash = ? DESC LIMIT 1")
+            guard let matches = try Bool.fetchOne(statement, arguments: [fingerprintHash, license, fingerprintHash]) else {
+                return .notActivated(licenseHasMachines: false)
+            }
+            return matches ? .activated : .notActivated(licenseHasMachines: true)
+        }
     }
 
     static func department(_ id: String, in db: Database) throws -> (maxSeats: UInt32, maxMachines: UInt32)? {

@@ -58,7 +58,7 @@ final class ValidationLog: Service, Sendable {
 
     func run() async throws {
         while !Task.isShuttingDownGracefully, !Task.isCancelled {
-            try? await Task.sleep(for: interval)
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: self.interval) }
             await flush()
         }
         // Stopping: what was accepted is written before the process exits.

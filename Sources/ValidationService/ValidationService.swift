@@ -125,10 +125,10 @@ public final class ValidationService: Sendable {
             throw RPCError.invalidArgument("license_key: \(error)")
         }
         let keyHash = key.hash(secret: keyHashSecret)
-        if let facts = try await replica.facts(keyHash: keyHash) { return (key, facts) }
+        if let facts = try replica.facts(keyHash: keyHash) { return (key, facts) }
         // Perhaps issued a moment ago: catch up with the feed once before saying NOT_FOUND.
         await feed.catchUp()
-        return try await replica.facts(keyHash: keyHash).map { (key, $0) }
+        return try replica.facts(keyHash: keyHash).map { (key, $0) }
     }
 
     /// The caller's country: as stated, else from its IP address.
@@ -151,13 +151,7 @@ public final class ValidationService: Sendable {
         }
         var machine = MachineStanding.unknown
         if let facts = found?.1, facts.isNodeLocked, !fingerprintHash.isEmpty {
-            machine = try await database.read { db in
-                let statement = try db.cachedStatement(sql: "SELECT fingerprint_hash = ? FROM machine WHERE license_id = ? ORDER BY fingerprint_hash = ? DESC LIMIT 1")
-                guard let matches = try Bool.fetchOne(statement, arguments: [fingerprintHash, facts.licenseID, fingerprintHash]) else {
-                    return .notActivated(licenseHasMachines: false)
-                }
-                return matches ? .activated : .notActivated(licenseHasMachines: true)
-            }
+            machine = try replica.machineStanding(license: facts.licenseID, fingerprintHash: fingerprintHash)
         }
         let query = ValidationQuery(feature: request.feature, region: region, user: request.user, machine: machine)
         let decision = LicenseDecider.decide(found?.1, query, now: now)
