@@ -6,27 +6,38 @@ import NIOConcurrencyHelpers
 final class ActivationLimiter: Sendable {
     private let perHour: Int
     private let clock: any LicenseClock
-    private let buckets = NIOLockedValueBox<[String: (tokens: Double, at: Int64)]>([:])
+    /// Keyed by a 64-bit hash of the license id, with small values: after a burst of
+    /// activations across many licenses this stays a few MiB, not tens.
+    private let buckets = NIOLockedValueBox<[Int: (tokens: Float, at: Int32)]>([:])
+    private let epoch: Int64
 
     init(perHour: Int, clock: any LicenseClock) {
         self.perHour = perHour
         self.clock = clock
+        self.epoch = clock.now
     }
 
     func allow(_ license: String) -> Bool {
         guard perHour > 0 else { return true }
-        let now = clock.now
+        let now = Int32(clamping: clock.now - epoch)
+        let full = Float(perHour)
         return buckets.withLockedValue { buckets in
-            var bucket = buckets[license] ?? (Double(perHour), now)
-            bucket.tokens = min(Double(perHour), bucket.tokens + Double(now - bucket.at) * Double(perHour) / 3600)
+            let key = license.hashValue
+            var bucket = buckets[key] ?? (full, now)
+            bucket.tokens = min(full, bucket.tokens + Float(now - bucket.at) * full / 3600)
             bucket.at = now
+            defer {
+                // Buckets untouched for an hour are full again: sweep them now and then.
+                if buckets.count > 10_000, buckets.count % 1024 == 0 {
+                    buckets = buckets.filter { now - $0.value.at < 3600 }
+                }
+            }
             guard bucket.tokens >= 1 else {
-                buckets[license] = bucket
+                buckets[key] = bucket
                 return false
             }
             bucket.tokens -= 1
-            buckets[license] = bucket
-            if buckets.count > 100_000 { buckets = buckets.filter { $0.value.tokens < Double(perHour) } }
+            buckets[key] = bucket
             return true
         }
     }
