@@ -2,7 +2,11 @@
 // Micro-benchmarks of the validate hot path, kept out of the main package so that its
 // `swift build` stays fast. Run from this folder:
 //   swift package --disable-sandbox benchmark
+import Foundation
 import PackageDescription
+
+// A path dependency is known by its folder's name, which is wherever the project was cloned to.
+let project = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().lastPathComponent.lowercased()
 
 let package = Package(
     name: "license-manager-benchmarks",
@@ -17,7 +21,7 @@ let package = Package(
         .executableTarget(
             name: "HotPath",
             dependencies: [
-                .product(name: "LicensingCore", package: "license-manager"),
+                .product(name: "LicensingCore", package: project),
                 .product(name: "Benchmark", package: "benchmark"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "NIOCore", package: "swift-nio"),
