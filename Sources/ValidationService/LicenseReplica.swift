@@ -120,14 +120,17 @@ struct LicenseReplica: Sendable {
             departmentID: row[14], tenantID: row[15])
     }
 
-    /// Whether a fingerprint is activated on a license; synchronous like `facts`.
-    func machineStanding(license: String, fingerprintHash: String) throws -> MachineStanding {
+    /// The facts for a key hash and, for a node-locked license, where the fingerprint stands:
+    /// both from one read transaction (one reader taken from the pool, not two).
+    func factsAndMachine(keyHash: String, fingerprintHash: String) throws -> (LicenseFacts, MachineStanding)? {
         try database.read { db in
+            guard let facts = try Self.facts(keyHash: keyHash, in: db) else { return nil }
+            guard facts.isNodeLocked, !fingerprintHash.isEmpty else { return (facts, .unknown) }
             let statement = try db.cachedStatement(sql: "SELECT fingerprint_hash = ? FROM machine WHERE license_id = ? ORDER BY fingerprint_hash = ? DESC LIMIT 1")
-            guard let matches = try Bool.fetchOne(statement, arguments: [fingerprintHash, license, fingerprintHash]) else {
-                return .notActivated(licenseHasMachines: false)
+            guard let matches = try Bool.fetchOne(statement, arguments: [fingerprintHash, facts.licenseID, fingerprintHash]) else {
+                return (facts, .notActivated(licenseHasMachines: false))
             }
-            return matches ? .activated : .notActivated(licenseHasMachines: true)
+            return (facts, matches ? .activated : .notActivated(licenseHasMachines: true))
         }
     }
 

@@ -143,19 +143,25 @@ public final class ValidationService: Sendable {
         guard request.nonce.count <= 64 else { throw RPCError.invalidArgument("nonce is longer than 64 bytes") }
         let fingerprintHash = request.fingerprint.isEmpty ? "" : LicenseCertificates.fingerprintHash(request.fingerprint)
         let region = region(stated: request.region, clientIP: request.clientIp)
-        let found: (LicenseKey, LicenseFacts)?
+        let key: LicenseKey
         do {
-            found = try await lookUp(request.licenseKey, call)
-        } catch let error as RPCError where error.code == .invalidArgument {
-            return try await answer(LicenseDecision(reason: .malformedKey, state: .unspecified, detail: error.message), nil, request, fingerprintHash, region, now)
+            key = try LicenseKey(parsing: request.licenseKey)
+        } catch {
+            let decision = LicenseDecision(reason: .malformedKey, state: .unspecified, detail: "license_key: \(error)")
+            return try await answer(decision, nil, request, fingerprintHash, region, now)
         }
-        var machine = MachineStanding.unknown
-        if let facts = found?.1, facts.isNodeLocked, !fingerprintHash.isEmpty {
-            machine = try replica.machineStanding(license: facts.licenseID, fingerprintHash: fingerprintHash)
+        let keyHash = key.hash(secret: keyHashSecret)
+        var found = try replica.factsAndMachine(keyHash: keyHash, fingerprintHash: fingerprintHash)
+        if found == nil {
+            // Perhaps issued a moment ago: catch up with the feed once before saying NOT_FOUND.
+            await feed.catchUp()
+            found = try replica.factsAndMachine(keyHash: keyHash, fingerprintHash: fingerprintHash)
         }
-        let query = ValidationQuery(feature: request.feature, region: region, user: request.user, machine: machine)
-        let decision = LicenseDecider.decide(found?.1, query, now: now)
-        return try await answer(decision, found?.1, request, fingerprintHash, region, now)
+        // Through the gateway a call carries its tenant: another tenant's key is not found.
+        if let tenant = call.metadata[RPCMetadata.tenant], let facts = found?.0, facts.tenantID != tenant { found = nil }
+        let query = ValidationQuery(feature: request.feature, region: region, user: request.user, machine: found?.1 ?? .unknown)
+        let decision = LicenseDecider.decide(found?.0, query, now: now)
+        return try await answer(decision, found?.0, request, fingerprintHash, region, now)
     }
 
     /// Builds the answer, signs it when the client sent a nonce, and logs the validation.
