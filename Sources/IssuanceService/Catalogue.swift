@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import LicensingCore
 import LicensingRPC
+import LicensingRuntime
 import LicensingWire
 
 // Products, policies, customers and departments.

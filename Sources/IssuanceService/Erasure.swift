@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import LicensingRPC
+import LicensingRuntime
 import LicensingWire
 
 extension IssuanceService {

@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import LicensingCore
 import LicensingRPC
+import LicensingRuntime
 import LicensingWire
 
 // The license lifecycle. States: active → in grace → expired (by time); suspended (until

@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import LicensingCore
 import LicensingRPC
+import LicensingRuntime
 import LicensingWire
 
 // Ed25519 signing keys for license certificates. Private keys are stored sealed under the

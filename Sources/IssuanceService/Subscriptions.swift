@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import LicensingCore
 import LicensingRPC
+import LicensingRuntime
 import LicensingWire
 
 // Subscriptions tie a license to the billing system's periods: a paid period extends the

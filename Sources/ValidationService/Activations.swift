@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import LicensingCore
 import LicensingRPC
+import LicensingRuntime
 import LicensingWire
 
 // Machines: activation binds a license to a machine fingerprint (stored only as a hash)
@@ -126,21 +127,5 @@ extension Machine {
         try Row.fetchOne(
             db, sql: "SELECT * FROM machine WHERE license_id = ? AND fingerprint_hash = ?", arguments: [license, fingerprintHash]
         ).map(Machine.init(row:))
-    }
-}
-
-enum Check {
-    static func nonEmpty(_ value: String, _ field: String) throws(RPCError) {
-        guard !value.isEmpty else { throw .invalidArgument("\(field) is required") }
-    }
-
-    static func length(_ value: String, _ field: String, max: Int = 200) throws(RPCError) {
-        guard value.count <= max else { throw .invalidArgument("\(field) is longer than \(max) characters") }
-    }
-
-    static func fingerprint(_ value: String) throws(RPCError) {
-        guard (1...1000).contains(value.count) else {
-            throw .invalidArgument("fingerprint is required (1 to 1000 characters identifying the machine)")
-        }
     }
 }

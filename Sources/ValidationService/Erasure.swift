@@ -1,5 +1,6 @@
 import GRDB
 import LicensingRPC
+import LicensingRuntime
 import LicensingWire
 
 extension ValidationService {

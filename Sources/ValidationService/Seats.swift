@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import LicensingCore
 import LicensingRPC
+import LicensingRuntime
 import LicensingWire
 
 // Floating seats. A checkout takes a lease for a TTL; heartbeats extend it; a checkin or the

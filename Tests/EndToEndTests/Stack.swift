@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 #endif
 import LicensingRPC
+import LicensingWire
 import Testing
 
 /// The five executables started as real processes on Unix sockets in a temporary folder.
@@ -116,5 +117,3 @@ final class Stack: @unchecked Sendable {
         (try? String(contentsOfFile: "\(folder)/\(service).log", encoding: .utf8)) ?? ""
     }
 }
-
-import LicensingWire

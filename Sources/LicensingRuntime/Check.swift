@@ -1,20 +1,21 @@
+import Foundation
 import LicensingRPC
 import LicensingWire
 
-/// Checks of caller input; each failure names the field and what is expected.
-enum Check {
-    static func nonEmpty(_ value: String, _ field: String) throws(RPCError) {
+/// Checks of caller input shared by the services; each failure names the field and what is expected.
+public enum Check {
+    public static func nonEmpty(_ value: String, _ field: String) throws(RPCError) {
         guard !value.trimmingCharacters(in: .whitespaces).isEmpty else {
             throw .invalidArgument("\(field) is required")
         }
     }
 
-    static func length(_ value: String, _ field: String, max: Int = 200) throws(RPCError) {
+    public static func length(_ value: String, _ field: String, max: Int = 200) throws(RPCError) {
         guard value.count <= max else { throw .invalidArgument("\(field) is longer than \(max) characters") }
     }
 
     /// Product codes: 2–32 of A–Z, 0–9, '-' and '_'.
-    static func productCode(_ code: String) throws(RPCError) {
+    public static func productCode(_ code: String) throws(RPCError) {
         let allowed = code.utf8.allSatisfy { (65...90).contains($0) || (48...57).contains($0) || $0 == 45 || $0 == 95 }
         guard (2...32).contains(code.count), allowed else {
             throw .invalidArgument("code \"\(code)\" must be 2 to 32 characters of A-Z, 0-9, '-' or '_'")
@@ -22,7 +23,7 @@ enum Check {
     }
 
     /// Feature names: 1–64 of letters, digits, '.', '_', ':', '-'.
-    static func features(_ names: [String]) throws(RPCError) {
+    public static func features(_ names: [String]) throws(RPCError) {
         for name in names {
             let allowed = name.utf8.allSatisfy {
                 (65...90).contains($0) || (97...122).contains($0) || (48...57).contains($0) || $0 == 46 || $0 == 95 || $0 == 58 || $0 == 45
@@ -35,7 +36,7 @@ enum Check {
     }
 
     /// ISO 3166-1 alpha-2 codes, upper case.
-    static func regions(_ codes: [String], _ field: String) throws(RPCError) {
+    public static func regions(_ codes: [String], _ field: String) throws(RPCError) {
         for code in codes {
             guard code.count == 2, code.utf8.allSatisfy({ (65...90).contains($0) }) else {
                 throw .invalidArgument("\(field): \"\(code)\" is not an ISO 3166-1 alpha-2 code such as DE or US")
@@ -43,7 +44,14 @@ enum Check {
         }
     }
 
-    static func nonNegative(_ value: Int64, _ field: String) throws(RPCError) {
+    public static func nonNegative(_ value: Int64, _ field: String) throws(RPCError) {
         guard value >= 0 else { throw .invalidArgument("\(field) must not be negative") }
+    }
+
+    /// A machine fingerprint: 1–1000 characters identifying the machine.
+    public static func fingerprint(_ value: String) throws(RPCError) {
+        guard (1...1000).contains(value.count) else {
+            throw .invalidArgument("fingerprint is required (1 to 1000 characters identifying the machine)")
+        }
     }
 }
