@@ -16,6 +16,7 @@ public final class IssuanceService: Sendable {
     let masterKey: MasterKey
     let idempotencyTTL: Int64
     let logger: Logger
+    let committer: GroupCommitter
 
     public init(
         database: DatabasePool, keyHashSecret: KeyHashSecret, masterKey: MasterKey,
@@ -27,6 +28,7 @@ public final class IssuanceService: Sendable {
         self.clock = clock
         self.idempotencyTTL = idempotencyTTL
         self.logger = logger
+        self.committer = GroupCommitter(database: database)
     }
 
     /// Opens `issuance.sqlite` with `synchronous=FULL`: nothing acknowledged is lost on power failure.
@@ -103,8 +105,17 @@ public final class IssuanceService: Sendable {
 
     /// Runs a write transaction, turning constraint violations into a clear status.
     func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        try await Self.explainingConstraints { try await self.database.write(body) }
+    }
+
+    /// Runs a change in the next group commit (see ``GroupCommitter``).
+    func groupWrite<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        try await Self.explainingConstraints { try await self.committer.write(body) }
+    }
+
+    private static func explainingConstraints<T>(_ body: () async throws -> T) async throws -> T {
         do {
-            return try await database.write(body)
+            return try await body()
         } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
             throw RPCError.failedPrecondition("the change breaks a rule of the stored data: \(error.message ?? "constraint failed")")
         }

@@ -15,9 +15,10 @@ struct MutationContext: Sendable {
 }
 
 extension IssuanceService {
-    /// Runs a mutating call as one transaction: the idempotency check, the change, its
-    /// audit row and the stored response commit together or not at all, so a retry after
-    /// a crash either finds the first answer or runs the change for the first time.
+    /// Runs a mutating call atomically: the idempotency check, the change, its audit row
+    /// and the stored response commit together or not at all (one savepoint of a group
+    /// commit), so a retry after a crash either finds the first answer or runs the change
+    /// for the first time. The answer is sent only after the commit.
     ///
     /// A retry with the same `idempotency-key` and the same request gets the first response;
     /// the same key with a different request is refused with `ALREADY_EXISTS`.
@@ -35,7 +36,7 @@ extension IssuanceService {
             throw RPCError.invalidArgument("idempotency-key must be 1 to 200 characters")
         }
         let ttl = idempotencyTTL
-        return try await write { db in
+        return try await groupWrite { db in
             if let key = idempotencyKey {
                 if let stored = try Row.fetchOne(
                     db, sql: "SELECT method, request_digest, response FROM idempotency WHERE tenant_id = ? AND key = ? AND expires_at > ?",

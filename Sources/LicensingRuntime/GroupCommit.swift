@@ -1,0 +1,75 @@
+import GRDB
+import NIOConcurrencyHelpers
+
+/// Group commit: mutations that arrive while a transaction is being written wait, then
+/// commit together in the next one — one disk sync for many — each inside its own
+/// savepoint, so a failing mutation rolls back alone. A caller's answer comes only after
+/// the transaction holding its change has committed (is durable under synchronous=FULL).
+public final class GroupCommitter: Sendable {
+    private struct Job: @unchecked Sendable {
+        // @unchecked: `body` is called once, on the writer, and `finish` once after the commit.
+        let body: (Database) throws -> any Sendable
+        let finish: (Result<any Sendable, any Error>) -> Void
+    }
+
+    private struct State {
+        var queue: [Job] = []
+        var draining = false
+    }
+
+    private let database: DatabasePool
+    private let maxBatch: Int
+    private let state = NIOLockedValueBox(State())
+
+    public init(database: DatabasePool, maxBatch: Int = 256) {
+        self.database = database
+        self.maxBatch = maxBatch
+    }
+
+    /// Runs `body` in the next group transaction and returns its result once committed.
+    public func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        let result = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<any Sendable, any Error>) in
+            let job = Job(body: { try body($0) }, finish: { continuation.resume(with: $0) })
+            let start = state.withLockedValue { state -> Bool in
+                state.queue.append(job)
+                guard !state.draining else { return false }
+                state.draining = true
+                return true
+            }
+            if start { Task { await self.drain() } }
+        }
+        return result as! T
+    }
+
+    private func drain() async {
+        while true {
+            let batch = state.withLockedValue { state -> [Job] in
+                let batch = Array(state.queue.prefix(maxBatch))
+                state.queue.removeFirst(batch.count)
+                if batch.isEmpty { state.draining = false }
+                return batch
+            }
+            guard !batch.isEmpty else { return }
+            do {
+                let results = try await database.write { db -> [Result<any Sendable, any Error>] in
+                    batch.map { job in
+                        var value: (any Sendable)?
+                        do {
+                            try db.inSavepoint {
+                                value = try job.body(db)
+                                return .commit
+                            }
+                            return .success(value!)
+                        } catch {
+                            return .failure(error)
+                        }
+                    }
+                }
+                for (job, result) in zip(batch, results) { job.finish(result) }
+            } catch {
+                // The transaction itself failed to commit: nothing of it is durable.
+                for job in batch { job.finish(.failure(error)) }
+            }
+        }
+    }
+}
