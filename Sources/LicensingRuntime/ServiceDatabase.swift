@@ -35,4 +35,16 @@ public enum ServiceDatabase {
         try migrator.migrate(pool)
         return pool
     }
+
+    /// A second, read-only pool on the same file for look-ups made synchronously on an
+    /// event-loop thread. It must be separate: the main pool's async readers give their
+    /// connection back only after resuming on the caller's executor — which can be that
+    /// same event loop, blocked waiting for a connection — a deadlock.
+    public static func openLookups(path: String, readers: Int = 2) throws -> DatabasePool {
+        var configuration = Configuration()
+        configuration.readonly = true
+        configuration.maximumReaderCount = readers
+        configuration.busyMode = .timeout(5)
+        return try DatabasePool(path: path, configuration: configuration)
+    }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import LicensingCore
+import LicensingRuntime
 import LicensingWire
 import NIOConcurrencyHelpers
 
@@ -9,6 +10,14 @@ import NIOConcurrencyHelpers
 struct LicenseReplica: Sendable {
     static let feed = "issuance"
     let database: DatabasePool
+    /// Read-only connections for the synchronous look-ups of the hot path (see
+    /// `ServiceDatabase.openLookups`).
+    let lookups: DatabasePool
+
+    init(database: DatabasePool) throws {
+        self.database = database
+        self.lookups = try ServiceDatabase.openLookups(path: database.path)
+    }
 
     /// Applies a batch of events and the new feed position in one transaction; events at
     /// or below the stored position were applied before and are skipped.
@@ -102,7 +111,7 @@ struct LicenseReplica: Sendable {
     /// less than handing the read to GRDB's queue and resuming afterwards (the hop dominated
     /// the validate path's profile).
     func facts(keyHash: String) throws -> LicenseFacts? {
-        try database.read { db in try Self.facts(keyHash: keyHash, in: db) }
+        try lookups.read { db in try Self.facts(keyHash: keyHash, in: db) }
     }
 
     static func facts(keyHash: String, in db: Database) throws -> LicenseFacts? {
@@ -123,7 +132,7 @@ struct LicenseReplica: Sendable {
     /// The facts for a key hash and, for a node-locked license, where the fingerprint stands:
     /// both from one read transaction (one reader taken from the pool, not two).
     func factsAndMachine(keyHash: String, fingerprintHash: String) throws -> (LicenseFacts, MachineStanding)? {
-        try database.read { db in
+        try lookups.read { db in
             guard let facts = try Self.facts(keyHash: keyHash, in: db) else { return nil }
             guard facts.isNodeLocked, !fingerprintHash.isEmpty else { return (facts, .unknown) }
             let statement = try db.cachedStatement(sql: "SELECT fingerprint_hash = ? FROM machine WHERE license_id = ? ORDER BY fingerprint_hash = ? DESC LIMIT 1")

@@ -40,9 +40,9 @@ public final class ValidationService: Sendable {
     public init(
         database: DatabasePool, issuance: RPCClient, keyHashSecret: KeyHashSecret, masterKey: MasterKey,
         clock: any LicenseClock = SystemLicenseClock(), options: Options = Options(), logger: Logger
-    ) {
+    ) throws {
         self.database = database
-        self.replica = LicenseReplica(database: database)
+        self.replica = try LicenseReplica(database: database)
         self.signingKeys = SigningKeyCache(replica: replica, masterKey: masterKey)
         self.feed = FeedConsumer(client: issuance, replica: replica, signingKeys: signingKeys, logger: logger, idleInterval: options.feedPollInterval)
         self.log = ValidationLog(database: database, logger: logger)
@@ -78,7 +78,7 @@ public final class ValidationService: Sendable {
             options.geo = try GeoTable(parsing: text)
             environment.logger.info("geo table loaded", metadata: ["ranges": "\(options.geo.count)", "file": "\(file)"])
         }
-        let service = ValidationService(
+        let service = try ValidationService(
             database: try openDatabase(path: environment.databasePath), issuance: issuance,
             keyHashSecret: try Secrets.keyHashSecret(settings: settings, developmentMode: environment.developmentMode),
             masterKey: try MasterKey(bytes: try Secrets.load(name: "master-key", settings: settings, developmentMode: environment.developmentMode)),

@@ -17,7 +17,7 @@ import Testing
     @Test func eventsApplyExactlyOnceAndThePositionPersists() async throws {
         let folder = TemporaryFolder()
         let path = "\(folder.path)/validation.sqlite"
-        let replica = LicenseReplica(database: try ValidationService.openDatabase(path: path))
+        let replica = try LicenseReplica(database: try ValidationService.openDatabase(path: path))
         #expect(try await replica.apply([event(1, "lic_1", .active), event(2, "lic_2", .active)]) == 2)
         // A batch delivered again, or overlapping, changes nothing already applied.
         #expect(try await replica.apply([event(1, "lic_1", .revoked), event(2, "lic_2", .revoked)]) == 2)
@@ -27,7 +27,7 @@ import Testing
         #expect(try replica.facts(keyHash: String(repeating: "b", count: 64))?.state == .active)
 
         // Reopened, the replica resumes where it stopped.
-        let reopened = LicenseReplica(database: try ValidationService.openDatabase(path: path))
+        let reopened = try LicenseReplica(database: try ValidationService.openDatabase(path: path))
         #expect(try await reopened.position() == 3)
         let rows = try await reopened.database.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM replica_license") }
         #expect(rows == 2)

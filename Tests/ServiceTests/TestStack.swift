@@ -79,7 +79,7 @@ func withIssuanceAndValidation<T>(
         keyHashSecret: testSecret, masterKey: testMasterKey, clock: clock, logger: Logger(label: "test"))
     return try await withServer(issuance.router(), in: folder, name: "issuance") { issuanceClient in
         _ = try await issuanceClient.call(IssuanceMethods.createSigningKey, CreateSigningKeyRequest())
-        let validation = ValidationService(
+        let validation = try ValidationService(
             database: try ValidationService.openDatabase(path: "\(folder.path)/validation.sqlite"),
             issuance: RPCClient(endpoint: issuanceClient.endpoint), keyHashSecret: testSecret, masterKey: testMasterKey,
             clock: clock, options: options, logger: Logger(label: "test"))

@@ -20,7 +20,7 @@ import ValidationService
             let (policy, customer) = try await seedCatalogue(issuanceClient)
             let key = try await issuanceClient.call(IssuanceMethods.issueLicense, IssueLicenseRequest(policyId: policy, customerId: customer)).licenseKey
             let database = try ValidationService.openDatabase(path: "\(folder.path)/validation.sqlite")
-            let validation = ValidationService(
+            let validation = try ValidationService(
                 database: database, issuance: RPCClient(endpoint: issuanceClient.endpoint), keyHashSecret: testSecret,
                 masterKey: testMasterKey, logger: Logger(label: "test"))
             let parts = validation.services(configuration: RPCServerConfiguration(endpoints: [.unix(path: "\(folder.path)/validation.sock")]))

@@ -16,7 +16,7 @@ import ValidationService
             database: try IssuanceService.openDatabase(path: "\(folder.path)/issuance.sqlite"),
             keyHashSecret: testSecret, masterKey: testMasterKey, clock: clock, logger: Logger(label: "test"))
         try await withServer(issuance.router(), in: folder, name: "issuance") { issuanceClient in
-            let validation = ValidationService(
+            let validation = try ValidationService(
                 database: try ValidationService.openDatabase(path: "\(folder.path)/validation.sqlite"),
                 issuance: RPCClient(endpoint: issuanceClient.endpoint), keyHashSecret: testSecret, masterKey: testMasterKey, clock: clock,
                 logger: Logger(label: "test"))
@@ -85,7 +85,7 @@ import ValidationService
             database: try IssuanceService.openDatabase(path: "\(folder.path)/issuance.sqlite"),
             keyHashSecret: testSecret, masterKey: testMasterKey, logger: Logger(label: "test"))
         try await withServer(issuance.router(), in: folder, name: "issuance") { issuanceClient in
-            let validation = ValidationService(
+            let validation = try ValidationService(
                 database: try ValidationService.openDatabase(path: "\(folder.path)/validation.sqlite"),
                 issuance: RPCClient(endpoint: issuanceClient.endpoint), keyHashSecret: testSecret, masterKey: testMasterKey,
                 options: { var options = ValidationService.Options(); options.feedPollInterval = .seconds(3600); return options }(),
