@@ -42,19 +42,34 @@ public struct LicenseKey: Hashable, Sendable, CustomStringConvertible {
     /// Parses what a person typed: case, hyphens and spaces do not matter; `I`/`L` read as
     /// `1` and `O` as `0`, as Crockford's alphabet prescribes.
     public init(parsing text: String) throws(LicenseKeyError) {
+        // Works on UTF-8 bytes with a lookup table: this runs on every validation.
         var values: [UInt8] = []
         values.reserveCapacity(Self.length)
-        for character in text where character != "-" && character != " " {
-            guard let value = Crockford.value(of: character) else { throw .invalidSymbol(character) }
+        var symbols = 0
+        for byte in text.utf8 where byte != UInt8(ascii: "-") && byte != UInt8(ascii: " ") {
+            symbols += 1
+            guard symbols <= Self.length else { continue }
+            guard let value = Crockford.value(ofASCII: byte) else {
+                throw .invalidSymbol(Self.symbol(at: symbols, in: text))
+            }
             values.append(value)
-            guard values.count <= Self.length else { throw .wrongLength(text.filter { $0 != "-" && $0 != " " }.count) }
         }
-        guard values.count == Self.length else { throw .wrongLength(values.count) }
+        guard symbols == Self.length else { throw .wrongLength(symbols) }
         guard values[0] == Crockford.value(of: Self.version)! else { throw .unknownVersion }
         // 26 symbols hold 130 bits; a key carries 128, so the first data symbol is below 8.
         guard values[1] < 8 else { throw .checkFailed }
         guard Crockford.luhnCheck(values.dropLast()) == values.last! else { throw .checkFailed }
-        self.canonical = String(values.map { Crockford.alphabet[Int($0)] })
+        self.canonical = String(decoding: values.map { Crockford.asciiAlphabet[Int($0)] }, as: UTF8.self)
+    }
+
+    /// The `n`th symbol (ignoring separators), for the error message.
+    private static func symbol(at n: Int, in text: String) -> Character {
+        var count = 0
+        for character in text where character != "-" && character != " " {
+            count += 1
+            if count == n { return character }
+        }
+        return "?"
     }
 
     /// Groups of four, as shown to people.
@@ -97,15 +112,22 @@ public enum LicenseKeyError: Error, Equatable, CustomStringConvertible {
 
 /// The secret that keys license-key hashes. Shared by issuance and validation only.
 public struct KeyHashSecret: Sendable {
-    private let bytes: [UInt8]
+    private let box: KeyBox
 
     public init(bytes: [UInt8]) throws(KeyHashSecretError) {
         guard bytes.count >= 32 else { throw .tooShort(bytes.count) }
-        self.bytes = bytes
+        self.box = KeyBox(SymmetricKey(data: bytes))
     }
 
-    // SymmetricKey is not Sendable in swift-crypto 3, so the raw bytes are kept instead.
-    var key: SymmetricKey { SymmetricKey(data: bytes) }
+    var key: SymmetricKey { box.key }
+
+    /// Holds the key made once, not on every validation.
+    private final class KeyBox: @unchecked Sendable {
+        // @unchecked: SymmetricKey is an immutable value that swift-crypto 3 does not mark
+        // Sendable; it is never mutated after init.
+        let key: SymmetricKey
+        init(_ key: SymmetricKey) { self.key = key }
+    }
 
     /// 32 fresh random bytes, for a new deployment.
     public static func generateBytes() -> [UInt8] {
@@ -124,17 +146,29 @@ public enum KeyHashSecretError: Error, CustomStringConvertible {
 
 enum Crockford {
     static let alphabet: [Character] = Array("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
+    static let asciiAlphabet: [UInt8] = Array("0123456789ABCDEFGHJKMNPQRSTVWXYZ".utf8)
+
+    /// ASCII byte → symbol value (255 = not a symbol); O reads as 0, I and L as 1, any case.
+    private static let table: [UInt8] = {
+        var table = [UInt8](repeating: 255, count: 128)
+        for (value, byte) in asciiAlphabet.enumerated() {
+            table[Int(byte)] = UInt8(value)
+            table[Int(byte | 0x20)] = UInt8(value)
+        }
+        for byte in Array("oO".utf8) { table[Int(byte)] = 0 }
+        for byte in Array("iIlL".utf8) { table[Int(byte)] = 1 }
+        return table
+    }()
+
+    static func value(ofASCII byte: UInt8) -> UInt8? {
+        guard byte < 128 else { return nil }
+        let value = table[Int(byte)]
+        return value == 255 ? nil : value
+    }
 
     static func value(of character: Character) -> UInt8? {
-        switch character {
-        case "0", "o", "O": return 0
-        case "1", "i", "I", "l", "L": return 1
-        default:
-            guard let ascii = character.asciiValue else { return nil }
-            let upper = (ascii >= 97 && ascii <= 122) ? ascii - 32 : ascii
-            guard let index = alphabet.firstIndex(of: Character(UnicodeScalar(upper))) else { return nil }
-            return UInt8(index)
-        }
+        guard let ascii = character.asciiValue else { return nil }
+        return value(ofASCII: ascii)
     }
 
     /// Luhn mod N (N = 32): the symbol that makes the weighted sum divisible by 32.
