@@ -3,6 +3,8 @@ import Foundation
 import Histogram
 import LicensingRPC
 import LicensingWire
+import NIOCore
+import NIOPosix
 
 enum Scenario: String, ExpressibleByArgument, CaseIterable {
     case validate, activate, checkout = "checkout+checkin", usage, issue
@@ -91,6 +93,7 @@ struct Run: AsyncParsableCommand {
         count: Int?, rate: Double?, quiet: Bool
     ) async throws -> Outcome {
         let client = try target.client(connections: connections)
+        let executors = (0..<System.coreCount).map { _ in EventLoopTaskExecutor(MultiThreadedEventLoopGroup.singleton.next()) }
         let next = Counter()
         let done = Counter()
         let start = ContinuousClock.now
@@ -105,8 +108,11 @@ struct Run: AsyncParsableCommand {
             }
         }
         let outcome = try await withThrowingTaskGroup(of: Outcome.self) { group in
-            for _ in 0..<workers {
-                group.addTask {
+            for worker in 0..<workers {
+                // Each worker runs on an event loop, like the server's connections: its
+                // answers resume where the I/O happened instead of waking another thread.
+                let executor = executors[worker % executors.count]
+                group.addTask(executorPreference: executor) {
                     var outcome = Outcome()
                     while true {
                         let index = next.increment() - 1
