@@ -45,6 +45,11 @@ public final class RPCClient: Sendable {
     private let configuration: RPCClientConfiguration
     private let group: any EventLoopGroup
     private let slots: [NIOLockedValueBox<Slot>]
+    /// The event loop each slot's connection lives on, and the slots of each loop: a call
+    /// made from an event loop (a server handler, a worker with an EventLoopTaskExecutor)
+    /// uses a connection on that same loop, so sending and answering need no thread hop.
+    private let slotLoops: [any EventLoop]
+    private let slotsByLoop: [ObjectIdentifier: [Int]]
     private let nextSlot = Atomic<Int>(0)
 
     private enum Slot {
@@ -63,6 +68,11 @@ public final class RPCClient: Sendable {
         self.configuration = configuration
         self.group = group
         self.slots = (0..<configuration.connections).map { _ in NIOLockedValueBox(.idle) }
+        let loops = Array(group.makeIterator())
+        self.slotLoops = (0..<configuration.connections).map { loops[$0 % loops.count] }
+        var byLoop: [ObjectIdentifier: [Int]] = [:]
+        for (index, loop) in slotLoops.enumerated() { byLoop[ObjectIdentifier(loop), default: []].append(index) }
+        self.slotsByLoop = byLoop
     }
 
     // MARK: Calls
@@ -166,7 +176,13 @@ public final class RPCClient: Sendable {
     // MARK: Connections
 
     private func connection(before deadline: ContinuousClock.Instant) async throws -> ClientConnection {
-        let index = nextSlot.add(1, ordering: .relaxed).oldValue % slots.count
+        let turn = nextSlot.add(1, ordering: .relaxed).oldValue
+        let index: Int
+        if let current = MultiThreadedEventLoopGroup.currentEventLoop, let local = slotsByLoop[ObjectIdentifier(current)] {
+            index = local[turn % local.count]
+        } else {
+            index = turn % slots.count
+        }
         let slot = slots[index]
         var started: EventLoopFuture<ClientConnection>?
         let future: EventLoopFuture<ClientConnection> = try slot.withLockedValue { state in
@@ -178,7 +194,7 @@ public final class RPCClient: Sendable {
             case .closed:
                 throw RPCError(.unavailable, "the client for \(endpoint) is closed")
             case .idle, .ready:
-                let future = connect()
+                let future = connect(on: slotLoops[index])
                 state = .connecting(future)
                 started = future
                 return future
@@ -204,7 +220,7 @@ public final class RPCClient: Sendable {
         }
     }
 
-    private func connect() -> EventLoopFuture<ClientConnection> {
+    private func connect(on loop: any EventLoop) -> EventLoopFuture<ClientConnection> {
         let limits = configuration.limits
         var tls: (NIOSSLContext, String?)?
         if case .tcp(let host, _) = endpoint, let context = configuration.tls {
@@ -212,7 +228,7 @@ public final class RPCClient: Sendable {
             let name = configuration.serverHostname ?? host
             tls = (context, name.first?.isNumber == true || name.contains(":") ? nil : name)
         }
-        let bootstrap = ClientBootstrap(group: group)
+        let bootstrap = ClientBootstrap(group: loop)
             .connectTimeout(.nanoseconds(configuration.connectTimeout.nanoseconds))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { [tls] channel in
