@@ -45,11 +45,6 @@ public final class RPCClient: Sendable {
     private let configuration: RPCClientConfiguration
     private let group: any EventLoopGroup
     private let slots: [NIOLockedValueBox<Slot>]
-    /// The event loop each slot's connection lives on, and the slots of each loop: a call
-    /// made from an event loop (a server handler, a worker with an EventLoopTaskExecutor)
-    /// uses a connection on that same loop, so sending and answering need no thread hop.
-    private let slotLoops: [any EventLoop]
-    private let slotsByLoop: [ObjectIdentifier: [Int]]
     private let nextSlot = Atomic<Int>(0)
 
     private enum Slot {
@@ -68,11 +63,6 @@ public final class RPCClient: Sendable {
         self.configuration = configuration
         self.group = group
         self.slots = (0..<configuration.connections).map { _ in NIOLockedValueBox(.idle) }
-        let loops = Array(group.makeIterator())
-        self.slotLoops = (0..<configuration.connections).map { loops[$0 % loops.count] }
-        var byLoop: [ObjectIdentifier: [Int]] = [:]
-        for (index, loop) in slotLoops.enumerated() { byLoop[ObjectIdentifier(loop), default: []].append(index) }
-        self.slotsByLoop = byLoop
     }
 
     // MARK: Calls
@@ -176,13 +166,7 @@ public final class RPCClient: Sendable {
     // MARK: Connections
 
     private func connection(before deadline: ContinuousClock.Instant) async throws -> ClientConnection {
-        let turn = nextSlot.add(1, ordering: .relaxed).oldValue
-        let index: Int
-        if let current = MultiThreadedEventLoopGroup.currentEventLoop, let local = slotsByLoop[ObjectIdentifier(current)] {
-            index = local[turn % local.count]
-        } else {
-            index = turn % slots.count
-        }
+        let index = nextSlot.add(1, ordering: .relaxed).oldValue % slots.count
         let slot = slots[index]
         var started: EventLoopFuture<ClientConnection>?
         let future: EventLoopFuture<ClientConnection> = try slot.withLockedValue { state in
@@ -194,7 +178,7 @@ public final class RPCClient: Sendable {
             case .closed:
                 throw RPCError(.unavailable, "the client for \(endpoint) is closed")
             case .idle, .ready:
-                let future = connect(on: slotLoops[index])
+                let future = connect()
                 state = .connecting(future)
                 started = future
                 return future
@@ -220,7 +204,7 @@ public final class RPCClient: Sendable {
         }
     }
 
-    private func connect(on loop: any EventLoop) -> EventLoopFuture<ClientConnection> {
+    private func connect() -> EventLoopFuture<ClientConnection> {
         let limits = configuration.limits
         var tls: (NIOSSLContext, String?)?
         if case .tcp(let host, _) = endpoint, let context = configuration.tls {
@@ -228,7 +212,7 @@ public final class RPCClient: Sendable {
             let name = configuration.serverHostname ?? host
             tls = (context, name.first?.isNumber == true || name.contains(":") ? nil : name)
         }
-        let bootstrap = ClientBootstrap(group: loop)
+        let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(.nanoseconds(configuration.connectTimeout.nanoseconds))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { [tls] channel in
