@@ -96,5 +96,4 @@ final class ValidationLog: Service, Sendable {
         for continuation in waiting { continuation.resume() }
     }
 
-    var pendingCount: Int { state.withLockedValue { $0.pending.count } }
 }

@@ -109,26 +109,30 @@ public final class ValidationService: Sendable {
     }
 
     /// The key and its license's facts, or nil when no license of the caller's tenant has
-    /// the key. A malformed key is the caller's error. Calls through the gateway carry the
-    /// tenant; local callers without one are trusted with any key they hold.
+    /// the key. A malformed key is the caller's error.
     func lookUp(_ text: String, _ call: ServerCall) async throws -> (LicenseKey, LicenseFacts)? {
-        guard let found = try await lookUpAnyTenant(text) else { return nil }
-        if let tenant = call.metadata[RPCMetadata.tenant], tenant != found.1.tenantID { return nil }
-        return found
-    }
-
-    private func lookUpAnyTenant(_ text: String) async throws -> (LicenseKey, LicenseFacts)? {
         let key: LicenseKey
         do {
             key = try LicenseKey(parsing: text)
         } catch {
             throw RPCError.invalidArgument("license_key: \(error)")
         }
+        return try await find(key, fingerprintHash: "", call).map { (key, $0.0) }
+    }
+
+    /// The facts for a key and, for a node-locked license, where the fingerprint stands.
+    /// A miss pulls the feed once (the key may have been issued a moment ago) before it is
+    /// NOT_FOUND. Calls through the gateway carry the tenant and see only its licenses;
+    /// local callers without one are trusted with any key they hold.
+    func find(_ key: LicenseKey, fingerprintHash: String, _ call: ServerCall) async throws -> (LicenseFacts, MachineStanding)? {
         let keyHash = key.hash(secret: keyHashSecret)
-        if let facts = try replica.facts(keyHash: keyHash) { return (key, facts) }
-        // Perhaps issued a moment ago: catch up with the feed once before saying NOT_FOUND.
-        await feed.catchUp()
-        return try replica.facts(keyHash: keyHash).map { (key, $0) }
+        var found = try replica.factsAndMachine(keyHash: keyHash, fingerprintHash: fingerprintHash)
+        if found == nil {
+            await feed.catchUp()
+            found = try replica.factsAndMachine(keyHash: keyHash, fingerprintHash: fingerprintHash)
+        }
+        if let tenant = call.metadata[RPCMetadata.tenant], let facts = found?.0, facts.tenantID != tenant { return nil }
+        return found
     }
 
     /// The caller's country: as stated, else from its IP address.
@@ -150,15 +154,7 @@ public final class ValidationService: Sendable {
             let decision = LicenseDecision(reason: .malformedKey, state: .unspecified, detail: "license_key: \(error)")
             return try await answer(decision, nil, request, fingerprintHash, region, now)
         }
-        let keyHash = key.hash(secret: keyHashSecret)
-        var found = try replica.factsAndMachine(keyHash: keyHash, fingerprintHash: fingerprintHash)
-        if found == nil {
-            // Perhaps issued a moment ago: catch up with the feed once before saying NOT_FOUND.
-            await feed.catchUp()
-            found = try replica.factsAndMachine(keyHash: keyHash, fingerprintHash: fingerprintHash)
-        }
-        // Through the gateway a call carries its tenant: another tenant's key is not found.
-        if let tenant = call.metadata[RPCMetadata.tenant], let facts = found?.0, facts.tenantID != tenant { found = nil }
+        let found = try await find(key, fingerprintHash: fingerprintHash, call)
         let query = ValidationQuery(feature: request.feature, region: region, user: request.user, machine: found?.1 ?? .unknown)
         let decision = LicenseDecider.decide(found?.0, query, now: now)
         return try await answer(decision, found?.0, request, fingerprintHash, region, now)
