@@ -80,10 +80,10 @@ public final class RPCServer: Service, Sendable {
         }
         let endpoints = listeners.map(\.1)
         // Which socket files are ours, so that stopping never removes another process's.
-        var ownSockets: [String: ino_t] = [:]
+        var ownSockets: [String: SocketFileIdentity] = [:]
         for case .unix(let path) in endpoints {
             var info = stat()
-            if stat(path, &info) == 0 { ownSockets[path] = info.st_ino }
+            if stat(path, &info) == 0 { ownSockets[path] = SocketFileIdentity(info) }
         }
         let socketFiles = ownSockets
         logger.info("listening", metadata: ["endpoints": "\(endpoints.map(\.description))"])
@@ -144,9 +144,9 @@ public final class RPCServer: Service, Sendable {
 
     /// Removes a Unix socket file if it is still the one this server created: a new
     /// process may already have bound the same path.
-    private static func removeSocket(_ path: String, created: ino_t?) {
+    private static func removeSocket(_ path: String, created: SocketFileIdentity?) {
         var info = stat()
-        guard let created, stat(path, &info) == 0, info.st_ino == created else { return }
+        guard let created, stat(path, &info) == 0, SocketFileIdentity(info) == created else { return }
         unlink(path)
     }
 
@@ -353,5 +353,21 @@ private final class StreamCalls: Sendable {
             return running
         }
         for task in tasks { task.cancel() }
+    }
+}
+
+/// Which file a socket path names. The inode number alone is not enough: a file system
+/// hands a freed inode to the next file, so the change time is compared as well.
+private struct SocketFileIdentity: Equatable, Sendable {
+    let device: UInt64
+    let inode: UInt64
+    let changedSeconds: Int
+    let changedNanoseconds: Int
+
+    init(_ info: stat) {
+        device = UInt64(info.st_dev)
+        inode = UInt64(info.st_ino)
+        changedSeconds = Int(info.st_ctim.tv_sec)
+        changedNanoseconds = Int(info.st_ctim.tv_nsec)
     }
 }
