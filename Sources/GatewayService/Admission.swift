@@ -83,7 +83,7 @@ extension GatewayService {
         metadata[RPCMetadata.tenant] = key.tenantId
         metadata[RPCMetadata.actor] = key.id
         metadata[RPCMetadata.role] = key.role.description
-        return ServerCall(method: call.method, payload: call.payload, metadata: metadata, deadline: call.deadline, logger: call.logger, peer: call.peer)
+        return ServerCall(method: call.method, payload: call.payload, metadata: metadata, deadline: call.deadline, logger: call.serverLogger, peer: call.peer, eventLoop: call.eventLoop)
     }
 
     /// Method, role, tenant, status, duration: never keys or personal data.

@@ -1,5 +1,6 @@
 import LicensingWire
 import Logging
+import NIOCore
 
 /// One incoming call as a handler sees it.
 public struct ServerCall: Sendable {
@@ -8,19 +9,33 @@ public struct ServerCall: Sendable {
     public let metadata: RPCMetadata
     /// When the caller stops waiting; handlers pass it on to the calls they make.
     public let deadline: ContinuousClock.Instant
-    public let logger: Logger
+    /// The server's logger; `logger` adds the method and the caller's trace id.
+    public let serverLogger: Logger
     /// The caller's IP address, or "unix" for local callers.
     public let peer: String
+    /// The event loop of the caller's connection: calls this one makes prefer connections
+    /// on the same loop, so the answer needs no hop between threads.
+    public let eventLoop: (any EventLoop)?
 
     public init(
-        method: String, payload: [UInt8], metadata: RPCMetadata, deadline: ContinuousClock.Instant, logger: Logger, peer: String = "unix"
+        method: String, payload: [UInt8], metadata: RPCMetadata, deadline: ContinuousClock.Instant, logger: Logger, peer: String = "unix",
+        eventLoop: (any EventLoop)? = nil
     ) {
         self.method = method
         self.payload = payload
         self.metadata = metadata
         self.deadline = deadline
-        self.logger = logger
+        self.serverLogger = logger
         self.peer = peer
+        self.eventLoop = eventLoop
+    }
+
+    /// Built when asked for: most calls never log, and the metadata costs allocations.
+    public var logger: Logger {
+        var logger = serverLogger
+        logger[metadataKey: "method"] = "\(method)"
+        if let trace = metadata[RPCMetadata.traceID] { logger[metadataKey: "trace"] = "\(trace)" }
+        return logger
     }
 
     /// Decodes the request; a payload that does not decode is the caller's error.
@@ -51,8 +66,28 @@ public struct ResponseStream: Sendable {
 }
 
 public enum MethodHandler: Sendable {
+    /// Runs in a task on the connection's event loop.
     case unary(@Sendable (ServerCall) async throws -> [UInt8])
+    /// Runs on the event loop as the request is read, with no task: for short work that
+    /// never blocks (a look-up in memory or an indexed read). It answers at once or says
+    /// how the answer will come.
+    case immediate(@Sendable (ServerCall) throws -> ImmediateReply)
     case serverStreaming(@Sendable (ServerCall, ResponseStream) async throws -> Void)
+}
+
+/// What an immediate handler gives back.
+public enum ImmediateReply: Sendable {
+    case answer([UInt8])
+    /// The answer needs waiting after all: it comes from a task on the connection's loop.
+    case later(@Sendable () async throws -> [UInt8])
+    /// The answer comes from a future, e.g. a call forwarded to another service.
+    case future(EventLoopFuture<[UInt8]>)
+}
+
+/// What a typed immediate handler gives back.
+public enum Immediate<Response: WireMessage>: Sendable {
+    case answer(Response)
+    case later(@Sendable () async throws -> Response)
 }
 
 /// Maps method names to handlers. A method with no handler answers `UNIMPLEMENTED`.
@@ -69,6 +104,22 @@ public struct RPCRouter: Sendable {
         exact[method.name] = .unary { call in
             let request: Request = try call.decode()
             return try await body(request, call).serializedBytes()
+        }
+    }
+
+    /// Registers a handler that runs on the event loop as the request is read (see
+    /// ``MethodHandler/immediate(_:)``); it must not block.
+    public mutating func registerImmediate<Request, Response>(
+        _ method: WireMethod<Request, Response>,
+        _ body: @escaping @Sendable (Request, ServerCall) throws -> Immediate<Response>
+    ) {
+        precondition(!method.serverStreaming, "\(method.name) is server-streaming: use registerStream")
+        exact[method.name] = .immediate { call in
+            let request: Request = try call.decode()
+            switch try body(request, call) {
+            case .answer(let response): return .answer(response.serializedBytes())
+            case .later(let work): return .later { try await work().serializedBytes() }
+            }
         }
     }
 

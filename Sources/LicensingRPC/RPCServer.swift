@@ -40,12 +40,12 @@ public struct RPCServerConfiguration: Sendable {
 /// calls at once, answered as they finish. Runs as a `Service`: on graceful shutdown it
 /// stops accepting connections and calls, lets the calls in flight finish, then closes.
 public final class RPCServer: Service, Sendable {
-    private let router: RPCRouter
+    private let core: ServerCore
     private let configuration: RPCServerConfiguration
     private let logger: Logger
     private let group: any EventLoopGroup
     private let listening: EventLoopPromise<[Endpoint]>
-    private let metrics = RPCServerMetrics()
+    private let connections = OpenConnections()
 
     public init(
         router: RPCRouter,
@@ -53,7 +53,7 @@ public final class RPCServer: Service, Sendable {
         logger: Logger,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) {
-        self.router = router
+        self.core = ServerCore(router: router, limits: configuration.limits, defaultTimeout: configuration.defaultTimeout, logger: logger)
         self.configuration = configuration
         self.logger = logger
         self.group = group
@@ -66,15 +66,14 @@ public final class RPCServer: Service, Sendable {
     }
 
     public func run() async throws {
-        typealias Connection = NIOAsyncChannel<InboundFrame, Envelope>
-        var listeners: [(NIOAsyncChannel<Connection, Never>, Endpoint)] = []
+        var listeners: [(any Channel, Endpoint)] = []
         do {
             for endpoint in configuration.endpoints {
                 let channel = try await bind(endpoint)
-                listeners.append((channel, resolved(endpoint, channel.channel.localAddress)))
+                listeners.append((channel, resolved(endpoint, channel.localAddress)))
             }
         } catch {
-            for (listener, _) in listeners { try? await listener.channel.close() }
+            for (listener, _) in listeners { try? await listener.close() }
             listening.fail(error)
             throw error
         }
@@ -85,33 +84,32 @@ public final class RPCServer: Service, Sendable {
             var info = stat()
             if stat(path, &info) == 0 { ownSockets[path] = SocketFileIdentity(info) }
         }
-        let socketFiles = ownSockets
         logger.info("listening", metadata: ["endpoints": "\(endpoints.map(\.description))"])
         listening.succeed(endpoints)
 
-        await withDiscardingTaskGroup { perListener in
-            for (listener, endpoint) in listeners {
-                perListener.addTask {
-                    await withDiscardingTaskGroup { connections in
-                        do {
-                            try await listener.executeThenClose { inbound in
-                                for try await connection in inbound.cancelOnGracefulShutdown() {
-                                    connections.addTask { await self.serve(connection) }
-                                }
-                            }
-                        } catch {
-                            self.logger.error("listener failed", metadata: ["endpoint": "\(endpoint)", "error": "\(error)"])
-                        }
-                        // No new connections from here on; those open drain in this group.
-                        if case .unix(let path) = endpoint { Self.removeSocket(path, created: socketFiles[path]) }
-                    }
-                }
+        let stop = StopSignal(group.any())
+        for (listener, endpoint) in listeners {
+            listener.closeFuture.whenComplete { [logger] _ in
+                // A listener that closes on its own (not by stopping) stops the server too.
+                logger.debug("listener closed", metadata: ["endpoint": "\(endpoint)"])
+                stop.signal()
             }
         }
+        await withTaskCancellationOrGracefulShutdownHandler {
+            await stop.wait()
+        } onCancelOrGracefulShutdown: {
+            stop.signal()
+        }
+        // No new connections from here on; those open finish their calls, then close.
+        for (listener, endpoint) in listeners {
+            try? await listener.close()
+            if case .unix(let path) = endpoint { Self.removeSocket(path, created: ownSockets[path]) }
+        }
+        await connections.drainAll()
         logger.info("stopped")
     }
 
-    private func bind(_ endpoint: Endpoint) async throws -> NIOAsyncChannel<NIOAsyncChannel<InboundFrame, Envelope>, Never> {
+    private func bind(_ endpoint: Endpoint) async throws -> any Channel {
         let limits = configuration.limits
         var tls: NIOSSLContext?
         if case .tcp = endpoint { tls = configuration.tls }
@@ -119,26 +117,24 @@ public final class RPCServer: Service, Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(.backlog, value: 1024)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-        let initializer: @Sendable (Channel) -> EventLoopFuture<NIOAsyncChannel<InboundFrame, Envelope>> = { [tls] channel in
-            channel.eventLoop.makeCompletedFuture {
-                if let tls {
-                    try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
+            .childChannelInitializer { [core, connections, tls] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
+                    }
+                    try channel.pipeline.syncOperations.addEnvelopeFraming(limits: limits)
+                    let handler = RPCConnectionHandler(core: core, eventLoop: channel.eventLoop)
+                    try channel.pipeline.syncOperations.addHandler(handler)
+                    connections.opened(channel, handler: NIOLoopBound(handler, eventLoop: channel.eventLoop))
                 }
-                try channel.pipeline.syncOperations.addEnvelopeFraming(limits: limits)
-                return try NIOAsyncChannel(
-                    wrappingChannelSynchronously: channel,
-                    configuration: .init(inboundType: InboundFrame.self, outboundType: Envelope.self)
-                )
             }
-        }
         switch endpoint {
         case .unix(let path):
-            let channel = try await bootstrap.bind(
-                unixDomainSocketPath: path, cleanupExistingSocketFile: true, childChannelInitializer: initializer)
+            let channel = try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).get()
             chmod(path, mode_t(configuration.unixSocketMode))
             return channel
         case .tcp(let host, let port):
-            return try await bootstrap.bind(host: host, port: port, childChannelInitializer: initializer)
+            return try await bootstrap.bind(host: host, port: port).get()
         }
     }
 
@@ -156,136 +152,33 @@ public final class RPCServer: Service, Sendable {
         }
         return endpoint
     }
+}
 
-    // MARK: Connections
+/// What every connection of a server shares.
+final class ServerCore: Sendable {
+    let router: RPCRouter
+    let limits: FrameLimits
+    let defaultTimeout: Duration
+    let logger: Logger
+    let metrics = RPCServerMetrics()
+    /// Calls one connection may have in flight; beyond it the server stops reading from
+    /// that connection until some finish.
+    let maxCallsPerConnection = 1024
 
-    private func serve(_ connection: NIOAsyncChannel<InboundFrame, Envelope>) async {
-        let executor = EventLoopTaskExecutor(connection.channel.eventLoop)
-        await withTaskExecutorPreference(executor) {
-            await self.serveOnEventLoop(connection, executor)
-        }
+    init(router: RPCRouter, limits: FrameLimits, defaultTimeout: Duration, logger: Logger) {
+        self.router = router
+        self.limits = limits
+        self.defaultTimeout = defaultTimeout
+        self.logger = logger
     }
 
-    private func serveOnEventLoop(_ connection: NIOAsyncChannel<InboundFrame, Envelope>, _ executor: EventLoopTaskExecutor) async {
-        // The caller's address, for limits on failed authentication; all local Unix callers share one.
-        let peer = connection.channel.remoteAddress?.ipAddress ?? "unix"
-        do {
-            try await connection.executeThenClose { inbound, outbound in
-                let streams = StreamCalls()
-                await withDiscardingTaskGroup { calls in
-                    do {
-                        frames: for try await frame in inbound.cancelOnGracefulShutdown() {
-                            switch frame {
-                            case .undecodable(let error):
-                                // The call id is unknown, so no call can be answered: say why, then close.
-                                try? await outbound.write(Self.reply(0, .response, RPCError(.invalidArgument, "\(error)")))
-                                break frames
-                            case .envelope(let envelope):
-                                switch envelope.kind {
-                                case .request:
-                                    // Known from now on, so a CANCEL read before the call starts still stops it.
-                                    streams.open(envelope.callId)
-                                    calls.addTask { await self.dispatch(envelope, peer: peer, outbound: outbound, streams: streams, executor: executor) }
-                                case .cancel:
-                                    streams.cancel(envelope.callId)
-                                default:
-                                    let error = RPCError(.invalidArgument, "a client may send only REQUEST and CANCEL frames, not \(envelope.kind)")
-                                    try? await outbound.write(Self.reply(envelope.callId, .response, error))
-                                }
-                            }
-                        }
-                    } catch {
-                        self.logger.debug("connection closed", metadata: ["peer": "\(peer)", "error": "\(error)"])
-                    }
-                    // The caller is gone or the server is stopping: unary calls finish, feeds end.
-                    streams.cancelAll()
-                }
-            }
-        } catch {
-            logger.debug("connection ended", metadata: ["peer": "\(peer)", "error": "\(error)"])
-        }
+    func reply(_ callID: UInt64, _ kind: FrameKind, _ error: RPCError?) -> Envelope {
+        var envelope = Envelope(callId: callID, kind: kind, status: error?.status ?? Status(code: .ok))
+        if let error { envelope.metadata = error.metadata.entries }
+        return envelope
     }
 
-    private func dispatch(
-        _ request: Envelope, peer: String, outbound: NIOAsyncChannelOutboundWriter<Envelope>, streams: StreamCalls, executor: EventLoopTaskExecutor
-    ) async {
-        let start = ContinuousClock.now
-        let callID = request.callId
-        let method = request.method
-        defer { streams.remove(callID) }
-        let maxFrameLength = configuration.limits.maxFrameLength
-        /// An answer too large for a frame would make the peer drop the whole connection,
-        /// failing every call on it; it fails only its own call instead.
-        @Sendable func oversized(_ envelope: Envelope) -> RPCError? {
-            // An answer's envelope adds a few dozen bytes to its payload: measure only near the limit.
-            guard envelope.payload.count > maxFrameLength - 64, envelope.serializedSize > maxFrameLength else { return nil }
-            return RPCError(.resourceExhausted, "an answer of \(method) (\(envelope.payload.count) bytes) exceeds the frame limit of \(maxFrameLength) bytes")
-        }
-        func finish(_ kind: FrameKind, _ payload: [UInt8] = [], _ error: RPCError? = nil) async {
-            var reply = Self.reply(callID, kind, error)
-            reply.payload = payload
-            if let error { reply.metadata = error.metadata.entries }
-            var code = error?.code ?? .ok
-            if let tooLarge = oversized(reply) {
-                reply = Self.reply(callID, kind, tooLarge)
-                code = tooLarge.code
-            }
-            metrics.record(method: method, code: code, duration: ContinuousClock.now - start)
-            try? await outbound.write(reply)
-        }
-
-        guard request.timeoutMicros >= 0 else {
-            return await finish(.response, [], RPCError(.deadlineExceeded, "the deadline of \(method) expired before it reached the server"))
-        }
-        guard let handler = router.handler(for: method) else {
-            return await finish(.response, [], .unimplemented(method))
-        }
-        let timeout = request.timeoutMicros == 0 ? configuration.defaultTimeout : .microseconds(request.timeoutMicros)
-        let deadline = start + timeout
-        var logger = self.logger
-        logger[metadataKey: "method"] = "\(method)"
-        if let trace = request.metadata.first(where: { $0.key == RPCMetadata.traceID }) {
-            logger[metadataKey: "trace"] = "\(trace.value)"
-        }
-        let call = ServerCall(
-            method: method, payload: request.payload, metadata: RPCMetadata(request.metadata), deadline: deadline, logger: logger, peer: peer)
-
-        switch handler {
-        case .unary(let body):
-            do {
-                let payload = try await body(call)
-                if ContinuousClock.now > deadline {
-                    await finish(.response, [], RPCError(.deadlineExceeded, "\(method) finished after its deadline"))
-                } else {
-                    await finish(.response, payload)
-                }
-            } catch {
-                await finish(.response, [], Self.status(for: error, method: method, logger: logger))
-            }
-        case .serverStreaming(let body):
-            let stream = ResponseStream { payload in
-                let message = Envelope(callId: callID, kind: .streamMessage, payload: payload)
-                if let tooLarge = oversized(message) { throw tooLarge }
-                try await outbound.write(message)
-            }
-            // On the connection's event loop like every other write of the connection: the
-            // writer sends at once from the loop and hops from elsewhere, so mixing the two
-            // could put STREAM_END before the messages.
-            let task = Task(executorPreference: executor) { try await body(call, stream) }
-            streams.start(callID, task)
-            let result = await task.result
-            switch result {
-            case .success: await finish(.streamEnd)
-            case .failure(let error): await finish(.streamEnd, [], Self.status(for: error, method: method, logger: logger))
-            }
-        }
-    }
-
-    private static func reply(_ callID: UInt64, _ kind: FrameKind, _ error: RPCError?) -> Envelope {
-        Envelope(callId: callID, kind: kind, status: error?.status ?? Status(code: .ok))
-    }
-
-    private static func status(for error: any Error, method: String, logger: Logger) -> RPCError {
+    func status(for error: any Error, method: String) -> RPCError {
         switch error {
         case let error as RPCError:
             return error
@@ -293,66 +186,377 @@ public final class RPCServer: Service, Sendable {
             return RPCError(.cancelled, "\(method) was cancelled")
         default:
             // Internal details stay in the log; the caller learns only that it failed.
-            logger.error("call failed", metadata: ["error": "\(error)"])
+            logger.error("call failed", metadata: ["method": "\(method)", "error": "\(error)"])
             return RPCError(.internal, "\(method) failed inside the server; see the server log")
         }
     }
+
+    /// An answer too large for a frame would make the peer drop the whole connection,
+    /// failing every call on it; it fails only its own call instead.
+    func oversized(_ envelope: Envelope, method: String) -> RPCError? {
+        let limit = limits.maxFrameLength
+        // An answer's envelope adds a few dozen bytes to its payload: measure only near the limit.
+        guard envelope.payload.count > limit - 64, envelope.serializedSize > limit else { return nil }
+        return RPCError(.resourceExhausted, "an answer of \(method) (\(envelope.payload.count) bytes) exceeds the frame limit of \(limit) bytes")
+    }
 }
 
-/// The calls of one connection, so that a CANCEL frame or the end of the connection can
-/// stop the server-streaming ones. A call is entered when its REQUEST is read, before its
-/// task runs, so that a CANCEL arriving right behind the REQUEST is not lost.
-private final class StreamCalls: Sendable {
-    private enum Entry {
-        /// Read but not started (or unary); `cancelled` if a CANCEL came meanwhile.
-        case pending(cancelled: Bool)
-        case running(Task<Void, any Error>)
+/// The calls of one connection, handled on the connection's event loop. A call whose
+/// handler is immediate is answered inside the read, and the answers of one read go out in
+/// one flush; other calls run as tasks on the same loop, so reading, handling and
+/// answering involve no hop between threads.
+final class RPCConnectionHandler: ChannelDuplexHandler {
+    typealias InboundIn = InboundFrame
+    typealias OutboundIn = Envelope
+    typealias OutboundOut = Envelope
+
+    private enum CallState {
+        case immediate
+        case unary(Task<Void, Never>?)
+        case stream(Task<Void, Never>?)
     }
 
-    private let entries = NIOLockedValueBox<[UInt64: Entry]>([:])
+    private let core: ServerCore
+    private let executor: EventLoopTaskExecutor
+    private var context: ChannelHandlerContext?
+    private var peer = "unix"
+    private var calls: [UInt64: CallState] = [:]
+    /// Requests read while the connection had its fill of calls in flight (one read can
+    /// carry many frames); reading stays held until they have started.
+    private var waiting = CircularBuffer<Envelope>()
+    private var startingWaiting = false
+    private var readHeld = false
+    private var flushPending = false
+    private var reading = false
+    /// Set on graceful shutdown, or after a frame that is not an envelope: no new calls;
+    /// the connection closes once those in flight have answered.
+    private var draining = false
 
-    func open(_ id: UInt64) {
-        entries.withLockedValue { $0[id] = .pending(cancelled: false) }
+    init(core: ServerCore, eventLoop: any EventLoop) {
+        self.core = core
+        self.executor = EventLoopTaskExecutor(eventLoop)
     }
 
-    /// Attaches a streaming call's task; cancels it at once if a CANCEL already came.
-    func start(_ id: UInt64, _ task: Task<Void, any Error>) {
-        let cancelled = entries.withLockedValue { entries in
-            defer { entries[id] = .running(task) }
-            if case .pending(cancelled: true) = entries[id] { return true }
-            return false
-        }
-        if cancelled { task.cancel() }
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
     }
 
-    func remove(_ id: UInt64) {
-        _ = entries.withLockedValue { $0.removeValue(forKey: id) }
+    func channelActive(context: ChannelHandlerContext) {
+        // The caller's address, for limits on failed authentication; all local Unix callers share one.
+        peer = context.channel.remoteAddress?.ipAddress ?? "unix"
+        context.fireChannelActive()
     }
 
-    func cancel(_ id: UInt64) {
-        let task: Task<Void, any Error>? = entries.withLockedValue { entries in
-            switch entries[id] {
-            case .running(let task): return task
-            case .pending: entries[id] = .pending(cancelled: true)
-            case nil: break
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        reading = true
+        switch unwrapInboundIn(data) {
+        case .undecodable(let error):
+            guard !draining else { return }
+            // The call id is unknown, so no call can be answered: say why, then close.
+            send(core.reply(0, .response, RPCError(.invalidArgument, "\(error)")))
+            draining = true
+            closeIfDrained()
+        case .envelope(let envelope):
+            switch envelope.kind {
+            case .request:
+                if calls.count >= core.maxCallsPerConnection || !waiting.isEmpty {
+                    waiting.append(envelope)
+                } else {
+                    start(envelope)
+                }
+            case .cancel:
+                cancel(envelope.callId)
+            default:
+                let error = RPCError(.invalidArgument, "a client may send only REQUEST and CANCEL frames, not \(envelope.kind)")
+                send(core.reply(envelope.callId, .response, error))
             }
-            return nil
         }
-        task?.cancel()
     }
 
-    func cancelAll() {
-        let tasks: [Task<Void, any Error>] = entries.withLockedValue { entries in
-            var running: [Task<Void, any Error>] = []
-            for (id, entry) in entries {
-                switch entry {
-                case .running(let task): running.append(task)
-                case .pending: entries[id] = .pending(cancelled: true)
+    func channelReadComplete(context: ChannelHandlerContext) {
+        reading = false
+        if flushPending {
+            flushPending = false
+            context.flush()
+        }
+        context.fireChannelReadComplete()
+    }
+
+    /// Holds reading while the connection has its fill of calls in flight or its peer is
+    /// not taking answers: the server's memory stays bounded however fast a client sends.
+    func read(context: ChannelHandlerContext) {
+        if calls.count >= core.maxCallsPerConnection || !waiting.isEmpty || !context.channel.isWritable {
+            readHeld = true
+        } else {
+            context.read()
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        resumeReading()
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        // The caller is gone: feeds end; unary calls finish (their answers go nowhere).
+        for case .stream(let task?) in calls.values { task.cancel() }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        core.logger.debug("connection closed", metadata: ["peer": "\(peer)", "error": "\(error)"])
+        context.close(promise: nil)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    /// Graceful shutdown: feeds end, calls in flight answer, then the connection closes.
+    func drain() {
+        draining = true
+        for case .stream(let task?) in calls.values { task.cancel() }
+        closeIfDrained()
+    }
+
+    // MARK: Calls
+
+    private func start(_ request: Envelope) {
+        let started = ContinuousClock.now
+        let id = request.callId
+        let method = request.method
+        guard !draining else {
+            return send(core.reply(id, .response, RPCError(.unavailable, "the server is stopping; retry on another instance or later")))
+        }
+        guard calls[id] == nil else {
+            return send(core.reply(id, .response, RPCError(.invalidArgument, "call id \(id) is already in flight on this connection")))
+        }
+        guard request.timeoutMicros >= 0 else {
+            return finish(id, method, started, .response, error: RPCError(.deadlineExceeded, "the deadline of \(method) expired before it reached the server"))
+        }
+        guard let handler = core.router.handler(for: method) else {
+            return finish(id, method, started, .response, error: .unimplemented(method))
+        }
+        let timeout = request.timeoutMicros == 0 ? core.defaultTimeout : .microseconds(request.timeoutMicros)
+        let deadline = started + timeout
+        let call = ServerCall(
+            method: method, payload: request.payload, metadata: RPCMetadata(request.metadata), deadline: deadline, logger: core.logger,
+            peer: peer, eventLoop: executor.eventLoop)
+
+        switch handler {
+        case .immediate(let body):
+            let reply: ImmediateReply
+            do {
+                reply = try body(call)
+            } catch {
+                return finish(id, method, started, .response, error: core.status(for: error, method: method))
+            }
+            switch reply {
+            case .answer(let payload):
+                finishUnary(id, method, started, deadline, .success(payload))
+            case .later(let work):
+                runUnary(id, method, started, deadline, work)
+            case .future(let future):
+                calls[id] = .immediate
+                let handler = NIOLoopBound(self, eventLoop: executor.eventLoop)
+                future.hop(to: executor.eventLoop).whenComplete { result in
+                    handler.value.finishUnary(id, method, started, deadline, result)
                 }
             }
-            return running
+        case .unary(let body):
+            runUnary(id, method, started, deadline) { try await body(call) }
+        case .serverStreaming(let body):
+            runStream(id, method, started, call, body)
         }
-        for task in tasks { task.cancel() }
+    }
+
+    private func runUnary(
+        _ id: UInt64, _ method: String, _ started: ContinuousClock.Instant, _ deadline: ContinuousClock.Instant,
+        _ work: @escaping @Sendable () async throws -> [UInt8]
+    ) {
+        calls[id] = .unary(nil)
+        let loop = executor.eventLoop
+        let handler = NIOLoopBound(self, eventLoop: loop)
+        let task = Task(executorPreference: executor) {
+            let result: Result<[UInt8], any Error>
+            do {
+                result = .success(try await work())
+            } catch {
+                result = .failure(error)
+            }
+            loop.onLoop { handler.value.finishUnary(id, method, started, deadline, result) }
+        }
+        if case .unary = calls[id] { calls[id] = .unary(task) }
+    }
+
+    private func runStream(
+        _ id: UInt64, _ method: String, _ started: ContinuousClock.Instant, _ call: ServerCall,
+        _ body: @escaping @Sendable (ServerCall, ResponseStream) async throws -> Void
+    ) {
+        guard let channel = context?.channel else { return }
+        calls[id] = .stream(nil)
+        let core = self.core
+        let stream = ResponseStream { payload in
+            let message = Envelope(callId: id, kind: .streamMessage, payload: payload)
+            if let tooLarge = core.oversized(message, method: method) { throw tooLarge }
+            // Written from the loop, in order with STREAM_END, which follows the last of them.
+            try await channel.writeAndFlush(message)
+        }
+        let loop = executor.eventLoop
+        let handler = NIOLoopBound(self, eventLoop: loop)
+        let task = Task(executorPreference: executor) {
+            var failure: RPCError?
+            do {
+                try await body(call, stream)
+            } catch {
+                failure = core.status(for: error, method: method)
+            }
+            loop.onLoop { [failure] in handler.value.finish(id, method, started, .streamEnd, error: failure) }
+        }
+        if case .stream = calls[id] { calls[id] = .stream(task) }
+    }
+
+    private func finishUnary(
+        _ id: UInt64, _ method: String, _ started: ContinuousClock.Instant, _ deadline: ContinuousClock.Instant, _ result: Result<[UInt8], any Error>
+    ) {
+        switch result {
+        case .success(let payload):
+            if ContinuousClock.now > deadline {
+                finish(id, method, started, .response, error: RPCError(.deadlineExceeded, "\(method) finished after its deadline"))
+            } else {
+                finish(id, method, started, .response, payload: payload)
+            }
+        case .failure(let error):
+            finish(id, method, started, .response, error: core.status(for: error, method: method))
+        }
+    }
+
+    private func finish(
+        _ id: UInt64, _ method: String, _ started: ContinuousClock.Instant, _ kind: FrameKind, payload: [UInt8] = [], error: RPCError? = nil
+    ) {
+        calls.removeValue(forKey: id)
+        var reply = core.reply(id, kind, error)
+        reply.payload = payload
+        var code = error?.code ?? .ok
+        if let tooLarge = core.oversized(reply, method: method) {
+            reply = core.reply(id, kind, tooLarge)
+            code = tooLarge.code
+        }
+        core.metrics.record(method: method, code: code, duration: ContinuousClock.now - started)
+        send(reply)
+        startWaiting()
+        resumeReading()
+        closeIfDrained()
+    }
+
+    /// Starts the requests that waited for room, oldest first. A call that finishes at once
+    /// comes back here; the flag keeps that from recursing.
+    private func startWaiting() {
+        guard !startingWaiting else { return }
+        startingWaiting = true
+        defer { startingWaiting = false }
+        while calls.count < core.maxCallsPerConnection, let next = waiting.popFirst() {
+            start(next)
+        }
+    }
+
+    /// Answers written while a read is being handled go out together at its end.
+    private func send(_ envelope: Envelope) {
+        guard let context else { return }
+        if reading {
+            context.write(wrapOutboundOut(envelope), promise: nil)
+            flushPending = true
+        } else {
+            context.writeAndFlush(wrapOutboundOut(envelope), promise: nil)
+        }
+    }
+
+    private func cancel(_ id: UInt64) {
+        // A call that has not started never will; its caller has stopped waiting.
+        if let index = waiting.firstIndex(where: { $0.callId == id }) {
+            waiting.remove(at: index)
+            return resumeReading()
+        }
+        // Unary calls run to the end (a mutation half done is worse than an unwanted answer); feeds stop.
+        if case .stream(let task?) = calls[id] { task.cancel() }
+    }
+
+    private func resumeReading() {
+        guard readHeld, let context, calls.count < core.maxCallsPerConnection, waiting.isEmpty, context.channel.isWritable else { return }
+        readHeld = false
+        context.read()
+    }
+
+    private func closeIfDrained() {
+        guard draining, calls.isEmpty, waiting.isEmpty, let context else { return }
+        if flushPending {
+            flushPending = false
+            context.flush()
+        }
+        context.close(promise: nil)
+    }
+}
+
+extension EventLoop {
+    /// Runs `body` now when already on this loop, else on it soon.
+    func onLoop(_ body: @escaping @Sendable () -> Void) {
+        if inEventLoop { body() } else { execute(body) }
+    }
+}
+
+/// Completes once, however many times it is signalled.
+final class StopSignal: Sendable {
+    private let promise: EventLoopPromise<Void>
+    private let signalled = NIOLockedValueBox(false)
+
+    init(_ eventLoop: any EventLoop) {
+        promise = eventLoop.makePromise()
+    }
+
+    func signal() {
+        let first = signalled.withLockedValue { signalled in
+            defer { signalled = true }
+            return !signalled
+        }
+        if first { promise.succeed(()) }
+    }
+
+    func wait() async {
+        try? await promise.futureResult.get()
+    }
+}
+
+/// The server's open connections, so that stopping can drain each and wait for it.
+final class OpenConnections: Sendable {
+    private let state = NIOLockedValueBox<(stopping: Bool, open: [ObjectIdentifier: (any Channel, NIOLoopBound<RPCConnectionHandler>)])>((false, [:]))
+
+    func opened(_ channel: any Channel, handler: NIOLoopBound<RPCConnectionHandler>) {
+        let id = ObjectIdentifier(channel)
+        let stopping = state.withLockedValue { state in
+            if !state.stopping { state.open[id] = (channel, handler) }
+            return state.stopping
+        }
+        if stopping {
+            channel.close(promise: nil)
+            return
+        }
+        channel.closeFuture.whenComplete { [state] _ in
+            _ = state.withLockedValue { $0.open.removeValue(forKey: id) }
+        }
+    }
+
+    /// Drains every connection and returns when all have closed.
+    func drainAll() async {
+        let open = state.withLockedValue { state in
+            state.stopping = true
+            return Array(state.open.values)
+        }
+        for (channel, handler) in open {
+            channel.eventLoop.execute { handler.value.drain() }
+        }
+        for (channel, _) in open {
+            try? await channel.closeFuture.get()
+        }
     }
 }
 

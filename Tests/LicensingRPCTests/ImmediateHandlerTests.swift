@@ -1,0 +1,139 @@
+import LicensingRPC
+import LicensingWire
+import NIOCore
+import Synchronization
+import Testing
+
+/// The most handlers running at once.
+final class Concurrency: Sendable {
+    private let state = Mutex((now: 0, most: 0))
+    func enter() { state.withLock { $0.now += 1; $0.most = max($0.most, $0.now) } }
+    func leave() { state.withLock { $0.now -= 1 } }
+    var most: Int { state.withLock { $0.most } }
+}
+
+/// GetProduct answered by an immediate handler: ids starting "now" at once, "later" from a
+/// task, "future" from a future, "bad" with INVALID_ARGUMENT.
+func immediateRouter(running: Concurrency? = nil, laterDelay: Duration = .milliseconds(10)) -> RPCRouter {
+    var router = RPCRouter()
+    router.registerImmediate(IssuanceMethods.getProduct) { request, call in
+        if request.id.hasPrefix("bad") { throw RPCError.invalidArgument("no product is called \(request.id)") }
+        if request.id.hasPrefix("later") {
+            return .later {
+                running?.enter()
+                defer { running?.leave() }
+                try await Task.sleep(for: laterDelay)
+                return Product(id: request.id, name: "later")
+            }
+        }
+        return .answer(Product(id: request.id, name: "now", description: call.metadata[RPCMetadata.traceID] ?? ""))
+    }
+    router.register(name: IssuanceMethods.getCustomer.name, .immediate { call in
+        let request: GetByIdRequest = try call.decode()
+        guard let loop = call.eventLoop else { throw RPCError(.internal, "no event loop on the call") }
+        return .future(loop.scheduleTask(in: .milliseconds(5)) { Customer(id: request.id, name: "future").serializedBytes() }.futureResult)
+    })
+    return router
+}
+
+extension RPCTests {
+    @Suite("Immediate handlers")
+    struct ImmediateHandlerTests {
+        @Test(arguments: Transport.allCases)
+        func answersNowLaterFromAFutureAndWithAnError(_ transport: Transport) async throws {
+            let directory = try TempDirectory()
+            defer { directory.remove() }
+            try await withServer(immediateRouter(), on: [transport.endpoint(in: directory)]) { endpoints in
+                let client = RPCClient(endpoint: endpoints[0])
+                let now = try await client.call(IssuanceMethods.getProduct, GetByIdRequest(id: "now-1"), metadata: [RPCMetadata.traceID: "t-1"])
+                #expect(now == Product(id: "now-1", name: "now", description: "t-1"))
+                let later = try await client.call(IssuanceMethods.getProduct, GetByIdRequest(id: "later-1"))
+                #expect(later == Product(id: "later-1", name: "later"))
+                let future = try await client.call(IssuanceMethods.getCustomer, GetByIdRequest(id: "cust-1"))
+                #expect(future == Customer(id: "cust-1", name: "future"))
+                let code = await rpcCode { _ = try await client.call(IssuanceMethods.getProduct, GetByIdRequest(id: "bad-1")) }
+                #expect(code == .invalidArgument)
+                await client.close()
+            }
+        }
+
+        /// Answers of one read leave in one flush: a burst of pipelined calls all come back,
+        /// each under its own id, whichever way each was answered.
+        @Test func pipelinedBurstIsAnsweredCallByCall() async throws {
+            let directory = try TempDirectory()
+            defer { directory.remove() }
+            try await withServer(immediateRouter(), on: [Transport.unix.endpoint(in: directory)]) { endpoints in
+                let raw = try await RawConnection.connect(endpoints[0])
+                var bytes: [UInt8] = []
+                let ids = ["now", "later", "bad"].flatMap { kind in (0..<50).map { "\(kind)-\($0)" } }
+                for (index, id) in ids.enumerated() {
+                    let request = Envelope(callId: UInt64(index + 1), kind: .request, method: IssuanceMethods.getProduct.name,
+                                           payload: GetByIdRequest(id: id).serializedBytes())
+                    bytes += frame(request)
+                }
+                try await raw.send(bytes)
+                var answered: [UInt64: Envelope] = [:]
+                for _ in ids {
+                    let reply = try #require(try await raw.nextEnvelope(), "\(answered.count) of \(ids.count) calls answered")
+                    answered[reply.callId] = reply
+                }
+                for (index, id) in ids.enumerated() {
+                    let reply = try #require(answered[UInt64(index + 1)], "no answer for \(id)")
+                    if id.hasPrefix("bad") {
+                        #expect(reply.status?.code == .invalidArgument)
+                    } else {
+                        #expect(reply.status?.code == .ok)
+                        #expect(try Product(serializedBytes: reply.payload).id == id)
+                    }
+                }
+                await raw.close()
+            }
+        }
+
+        @Test func aCallIdAlreadyInFlightIsRefused() async throws {
+            let directory = try TempDirectory()
+            defer { directory.remove() }
+            try await withServer(immediateRouter(laterDelay: .milliseconds(200)), on: [Transport.unix.endpoint(in: directory)]) { endpoints in
+                let raw = try await RawConnection.connect(endpoints[0])
+                let request = Envelope(callId: 7, kind: .request, method: IssuanceMethods.getProduct.name,
+                                       payload: GetByIdRequest(id: "later-7").serializedBytes())
+                try await raw.send(frame(request) + frame(request))
+                let first = try #require(try await raw.nextEnvelope())
+                let second = try #require(try await raw.nextEnvelope())
+                #expect(first.callId == 7 && second.callId == 7)
+                #expect(first.status?.code == .invalidArgument, "the repeated id is refused at once")
+                #expect(second.status?.code == .ok, "the first call still answers")
+                await raw.close()
+            }
+        }
+
+        /// A client sending far more calls than a connection may hold in flight gets every
+        /// answer, while the server runs at most its limit at once (it stops reading meanwhile).
+        @Test func callsBeyondTheConnectionLimitWaitAndAreAllAnswered() async throws {
+            let directory = try TempDirectory()
+            defer { directory.remove() }
+            let running = Concurrency()
+            try await withServer(immediateRouter(running: running, laterDelay: .milliseconds(20)), on: [Transport.unix.endpoint(in: directory)]) { endpoints in
+                let raw = try await RawConnection.connect(endpoints[0])
+                let total = 2_500
+                var bytes: [UInt8] = []
+                for index in 0..<total {
+                    let request = Envelope(callId: UInt64(index + 1), kind: .request, method: IssuanceMethods.getProduct.name,
+                                           payload: GetByIdRequest(id: "later-\(index)").serializedBytes())
+                    bytes += frame(request)
+                }
+                try await raw.send(bytes)
+                var seen = Set<UInt64>()
+                for _ in 0..<total {
+                    let reply = try #require(try await raw.nextEnvelope(within: .seconds(20)), "\(seen.count) of \(total) answered")
+                    #expect(reply.status?.code == .ok)
+                    seen.insert(reply.callId)
+                }
+                #expect(seen.count == total)
+                #expect(running.most <= 1024, "\(running.most) handlers ran at once on one connection")
+                #expect(running.most > 1, "calls on one connection should run concurrently")
+                await raw.close()
+            }
+        }
+    }
+}
