@@ -179,6 +179,9 @@ final class SigningKeyCache: Sendable {
         self.masterKey = masterKey
     }
 
+    /// The opened key if it is loaded; nil means ask `current()`.
+    var loaded: CertificateSigningKey? { opened.withLockedValue { $0 } }
+
     func current() async throws -> CertificateSigningKey? {
         if let key = opened.withLockedValue({ $0 }) { return key }
         guard let sealed = try await replica.currentSealedKey() else { return nil }

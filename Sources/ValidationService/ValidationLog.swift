@@ -37,6 +37,15 @@ final class ValidationLog: Service, Sendable {
         self.logger = logger
     }
 
+    /// Appends without waiting; false when the log is full (then `append` waits for room).
+    func tryAppend(_ entry: Entry) -> Bool {
+        state.withLockedValue { state in
+            guard state.pending.count < capacity || state.stopped else { return false }
+            state.pending.append(entry)
+            return true
+        }
+    }
+
     func append(_ entry: Entry) async {
         while true {
             let accepted = state.withLockedValue { state -> Bool in

@@ -95,7 +95,7 @@ public final class ValidationService: Sendable {
         var router = RPCRouter()
         let feed = self.feed
         HealthReporter(service: "validation", feeds: { [feed.position()] }).register(in: &router)
-        router.register(ValidationMethods.validate) { try await self.validate($0, $1) }
+        router.registerImmediate(ValidationMethods.validate) { try self.validateNow($0, $1) }
         router.register(ValidationMethods.activate) { try await self.activate($0, $1) }
         router.register(ValidationMethods.deactivate) { try await self.deactivate($0, $1) }
         router.register(ValidationMethods.listMachines) { try await self.listMachines($0, $1) }
@@ -142,34 +142,82 @@ public final class ValidationService: Sendable {
         return ""
     }
 
+    /// Validates on the event loop, as the request is read: the key, one indexed read of
+    /// the replica and the decision need no waiting. Only what could wait moves to a task:
+    /// a miss (the feed is pulled once first), the first load of the signing key, a full
+    /// validation log.
+    func validateNow(_ request: ValidateRequest, _ call: ServerCall) throws -> Immediate<ValidateResponse> {
+        let now = clock.now
+        guard request.nonce.count <= 64 else { throw RPCError.invalidArgument("nonce is longer than 64 bytes") }
+        var signingKey: CertificateSigningKey?
+        if !request.nonce.isEmpty {
+            guard let loaded = signingKeys.loaded else { return .later { try await self.validate(request, call) } }
+            signingKey = loaded
+        }
+        let fingerprintHash = request.fingerprint.isEmpty ? "" : LicenseCertificates.fingerprintHash(request.fingerprint)
+        let region = region(stated: request.region, clientIP: request.clientIp)
+        let decision: LicenseDecision
+        var facts: LicenseFacts?
+        do {
+            let key = try LicenseKey(parsing: request.licenseKey)
+            guard let found = try replica.factsAndMachine(keyHash: key.hash(secret: keyHashSecret), fingerprintHash: fingerprintHash) else {
+                return .later { try await self.validate(request, call) }
+            }
+            if let tenant = call.metadata[RPCMetadata.tenant], found.0.tenantID != tenant {
+                decision = LicenseDecider.decide(nil, ValidationQuery(), now: now)
+            } else {
+                facts = found.0
+                let query = ValidationQuery(feature: request.feature, region: region, user: request.user, machine: found.1)
+                decision = LicenseDecider.decide(found.0, query, now: now)
+            }
+        } catch let error as LicenseKeyError {
+            decision = LicenseDecision(reason: .malformedKey, state: .unspecified, detail: "license_key: \(error)")
+        }
+        let (response, entry) = answer(decision, facts, request, fingerprintHash, region, now, signedBy: signingKey)
+        guard log.tryAppend(entry) else {
+            return .later {
+                await self.log.append(entry)
+                return response
+            }
+        }
+        return .answer(response)
+    }
+
+    /// Validation that may wait: after a miss in the replica, or before the signing key is loaded.
     func validate(_ request: ValidateRequest, _ call: ServerCall) async throws -> ValidateResponse {
         let now = clock.now
         guard request.nonce.count <= 64 else { throw RPCError.invalidArgument("nonce is longer than 64 bytes") }
         let fingerprintHash = request.fingerprint.isEmpty ? "" : LicenseCertificates.fingerprintHash(request.fingerprint)
         let region = region(stated: request.region, clientIP: request.clientIp)
-        let key: LicenseKey
+        let signingKey = request.nonce.isEmpty ? nil : try await signingKeys.current()
+        let decision: LicenseDecision
+        var facts: LicenseFacts?
         do {
-            key = try LicenseKey(parsing: request.licenseKey)
-        } catch {
-            let decision = LicenseDecision(reason: .malformedKey, state: .unspecified, detail: "license_key: \(error)")
-            return try await answer(decision, nil, request, fingerprintHash, region, now)
+            let key = try LicenseKey(parsing: request.licenseKey)
+            let found = try await find(key, fingerprintHash: fingerprintHash, call)
+            facts = found?.0
+            let query = ValidationQuery(feature: request.feature, region: region, user: request.user, machine: found?.1 ?? .unknown)
+            decision = LicenseDecider.decide(found?.0, query, now: now)
+        } catch let error as LicenseKeyError {
+            decision = LicenseDecision(reason: .malformedKey, state: .unspecified, detail: "license_key: \(error)")
         }
-        let found = try await find(key, fingerprintHash: fingerprintHash, call)
-        let query = ValidationQuery(feature: request.feature, region: region, user: request.user, machine: found?.1 ?? .unknown)
-        let decision = LicenseDecider.decide(found?.0, query, now: now)
-        return try await answer(decision, found?.0, request, fingerprintHash, region, now)
+        let (response, entry) = answer(decision, facts, request, fingerprintHash, region, now, signedBy: signingKey)
+        await log.append(entry)
+        return response
     }
 
-    /// Builds the answer, signs it when the client sent a nonce, and logs the validation.
+    /// The answer, signed when the client sent a nonce (and a signing key exists), and its
+    /// entry for the validation log.
     private func answer(
-        _ decision: LicenseDecision, _ facts: LicenseFacts?, _ request: ValidateRequest, _ fingerprintHash: String, _ region: String, _ now: Int64
-    ) async throws -> ValidateResponse {
+        _ decision: LicenseDecision, _ facts: LicenseFacts?, _ request: ValidateRequest, _ fingerprintHash: String, _ region: String, _ now: Int64,
+        signedBy key: CertificateSigningKey?
+    ) -> (ValidateResponse, ValidationLog.Entry) {
         var response = ValidateResponse(
             reason: decision.reason, valid: decision.allows, licenseId: facts?.licenseID ?? "", state: decision.state,
             expiresAt: facts?.expiresAt ?? 0, graceEndsAt: facts?.graceEndsAt ?? 0,
             features: decision.allows ? facts?.features ?? [] : [], serverTime: now, detail: decision.detail)
         // Signing costs one Ed25519 signature; only clients that ask (with a nonce) pay for it.
-        if !request.nonce.isEmpty, let key = try await signingKeys.current() {
+        if !request.nonce.isEmpty, let key {
             let statement = ValidationStatement(
                 version: 1, reason: response.reason, licenseId: response.licenseId, expiresAt: response.expiresAt,
                 graceEndsAt: response.graceEndsAt, features: response.features, serverTime: now, nonce: request.nonce,
@@ -178,10 +226,10 @@ public final class ValidationService: Sendable {
             response.kid = key.kid
             response.signature = key.sign(response.statement)
         }
-        await log.append(ValidationLog.Entry(
+        let entry = ValidationLog.Entry(
             occurredAt: now, licenseID: facts?.licenseID ?? "", reason: decision.reason, fingerprintHash: fingerprintHash,
-            region: region, feature: request.feature))
-        return response
+            region: region, feature: request.feature)
+        return (response, entry)
     }
 
     func createOfflineLicense(_ request: CreateOfflineLicenseRequest, _ call: ServerCall) async throws -> OfflineLicense {

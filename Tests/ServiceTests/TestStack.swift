@@ -27,12 +27,24 @@ func withServer<T>(
         router: router, configuration: RPCServerConfiguration(endpoints: [.unix(path: "\(folder.path)/\(name).sock")]),
         logger: Logger(label: "test.\(name)"))
     let task = Task { try await server.run() }
-    defer { task.cancel() }
-    let endpoint = try await server.listeningEndpoints[0]
-    let client = RPCClient(endpoint: endpoint)
-    let result = try await body(client)
-    await client.close()
-    return result
+    // Stopped before returning, as a supervisor would before starting the next process:
+    // a server still stopping removes its socket file, and a test may start the next
+    // server on the same path right away.
+    func stop() async {
+        task.cancel()
+        _ = await task.result
+    }
+    do {
+        let endpoint = try await server.listeningEndpoints[0]
+        let client = RPCClient(endpoint: endpoint)
+        let result = try await body(client)
+        await client.close()
+        await stop()
+        return result
+    } catch {
+        await stop()
+        throw error
+    }
 }
 
 let testSecret = try! KeyHashSecret(bytes: Array(repeating: 7, count: 32))
