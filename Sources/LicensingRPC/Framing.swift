@@ -148,7 +148,7 @@ final class EnvelopeCodec: ChannelDuplexHandler {
 
 extension ChannelPipeline.SynchronousOperations {
     /// Installs the framing and envelope codec shared by servers and clients.
-    func addEnvelopeFraming(limits: FrameLimits) throws {
+    public func addEnvelopeFraming(limits: FrameLimits) throws {
         try addHandler(FrameReader(limits: limits))
         try addHandler(EnvelopeCodec())
     }

@@ -205,6 +205,22 @@ public final class RPCClient: Sendable {
     }
 
     private func connect() -> EventLoopFuture<ClientConnection> {
+        Self.openChannel(to: endpoint, configuration: configuration, on: group.next()) { channel in
+            try channel.pipeline.syncOperations.addHandler(CallDispatcher())
+        }.flatMap { channel in
+            channel.pipeline.handler(type: CallDispatcher.self).map { dispatcher in
+                ClientConnection(channel: channel, calls: dispatcher.calls)
+            }
+        }
+    }
+
+    /// Opens one connection with TLS (for TCP, when configured) and the framing installed,
+    /// then `handlers` after them: for tools that speak the protocol directly, like
+    /// license-bench's load connections.
+    public static func openChannel(
+        to endpoint: Endpoint, configuration: RPCClientConfiguration, on eventLoop: any EventLoop,
+        handlers: @escaping @Sendable (any Channel) throws -> Void
+    ) -> EventLoopFuture<any Channel> {
         let limits = configuration.limits
         var tls: (NIOSSLContext, String?)?
         if case .tcp(let host, _) = endpoint, let context = configuration.tls {
@@ -212,7 +228,7 @@ public final class RPCClient: Sendable {
             let name = configuration.serverHostname ?? host
             tls = (context, name.first?.isNumber == true || name.contains(":") ? nil : name)
         }
-        let bootstrap = ClientBootstrap(group: group)
+        let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(.nanoseconds(configuration.connectTimeout.nanoseconds))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { [tls] channel in
@@ -221,18 +237,12 @@ public final class RPCClient: Sendable {
                         try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: hostname))
                     }
                     try channel.pipeline.syncOperations.addEnvelopeFraming(limits: limits)
-                    try channel.pipeline.syncOperations.addHandler(CallDispatcher())
+                    try handlers(channel)
                 }
             }
-        let connected: EventLoopFuture<Channel>
         switch endpoint {
-        case .unix(let path): connected = bootstrap.connect(unixDomainSocketPath: path)
-        case .tcp(let host, let port): connected = bootstrap.connect(host: host, port: port)
-        }
-        return connected.flatMap { channel in
-            channel.pipeline.handler(type: CallDispatcher.self).map { dispatcher in
-                ClientConnection(channel: channel, calls: dispatcher.calls)
-            }
+        case .unix(let path): return bootstrap.connect(unixDomainSocketPath: path)
+        case .tcp(let host, let port): return bootstrap.connect(host: host, port: port)
         }
     }
 }

@@ -26,12 +26,15 @@ struct Target: ParsableArguments {
     @Option(help: "CA (PEM) of a TLS endpoint.")
     var ca: String?
 
-    func client(connections: Int) throws -> RPCClient {
-        let endpoint = try Endpoint(parsing: endpoint)
+    func configuration(connections: Int) throws -> RPCClientConfiguration {
         var configuration = RPCClientConfiguration(connections: connections, connectTimeout: .seconds(2))
         if let apiKey { configuration.metadata[RPCMetadata.apiKey] = apiKey }
-        if case .tcp = endpoint, let ca { configuration.tls = try RPCTLS.client(ca: ca) }
-        return RPCClient(endpoint: endpoint, configuration: configuration)
+        if case .tcp = try Endpoint(parsing: endpoint), let ca { configuration.tls = try RPCTLS.client(ca: ca) }
+        return configuration
+    }
+
+    func client(connections: Int) throws -> RPCClient {
+        RPCClient(endpoint: try Endpoint(parsing: endpoint), configuration: try configuration(connections: connections))
     }
 }
 

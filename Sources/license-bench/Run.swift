@@ -27,55 +27,56 @@ struct Run: AsyncParsableCommand {
     func run() async throws {
         let seeded = try SeedFile.read(seed)
         guard !seeded.licenses.isEmpty else { throw ValidationError("\(seed) has no licenses") }
-        let call = makeCall(seeded)
-        let workers = connections * inFlight
-
+        let operation = makeOperation(seeded)
         if warmup > 0 {
-            _ = try await drive(call, workers: workers, until: .now + .seconds(warmup), count: nil, rate: nil, quiet: true)
+            _ = try await drive(operation, until: .now + .seconds(warmup), count: nil, rate: nil, quiet: true)
         }
-        let result = try await drive(call, workers: workers, until: .now + .seconds(duration), count: count, rate: rate, quiet: false)
+        let result = try await drive(operation, until: .now + .seconds(duration), count: count, rate: rate, quiet: false)
         let report = Report(scenario: scenario.rawValue, connections: connections, inFlight: inFlight, rate: rate, result: result)
         print(json ? report.json : report.text)
     }
 
-    /// The call each scenario makes; `index` picks the license.
-    private func makeCall(_ seeded: (policy: String, customer: String, licenses: [SeededLicense])) -> @Sendable (RPCClient, Int) async throws -> Void {
+    /// The operation each scenario makes; `index` picks the license. Each answer is
+    /// decoded and checked: a validation that is not VALID counts as an error.
+    private func makeOperation(_ seeded: (policy: String, customer: String, licenses: [SeededLicense])) -> @Sendable (Int) -> BenchCall {
         let licenses = seeded.licenses
         let policy = seeded.policy
         let customer = seeded.customer
         let batch = self.batch
+        let run = UInt32.random(in: 0...UInt32.max)
         switch scenario {
         case .validate:
-            return { client, index in
+            return { index in
                 let license = licenses[index % licenses.count]
-                let answer = try await client.call(ValidationMethods.validate, ValidateRequest(licenseKey: license.key, fingerprint: license.fingerprint))
-                guard answer.reason == .valid else { throw RPCError(.failedPrecondition, "\(answer.reason)") }
+                return BenchCall.of(ValidationMethods.validate, ValidateRequest(licenseKey: license.key, fingerprint: license.fingerprint)) { answer in
+                    guard answer.reason == .valid else { throw Refused(answer.reason) }
+                    return nil
+                }
             }
         case .activate:
-            let run = UInt32.random(in: 0...UInt32.max)
-            return { client, index in
+            return { index in
                 let license = licenses[index % licenses.count]
-                let answer = try await client.call(ValidationMethods.activate, ActivateRequest(licenseKey: license.key, fingerprint: "bench-\(run)-\(index)"))
-                guard answer.reason == .valid else { throw RPCError(.failedPrecondition, "\(answer.reason)") }
+                return BenchCall.of(ValidationMethods.activate, ActivateRequest(licenseKey: license.key, fingerprint: "bench-\(run)-\(index)")) { answer in
+                    guard answer.reason == .valid else { throw Refused(answer.reason) }
+                    return nil
+                }
             }
         case .checkout:
-            return { client, index in
+            return { index in
                 let license = licenses[index % licenses.count]
-                let lease = try await client.call(ValidationMethods.checkoutSeat, CheckoutSeatRequest(licenseKey: license.key, clientId: "bench-\(index)"))
-                guard lease.reason == .valid, let id = lease.lease?.leaseId else { throw RPCError(.failedPrecondition, "\(lease.reason)") }
-                _ = try await client.call(ValidationMethods.checkinSeat, SeatLeaseRequest(leaseId: id))
+                return BenchCall.of(ValidationMethods.checkoutSeat, CheckoutSeatRequest(licenseKey: license.key, clientId: "bench-\(index)")) { lease in
+                    guard lease.reason == .valid, let id = lease.lease?.leaseId else { throw Refused(lease.reason) }
+                    return BenchCall.of(ValidationMethods.checkinSeat, SeatLeaseRequest(leaseId: id))
+                }
             }
         case .usage:
-            let run = UInt32.random(in: 0...UInt32.max)
-            return { client, index in
+            return { index in
                 let license = licenses[index % licenses.count]
                 let events = (0..<batch).map { UsageEvent(eventId: "bench-\(run)-\(index)-\($0)", licenseId: license.licenseID, feature: "export", quantity: 1) }
-                _ = try await client.call(UsageMethods.recordUsage, RecordUsageRequest(events: events))
+                return BenchCall.of(UsageMethods.recordUsage, RecordUsageRequest(events: events))
             }
         case .issue:
-            return { client, _ in
-                _ = try await client.call(IssuanceMethods.issueLicense, IssueLicenseRequest(policyId: policy, customerId: customer))
-            }
+            return { _ in BenchCall.of(IssuanceMethods.issueLicense, IssueLicenseRequest(policyId: policy, customerId: customer)) }
         }
     }
 
@@ -86,73 +87,55 @@ struct Run: AsyncParsableCommand {
         var elapsed: Duration = .zero
     }
 
-    /// Runs the workers: each takes the next call (and, at a constant rate, its slot on the
-    /// timetable), makes it, and records its latency in microseconds.
+    /// Opens the connections (spread over the event loops), lets each drive its share of
+    /// the operations, and merges their latencies (microseconds) and errors.
     private func drive(
-        _ call: @escaping @Sendable (RPCClient, Int) async throws -> Void, workers: Int, until end: ContinuousClock.Instant,
-        count: Int?, rate: Double?, quiet: Bool
+        _ operation: @escaping @Sendable (Int) -> BenchCall, until end: ContinuousClock.Instant, count: Int?, rate: Double?, quiet: Bool
     ) async throws -> Outcome {
-        let client = try target.client(connections: connections)
-        let executors = (0..<System.coreCount).map { _ in EventLoopTaskExecutor(MultiThreadedEventLoopGroup.singleton.next()) }
-        let next = Counter()
-        let done = Counter()
+        let endpoint = try Endpoint(parsing: target.endpoint)
+        let configuration = try target.configuration(connections: connections)
         let start = ContinuousClock.now
+        let plan = LoadPlan(
+            operation: operation, metadata: configuration.metadata.entries, inFlight: max(1, inFlight), count: count, rate: rate,
+            start: start, end: end, connections: connections)
         let progress = Task {
             guard !quiet else { return }
             var last = 0
             while !Task.isCancelled {
                 try await Task.sleep(for: .seconds(1))
-                let now = done.value
+                let now = plan.done.value
                 FileHandle.standardError.write(Data("\r\(self.scenario.rawValue): \(now) calls, \(now - last)/s   ".utf8))
                 last = now
             }
         }
-        let outcome = try await withThrowingTaskGroup(of: Outcome.self) { group in
-            for worker in 0..<workers {
-                // Each worker runs on an event loop, like the server's connections: its
-                // answers resume where the I/O happened instead of waking another thread.
-                let executor = executors[worker % executors.count]
-                group.addTask(executorPreference: executor) {
-                    var outcome = Outcome()
-                    while true {
-                        let index = next.increment() - 1
-                        if let count, index >= count { break }
-                        var scheduled = ContinuousClock.now
-                        if let rate {
-                            scheduled = start + .seconds(Double(index) / rate)
-                            if scheduled >= end { break }
-                            if scheduled > .now { try await Task.sleep(until: scheduled) }
-                        } else if count == nil, scheduled >= end {
-                            break
-                        }
-                        do {
-                            try await call(client, index)
-                            let latency = ContinuousClock.now - scheduled
-                            _ = outcome.histogram.record(UInt64(max(0, latency.components.seconds * 1_000_000 + latency.components.attoseconds / 1_000_000_000_000)))
-                        } catch let error as RPCError {
-                            outcome.errors["\(error.code)", default: 0] += 1
-                        } catch {
-                            outcome.errors["\(error)", default: 0] += 1
-                        }
-                        outcome.calls += 1
-                        _ = done.increment()
-                    }
-                    return outcome
-                }
+        defer { progress.cancel() }
+        let group = MultiThreadedEventLoopGroup.singleton
+        var results: [EventLoopFuture<Outcome>] = []
+        for slot in 0..<connections {
+            let loop = group.next()
+            let finished = loop.makePromise(of: Outcome.self)
+            let opened = RPCClient.openChannel(to: endpoint, configuration: configuration, on: loop) { channel in
+                try channel.pipeline.syncOperations.addHandler(LoadConnection(plan: plan, slot: slot, finished: finished))
             }
-            var total = Outcome()
-            for try await part in group {
+            opened.whenFailure { finished.fail($0) }
+            results.append(finished.futureResult)
+        }
+        var total = Outcome()
+        var failure: (any Error)?
+        for result in results {
+            do {
+                let part = try await result.get()
                 total.histogram.add(part.histogram)
                 total.calls += part.calls
                 for (error, count) in part.errors { total.errors[error, default: 0] += count }
+            } catch {
+                failure = error
             }
-            total.elapsed = ContinuousClock.now - start
-            return total
         }
-        progress.cancel()
-        await client.close()
+        if let failure { throw RPCError(.unavailable, "cannot connect to \(endpoint): \(failure)") }
+        total.elapsed = ContinuousClock.now - start
         if !quiet { FileHandle.standardError.write(Data("\n".utf8)) }
-        return outcome
+        return total
     }
 }
 

@@ -9,13 +9,16 @@ import Testing
         let process = Process()
         process.executableURL = Stack.binaries.appendingPathComponent("license-bench")
         process.arguments = arguments
+        // The report on standard output; progress and failures (small) on standard error.
         let pipe = Pipe()
+        let errors = Pipe()
         process.standardOutput = pipe
-        process.standardError = pipe
+        process.standardError = errors
         try process.run()
         let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
-        return (process.terminationStatus, output)
+        let errorText = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        return (process.terminationStatus, process.terminationStatus == 0 ? output : output + errorText)
     }
 
     @Test func seedsAndMeasuresEveryScenario() async throws {
@@ -42,7 +45,20 @@ import Testing
             #expect((report["errors"] as? [String: Int])?.isEmpty == true, "\(scenario): \(output)")
             #expect((report["p99_ms"] as? Double ?? -1) >= 0)
         }
+        // A constant rate makes as many calls as the timetable has slots.
         let (constant, output) = try bench(["run", "validate"] + gateway + ["--seed", seed, "--rate", "200", "--duration", "1", "--warmup", "0", "--json"])
         #expect(constant == 0, "\(output)")
+        let paced = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any], "\(output)")
+        #expect((195...201).contains(paced["ok"] as? Int ?? 0), "\(output)")
+
+        // Answers that are not VALID are errors, counted by what they said.
+        let text = try String(contentsOfFile: seed, encoding: .utf8).split(separator: "\n")
+        let forged = "\(stack.folder)/forged.txt"
+        try (text.prefix(2).joined(separator: "\n") + "\nNOT-A-KEY bench-machine-0 lic_none\n").write(toFile: forged, atomically: true, encoding: .utf8)
+        let (refused, refusedOutput) = try bench(["run", "validate"] + gateway + ["--seed", forged, "--count", "20", "--connections", "2", "--warmup", "0", "--json"])
+        #expect(refused == 0, "\(refusedOutput)")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(refusedOutput.utf8)) as? [String: Any], "\(refusedOutput)")
+        #expect(report["ok"] as? Int == 0, "\(refusedOutput)")
+        #expect((report["errors"] as? [String: Int]) == ["answered MALFORMED_KEY": 20], "\(refusedOutput)")
     }
 }
