@@ -12,22 +12,46 @@ extension GatewayService {
     /// nothing the caller set under `x-lm-`. One access-log line per call.
     func guarded<T: Sendable>(_ call: ServerCall, _ body: (ServerCall, ApiKey) async throws -> T) async throws -> T {
         let started = ContinuousClock.now
-        var identity: ApiKey?
+        let (admitted, key) = try admit(call, started: started)
         do {
+            let result = try await body(admitted, key)
+            accessLog(call, key, .ok, started)
+            return result
+        } catch {
+            accessLog(call, key, (error as? RPCError)?.code ?? .internal, started)
+            throw error
+        }
+    }
+
+    /// Forwards a unary call without a task: admission runs in memory on the event loop
+    /// and the backend's answer completes a future on the same loop.
+    func forwardedNow(_ call: ServerCall, to backend: Backend) throws -> ImmediateReply {
+        let started = ContinuousClock.now
+        let (admitted, key) = try admit(call, started: started)
+        let answer = backend.callRawFuture(admitted)
+        answer.whenComplete { result in
+            switch result {
+            case .success: self.accessLog(call, key, .ok, started)
+            case .failure(let error): self.accessLog(call, key, (error as? RPCError)?.code ?? .internal, started)
+            }
+        }
+        return .future(answer)
+    }
+
+    /// Admission alone: the call as the services will see it, and who makes it. A refusal
+    /// is logged here.
+    private func admit(_ call: ServerCall, started: ContinuousClock.Instant) throws(RPCError) -> (ServerCall, ApiKey) {
+        var identity: ApiKey?
+        do throws(RPCError) {
             let key = try authenticate(call)
             identity = key
             guard Permissions.allows(key.role, call.method) else {
                 throw RPCError(.permissionDenied, "role \(key.role) may not call \(call.method)")
             }
             try checkRateLimits(call, key)
-            let result = try await body(forwarded(call, key), key)
-            accessLog(call, identity, .ok, started)
-            return result
-        } catch let error as RPCError {
-            accessLog(call, identity, error.code, started)
-            throw error
+            return (forwarded(call, key), key)
         } catch {
-            accessLog(call, identity, .internal, started)
+            accessLog(call, identity, error.code, started)
             throw error
         }
     }

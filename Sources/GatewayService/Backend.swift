@@ -2,6 +2,8 @@ import LicensingRPC
 import LicensingWire
 import Logging
 import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
 import ServiceLifecycle
 
 /// A service behind the gateway. When it cannot be reached, callers pay the connect
@@ -40,6 +42,19 @@ final class Backend: Sendable {
             observe(error)
             throw error
         }
+    }
+
+    /// Forwards a call admitted by the gateway, on the caller's event loop when it can.
+    func callRawFuture(_ call: ServerCall) -> EventLoopFuture<[UInt8]> {
+        let loop = call.eventLoop ?? MultiThreadedEventLoopGroup.singleton.any()
+        do {
+            try checkUp()
+        } catch {
+            return loop.makeFailedFuture(error)
+        }
+        let answer = client.callRawFuture(call.method, payload: call.payload, metadata: call.metadata, deadline: call.deadline, on: call.eventLoop)
+        answer.whenFailure { error in self.observe(error) }
+        return answer
     }
 
     func streamRaw(_ method: String, payload: [UInt8], metadata: RPCMetadata, deadline: ContinuousClock.Instant) async throws -> AsyncThrowingStream<[UInt8], any Error> {

@@ -159,11 +159,7 @@ public final class GatewayService: Sendable {
                     }
                 })
             } else {
-                router.register(name: method.name, .unary { call in
-                    try await self.guarded(call) { call, _ in
-                        try await backend.callRaw(call.method, payload: call.payload, metadata: call.metadata, deadline: call.deadline)
-                    }
-                })
+                router.register(name: method.name, .immediate { call in try self.forwardedNow(call, to: backend) })
             }
         }
     }

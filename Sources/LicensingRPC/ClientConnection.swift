@@ -113,6 +113,18 @@ final class ClientConnection: Sendable {
     }
 
     func unary(_ request: Envelope, timeout: Duration) async throws -> Envelope {
+        let (id, answer) = send(request, timeout: timeout)
+        let method = request.method
+        return try await withTaskCancellationHandler {
+            try await answer.get()
+        } onCancel: {
+            abandon(id, RPCError(.cancelled, "\(method) was cancelled by the caller"))
+        }
+    }
+
+    /// Sends a unary call; the future completes with the answer, or fails when the
+    /// deadline passes or the connection closes first.
+    func send(_ request: Envelope, timeout: Duration) -> (UInt64, EventLoopFuture<Envelope>) {
         let id = nextCallID.add(1, ordering: .relaxed).oldValue
         let method = request.method
         var request = request
@@ -120,19 +132,14 @@ final class ClientConnection: Sendable {
         let promise = channel.eventLoop.makePromise(of: Envelope.self)
         let timer = scheduleTimeout(id, method, timeout)
         guard calls.insert(id, .unary(promise, timer)) else {
-            let error = RPCError(.unavailable, "connection to the server closed")
             timer.cancel()
-            promise.fail(error)
-            throw error
+            promise.fail(RPCError(.unavailable, "connection to the server closed"))
+            return (id, promise.futureResult)
         }
-        return try await withTaskCancellationHandler {
-            channel.writeAndFlush(request).whenFailure { [calls] error in
-                calls.remove(id)?.fail(RPCError(.unavailable, "cannot send \(method): \(error)"))
-            }
-            return try await promise.futureResult.get()
-        } onCancel: {
-            abandon(id, RPCError(.cancelled, "\(method) was cancelled by the caller"))
+        channel.writeAndFlush(request).whenFailure { [calls] error in
+            calls.remove(id)?.fail(RPCError(.unavailable, "cannot send \(method): \(error)"))
         }
+        return (id, promise.futureResult)
     }
 
     func stream(_ request: Envelope, timeout: Duration) -> AsyncThrowingStream<[UInt8], any Error> {

@@ -45,6 +45,10 @@ public final class RPCClient: Sendable {
     private let configuration: RPCClientConfiguration
     private let group: any EventLoopGroup
     private let slots: [NIOLockedValueBox<Slot>]
+    /// The event loop each slot's connection lives on, and the slots of each loop: a call
+    /// made on an event loop uses a connection of that loop, so its answer needs no hop.
+    private let slotLoops: [any EventLoop]
+    private let slotsByLoop: [ObjectIdentifier: [Int]]
     private let nextSlot = Atomic<Int>(0)
 
     private enum Slot {
@@ -63,6 +67,11 @@ public final class RPCClient: Sendable {
         self.configuration = configuration
         self.group = group
         self.slots = (0..<configuration.connections).map { _ in NIOLockedValueBox(.idle) }
+        let loops = Array(group.makeIterator())
+        self.slotLoops = (0..<configuration.connections).map { loops[$0 % loops.count] }
+        var slotsByLoop: [ObjectIdentifier: [Int]] = [:]
+        for (index, loop) in slotLoops.enumerated() { slotsByLoop[ObjectIdentifier(loop), default: []].append(index) }
+        self.slotsByLoop = slotsByLoop
     }
 
     // MARK: Calls
@@ -82,7 +91,35 @@ public final class RPCClient: Sendable {
         }
     }
 
-    /// Calls a unary method with an encoded payload; the gateway forwards calls this way.
+    /// Calls a unary method with an encoded payload, for code that runs on event loops:
+    /// the gateway forwards calls this way. `eventLoop` is the caller's loop, if any.
+    public func callRawFuture(
+        _ method: String,
+        payload: [UInt8],
+        metadata: RPCMetadata,
+        deadline: ContinuousClock.Instant,
+        on eventLoop: (any EventLoop)?
+    ) -> EventLoopFuture<[UInt8]> {
+        let remaining = deadline - .now
+        let loop = eventLoop ?? group.any()
+        guard remaining > .zero else {
+            return loop.makeFailedFuture(RPCError(.deadlineExceeded, "the deadline of \(method) expired before it was sent"))
+        }
+        let request = Envelope(method: method, payload: payload, timeoutMicros: remaining.microseconds, metadata: merged(metadata).entries)
+        return connectionFuture(preferring: eventLoop)
+            .flatMapError { error in
+                loop.makeFailedFuture(error as? RPCError ?? RPCError(.unavailable, "cannot connect to \(self.endpoint): \(error)"))
+            }
+            .flatMap { connection in connection.send(request, timeout: remaining).1 }
+            .flatMapThrowing { reply in
+                if let status = reply.status, status.code != .ok {
+                    throw RPCError(status: status, metadata: RPCMetadata(reply.metadata))
+                }
+                return reply.payload
+            }
+    }
+
+    /// Calls a unary method with an encoded payload.
     public func callRaw(
         _ method: String,
         payload: [UInt8],
@@ -166,19 +203,36 @@ public final class RPCClient: Sendable {
     // MARK: Connections
 
     private func connection(before deadline: ContinuousClock.Instant) async throws -> ClientConnection {
-        let index = nextSlot.add(1, ordering: .relaxed).oldValue % slots.count
+        do {
+            return try await connectionFuture(preferring: MultiThreadedEventLoopGroup.currentEventLoop).get()
+        } catch let error as RPCError {
+            throw error
+        } catch {
+            throw RPCError(.unavailable, "cannot connect to \(endpoint): \(error)")
+        }
+    }
+
+    /// A connection on `loop` when this client has one there, else the next in turn.
+    private func connectionFuture(preferring loop: (any EventLoop)?) -> EventLoopFuture<ClientConnection> {
+        let turn = nextSlot.add(1, ordering: .relaxed).oldValue
+        let index: Int
+        if let loop, let local = slotsByLoop[ObjectIdentifier(loop)] {
+            index = local[turn % local.count]
+        } else {
+            index = turn % slots.count
+        }
         let slot = slots[index]
         var started: EventLoopFuture<ClientConnection>?
-        let future: EventLoopFuture<ClientConnection> = try slot.withLockedValue { state in
+        let future: EventLoopFuture<ClientConnection> = slot.withLockedValue { state in
             switch state {
             case .ready(let connection) where connection.channel.isActive:
-                return group.any().makeSucceededFuture(connection)
+                return connection.channel.eventLoop.makeSucceededFuture(connection)
             case .connecting(let future):
                 return future
             case .closed:
-                throw RPCError(.unavailable, "the client for \(endpoint) is closed")
+                return slotLoops[index].makeFailedFuture(RPCError(.unavailable, "the client for \(endpoint) is closed"))
             case .idle, .ready:
-                let future = connect()
+                let future = connect(on: slotLoops[index])
                 state = .connecting(future)
                 started = future
                 return future
@@ -195,17 +249,11 @@ public final class RPCClient: Sendable {
                 }
             }
         }
-        do {
-            return try await future.get()
-        } catch let error as RPCError {
-            throw error
-        } catch {
-            throw RPCError(.unavailable, "cannot connect to \(endpoint): \(error)")
-        }
+        return future
     }
 
-    private func connect() -> EventLoopFuture<ClientConnection> {
-        Self.openChannel(to: endpoint, configuration: configuration, on: group.next()) { channel in
+    private func connect(on loop: any EventLoop) -> EventLoopFuture<ClientConnection> {
+        Self.openChannel(to: endpoint, configuration: configuration, on: loop) { channel in
             try channel.pipeline.syncOperations.addHandler(CallDispatcher())
         }.flatMap { channel in
             channel.pipeline.handler(type: CallDispatcher.self).map { dispatcher in

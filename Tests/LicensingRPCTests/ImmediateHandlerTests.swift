@@ -1,6 +1,7 @@
 import LicensingRPC
 import LicensingWire
 import NIOCore
+import NIOPosix
 import Synchronization
 import Testing
 
@@ -133,6 +134,36 @@ extension RPCTests {
                 #expect(running.most <= 1024, "\(running.most) handlers ran at once on one connection")
                 #expect(running.most > 1, "calls on one connection should run concurrently")
                 await raw.close()
+            }
+        }
+    }
+}
+
+extension RPCTests {
+    @Suite("Client event-loop affinity")
+    struct ClientAffinityTests {
+        /// A call made on an event loop is answered on that loop: the client picked one of
+        /// its connections there, so the answer needs no hop between threads.
+        @Test func callsMadeOnAnEventLoopUseAConnectionOnThatLoop() async throws {
+            let directory = try TempDirectory()
+            defer { directory.remove() }
+            try await withServer(immediateRouter(), on: [Transport.unix.endpoint(in: directory)]) { endpoints in
+                let group = MultiThreadedEventLoopGroup(numberOfThreads: 3)
+                let client = RPCClient(endpoint: endpoints[0], configuration: RPCClientConfiguration(connections: 3), group: group)
+                for loop in group.makeIterator() {
+                    for attempt in 0..<4 {
+                        let answer = client.callRawFuture(
+                            IssuanceMethods.getProduct.name, payload: GetByIdRequest(id: "now-\(attempt)").serializedBytes(),
+                            metadata: [:], deadline: .now + .seconds(5), on: loop)
+                        #expect(answer.eventLoop === loop)
+                        #expect(try Product(serializedBytes: try await answer.get()).id == "now-\(attempt)")
+                    }
+                }
+                let expired = client.callRawFuture(
+                    IssuanceMethods.getProduct.name, payload: [], metadata: [:], deadline: .now - .seconds(1), on: nil)
+                await #expect(throws: RPCError.self) { try await expired.get() }
+                await client.close()
+                try await group.shutdownGracefully()
             }
         }
     }
