@@ -12,7 +12,7 @@ struct LicenseReplica: Sendable {
     let database: DatabasePool
     /// Read-only connections for the synchronous look-ups of the hot path (see
     /// `ServiceDatabase.openLookups`).
-    let lookups: DatabasePool
+    let lookups: LookupConnections
 
     init(database: DatabasePool) throws {
         self.database = database
@@ -121,7 +121,12 @@ struct LicenseReplica: Sendable {
             FROM replica_license WHERE key_hash = ?
             """)
         guard let row = try Row.fetchOne(statement, arguments: [keyHash]) else { return nil }
-        return LicenseFacts(
+        return facts(row)
+    }
+
+    /// Facts from a row whose first 16 columns are those of `facts(keyHash:in:)`.
+    private static func facts(_ row: Row) -> LicenseFacts {
+        LicenseFacts(
             licenseID: row[0], state: LicenseState(rawValue: row[1]), startsAt: row[2], expiresAt: row[3],
             graceSeconds: row[4], features: Self.names(row[5]), allowedRegions: Self.names(row[6]),
             deniedRegions: Self.names(row[7]), licenseType: LicenseType(rawValue: row[8]), maxMachines: row[9],
@@ -129,16 +134,24 @@ struct LicenseReplica: Sendable {
             departmentID: row[14], tenantID: row[15])
     }
 
-    /// The facts for a key hash and, for a node-locked license, where the fingerprint stands:
-    /// both from one read transaction (one reader taken from the pool, not two).
+    /// The facts for a key hash and, for a node-locked license asked about a fingerprint,
+    /// where that fingerprint stands: one statement, so one snapshot of both.
     func factsAndMachine(keyHash: String, fingerprintHash: String) throws -> (LicenseFacts, MachineStanding)? {
         try lookups.read { db in
-            guard let facts = try Self.facts(keyHash: keyHash, in: db) else { return nil }
+            let statement = try db.cachedStatement(sql: """
+                SELECT license_id, state, starts_at, expires_at, grace_seconds, features, allowed_regions, denied_regions,
+                    license_type, max_machines, max_users, max_seats, overage_permille, named_users, department_id, tenant_id,
+                    CASE WHEN ?1 != '' THEN
+                        (SELECT fingerprint_hash = ?1 FROM machine WHERE machine.license_id = replica_license.license_id
+                         ORDER BY fingerprint_hash = ?1 DESC LIMIT 1)
+                    END
+                FROM replica_license WHERE key_hash = ?2
+                """)
+            guard let row = try Row.fetchOne(statement, arguments: [fingerprintHash, keyHash]) else { return nil }
+            let facts = Self.facts(row)
             guard facts.isNodeLocked, !fingerprintHash.isEmpty else { return (facts, .unknown) }
-            let statement = try db.cachedStatement(sql: "SELECT fingerprint_hash = ? FROM machine WHERE license_id = ? ORDER BY fingerprint_hash = ? DESC LIMIT 1")
-            guard let matches = try Bool.fetchOne(statement, arguments: [fingerprintHash, facts.licenseID, fingerprintHash]) else {
-                return (facts, .notActivated(licenseHasMachines: false))
-            }
+            // NULL: the license has no machine; 0: it has others; 1: this one is activated.
+            guard let matches = row[16] as Bool? else { return (facts, .notActivated(licenseHasMachines: false)) }
             return (facts, matches ? .activated : .notActivated(licenseHasMachines: true))
         }
     }

@@ -1,6 +1,8 @@
 import Foundation
 import GRDB
 import LicensingRuntime
+import NIOCore
+import NIOPosix
 import Testing
 
 @Suite struct DatabaseAndSecretsTests {
@@ -29,6 +31,32 @@ import Testing
         _ = try ServiceDatabase.open(path: "\(folder)/full.sqlite", durability: .full, migrator: migrator)
         let applied = try full.read { db in try migrator.appliedIdentifiers(db) }
         #expect(applied == ["v1"])
+    }
+
+    /// Look-ups on an event loop use that loop's own read-only connection and see every
+    /// commit made before them; they cannot write.
+    @Test func lookUpsOnEventLoopsSeeTheLatestCommitAndCannotWrite() async throws {
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in try db.execute(sql: "CREATE TABLE fact (id INTEGER PRIMARY KEY, value TEXT)") }
+        let pool = try ServiceDatabase.open(path: "\(folder)/lookups.sqlite", durability: .full, migrator: migrator)
+        let lookups = try ServiceDatabase.openLookups(path: "\(folder)/lookups.sqlite")
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        func value(on loop: (any EventLoop)?) async throws -> String? {
+            guard let loop else { return try lookups.read { db in try String.fetchOne(db, sql: "SELECT value FROM fact WHERE id = 1") } }
+            return try await loop.submit { try lookups.read { db in try String.fetchOne(db, sql: "SELECT value FROM fact WHERE id = 1") } }.get()
+        }
+        let loops = Array(group.makeIterator())
+        for round in ["first", "second", "third"] {
+            try await pool.write { db in try db.execute(sql: "INSERT OR REPLACE INTO fact (id, value) VALUES (1, ?)", arguments: [round]) }
+            for loop in loops + [nil] {
+                #expect(try await value(on: loop) == round)
+            }
+        }
+        await #expect(throws: DatabaseError.self) {
+            try await loops[0].submit { try lookups.read { db in try db.execute(sql: "DELETE FROM fact") } }.get()
+        }
+        try await group.shutdownGracefully()
     }
 
     @Test func aMissingSecretStopsTheServiceUnlessInDevelopmentMode() throws {
