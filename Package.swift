@@ -44,6 +44,8 @@ let package = Package(
             dependencies: ["CProtobufC"],
             cSettings: [.headerSearchPath("include")]
         ),
+        // One process-wide SQLite setting Swift cannot reach (sqlite3_config is variadic).
+        .target(name: "CSQLiteTuning", linkerSettings: [.linkedLibrary("sqlite3")]),
         // Swift bindings over the generated C: the only module that touches C pointers.
         .target(
             name: "LicensingWire",
@@ -83,6 +85,7 @@ let package = Package(
             dependencies: [
                 "LicensingRPC",
                 "LicensingCore",
+                "CSQLiteTuning",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -1,3 +1,4 @@
+import CSQLiteTuning
 import Foundation
 import GRDB
 import NIOConcurrencyHelpers
@@ -15,11 +16,19 @@ public enum ServiceDatabase {
         case normal = "NORMAL"
     }
 
+    /// Process-wide SQLite settings, made once before the first connection opens: without
+    /// memory statistics SQLite takes no global mutex per allocation (event loops reading
+    /// at once contended on it).
+    private static let tuned: Void = {
+        _ = lm_sqlite_disable_memory_statistics()
+    }()
+
     public static func open(
         path: String,
         durability: Durability,
         migrator: DatabaseMigrator
     ) throws -> DatabasePool {
+        Self.tuned
         let directory = (path as NSString).deletingLastPathComponent
         if !directory.isEmpty {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -42,7 +51,8 @@ public enum ServiceDatabase {
     /// Read-only connections on the same file for look-ups made synchronously on an
     /// event-loop thread (see ``LookupConnections``).
     public static func openLookups(path: String) throws -> LookupConnections {
-        try LookupConnections(path: path)
+        Self.tuned
+        return try LookupConnections(path: path)
     }
 }
 

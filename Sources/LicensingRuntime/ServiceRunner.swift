@@ -55,6 +55,12 @@ public enum ServiceRunner {
     ) async throws {
         let settings = try Settings.load(flags: options.flags.merging(extraFlags) { $1 }, configFile: options.config)
         let level = Logger.Level(rawValue: settings.string("log-level", default: "info")) ?? .info
+        // Event-loop threads (default: one per core), set before anything starts them.
+        let eventLoops = try settings.int("event-loops", default: System.coreCount)
+        guard (1...256).contains(eventLoops) else {
+            throw RPCError.invalidArgument("event-loops must be between 1 and 256, not \(eventLoops)")
+        }
+        NIOSingletons.groupLoopCountSuggestion = eventLoops
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level

@@ -126,6 +126,9 @@ public struct RuntimeOptions: ParsableArguments {
     @Option(help: "Local development mode: generate missing secrets into the data folder.")
     public var dev: Bool?
 
+    @Option(help: "Event-loop threads serving connections (default: one per core).")
+    public var eventLoops: Int?
+
     @Option(help: "TLS certificate chain (PEM) for TCP listeners.")
     public var tlsCert: String?
 
@@ -140,7 +143,7 @@ public struct RuntimeOptions: ParsableArguments {
     public var flags: [String: String?] {
         [
             "data-dir": dataDir, "listen": listen, "metrics": metrics, "log-level": logLevel, "dev": dev.map { String($0) },
-            "tls-cert": tlsCert, "tls-key": tlsKey, "tls-client-ca": tlsClientCa,
+            "tls-cert": tlsCert, "tls-key": tlsKey, "tls-client-ca": tlsClientCa, "event-loops": eventLoops.map { String($0) },
         ]
     }
 }
