@@ -4,6 +4,7 @@ import GRDB
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import Synchronization
 
 /// Opens a service's own SQLite database: WAL (through `DatabasePool`: one writer,
 /// concurrent readers), foreign keys on, and the durability the service's writes need.
@@ -48,28 +49,36 @@ public enum ServiceDatabase {
         return pool
     }
 
-    /// Read-only connections on the same file for look-ups made synchronously on an
-    /// event-loop thread (see ``LookupConnections``).
-    public static func openLookups(path: String) throws -> LookupConnections {
+    /// Read-only connections on `pool`'s file for look-ups made synchronously on an
+    /// event-loop thread (see ``LookupConnections``); `tables` are those the look-ups read.
+    public static func openLookups(for pool: DatabasePool, reading tables: Set<String>) throws -> LookupConnections {
         Self.tuned
-        return try LookupConnections(path: path)
+        return try LookupConnections(pool: pool, tables: tables)
     }
 }
 
 /// Read-only connections for synchronous look-ups: one per event-loop thread, so a
-/// look-up on a loop never waits for a connection another thread holds and pays no pool
-/// or transaction (one statement reads one snapshot); callers off the loops share a small
-/// pool. They are separate from the service's main pool on purpose: its async readers
-/// give a connection back only after resuming on the caller's executor, which can be an
-/// event loop blocked waiting for that connection.
+/// look-up on a loop never waits for a connection another thread holds; callers off the
+/// loops share a small pool. They are separate from the service's main pool on purpose:
+/// its async readers give a connection back only after resuming on the caller's executor,
+/// which can be an event loop blocked waiting for that connection.
+///
+/// A loop's connection keeps one read transaction open across look-ups instead of starting
+/// one per statement (each start and end takes WAL locks, and those are shared between the
+/// loops). It starts a fresh one as soon as a commit has changed a table the look-ups read,
+/// so every look-up sees every commit that returned before it, and at least every 50 ms, so
+/// an old snapshot never holds the WAL back from being checkpointed.
 public final class LookupConnections: Sendable {
     private let path: String
-    private let perLoop = NIOLockedValueBox<[ObjectIdentifier: DatabaseQueue]>([:])
+    private let perThread = ThreadSpecificVariable<LoopConnection>()
     private let pool: DatabasePool
+    private let changes: TableChanges
 
-    init(path: String) throws {
-        self.path = path
-        self.pool = try DatabasePool(path: path, configuration: Self.configuration(readers: 2))
+    init(pool writer: DatabasePool, tables: Set<String>) throws {
+        self.path = writer.path
+        self.pool = try DatabasePool(path: writer.path, configuration: Self.configuration(readers: 2))
+        self.changes = TableChanges(tables: tables)
+        writer.add(transactionObserver: changes, extent: .databaseLifetime)
     }
 
     private static func configuration(readers: Int) -> Configuration {
@@ -80,23 +89,81 @@ public final class LookupConnections: Sendable {
         return configuration
     }
 
-    /// Runs `body` on this thread's connection. On an event loop the body sees no
-    /// transaction: a look-up that must be consistent is one statement.
+    /// Runs `body` in a read transaction on this thread's connection.
     public func read<T>(_ body: (Database) throws -> T) throws -> T {
-        guard let loop = MultiThreadedEventLoopGroup.currentEventLoop else {
+        guard MultiThreadedEventLoopGroup.currentEventLoop != nil else {
             return try pool.read(body)
         }
-        return try connection(for: loop).inDatabase(body)
+        let connection: LoopConnection
+        if let existing = perThread.currentValue {
+            connection = existing
+        } else {
+            var configuration = Self.configuration(readers: 1)
+            configuration.allowsUnsafeTransactions = true
+            connection = LoopConnection(queue: try DatabaseQueue(path: path, configuration: configuration))
+            perThread.currentValue = connection
+        }
+        return try connection.read(generation: changes.generation, body)
+    }
+}
+
+/// One event-loop thread's connection and the snapshot it holds.
+private final class LoopConnection: @unchecked Sendable {
+    // @unchecked: used only by the thread that created it (it lives in a thread-specific variable).
+    private static let maximumSnapshotAge: Duration = .milliseconds(50)
+    private let queue: DatabaseQueue
+    private var generation: UInt64 = .max
+    private var snapshotStarted = ContinuousClock.now
+
+    init(queue: DatabaseQueue) {
+        self.queue = queue
     }
 
-    private func connection(for loop: any EventLoop) throws -> DatabaseQueue {
-        let id = ObjectIdentifier(loop)
-        if let queue = perLoop.withLockedValue({ $0[id] }) { return queue }
-        let queue = try DatabaseQueue(path: path, configuration: Self.configuration(readers: 1))
-        return perLoop.withLockedValue { connections in
-            if let existing = connections[id] { return existing }
-            connections[id] = queue
-            return queue
+    func read<T>(generation current: UInt64, _ body: (Database) throws -> T) throws -> T {
+        try queue.inDatabase { db in
+            let now = ContinuousClock.now
+            if current != generation || now - snapshotStarted > Self.maximumSnapshotAge || !db.isInsideTransaction {
+                if db.isInsideTransaction { try db.commit() }
+                // The generation was read before this transaction starts, so its snapshot
+                // holds at least every commit that generation counts.
+                try db.beginTransaction(.deferred)
+                generation = current
+                snapshotStarted = now
+            }
+            return try body(db)
         }
+    }
+}
+
+/// Counts the commits that changed any of some tables.
+private final class TableChanges: TransactionObserver, Sendable {
+    private let tables: Set<String>
+    private let commits = Atomic<UInt64>(0)
+    private let changedInTransaction = Atomic<Bool>(false)
+
+    init(tables: Set<String>) {
+        self.tables = tables
+    }
+
+    var generation: UInt64 { commits.load(ordering: .acquiring) }
+
+    func observes(eventsOfKind eventKind: DatabaseEventKind) -> Bool {
+        tables.contains(eventKind.tableName)
+    }
+
+    func databaseDidChange(with event: DatabaseEvent) {
+        changedInTransaction.store(true, ordering: .relaxed)
+        // One change is enough to know: no callback for every other row of the transaction.
+        stopObservingDatabaseChangesUntilNextTransaction()
+    }
+
+    func databaseDidCommit(_ db: Database) {
+        if changedInTransaction.exchange(false, ordering: .relaxed) {
+            commits.add(1, ordering: .releasing)
+        }
+    }
+
+    func databaseDidRollback(_ db: Database) {
+        changedInTransaction.store(false, ordering: .relaxed)
     }
 }

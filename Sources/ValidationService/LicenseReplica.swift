@@ -16,7 +16,7 @@ struct LicenseReplica: Sendable {
 
     init(database: DatabasePool) throws {
         self.database = database
-        self.lookups = try ServiceDatabase.openLookups(path: database.path)
+        self.lookups = try ServiceDatabase.openLookups(for: database, reading: ["replica_license", "machine", "replica_department"])
     }
 
     /// Applies a batch of events and the new feed position in one transaction; events at
@@ -147,12 +147,17 @@ struct LicenseReplica: Sendable {
                     END
                 FROM replica_license WHERE key_hash = ?2
                 """)
-            guard let row = try Row.fetchOne(statement, arguments: [fingerprintHash, keyHash]) else { return nil }
-            let facts = Self.facts(row)
-            guard facts.isNodeLocked, !fingerprintHash.isEmpty else { return (facts, .unknown) }
-            // NULL: the license has no machine; 0: it has others; 1: this one is activated.
-            guard let matches = row[16] as Bool? else { return (facts, .notActivated(licenseHasMachines: false)) }
-            return (facts, matches ? .activated : .notActivated(licenseHasMachines: true))
+            // A cursor's row reads the statement's columns in place (fetchOne would copy
+            // them all); the cursor must outlive the reading, or it resets the statement.
+            let rows = try Row.fetchCursor(statement, arguments: [fingerprintHash, keyHash])
+            return try withExtendedLifetime(rows) { () -> (LicenseFacts, MachineStanding)? in
+                guard let row = try rows.next() else { return nil }
+                let facts = Self.facts(row)
+                guard facts.isNodeLocked, !fingerprintHash.isEmpty else { return (facts, .unknown) }
+                // NULL: the license has no machine; 0: it has others; 1: this one is activated.
+                guard let matches = row[16] as Bool? else { return (facts, .notActivated(licenseHasMachines: false)) }
+                return (facts, matches ? .activated : .notActivated(licenseHasMachines: true))
+            }
         }
     }
 

@@ -40,7 +40,7 @@ import Testing
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1") { db in try db.execute(sql: "CREATE TABLE fact (id INTEGER PRIMARY KEY, value TEXT)") }
         let pool = try ServiceDatabase.open(path: "\(folder)/lookups.sqlite", durability: .full, migrator: migrator)
-        let lookups = try ServiceDatabase.openLookups(path: "\(folder)/lookups.sqlite")
+        let lookups = try ServiceDatabase.openLookups(for: pool, reading: ["fact"])
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         func value(on loop: (any EventLoop)?) async throws -> String? {
             guard let loop else { return try lookups.read { db in try String.fetchOne(db, sql: "SELECT value FROM fact WHERE id = 1") } }

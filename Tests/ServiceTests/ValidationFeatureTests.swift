@@ -45,7 +45,10 @@ import ValidationService
             let licenseID = first.machine!.licenseId
             let machines = try await validation.call(ValidationMethods.listMachines, ListMachinesRequest(licenseId: licenseID))
             #expect(machines.machines.count == 3)
+            #expect(try await validate(validation, key, fingerprint: "m2").reason == .valid)
             _ = try await validation.call(ValidationMethods.deactivate, DeactivateRequest(licenseKey: key, fingerprint: "m2"))
+            // Look-ups see the deactivation as soon as it has returned.
+            #expect(try await validate(validation, key, fingerprint: "m2").reason == .fingerprintMismatch)
             #expect(try await activate(validation, key, "m4").reason == .valid)
             await #expect(throws: RPCError.self) {
                 _ = try await validation.call(ValidationMethods.deactivate, DeactivateRequest(licenseKey: key, fingerprint: "m2"))
