@@ -22,6 +22,7 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Seconds of warm-up, not measured.") var warmup: Double = 2
     @Option(help: "Constant rate (calls/s): calls on a fixed timetable, latency from the scheduled time.") var rate: Double?
     @Option(help: "Usage events per RecordUsage call.") var batch: Int = 50
+    @Option(help: "Event-loop threads driving the connections (redis-benchmark uses one).") var threads: Int = 1
     @Flag(help: "Print the result as JSON.") var json = false
 
     func run() async throws {
@@ -109,7 +110,8 @@ struct Run: AsyncParsableCommand {
             }
         }
         defer { progress.cancel() }
-        let group = MultiThreadedEventLoopGroup.singleton
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
+        defer { group.shutdownGracefully { _ in } }
         var results: [EventLoopFuture<Outcome>] = []
         for slot in 0..<connections {
             let loop = group.next()
