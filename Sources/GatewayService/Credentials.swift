@@ -37,8 +37,10 @@ final class CredentialStore: Sendable {
 
     /// The usable credential for a secret, or nil (unknown, revoked or expired).
     func authenticate(_ secret: String, now: Int64) -> ApiKey? {
-        guard secret.hasPrefix("lmk_"), secret.count < 200 else { return nil }
-        guard let key = bySecretHash.withLockedValue({ $0[Self.hash(secret)] }) else { return nil }
+        guard secret.hasPrefix("lmk_"), secret.utf8.count < 200 else { return nil }
+        // Hashed before taking the lock: every call on every event loop passes here.
+        let hash = Self.hash(secret)
+        guard let key = bySecretHash.withLockedValue({ $0[hash] }) else { return nil }
         guard key.revokedAt == 0, key.expiresAt == 0 || now < key.expiresAt else { return nil }
         return key
     }

@@ -50,7 +50,10 @@ public final class IssuanceService: Sendable {
         }
         let scheduler = ExpiryScheduler(
             service: service, interval: .seconds(Int64(try settings.int("scheduler-interval-seconds", default: 5))))
-        return [RPCServer(router: service.router(), configuration: try environment.serverConfiguration, logger: environment.logger), scheduler]
+        return [
+            RPCServer(router: service.router(), configuration: try environment.serverConfiguration, logger: environment.logger), scheduler,
+            WALMaintenance(pool: service.database, logger: environment.logger),
+        ]
     }
 
     public func router() -> RPCRouter {

@@ -3,7 +3,9 @@ import Foundation
 import GRDB
 import NIOConcurrencyHelpers
 import NIOCore
+import Logging
 import NIOPosix
+import ServiceLifecycle
 import Synchronization
 
 /// Opens a service's own SQLite database: WAL (through `DatabasePool`: one writer,
@@ -66,8 +68,8 @@ public enum ServiceDatabase {
 /// A loop's connection keeps one read transaction open across look-ups instead of starting
 /// one per statement (each start and end takes WAL locks, and those are shared between the
 /// loops). It starts a fresh one as soon as a commit has changed a table the look-ups read,
-/// so every look-up sees every commit that returned before it, and at least every 50 ms, so
-/// an old snapshot never holds the WAL back from being checkpointed.
+/// so every look-up sees every commit that returned before it, and at least every 10 ms, so
+/// an old snapshot never holds back a checkpoint for long (see ``WALMaintenance``).
 public final class LookupConnections: Sendable {
     private let path: String
     private let perThread = ThreadSpecificVariable<LoopConnection>()
@@ -87,6 +89,12 @@ public final class LookupConnections: Sendable {
         configuration.maximumReaderCount = readers
         configuration.busyMode = .timeout(5)
         return configuration
+    }
+
+    /// Makes every loop's next look-up start a fresh snapshot: a checkpoint is waiting for
+    /// the old ones to end.
+    public func renewSnapshots() {
+        changes.bump()
     }
 
     /// Runs `body` in a read transaction on this thread's connection.
@@ -110,7 +118,7 @@ public final class LookupConnections: Sendable {
 /// One event-loop thread's connection and the snapshot it holds.
 private final class LoopConnection: @unchecked Sendable {
     // @unchecked: used only by the thread that created it (it lives in a thread-specific variable).
-    private static let maximumSnapshotAge: Duration = .milliseconds(50)
+    private static let maximumSnapshotAge: Duration = .milliseconds(10)
     private let queue: DatabaseQueue
     private var generation: UInt64 = .max
     private var snapshotStarted = ContinuousClock.now
@@ -147,6 +155,10 @@ private final class TableChanges: TransactionObserver, Sendable {
 
     var generation: UInt64 { commits.load(ordering: .acquiring) }
 
+    func bump() {
+        commits.add(1, ordering: .releasing)
+    }
+
     func observes(eventsOfKind eventKind: DatabaseEventKind) -> Bool {
         tables.contains(eventKind.tableName)
     }
@@ -165,5 +177,55 @@ private final class TableChanges: TransactionObserver, Sendable {
 
     func databaseDidRollback(_ db: Database) {
         changedInTransaction.store(false, ordering: .relaxed)
+    }
+}
+
+/// Keeps a database's write-ahead log from growing without bound. SQLite's automatic
+/// checkpoints are passive: they cannot copy frames that a reader's snapshot still needs,
+/// nor start the log over while any reader uses it, and with look-ups arriving all the
+/// time some reader always does. Every `interval`, when the log has grown past
+/// `threshold` bytes, this asks the look-up connections for fresh snapshots and runs a
+/// truncating checkpoint, which waits (briefly) for the older snapshots to end.
+public final class WALMaintenance: Service, Sendable {
+    private let pool: DatabasePool
+    private let lookups: LookupConnections?
+    private let interval: Duration
+    private let threshold: Int
+    private let logger: Logger
+
+    public init(
+        pool: DatabasePool, lookups: LookupConnections? = nil, interval: Duration = .seconds(1), threshold: Int = 8 << 20, logger: Logger
+    ) {
+        self.pool = pool
+        self.lookups = lookups
+        self.interval = interval
+        self.threshold = threshold
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        while !Task.isShuttingDownGracefully, !Task.isCancelled {
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: self.interval) }
+            if walSize() > threshold { await checkpoint() }
+        }
+    }
+
+    /// Bytes in the write-ahead log file.
+    public func walSize() -> Int {
+        var info = stat()
+        guard stat(pool.path + "-wal", &info) == 0 else { return 0 }
+        return Int(info.st_size)
+    }
+
+    /// Copies the whole log into the database and empties it.
+    public func checkpoint() async {
+        lookups?.renewSnapshots()
+        do {
+            let (frames, copied) = try await pool.writeWithoutTransaction { db in try db.checkpoint(.truncate) }
+            logger.debug("checkpoint", metadata: ["frames": "\(frames)", "copied": "\(copied)"])
+        } catch {
+            // A reader held on past the busy timeout: the next round tries again.
+            logger.notice("checkpoint could not finish; will retry", metadata: ["error": "\(error)"])
+        }
     }
 }

@@ -41,7 +41,10 @@ public final class UsageService: Sendable {
 
     public static func services(_ environment: ServiceEnvironment) throws -> [any Service] {
         let service = UsageService(database: try openDatabase(path: environment.databasePath), logger: environment.logger)
-        return [RPCServer(router: service.router(), configuration: try environment.serverConfiguration, logger: environment.logger)]
+        return [
+            RPCServer(router: service.router(), configuration: try environment.serverConfiguration, logger: environment.logger),
+            WALMaintenance(pool: service.database, logger: environment.logger),
+        ]
     }
 
     public func router() -> RPCRouter {

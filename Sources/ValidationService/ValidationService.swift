@@ -88,7 +88,10 @@ public final class ValidationService: Sendable {
 
     /// The RPC server, the feed consumer and the validation log writer.
     public func services(configuration: RPCServerConfiguration) -> [any Service] {
-        [RPCServer(router: router(), configuration: configuration, logger: logger), feed, log]
+        [
+            RPCServer(router: router(), configuration: configuration, logger: logger), feed, log,
+            WALMaintenance(pool: database, lookups: replica.lookups, logger: logger),
+        ]
     }
 
     public func router() -> RPCRouter {

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Logging
 import LicensingRuntime
 import NIOCore
 import NIOPosix
@@ -56,6 +57,37 @@ import Testing
         await #expect(throws: DatabaseError.self) {
             try await loops[0].submit { try lookups.read { db in try db.execute(sql: "DELETE FROM fact") } }.get()
         }
+        try await group.shutdownGracefully()
+    }
+
+    /// Look-ups that never stop keep a snapshot open at all times; the maintenance
+    /// checkpoint still empties the write-ahead log, and the look-ups go on seeing the data.
+    @Test func aCheckpointEmptiesTheLogWhileLookUpsKeepReading() async throws {
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in try db.execute(sql: "CREATE TABLE fact (id INTEGER PRIMARY KEY, value TEXT)") }
+        let pool = try ServiceDatabase.open(path: "\(folder)/wal.sqlite", durability: .normal, migrator: migrator)
+        let lookups = try ServiceDatabase.openLookups(for: pool, reading: ["fact"])
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let reads = Array(group.makeIterator()).map { loop in
+            loop.scheduleRepeatedTask(initialDelay: .zero, delay: .microseconds(200)) { _ in
+                _ = try lookups.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM fact") }
+            }
+        }
+        for batch in 0..<200 {
+            try await pool.write { db in
+                for row in 0..<20 {
+                    try db.execute(sql: "INSERT INTO fact (value) VALUES (?)", arguments: [String(repeating: "x", count: 200) + "\(batch)-\(row)"])
+                }
+            }
+        }
+        let maintenance = WALMaintenance(pool: pool, lookups: lookups, threshold: 0, logger: Logger(label: "test"))
+        #expect(maintenance.walSize() > 100_000)
+        await maintenance.checkpoint()
+        #expect(maintenance.walSize() == 0, "the log was not emptied")
+        let count = try await group.any().submit { try lookups.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM fact") } }.get()
+        #expect(count == 4_000)
+        for read in reads { read.cancel() }
         try await group.shutdownGracefully()
     }
 
