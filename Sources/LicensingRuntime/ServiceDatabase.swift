@@ -99,7 +99,7 @@ public final class LookupConnections: Sendable {
 
     /// Runs `body` in a read transaction on this thread's connection.
     public func read<T>(_ body: (Database) throws -> T) throws -> T {
-        guard MultiThreadedEventLoopGroup.currentEventLoop != nil else {
+        guard let loop = MultiThreadedEventLoopGroup.currentEventLoop else {
             return try pool.read(body)
         }
         let connection: LoopConnection
@@ -108,7 +108,7 @@ public final class LookupConnections: Sendable {
         } else {
             var configuration = Self.configuration(readers: 1)
             configuration.allowsUnsafeTransactions = true
-            connection = LoopConnection(queue: try DatabaseQueue(path: path, configuration: configuration))
+            connection = LoopConnection(queue: try DatabaseQueue(path: path, configuration: configuration), eventLoop: loop)
             perThread.currentValue = connection
         }
         return try connection.read(generation: changes.generation, body)
@@ -117,14 +117,18 @@ public final class LookupConnections: Sendable {
 
 /// One event-loop thread's connection and the snapshot it holds.
 private final class LoopConnection: @unchecked Sendable {
-    // @unchecked: used only by the thread that created it (it lives in a thread-specific variable).
+    // @unchecked: used only on its event loop's thread (it lives in a thread-specific
+    // variable, and its timer runs on the same loop).
     private static let maximumSnapshotAge: Duration = .milliseconds(10)
     private let queue: DatabaseQueue
+    private let eventLoop: any EventLoop
     private var generation: UInt64 = .max
     private var snapshotStarted = ContinuousClock.now
+    private var expiryScheduled = false
 
-    init(queue: DatabaseQueue) {
+    init(queue: DatabaseQueue, eventLoop: any EventLoop) {
         self.queue = queue
+        self.eventLoop = eventLoop
     }
 
     func read<T>(generation current: UInt64, _ body: (Database) throws -> T) throws -> T {
@@ -137,8 +141,26 @@ private final class LoopConnection: @unchecked Sendable {
                 try db.beginTransaction(.deferred)
                 generation = current
                 snapshotStarted = now
+                scheduleExpiry()
             }
             return try body(db)
+        }
+    }
+
+    /// A loop that stops looking up must not keep its snapshot: it would hold back every
+    /// checkpoint. The snapshot ends at most one age limit after it started.
+    private func scheduleExpiry() {
+        guard !expiryScheduled else { return }
+        expiryScheduled = true
+        eventLoop.scheduleTask(in: .nanoseconds(Int64(Self.maximumSnapshotAge.components.attoseconds / 1_000_000_000))) {
+            self.expiryScheduled = false
+            let open: Bool = (try? self.queue.inDatabase { db in
+                guard db.isInsideTransaction else { return false }
+                guard ContinuousClock.now - self.snapshotStarted >= Self.maximumSnapshotAge else { return true }
+                try db.commit()
+                return false
+            }) ?? false
+            if open { self.scheduleExpiry() }
         }
     }
 }

@@ -91,6 +91,29 @@ import Testing
         try await group.shutdownGracefully()
     }
 
+    /// A loop that looked something up once and then went quiet gives its snapshot up
+    /// on its own, or no checkpoint could ever empty the log.
+    @Test func aQuietLoopDoesNotHoldTheLogBack() async throws {
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in try db.execute(sql: "CREATE TABLE fact (id INTEGER PRIMARY KEY, value TEXT)") }
+        let pool = try ServiceDatabase.open(path: "\(folder)/quiet.sqlite", durability: .normal, migrator: migrator)
+        let lookups = try ServiceDatabase.openLookups(for: pool, reading: ["fact"])
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        try await pool.write { db in try db.execute(sql: "INSERT INTO fact (value) VALUES ('first')") }
+        _ = try await group.any().submit { try lookups.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM fact") } }.get()
+        for _ in 0..<50 {
+            try await pool.write { db in try db.execute(sql: "INSERT INTO fact (value) VALUES (?)", arguments: [String(repeating: "y", count: 2000)]) }
+        }
+        try await Task.sleep(for: .milliseconds(50))
+        // Without the look-up's help (no renewal asked for), and with a short busy wait.
+        let started = ContinuousClock.now
+        let (frames, copied) = try await pool.writeWithoutTransaction { db in try db.checkpoint(.truncate) }
+        #expect(frames == 0 && copied == 0, "log not emptied: \(frames) frames, \(copied) copied")
+        #expect(ContinuousClock.now - started < .seconds(1))
+        try await group.shutdownGracefully()
+    }
+
     @Test func aMissingSecretStopsTheServiceUnlessInDevelopmentMode() throws {
         defer { try? FileManager.default.removeItem(atPath: folder) }
         let settings = Settings(values: ["data-dir": folder])
