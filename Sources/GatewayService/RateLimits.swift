@@ -7,33 +7,42 @@ final class TokenBuckets: Sendable {
     let rate: Double
     let burst: Double
     private static let shardCount = 16
-    private let shards: [NIOLockedValueBox<[String: (tokens: Double, at: ContinuousClock.Instant)]>]
+    private let shards: [NIOLockedValueBox<Shard>]
+
+    private struct Shard {
+        var buckets: [String: (tokens: Double, at: ContinuousClock.Instant)] = [:]
+        var swept = ContinuousClock.now
+    }
 
     init(rate: Double, burst: Double) {
         self.rate = rate
         self.burst = burst
-        self.shards = (0..<Self.shardCount).map { _ in NIOLockedValueBox([:]) }
+        self.shards = (0..<Self.shardCount).map { _ in NIOLockedValueBox(Shard()) }
     }
 
-    private func shard(_ key: String) -> NIOLockedValueBox<[String: (tokens: Double, at: ContinuousClock.Instant)]> {
+    private func shard(_ key: String) -> NIOLockedValueBox<Shard> {
         shards[Int(UInt(bitPattern: key.hashValue) % UInt(Self.shardCount))]
     }
+
+    /// A bucket untouched for burst/rate seconds is full again and carries no information.
+    private var idle: Duration { .seconds(burst / rate) }
 
     /// Takes a token; when none is left, returns the seconds until one will be.
     func take(_ key: String, cost: Double = 1) -> Double? {
         let now = ContinuousClock.now
-        return shard(key).withLockedValue { buckets in
-            var bucket = buckets[key] ?? (burst, now)
+        let idle = self.idle
+        return shard(key).withLockedValue { shard in
+            var bucket = shard.buckets[key] ?? (burst, now)
             let elapsed = now - bucket.at
             bucket.tokens = min(burst, bucket.tokens + (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18) * rate)
             bucket.at = now
             defer {
-                buckets[key] = bucket
-                // A bucket untouched for burst/rate seconds is full again and carries no
-                // information: sweep those now and then, so memory follows the active keys.
-                if buckets.count > 10_000 / Self.shardCount, buckets.count % 64 == 0 {
-                    let idle = Duration.seconds(burst / rate)
-                    buckets = buckets.filter { now - $0.value.at < idle }
+                shard.buckets[key] = bucket
+                // Full buckets are dropped once per idle period, so memory follows the
+                // active keys and the sweep costs nothing per call.
+                if now - shard.swept >= idle {
+                    shard.buckets = shard.buckets.filter { now - $0.value.at < idle }
+                    shard.swept = now
                 }
             }
             guard bucket.tokens >= cost else { return (cost - bucket.tokens) / rate }
@@ -42,11 +51,14 @@ final class TokenBuckets: Sendable {
         }
     }
 
+    /// Buckets held (for tests and memory accounting).
+    var count: Int { shards.reduce(0) { $0 + $1.withLockedValue { $0.buckets.count } } }
+
     /// Whether the bucket has a token, without taking one.
     func isEmpty(_ key: String) -> Bool {
         let now = ContinuousClock.now
-        return shard(key).withLockedValue { buckets in
-            guard let bucket = buckets[key] else { return false }
+        return shard(key).withLockedValue { shard in
+            guard let bucket = shard.buckets[key] else { return false }
             let elapsed = now - bucket.at
             return bucket.tokens + (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18) * rate < 1
         }

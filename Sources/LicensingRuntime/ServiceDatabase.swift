@@ -216,7 +216,7 @@ public final class WALMaintenance: Service, Sendable {
     private let logger: Logger
 
     public init(
-        pool: DatabasePool, lookups: LookupConnections? = nil, interval: Duration = .seconds(1), threshold: Int = 8 << 20, logger: Logger
+        pool: DatabasePool, lookups: LookupConnections? = nil, interval: Duration = .seconds(2), threshold: Int = 32 << 20, logger: Logger
     ) {
         self.pool = pool
         self.lookups = lookups

@@ -80,6 +80,22 @@ func withGateway<T>(
         }
     }
 
+    /// Buckets refuse past their burst, refill at their rate, and buckets left idle long
+    /// enough to be full again are dropped, so memory follows the keys in use.
+    @Test func tokenBucketsRefillAndForgetIdleKeys() async throws {
+        let buckets = TokenBuckets(rate: 100, burst: 2)
+        #expect(buckets.take("k") == nil)
+        #expect(buckets.take("k") == nil)
+        let wait = try #require(buckets.take("k"))
+        #expect(wait > 0 && wait <= 0.01)
+        for index in 0..<1_000 { _ = buckets.take("old-\(index)") }
+        #expect(buckets.count == 1_001)
+        try await Task.sleep(for: .milliseconds(60))
+        #expect(buckets.take("k") == nil, "refilled after the wait")
+        for index in 0..<400 { _ = buckets.take("new-\(index)") }
+        #expect(buckets.count <= 401, "\(buckets.count) buckets kept; idle ones should be gone")
+    }
+
     @Test func thePermissionTableSaysWhatEachRoleIsFor() {
         // Deny by default: what the table does not name is for admins only.
         #expect(Permissions.allows(.admin, IssuanceMethods.changes.name))
