@@ -39,8 +39,12 @@ public enum ServiceDatabase {
         var configuration = Configuration()
         configuration.foreignKeysEnabled = true
         configuration.busyMode = .timeout(5)
-        // Few readers: each keeps its own page cache, and two event loops do the hot reads.
+        // Few readers, with small page caches: memory is per connection, the writer keeps
+        // SQLite's default 2 MiB, and the hot reads go through the look-up connections.
         configuration.maximumReaderCount = 3
+        configuration.prepareDatabase { db in
+            if db.configuration.readonly { try db.execute(sql: "PRAGMA cache_size = -512") }
+        }
         let pool = try DatabasePool(path: path, configuration: configuration)
         // Set on the pool's single writer connection, after GRDB has switched it to WAL
         // (which sets synchronous=NORMAL, overriding anything done in prepareDatabase).
@@ -83,11 +87,13 @@ public final class LookupConnections: Sendable {
         writer.add(transactionObserver: changes, extent: .databaseLifetime)
     }
 
-    private static func configuration(readers: Int) -> Configuration {
+    /// `cacheKiB`: SQLite's page cache per connection; the off-loop pool is rarely used.
+    private static func configuration(readers: Int, cacheKiB: Int = 512) -> Configuration {
         var configuration = Configuration()
         configuration.readonly = true
         configuration.maximumReaderCount = readers
         configuration.busyMode = .timeout(5)
+        configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA cache_size = -\(cacheKiB)") }
         return configuration
     }
 
@@ -106,7 +112,7 @@ public final class LookupConnections: Sendable {
         if let existing = perThread.currentValue {
             connection = existing
         } else {
-            var configuration = Self.configuration(readers: 1)
+            var configuration = Self.configuration(readers: 1, cacheKiB: 2048)
             configuration.allowsUnsafeTransactions = true
             connection = LoopConnection(queue: try DatabaseQueue(path: path, configuration: configuration), eventLoop: loop)
             perThread.currentValue = connection
