@@ -30,7 +30,7 @@ final class ValidationLog: Service, Sendable {
     private let logger: Logger
     private let state = NIOLockedValueBox(State())
 
-    init(database: DatabasePool, capacity: Int = 50_000, interval: Duration = .milliseconds(100), logger: Logger) {
+    init(database: DatabasePool, capacity: Int = 50_000, interval: Duration = .milliseconds(20), logger: Logger) {
         self.database = database
         self.capacity = capacity
         self.interval = interval
