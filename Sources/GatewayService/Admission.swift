@@ -94,9 +94,10 @@ extension GatewayService {
         RPCError(.resourceExhausted, "\(message); retry after \(Int(ceil(wait))) s", metadata: [RPCMetadata.retryAfter: "\(Int(ceil(wait)))"])
     }
 
-    /// The same key typed differently counts as one.
-    private static func normalized(_ key: String) -> String {
-        (try? LicenseKey(parsing: key).canonical) ?? key
+    /// The same key typed differently counts as one; a key that does not parse counts by its text.
+    private static func normalized(_ key: String) -> LicenseKeyIdentity {
+        if let parsed = try? LicenseKey(parsing: key) { return .key(parsed.bits) }
+        return .text(key)
     }
 
     /// The call as the services see it: the identity the gateway vouches for.

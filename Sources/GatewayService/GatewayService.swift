@@ -50,10 +50,12 @@ public final class GatewayService: Sendable {
     let clock: any LicenseClock
     let logger: Logger
     let reporter = HealthReporter(service: "gateway")
-    let roleBuckets: [Role: TokenBuckets]
-    let validateBuckets: TokenBuckets
-    let activateBuckets: TokenBuckets
-    let failedAuthBuckets: TokenBuckets
+    /// By credential id.
+    let roleBuckets: [Role: TokenBuckets<String>]
+    let validateBuckets: TokenBuckets<LicenseKeyIdentity>
+    let activateBuckets: TokenBuckets<LicenseKeyIdentity>
+    /// By the caller's address.
+    let failedAuthBuckets: TokenBuckets<String>
 
     var backends: [Backend] { [issuance, validation, usage, reporting] }
 

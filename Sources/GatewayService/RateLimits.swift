@@ -3,14 +3,14 @@ import NIOConcurrencyHelpers
 /// Token buckets by key: `rate` tokens a second, up to `burst`. The buckets are spread
 /// over shards, each with its own lock, so event loops taking tokens for different keys
 /// rarely wait for each other.
-final class TokenBuckets: Sendable {
+final class TokenBuckets<Key: Hashable & Sendable>: Sendable {
     let rate: Double
     let burst: Double
-    private static let shardCount = 16
+    private static var shardCount: Int { 16 }
     private let shards: [NIOLockedValueBox<Shard>]
 
     private struct Shard {
-        var buckets: [String: (tokens: Double, at: ContinuousClock.Instant)] = [:]
+        var buckets: [Key: (tokens: Double, at: ContinuousClock.Instant)] = [:]
         var swept = ContinuousClock.now
     }
 
@@ -20,7 +20,7 @@ final class TokenBuckets: Sendable {
         self.shards = (0..<Self.shardCount).map { _ in NIOLockedValueBox(Shard()) }
     }
 
-    private func shard(_ key: String) -> NIOLockedValueBox<Shard> {
+    private func shard(_ key: Key) -> NIOLockedValueBox<Shard> {
         shards[Int(UInt(bitPattern: key.hashValue) % UInt(Self.shardCount))]
     }
 
@@ -28,7 +28,7 @@ final class TokenBuckets: Sendable {
     private var idle: Duration { .seconds(burst / rate) }
 
     /// Takes a token; when none is left, returns the seconds until one will be.
-    func take(_ key: String, cost: Double = 1) -> Double? {
+    func take(_ key: Key, cost: Double = 1) -> Double? {
         let now = ContinuousClock.now
         let idle = self.idle
         return shard(key).withLockedValue { shard in
@@ -55,7 +55,7 @@ final class TokenBuckets: Sendable {
     var count: Int { shards.reduce(0) { $0 + $1.withLockedValue { $0.buckets.count } } }
 
     /// Whether the bucket has a token, without taking one.
-    func isEmpty(_ key: String) -> Bool {
+    func isEmpty(_ key: Key) -> Bool {
         let now = ContinuousClock.now
         return shard(key).withLockedValue { shard in
             guard let bucket = shard.buckets[key] else { return false }
@@ -63,4 +63,11 @@ final class TokenBuckets: Sendable {
             return bucket.tokens + (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18) * rate < 1
         }
     }
+}
+
+/// A license key as the per-key limits count it: the same key however it was typed.
+enum LicenseKeyIdentity: Hashable, Sendable {
+    case key(UInt128)
+    /// Text that is not a well-formed key (validation will say so): limited by itself.
+    case text(String)
 }

@@ -62,6 +62,16 @@ public struct LicenseKey: Hashable, Sendable, CustomStringConvertible {
         self.canonical = String(decoding: values.map { Crockford.asciiAlphabet[Int($0)] }, as: UTF8.self)
     }
 
+    /// The 128 random bits: a compact identity for the key, e.g. for per-key rate limits
+    /// (16 bytes where the canonical text takes a heap allocation).
+    public var bits: UInt128 {
+        var bits: UInt128 = 0
+        for byte in canonical.utf8.dropFirst().prefix(Self.dataSymbols) {
+            bits = bits << 5 | UInt128(Crockford.value(ofASCII: byte)!)
+        }
+        return bits
+    }
+
     /// The `n`th symbol (ignoring separators), for the error message.
     private static func symbol(at n: Int, in text: String) -> Character {
         var count = 0

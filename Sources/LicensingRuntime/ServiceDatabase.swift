@@ -112,7 +112,7 @@ public final class LookupConnections: Sendable {
         if let existing = perThread.currentValue {
             connection = existing
         } else {
-            var configuration = Self.configuration(readers: 1, cacheKiB: 2048)
+            var configuration = Self.configuration(readers: 1, cacheKiB: 1024)
             configuration.allowsUnsafeTransactions = true
             connection = LoopConnection(queue: try DatabaseQueue(path: path, configuration: configuration), eventLoop: loop)
             perThread.currentValue = connection

@@ -1,7 +1,18 @@
+import Foundation
 import LicensingCore
 import Testing
 
 @Suite struct LicenseKeyTests {
+    /// The bits identify the key however it was typed, and differ between keys.
+    @Test func bitsIdentifyTheKeyHoweverItWasTyped() throws {
+        let key = LicenseKey.generate()
+        let retyped = try LicenseKey(parsing: key.description.lowercased().replacingOccurrences(of: "-", with: " "))
+        #expect(retyped.bits == key.bits)
+        var seen = Set<UInt128>()
+        for _ in 0..<10_000 { seen.insert(LicenseKey.generate().bits) }
+        #expect(seen.count == 10_000)
+    }
+
     @Test func generatedKeysParseBackAndLookAsDocumented() throws {
         for _ in 0..<200 {
             let key = LicenseKey.generate()

@@ -83,7 +83,7 @@ func withGateway<T>(
     /// Buckets refuse past their burst, refill at their rate, and buckets left idle long
     /// enough to be full again are dropped, so memory follows the keys in use.
     @Test func tokenBucketsRefillAndForgetIdleKeys() async throws {
-        let buckets = TokenBuckets(rate: 100, burst: 2)
+        let buckets = TokenBuckets<String>(rate: 100, burst: 2)
         #expect(buckets.take("k") == nil)
         #expect(buckets.take("k") == nil)
         let wait = try #require(buckets.take("k"))
