@@ -32,7 +32,7 @@ extension ValidationService {
             throw RPCError(.resourceExhausted, "too many activations of license \(facts.licenseID); try again later")
         }
         let fingerprintHash = LicenseCertificates.fingerprintHash(request.fingerprint)
-        let outcome = try await database.write { db -> (ReasonCode, Machine?, String) in
+        let outcome = try await writes.write { db -> (ReasonCode, Machine?, String) in
             if let existing = try Machine.fetch(db, license: facts.licenseID, fingerprintHash: fingerprintHash) {
                 // Activating the same machine again is not a second activation.
                 try db.execute(sql: "UPDATE machine SET last_seen = ? WHERE id = ?", arguments: [max(now, existing.lastSeen), existing.id])
@@ -76,7 +76,7 @@ extension ValidationService {
             throw RPCError.notFound("no license has this key")
         }
         let fingerprintHash = LicenseCertificates.fingerprintHash(request.fingerprint)
-        let removed = try await database.write { db in
+        let removed = try await writes.write { db in
             try db.execute(sql: "DELETE FROM machine WHERE license_id = ? AND fingerprint_hash = ?", arguments: [facts.licenseID, fingerprintHash])
             return db.changesCount
         }

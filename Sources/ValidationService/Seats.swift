@@ -29,7 +29,7 @@ extension ValidationService {
         guard decision.allows else { return SeatLeaseResponse(reason: decision.reason) }
         let ttl = request.ttlSeconds == 0 ? seatTTL : request.ttlSeconds
         let limit = facts.allowance(facts.maxSeats)
-        return try await database.write { db in
+        return try await writes.write { db in
             try Self.reclaim(license: facts.licenseID, now: now, in: db)
             if let existing = try SeatLease.fetch(db, license: facts.licenseID, client: request.clientId) {
                 // The client already holds a seat: the checkout is a renewal.
@@ -79,7 +79,7 @@ extension ValidationService {
     func heartbeatSeat(_ request: SeatLeaseRequest, _ call: ServerCall) async throws -> SeatLeaseResponse {
         try Check.nonEmpty(request.leaseId, "lease_id")
         let now = clock.now
-        return try await database.write { db in
+        return try await writes.write { db in
             guard let row = try Row.fetchOne(db, sql: "SELECT * FROM seat_lease WHERE lease_id = ?", arguments: [request.leaseId]),
                 (row["expires_at"] as Int64) > now
             else {
@@ -94,7 +94,7 @@ extension ValidationService {
 
     func checkinSeat(_ request: SeatLeaseRequest, _ call: ServerCall) async throws -> SeatLeaseResponse {
         try Check.nonEmpty(request.leaseId, "lease_id")
-        return try await database.write { db in
+        return try await writes.write { db in
             try db.execute(sql: "DELETE FROM seat_lease WHERE lease_id = ?", arguments: [request.leaseId])
             guard db.changesCount > 0 else { throw RPCError.notFound("no lease \(request.leaseId)") }
             return SeatLeaseResponse(reason: .valid)

@@ -12,6 +12,9 @@ import ServiceLifecycle
 /// issuance is down.
 public final class ValidationService: Sendable {
     let database: DatabasePool
+    /// Activations, deactivations and seat changes: durable before they are answered, and
+    /// those arriving together share one transaction and one disk sync.
+    let writes: GroupCommitter
     let replica: LicenseReplica
     let feed: FeedConsumer
     let signingKeys: SigningKeyCache
@@ -42,6 +45,7 @@ public final class ValidationService: Sendable {
         clock: any LicenseClock = SystemLicenseClock(), options: Options = Options(), logger: Logger
     ) throws {
         self.database = database
+        self.writes = GroupCommitter(database: database)
         self.replica = try LicenseReplica(database: database)
         self.signingKeys = SigningKeyCache(replica: replica, masterKey: masterKey)
         self.feed = FeedConsumer(client: issuance, replica: replica, signingKeys: signingKeys, logger: logger, idleInterval: options.feedPollInterval)
