@@ -50,6 +50,8 @@ public enum ServiceDatabase {
         // (which sets synchronous=NORMAL, overriding anything done in prepareDatabase).
         try pool.writeWithoutTransaction { db in
             try db.execute(sql: "PRAGMA synchronous = \(durability.rawValue)")
+            // A log started over (see WALMaintenance) is cut back to this size.
+            try db.execute(sql: "PRAGMA journal_size_limit = \(64 << 20)")
         }
         try migrator.migrate(pool)
         return pool
@@ -211,9 +213,11 @@ private final class TableChanges: TransactionObserver, Sendable {
 /// Keeps a database's write-ahead log from growing without bound. SQLite's automatic
 /// checkpoints are passive: they cannot copy frames that a reader's snapshot still needs,
 /// nor start the log over while any reader uses it, and with look-ups arriving all the
-/// time some reader always does. Every `interval`, when the log has grown past
-/// `threshold` bytes, this asks the look-up connections for fresh snapshots and runs a
-/// truncating checkpoint, which waits (briefly) for the older snapshots to end.
+/// time some reader always does. Every `interval` this runs a passive checkpoint, and when
+/// the log holds more than `threshold` bytes, asks the look-up connections for fresh
+/// snapshots and runs a restarting checkpoint, which waits (briefly) for the older
+/// snapshots to end; writing then starts over at the head of the file, which
+/// `journal_size_limit` keeps from staying larger than it needs.
 public final class WALMaintenance: Service, Sendable {
     private let pool: DatabasePool
     private let lookups: LookupConnections?
@@ -234,22 +238,33 @@ public final class WALMaintenance: Service, Sendable {
     public func run() async throws {
         while !Task.isShuttingDownGracefully, !Task.isCancelled {
             try? await cancelWhenGracefulShutdown { try await Task.sleep(for: self.interval) }
-            if walSize() > threshold { await checkpoint() }
+            await maintain()
         }
     }
 
-    /// Bytes in the write-ahead log file.
-    public func walSize() -> Int {
-        var info = stat()
-        guard stat(pool.path + "-wal", &info) == 0 else { return 0 }
-        return Int(info.st_size)
+    /// One round: restarts the log if it has grown past the threshold.
+    public func maintain() async {
+        do {
+            if try await logBytes() > threshold { await restart() }
+        } catch {
+            logger.notice("checkpoint failed", metadata: ["error": "\(error)"])
+        }
     }
 
-    /// Copies the whole log into the database and empties it.
-    public func checkpoint() async {
+    /// Bytes of changes in the log (what a passive checkpoint reports, after copying what it can).
+    public func logBytes() async throws -> Int {
+        try await pool.writeWithoutTransaction { db in
+            let frames = try db.checkpoint(.passive).walFrameCount
+            let pageSize = try Int.fetchOne(db, sql: "PRAGMA page_size") ?? 4096
+            return max(0, frames) * pageSize
+        }
+    }
+
+    /// Copies the whole log into the database; the next write starts the log over.
+    public func restart() async {
         lookups?.renewSnapshots()
         do {
-            let (frames, copied) = try await pool.writeWithoutTransaction { db in try db.checkpoint(.truncate) }
+            let (frames, copied) = try await pool.writeWithoutTransaction { db in try db.checkpoint(.restart) }
             logger.debug("checkpoint", metadata: ["frames": "\(frames)", "copied": "\(copied)"])
         } catch {
             // A reader held on past the busy timeout: the next round tries again.
