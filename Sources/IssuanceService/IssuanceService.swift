@@ -52,7 +52,7 @@ public final class IssuanceService: Sendable {
             service: service, interval: .seconds(Int64(try settings.int("scheduler-interval-seconds", default: 5))))
         return [
             RPCServer(router: service.router(), configuration: try environment.serverConfiguration, logger: environment.logger), scheduler,
-            WALMaintenance(pool: service.database, logger: environment.logger),
+            try WALMaintenance(pool: service.database, logger: environment.logger),
         ]
     }
 

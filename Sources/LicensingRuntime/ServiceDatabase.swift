@@ -210,29 +210,39 @@ private final class TableChanges: TransactionObserver, Sendable {
     }
 }
 
-/// Keeps a database's write-ahead log from growing without bound. SQLite's automatic
-/// checkpoints are passive: they cannot copy frames that a reader's snapshot still needs,
-/// nor start the log over while any reader uses it, and with look-ups arriving all the
-/// time some reader always does. Every `interval` this runs a passive checkpoint, and when
-/// the log holds more than `threshold` bytes, asks the look-up connections for fresh
-/// snapshots and runs a restarting checkpoint, which waits (briefly) for the older
-/// snapshots to end; writing then starts over at the head of the file, which
-/// `journal_size_limit` keeps from staying larger than it needs.
+/// Checkpoints a database's write-ahead log off the writer, and keeps the log from growing
+/// without bound.
+///
+/// SQLite checkpoints automatically inside the commit that crosses 1,000 pages, so now and
+/// then one write waits tens of milliseconds for pages to be copied and synced. This turns
+/// that off and checkpoints from a connection of its own every `interval` instead: a
+/// passive checkpoint runs alongside the writer. Passive checkpoints cannot copy frames a
+/// reader's snapshot still needs, nor start the log over while any reader uses it, and
+/// with look-ups arriving all the time some reader always does: when the log holds more
+/// than `threshold` bytes, this asks the look-up connections for fresh snapshots and runs
+/// a restarting checkpoint, which waits (briefly) for the older snapshots to end; writing
+/// then starts over at the head of the file, and `journal_size_limit` cuts it back.
 public final class WALMaintenance: Service, Sendable {
     private let pool: DatabasePool
+    private let checkpointer: DatabaseQueue
     private let lookups: LookupConnections?
     private let interval: Duration
     private let threshold: Int
     private let logger: Logger
 
     public init(
-        pool: DatabasePool, lookups: LookupConnections? = nil, interval: Duration = .seconds(2), threshold: Int = 32 << 20, logger: Logger
-    ) {
+        pool: DatabasePool, lookups: LookupConnections? = nil, interval: Duration = .milliseconds(250), threshold: Int = 32 << 20,
+        logger: Logger
+    ) throws {
         self.pool = pool
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(5)
+        self.checkpointer = try DatabaseQueue(path: pool.path, configuration: configuration)
         self.lookups = lookups
         self.interval = interval
         self.threshold = threshold
         self.logger = logger
+        try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA wal_autocheckpoint = 0") }
     }
 
     public func run() async throws {
@@ -240,9 +250,10 @@ public final class WALMaintenance: Service, Sendable {
             try? await cancelWhenGracefulShutdown { try await Task.sleep(for: self.interval) }
             await maintain()
         }
+        await maintain()
     }
 
-    /// One round: restarts the log if it has grown past the threshold.
+    /// One round: a passive checkpoint, and a restart when the log has grown past the threshold.
     public func maintain() async {
         do {
             if try await logBytes() > threshold { await restart() }
@@ -251,9 +262,9 @@ public final class WALMaintenance: Service, Sendable {
         }
     }
 
-    /// Bytes of changes in the log (what a passive checkpoint reports, after copying what it can).
+    /// Bytes of changes in the log, after a passive checkpoint has copied what it can.
     public func logBytes() async throws -> Int {
-        try await pool.writeWithoutTransaction { db in
+        try await checkpointer.writeWithoutTransaction { db in
             let frames = try db.checkpoint(.passive).walFrameCount
             let pageSize = try Int.fetchOne(db, sql: "PRAGMA page_size") ?? 4096
             return max(0, frames) * pageSize
@@ -264,7 +275,7 @@ public final class WALMaintenance: Service, Sendable {
     public func restart() async {
         lookups?.renewSnapshots()
         do {
-            let (frames, copied) = try await pool.writeWithoutTransaction { db in try db.checkpoint(.restart) }
+            let (frames, copied) = try await checkpointer.writeWithoutTransaction { db in try db.checkpoint(.restart) }
             logger.debug("checkpoint", metadata: ["frames": "\(frames)", "copied": "\(copied)"])
         } catch {
             // A reader held on past the busy timeout: the next round tries again.

@@ -43,7 +43,7 @@ public final class UsageService: Sendable {
         let service = UsageService(database: try openDatabase(path: environment.databasePath), logger: environment.logger)
         return [
             RPCServer(router: service.router(), configuration: try environment.serverConfiguration, logger: environment.logger),
-            WALMaintenance(pool: service.database, logger: environment.logger),
+            try WALMaintenance(pool: service.database, logger: environment.logger),
         ]
     }
 

@@ -16,6 +16,7 @@ public final class ValidationService: Sendable {
     /// those arriving together share one transaction and one disk sync.
     let writes: GroupCommitter
     let replica: LicenseReplica
+    let maintenance: WALMaintenance
     let feed: FeedConsumer
     let signingKeys: SigningKeyCache
     let log: ValidationLog
@@ -47,6 +48,7 @@ public final class ValidationService: Sendable {
         self.database = database
         self.writes = GroupCommitter(database: database)
         self.replica = try LicenseReplica(database: database)
+        self.maintenance = try WALMaintenance(pool: database, lookups: replica.lookups, logger: logger)
         self.signingKeys = SigningKeyCache(replica: replica, masterKey: masterKey)
         self.feed = FeedConsumer(client: issuance, replica: replica, signingKeys: signingKeys, logger: logger, idleInterval: options.feedPollInterval)
         self.log = ValidationLog(database: database, logger: logger)
@@ -94,7 +96,7 @@ public final class ValidationService: Sendable {
     public func services(configuration: RPCServerConfiguration) -> [any Service] {
         [
             RPCServer(router: router(), configuration: configuration, logger: logger), feed, log,
-            WALMaintenance(pool: database, lookups: replica.lookups, logger: logger),
+            maintenance,
         ]
     }
 

@@ -81,7 +81,7 @@ import Testing
                 }
             }
         }
-        let maintenance = WALMaintenance(pool: pool, lookups: lookups, threshold: 100_000, logger: Logger(label: "test"))
+        let maintenance = try WALMaintenance(pool: pool, lookups: lookups, threshold: 100_000, logger: Logger(label: "test"))
         #expect(try await maintenance.logBytes() > 100_000)
         await maintenance.maintain()
         try await pool.write { db in try db.execute(sql: "INSERT INTO fact (value) VALUES ('after')") }
