@@ -237,6 +237,8 @@ public final class WALMaintenance: Service, Sendable {
         self.pool = pool
         var configuration = Configuration()
         configuration.busyMode = .timeout(5)
+        // Checkpoints copy from the log to the file; they need no page cache to speak of.
+        configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA cache_size = -64") }
         self.checkpointer = try DatabaseQueue(path: pool.path, configuration: configuration)
         self.lookups = lookups
         self.interval = interval
