@@ -69,20 +69,39 @@ let benchmarks: @Sendable () -> Void = {
                 arguments: ["lic_\(index)", hash])
         }
     }
-    Benchmark("replica look-up (SQLite, 100k licenses)") { benchmark in
+    let query = """
+        SELECT license_id, state, starts_at, expires_at, grace_seconds, features, allowed_regions, denied_regions,
+            license_type, max_machines, max_users, max_seats, overage_permille, named_users, department_id, tenant_id
+        FROM replica_license WHERE key_hash = ?
+        """
+    // As license-validation read before: a pooled reader and a transaction per look-up.
+    Benchmark("replica look-up (SQLite, 100k licenses, pooled reader)") { benchmark in
         var index = 0
         for _ in benchmark.scaledIterations {
             index = (index &+ 7919) % hashes.count
             let hash = hashes[index]
-            blackHole(try pool.read { db in
-                try Row.fetchOne(
-                    db.cachedStatement(sql: """
-                        SELECT license_id, state, starts_at, expires_at, grace_seconds, features, allowed_regions, denied_regions,
-                            license_type, max_machines, max_users, max_seats, overage_permille, named_users, department_id, tenant_id
-                        FROM replica_license WHERE key_hash = ?
-                        """),
-                    arguments: [hash])
-            })
+            blackHole(try pool.read { db in try Row.fetchOne(db.cachedStatement(sql: query), arguments: [hash]) })
+        }
+    }
+    // As it reads now (LookupConnections): the thread's own connection, one snapshot held
+    // across look-ups, the row read in place through a cursor.
+    var lookupConfiguration = Configuration()
+    lookupConfiguration.readonly = true
+    lookupConfiguration.allowsUnsafeTransactions = true
+    let lookup = try! DatabaseQueue(path: folder + "/replica.sqlite", configuration: lookupConfiguration)
+    try! lookup.inDatabase { db in try db.beginTransaction(.deferred) }
+    Benchmark("replica look-up (SQLite, 100k licenses, own connection and snapshot)") { benchmark in
+        var index = 0
+        for _ in benchmark.scaledIterations {
+            index = (index &+ 7919) % hashes.count
+            let hash = hashes[index]
+            try lookup.inDatabase { db in
+                let rows = try Row.fetchCursor(db.cachedStatement(sql: query), arguments: [hash])
+                try withExtendedLifetime(rows) {
+                    guard let row = try rows.next() else { return }
+                    for column in 0..<16 { blackHole(row[column] as DatabaseValue) }
+                }
+            }
         }
     }
 
