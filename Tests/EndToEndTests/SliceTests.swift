@@ -123,17 +123,7 @@ import Testing
         let gateway = "unix:\(stack.folder)/run/gateway.sock"
 
         func ctl(_ arguments: [String]) throws -> (Int32, String) {
-            let process = Process()
-            process.executableURL = Stack.binaries.appendingPathComponent("licensectl")
-            process.arguments = arguments + ["--gateway", gateway]
-            process.environment = ProcessInfo.processInfo.environment.merging(["LM_API_KEY": stack.adminKey]) { $1 }
-            let pipe = Pipe()
-            process.standardOutput = pipe
-            process.standardError = pipe
-            try process.run()
-            let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            process.waitUntilExit()
-            return (process.terminationStatus, output)
+            try Stack.run("licensectl", arguments + ["--gateway", gateway], environment: ["LM_API_KEY": stack.adminKey])
         }
         func json(_ arguments: [String]) throws -> [String: Any] {
             let (status, output) = try ctl(arguments + ["--json"])

@@ -7,16 +7,8 @@ import Testing
     func aServiceRefusesEventLoopsItCannotRun(_ arguments: [String]) throws {
         let folder = NSTemporaryDirectory() + "lm-startup-" + UUID().uuidString
         defer { try? FileManager.default.removeItem(atPath: folder) }
-        let process = Process()
-        process.executableURL = Stack.binaries.appendingPathComponent("license-usage")
-        process.arguments = ["--data-dir", folder, "--dev", "true"] + arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        #expect(process.terminationStatus != 0, "\(output)")
+        let (status, output) = try Stack.run("license-usage", ["--data-dir", folder, "--dev", "true"] + arguments)
+        #expect(status != 0, "\(output)")
         #expect(output.contains("event-loops"), "\(output)")
     }
 }

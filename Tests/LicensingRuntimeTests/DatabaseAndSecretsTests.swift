@@ -38,10 +38,7 @@ import Testing
     /// commit made before them; they cannot write.
     @Test func lookUpsOnEventLoopsSeeTheLatestCommitAndCannotWrite() async throws {
         defer { try? FileManager.default.removeItem(atPath: folder) }
-        var migrator = DatabaseMigrator()
-        migrator.registerMigration("v1") { db in try db.execute(sql: "CREATE TABLE fact (id INTEGER PRIMARY KEY, value TEXT)") }
-        let pool = try ServiceDatabase.open(path: "\(folder)/lookups.sqlite", durability: .full, migrator: migrator)
-        let lookups = try ServiceDatabase.openLookups(for: pool, reading: ["fact"])
+        let (pool, lookups) = try factDatabase("lookups", durability: .full)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         func value(on loop: (any EventLoop)?) async throws -> String? {
             guard let loop else { return try lookups.read { db in try String.fetchOne(db, sql: "SELECT value FROM fact WHERE id = 1") } }
@@ -64,10 +61,7 @@ import Testing
     /// checkpoint still starts the write-ahead log over, and the look-ups go on seeing the data.
     @Test func aCheckpointStartsTheLogOverWhileLookUpsKeepReading() async throws {
         defer { try? FileManager.default.removeItem(atPath: folder) }
-        var migrator = DatabaseMigrator()
-        migrator.registerMigration("v1") { db in try db.execute(sql: "CREATE TABLE fact (id INTEGER PRIMARY KEY, value TEXT)") }
-        let pool = try ServiceDatabase.open(path: "\(folder)/wal.sqlite", durability: .normal, migrator: migrator)
-        let lookups = try ServiceDatabase.openLookups(for: pool, reading: ["fact"])
+        let (pool, lookups) = try factDatabase("wal", durability: .normal)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         let reads = Array(group.makeIterator()).map { loop in
             loop.scheduleRepeatedTask(initialDelay: .zero, delay: .microseconds(200)) { _ in
@@ -96,10 +90,7 @@ import Testing
     /// on its own, or no checkpoint could ever empty the log.
     @Test func aQuietLoopDoesNotHoldTheLogBack() async throws {
         defer { try? FileManager.default.removeItem(atPath: folder) }
-        var migrator = DatabaseMigrator()
-        migrator.registerMigration("v1") { db in try db.execute(sql: "CREATE TABLE fact (id INTEGER PRIMARY KEY, value TEXT)") }
-        let pool = try ServiceDatabase.open(path: "\(folder)/quiet.sqlite", durability: .normal, migrator: migrator)
-        let lookups = try ServiceDatabase.openLookups(for: pool, reading: ["fact"])
+        let (pool, lookups) = try factDatabase("quiet", durability: .normal)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         try await pool.write { db in try db.execute(sql: "INSERT INTO fact (value) VALUES ('first')") }
         _ = try await group.any().submit { try lookups.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM fact") } }.get()
@@ -116,6 +107,14 @@ import Testing
         #expect(after < 5, "the log did not start over: \(after) frames")
         #expect(ContinuousClock.now - started < .seconds(1))
         try await group.shutdownGracefully()
+    }
+
+    /// A database with one table, `fact`, and look-up connections that read it.
+    func factDatabase(_ name: String, durability: ServiceDatabase.Durability) throws -> (DatabasePool, LookupConnections) {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in try db.execute(sql: "CREATE TABLE fact (id INTEGER PRIMARY KEY, value TEXT)") }
+        let pool = try ServiceDatabase.open(path: "\(folder)/\(name).sqlite", durability: durability, migrator: migrator)
+        return (pool, try ServiceDatabase.openLookups(for: pool, reading: ["fact"]))
     }
 
     @Test func aMissingSecretStopsTheServiceUnlessInDevelopmentMode() throws {
