@@ -160,13 +160,14 @@ final class ServerCore: Sendable {
     let limits: FrameLimits
     let defaultTimeout: Duration
     let logger: Logger
-    let metrics = RPCServerMetrics()
+    let metrics: RPCServerMetrics
     /// Calls one connection may have in flight; beyond it the server stops reading from
     /// that connection until some finish.
     let maxCallsPerConnection = 1024
 
     init(router: RPCRouter, limits: FrameLimits, defaultTimeout: Duration, logger: Logger) {
         self.router = router
+        self.metrics = RPCServerMetrics(methods: router.registeredMethods)
         self.limits = limits
         self.defaultTimeout = defaultTimeout
         self.logger = logger

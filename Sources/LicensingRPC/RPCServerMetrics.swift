@@ -3,32 +3,47 @@ import Metrics
 import NIOConcurrencyHelpers
 
 /// Per-method call counts by status code and latency, as swift-metrics instruments.
-/// Instruments are created once per method and code: the factory look-up is not free.
+///
+/// The instruments of every method the server has are made when it starts, so recording
+/// an answered call takes no lock (counters for codes other than OK are made on first use).
+/// Calls to methods the server does not have share one "unknown" series: a client sending
+/// made-up method names cannot grow the metrics without bound.
 final class RPCServerMetrics: Sendable {
-    private struct Key: Hashable {
+    private final class Instruments: Sendable {
         let method: String
-        let code: Int32
+        let ok: Counter
+        let duration: Metrics.Timer
+        private let failures = NIOLockedValueBox<[Int32: Counter]>([:])
+
+        init(method: String) {
+            self.method = method
+            self.ok = Counter(label: "rpc_server_calls_total", dimensions: [("method", method), ("code", StatusCode.ok.description)])
+            self.duration = Metrics.Timer(label: "rpc_server_duration_seconds", dimensions: [("method", method)], preferredDisplayUnit: .seconds)
+        }
+
+        func counter(_ code: StatusCode) -> Counter {
+            if code == .ok { return ok }
+            return failures.withLockedValue { failures in
+                if let counter = failures[code.rawValue] { return counter }
+                let counter = Counter(label: "rpc_server_calls_total", dimensions: [("method", method), ("code", code.description)])
+                failures[code.rawValue] = counter
+                return counter
+            }
+        }
     }
 
-    private let counters = NIOLockedValueBox<[Key: Counter]>([:])
-    private let timers = NIOLockedValueBox<[String: Metrics.Timer]>([:])
+    private let byMethod: [String: Instruments]
+    private let unknown: Instruments
+
+    init(methods: [String]) {
+        byMethod = Dictionary(uniqueKeysWithValues: methods.map { ($0, Instruments(method: $0)) })
+        unknown = Instruments(method: "unknown")
+    }
 
     func record(method: String, code: StatusCode, duration: Duration) {
-        let key = Key(method: method, code: code.rawValue)
-        let counter = counters.withLockedValue { counters in
-            if let counter = counters[key] { return counter }
-            let counter = Counter(label: "rpc_server_calls_total", dimensions: [("method", method), ("code", code.description)])
-            counters[key] = counter
-            return counter
-        }
-        counter.increment()
-        let timer = timers.withLockedValue { timers in
-            if let timer = timers[method] { return timer }
-            let timer = Metrics.Timer(label: "rpc_server_duration_seconds", dimensions: [("method", method)], preferredDisplayUnit: .seconds)
-            timers[method] = timer
-            return timer
-        }
-        timer.recordNanoseconds(duration.nanoseconds)
+        let instruments = byMethod[method] ?? unknown
+        instruments.counter(code).increment()
+        instruments.duration.recordNanoseconds(duration.nanoseconds)
     }
 }
 

@@ -31,6 +31,12 @@ import Testing
         let gateway = stack.gatewayClient()
         _ = try await gateway.call(GatewayMethods.health, HealthCheckRequest())
         await #expect(throws: RPCError.self) { _ = try await gateway.call(IssuanceMethods.getLicense, GetLicenseRequest(id: "lic_none")) }
+        // Made-up method names all count as one "unknown" series.
+        for index in 0..<3 {
+            await #expect(throws: RPCError.self) {
+                _ = try await gateway.callRaw("made.up/Method\(index)", payload: [], metadata: [:], deadline: .now + .seconds(5))
+            }
+        }
         await gateway.close()
         try await Task.sleep(for: .milliseconds(500))
 
@@ -42,6 +48,8 @@ import Testing
         #expect(gatewayMetrics.contains(#"rpc_server_calls_total{method="licensing.v1.Gateway/Health",code="OK"} 1"#), "\(gatewayMetrics)")
         #expect(gatewayMetrics.contains(#"rpc_server_calls_total{method="licensing.v1.Issuance/GetLicense",code="NOT_FOUND"} 1"#))
         #expect(gatewayMetrics.contains("rpc_server_duration_seconds_bucket"))
+        #expect(gatewayMetrics.contains(#"rpc_server_calls_total{method="unknown",code="UNIMPLEMENTED"} 3"#), "\(gatewayMetrics)")
+        #expect(!gatewayMetrics.contains("made.up"))
         let validationMetrics = try await scrape(validationPort)
         #expect(validationMetrics.contains("validation_feed_applied_seq"))
         #expect(validationMetrics.contains("validation_feed_lag_events 0"))
