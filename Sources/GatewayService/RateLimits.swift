@@ -25,7 +25,7 @@ final class TokenBuckets<Key: Hashable & Sendable>: Sendable {
     }
 
     /// A bucket untouched for burst/rate seconds is full again and carries no information.
-    private var idle: Duration { .seconds(burst / rate) }
+    private var idle: Duration { rate > 0 ? .seconds(burst / rate) : .seconds(3600) }
 
     /// Takes a token; when none is left, returns the seconds until one will be.
     func take(_ key: Key, cost: Double = 1) -> Double? {

@@ -50,9 +50,10 @@ public final class IssuanceService: Sendable {
         }
         let scheduler = ExpiryScheduler(
             service: service, interval: .seconds(Int64(try settings.int("scheduler-interval-seconds", default: 5))))
+        // Stopped in reverse order: the server first, the checkpoints last.
         return [
-            RPCServer(router: service.router(), configuration: try environment.serverConfiguration, logger: environment.logger), scheduler,
-            try WALMaintenance(pool: service.database, logger: environment.logger),
+            try WALMaintenance(pool: service.database, logger: environment.logger), scheduler,
+            RPCServer(router: service.router(), configuration: try environment.serverConfiguration, logger: environment.logger),
         ]
     }
 

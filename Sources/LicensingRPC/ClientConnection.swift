@@ -113,8 +113,10 @@ final class ClientConnection: Sendable {
     }
 
     func unary(_ request: Envelope, timeout: Duration) async throws -> Envelope {
-        let (id, answer) = send(request, timeout: timeout)
         let method = request.method
+        // Not sent at all when the caller has already given up.
+        if Task.isCancelled { throw RPCError(.cancelled, "\(method) was cancelled by the caller") }
+        let (id, answer) = send(request, timeout: timeout)
         return try await withTaskCancellationHandler {
             try await answer.get()
         } onCancel: {

@@ -36,6 +36,10 @@ final class FrameReader: ChannelInboundHandler, RemovableChannelHandler {
     private let limits: FrameLimits
     private var pending: ByteBuffer?
     private var stallTimer: Scheduled<Void>?
+    private var context: ChannelHandlerContext?
+    /// The server has stopped reading (it holds as many calls as a connection may have):
+    /// a frame left half read meanwhile is not the peer stalling.
+    private var clockPaused = false
 
     init(limits: FrameLimits) {
         self.limits = limits
@@ -65,7 +69,7 @@ final class FrameReader: ChannelInboundHandler, RemovableChannelHandler {
             if buffer.readerIndex > 64 * 1024 { pending!.discardReadBytes() }
             // The clock starts when a frame starts: more bytes of the same frame do not
             // restart it, or a client trickling a byte at a time could hold it open forever.
-            if finishedFrame || stallTimer == nil { armStallTimer(context: context) }
+            if !clockPaused, finishedFrame || stallTimer == nil { armStallTimer(context: context) }
         } else {
             pending = nil
             cancelStallTimer()
@@ -102,8 +106,26 @@ final class FrameReader: ChannelInboundHandler, RemovableChannelHandler {
         stallTimer = nil
     }
 
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
     func handlerRemoved(context: ChannelHandlerContext) {
         cancelStallTimer()
+        self.context = nil
+    }
+
+    /// Reading is held: the clock for a half-read frame stops.
+    func pauseStallClock() {
+        clockPaused = true
+        cancelStallTimer()
+    }
+
+    /// Reading goes on: a half-read frame gets the whole timeout again from now.
+    func resumeStallClock() {
+        guard clockPaused else { return }
+        clockPaused = false
+        if let context, let buffer = pending, buffer.readableBytes > 0 { armStallTimer(context: context) }
     }
 
     func channelInactive(context: ChannelHandlerContext) {

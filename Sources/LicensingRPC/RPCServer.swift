@@ -20,6 +20,8 @@ public struct RPCServerConfiguration: Sendable {
     public var unixSocketMode: UInt32
     /// TLS for TCP endpoints (Unix sockets are protected by their file mode); nil = plaintext.
     public var tls: NIOSSLContext?
+    /// On stopping, how long calls in flight get before their connections are closed.
+    public var drainTimeout: Duration = .seconds(10)
 
     public init(
         endpoints: [Endpoint],
@@ -105,7 +107,7 @@ public final class RPCServer: Service, Sendable {
             try? await listener.close()
             if case .unix(let path) = endpoint { Self.removeSocket(path, created: ownSockets[path]) }
         }
-        await connections.drainAll()
+        await connections.drainAll(within: configuration.drainTimeout)
         logger.info("stopped")
     }
 
@@ -220,11 +222,12 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     private let core: ServerCore
     private let executor: EventLoopTaskExecutor
     private var context: ChannelHandlerContext?
+    private var frameReader: FrameReader?
     private var peer = "unix"
     private var calls: [UInt64: CallState] = [:]
     /// Requests read while the connection had its fill of calls in flight (one read can
     /// carry many frames); reading stays held until they have started.
-    private var waiting = CircularBuffer<Envelope>()
+    private var waiting = CircularBuffer<(request: Envelope, arrived: ContinuousClock.Instant)>()
     private var startingWaiting = false
     private var readHeld = false
     private var flushPending = false
@@ -232,6 +235,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     /// Set on graceful shutdown, or after a frame that is not an envelope: no new calls;
     /// the connection closes once those in flight have answered.
     private var draining = false
+    private var closing = false
 
     init(core: ServerCore, eventLoop: any EventLoop) {
         self.core = core
@@ -240,6 +244,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        frameReader = try? context.pipeline.syncOperations.handler(type: FrameReader.self)
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -255,15 +260,14 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
             guard !draining else { return }
             // The call id is unknown, so no call can be answered: say why, then close.
             send(core.reply(0, .response, RPCError(.invalidArgument, "\(error)")))
-            draining = true
-            closeIfDrained()
+            drain()
         case .envelope(let envelope):
             switch envelope.kind {
             case .request:
                 if calls.count >= core.maxCallsPerConnection || !waiting.isEmpty {
-                    waiting.append(envelope)
+                    waiting.append((envelope, ContinuousClock.now))
                 } else {
-                    start(envelope)
+                    start(envelope, arrived: ContinuousClock.now)
                 }
             case .cancel:
                 cancel(envelope.callId)
@@ -288,6 +292,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     func read(context: ChannelHandlerContext) {
         if calls.count >= core.maxCallsPerConnection || !waiting.isEmpty || !context.channel.isWritable {
             readHeld = true
+            frameReader?.pauseStallClock()
         } else {
             context.read()
         }
@@ -299,7 +304,10 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        // The caller is gone: feeds end; unary calls finish (their answers go nowhere).
+        // The caller is gone: feeds end; unary calls running finish (their answers go
+        // nowhere); calls not started never start — the caller has been told they failed.
+        draining = true
+        waiting.removeAll()
         for case .stream(let task?) in calls.values { task.cancel() }
         context.fireChannelInactive()
     }
@@ -322,8 +330,8 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
 
     // MARK: Calls
 
-    private func start(_ request: Envelope) {
-        let started = ContinuousClock.now
+    /// `arrived`: when the request was read; a call that waited for room is timed from then.
+    private func start(_ request: Envelope, arrived started: ContinuousClock.Instant) {
         let id = request.callId
         let method = request.method
         guard !draining else {
@@ -398,10 +406,23 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         calls[id] = .stream(nil)
         let core = self.core
         let stream = ResponseStream { payload in
+            try Task.checkCancellation()
             let message = Envelope(callId: id, kind: .streamMessage, payload: payload)
             if let tooLarge = core.oversized(message, method: method) { throw tooLarge }
             // Written from the loop, in order with STREAM_END, which follows the last of them.
-            try await channel.writeAndFlush(message)
+            let written = channel.eventLoop.makePromise(of: Void.self)
+            channel.writeAndFlush(message, promise: written)
+            try await withTaskCancellationHandler {
+                try await written.futureResult.get()
+            } onCancel: {
+                // A feed cancelled while its peer takes nothing more would wait for this
+                // write forever (and hold up stopping): if it has not gone out within a
+                // grace period, the peer loses the connection.
+                channel.eventLoop.execute {
+                    let grace = channel.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
+                    written.futureResult.whenComplete { _ in grace.cancel() }
+                }
+            }
         }
         let loop = executor.eventLoop
         let handler = NIOLoopBound(self, eventLoop: loop)
@@ -457,7 +478,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         startingWaiting = true
         defer { startingWaiting = false }
         while calls.count < core.maxCallsPerConnection, let next = waiting.popFirst() {
-            start(next)
+            start(next.request, arrived: next.arrived)
         }
     }
 
@@ -474,7 +495,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
 
     private func cancel(_ id: UInt64) {
         // A call that has not started never will; its caller has stopped waiting.
-        if let index = waiting.firstIndex(where: { $0.callId == id }) {
+        if let index = waiting.firstIndex(where: { $0.request.callId == id }) {
             waiting.remove(at: index)
             return resumeReading()
         }
@@ -485,16 +506,23 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     private func resumeReading() {
         guard readHeld, let context, calls.count < core.maxCallsPerConnection, waiting.isEmpty, context.channel.isWritable else { return }
         readHeld = false
+        frameReader?.resumeStallClock()
         context.read()
     }
 
     private func closeIfDrained() {
-        guard draining, calls.isEmpty, waiting.isEmpty, let context else { return }
+        guard draining, !closing, calls.isEmpty, waiting.isEmpty, let context else { return }
+        closing = true
         if flushPending {
             flushPending = false
             context.flush()
         }
-        context.close(promise: nil)
+        // Output first: that close waits for the answers still queued for the socket, which
+        // a full close would drop; then the rest.
+        let channel = context.channel
+        let outputClosed = context.eventLoop.makePromise(of: Void.self)
+        outputClosed.futureResult.whenComplete { _ in channel.close(promise: nil) }
+        context.close(mode: .output, promise: outputClosed)
     }
 }
 
@@ -546,14 +574,17 @@ final class OpenConnections: Sendable {
         }
     }
 
-    /// Drains every connection and returns when all have closed.
-    func drainAll() async {
+    /// Drains every connection and returns when all have closed. A connection still open
+    /// after `limit` (a handler that does not return, a peer that reads nothing) is closed.
+    func drainAll(within limit: Duration) async {
         let open = state.withLockedValue { state in
             state.stopping = true
             return Array(state.open.values)
         }
         for (channel, handler) in open {
             channel.eventLoop.execute { handler.value.drain() }
+            let deadline = channel.eventLoop.scheduleTask(in: .nanoseconds(limit.nanoseconds)) { channel.close(promise: nil) }
+            channel.closeFuture.whenComplete { _ in deadline.cancel() }
         }
         for (channel, _) in open {
             try? await channel.closeFuture.get()

@@ -52,18 +52,24 @@ public final class GroupCommitter: Sendable {
             guard !batch.isEmpty else { return }
             do {
                 let results = try await database.write { db -> [Result<any Sendable, any Error>] in
-                    batch.map { job in
+                    var results: [Result<any Sendable, any Error>] = []
+                    for job in batch {
                         var value: (any Sendable)?
                         do {
                             try db.inSavepoint {
                                 value = try job.body(db)
                                 return .commit
                             }
-                            return .success(value!)
+                            results.append(.success(value!))
                         } catch {
-                            return .failure(error)
+                            // Some errors (disk full, I/O) make SQLite roll the whole transaction
+                            // back: then nothing of the batch stands, and the rest must not run
+                            // outside it.
+                            guard db.isInsideTransaction else { throw error }
+                            results.append(.failure(error))
                         }
                     }
+                    return results
                 }
                 for (job, result) in zip(batch, results) { job.finish(result) }
             } catch {

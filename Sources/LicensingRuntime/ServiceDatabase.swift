@@ -160,7 +160,8 @@ private final class LoopConnection: @unchecked Sendable {
     private func scheduleExpiry() {
         guard !expiryScheduled else { return }
         expiryScheduled = true
-        eventLoop.scheduleTask(in: .nanoseconds(Int64(Self.maximumSnapshotAge.components.attoseconds / 1_000_000_000))) {
+        let (seconds, attoseconds) = Self.maximumSnapshotAge.components
+        eventLoop.scheduleTask(in: .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)) {
             self.expiryScheduled = false
             let open: Bool = (try? self.queue.inDatabase { db in
                 guard db.isInsideTransaction else { return false }
@@ -236,7 +237,9 @@ public final class WALMaintenance: Service, Sendable {
     ) throws {
         self.pool = pool
         var configuration = Configuration()
-        configuration.busyMode = .timeout(5)
+        // A restart holds the writer while it waits for old snapshots (they end within
+        // milliseconds): give up soon and try again next round rather than stall writes.
+        configuration.busyMode = .timeout(0.5)
         // Checkpoints copy from the log to the file; they need no page cache to speak of.
         configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA cache_size = -64") }
         self.checkpointer = try DatabaseQueue(path: pool.path, configuration: configuration)

@@ -41,9 +41,10 @@ public final class UsageService: Sendable {
 
     public static func services(_ environment: ServiceEnvironment) throws -> [any Service] {
         let service = UsageService(database: try openDatabase(path: environment.databasePath), logger: environment.logger)
+        // Stopped in reverse order: the server first, the checkpoints last.
         return [
-            RPCServer(router: service.router(), configuration: try environment.serverConfiguration, logger: environment.logger),
             try WALMaintenance(pool: service.database, logger: environment.logger),
+            RPCServer(router: service.router(), configuration: try environment.serverConfiguration, logger: environment.logger),
         ]
     }
 

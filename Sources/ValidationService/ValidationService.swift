@@ -94,10 +94,9 @@ public final class ValidationService: Sendable {
 
     /// The RPC server, the feed consumer and the validation log writer.
     public func services(configuration: RPCServerConfiguration) -> [any Service] {
-        [
-            RPCServer(router: router(), configuration: configuration, logger: logger), feed, log,
-            maintenance,
-        ]
+        // Stopped in reverse order: the server first (no new validations), then the
+        // feed, then the log's last write, then the checkpoints.
+        [maintenance, log, feed, RPCServer(router: router(), configuration: configuration, logger: logger)]
     }
 
     public func router() -> RPCRouter {

@@ -81,6 +81,7 @@ final class LoadConnection: ChannelInboundHandler {
     private var nextScheduled = 0
     private var due = CircularBuffer<(index: Int, scheduled: ContinuousClock.Instant)>()
     private var noMore = false
+    private var closed = false
     private var flushPending = false
     private var reading = false
 
@@ -129,8 +130,10 @@ final class LoadConnection: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        let lost = calls.count
+        closed = true
+        let lost = calls.count + due.count
         calls.removeAll()
+        due.removeAll()
         if lost > 0 {
             outcome.errors["connection closed", default: 0] += lost
             outcome.calls += lost
@@ -158,7 +161,7 @@ final class LoadConnection: ChannelInboundHandler {
 
     /// Constant rate: arms a timer for this connection's next slot on the timetable.
     private func scheduleNext() {
-        guard let rate = plan.rate, let context else { return }
+        guard !noMore, let rate = plan.rate, let context else { return }
         let index = nextScheduled
         let scheduled = plan.start + .seconds(Double(index) / rate)
         if scheduled >= plan.end || plan.count.map({ index >= $0 }) == true { return stopStarting() }
@@ -167,6 +170,7 @@ final class LoadConnection: ChannelInboundHandler {
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         context.eventLoop.scheduleTask(in: .nanoseconds(max(0, wait.nanosecondsClamped))) {
             let connection = loopBound.value
+            guard !connection.closed else { return }
             connection.due.append((index, scheduled))
             connection.startDue()
             connection.scheduleNext()

@@ -2,6 +2,8 @@ import Foundation
 import LicensingRPC
 import LicensingWire
 import ServiceLifecycle
+import NIOCore
+import NIOPosix
 import Testing
 
 extension RPCTests {
@@ -93,5 +95,35 @@ extension RPCTests {
             }
             await client.close()
         }
+    }
+}
+
+extension RPCTests.GracefulShutdownTests {
+    /// A feed whose peer stops reading waits on a write that will not finish; stopping
+    /// must not wait for it forever.
+    @Test func aFeedToAPeerThatStopsReadingDoesNotHoldUpStopping() async throws {
+        let directory = try TempDirectory()
+        defer { directory.remove() }
+        var router = RPCRouter()
+        router.registerStream(IssuanceMethods.watchChanges) { _, _, stream in
+            let big = ChangeEvent(seq: 1, keyHash: String(repeating: "x", count: 60_000))
+            while true { try await stream.send(big) }
+        }
+        let server = RPCServer(router: router, configuration: RPCServerConfiguration(endpoints: [.unix(path: directory.socket())]), logger: testLogger)
+        let group = ServiceGroup(configuration: ServiceGroupConfiguration(services: [server], logger: testLogger))
+        let running = Task { try await group.run() }
+        defer { running.cancel() }
+        let endpoints = try await server.listeningEndpoints
+        // A peer that sends a request and then never reads.
+        let silent = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelOption(.autoRead, value: false)
+            .connect(unixDomainSocketPath: directory.socket()).get()
+        let request = Envelope(callId: 1, kind: .request, method: IssuanceMethods.watchChanges.name, payload: ChangesRequest().serializedBytes())
+        try await silent.writeAndFlush(ByteBuffer(bytes: frame(request))).get()
+        _ = endpoints
+        try await Task.sleep(for: .milliseconds(300))
+        await group.triggerGracefulShutdown()
+        #expect(await finishes(running, within: .seconds(5)), "the server waited on a feed nobody reads")
+        try? await silent.close().get()
     }
 }

@@ -7,10 +7,12 @@ import Testing
 
 /// The most handlers running at once.
 final class Concurrency: Sendable {
-    private let state = Mutex((now: 0, most: 0))
-    func enter() { state.withLock { $0.now += 1; $0.most = max($0.most, $0.now) } }
+    private let state = Mutex((now: 0, most: 0, total: 0))
+    func enter() { state.withLock { $0.now += 1; $0.total += 1; $0.most = max($0.most, $0.now) } }
     func leave() { state.withLock { $0.now -= 1 } }
     var most: Int { state.withLock { $0.most } }
+    /// Handlers started.
+    var total: Int { state.withLock { $0.total } }
 }
 
 /// GetProduct answered by an immediate handler: ids starting "now" at once, "later" from a
@@ -165,6 +167,66 @@ extension RPCTests {
                 await client.close()
                 try await group.shutdownGracefully()
             }
+        }
+    }
+}
+
+extension RPCTests.ImmediateHandlerTests {
+    /// While the server holds reading (its fill of calls in flight), a frame left half read
+    /// is not the peer stalling: the connection stays open and every answer arrives.
+    @Test func heldReadingDoesNotCountAsAStalledFrame() async throws {
+        let directory = try TempDirectory()
+        defer { directory.remove() }
+        let limits = FrameLimits(partialFrameTimeout: .milliseconds(500))
+        try await withServer(immediateRouter(laterDelay: .milliseconds(1_500)), on: [Transport.unix.endpoint(in: directory)], limits: limits) { endpoints in
+            let raw = try await RawConnection.connect(endpoints[0])
+            let total = 1_100
+            var bytes: [UInt8] = []
+            for index in 0..<total {
+                let request = Envelope(callId: UInt64(index + 1), kind: .request, method: IssuanceMethods.getProduct.name,
+                                       payload: GetByIdRequest(id: "later-\(index)").serializedBytes())
+                bytes += frame(request)
+            }
+            // And the first two bytes of one more frame: it is finished only once reading has
+            // gone on, long after the partial-frame timeout.
+            let last = frame(Envelope(callId: UInt64(total + 1), kind: .request, method: IssuanceMethods.getProduct.name,
+                                      payload: GetByIdRequest(id: "now-last").serializedBytes()))
+            try await raw.send(bytes + last.prefix(2))
+            var answered = 0
+            while answered < 1_024, let reply = try await raw.nextEnvelope(within: .seconds(10)) {
+                #expect(reply.status?.code == .ok)
+                answered += 1
+            }
+            try await raw.send(Array(last.dropFirst(2)))
+            while answered < total + 1, let reply = try await raw.nextEnvelope(within: .seconds(10)) {
+                #expect(reply.status?.code == .ok)
+                answered += 1
+            }
+            #expect(answered == total + 1, "the connection closed after \(answered) answers")
+            await raw.close()
+        }
+    }
+}
+
+extension RPCTests.ImmediateHandlerTests {
+    /// Calls still waiting for room when their caller hangs up never start: the caller
+    /// has been told they failed, and may retry them elsewhere.
+    @Test func waitingCallsOfAClosedConnectionNeverStart() async throws {
+        let directory = try TempDirectory()
+        defer { directory.remove() }
+        let running = Concurrency()
+        try await withServer(immediateRouter(running: running, laterDelay: .milliseconds(300)), on: [Transport.unix.endpoint(in: directory)]) { endpoints in
+            let raw = try await RawConnection.connect(endpoints[0])
+            var bytes: [UInt8] = []
+            for index in 0..<1_500 {
+                bytes += frame(Envelope(callId: UInt64(index + 1), kind: .request, method: IssuanceMethods.getProduct.name,
+                                        payload: GetByIdRequest(id: "later-\(index)").serializedBytes()))
+            }
+            try await raw.send(bytes)
+            #expect(await eventually(within: .seconds(5)) { running.total >= 1_024 })
+            await raw.close()
+            try await Task.sleep(for: .milliseconds(800))
+            #expect(running.total == 1_024, "\(running.total) calls started; only those running when the caller left should have")
         }
     }
 }

@@ -102,7 +102,7 @@ func withIssuanceAndValidation<T>(
             }
         }
         defer { running.cancel() }
-        _ = try await (parts[0] as! RPCServer).listeningEndpoints
+        _ = try await (parts.last as! RPCServer).listeningEndpoints
         let client = RPCClient(endpoint: .unix(path: "\(folder.path)/validation.sock"), configuration: .init(connections: 4))
         let result = try await body(issuanceClient, client)
         await client.close()

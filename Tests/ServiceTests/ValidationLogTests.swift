@@ -26,7 +26,7 @@ import ValidationService
             let parts = validation.services(configuration: RPCServerConfiguration(endpoints: [.unix(path: "\(folder.path)/validation.sock")]))
             let group = ServiceGroup(configuration: .init(services: parts.map { .init(service: $0) }, logger: Logger(label: "test")))
             let running = Task { try await group.run() }
-            _ = try await (parts[0] as! RPCServer).listeningEndpoints
+            _ = try await (parts.last as! RPCServer).listeningEndpoints
             let client = RPCClient(endpoint: .unix(path: "\(folder.path)/validation.sock"), configuration: .init(connections: 4))
             try await withThrowingTaskGroup(of: Void.self) { calls in
                 for index in 0..<300 {

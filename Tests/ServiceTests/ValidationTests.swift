@@ -27,7 +27,7 @@ import ValidationService
                 }
             }
             defer { running.cancel() }
-            _ = try await (parts[0] as! RPCServer).listeningEndpoints
+            _ = try await (parts.last as! RPCServer).listeningEndpoints
             let client = RPCClient(endpoint: .unix(path: "\(folder.path)/validation.sock"))
             defer { Task { await client.close() } }
 
@@ -97,7 +97,7 @@ import ValidationService
                 }
             }
             defer { running.cancel() }
-            _ = try await (parts[0] as! RPCServer).listeningEndpoints
+            _ = try await (parts.last as! RPCServer).listeningEndpoints
             let client = RPCClient(endpoint: .unix(path: "\(folder.path)/validation.sock"))
             defer { Task { await client.close() } }
             // Let the consumer make its first poll and fall asleep.
