@@ -96,8 +96,8 @@ extension GatewayService {
 
     /// The same key typed differently counts as one; a key that does not parse counts by its text.
     private static func normalized(_ key: String) -> LicenseKeyIdentity {
-        if let parsed = try? LicenseKey(parsing: key) { return .key(parsed.bits) }
-        return .text(key)
+        if let parsed = try? LicenseKey(parsing: key) { return LicenseKeyIdentity(key: parsed.bits) }
+        return LicenseKeyIdentity(text: key)
     }
 
     /// The call as the services see it: the identity the gateway vouches for.

@@ -1,17 +1,27 @@
+import Crypto
 import NIOConcurrencyHelpers
 
 /// Token buckets by key: `rate` tokens a second, up to `burst`. The buckets are spread
 /// over shards, each with its own lock, so event loops taking tokens for different keys
-/// rarely wait for each other.
+/// rarely wait for each other. A bucket is 8 bytes (tokens, and the millisecond it was
+/// last touched): the per-license-key limits hold one for every key seen in the last few
+/// seconds, which with 100,000 licenses is tens of thousands.
 final class TokenBuckets<Key: Hashable & Sendable>: Sendable {
     let rate: Double
     let burst: Double
     private static var shardCount: Int { 16 }
     private let shards: [NIOLockedValueBox<Shard>]
+    private let epoch = ContinuousClock.now
+
+    private struct Bucket {
+        var tokens: Float
+        /// Milliseconds since `epoch`, wrapping after 49 days; a bucket is swept long before.
+        var at: UInt32
+    }
 
     private struct Shard {
-        var buckets: [Key: (tokens: Double, at: ContinuousClock.Instant)] = [:]
-        var swept = ContinuousClock.now
+        var buckets: [Key: Bucket] = [:]
+        var swept: UInt32 = 0
     }
 
     init(rate: Double, burst: Double) {
@@ -25,28 +35,32 @@ final class TokenBuckets<Key: Hashable & Sendable>: Sendable {
     }
 
     /// A bucket untouched for burst/rate seconds is full again and carries no information.
-    private var idle: Duration { rate > 0 ? .seconds(burst / rate) : .seconds(3600) }
+    private var idleMilliseconds: UInt32 { rate > 0 ? UInt32(min(burst / rate * 1000, 3_600_000)) : 3_600_000 }
+
+    private var now: UInt32 {
+        let (seconds, attoseconds) = (ContinuousClock.now - epoch).components
+        return UInt32(truncatingIfNeeded: seconds &* 1000 &+ attoseconds / 1_000_000_000_000_000)
+    }
+
+    private func refilled(_ bucket: Bucket, at now: UInt32) -> Double {
+        min(burst, Double(bucket.tokens) + Double(now &- bucket.at) / 1000 * rate)
+    }
 
     /// Takes a token; when none is left, returns the seconds until one will be.
     func take(_ key: Key, cost: Double = 1) -> Double? {
-        let now = ContinuousClock.now
-        let idle = self.idle
+        let now = self.now
+        let idle = idleMilliseconds
         return shard(key).withLockedValue { shard in
-            var bucket = shard.buckets[key] ?? (burst, now)
-            let elapsed = now - bucket.at
-            bucket.tokens = min(burst, bucket.tokens + (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18) * rate)
-            bucket.at = now
-            defer {
-                shard.buckets[key] = bucket
-                // Full buckets are dropped once per idle period, so memory follows the
-                // active keys and the sweep costs nothing per call.
-                if now - shard.swept >= idle {
-                    shard.buckets = shard.buckets.filter { now - $0.value.at < idle }
-                    shard.swept = now
-                }
+            // Full buckets are dropped once per idle period (before this look-up, so no
+            // bucket is older than that when read), and memory follows the active keys.
+            if now &- shard.swept >= idle {
+                shard.buckets = shard.buckets.filter { now &- $0.value.at < idle }
+                shard.swept = now
             }
-            guard bucket.tokens >= cost else { return (cost - bucket.tokens) / rate }
-            bucket.tokens -= cost
+            var tokens = shard.buckets[key].map { refilled($0, at: now) } ?? burst
+            defer { shard.buckets[key] = Bucket(tokens: Float(tokens), at: now) }
+            guard tokens >= cost else { return (cost - tokens) / rate }
+            tokens -= cost
             return nil
         }
     }
@@ -56,18 +70,25 @@ final class TokenBuckets<Key: Hashable & Sendable>: Sendable {
 
     /// Whether the bucket has a token, without taking one.
     func isEmpty(_ key: Key) -> Bool {
-        let now = ContinuousClock.now
+        let now = self.now
         return shard(key).withLockedValue { shard in
             guard let bucket = shard.buckets[key] else { return false }
-            let elapsed = now - bucket.at
-            return bucket.tokens + (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18) * rate < 1
+            return refilled(bucket, at: now) < 1
         }
     }
 }
 
-/// A license key as the per-key limits count it: the same key however it was typed.
-enum LicenseKeyIdentity: Hashable, Sendable {
-    case key(UInt128)
-    /// Text that is not a well-formed key (validation will say so): limited by itself.
-    case text(String)
+/// A license key as the per-key limits count it: the same key however it was typed. Text
+/// that is not a well-formed key (validation will say so) counts by a digest of itself.
+struct LicenseKeyIdentity: Hashable, Sendable {
+    let bits: UInt128
+
+    init(key: UInt128) {
+        bits = key
+    }
+
+    init(text: String) {
+        let digest = Array(SHA256.hash(data: Array(text.utf8)).prefix(16))
+        bits = digest.reduce(UInt128(0)) { $0 << 8 | UInt128($1) }
+    }
 }
