@@ -98,14 +98,13 @@ import Testing
             try await pool.write { db in try db.execute(sql: "INSERT INTO fact (value) VALUES (?)", arguments: [String(repeating: "y", count: 2000)]) }
         }
         try await Task.sleep(for: .milliseconds(50))
-        // Without the look-up's help (no renewal asked for), and with a short busy wait.
-        let started = ContinuousClock.now
+        // Without the look-up's help (no renewal asked for): a snapshot held on would make
+        // this wait out the busy timeout and throw.
         let (frames, copied) = try await pool.writeWithoutTransaction { db in try db.checkpoint(.restart) }
         #expect(frames == copied, "log not copied: \(frames) frames, \(copied) copied")
         try await pool.write { db in try db.execute(sql: "INSERT INTO fact (value) VALUES ('after')") }
         let after = try await pool.writeWithoutTransaction { db in try db.checkpoint(.passive).walFrameCount }
         #expect(after < 5, "the log did not start over: \(after) frames")
-        #expect(ContinuousClock.now - started < .seconds(1))
         try await group.shutdownGracefully()
     }
 
