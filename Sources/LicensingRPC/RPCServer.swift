@@ -338,7 +338,11 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
             return send(core.reply(id, .response, RPCError(.unavailable, "the server is stopping; retry on another instance or later")))
         }
         guard calls[id] == nil else {
-            return send(core.reply(id, .response, RPCError(.invalidArgument, "call id \(id) is already in flight on this connection")))
+            // Answering under that id would reach the caller as the first call's answer: the
+            // peer is told on call id 0, like any frame that breaks the protocol, and the
+            // connection closes once the calls in flight have answered.
+            send(core.reply(0, .response, RPCError(.invalidArgument, "call id \(id) is already in flight on this connection")))
+            return drain()
         }
         guard request.timeoutMicros >= 0 else {
             return finish(id, method, started, .response, error: RPCError(.deadlineExceeded, "the deadline of \(method) expired before it reached the server"))
