@@ -75,6 +75,13 @@ final class ValidationLog: Service, Sendable {
         await flush()
     }
 
+    private static let rowsPerInsert = 64
+
+    private static func insert(rows: Int) -> String {
+        "INSERT INTO validation_log (occurred_at, license_id, reason, fingerprint_hash, region, feature) VALUES "
+            + Array(repeating: "(?, ?, ?, ?, ?, ?)", count: rows).joined(separator: ", ")
+    }
+
     /// Writes everything pending in one transaction.
     func flush() async {
         let batch = state.withLockedValue { state -> [Entry] in
@@ -84,11 +91,18 @@ final class ValidationLog: Service, Sendable {
         if !batch.isEmpty {
             do {
                 try await database.write { db in
-                    let insert = try db.cachedStatement(sql: """
-                        INSERT INTO validation_log (occurred_at, license_id, reason, fingerprint_hash, region, feature) VALUES (?, ?, ?, ?, ?, ?)
-                        """)
-                    for entry in batch {
-                        try insert.execute(arguments: [entry.occurredAt, entry.licenseID, entry.reason.rawValue, entry.fingerprintHash, entry.region, entry.feature])
+                    // Many rows per statement: each execution costs far more than a row does,
+                    // and a shorter write is a shorter burst next to the event loops.
+                    var start = 0
+                    while start < batch.count {
+                        let rows = batch[start..<min(start + Self.rowsPerInsert, batch.count)]
+                        let insert = try db.cachedStatement(sql: Self.insert(rows: rows.count))
+                        var arguments = StatementArguments()
+                        for entry in rows {
+                            arguments += [entry.occurredAt, entry.licenseID, entry.reason.rawValue, entry.fingerprintHash, entry.region, entry.feature]
+                        }
+                        try insert.execute(arguments: arguments)
+                        start += rows.count
                     }
                 }
             } catch {
