@@ -39,11 +39,11 @@ public enum ServiceDatabase {
         var configuration = Configuration()
         configuration.foreignKeysEnabled = true
         configuration.busyMode = .timeout(5)
-        // Few readers, with small page caches: memory is per connection, the writer keeps
-        // SQLite's default 2 MiB, and the hot reads go through the look-up connections.
+        // Few readers, and small page caches (memory is per connection): the hot reads go
+        // through the look-up connections, the writer mostly appends.
         configuration.maximumReaderCount = 3
         configuration.prepareDatabase { db in
-            if db.configuration.readonly { try db.execute(sql: "PRAGMA cache_size = -512") }
+            try db.execute(sql: "PRAGMA cache_size = \(db.configuration.readonly ? -512 : -1024)")
         }
         let pool = try DatabasePool(path: path, configuration: configuration)
         // Set on the pool's single writer connection, after GRDB has switched it to WAL
@@ -114,7 +114,7 @@ public final class LookupConnections: Sendable {
         if let existing = perThread.currentValue {
             connection = existing
         } else {
-            var configuration = Self.configuration(readers: 1, cacheKiB: 1024)
+            var configuration = Self.configuration(readers: 1, cacheKiB: 768)
             configuration.allowsUnsafeTransactions = true
             connection = LoopConnection(queue: try DatabaseQueue(path: path, configuration: configuration), eventLoop: loop)
             perThread.currentValue = connection

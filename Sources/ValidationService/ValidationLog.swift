@@ -93,16 +93,18 @@ final class ValidationLog: Service, Sendable {
                 try await database.write { db in
                     // Many rows per statement: each execution costs far more than a row does,
                     // and a shorter write is a shorter burst next to the event loops.
+                    // Two statements only (a full chunk, a single row): each prepared
+                    // statement is memory held for the life of the connection.
                     var start = 0
                     while start < batch.count {
-                        let rows = batch[start..<min(start + Self.rowsPerInsert, batch.count)]
-                        let insert = try db.cachedStatement(sql: Self.insert(rows: rows.count))
+                        let count = batch.count - start >= Self.rowsPerInsert ? Self.rowsPerInsert : 1
+                        let insert = try db.cachedStatement(sql: Self.insert(rows: count))
                         var arguments = StatementArguments()
-                        for entry in rows {
+                        for entry in batch[start..<start + count] {
                             arguments += [entry.occurredAt, entry.licenseID, entry.reason.rawValue, entry.fingerprintHash, entry.region, entry.feature]
                         }
                         try insert.execute(arguments: arguments)
-                        start += rows.count
+                        start += count
                     }
                 }
             } catch {
