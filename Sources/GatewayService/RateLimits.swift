@@ -24,18 +24,19 @@ final class TokenBuckets<Key: Hashable & Sendable>: Sendable {
         var swept: UInt32 = 0
     }
 
+    /// A bucket untouched for burst/rate seconds is full again and carries no information.
+    private let idleMilliseconds: UInt32
+
     init(rate: Double, burst: Double) {
         self.rate = rate
         self.burst = burst
+        self.idleMilliseconds = rate > 0 ? UInt32(min(burst / rate * 1000, 3_600_000)) : 3_600_000
         self.shards = (0..<Self.shardCount).map { _ in NIOLockedValueBox(Shard()) }
     }
 
     private func shard(_ key: Key) -> NIOLockedValueBox<Shard> {
         shards[Int(UInt(bitPattern: key.hashValue) % UInt(Self.shardCount))]
     }
-
-    /// A bucket untouched for burst/rate seconds is full again and carries no information.
-    private var idleMilliseconds: UInt32 { rate > 0 ? UInt32(min(burst / rate * 1000, 3_600_000)) : 3_600_000 }
 
     private var now: UInt32 {
         let (seconds, attoseconds) = (ContinuousClock.now - epoch).components

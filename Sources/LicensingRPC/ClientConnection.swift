@@ -168,7 +168,7 @@ final class ClientConnection: Sendable {
     }
 
     private func scheduleTimeout(_ id: UInt64, _ method: String, _ timeout: Duration) -> Scheduled<Void> {
-        channel.eventLoop.scheduleTask(in: .nanoseconds(timeout.nanoseconds)) { [weak self] in
+        channel.eventLoop.scheduleTask(in: TimeAmount(timeout)) { [weak self] in
             self?.abandon(id, RPCError(.deadlineExceeded, "\(method) did not answer within \(timeout)"))
         }
     }

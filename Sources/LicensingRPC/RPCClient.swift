@@ -100,23 +100,15 @@ public final class RPCClient: Sendable {
         deadline: ContinuousClock.Instant,
         on eventLoop: (any EventLoop)?
     ) -> EventLoopFuture<[UInt8]> {
-        let remaining = deadline - .now
-        let loop = eventLoop ?? group.any()
-        guard remaining > .zero else {
-            return loop.makeFailedFuture(RPCError(.deadlineExceeded, "the deadline of \(method) expired before it was sent"))
+        let request: (envelope: Envelope, remaining: Duration)
+        do {
+            request = try envelope(method, payload, metadata, deadline)
+        } catch {
+            return (eventLoop ?? group.any()).makeFailedFuture(error)
         }
-        let request = Envelope(method: method, payload: payload, timeoutMicros: remaining.microseconds, metadata: merged(metadata).entries)
         return connectionFuture(preferring: eventLoop)
-            .flatMapError { error in
-                loop.makeFailedFuture(error as? RPCError ?? RPCError(.unavailable, "cannot connect to \(self.endpoint): \(error)"))
-            }
-            .flatMap { connection in connection.send(request, timeout: remaining).1 }
-            .flatMapThrowing { reply in
-                if let status = reply.status, status.code != .ok {
-                    throw RPCError(status: status, metadata: RPCMetadata(reply.metadata))
-                }
-                return reply.payload
-            }
+            .flatMap { connection in connection.send(request.envelope, timeout: request.remaining).1 }
+            .flatMapThrowing { reply in try Self.answer(reply) }
     }
 
     /// Calls a unary method with an encoded payload.
@@ -126,14 +118,24 @@ public final class RPCClient: Sendable {
         metadata: RPCMetadata,
         deadline: ContinuousClock.Instant
     ) async throws -> [UInt8] {
+        let request = try envelope(method, payload, metadata, deadline)
+        let connection = try await connectionFuture(preferring: MultiThreadedEventLoopGroup.currentEventLoop).get()
+        return try Self.answer(try await connection.unary(request.envelope, timeout: request.remaining))
+    }
+
+    /// The request of a call, with the client's metadata and the caller's remaining time.
+    private func envelope(
+        _ method: String, _ payload: [UInt8], _ metadata: RPCMetadata, _ deadline: ContinuousClock.Instant
+    ) throws(RPCError) -> (envelope: Envelope, remaining: Duration) {
         let remaining = deadline - .now
         guard remaining > .zero else {
             throw RPCError(.deadlineExceeded, "the deadline of \(method) expired before it was sent")
         }
-        let connection = try await connection(before: deadline)
-        let reply = try await connection.unary(
-            Envelope(method: method, payload: payload, timeoutMicros: remaining.microseconds, metadata: merged(metadata).entries),
-            timeout: remaining)
+        return (Envelope(method: method, payload: payload, timeoutMicros: remaining.microseconds, metadata: merged(metadata).entries), remaining)
+    }
+
+    /// The payload of an answer, or its status as an error.
+    private static func answer(_ reply: Envelope) throws(RPCError) -> [UInt8] {
         if let status = reply.status, status.code != .ok {
             throw RPCError(status: status, metadata: RPCMetadata(reply.metadata))
         }
@@ -164,14 +166,9 @@ public final class RPCClient: Sendable {
         metadata: RPCMetadata,
         deadline: ContinuousClock.Instant
     ) async throws -> AsyncThrowingStream<[UInt8], any Error> {
-        let remaining = deadline - .now
-        guard remaining > .zero else {
-            throw RPCError(.deadlineExceeded, "the deadline of \(method) expired before it was sent")
-        }
-        let connection = try await connection(before: deadline)
-        return connection.stream(
-            Envelope(method: method, payload: payload, timeoutMicros: remaining.microseconds, metadata: merged(metadata).entries),
-            timeout: remaining)
+        let request = try envelope(method, payload, metadata, deadline)
+        let connection = try await connectionFuture(preferring: MultiThreadedEventLoopGroup.currentEventLoop).get()
+        return connection.stream(request.envelope, timeout: request.remaining)
     }
 
     /// Closes every connection; calls in flight fail with `UNAVAILABLE`.
@@ -201,16 +198,6 @@ public final class RPCClient: Sendable {
     }
 
     // MARK: Connections
-
-    private func connection(before deadline: ContinuousClock.Instant) async throws -> ClientConnection {
-        do {
-            return try await connectionFuture(preferring: MultiThreadedEventLoopGroup.currentEventLoop).get()
-        } catch let error as RPCError {
-            throw error
-        } catch {
-            throw RPCError(.unavailable, "cannot connect to \(endpoint): \(error)")
-        }
-    }
 
     /// A connection on `loop` when this client has one there, else the next in turn.
     private func connectionFuture(preferring loop: (any EventLoop)?) -> EventLoopFuture<ClientConnection> {
@@ -259,6 +246,8 @@ public final class RPCClient: Sendable {
             channel.pipeline.handler(type: CallDispatcher.self).map { dispatcher in
                 ClientConnection(channel: channel, calls: dispatcher.calls)
             }
+        }.flatMapErrorThrowing { [endpoint] error in
+            throw error as? RPCError ?? RPCError(.unavailable, "cannot connect to \(endpoint): \(error)")
         }
     }
 
@@ -277,7 +266,7 @@ public final class RPCClient: Sendable {
             tls = (context, name.first?.isNumber == true || name.contains(":") ? nil : name)
         }
         let bootstrap = ClientBootstrap(group: eventLoop)
-            .connectTimeout(.nanoseconds(configuration.connectTimeout.nanoseconds))
+            .connectTimeout(TimeAmount(configuration.connectTimeout))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { [tls] channel in
                 channel.eventLoop.makeCompletedFuture {

@@ -213,10 +213,10 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     typealias OutboundIn = Envelope
     typealias OutboundOut = Envelope
 
+    /// A unary call runs to its end once started; a feed can be stopped.
     private enum CallState {
-        case immediate
-        case unary(Task<Void, Never>?)
-        case stream(Task<Void, Never>?)
+        case unary
+        case stream(Task<Void, Never>)
     }
 
     private let core: ServerCore
@@ -308,7 +308,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         // nowhere); calls not started never start — the caller has been told they failed.
         draining = true
         waiting.removeAll()
-        for case .stream(let task?) in calls.values { task.cancel() }
+        for case .stream(let task) in calls.values { task.cancel() }
         context.fireChannelInactive()
     }
 
@@ -324,7 +324,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     /// Graceful shutdown: feeds end, calls in flight answer, then the connection closes.
     func drain() {
         draining = true
-        for case .stream(let task?) in calls.values { task.cancel() }
+        for case .stream(let task) in calls.values { task.cancel() }
         closeIfDrained()
     }
 
@@ -370,7 +370,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
             case .later(let work):
                 runUnary(id, method, started, deadline, work)
             case .future(let future):
-                calls[id] = .immediate
+                calls[id] = .unary
                 let handler = NIOLoopBound(self, eventLoop: executor.eventLoop)
                 future.hop(to: executor.eventLoop).whenComplete { result in
                     handler.value.finishUnary(id, method, started, deadline, result)
@@ -387,10 +387,10 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         _ id: UInt64, _ method: String, _ started: ContinuousClock.Instant, _ deadline: ContinuousClock.Instant,
         _ work: @escaping @Sendable () async throws -> [UInt8]
     ) {
-        calls[id] = .unary(nil)
+        calls[id] = .unary
         let loop = executor.eventLoop
         let handler = NIOLoopBound(self, eventLoop: loop)
-        let task = Task(executorPreference: executor) {
+        Task(executorPreference: executor) {
             let result: Result<[UInt8], any Error>
             do {
                 result = .success(try await work())
@@ -399,7 +399,6 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
             }
             loop.onLoop { handler.value.finishUnary(id, method, started, deadline, result) }
         }
-        if case .unary = calls[id] { calls[id] = .unary(task) }
     }
 
     private func runStream(
@@ -407,7 +406,6 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         _ body: @escaping @Sendable (ServerCall, ResponseStream) async throws -> Void
     ) {
         guard let channel = context?.channel else { return }
-        calls[id] = .stream(nil)
         let core = self.core
         let stream = ResponseStream { payload in
             try Task.checkCancellation()
@@ -430,7 +428,8 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         }
         let loop = executor.eventLoop
         let handler = NIOLoopBound(self, eventLoop: loop)
-        let task = Task(executorPreference: executor) {
+        // The task starts on this loop after this returns, so it is registered before it can finish.
+        calls[id] = .stream(Task(executorPreference: executor) {
             var failure: RPCError?
             do {
                 try await body(call, stream)
@@ -438,8 +437,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
                 failure = core.status(for: error, method: method)
             }
             loop.onLoop { [failure] in handler.value.finish(id, method, started, .streamEnd, error: failure) }
-        }
-        if case .stream = calls[id] { calls[id] = .stream(task) }
+        })
     }
 
     private func finishUnary(
@@ -504,7 +502,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
             return resumeReading()
         }
         // Unary calls run to the end (a mutation half done is worse than an unwanted answer); feeds stop.
-        if case .stream(let task?) = calls[id] { task.cancel() }
+        if case .stream(let task) = calls[id] { task.cancel() }
     }
 
     private func resumeReading() {
@@ -587,7 +585,7 @@ final class OpenConnections: Sendable {
         }
         for (channel, handler) in open {
             channel.eventLoop.execute { handler.value.drain() }
-            let deadline = channel.eventLoop.scheduleTask(in: .nanoseconds(limit.nanoseconds)) { channel.close(promise: nil) }
+            let deadline = channel.eventLoop.scheduleTask(in: TimeAmount(limit)) { channel.close(promise: nil) }
             channel.closeFuture.whenComplete { _ in deadline.cancel() }
         }
         for (channel, _) in open {

@@ -160,8 +160,7 @@ private final class LoopConnection: @unchecked Sendable {
     private func scheduleExpiry() {
         guard !expiryScheduled else { return }
         expiryScheduled = true
-        let (seconds, attoseconds) = Self.maximumSnapshotAge.components
-        eventLoop.scheduleTask(in: .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)) {
+        eventLoop.scheduleTask(in: TimeAmount(Self.maximumSnapshotAge)) {
             self.expiryScheduled = false
             let open: Bool = (try? self.queue.inDatabase { db in
                 guard db.isInsideTransaction else { return false }
@@ -224,7 +223,6 @@ private final class TableChanges: TransactionObserver, Sendable {
 /// a restarting checkpoint, which waits (briefly) for the older snapshots to end; writing
 /// then starts over at the head of the file, and `journal_size_limit` cuts it back.
 public final class WALMaintenance: Service, Sendable {
-    private let pool: DatabasePool
     private let checkpointer: DatabaseQueue
     private let lookups: LookupConnections?
     private let interval: Duration
@@ -235,7 +233,6 @@ public final class WALMaintenance: Service, Sendable {
         pool: DatabasePool, lookups: LookupConnections? = nil, interval: Duration = .milliseconds(250), threshold: Int = 32 << 20,
         logger: Logger
     ) throws {
-        self.pool = pool
         var configuration = Configuration()
         // A restart holds the writer while it waits for old snapshots (they end within
         // milliseconds): give up soon and try again next round rather than stall writes.

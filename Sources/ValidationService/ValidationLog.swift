@@ -47,13 +47,7 @@ final class ValidationLog: Service, Sendable {
     }
 
     func append(_ entry: Entry) async {
-        while true {
-            let accepted = state.withLockedValue { state -> Bool in
-                guard state.pending.count < capacity || state.stopped else { return false }
-                state.pending.append(entry)
-                return true
-            }
-            if accepted { return }
+        while !tryAppend(entry) {
             await withCheckedContinuation { continuation in
                 let wait = state.withLockedValue { state -> Bool in
                     guard state.pending.count >= capacity, !state.stopped else { return false }

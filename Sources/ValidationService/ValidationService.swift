@@ -130,8 +130,7 @@ public final class ValidationService: Sendable {
 
     /// The facts for a key and, for a node-locked license, where the fingerprint stands.
     /// A miss pulls the feed once (the key may have been issued a moment ago) before it is
-    /// NOT_FOUND. Calls through the gateway carry the tenant and see only its licenses;
-    /// local callers without one are trusted with any key they hold.
+    /// NOT_FOUND.
     func find(_ key: LicenseKey, fingerprintHash: String, _ call: ServerCall) async throws -> (LicenseFacts, MachineStanding)? {
         let keyHash = key.hash(secret: keyHashSecret)
         var found = try replica.factsAndMachine(keyHash: keyHash, fingerprintHash: fingerprintHash)
@@ -139,7 +138,13 @@ public final class ValidationService: Sendable {
             await feed.catchUp()
             found = try replica.factsAndMachine(keyHash: keyHash, fingerprintHash: fingerprintHash)
         }
-        if let tenant = call.metadata[RPCMetadata.tenant], let facts = found?.0, facts.tenantID != tenant { return nil }
+        return found.flatMap { visible($0, to: call) }
+    }
+
+    /// Calls through the gateway carry the tenant and see only its licenses; local callers
+    /// without one are trusted with any key they hold.
+    private func visible(_ found: (LicenseFacts, MachineStanding), to call: ServerCall) -> (LicenseFacts, MachineStanding)? {
+        if let tenant = call.metadata[RPCMetadata.tenant], found.0.tenantID != tenant { return nil }
         return found
     }
 
@@ -150,38 +155,40 @@ public final class ValidationService: Sendable {
         return ""
     }
 
+    /// What a validation works out before its look-up.
+    private struct ValidationContext {
+        let now: Int64
+        let fingerprintHash: String
+        let region: String
+        let key: Result<LicenseKey, LicenseKeyError>
+    }
+
+    private func context(_ request: ValidateRequest) throws -> ValidationContext {
+        guard request.nonce.count <= 64 else { throw RPCError.invalidArgument("nonce is longer than 64 bytes") }
+        return ValidationContext(
+            now: clock.now, fingerprintHash: request.fingerprint.isEmpty ? "" : LicenseCertificates.fingerprintHash(request.fingerprint),
+            region: region(stated: request.region, clientIP: request.clientIp), key: Result { () throws(LicenseKeyError) in try LicenseKey(parsing: request.licenseKey) })
+    }
+
     /// Validates on the event loop, as the request is read: the key, one indexed read of
     /// the replica and the decision need no waiting. Only what could wait moves to a task:
     /// a miss (the feed is pulled once first), the first load of the signing key, a full
     /// validation log.
     func validateNow(_ request: ValidateRequest, _ call: ServerCall) throws -> Immediate<ValidateResponse> {
-        let now = clock.now
-        guard request.nonce.count <= 64 else { throw RPCError.invalidArgument("nonce is longer than 64 bytes") }
+        let context = try context(request)
         var signingKey: CertificateSigningKey?
         if !request.nonce.isEmpty {
             guard let loaded = signingKeys.loaded else { return .later { try await self.validate(request, call) } }
             signingKey = loaded
         }
-        let fingerprintHash = request.fingerprint.isEmpty ? "" : LicenseCertificates.fingerprintHash(request.fingerprint)
-        let region = region(stated: request.region, clientIP: request.clientIp)
-        let decision: LicenseDecision
-        var facts: LicenseFacts?
-        do {
-            let key = try LicenseKey(parsing: request.licenseKey)
-            guard let found = try replica.factsAndMachine(keyHash: key.hash(secret: keyHashSecret), fingerprintHash: fingerprintHash) else {
+        var found: (LicenseFacts, MachineStanding)?
+        if case .success(let key) = context.key {
+            guard let hit = try replica.factsAndMachine(keyHash: key.hash(secret: keyHashSecret), fingerprintHash: context.fingerprintHash) else {
                 return .later { try await self.validate(request, call) }
             }
-            if let tenant = call.metadata[RPCMetadata.tenant], found.0.tenantID != tenant {
-                decision = LicenseDecider.decide(nil, ValidationQuery(), now: now)
-            } else {
-                facts = found.0
-                let query = ValidationQuery(feature: request.feature, region: region, user: request.user, machine: found.1)
-                decision = LicenseDecider.decide(found.0, query, now: now)
-            }
-        } catch let error as LicenseKeyError {
-            decision = LicenseDecision(reason: .malformedKey, state: .unspecified, detail: "license_key: \(error)")
+            found = visible(hit, to: call)
         }
-        let (response, entry) = answer(decision, facts, request, fingerprintHash, region, now, signedBy: signingKey)
+        let (response, entry) = answer(request, context, found, signedBy: signingKey)
         guard log.tryAppend(entry) else {
             return .later {
                 await self.log.append(entry)
@@ -193,33 +200,35 @@ public final class ValidationService: Sendable {
 
     /// Validation that may wait: after a miss in the replica, or before the signing key is loaded.
     func validate(_ request: ValidateRequest, _ call: ServerCall) async throws -> ValidateResponse {
-        let now = clock.now
-        guard request.nonce.count <= 64 else { throw RPCError.invalidArgument("nonce is longer than 64 bytes") }
-        let fingerprintHash = request.fingerprint.isEmpty ? "" : LicenseCertificates.fingerprintHash(request.fingerprint)
-        let region = region(stated: request.region, clientIP: request.clientIp)
+        let context = try context(request)
         let signingKey = request.nonce.isEmpty ? nil : try await signingKeys.current()
-        let decision: LicenseDecision
-        var facts: LicenseFacts?
-        do {
-            let key = try LicenseKey(parsing: request.licenseKey)
-            let found = try await find(key, fingerprintHash: fingerprintHash, call)
-            facts = found?.0
-            let query = ValidationQuery(feature: request.feature, region: region, user: request.user, machine: found?.1 ?? .unknown)
-            decision = LicenseDecider.decide(found?.0, query, now: now)
-        } catch let error as LicenseKeyError {
-            decision = LicenseDecision(reason: .malformedKey, state: .unspecified, detail: "license_key: \(error)")
+        var found: (LicenseFacts, MachineStanding)?
+        if case .success(let key) = context.key {
+            found = try await find(key, fingerprintHash: context.fingerprintHash, call)
         }
-        let (response, entry) = answer(decision, facts, request, fingerprintHash, region, now, signedBy: signingKey)
+        let (response, entry) = answer(request, context, found, signedBy: signingKey)
         await log.append(entry)
         return response
     }
 
-    /// The answer, signed when the client sent a nonce (and a signing key exists), and its
-    /// entry for the validation log.
+    /// The decision on what the look-up found (nil: no license of the caller's tenant has
+    /// the key), the answer, signed when the client sent a nonce (and a signing key
+    /// exists), and its entry for the validation log.
     private func answer(
-        _ decision: LicenseDecision, _ facts: LicenseFacts?, _ request: ValidateRequest, _ fingerprintHash: String, _ region: String, _ now: Int64,
+        _ request: ValidateRequest, _ context: ValidationContext, _ found: (LicenseFacts, MachineStanding)?,
         signedBy key: CertificateSigningKey?
     ) -> (ValidateResponse, ValidationLog.Entry) {
+        let (now, fingerprintHash, region) = (context.now, context.fingerprintHash, context.region)
+        let decision: LicenseDecision
+        var facts: LicenseFacts?
+        switch context.key {
+        case .failure(let error):
+            decision = LicenseDecision(reason: .malformedKey, state: .unspecified, detail: "license_key: \(error)")
+        case .success:
+            facts = found?.0
+            let query = ValidationQuery(feature: request.feature, region: region, user: request.user, machine: found?.1 ?? .unknown)
+            decision = LicenseDecider.decide(facts, query, now: now)
+        }
         var response = ValidateResponse(
             reason: decision.reason, valid: decision.allows, licenseId: facts?.licenseID ?? "", state: decision.state,
             expiresAt: facts?.expiresAt ?? 0, graceEndsAt: facts?.graceEndsAt ?? 0,

@@ -168,7 +168,7 @@ final class LoadConnection: ChannelInboundHandler {
         nextScheduled += plan.connections
         let wait = scheduled - ContinuousClock.now
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        context.eventLoop.scheduleTask(in: .nanoseconds(max(0, wait.nanosecondsClamped))) {
+        context.eventLoop.scheduleTask(in: TimeAmount(max(.zero, wait))) {
             let connection = loopBound.value
             guard !connection.closed else { return }
             connection.due.append((index, scheduled))
@@ -199,7 +199,7 @@ final class LoadConnection: ChannelInboundHandler {
             outcome.errors[error, default: 0] += 1
         } else {
             let latency = ContinuousClock.now - pending.scheduled
-            _ = outcome.histogram.record(UInt64(max(0, latency.nanosecondsClamped / 1_000)))
+            _ = outcome.histogram.record(UInt64(max(0, latency / .microseconds(1))))
         }
         outcome.calls += 1
         _ = plan.done.increment()
@@ -226,12 +226,5 @@ final class LoadConnection: ChannelInboundHandler {
         guard flushPending, !reading, let context else { return }
         flushPending = false
         context.flush()
-    }
-}
-
-extension Duration {
-    var nanosecondsClamped: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
     }
 }
