@@ -45,9 +45,7 @@ extension GatewayService {
         do throws(RPCError) {
             let key = try authenticate(call)
             identity = key
-            guard Permissions.allows(key.role, call.method) else {
-                throw RPCError(.permissionDenied, "role \(key.role) may not call \(call.method)")
-            }
+            if let refusal = Permissions.refusal(key, call.method) { throw refusal }
             try checkRateLimits(call, key)
             return (forwarded(call, key), key)
         } catch {
@@ -57,17 +55,23 @@ extension GatewayService {
     }
 
     private func authenticate(_ call: ServerCall) throws(RPCError) -> ApiKey {
-        if failedAuthBuckets.isEmpty(call.peer) {
-            throw RPCError(.resourceExhausted, "too many failed authentications from this address; wait and try again",
+        // A local caller's user: `unix:uid=U` of `unix:uid=U:pid=P`.
+        let localUser = call.peer.hasPrefix("unix:uid=") ? call.peer.split(separator: ":").prefix(2).joined(separator: ":") : nil
+        if failedAuthBuckets.isEmpty(call.peer) || localUser.map(failedAuthUserBuckets.isEmpty) == true {
+            let source = localUser == nil ? "this address" : "this process or user"
+            throw RPCError(.resourceExhausted, "too many failed authentications from \(source); wait and try again",
                            metadata: [RPCMetadata.retryAfter: "\(Int(ceil(1 / failedAuthBuckets.rate)))"])
         }
-        guard let secret = call.metadata[RPCMetadata.apiKey], !secret.isEmpty else {
+        func failed(_ message: String) -> RPCError {
             _ = failedAuthBuckets.take(call.peer)
-            throw RPCError(.unauthenticated, "no API key: send one in the '\(RPCMetadata.apiKey)' metadata")
+            if let localUser { _ = failedAuthUserBuckets.take(localUser) }
+            return RPCError(.unauthenticated, message)
+        }
+        guard let secret = call.metadata[RPCMetadata.apiKey], !secret.isEmpty else {
+            throw failed("no API key: send one in the '\(RPCMetadata.apiKey)' metadata")
         }
         guard let key = credentials.authenticate(secret.hasPrefix("Bearer ") ? String(secret.dropFirst(7)) : secret, now: clock.now) else {
-            _ = failedAuthBuckets.take(call.peer)
-            throw RPCError(.unauthenticated, "the API key is unknown, expired or revoked")
+            throw failed("the API key is unknown, expired or revoked")
         }
         return key
     }

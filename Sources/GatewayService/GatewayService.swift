@@ -36,8 +36,11 @@ public final class GatewayService: Sendable {
         /// Validations and activations per second (and burst) per license key.
         public var validatePerKey: (rate: Double, burst: Double) = (20, 40)
         public var activatePerKey: (rate: Double, burst: Double) = (1, 5)
-        /// Failed authentications per second (and burst) per source address.
+        /// Failed authentications per second (and burst) per source: a TCP caller's address,
+        /// a local caller's process.
         public var failedAuthPerSource: (rate: Double, burst: Double) = (1, 10)
+        /// And per local user, whatever number of processes it starts.
+        public var failedAuthPerLocalUser: (rate: Double, burst: Double) = (10, 100)
 
         public init() {}
     }
@@ -54,8 +57,10 @@ public final class GatewayService: Sendable {
     let roleBuckets: [Role: TokenBuckets<String>]
     let validateBuckets: TokenBuckets<LicenseKeyIdentity>
     let activateBuckets: TokenBuckets<LicenseKeyIdentity>
-    /// By the caller's address.
+    /// By the caller's address, or a local caller's process.
     let failedAuthBuckets: TokenBuckets<String>
+    /// By a local caller's user id.
+    let failedAuthUserBuckets: TokenBuckets<String>
 
     var backends: [Backend] { [issuance, validation, usage, reporting] }
 
@@ -74,6 +79,7 @@ public final class GatewayService: Sendable {
         self.validateBuckets = TokenBuckets(rate: limits.validatePerKey.rate, burst: limits.validatePerKey.burst)
         self.activateBuckets = TokenBuckets(rate: limits.activatePerKey.rate, burst: limits.activatePerKey.burst)
         self.failedAuthBuckets = TokenBuckets(rate: limits.failedAuthPerSource.rate, burst: limits.failedAuthPerSource.burst)
+        self.failedAuthUserBuckets = TokenBuckets(rate: limits.failedAuthPerLocalUser.rate, burst: limits.failedAuthPerLocalUser.burst)
     }
 
     public static func openDatabase(path: String) throws -> DatabasePool {

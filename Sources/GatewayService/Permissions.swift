@@ -1,9 +1,27 @@
+import LicensingRPC
 import LicensingWire
 
 /// Which roles may call which method: the one table the gateway checks every call against.
-/// Deny by default: a method absent from the table is open to admins only. Admins may call
-/// everything.
+/// Deny by default: a method absent from the table is open to admins only.
+///
+/// Tenants: a tenant's admin manages that tenant only (the services scope every call by the
+/// tenant the gateway vouches for). Methods that act on every tenant at once belong to the
+/// operator, an admin or auditor of the operator tenant. The change feeds and the
+/// per-service erasures are for the services behind the gateway, never for an API key: the
+/// issuance feed carries sealed signing keys.
 enum Permissions {
+    /// Reached only on the services' own sockets.
+    static let servicesOnly: Set<String> = [
+        IssuanceMethods.changes.name, IssuanceMethods.watchChanges.name, UsageMethods.changes.name,
+        IssuanceMethods.eraseCustomer.name, ValidationMethods.eraseCustomer.name, UsageMethods.eraseCustomer.name,
+        ReportingMethods.eraseCustomer.name,
+    ]
+    /// Signing keys are shared by every tenant, and the audit chain spans them all.
+    static let operatorOnly: Set<String> = [
+        IssuanceMethods.createSigningKey.name, IssuanceMethods.rotateSigningKey.name, IssuanceMethods.retireSigningKey.name,
+        IssuanceMethods.verifyAuditChain.name,
+    ]
+
     static let table: [String: Set<Role>] = {
         var table: [String: Set<Role>] = [:]
         func allow(_ roles: Set<Role>, _ methods: [WireMethodInfo]) {
@@ -49,7 +67,24 @@ enum Permissions {
         return table
     }()
 
+    /// Whether the role may call the method (in the operator tenant, for operator methods).
     static func allows(_ role: Role, _ method: String) -> Bool {
-        role == .admin || (table[method]?.contains(role) ?? false)
+        !servicesOnly.contains(method) && (role == .admin || (table[method]?.contains(role) ?? false))
+    }
+
+    /// Why this credential may not call the method, or nil when it may.
+    static func refusal(_ key: ApiKey, _ method: String) -> RPCError? {
+        if servicesOnly.contains(method) {
+            return RPCError(.permissionDenied, "\(method) is for the services behind the gateway; no API key may call it")
+        }
+        guard allows(key.role, method) else {
+            return RPCError(.permissionDenied, "role \(key.role) may not call \(method)")
+        }
+        if operatorOnly.contains(method), key.tenantId != CredentialStore.operatorTenant {
+            return RPCError(
+                .permissionDenied,
+                "\(method) acts on every tenant: only the operator (an admin of tenant '\(CredentialStore.operatorTenant)') may call it")
+        }
+        return nil
     }
 }

@@ -7,6 +7,7 @@ import LicensingWire
 
 extension IssuanceService {
     func changes(_ request: ChangesRequest, _ call: ServerCall) async throws -> ChangesResponse {
+        try requireService(call)
         let limit = request.limit == 0 ? 500 : min(Int(request.limit), 5000)
         return try await database.read { db in
             ChangesResponse(
@@ -18,6 +19,7 @@ extension IssuanceService {
     /// Sends every event after `after_seq`, then new ones as they are written, until the
     /// caller cancels or the deadline passes.
     func watchChanges(_ request: ChangesRequest, _ call: ServerCall, _ stream: TypedResponseStream<ChangeEvent>) async throws {
+        try requireService(call)
         var after = request.afterSeq
         let batch = request.limit == 0 ? 500 : min(Int(request.limit), 5000)
         while !Task.isCancelled, ContinuousClock.now < call.deadline {
@@ -35,12 +37,14 @@ extension IssuanceService {
 
     func listAuditEvents(_ request: ListAuditEventsRequest, _ call: ServerCall) async throws -> ListAuditEventsResponse {
         let limit = request.limit == 0 ? 100 : min(Int(request.limit), 1000)
+        let scope = isOperator(call) ? nil : tenant(call)
         return try await database.read { db in
-            ListAuditEventsResponse(events: try AuditLog.events(after: request.afterSeq, limit: limit, in: db))
+            ListAuditEventsResponse(events: try AuditLog.events(after: request.afterSeq, tenant: scope, limit: limit, in: db))
         }
     }
 
     func verifyAuditChain(_ request: VerifyAuditChainRequest, _ call: ServerCall) async throws -> VerifyAuditChainResponse {
-        try await database.read { db in try AuditLog.verify(in: db) }
+        try requireOperator(call)
+        return try await database.read { db in try AuditLog.verify(in: db) }
     }
 }

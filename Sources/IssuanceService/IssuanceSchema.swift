@@ -164,6 +164,14 @@ enum IssuanceSchema {
                     BEGIN SELECT RAISE(ABORT, 'audit_event is append-only'); END;
                 """)
         }
+        migrator.registerMigration("v3: audit rows carry their tenant; idempotent answers sealed") { db in
+            try db.execute(sql: """
+                ALTER TABLE audit_event ADD COLUMN tenant_id TEXT NOT NULL DEFAULT '';
+                CREATE INDEX audit_by_tenant ON audit_event(tenant_id, seq);
+                -- 0: a row written before answers were sealed; sealed at the next start (IdempotencyStore).
+                ALTER TABLE idempotency ADD COLUMN sealed INTEGER NOT NULL DEFAULT 0;
+                """)
+        }
         return migrator
     }
 }

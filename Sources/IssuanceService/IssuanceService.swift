@@ -33,7 +33,8 @@ public final class IssuanceService: Sendable {
 
     /// Opens `issuance.sqlite` with `synchronous=FULL`: nothing acknowledged is lost on power failure.
     public static func openDatabase(path: String) throws -> DatabasePool {
-        try ServiceDatabase.open(path: path, durability: .full, migrator: IssuanceSchema.migrator)
+        // Freed pages are zeroed: a deleted or rewritten row leaves nothing behind in the file.
+        try ServiceDatabase.open(path: path, durability: .full, migrator: IssuanceSchema.migrator, secureDelete: true)
     }
 
     /// Everything the executable runs, from its environment.
@@ -47,6 +48,7 @@ public final class IssuanceService: Sendable {
             logger: environment.logger)
         try service.database.write { db in
             try SigningKeyStore.ensureCurrent(masterKey: service.masterKey, at: service.clock.now, in: db)
+            try IdempotencyStore.sealLegacyRows(masterKey: service.masterKey, in: db)
         }
         let scheduler = ExpiryScheduler(
             service: service, interval: .seconds(Int64(try settings.int("scheduler-interval-seconds", default: 5))))
@@ -105,6 +107,29 @@ public final class IssuanceService: Sendable {
     /// The tenant a call acts for, as the gateway stated it; direct local callers act for "default".
     func tenant(_ call: ServerCall) -> String {
         call.metadata[RPCMetadata.tenant] ?? "default"
+    }
+
+    /// A local caller on the service's own socket, or the operator through the gateway (a
+    /// credential of the "default" tenant): the callers who may act on every tenant.
+    func isOperator(_ call: ServerCall) -> Bool {
+        guard let tenant = call.metadata[RPCMetadata.tenant] else { return true }
+        return tenant == "default"
+    }
+
+    /// The change feed carries every tenant's rows and sealed signing keys: it is for the
+    /// services on this host, never for a call that came through the gateway.
+    func requireService(_ call: ServerCall) throws(RPCError) {
+        guard call.metadata[RPCMetadata.tenant] == nil else {
+            throw RPCError(.permissionDenied, "\(call.method) is for the services behind the gateway")
+        }
+    }
+
+    /// Signing keys and the audit chain are shared by every tenant. The gateway refuses
+    /// other tenants first; this holds even for a caller that reaches the service otherwise.
+    func requireOperator(_ call: ServerCall) throws(RPCError) {
+        guard isOperator(call) else {
+            throw RPCError(.permissionDenied, "\(call.method) acts on every tenant: only the operator may call it")
+        }
     }
 
     /// Runs a write transaction, turning constraint violations into a clear status.

@@ -46,7 +46,7 @@ extension IssuanceService {
                 customerId: customer.id, departmentId: request.departmentId,
                 licenseType: policy.licenseType, state: .active, keyPrefix: key.prefix,
                 issuedAt: context.now, startsAt: context.now,
-                expiresAt: overrides.expiresAt != 0 ? overrides.expiresAt : (policy.durationSeconds == 0 ? 0 : context.now + policy.durationSeconds),
+                expiresAt: overrides.expiresAt != 0 ? overrides.expiresAt : (policy.durationSeconds == 0 ? 0 : context.now.saturatingAdd(policy.durationSeconds)),
                 graceSeconds: policy.graceSeconds,
                 maxMachines: overrides.maxMachines != 0 ? overrides.maxMachines : policy.maxMachines,
                 maxUsers: overrides.maxUsers != 0 ? overrides.maxUsers : policy.maxUsers,
@@ -196,7 +196,7 @@ extension IssuanceService {
                 guard period > 0 else {
                     throw RPCError.failedPrecondition("policy \(record.license.policyId) has no period; give extend_to")
                 }
-                newExpiry = max(record.license.expiresAt, context.now) + period
+                newExpiry = min(max(record.license.expiresAt, context.now).saturatingAdd(period), RequestBounds.maximumTimestamp)
             }
             record.license.expiresAt = newExpiry
             if record.license.state != .suspended { record.license.state = .active }

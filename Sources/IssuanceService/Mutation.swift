@@ -36,34 +36,60 @@ extension IssuanceService {
             throw RPCError.invalidArgument("idempotency-key must be 1 to 200 characters")
         }
         let ttl = idempotencyTTL
+        let masterKey = self.masterKey
         return try await groupWrite { db in
             if let key = idempotencyKey {
                 if let stored = try Row.fetchOne(
-                    db, sql: "SELECT method, request_digest, response FROM idempotency WHERE tenant_id = ? AND key = ? AND expires_at > ?",
+                    db, sql: "SELECT method, request_digest, response, sealed FROM idempotency WHERE tenant_id = ? AND key = ? AND expires_at > ?",
                     arguments: [context.tenant, key, context.now])
                 {
                     guard (stored["method"] as String) == context.method, (stored["request_digest"] as String) == context.requestDigest else {
                         throw RPCError.alreadyExists(
                             "idempotency-key \(key) was used for a different request (\(stored["method"] as String)); use a new key for a new request")
                     }
-                    return try Response(serializedBytes: Array(stored["response"] as Data))
+                    let response = Array(stored["response"] as Data)
+                    let opened = (stored["sealed"] as Bool) ? try masterKey.open(response, context: IdempotencyStore.context(context.tenant, key)) : response
+                    return try Response(serializedBytes: opened)
                 }
             }
             let response = try body(db, context)
             try AuditLog.append(
-                actor: context.actor, action: action, target: target(response), requestDigest: context.requestDigest,
+                tenant: context.tenant, actor: context.actor, action: action, target: target(response), requestDigest: context.requestDigest,
                 at: context.now, in: db)
             if let key = idempotencyKey {
                 try db.execute(
                     sql: """
-                        INSERT INTO idempotency (tenant_id, key, method, request_digest, response, created_at, expires_at)
-                        VALUES (?, ?, ?, ?, ?, ?, ?)
+                        INSERT INTO idempotency (tenant_id, key, method, request_digest, response, sealed, created_at, expires_at)
+                        VALUES (?, ?, ?, ?, ?, 1, ?, ?)
                         ON CONFLICT(tenant_id, key) DO UPDATE SET method = excluded.method, request_digest = excluded.request_digest,
-                            response = excluded.response, created_at = excluded.created_at, expires_at = excluded.expires_at
+                            response = excluded.response, sealed = 1, created_at = excluded.created_at, expires_at = excluded.expires_at
                         """,
-                    arguments: [context.tenant, key, context.method, context.requestDigest, Data(response.serializedBytes()), context.now, context.now + ttl])
+                    arguments: [
+                        context.tenant, key, context.method, context.requestDigest,
+                        Data(masterKey.seal(response.serializedBytes(), context: IdempotencyStore.context(context.tenant, key))),
+                        context.now, context.now + ttl,
+                    ])
             }
             return response
+        }
+    }
+}
+
+/// A retry must get the first answer back, and an issued license's answer holds its key:
+/// answers are kept sealed under the master key (AES-GCM, bound to tenant and idempotency
+/// key), so the database never holds key text.
+enum IdempotencyStore {
+    static func context(_ tenant: String, _ key: String) -> String { "idempotency\u{0}\(tenant)\u{0}\(key)" }
+
+    /// Seals rows written before answers were sealed; run once at start.
+    static func sealLegacyRows(masterKey: MasterKey, in db: Database) throws {
+        let rows = try Row.fetchAll(db, sql: "SELECT tenant_id, key, response FROM idempotency WHERE sealed = 0")
+        for row in rows {
+            let tenant: String = row["tenant_id"]
+            let key: String = row["key"]
+            let sealed = masterKey.seal(Array(row["response"] as Data), context: context(tenant, key))
+            try db.execute(
+                sql: "UPDATE idempotency SET response = ?, sealed = 1 WHERE tenant_id = ? AND key = ?", arguments: [Data(sealed), tenant, key])
         }
     }
 }

@@ -11,6 +11,7 @@ import LicensingWire
 
 extension IssuanceService {
     func createSigningKey(_ request: CreateSigningKeyRequest, _ call: ServerCall) async throws -> SigningKey {
+        try requireOperator(call)
         let masterKey = self.masterKey
         return try await mutate(call, action: call.method.hasSuffix("/RotateSigningKey") ? "signing_key.rotate" : "signing_key.create", target: \.kid) { db, context in
             try SigningKeyStore.create(masterKey: masterKey, at: context.now, in: db)
@@ -18,6 +19,7 @@ extension IssuanceService {
     }
 
     func retireSigningKey(_ request: GetByIdRequest, _ call: ServerCall) async throws -> SigningKey {
+        try requireOperator(call)
         try Check.nonEmpty(request.id, "id (the kid)")
         return try await mutate(call, action: "signing_key.retire", target: \.kid) { db, context in
             guard var key = try SigningKeyStore.fetch(kid: request.id, in: db) else {

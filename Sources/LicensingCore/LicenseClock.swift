@@ -29,3 +29,18 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+
+extension Int64 {
+    /// `self + other`, held at the type's ends instead of trapping: times and durations a
+    /// database kept from before bounds were enforced must not take a process down.
+    public func saturatingAdd(_ other: Int64) -> Int64 {
+        let (sum, overflow) = addingReportingOverflow(other)
+        return overflow ? (other > 0 ? .max : .min) : sum
+    }
+
+    /// `self - other`, held at the type's ends instead of trapping.
+    public func saturatingSubtract(_ other: Int64) -> Int64 {
+        let (difference, overflow) = subtractingReportingOverflow(other)
+        return overflow ? (other < 0 ? .max : .min) : difference
+    }
+}

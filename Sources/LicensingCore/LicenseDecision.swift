@@ -49,7 +49,7 @@ public struct LicenseFacts: Sendable, Equatable {
     /// A limit with the overage allowance applied; nil = unlimited (a limit of 0).
     public func allowance(_ limit: UInt32) -> Int? {
         guard limit > 0 else { return nil }
-        return Int(limit) * Int(max(overagePermille, 1000)) / 1000
+        return Int(limit) * Int(min(max(overagePermille, 1000), 1_000_000)) / 1000
     }
 
     /// Node-locked: a machine must be activated before the license is valid on it.
@@ -59,7 +59,7 @@ public struct LicenseFacts: Sendable, Equatable {
     public var needsNamedUser: Bool { licenseType == .perUser }
 
     /// End of grace; 0 = perpetual.
-    public var graceEndsAt: Int64 { expiresAt == 0 ? 0 : expiresAt + graceSeconds }
+    public var graceEndsAt: Int64 { expiresAt == 0 ? 0 : expiresAt.saturatingAdd(graceSeconds) }
 
     /// The state at `now`: time-driven transitions (active → in grace → expired) are
     /// applied here, so a decision never waits for the scheduler that publishes them.

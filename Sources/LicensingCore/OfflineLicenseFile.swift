@@ -47,14 +47,14 @@ public enum OfflineLicenseFile {
         now: Int64, lastSeen: Int64, tolerance: Int64 = 300
     ) throws(OfflineFileError) -> (payload: CertificatePayload, lastSeen: Int64) {
         // A clock set back to before a time already seen means someone is stretching the license.
-        if lastSeen > now + tolerance { throw .clockRolledBack(now: now, lastSeen: lastSeen) }
+        if lastSeen > now.saturatingAdd(tolerance) { throw .clockRolledBack(now: now, lastSeen: lastSeen) }
         let armored = try certificate(in: file, licenseKey: licenseKey)
         do {
             let payload = try LicenseCertificates.verify(armored, publicKeys: publicKeys, now: now, fingerprint: fingerprint)
             guard !payload.fingerprintSha256.isEmpty else { throw OfflineFileError.notMachineBound }
             return (payload, max(lastSeen, now))
         } catch let error as CertificateError {
-            if case .notYetValid(let from) = error, from > now + tolerance { throw .clockRolledBack(now: now, lastSeen: from) }
+            if case .notYetValid(let from) = error, from > now.saturatingAdd(tolerance) { throw .clockRolledBack(now: now, lastSeen: from) }
             throw .certificate(error)
         } catch let error as OfflineFileError {
             throw error
@@ -101,7 +101,7 @@ public enum ValidationAnswer {
         guard publicKey.isValidSignature(response.signature, for: response.statement) else { throw .badSignature }
         guard let statement = try? ValidationStatement(serializedBytes: response.statement) else { throw .badSignature }
         guard statement.nonce == nonce else { throw .nonceMismatch }
-        guard abs(statement.serverTime - now) <= maxSkew else { throw .stale(statement.serverTime) }
+        guard statement.serverTime.saturatingSubtract(now).magnitude <= maxSkew.magnitude else { throw .stale(statement.serverTime) }
         guard statement.reason == response.reason, statement.licenseId == response.licenseId else { throw .fieldsAltered }
         return statement
     }

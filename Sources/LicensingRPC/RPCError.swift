@@ -27,6 +27,21 @@ public struct RPCError: Error, Equatable, Sendable, CustomStringConvertible {
     public static func alreadyExists(_ message: String) -> RPCError { .init(.alreadyExists, message) }
     public static func unavailable(_ message: String) -> RPCError { .init(.unavailable, message) }
     public static func unimplemented(_ method: String) -> RPCError {
-        .init(.unimplemented, "method \(method) is not implemented by this service")
+        .init(.unimplemented, "method \(quoted(method)) is not implemented by this service")
+    }
+
+    /// Longest status message sent: what a caller sent is echoed only in part.
+    public static let maximumMessageBytes = 1024
+
+    /// Caller-supplied text as an error may echo it: at most `limit` characters.
+    public static func quoted(_ text: String, limit: Int = 80) -> String {
+        guard text.utf8.count > limit else { return text }
+        return "\(text.prefix(limit))… (\(text.utf8.count) bytes)"
+    }
+
+    /// The status as sent: a message cut to ``maximumMessageBytes``.
+    var boundedStatus: Status {
+        guard message.utf8.count > Self.maximumMessageBytes else { return status }
+        return Status(code: code, message: Self.quoted(message, limit: Self.maximumMessageBytes / 4))
     }
 }

@@ -11,7 +11,8 @@ public struct ServerCall: Sendable {
     public let deadline: ContinuousClock.Instant
     /// The server's logger; `logger` adds the method and the caller's trace id.
     public let serverLogger: Logger
-    /// The caller's IP address, or "unix" for local callers.
+    /// The caller's IP address, or for local callers `unix:uid=U:pid=P` (their peer
+    /// credentials), or "unix" where those are unknown.
     public let peer: String
     /// The event loop of the caller's connection: calls this one makes prefer connections
     /// on the same loop, so the answer needs no hop between threads.
@@ -38,12 +39,18 @@ public struct ServerCall: Sendable {
         return logger
     }
 
-    /// Decodes the request; a payload that does not decode is the caller's error.
+    /// Decodes the request; a payload that does not decode, a string that is not UTF-8 text
+    /// and an integer outside ``RequestBounds`` are the caller's error.
     public func decode<M: WireMessage>(_: M.Type = M.self) throws(RPCError) -> M {
         do {
-            return try M(serializedBytes: payload)
+            return try M(serializedBytes: payload, integers: RequestBounds.check)
         } catch {
-            throw .invalidArgument("payload of \(method) does not decode as \(M.protoName)")
+            switch error {
+            case .undecodable:
+                throw .invalidArgument("payload of \(method) does not decode as \(M.protoName)")
+            case .invalidField(let field, let problem):
+                throw .invalidArgument("\(field) \(problem)")
+            }
         }
     }
 }

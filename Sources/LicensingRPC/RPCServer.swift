@@ -176,7 +176,7 @@ final class ServerCore: Sendable {
     }
 
     func reply(_ callID: UInt64, _ kind: FrameKind, _ error: RPCError?) -> Envelope {
-        var envelope = Envelope(callId: callID, kind: kind, status: error?.status ?? Status(code: .ok))
+        var envelope = Envelope(callId: callID, kind: kind, status: error?.boundedStatus ?? Status(code: .ok))
         if let error { envelope.metadata = error.metadata.entries }
         return envelope
     }
@@ -248,9 +248,31 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        // The caller's address, for limits on failed authentication; all local Unix callers share one.
-        peer = context.channel.remoteAddress?.ipAddress ?? "unix"
+        // Who calls, for limits on failed authentication: the address of a TCP caller; the
+        // user and process of a local one (every Unix-socket caller has the same address).
+        peer = context.channel.remoteAddress?.ipAddress ?? Self.localPeer(context.channel)
         context.fireChannelActive()
+    }
+
+    /// Linux's `struct ucred` (which Glibc's module map hides behind _GNU_SOURCE): three
+    /// 32-bit fields in this order, as getsockopt(SO_PEERCRED) fills them.
+    private struct PeerCredentials: Sendable {
+        var pid: Int32 = 0
+        var uid: UInt32 = 0
+        var gid: UInt32 = 0
+    }
+
+    /// `unix:uid=1000:pid=4242` from the socket's peer credentials (SO_PEERCRED), read on
+    /// the channel's own loop, where the option is answered at once.
+    private static func localPeer(_ channel: any Channel) -> String {
+        guard let provider = channel as? any SocketOptionProvider else { return "unix" }
+        let peer = NIOLockedValueBox("unix")
+        let credentials: EventLoopFuture<PeerCredentials> = provider.unsafeGetSocketOption(
+            level: .init(rawValue: SOL_SOCKET), name: .init(rawValue: SO_PEERCRED))
+        credentials.whenSuccess { credentials in
+            peer.withLockedValue { $0 = "unix:uid=\(credentials.uid):pid=\(credentials.pid)" }
+        }
+        return peer.withLockedValue { $0 }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -350,7 +372,8 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         guard let handler = core.router.handler(for: method) else {
             return finish(id, method, started, .response, error: .unimplemented(method))
         }
-        let timeout = request.timeoutMicros == 0 ? core.defaultTimeout : .microseconds(request.timeoutMicros)
+        // A caller's budget beyond a day is a day: no deadline arithmetic downstream can overflow.
+        let timeout = request.timeoutMicros == 0 ? core.defaultTimeout : .microseconds(min(request.timeoutMicros, 86_400_000_000))
         let deadline = started + timeout
         let call = ServerCall(
             method: method, payload: request.payload, metadata: RPCMetadata(request.metadata), deadline: deadline, logger: core.logger,

@@ -29,7 +29,8 @@ public enum ServiceDatabase {
     public static func open(
         path: String,
         durability: Durability,
-        migrator: DatabaseMigrator
+        migrator: DatabaseMigrator,
+        secureDelete: Bool = false
     ) throws -> DatabasePool {
         Self.tuned
         let directory = (path as NSString).deletingLastPathComponent
@@ -44,6 +45,7 @@ public enum ServiceDatabase {
         configuration.maximumReaderCount = 3
         configuration.prepareDatabase { db in
             try db.execute(sql: "PRAGMA cache_size = \(db.configuration.readonly ? -512 : -1024)")
+            if secureDelete { try db.execute(sql: "PRAGMA secure_delete = ON") }
         }
         let pool = try DatabasePool(path: path, configuration: configuration)
         // Set on the pool's single writer connection, after GRDB has switched it to WAL

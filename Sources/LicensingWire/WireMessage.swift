@@ -11,6 +11,9 @@ public protocol WireMessage: Sendable, Equatable {
     init(serializedBytes bytes: [UInt8]) throws(WireError)
     /// Decodes the readable bytes of a buffer without copying them first.
     init(buffer: ByteBuffer) throws(WireError)
+    /// Decodes a request: as `init(serializedBytes:)`, and every integer field (nested ones
+    /// included) must pass `integers`.
+    init(serializedBytes bytes: [UInt8], integers: @escaping WireIntegerCheck) throws(WireError)
     func serializedBytes() -> [UInt8]
     /// Appends the encoding to `buffer`.
     func serialize(into buffer: inout ByteBuffer)
@@ -21,10 +24,13 @@ public protocol WireMessage: Sendable, Equatable {
 public enum WireError: Error, Equatable, CustomStringConvertible {
     /// The bytes are not a valid encoding of the named message.
     case undecodable(String)
+    /// A field's value breaks the contract's rules: the field's path and what is wrong.
+    case invalidField(String, String)
 
     public var description: String {
         switch self {
         case .undecodable(let name): return "bytes do not decode as \(name)"
+        case .invalidField(let field, let problem): return "\(field) \(problem)"
         }
     }
 }
@@ -64,24 +70,36 @@ public protocol ProtobufCMessageBinding: WireMessage {
 
 extension ProtobufCMessageBinding {
     public init(serializedBytes bytes: [UInt8]) throws(WireError) {
-        let decoded = bytes.withUnsafeBytes { Self.decode($0) }
-        guard let decoded else { throw .undecodable(Self.protoName) }
-        self = decoded
+        let decoded = bytes.withUnsafeBytes { raw in
+            Result { () throws(WireError) in try Self.decode(raw, integers: nil) }
+        }
+        self = try decoded.get()
+    }
+
+    public init(serializedBytes bytes: [UInt8], integers: @escaping WireIntegerCheck) throws(WireError) {
+        let decoded = bytes.withUnsafeBytes { raw in
+            Result { () throws(WireError) in try Self.decode(raw, integers: integers) }
+        }
+        self = try decoded.get()
     }
 
     public init(buffer: ByteBuffer) throws(WireError) {
-        let decoded = buffer.withUnsafeReadableBytes { Self.decode($0) }
-        guard let decoded else { throw .undecodable(Self.protoName) }
-        self = decoded
+        let decoded = buffer.withUnsafeReadableBytes { raw in
+            Result { () throws(WireError) in try Self.decode(raw, integers: nil) }
+        }
+        self = try decoded.get()
     }
 
-    private static func decode(_ raw: UnsafeRawBufferPointer) -> Self? {
+    private static func decode(_ raw: UnsafeRawBufferPointer, integers: WireIntegerCheck?) throws(WireError) -> Self {
         // protobuf-c wants a valid pointer even for an empty message.
         var empty: UInt8 = 0
-        return withUnsafePointer(to: &empty) { emptyPointer in
+        return try withUnsafePointer(to: &empty) { emptyPointer throws(WireError) in
             let base = raw.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? emptyPointer
-            guard let unpacked = cUnpack(raw.count, base) else { return nil }
+            guard let unpacked = cUnpack(raw.count, base) else { throw .undecodable(protoName) }
             defer { cFree(unpacked) }
+            // Every protobuf-c message starts with its base, which names its descriptor.
+            let descriptor = UnsafeRawPointer(unpacked).assumingMemoryBound(to: ProtobufCMessage.self).pointee.descriptor!
+            try WireFields.check(UnsafeRawBufferPointer(start: base, count: raw.count), descriptor, integers: integers)
             return Self(c: unpacked.pointee)
         }
     }

@@ -36,6 +36,26 @@ public final class UsageService: Sendable {
                 CREATE INDEX usage_by_license ON usage_event(license_id, occurred_at);
                 """)
         }
+        // Every row belongs to the tenant that recorded it, and event ids are unique per
+        // tenant, so one tenant can neither see nor pre-empt another's events.
+        migrator.registerMigration("v2: usage events per tenant") { db in
+            try db.execute(sql: """
+                CREATE TABLE usage_event_v2 (
+                    tenant_id TEXT NOT NULL,
+                    event_id TEXT NOT NULL,
+                    license_id TEXT NOT NULL,
+                    feature TEXT NOT NULL,
+                    quantity INTEGER NOT NULL CHECK (quantity > 0),
+                    occurred_at INTEGER NOT NULL,
+                    received_at INTEGER NOT NULL,
+                    PRIMARY KEY (tenant_id, event_id)
+                );
+                INSERT INTO usage_event_v2 SELECT 'default', event_id, license_id, feature, quantity, occurred_at, received_at FROM usage_event;
+                DROP TABLE usage_event;
+                ALTER TABLE usage_event_v2 RENAME TO usage_event;
+                CREATE INDEX usage_by_license ON usage_event(tenant_id, license_id, occurred_at);
+                """)
+        }
         return try ServiceDatabase.open(path: path, durability: .full, migrator: migrator)
     }
 
@@ -66,6 +86,7 @@ public final class UsageService: Sendable {
         guard !request.events.isEmpty else { throw RPCError.invalidArgument("events is empty") }
         guard request.events.count <= 1000 else { throw RPCError.invalidArgument("at most 1000 events per call, got \(request.events.count)") }
         let now = clock.now
+        let tenant = Self.tenant(call)
         for (index, event) in request.events.enumerated() {
             guard !event.eventId.isEmpty, event.eventId.count <= 200 else { throw RPCError.invalidArgument("events[\(index)].event_id is required (at most 200 characters)") }
             guard !event.licenseId.isEmpty else { throw RPCError.invalidArgument("events[\(index)].license_id is required") }
@@ -74,16 +95,22 @@ public final class UsageService: Sendable {
         }
         let accepted = try await database.write { db -> Int in
             let insert = try db.cachedStatement(sql: """
-                INSERT OR IGNORE INTO usage_event (event_id, license_id, feature, quantity, occurred_at, received_at) VALUES (?, ?, ?, ?, ?, ?)
+                INSERT OR IGNORE INTO usage_event (tenant_id, event_id, license_id, feature, quantity, occurred_at, received_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
                 """)
             var accepted = 0
             for event in request.events {
-                try insert.execute(arguments: [event.eventId, event.licenseId, event.feature, Int64(event.quantity), event.occurredAt == 0 ? now : event.occurredAt, now])
+                try insert.execute(arguments: [tenant, event.eventId, event.licenseId, event.feature, Int64(event.quantity), event.occurredAt == 0 ? now : event.occurredAt, now])
                 accepted += db.changesCount
             }
             return accepted
         }
         return RecordUsageResponse(accepted: UInt32(accepted), duplicates: UInt32(request.events.count - accepted))
+    }
+
+    /// The tenant a call acts for, as the gateway stated it; local callers act for "default".
+    static func tenant(_ call: ServerCall) -> String {
+        call.metadata[RPCMetadata.tenant] ?? "default"
     }
 
     /// Usage of a license per feature in [from, to) (default: the last 30 days).
@@ -97,9 +124,9 @@ public final class UsageService: Sendable {
                 db,
                 sql: """
                     SELECT feature, SUM(quantity) AS quantity, COUNT(*) AS events FROM usage_event
-                    WHERE license_id = ? AND occurred_at >= ? AND occurred_at < ? GROUP BY feature ORDER BY feature
+                    WHERE tenant_id = ? AND license_id = ? AND occurred_at >= ? AND occurred_at < ? GROUP BY feature ORDER BY feature
                     """,
-                arguments: [request.licenseId, from, to]
+                arguments: [Self.tenant(call), request.licenseId, from, to]
             ).map { FeatureUsage(feature: $0["feature"], quantity: UInt64($0["quantity"] as Int64), events: UInt64($0["events"] as Int64)) }
         }
         return UsageSummary(licenseId: request.licenseId, from: from, to: to, features: features)

@@ -105,7 +105,7 @@ extension ValidationService {
     func certificate(for facts: LicenseFacts, fingerprintHash: String, validFor seconds: Int64, now: Int64) async throws -> LicenseCertificate? {
         guard let key = try await signingKeys.current() else { return nil }
         let licenseEnd = facts.graceEndsAt
-        var notAfter = seconds > 0 ? now + seconds : (licenseEnd != 0 ? licenseEnd : now + 365 * 86400)
+        var notAfter = seconds > 0 ? now.saturatingAdd(seconds) : (licenseEnd != 0 ? licenseEnd : now + 365 * 86400)
         if licenseEnd != 0 { notAfter = min(notAfter, licenseEnd) }
         let payload = CertificatePayload(
             version: LicenseCertificates.currentVersion, licenseId: facts.licenseID, licenseType: facts.licenseType,

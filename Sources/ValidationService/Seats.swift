@@ -116,7 +116,7 @@ extension ValidationService {
             ).map(SeatLease.init(row:))
             let maxSeats: UInt32 = row[0]
             let overage: UInt32 = row[1]
-            return ListSeatsResponse(leases: leases, seatLimit: UInt32(Int(maxSeats) * Int(max(overage, 1000)) / 1000))
+            return ListSeatsResponse(leases: leases, seatLimit: UInt32(clamping: Int(maxSeats) * Int(min(max(overage, 1000), 1_000_000)) / 1000))
         }
         guard let found else { throw RPCError.notFound("no license \(request.licenseId)") }
         return found
@@ -137,7 +137,7 @@ extension ValidationService {
 
     static func response(_ reason: ReasonCode, lease: SeatLease?, limit: Int?, license: String, in db: Database) throws -> SeatLeaseResponse {
         let inUse = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM seat_lease WHERE license_id = ?", arguments: [license]) ?? 0
-        return SeatLeaseResponse(reason: reason, lease: lease, seatsInUse: UInt32(inUse), seatLimit: UInt32(limit ?? 0))
+        return SeatLeaseResponse(reason: reason, lease: lease, seatsInUse: UInt32(clamping: inUse), seatLimit: UInt32(clamping: limit ?? 0))
     }
 }
 

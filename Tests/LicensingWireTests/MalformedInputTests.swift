@@ -76,6 +76,8 @@ struct MalformedInputTests {
                 _ = try License(serializedBytes: bytes)
                 _ = try ChangeEvent(buffer: ByteBuffer(bytes: bytes))
             } catch {
+                // Random text is rarely UTF-8 without NUL: those are refused by field.
+                if case .invalidField = error { refused += 1; continue }
                 #expect(error == .undecodable(Envelope.protoName) || error == .undecodable(License.protoName)
                     || error == .undecodable(ChangeEvent.protoName))
                 refused += 1
@@ -129,5 +131,40 @@ enum ChangeEventOrEnvelope {
         isEnvelope(message)
             ? try Envelope(serializedBytes: bytes).serializedBytes()
             : try ChangeEvent(serializedBytes: bytes).serializedBytes()
+    }
+}
+
+/// proto3 strings are UTF-8 text; protobuf-c would hand a NUL-cut C string to Swift.
+@Suite("Strings on the wire") struct WireStringTests {
+    /// `field` (a string field) of GetByIdRequest holding `bytes`, encoded by hand.
+    static func request(_ bytes: [UInt8]) -> [UInt8] { [0x0A, UInt8(bytes.count)] + bytes }
+
+    @Test func aNulByteIsRefusedNotCut() {
+        #expect(throws: WireError.invalidField("id", "holds a NUL byte; strings must be UTF-8 text without NUL")) {
+            try GetByIdRequest(serializedBytes: Self.request(Array("lic_1\u{0}junk".utf8)))
+        }
+    }
+
+    @Test func invalidUTF8IsRefusedNotReplaced() {
+        for bad: [UInt8] in [[0xFF], [0xC3, 0x28], [0xE2, 0x82], [0xED, 0xA0, 0x80], [0xF4, 0x90, 0x80, 0x80]] {
+            #expect(throws: WireError.invalidField("id", "is not valid UTF-8")) {
+                try GetByIdRequest(serializedBytes: Self.request(Array("a".utf8) + bad))
+            }
+        }
+    }
+
+    @Test func validUTF8PassesWhole() throws {
+        for text in ["plain", "Müller GmbH", "日本語", "emoji 🎟️"] {
+            #expect(try GetByIdRequest(serializedBytes: Self.request(Array(text.utf8))).id == text)
+        }
+    }
+
+    @Test func nestedAndRepeatedStringsAndEnvelopeMetadataAreChecked() {
+        // Envelope.metadata[0].value = "key\0garbage": an API key must not authenticate by its prefix.
+        let entry: [UInt8] = [0x0A, 0x01, 0x6B, 0x12, 0x0B] + Array("key\u{0}garbage".utf8)
+        let envelope: [UInt8] = [0x32, UInt8(entry.count)] + entry
+        #expect(throws: WireError.invalidField("metadata.value", "holds a NUL byte; strings must be UTF-8 text without NUL")) {
+            try Envelope(serializedBytes: envelope)
+        }
     }
 }

@@ -98,7 +98,11 @@ func withGateway<T>(
 
     @Test func thePermissionTableSaysWhatEachRoleIsFor() {
         // Deny by default: what the table does not name is for admins only.
-        #expect(Permissions.allows(.admin, IssuanceMethods.changes.name))
+        #expect(Permissions.allows(.admin, IssuanceMethods.listAuditEvents.name))
+        // The feeds and per-service erasures are for the services: no API key reaches them.
+        for method in Permissions.servicesOnly {
+            for role in Self.roles { #expect(!Permissions.allows(role, method)) }
+        }
         for role in Self.roles where role != .admin {
             #expect(!Permissions.allows(role, IssuanceMethods.changes.name))
             #expect(!Permissions.allows(role, GatewayMethods.createApiKey.name))
@@ -175,9 +179,10 @@ func withGateway<T>(
                 do { _ = try await bad.call(GatewayMethods.listApiKeys, ListApiKeysRequest()) } catch let error as RPCError { codes.append(error.code) }
             }
             #expect(codes == [.unauthenticated, .unauthenticated, .unauthenticated, .resourceExhausted, .resourceExhausted])
-            // The source is blocked as a whole while it cools down.
+            // The source (here: this process) is blocked as a whole while it cools down;
+            // another local process is not (EndToEndTests: a misbehaving client and licensectl).
             let goodClient = gateway.client(good)
-            await #expect(throws: RPCError(.resourceExhausted, "too many failed authentications from this address; wait and try again", metadata: [RPCMetadata.retryAfter: "100"])) {
+            await #expect(throws: RPCError(.resourceExhausted, "too many failed authentications from this process or user; wait and try again", metadata: [RPCMetadata.retryAfter: "100"])) {
                 _ = try await goodClient.call(GatewayMethods.listApiKeys, ListApiKeysRequest())
             }
             await bad.close()

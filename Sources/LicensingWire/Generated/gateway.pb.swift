@@ -490,6 +490,8 @@ extension GatewayEraseCustomerResponse: ProtobufCMessageBinding {
 
 /// Methods of `licensing.v1.Gateway`.
 public enum GatewayMethods {
+    /// The service as protobuf-c describes it: every method and the fields of its request.
+    public static let shape = WireServiceShape(licensing__v1__gateway__descriptor)
     public static let createApiKey = WireMethod<CreateApiKeyRequest, CreateApiKeyResponse>("licensing.v1.Gateway/CreateApiKey", serverStreaming: false)
     public static let listApiKeys = WireMethod<ListApiKeysRequest, ListApiKeysResponse>("licensing.v1.Gateway/ListApiKeys", serverStreaming: false)
     public static let revokeApiKey = WireMethod<GetByIdRequest, ApiKey>("licensing.v1.Gateway/RevokeApiKey", serverStreaming: false)
@@ -503,6 +505,8 @@ public enum GatewayMethods {
 
 /// Methods of `licensing.v1.Health`.
 public enum HealthMethods {
+    /// The service as protobuf-c describes it: every method and the fields of its request.
+    public static let shape = WireServiceShape(licensing__v1__health__descriptor)
     public static let check = WireMethod<HealthCheckRequest, HealthCheckResponse>("licensing.v1.Health/Check", serverStreaming: false)
 
     /// Every method of the service.

@@ -2120,6 +2120,8 @@ extension EraseCustomerResponse: ProtobufCMessageBinding {
 
 /// Methods of `licensing.v1.Issuance`.
 public enum IssuanceMethods {
+    /// The service as protobuf-c describes it: every method and the fields of its request.
+    public static let shape = WireServiceShape(licensing__v1__issuance__descriptor)
     public static let createProduct = WireMethod<CreateProductRequest, Product>("licensing.v1.Issuance/CreateProduct", serverStreaming: false)
     public static let updateProduct = WireMethod<UpdateProductRequest, Product>("licensing.v1.Issuance/UpdateProduct", serverStreaming: false)
     public static let getProduct = WireMethod<GetByIdRequest, Product>("licensing.v1.Issuance/GetProduct", serverStreaming: false)

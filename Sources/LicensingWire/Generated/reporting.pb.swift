@@ -544,6 +544,8 @@ extension ExportChunk: ProtobufCMessageBinding {
 
 /// Methods of `licensing.v1.Reporting`.
 public enum ReportingMethods {
+    /// The service as protobuf-c describes it: every method and the fields of its request.
+    public static let shape = WireServiceShape(licensing__v1__reporting__descriptor)
     public static let usageReport = WireMethod<ReportRequest, UsageReportResponse>("licensing.v1.Reporting/UsageReport", serverStreaming: false)
     public static let complianceReport = WireMethod<ReportRequest, ComplianceReportResponse>("licensing.v1.Reporting/ComplianceReport", serverStreaming: false)
     public static let revenueReport = WireMethod<ReportRequest, RevenueReportResponse>("licensing.v1.Reporting/RevenueReport", serverStreaming: false)

@@ -625,6 +625,8 @@ extension UsageChangesResponse: ProtobufCMessageBinding {
 
 /// Methods of `licensing.v1.Usage`.
 public enum UsageMethods {
+    /// The service as protobuf-c describes it: every method and the fields of its request.
+    public static let shape = WireServiceShape(licensing__v1__usage__descriptor)
     public static let recordUsage = WireMethod<RecordUsageRequest, RecordUsageResponse>("licensing.v1.Usage/RecordUsage", serverStreaming: false)
     public static let getUsage = WireMethod<GetUsageRequest, UsageSummary>("licensing.v1.Usage/GetUsage", serverStreaming: false)
     public static let setQuota = WireMethod<SetQuotaRequest, Quota>("licensing.v1.Usage/SetQuota", serverStreaming: false)

@@ -984,6 +984,8 @@ extension OfflineLicense: ProtobufCMessageBinding {
 
 /// Methods of `licensing.v1.Validation`.
 public enum ValidationMethods {
+    /// The service as protobuf-c describes it: every method and the fields of its request.
+    public static let shape = WireServiceShape(licensing__v1__validation__descriptor)
     public static let validate = WireMethod<ValidateRequest, ValidateResponse>("licensing.v1.Validation/Validate", serverStreaming: false)
     public static let activate = WireMethod<ActivateRequest, ActivateResponse>("licensing.v1.Validation/Activate", serverStreaming: false)
     public static let deactivate = WireMethod<DeactivateRequest, DeactivateResponse>("licensing.v1.Validation/Deactivate", serverStreaming: false)

@@ -1,0 +1,25 @@
+import Foundation
+import LicensingRPC
+import LicensingWire
+import Testing
+
+/// Local callers share one address (the Unix socket); the gateway tells them apart by their
+/// peer credentials, so one misbehaving client cannot lock the others out.
+@Suite(.serialized) struct LocalCallerTests {
+    @Test func aMisbehavingLocalClientDoesNotLockOutLicensectl() async throws {
+        let stack = try Stack()
+        try await stack.startAll()
+        let bad = RPCClient(endpoint: stack.endpoint("gateway"), configuration: RPCClientConfiguration(connections: 1, metadata: [RPCMetadata.apiKey: "lmk_wrong"]))
+        defer { Task { await bad.close() } }
+        var codes: [StatusCode] = []
+        for _ in 0..<20 {
+            do { _ = try await bad.call(GatewayMethods.listApiKeys, ListApiKeysRequest()) } catch let error as RPCError { codes.append(error.code) }
+        }
+        #expect(codes.first == .unauthenticated)
+        #expect(codes.last == .resourceExhausted, "the misbehaving process is limited: \(codes)")
+
+        let (status, output) = try Stack.run("licensectl", ["apikey", "list", "--gateway", "unix:\(stack.folder)/run/gateway.sock", "--api-key", stack.adminKey])
+        #expect(status == 0, "licensectl was locked out by another process: \(output)")
+        #expect(output.contains("bootstrap admin"), "\(output)")
+    }
+}
