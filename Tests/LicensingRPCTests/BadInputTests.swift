@@ -182,6 +182,17 @@ extension RPCTests {
                         "licensing.v1.Nothing/Watch", payload: [], metadata: [:], deadline: .now + .seconds(5)) {}
                 }
                 #expect(streamed == .unimplemented)
+                // What the caller sent is echoed only in part: a long method name is not sent
+                // back (this server's frames are at most 1 KiB; the default allows 4 MiB).
+                let long = "licensing.v1.Nothing/" + String(repeating: "x", count: 900)
+                do {
+                    _ = try await client.callRaw(long, payload: [], metadata: [:], deadline: .now + .seconds(5))
+                    Issue.record("a made-up method answered")
+                } catch let error as RPCError {
+                    #expect(error.code == .unimplemented)
+                    #expect(error.message.utf8.count < 200, "\(error.message.utf8.count) bytes echoed")
+                    #expect(error.message.contains("(921 bytes)"), "\(error.message)")
+                }
                 await client.close()
             }
         }
