@@ -1372,7 +1372,7 @@ const ProtobufCMessageDescriptor licensing__v1__activate_request__descriptor =
   (ProtobufCMessageInit) licensing__v1__activate_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor licensing__v1__machine__field_descriptors[7] =
+static const ProtobufCFieldDescriptor licensing__v1__machine__field_descriptors[8] =
 {
   {
     "id",
@@ -1458,6 +1458,18 @@ static const ProtobufCFieldDescriptor licensing__v1__machine__field_descriptors[
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "offline_until",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__Machine, offline_until),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned licensing__v1__machine__field_indices_by_name[] = {
   2,   /* field[2] = fingerprint_hash */
@@ -1466,12 +1478,13 @@ static const unsigned licensing__v1__machine__field_indices_by_name[] = {
   6,   /* field[6] = last_seen */
   1,   /* field[1] = license_id */
   3,   /* field[3] = name */
+  7,   /* field[7] = offline_until */
   4,   /* field[4] = platform */
 };
 static const ProtobufCIntRange licensing__v1__machine__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 7 }
+  { 0, 8 }
 };
 const ProtobufCMessageDescriptor licensing__v1__machine__descriptor =
 {
@@ -1481,7 +1494,7 @@ const ProtobufCMessageDescriptor licensing__v1__machine__descriptor =
   "Licensing__V1__Machine",
   "licensing.v1",
   sizeof(Licensing__V1__Machine),
-  7,
+  8,
   licensing__v1__machine__field_descriptors,
   licensing__v1__machine__field_indices_by_name,
   1,  licensing__v1__machine__number_ranges,

@@ -32,35 +32,8 @@ extension ValidationService {
             throw RPCError(.resourceExhausted, "too many activations of license \(facts.licenseID); try again later")
         }
         let fingerprintHash = LicenseCertificates.fingerprintHash(request.fingerprint)
-        let outcome = try await writes.write { db -> (ReasonCode, Machine?, String) in
-            if let existing = try Machine.fetch(db, license: facts.licenseID, fingerprintHash: fingerprintHash) {
-                // Activating the same machine again is not a second activation.
-                try db.execute(sql: "UPDATE machine SET last_seen = ? WHERE id = ?", arguments: [max(now, existing.lastSeen), existing.id])
-                var machine = existing
-                machine.lastSeen = max(now, existing.lastSeen)
-                return (.valid, machine, "")
-            }
-            let used = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM machine WHERE license_id = ?", arguments: [facts.licenseID]) ?? 0
-            if let limit = facts.allowance(facts.maxMachines), used >= limit {
-                return (.machineLimit, nil, "the license is activated on \(used) machines, its limit with overage is \(limit); deactivate one first")
-            }
-            if let department = try LicenseReplica.department(facts.departmentID, in: db), department.maxMachines > 0 {
-                let inDepartment = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM machine WHERE department_id = ?", arguments: [facts.departmentID]) ?? 0
-                let limit = Int(department.maxMachines) * Int(max(facts.overagePermille, 1000)) / 1000
-                if inDepartment >= limit {
-                    return (.machineLimit, nil, "department \(facts.departmentID) has used its \(department.maxMachines) machines")
-                }
-            }
-            let machine = Machine(
-                id: EntityID.make("mach"), licenseId: facts.licenseID, fingerprintHash: fingerprintHash,
-                name: request.machineName, platform: request.platform, firstSeen: now, lastSeen: now)
-            try db.execute(
-                sql: """
-                    INSERT INTO machine (id, license_id, department_id, fingerprint_hash, name, platform, first_seen, last_seen)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                    """,
-                arguments: [machine.id, machine.licenseId, facts.departmentID, fingerprintHash, machine.name, machine.platform, now, now])
-            return (.valid, machine, "")
+        let outcome = try await writes.write { db in
+            try Self.bind(facts, fingerprintHash, name: request.machineName, platform: request.platform, offlineUntil: 0, now: now, in: db)
         }
         guard outcome.0 == .valid, let machine = outcome.1 else {
             return ActivateResponse(reason: outcome.0, detail: outcome.2)
@@ -68,6 +41,55 @@ extension ValidationService {
         let certificate = try await certificate(for: facts, fingerprintHash: fingerprintHash, validFor: 0, now: now)
         return ActivateResponse(reason: decision.reason, machine: machine, certificate: certificate?.armored ?? "",
                                 detail: certificate == nil ? "no signing key has reached validation yet; the certificate follows on the next activation" : "")
+    }
+
+    /// Binds a machine to the license within its machine limit, overage allowance and
+    /// department quota: by an online activation (`offlineUntil` 0) or by an offline license
+    /// file valid until `offlineUntil`. A machine bound before is not bound twice; a file
+    /// extends its binding, an online activation makes it an online one. Bindings by files
+    /// that have ended no longer count.
+    static func bind(
+        _ facts: LicenseFacts, _ fingerprintHash: String, name: String, platform: String, offlineUntil: Int64, now: Int64, in db: Database
+    ) throws -> (ReasonCode, Machine?, String) {
+        let existing = try Machine.fetch(db, license: facts.licenseID, fingerprintHash: fingerprintHash)
+        if var machine = existing, machine.offlineUntil == 0 || machine.offlineUntil > now {
+            machine.lastSeen = max(now, machine.lastSeen)
+            machine.offlineUntil = offlineUntil == 0 || machine.offlineUntil == 0 ? 0 : max(machine.offlineUntil, offlineUntil)
+            try db.execute(
+                sql: "UPDATE machine SET last_seen = ?, offline_until = ? WHERE id = ?", arguments: [machine.lastSeen, machine.offlineUntil, machine.id])
+            return (.valid, machine, "")
+        }
+        let counted = "(offline_until = 0 OR offline_until > ?)"
+        let used = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM machine WHERE license_id = ? AND \(counted)", arguments: [facts.licenseID, now]) ?? 0
+        if let limit = facts.allowance(facts.maxMachines), used >= limit {
+            return (.machineLimit, nil, "the license is activated on \(used) machines (offline files included), its limit with overage is \(limit); deactivate one first")
+        }
+        if let department = try LicenseReplica.department(facts.departmentID, in: db), department.maxMachines > 0 {
+            let inDepartment = try Int.fetchOne(
+                db, sql: "SELECT COUNT(*) FROM machine WHERE department_id = ? AND \(counted)", arguments: [facts.departmentID, now]) ?? 0
+            let limit = Int(department.maxMachines) * Int(min(max(facts.overagePermille, 1000), 1_000_000)) / 1000
+            if inDepartment >= limit {
+                return (.machineLimit, nil, "department \(facts.departmentID) has used its \(department.maxMachines) machines")
+            }
+        }
+        if var machine = existing {
+            // Its offline file has ended: bound again, within the limits just checked.
+            machine.lastSeen = max(now, machine.lastSeen)
+            machine.offlineUntil = offlineUntil
+            try db.execute(
+                sql: "UPDATE machine SET last_seen = ?, offline_until = ? WHERE id = ?", arguments: [machine.lastSeen, offlineUntil, machine.id])
+            return (.valid, machine, "")
+        }
+        let machine = Machine(
+            id: EntityID.make("mach"), licenseId: facts.licenseID, fingerprintHash: fingerprintHash,
+            name: name, platform: platform, firstSeen: now, lastSeen: now, offlineUntil: offlineUntil)
+        try db.execute(
+            sql: """
+                INSERT INTO machine (id, license_id, department_id, fingerprint_hash, name, platform, first_seen, last_seen, offline_until)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+            arguments: [machine.id, machine.licenseId, facts.departmentID, fingerprintHash, machine.name, machine.platform, now, now, offlineUntil])
+        return (.valid, machine, "")
     }
 
     func deactivate(_ request: DeactivateRequest, _ call: ServerCall) async throws -> DeactivateResponse {
@@ -120,7 +142,7 @@ extension Machine {
     init(row: Row) {
         self.init(
             id: row["id"], licenseId: row["license_id"], fingerprintHash: row["fingerprint_hash"], name: row["name"],
-            platform: row["platform"], firstSeen: row["first_seen"], lastSeen: row["last_seen"])
+            platform: row["platform"], firstSeen: row["first_seen"], lastSeen: row["last_seen"], offlineUntil: row["offline_until"])
     }
 
     static func fetch(_ db: Database, license: String, fingerprintHash: String) throws -> Machine? {

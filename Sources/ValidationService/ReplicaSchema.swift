@@ -103,6 +103,9 @@ enum ValidationSchema {
         migrator.registerMigration("v3: validation log appended without a per-license index") { db in
             try db.execute(sql: "DROP INDEX validation_log_by_license")
         }
+        migrator.registerMigration("v4: machines bound by offline license files") { db in
+            try db.execute(sql: "ALTER TABLE machine ADD COLUMN offline_until INTEGER NOT NULL DEFAULT 0")
+        }
         return migrator
     }
 }

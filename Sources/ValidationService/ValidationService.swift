@@ -260,11 +260,24 @@ public final class ValidationService: Sendable {
         guard decision.allows else {
             throw RPCError.failedPrecondition("\(decision.reason): \(decision.detail)")
         }
-        let seconds = request.validSeconds == 0 ? maxOfflineSeconds : min(request.validSeconds, maxOfflineSeconds)
-        guard let certificate = try await certificate(
-            for: facts, fingerprintHash: LicenseCertificates.fingerprintHash(request.fingerprint), validFor: seconds, now: now)
-        else {
+        guard request.validSeconds <= maxOfflineSeconds else {
+            throw RPCError.invalidArgument(
+                "an offline license file is valid for at most \(maxOfflineSeconds / 86400) days (setting offline-max-days); "
+                    + "\(request.validSeconds / 86400) days were asked for")
+        }
+        let seconds = request.validSeconds == 0 ? maxOfflineSeconds : request.validSeconds
+        let fingerprintHash = LicenseCertificates.fingerprintHash(request.fingerprint)
+        guard let certificate = try await certificate(for: facts, fingerprintHash: fingerprintHash, validFor: seconds, now: now) else {
             throw RPCError.unavailable("no signing key has reached validation yet; try again shortly")
+        }
+        // A file is an activation of a machine that cannot call home: it takes a machine
+        // slot (listed with the file's end) until the file ends or the machine is deactivated.
+        let notAfter = certificate.payload?.notAfter ?? now.saturatingAdd(seconds)
+        let bound = try await writes.write { db in
+            try Self.bind(facts, fingerprintHash, name: "", platform: "offline", offlineUntil: max(notAfter, now + 1), now: now, in: db)
+        }
+        guard bound.0 == .valid else {
+            throw RPCError.failedPrecondition("\(bound.0): \(bound.2)")
         }
         let armored = request.encrypt ? OfflineLicenseFile.encrypt(certificate.armored, licenseKey: key) : certificate.armored
         return OfflineLicense(

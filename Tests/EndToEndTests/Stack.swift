@@ -21,7 +21,8 @@ final class Stack: @unchecked Sendable {
     deinit {
         for process in processes.values where process.isRunning { process.terminate() }
         for process in processes.values { process.waitUntilExit() }
-        try? FileManager.default.removeItem(atPath: folder)
+        // LM_KEEP=1 keeps the folder (databases, logs) for a look after a failed test.
+        if ProcessInfo.processInfo.environment["LM_KEEP"] == nil { try? FileManager.default.removeItem(atPath: folder) }
     }
 
     /// Where `swift build` put the executables: next to this test bundle.

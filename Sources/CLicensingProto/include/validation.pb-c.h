@@ -157,10 +157,15 @@ struct  Licensing__V1__Machine
   char *platform;
   int64_t first_seen;
   int64_t last_seen;
+  /*
+   * Bound by an offline license file rather than an online activation: the file's end
+   * (Unix seconds). 0 = activated online. A machine counts against the limits until then.
+   */
+  int64_t offline_until;
 };
 #define LICENSING__V1__MACHINE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__machine__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0 }
 
 
 struct  Licensing__V1__ActivateResponse

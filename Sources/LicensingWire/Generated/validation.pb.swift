@@ -296,10 +296,11 @@ public struct Machine: WireMessage, Encodable {
     public var platform: String = ""
     public var firstSeen: Int64 = 0
     public var lastSeen: Int64 = 0
+    public var offlineUntil: Int64 = 0
 
     public init() {}
 
-    public init(id: String = "", licenseId: String = "", fingerprintHash: String = "", name: String = "", platform: String = "", firstSeen: Int64 = 0, lastSeen: Int64 = 0) {
+    public init(id: String = "", licenseId: String = "", fingerprintHash: String = "", name: String = "", platform: String = "", firstSeen: Int64 = 0, lastSeen: Int64 = 0, offlineUntil: Int64 = 0) {
         self.id = id
         self.licenseId = licenseId
         self.fingerprintHash = fingerprintHash
@@ -307,6 +308,7 @@ public struct Machine: WireMessage, Encodable {
         self.platform = platform
         self.firstSeen = firstSeen
         self.lastSeen = lastSeen
+        self.offlineUntil = offlineUntil
     }
 }
 
@@ -339,6 +341,7 @@ extension Machine: ProtobufCMessageBinding {
         self.platform = WireArena.string(c.platform)
         self.firstSeen = c.first_seen
         self.lastSeen = c.last_seen
+        self.offlineUntil = c.offline_until
     }
 
     public func fill(_ c: inout Licensing__V1__Machine, _ arena: WireArena) {
@@ -349,6 +352,7 @@ extension Machine: ProtobufCMessageBinding {
         c.platform = arena.string(self.platform)
         c.first_seen = self.firstSeen
         c.last_seen = self.lastSeen
+        c.offline_until = self.offlineUntil
     }
 }
 
