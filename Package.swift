@@ -169,6 +169,7 @@ let package = Package(
                 "IssuanceService", "ValidationService", "UsageService", "ReportingService", "GatewayService",
                 "LicensingRPC", "LicensingCore", "LicensingWire",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

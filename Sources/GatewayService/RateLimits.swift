@@ -11,11 +11,12 @@ final class TokenBuckets<Key: Hashable & Sendable>: Sendable {
     let burst: Double
     private static var shardCount: Int { 16 }
     private let shards: [NIOLockedValueBox<Shard>]
-    private let epoch = ContinuousClock.now
+    /// Milliseconds on a monotonic clock, wrapping after 49 days; tests pass their own.
+    private let milliseconds: @Sendable () -> UInt32
 
     private struct Bucket {
         var tokens: Float
-        /// Milliseconds since `epoch`, wrapping after 49 days; a bucket is swept long before.
+        /// `milliseconds()` when last touched; a bucket is swept long before the clock wraps.
         var at: UInt32
     }
 
@@ -27,9 +28,10 @@ final class TokenBuckets<Key: Hashable & Sendable>: Sendable {
     /// A bucket untouched for burst/rate seconds is full again and carries no information.
     private let idleMilliseconds: UInt32
 
-    init(rate: Double, burst: Double) {
+    init(rate: Double, burst: Double, milliseconds: (@Sendable () -> UInt32)? = nil) {
         self.rate = rate
         self.burst = burst
+        self.milliseconds = milliseconds ?? Self.monotonicMilliseconds()
         self.idleMilliseconds = rate > 0 ? UInt32(min(burst / rate * 1000, 3_600_000)) : 3_600_000
         self.shards = (0..<Self.shardCount).map { _ in NIOLockedValueBox(Shard()) }
     }
@@ -38,9 +40,15 @@ final class TokenBuckets<Key: Hashable & Sendable>: Sendable {
         shards[Int(UInt(bitPattern: key.hashValue) % UInt(Self.shardCount))]
     }
 
-    private var now: UInt32 {
-        let (seconds, attoseconds) = (ContinuousClock.now - epoch).components
-        return UInt32(truncatingIfNeeded: seconds &* 1000 &+ attoseconds / 1_000_000_000_000_000)
+    private var now: UInt32 { milliseconds() }
+
+    /// Milliseconds since the buckets were made, by `ContinuousClock`.
+    static func monotonicMilliseconds() -> @Sendable () -> UInt32 {
+        let epoch = ContinuousClock.now
+        return {
+            let (seconds, attoseconds) = (ContinuousClock.now - epoch).components
+            return UInt32(truncatingIfNeeded: seconds &* 1000 &+ attoseconds / 1_000_000_000_000_000)
+        }
     }
 
     private func refilled(_ bucket: Bucket, at now: UInt32) -> Double {

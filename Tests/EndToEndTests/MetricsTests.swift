@@ -38,19 +38,27 @@ import Testing
             }
         }
         await gateway.close()
-        try await Task.sleep(for: .milliseconds(500))
 
         func scrape(_ port: Int) async throws -> String {
             let (body, _) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)/metrics")!)
             return String(decoding: body, as: UTF8.self)
         }
-        let gatewayMetrics = try await scrape(gatewayPort)
+        // Counted once the answers are sent; a scrape may come a moment earlier on a busy machine.
+        var gatewayMetrics = try await scrape(gatewayPort)
+        for _ in 0..<300 where !gatewayMetrics.contains(#"code="UNIMPLEMENTED"} 3"#) {
+            try await Task.sleep(for: .milliseconds(50))
+            gatewayMetrics = try await scrape(gatewayPort)
+        }
         #expect(gatewayMetrics.contains(#"rpc_server_calls_total{method="licensing.v1.Gateway/Health",code="OK"} 1"#), "\(gatewayMetrics)")
         #expect(gatewayMetrics.contains(#"rpc_server_calls_total{method="licensing.v1.Issuance/GetLicense",code="NOT_FOUND"} 1"#))
         #expect(gatewayMetrics.contains("rpc_server_duration_seconds_bucket"))
         #expect(gatewayMetrics.contains(#"rpc_server_calls_total{method="unknown",code="UNIMPLEMENTED"} 3"#), "\(gatewayMetrics)")
         #expect(!gatewayMetrics.contains("made.up"))
-        let validationMetrics = try await scrape(validationPort)
+        var validationMetrics = try await scrape(validationPort)
+        for _ in 0..<300 where !validationMetrics.contains("validation_feed_lag_events 0") {
+            try await Task.sleep(for: .milliseconds(50))
+            validationMetrics = try await scrape(validationPort)
+        }
         #expect(validationMetrics.contains("validation_feed_applied_seq"))
         #expect(validationMetrics.contains("validation_feed_lag_events 0"))
     }

@@ -4,6 +4,7 @@ import Glibc
 #endif
 import LicensingRPC
 import LicensingWire
+import Synchronization
 import Testing
 
 /// The five executables started as real processes on Unix sockets in a temporary folder.
@@ -131,5 +132,20 @@ final class Stack: @unchecked Sendable {
 
     func log(_ service: String) -> String {
         (try? String(contentsOfFile: "\(folder)/\(service).log", encoding: .utf8)) ?? ""
+    }
+}
+
+/// A count shared between tasks: how far a load has come, so a fault is injected after real
+/// work rather than after a guessed time.
+final class Tally: Sendable {
+    private let state = Mutex(0)
+    func add(_ amount: Int = 1) { state.withLock { $0 += amount } }
+    var value: Int { state.withLock { $0 } }
+
+    /// Waits (polling) until the count reaches `target`; false after `limit`.
+    func reaches(_ target: Int, within limit: Duration = .seconds(60)) async -> Bool {
+        let start = ContinuousClock.now
+        while value < target, ContinuousClock.now - start < limit { try? await Task.sleep(for: .milliseconds(10)) }
+        return value >= target
     }
 }

@@ -26,7 +26,9 @@ extension RPCTests {
                 let elapsed = ContinuousClock.now - start
                 #expect(code == .deadlineExceeded)
                 #expect(elapsed >= .milliseconds(190))
-                #expect(elapsed < .seconds(1), "the deadline error came after \(elapsed)")
+                // Well before the handler's 10 s: the deadline ended the call, not the handler.
+                // (No tighter bound: a loaded machine may take its time.)
+                #expect(elapsed < .seconds(5), "the deadline error came after \(elapsed)")
                 #expect(started.value == 1)
                 // The connection is still usable.
                 #expect(try await client.call(IssuanceMethods.getProduct, GetByIdRequest(id: "fast")).id == "fast")
@@ -49,7 +51,8 @@ extension RPCTests {
                 }
                 #expect(code == .deadlineExceeded)
                 #expect(received > 0)
-                #expect(ContinuousClock.now - start < .seconds(1))
+                // The feed never ends by itself: only the deadline can have ended it.
+                #expect(ContinuousClock.now - start < .seconds(5))
                 await client.close()
             }
         }
@@ -90,7 +93,8 @@ extension RPCTests {
                 case .failure(let error):
                     #expect((error as? RPCError)?.code == .cancelled, "got \(error)")
                 }
-                #expect(elapsed < .milliseconds(500), "cancellation took \(elapsed)")
+                // Well before the handler's 10 s: cancellation, not the handler, ended the call.
+                #expect(elapsed < .seconds(5), "cancellation took \(elapsed)")
                 // Other calls on the same connection are unaffected.
                 let next = try await client.call(IssuanceMethods.getProduct, GetByIdRequest(id: "next"))
                 #expect(next.id == "next")

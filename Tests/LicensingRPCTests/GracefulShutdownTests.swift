@@ -105,9 +105,13 @@ extension RPCTests.GracefulShutdownTests {
         let directory = try TempDirectory()
         defer { directory.remove() }
         var router = RPCRouter()
+        let sent = Counter()
         router.registerStream(IssuanceMethods.watchChanges) { _, _, stream in
             let big = ChangeEvent(seq: 1, keyHash: String(repeating: "x", count: 60_000))
-            while true { try await stream.send(big) }
+            while true {
+                try await stream.send(big)
+                sent.increment()
+            }
         }
         let server = RPCServer(router: router, configuration: RPCServerConfiguration(endpoints: [.unix(path: directory.socket())]), logger: testLogger)
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(services: [server], logger: testLogger))
@@ -121,7 +125,8 @@ extension RPCTests.GracefulShutdownTests {
         let request = Envelope(callId: 1, kind: .request, method: IssuanceMethods.watchChanges.name, payload: ChangesRequest().serializedBytes())
         try await silent.writeAndFlush(ByteBuffer(bytes: frame(request))).get()
         _ = endpoints
-        try await Task.sleep(for: .milliseconds(300))
+        // The feed runs and fills what the socket holds; its next write waits for a reader.
+        #expect(await eventually(within: .seconds(30)) { sent.value > 0 })
         await group.triggerGracefulShutdown()
         #expect(await finishes(running, within: .seconds(5)), "the server waited on a feed nobody reads")
         try? await silent.close().get()

@@ -10,6 +10,8 @@ final class Concurrency: Sendable {
     private let state = Mutex((now: 0, most: 0, total: 0))
     func enter() { state.withLock { $0.now += 1; $0.total += 1; $0.most = max($0.most, $0.now) } }
     func leave() { state.withLock { $0.now -= 1 } }
+    /// Handlers running now.
+    var current: Int { state.withLock { $0.now } }
     var most: Int { state.withLock { $0.most } }
     /// Handlers started.
     var total: Int { state.withLock { $0.total } }
@@ -227,7 +229,8 @@ extension RPCTests.ImmediateHandlerTests {
             try await raw.send(bytes)
             #expect(await eventually(within: .seconds(5)) { running.total >= 1_024 })
             await raw.close()
-            try await Task.sleep(for: .milliseconds(800))
+            // Calls left waiting would start as the running ones finish and keep the count up.
+            #expect(await eventually(within: .seconds(30)) { running.current == 0 })
             #expect(running.total == 1_024, "\(running.total) calls started; only those running when the caller left should have")
         }
     }

@@ -5,6 +5,7 @@ import LicensingCore
 import LicensingRPC
 import LicensingWire
 import Logging
+import NIOConcurrencyHelpers
 import NIOSSL
 import Testing
 import ValidationService
@@ -82,15 +83,18 @@ func withGateway<T>(
 
     /// Buckets refuse past their burst, refill at their rate, and buckets left idle long
     /// enough to be full again are dropped, so memory follows the keys in use.
-    @Test func tokenBucketsRefillAndForgetIdleKeys() async throws {
-        let buckets = TokenBuckets<String>(rate: 100, burst: 2)
+    @Test func tokenBucketsRefillAndForgetIdleKeys() throws {
+        let clock = NIOLockedValueBox<UInt32>(1_000)
+        let buckets = TokenBuckets<String>(rate: 100, burst: 2, milliseconds: { clock.withLockedValue { $0 } })
         #expect(buckets.take("k") == nil)
         #expect(buckets.take("k") == nil)
         let wait = try #require(buckets.take("k"))
         #expect(wait > 0 && wait <= 0.01)
         for index in 0..<1_000 { _ = buckets.take("old-\(index)") }
         #expect(buckets.count == 1_001)
-        try await Task.sleep(for: .milliseconds(60))
+        clock.withLockedValue { $0 += 9 }
+        #expect(buckets.take("k") != nil, "not refilled 9 ms later (a token takes 10 ms)")
+        clock.withLockedValue { $0 += 60 }
         #expect(buckets.take("k") == nil, "refilled after the wait")
         for index in 0..<400 { _ = buckets.take("new-\(index)") }
         #expect(buckets.count <= 401, "\(buckets.count) buckets kept; idle ones should be gone")
@@ -237,7 +241,7 @@ func withGateway<T>(
     /// Issuance and validation behind a gateway; tenants only see their own.
     @Test func aTenantCannotReadOrChangeAnotherTenantsLicense() async throws {
         try await withIssuanceAndValidation { issuance, validation in
-            guard case .unix(let issuancePath) = issuance.endpoint, case .unix(let validationPath) = validation.endpoint else { return }
+            let (issuancePath, validationPath) = try (#require(issuance.endpoint.unixPath), #require(validation.endpoint.unixPath))
             let folder = TemporaryFolder()
             try FileManager.default.createSymbolicLink(atPath: "\(folder.path)/issuance.sock", withDestinationPath: issuancePath)
             try FileManager.default.createSymbolicLink(atPath: "\(folder.path)/validation.sock", withDestinationPath: validationPath)
@@ -278,7 +282,7 @@ func withGateway<T>(
     /// fail fast after the first, and calls to issuance are unaffected.
     @Test func aStoppedBackendCostsOnlyItsOwnParts() async throws {
         try await withIssuanceAndValidation { issuance, _ in
-            guard case .unix(let issuancePath) = issuance.endpoint else { return }
+            let issuancePath = try #require(issuance.endpoint.unixPath)
             let folder = TemporaryFolder()
             try FileManager.default.createSymbolicLink(atPath: "\(folder.path)/issuance.sock", withDestinationPath: issuancePath)
             try await withGateway(folder: folder) { gateway in
@@ -312,7 +316,7 @@ func withGateway<T>(
 
     @Test func erasureFansOutAndIsIdempotent() async throws {
         try await withIssuanceAndValidation { issuance, validation in
-            guard case .unix(let issuancePath) = issuance.endpoint, case .unix(let validationPath) = validation.endpoint else { return }
+            let (issuancePath, validationPath) = try (#require(issuance.endpoint.unixPath), #require(validation.endpoint.unixPath))
             let folder = TemporaryFolder()
             try FileManager.default.createSymbolicLink(atPath: "\(folder.path)/issuance.sock", withDestinationPath: issuancePath)
             try FileManager.default.createSymbolicLink(atPath: "\(folder.path)/validation.sock", withDestinationPath: validationPath)

@@ -109,3 +109,22 @@ func withIssuanceAndValidation<T>(
         return result
     }
 }
+
+extension Endpoint {
+    /// The socket's path, for tests that need one (nil for TCP).
+    var unixPath: String? {
+        if case .unix(let path) = self { return path }
+        return nil
+    }
+}
+
+/// Polls `condition` until it holds or `limit` passes: for what arrives by a feed, without
+/// betting on how fast a loaded machine delivers it.
+func eventually(within limit: Duration = .seconds(15), every step: Duration = .milliseconds(20), _ condition: () async throws -> Bool) async rethrows -> Bool {
+    let start = ContinuousClock.now
+    while ContinuousClock.now - start < limit {
+        if try await condition() { return true }
+        try? await Task.sleep(for: step)
+    }
+    return try await condition()
+}
