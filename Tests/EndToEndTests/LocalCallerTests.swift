@@ -11,12 +11,20 @@ import Testing
         try await stack.startAll()
         let bad = RPCClient(endpoint: stack.endpoint("gateway"), configuration: RPCClientConfiguration(connections: 1, metadata: [RPCMetadata.apiKey: "lmk_wrong"]))
         defer { Task { await bad.close() } }
-        var codes: [StatusCode] = []
-        for _ in 0..<20 {
-            do { _ = try await bad.call(GatewayMethods.listApiKeys, ListApiKeysRequest()) } catch let error as RPCError { codes.append(error.code) }
+        // 40 bad calls at once: past the burst of 10 however slow the machine is.
+        let codes = await withTaskGroup(of: StatusCode?.self) { group in
+            for _ in 0..<40 {
+                group.addTask {
+                    do { _ = try await bad.call(GatewayMethods.listApiKeys, ListApiKeysRequest()) } catch let error as RPCError { return error.code } catch {}
+                    return nil
+                }
+            }
+            var codes: [StatusCode?] = []
+            for await code in group { codes.append(code) }
+            return codes
         }
-        #expect(codes.first == .unauthenticated)
-        #expect(codes.last == .resourceExhausted, "the misbehaving process is limited: \(codes)")
+        #expect(codes.contains(.unauthenticated))
+        #expect(codes.contains(.resourceExhausted), "the misbehaving process is limited: \(codes)")
 
         let (status, output) = try Stack.run("licensectl", ["apikey", "list", "--gateway", "unix:\(stack.folder)/run/gateway.sock", "--api-key", stack.adminKey])
         #expect(status == 0, "licensectl was locked out by another process: \(output)")
