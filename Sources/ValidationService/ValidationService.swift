@@ -189,6 +189,8 @@ public final class ValidationService: Sendable {
             found = visible(hit, to: call)
         }
         let (response, entry) = answer(request, context, found, signedBy: signingKey)
+        // A denial is given only once the replica has caught up (see `validate`).
+        if Self.mayBeStale(response) { return .later { try await self.validate(request, call) } }
         guard log.tryAppend(entry) else {
             return .later {
                 await self.log.append(entry)
@@ -198,17 +200,38 @@ public final class ValidationService: Sendable {
         return .answer(response)
     }
 
-    /// Validation that may wait: after a miss in the replica, or before the signing key is loaded.
+    /// Validation that may wait: before a denial, or before the signing key is loaded.
+    ///
+    /// Read-your-writes: a change that grants rights (a license issued, renewed, reinstated,
+    /// a user assigned, a feature added) must be seen by the next call, whoever makes it. So
+    /// a denial is given only after the replica has caught up with issuance's head (one
+    /// pull shared by every call waiting, bounded by the pull's timeout); an allowed answer
+    /// needs no wait. A revocation may take up to the feed interval; a grant may not.
     func validate(_ request: ValidateRequest, _ call: ServerCall) async throws -> ValidateResponse {
         let context = try context(request)
         let signingKey = request.nonce.isEmpty ? nil : try await signingKeys.current()
-        var found: (LicenseFacts, MachineStanding)?
-        if case .success(let key) = context.key {
-            found = try await find(key, fingerprintHash: context.fingerprintHash, call)
+        func decided() throws -> (ValidateResponse, ValidationLog.Entry) {
+            var found: (LicenseFacts, MachineStanding)?
+            if case .success(let key) = context.key,
+                let hit = try replica.factsAndMachine(keyHash: key.hash(secret: keyHashSecret), fingerprintHash: context.fingerprintHash)
+            {
+                found = visible(hit, to: call)
+            }
+            return answer(request, context, found, signedBy: signingKey)
         }
-        let (response, entry) = answer(request, context, found, signedBy: signingKey)
+        var (response, entry) = try decided()
+        if Self.mayBeStale(response) {
+            await feed.catchUp()
+            (response, entry) = try decided()
+        }
         await log.append(entry)
         return response
+    }
+
+    /// A denial that a change not yet replicated could turn into a grant; a malformed key
+    /// stays malformed whatever issuance knows.
+    static func mayBeStale(_ response: ValidateResponse) -> Bool {
+        !response.valid && response.reason != .malformedKey
     }
 
     /// The decision on what the look-up found (nil: no license of the caller's tenant has

@@ -81,8 +81,7 @@ import ValidationService
             let (policy, customer) = try await seedCatalogue(issuance, type: .perUser, maxUsers: 1)
             let issued = try await issue(issuance, policy, customer)
             _ = try await issuance.call(IssuanceMethods.assignUser, AssignUserRequest(id: issued.license!.id, user: "ann"))
-            // The assignment reaches validation by the feed.
-            #expect(try await eventually { try await validate(validation, issued.licenseKey, user: "ann").reason == .valid })
+            #expect(try await validate(validation, issued.licenseKey, user: "ann").reason == .valid)
             #expect(try await validate(validation, issued.licenseKey, user: "bob").reason == .userLimit)
             #expect(try await validate(validation, issued.licenseKey).reason == .notActivated)
             #expect(try await activate(validation, issued.licenseKey, "ann-laptop", user: "bob").reason == .userLimit)
@@ -277,6 +276,49 @@ import ValidationService
             }
             let unsigned = try await validate(validation, key)
             #expect(throws: ValidationAnswerError.unsigned) { try ValidationAnswer.verify(unsigned, nonce: [], publicKeys: keys, now: now) }
+        }
+    }
+}
+
+/// A change that grants rights is visible to the next validation, whoever makes it: the
+/// writer calls issuance, the product validates on another connection, with no wait.
+@Suite struct ReadYourWritesTests {
+    func validate(_ client: RPCClient, _ key: String, feature: String = "", user: String = "") async throws -> ValidateResponse {
+        try await client.call(ValidationMethods.validate, ValidateRequest(licenseKey: key, feature: feature, user: user))
+    }
+
+    @Test func grantsAreSeenByTheNextValidation() async throws {
+        let clock = ManualLicenseClock(SystemLicenseClock().now)
+        try await withIssuanceAndValidation(clock: clock) { issuance, validation in
+            let (policy, customer) = try await seedCatalogue(issuance, type: .perUser, maxUsers: 2)
+            for round in 0..<5 {
+                // Assign, then validate as the new user.
+                let issued = try await issuance.call(IssuanceMethods.issueLicense, IssueLicenseRequest(policyId: policy, customerId: customer))
+                let license = issued.license!.id
+                #expect(try await validate(validation, issued.licenseKey, user: "ann-\(round)").valid == false)
+                _ = try await issuance.call(IssuanceMethods.assignUser, AssignUserRequest(id: license, user: "ann-\(round)"))
+                #expect(try await validate(validation, issued.licenseKey, user: "ann-\(round)").reason == .valid, "assign, round \(round)")
+
+                // Change entitlements, then use the new feature.
+                #expect(try await validate(validation, issued.licenseKey, feature: "fly-\(round)", user: "ann-\(round)").reason == .featureNotEntitled)
+                _ = try await issuance.call(IssuanceMethods.changeEntitlements, ChangeEntitlementsRequest(id: license, features: ["fly-\(round)"]))
+                #expect(try await validate(validation, issued.licenseKey, feature: "fly-\(round)", user: "ann-\(round)").reason == .valid, "entitlements, round \(round)")
+
+                // Suspend (may take a feed interval to be seen), then reinstate (may not).
+                _ = try await issuance.call(IssuanceMethods.suspendLicense, LicenseTransitionRequest(id: license, reason: "audit"))
+                #expect(try await eventually { try await validate(validation, issued.licenseKey, user: "ann-\(round)").reason == .suspended })
+                _ = try await issuance.call(IssuanceMethods.reinstateLicense, LicenseTransitionRequest(id: license))
+                #expect(try await validate(validation, issued.licenseKey, user: "ann-\(round)").reason == .valid, "reinstate, round \(round)")
+
+                // Expire (the clock moves past expiry and grace), then renew.
+                let expired = try await issuance.call(IssuanceMethods.issueLicense, IssueLicenseRequest(
+                    policyId: policy, customerId: customer, overrides: LicenseOverrides(expiresAt: clock.now + 10)))
+                _ = try await issuance.call(IssuanceMethods.assignUser, AssignUserRequest(id: expired.license!.id, user: "bo"))
+                clock.advance(by: 3600)
+                #expect(try await validate(validation, expired.licenseKey, user: "bo").reason == .expired)
+                _ = try await issuance.call(IssuanceMethods.renewLicense, RenewLicenseRequest(id: expired.license!.id, extendTo: clock.now + 86_400))
+                #expect(try await validate(validation, expired.licenseKey, user: "bo").reason == .valid, "renew, round \(round)")
+            }
         }
     }
 }
