@@ -5,6 +5,15 @@ import LicensingCore
 import LicensingRPC
 import LicensingWire
 
+/// What a mutation did: its answer, and whether anything changed (and so is audited).
+struct Mutation<Response: WireMessage>: Sendable {
+    let response: Response
+    let changed: Bool
+
+    static func changed(_ response: Response) -> Mutation { Mutation(response: response, changed: true) }
+    static func unchanged(_ response: Response) -> Mutation { Mutation(response: response, changed: false) }
+}
+
 /// Who acts, for whom, when: what every mutation records.
 struct MutationContext: Sendable {
     let tenant: String
@@ -27,6 +36,17 @@ extension IssuanceService {
         action: String,
         target: @escaping @Sendable (Response) -> String,
         _ body: @escaping @Sendable (Database, MutationContext) throws -> Response
+    ) async throws -> Response {
+        try await mutate(call, action: action, target: target) { db, context in Mutation.changed(try body(db, context)) }
+    }
+
+    /// As `mutate`, for a change that may turn out to change nothing (a payment recorded
+    /// before, a change with no new values): then no audit row is written.
+    func mutate<Response: WireMessage>(
+        _ call: ServerCall,
+        action: String,
+        target: @escaping @Sendable (Response) -> String,
+        _ body: @escaping @Sendable (Database, MutationContext) throws -> Mutation<Response>
     ) async throws -> Response {
         let context = MutationContext(
             tenant: tenant(call), actor: call.metadata[RPCMetadata.actor] ?? "local", now: clock.now, method: call.method,
@@ -52,10 +72,13 @@ extension IssuanceService {
                     return try Response(serializedBytes: opened)
                 }
             }
-            let response = try body(db, context)
-            try AuditLog.append(
-                tenant: context.tenant, actor: context.actor, action: action, target: target(response), requestDigest: context.requestDigest,
-                at: context.now, in: db)
+            let outcome = try body(db, context)
+            let response = outcome.response
+            if outcome.changed {
+                try AuditLog.append(
+                    tenant: context.tenant, actor: context.actor, action: action, target: target(response), requestDigest: context.requestDigest,
+                    at: context.now, in: db)
+            }
             if let key = idempotencyKey {
                 try db.execute(
                     sql: """

@@ -69,10 +69,11 @@ extension IssuanceService {
         guard request.periodEnd > request.periodStart, request.periodStart > 0 else {
             throw RPCError.invalidArgument("period_end must be after period_start, and both set")
         }
-        return try await mutate(call, action: "subscription.record_payment", target: \.id) { db, context in
+        return try await mutate(call, action: "subscription.record_payment", target: \.id) { db, context -> Mutation<Subscription> in
             var subscription = try Subscriptions.require(billingRef: request.billingRef, tenant: context.tenant, in: db)
+            // Billing may deliver the same payment twice: the repeat changes nothing, audit included.
             if try Bool.fetchOne(db, sql: "SELECT 1 FROM payment WHERE tenant_id = ? AND payment_id = ?", arguments: [context.tenant, request.paymentId]) == true {
-                return subscription
+                return .unchanged(subscription)
             }
             guard subscription.status != .canceled else {
                 throw RPCError.failedPrecondition("subscription \(subscription.id) is canceled; start a new one")
@@ -95,16 +96,23 @@ extension IssuanceService {
             subscription.amountMinor = request.amountMinor
             if !request.currency.isEmpty { subscription.currency = request.currency }
             try Subscriptions.save(subscription, action: "subscription.paid", at: context.now, in: db)
-            if request.periodEnd > record.license.expiresAt || record.effectiveState(at: context.now) != .active {
+            // A payment clears an earlier failure.
+            let clearsFailure = record.license.stateReason.hasPrefix(Self.paymentFailed)
+            if request.periodEnd > record.license.expiresAt || record.effectiveState(at: context.now) != .active || clearsFailure {
                 record.license.expiresAt = max(record.license.expiresAt, request.periodEnd)
                 if record.license.state != .suspended { record.license.state = .active }
+                if clearsFailure { record.license.stateReason = "" }
                 _ = try record.save(action: "license.renewed", at: context.now, in: db)
             }
-            return subscription
+            return .changed(subscription)
         }
     }
 
-    /// A failed payment: the subscription is past due and the license enters its grace period now.
+    /// The reason a license shows while a renewal payment has failed.
+    static let paymentFailed = "payment failed"
+
+    /// A failed renewal payment: the subscription is past due; the period already paid for
+    /// stays the license's, and grace starts at its end (or now, if it has already ended).
     func recordPaymentFailure(_ request: RecordPaymentFailureRequest, _ call: ServerCall) async throws -> Subscription {
         try Check.nonEmpty(request.billingRef, "billing_ref")
         try Check.length(request.reason, "reason", max: 500)
@@ -116,12 +124,14 @@ extension IssuanceService {
             subscription.status = .pastDue
             try Subscriptions.save(subscription, action: "subscription.past_due", at: context.now, in: db)
             var record = try LicenseRecord.require(db, id: subscription.licenseId, tenant: context.tenant)
-            if record.effectiveState(at: context.now) == .active {
-                // Expiry cannot precede the start (a schema rule), even for a failure in the first second.
-                record.license.expiresAt = max(record.license.startsAt + 1, min(record.license.expiresAt, context.now))
+            if record.license.state != .revoked, record.license.state != .suspended {
+                if record.license.expiresAt != 0, record.license.expiresAt < context.now {
+                    // The period has ended: grace runs from the failure.
+                    record.license.expiresAt = context.now
+                }
                 record.license.state = record.stateByTime(at: context.now)
-                record.license.stateReason = request.reason.isEmpty ? "payment failed" : request.reason
-                _ = try record.save(action: record.license.state == .inGrace ? "license.grace_started" : "license.expired", at: context.now, in: db)
+                record.license.stateReason = request.reason.isEmpty ? Self.paymentFailed : "\(Self.paymentFailed): \(request.reason)"
+                _ = try record.save(action: "license.payment_failed", at: context.now, in: db)
             }
             return subscription
         }

@@ -79,7 +79,13 @@ public enum ServiceRunner {
             MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
             services.append(MetricsEndpoint(registry: registry, host: host, port: port, logger: logger))
         }
-        try FileManager.default.createDirectory(atPath: "\(settings.dataDirectory)/run", withIntermediateDirectories: true)
+        // Databases hold customer data and key hashes: files this process creates are the
+        // owner's alone (0600), and so is the data folder (0700).
+        umask(0o077)
+        try FileManager.default.createDirectory(
+            atPath: "\(settings.dataDirectory)/run", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let lock = try DataFolderLock(service: name, folder: settings.dataDirectory)
+        defer { withExtendedLifetime(lock) {} }
         let environment = ServiceEnvironment(
             name: name, settings: settings, logger: logger,
             developmentMode: try settings.bool("dev", default: false))

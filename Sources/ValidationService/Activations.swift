@@ -102,8 +102,9 @@ extension ValidationService {
             try db.execute(sql: "DELETE FROM machine WHERE license_id = ? AND fingerprint_hash = ?", arguments: [facts.licenseID, fingerprintHash])
             return db.changesCount
         }
-        guard removed > 0 else { throw RPCError.notFound("this machine is not activated on license \(facts.licenseID)") }
-        return DeactivateResponse(deactivated: true)
+        // Safe to repeat: a machine already deactivated is not activated, so a retry after a
+        // lost answer succeeds; `deactivated` says whether this call freed it.
+        return DeactivateResponse(deactivated: removed > 0)
     }
 
     func listMachines(_ request: ListMachinesRequest, _ call: ServerCall) async throws -> ListMachinesResponse {

@@ -124,6 +124,16 @@ struct LicenseReplica: Sendable {
         return facts(row)
     }
 
+    /// The facts of a license by its id (seat heartbeats re-check the license they hold).
+    static func facts(licenseID: String, in db: Database) throws -> LicenseFacts? {
+        let statement = try db.cachedStatement(sql: """
+            SELECT license_id, state, starts_at, expires_at, grace_seconds, features, allowed_regions, denied_regions,
+                license_type, max_machines, max_users, max_seats, overage_permille, named_users, department_id, tenant_id
+            FROM replica_license WHERE license_id = ?
+            """)
+        return try Row.fetchOne(statement, arguments: [licenseID]).map(facts)
+    }
+
     /// Facts from a row whose first 16 columns are those of `facts(keyHash:in:)`.
     private static func facts(_ row: Row) -> LicenseFacts {
         LicenseFacts(

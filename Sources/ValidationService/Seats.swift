@@ -76,14 +76,27 @@ extension ValidationService {
         }
     }
 
+    /// Extends a lease, after checking the license as a validation would: a lease of a
+    /// license revoked, suspended or expired past its grace ends now, with the reason, and
+    /// the clients queued for its seats are dropped.
     func heartbeatSeat(_ request: SeatLeaseRequest, _ call: ServerCall) async throws -> SeatLeaseResponse {
         try Check.nonEmpty(request.leaseId, "lease_id")
         let now = clock.now
+        let tenant = call.metadata[RPCMetadata.tenant]
         return try await writes.write { db in
             guard let row = try Row.fetchOne(db, sql: "SELECT * FROM seat_lease WHERE lease_id = ?", arguments: [request.leaseId]),
-                (row["expires_at"] as Int64) > now
+                (row["expires_at"] as Int64) > now,
+                let facts = try LicenseReplica.facts(licenseID: row["license_id"], in: db), tenant == nil || facts.tenantID == tenant
             else {
                 throw RPCError.notFound("lease \(request.leaseId) has ended (checked in or expired); check out again")
+            }
+            var usable = facts
+            usable.licenseType = .unspecified
+            let decision = LicenseDecider.decide(usable, ValidationQuery(), now: now)
+            guard decision.allows else {
+                try db.execute(sql: "DELETE FROM seat_lease WHERE license_id = ?", arguments: [facts.licenseID])
+                try db.execute(sql: "DELETE FROM seat_queue WHERE license_id = ?", arguments: [facts.licenseID])
+                return SeatLeaseResponse(reason: decision.reason, lease: SeatLease(row: row))
             }
             var lease = SeatLease(row: row)
             lease.expiresAt = now + (row["ttl_seconds"] as Int64)
@@ -92,11 +105,18 @@ extension ValidationService {
         }
     }
 
+    /// Frees a seat. Safe to repeat: a lease already checked in (or ended) is not held, so a
+    /// retry after a lost answer succeeds too.
     func checkinSeat(_ request: SeatLeaseRequest, _ call: ServerCall) async throws -> SeatLeaseResponse {
         try Check.nonEmpty(request.leaseId, "lease_id")
+        let tenant = call.metadata[RPCMetadata.tenant]
         return try await writes.write { db in
-            try db.execute(sql: "DELETE FROM seat_lease WHERE lease_id = ?", arguments: [request.leaseId])
-            guard db.changesCount > 0 else { throw RPCError.notFound("no lease \(request.leaseId)") }
+            try db.execute(
+                sql: """
+                    DELETE FROM seat_lease WHERE lease_id = ?
+                        AND license_id IN (SELECT license_id FROM replica_license WHERE ? IS NULL OR tenant_id = ?)
+                    """,
+                arguments: [request.leaseId, tenant, tenant])
             return SeatLeaseResponse(reason: .valid)
         }
     }

@@ -33,7 +33,9 @@ struct DeactivateCommand: AsyncParsableCommand {
     @Option(help: "Machine fingerprint.") var fingerprint: String
 
     func run() async throws {
-        _ = try await global.run(ValidationMethods.deactivate, DeactivateRequest(licenseKey: key, fingerprint: fingerprint)) { _ in "deactivated" }
+        _ = try await global.run(ValidationMethods.deactivate, DeactivateRequest(licenseKey: key, fingerprint: fingerprint)) {
+            $0.deactivated ? "deactivated" : "already deactivated (this machine holds no activation of the license)"
+        }
     }
 }
 

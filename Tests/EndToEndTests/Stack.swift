@@ -16,7 +16,8 @@ final class Stack: @unchecked Sendable {
 
     init() throws {
         folder = NSTemporaryDirectory() + "lm-e2e-" + UUID().uuidString.prefix(8)
-        try FileManager.default.createDirectory(atPath: "\(folder)/run", withIntermediateDirectories: true)
+        // The services make run/ themselves (mode 0700).
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
     }
 
     deinit {

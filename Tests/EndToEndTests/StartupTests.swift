@@ -1,4 +1,6 @@
 import Foundation
+import LicensingRPC
+import LicensingWire
 import Testing
 
 /// A service given a setting it cannot use stops at once and says which and why.
@@ -10,5 +12,46 @@ import Testing
         let (status, output) = try Stack.run("license-usage", ["--data-dir", folder, "--dev", "true"] + arguments)
         #expect(status != 0, "\(output)")
         #expect(output.contains("event-loops"), "\(output)")
+    }
+}
+
+/// One copy of a service per data folder, and what it writes is its owner's alone.
+@Suite(.serialized) struct DataFolderTests {
+    @Test func aSecondCopyOnTheSameDataFolderRefusesToStartAndTheFirstKeepsServing() async throws {
+        let stack = try Stack()
+        try await stack.startAll()
+        for service in ["issuance", "validation", "usage", "reporting", "gateway"] {
+            let (status, output) = try Stack.run("license-\(service)", ["--dev", "true", "--data-dir", stack.folder])
+            #expect(status != 0, "a second license-\(service) started: \(output)")
+            #expect(output.contains("license-\(service) is already running on the data folder \(stack.folder) (process "), "\(output)")
+        }
+        // The first copies still own their sockets and answer.
+        for service in ["issuance", "validation", "usage", "reporting", "gateway"] {
+            let client = RPCClient(endpoint: stack.endpoint(service))
+            #expect(try await client.call(HealthMethods.check, HealthCheckRequest(), timeout: .seconds(10)).status == .serving, "\(service)")
+            await client.close()
+        }
+        // After a stop, a new copy starts on the same folder.
+        stack.stop("usage")
+        try stack.start("usage")
+        try await stack.waitUntilServing("usage")
+    }
+
+    @Test func databasesAndTheDataFolderAreTheOwnersAlone() async throws {
+        let stack = try Stack()
+        try await stack.startAll()
+        let gateway = stack.gatewayClient()
+        _ = try await gateway.call(IssuanceMethods.createProduct, CreateProductRequest(name: "Modes", code: "MODES"))
+        await gateway.close()
+        func mode(_ path: String) throws -> Int {
+            (try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int ?? -1) & 0o777
+        }
+        for service in ["issuance", "validation", "usage", "reporting", "gateway"] {
+            for suffix in ["", "-wal", "-shm"] where FileManager.default.fileExists(atPath: "\(stack.folder)/\(service).sqlite\(suffix)") {
+                #expect(try mode("\(stack.folder)/\(service).sqlite\(suffix)") == 0o600, "\(service).sqlite\(suffix)")
+            }
+        }
+        #expect(try mode("\(stack.folder)/run") == 0o700)
+        #expect(try mode("\(stack.folder)/secrets/master-key") == 0o600)
     }
 }

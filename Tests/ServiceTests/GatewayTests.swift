@@ -77,6 +77,24 @@ func withGateway<T>(
                     #expect((code == .permissionDenied) == !allowed, "\(role) calling \(method.name): \(code)")
                 }
             }
+            // A tenant admin: everything but what the operator and the services keep.
+            let tenantAdmin = gateway.client(try await gateway.key(.admin, tenant: "acme"))
+            for method in Self.publicMethods {
+                var code: StatusCode = .ok
+                let deadline = ContinuousClock.now + .seconds(15)
+                do {
+                    if method.serverStreaming {
+                        for try await _ in try await tenantAdmin.streamRaw(method.name, payload: [], metadata: [:], deadline: deadline) {}
+                    } else {
+                        _ = try await tenantAdmin.callRaw(method.name, payload: [], metadata: [:], deadline: deadline)
+                    }
+                } catch let error as RPCError {
+                    code = error.code
+                }
+                let kept = Permissions.servicesOnly.contains(method.name) || Permissions.operatorOnly.contains(method.name)
+                #expect((code == .permissionDenied) == kept, "a tenant admin calling \(method.name): \(code)")
+            }
+            await tenantAdmin.close()
             for client in clients.values { await client.close() }
         }
     }

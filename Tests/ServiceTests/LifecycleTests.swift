@@ -149,10 +149,12 @@ import Testing
             let paid = try await client.call(IssuanceMethods.recordPayment, next)
             #expect(paid.periodEnd == next.periodEnd)
             #expect(try await client.call(IssuanceMethods.getLicense, GetLicenseRequest(id: license.id)).expiresAt == next.periodEnd)
-            // Billing delivers the same payment twice: recorded once.
+            // Billing delivers the same payment twice: recorded once, audited once.
             let eventsBefore = try await client.call(IssuanceMethods.changes, ChangesRequest()).lastSeq
+            let auditBefore = try await client.call(IssuanceMethods.listAuditEvents, ListAuditEventsRequest(limit: 1000)).events.count
             _ = try await client.call(IssuanceMethods.recordPayment, next)
             #expect(try await client.call(IssuanceMethods.changes, ChangesRequest()).lastSeq == eventsBefore)
+            #expect(try await client.call(IssuanceMethods.listAuditEvents, ListAuditEventsRequest(limit: 1000)).events.count == auditBefore)
             await refused(.notFound) {
                 _ = try await client.call(IssuanceMethods.recordPayment, RecordPaymentRequest(billingRef: "nope", periodStart: 1, periodEnd: 2, paymentId: "x"))
             }
@@ -160,12 +162,28 @@ import Testing
                 _ = try await client.call(IssuanceMethods.recordPayment, RecordPaymentRequest(billingRef: "sub_stripe_1", periodStart: 5, periodEnd: 2, paymentId: "y"))
             }
 
+            // A failed renewal payment keeps the period paid for; grace starts at its end.
             clock.advance(by: 86400)
             let failed = try await client.call(IssuanceMethods.recordPaymentFailure, RecordPaymentFailureRequest(billingRef: "sub_stripe_1", reason: "card declined"))
             #expect(failed.status == .pastDue)
+            let pastDue = try await client.call(IssuanceMethods.getLicense, GetLicenseRequest(id: license.id))
+            #expect(pastDue.state == .active)
+            #expect(pastDue.expiresAt == next.periodEnd, "the paid period was cut")
+            #expect(pastDue.stateReason == "payment failed: card declined")
+            // The next payment clears the failure.
+            let later = RecordPaymentRequest(
+                billingRef: "sub_stripe_1", periodStart: next.periodEnd, periodEnd: next.periodEnd + 30 * 86400, amountMinor: 4900, currency: "EUR", paymentId: "pay_2")
+            #expect(try await client.call(IssuanceMethods.recordPayment, later).status == .active)
+            let cleared = try await client.call(IssuanceMethods.getLicense, GetLicenseRequest(id: license.id))
+            #expect(cleared.stateReason == "")
+            #expect(cleared.expiresAt == later.periodEnd)
+            // A failure after the period has ended: grace runs from the failure.
+            clock.set(later.periodEnd + 86400)
+            _ = try await client.call(IssuanceMethods.recordPaymentFailure, RecordPaymentFailureRequest(billingRef: "sub_stripe_1"))
             let inGrace = try await client.call(IssuanceMethods.getLicense, GetLicenseRequest(id: license.id))
             #expect(inGrace.state == .inGrace)
             #expect(inGrace.expiresAt == clock.now)
+            #expect(inGrace.stateReason == "payment failed")
 
             let canceled = try await client.call(IssuanceMethods.cancelSubscription, CancelSubscriptionRequest(billingRef: "sub_stripe_1"))
             #expect(canceled.status == .canceled)

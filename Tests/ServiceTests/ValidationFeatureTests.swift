@@ -50,9 +50,8 @@ import ValidationService
             // Look-ups see the deactivation as soon as it has returned.
             #expect(try await validate(validation, key, fingerprint: "m2").reason == .fingerprintMismatch)
             #expect(try await activate(validation, key, "m4").reason == .valid)
-            await #expect(throws: RPCError.self) {
-                _ = try await validation.call(ValidationMethods.deactivate, DeactivateRequest(licenseKey: key, fingerprint: "m2"))
-            }
+            // Deactivating again is safe: nothing more is freed.
+            #expect(try await validation.call(ValidationMethods.deactivate, DeactivateRequest(licenseKey: key, fingerprint: "m2")).deactivated == false)
 
             // The certificate verifies with issuance's published keys and is bound to the machine.
             let keys = Dictionary(uniqueKeysWithValues: try await issuance.call(IssuanceMethods.listPublicKeys, ListPublicKeysRequest()).keys.map { ($0.kid, $0.publicKey) })
@@ -319,6 +318,48 @@ import ValidationService
                 _ = try await issuance.call(IssuanceMethods.renewLicense, RenewLicenseRequest(id: expired.license!.id, extendTo: clock.now + 86_400))
                 #expect(try await validate(validation, expired.licenseKey, user: "bo").reason == .valid, "renew, round \(round)")
             }
+        }
+    }
+}
+
+/// Operations a client retries after a lost answer, and seats of a license that lost its rights.
+@Suite struct SeatAndMachineLifecycleTests {
+    @Test func deactivateAndCheckinAreSafeToRepeat() async throws {
+        try await withIssuanceAndValidation { issuance, validation in
+            let (policy, customer) = try await seedCatalogue(issuance, type: .enterprise, maxMachines: 2, maxSeats: 2)
+            let key = try await issuance.call(IssuanceMethods.issueLicense, IssueLicenseRequest(policyId: policy, customerId: customer)).licenseKey
+            _ = try await validation.call(ValidationMethods.activate, ActivateRequest(licenseKey: key, fingerprint: "m1"))
+            #expect(try await validation.call(ValidationMethods.deactivate, DeactivateRequest(licenseKey: key, fingerprint: "m1")).deactivated)
+            #expect(try await validation.call(ValidationMethods.deactivate, DeactivateRequest(licenseKey: key, fingerprint: "m1")).deactivated == false)
+
+            let lease = try #require(try await validation.call(ValidationMethods.checkoutSeat, CheckoutSeatRequest(licenseKey: key, clientId: "c1")).lease)
+            #expect(try await validation.call(ValidationMethods.checkinSeat, SeatLeaseRequest(leaseId: lease.leaseId)).reason == .valid)
+            #expect(try await validation.call(ValidationMethods.checkinSeat, SeatLeaseRequest(leaseId: lease.leaseId)).reason == .valid)
+        }
+    }
+
+    @Test func aRevokedLicenseLosesItsSeatsAndItsQueue() async throws {
+        try await withIssuanceAndValidation { issuance, validation in
+            let (policy, customer) = try await seedCatalogue(issuance, type: .enterprise, maxSeats: 1)
+            let issued = try await issuance.call(IssuanceMethods.issueLicense, IssueLicenseRequest(policyId: policy, customerId: customer))
+            let held = try #require(try await validation.call(
+                ValidationMethods.checkoutSeat, CheckoutSeatRequest(licenseKey: issued.licenseKey, clientId: "holder", ttlSeconds: 600)).lease)
+            #expect(try await validation.call(
+                ValidationMethods.checkoutSeat, CheckoutSeatRequest(licenseKey: issued.licenseKey, clientId: "waiting", queue: true)).queuePosition == 1)
+            #expect(try await validation.call(ValidationMethods.heartbeatSeat, SeatLeaseRequest(leaseId: held.leaseId)).reason == .valid)
+
+            _ = try await issuance.call(IssuanceMethods.revokeLicense, LicenseTransitionRequest(id: issued.license!.id, reason: "chargeback"))
+            // The revocation arrives by the feed; the next heartbeat after it ends the lease.
+            #expect(try await eventually {
+                try await validation.call(ValidationMethods.heartbeatSeat, SeatLeaseRequest(leaseId: held.leaseId)).reason == .revoked
+            })
+            #expect(try await validation.call(ValidationMethods.listSeats, ListSeatsRequest(licenseId: issued.license!.id)).leases.isEmpty)
+            await #expect(throws: RPCError.self) {
+                _ = try await validation.call(ValidationMethods.heartbeatSeat, SeatLeaseRequest(leaseId: held.leaseId))
+            }
+            // The queued client is not served a seat of a revoked license.
+            #expect(try await validation.call(
+                ValidationMethods.checkoutSeat, CheckoutSeatRequest(licenseKey: issued.licenseKey, clientId: "waiting", queue: true)).reason == .revoked)
         }
     }
 }
