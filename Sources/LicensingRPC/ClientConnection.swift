@@ -1,6 +1,7 @@
 import LicensingWire
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOSSL
 import Synchronization
 
 /// The calls waiting for answers on one client connection.
@@ -97,6 +98,10 @@ final class CallDispatcher: ChannelInboundHandler, Sendable {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // A TLS failure ends every call with what went wrong, not "I/O on closed channel".
+        if error is NIOSSLError || error is BoringSSLError {
+            calls.failAll(RPCError(.unavailable, TLSFailure.describe(error)))
+        }
         context.close(promise: nil)
     }
 }
@@ -178,5 +183,19 @@ final class ClientConnection: Sendable {
         guard let waiter = calls.remove(id) else { return }
         waiter.fail(error)
         channel.writeAndFlush(Envelope(callId: id, kind: .cancel), promise: nil)
+    }
+}
+
+enum TLSFailure {
+    /// The handshake's failure as a person can act on it.
+    static func describe(_ error: any Error) -> String {
+        let text = "\(error)"
+        if text.contains("CERTIFICATE_VERIFY_FAILED") {
+            return "the server's TLS certificate was not trusted: give the CA that signed it (licensectl --ca) (\(text))"
+        }
+        if text.contains("WRONG_VERSION_NUMBER") {
+            return "the server did not answer with TLS: is this a plaintext listener? (\(text))"
+        }
+        return "the TLS handshake with the server failed: \(text)"
     }
 }

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import LicensingWire
 import NIOConcurrencyHelpers
 import NIOCore
@@ -247,7 +250,31 @@ public final class RPCClient: Sendable {
                 ClientConnection(channel: channel, calls: dispatcher.calls)
             }
         }.flatMapErrorThrowing { [endpoint] error in
-            throw error as? RPCError ?? RPCError(.unavailable, "cannot connect to \(endpoint): \(error)")
+            throw Self.connectFailure(endpoint, error)
+        }
+    }
+
+    /// What a failed connect means for the person who reads it: which address was tried,
+    /// and what to do.
+    static func connectFailure(_ endpoint: Endpoint, _ error: any Error) -> RPCError {
+        if let error = error as? RPCError { return error }
+        var errnoCode: Int32?
+        if let io = error as? IOError { errnoCode = io.errnoCode }
+        if let connection = error as? NIOConnectionError {
+            errnoCode = connection.connectionErrors.compactMap { ($0.error as? IOError)?.errnoCode }.first
+        }
+        switch errnoCode {
+        case ENOENT?:
+            return RPCError(.unavailable, "nothing listens at \(endpoint): the socket does not exist; is the service running? (deploy/up starts the stack)")
+        case ECONNREFUSED?:
+            return RPCError(.unavailable, "nothing listens at \(endpoint) (connection refused); is the service running? (deploy/up starts the stack)")
+        case EACCES?:
+            return RPCError(.unavailable, "no permission to connect to \(endpoint); run as the user (or group) that owns it")
+        default:
+            if case ChannelError.connectTimeout(let timeout) = error {
+                return RPCError(.unavailable, "no answer from \(endpoint) within \(timeout.nanoseconds / 1_000_000) ms; is the address right and reachable?")
+            }
+            return RPCError(.unavailable, "cannot connect to \(endpoint): \(error)")
         }
     }
 

@@ -62,6 +62,11 @@ public final class RPCServer: Service, Sendable {
         self.listening = group.any().makePromise()
     }
 
+    /// A server made but never run (its service failed to start) leaves no one waiting.
+    deinit {
+        listening.fail(RPCError(.unavailable, "the server was never started"))
+    }
+
     /// The endpoints once bound (a TCP port 0 resolved to the real port).
     public var listeningEndpoints: [Endpoint] {
         get async throws { try await listening.futureResult.get() }
@@ -335,7 +340,12 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        core.logger.debug("connection closed", metadata: ["peer": "\(peer)", "error": "\(error)"])
+        if error is NIOSSLError || error is BoringSSLError {
+            // A client that cannot complete the handshake (untrusted CA, plaintext, wrong certificate).
+            core.logger.notice("TLS handshake failed", metadata: ["peer": "\(peer)", "error": "\(error)"])
+        } else {
+            core.logger.debug("connection closed", metadata: ["peer": "\(peer)", "error": "\(error)"])
+        }
         context.close(promise: nil)
     }
 

@@ -89,7 +89,18 @@ public enum ServiceRunner {
         let environment = ServiceEnvironment(
             name: name, settings: settings, logger: logger,
             developmentMode: try settings.bool("dev", default: false))
-        services += try await makeServices(environment)
+        // A start that fails must not leave a half-made database behind.
+        let database = environment.databasePath
+        let databaseExisted = FileManager.default.fileExists(atPath: database)
+        do {
+            services += try await makeServices(environment)
+            try settings.checkNoUnknownKeys()
+        } catch {
+            if !databaseExisted {
+                for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: database + suffix) }
+            }
+            throw error
+        }
 
         let group = ServiceGroup(
             configuration: .init(

@@ -1,12 +1,24 @@
 import ArgumentParser
 import Foundation
 import LicensingRPC
+import Synchronization
+
+/// The keys a service read, shared by every copy of its settings.
+private final class AskedKeys: Sendable {
+    private let state = Mutex<Set<String>>([])
+    func insert(_ key: String) { state.withLock { _ = $0.insert(key) } }
+    var keys: Set<String> { state.withLock { $0 } }
+}
 
 /// A service's configuration, from (highest first) command-line flags, `LM_*` environment
 /// variables, an optional `key = value` file, and defaults that run locally with no
 /// configuration at all.
 public struct Settings: Sendable {
     private var values: [String: String]
+    /// Keys read from the configuration file, with the line each came from.
+    private var fileKeys: [String: (file: String, line: Int)] = [:]
+    /// Every key a service asked for: a key in the file that none asked for is a typo.
+    private let asked = AskedKeys()
 
     public init(values: [String: String] = [:]) {
         self.values = values
@@ -19,8 +31,12 @@ public struct Settings: Sendable {
         environment: [String: String] = ProcessInfo.processInfo.environment
     ) throws -> Settings {
         var values: [String: String] = [:]
+        var fileKeys: [String: (file: String, line: Int)] = [:]
         if let configFile {
-            values = try parseFile(configFile)
+            for (key, entry) in try parseFile(configFile) {
+                values[key] = entry.value
+                fileKeys[key] = (configFile, entry.line)
+            }
         }
         for (name, value) in environment where name.hasPrefix("LM_") {
             let key = name.dropFirst(3).lowercased().replacingOccurrences(of: "_", with: "-")
@@ -29,17 +45,30 @@ public struct Settings: Sendable {
         for case (let key, let value?) in flags {
             values[key] = value
         }
-        return Settings(values: values)
+        var settings = Settings(values: values)
+        settings.fileKeys = fileKeys
+        return settings
     }
 
-    static func parseFile(_ path: String) throws -> [String: String] {
+    /// Refuses a configuration file that names a setting the service never asked for
+    /// (a typo such as `metrix = …` would otherwise be silently ignored). Call once the
+    /// service has read its settings.
+    public func checkNoUnknownKeys() throws {
+        let asked = self.asked.keys
+        let unknown = fileKeys.filter { !asked.contains($0.key) }.sorted { $0.value.line < $1.value.line }
+        guard let (key, place) = unknown.first else { return }
+        throw ValidationError(
+            "\(place.file):\(place.line): unknown setting '\(key)'; this service reads: \(asked.sorted().joined(separator: ", "))")
+    }
+
+    static func parseFile(_ path: String) throws -> [String: (value: String, line: Int)] {
         let text: String
         do {
             text = try String(contentsOfFile: path, encoding: .utf8)
         } catch {
             throw ValidationError("cannot read configuration file \(path): \(error.localizedDescription)")
         }
-        var values: [String: String] = [:]
+        var values: [String: (value: String, line: Int)] = [:]
         for (number, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let line = raw.trimmingCharacters(in: .whitespaces)
             if line.isEmpty || line.hasPrefix("#") { continue }
@@ -49,28 +78,34 @@ public struct Settings: Sendable {
             let key = line[..<equals].trimmingCharacters(in: .whitespaces)
             var value = line[line.index(after: equals)...].trimmingCharacters(in: .whitespaces)
             if value.count >= 2, value.hasPrefix("\""), value.hasSuffix("\"") { value = String(value.dropFirst().dropLast()) }
-            values[key] = value
+            values[key] = (value, number + 1)
         }
         return values
     }
 
+    /// The value of a setting, noting that the service reads it.
+    private func value(_ key: String) -> String? {
+        asked.insert(key)
+        return values[key]
+    }
+
     public subscript(key: String) -> String? {
-        get { values[key] }
+        get { value(key) }
         set { values[key] = newValue }
     }
 
     public func string(_ key: String, default fallback: String) -> String {
-        values[key] ?? fallback
+        value(key) ?? fallback
     }
 
     public func int(_ key: String, default fallback: Int) throws -> Int {
-        guard let text = values[key] else { return fallback }
+        guard let text = value(key) else { return fallback }
         guard let value = Int(text) else { throw ValidationError("setting \(key) = \"\(text)\" is not a number") }
         return value
     }
 
     public func bool(_ key: String, default fallback: Bool) throws -> Bool {
-        guard let text = values[key] else { return fallback }
+        guard let text = value(key) else { return fallback }
         switch text.lowercased() {
         case "1", "true", "yes", "on": return true
         case "0", "false", "no", "off": return false
@@ -79,7 +114,7 @@ public struct Settings: Sendable {
     }
 
     public func endpoints(_ key: String, default fallback: [Endpoint]) throws -> [Endpoint] {
-        guard let text = values[key] else { return fallback }
+        guard let text = value(key) else { return fallback }
         return try text.split(separator: ",").map { (item: Substring) throws -> Endpoint in
             do {
                 return try Endpoint(parsing: String(item).trimmingCharacters(in: .whitespaces))
@@ -97,7 +132,7 @@ public struct Settings: Sendable {
 
     /// Where the service keeps its database, secrets and sockets (`./data` by default).
     public var dataDirectory: String {
-        values["data-dir"] ?? "data"
+        value("data-dir") ?? "data"
     }
 
     /// The Unix socket a service listens on by default: `<data>/run/<service>.sock`.
@@ -123,8 +158,8 @@ public struct RuntimeOptions: ParsableArguments {
     @Option(help: "trace, debug, info, notice, warning, error or critical.")
     public var logLevel: String?
 
-    @Option(help: "Local development mode: generate missing secrets into the data folder.")
-    public var dev: Bool?
+    @Flag(help: "Local development mode: generate missing secrets into the data folder (or LM_DEV=true).")
+    public var dev: Bool = false
 
     @Option(help: "Event-loop threads serving connections (default: one per core).")
     public var eventLoops: Int?
@@ -142,7 +177,7 @@ public struct RuntimeOptions: ParsableArguments {
 
     public var flags: [String: String?] {
         [
-            "data-dir": dataDir, "listen": listen, "metrics": metrics, "log-level": logLevel, "dev": dev.map { String($0) },
+            "data-dir": dataDir, "listen": listen, "metrics": metrics, "log-level": logLevel, "dev": dev ? "true" : nil,
             "tls-cert": tlsCert, "tls-key": tlsKey, "tls-client-ca": tlsClientCa, "event-loops": eventLoops.map { String($0) },
         ]
     }

@@ -205,7 +205,9 @@ func parseDuration(_ text: String) throws -> Int64 {
     if text == "perpetual" { return 0 }
     let units: [Character: Int64] = ["s": 1, "m": 60, "h": 3600, "d": 86400, "y": 365 * 86400]
     if let last = text.last, let unit = units[last], let value = Int64(text.dropLast()), value >= 0 {
-        return value * unit
+        let (seconds, overflow) = value.multipliedReportingOverflow(by: unit)
+        guard !overflow else { throw ValidationError("\"\(text)\" is longer than any duration the service accepts (at most 100 years)") }
+        return seconds
     }
     if let value = Int64(text), value >= 0 { return value }
     throw ValidationError("\"\(text)\" is not a duration such as 30d, 12h or 3600")

@@ -69,7 +69,7 @@ final class Stack: @unchecked Sendable {
     func start(_ service: String, extraArguments: [String] = []) throws {
         let process = Process()
         process.executableURL = Self.binaries.appendingPathComponent("license-\(service)")
-        process.arguments = ["--dev", "true", "--data-dir", folder] + extraArguments
+        process.arguments = ["--dev", "--data-dir", folder] + extraArguments
         if service == "gateway" {
             // Port 0: tests never collide with a stack running on the default port.
             process.arguments! += ["--listen", "unix:\(folder)/run/gateway.sock,127.0.0.1:0"]

@@ -9,7 +9,7 @@ import Testing
     func aServiceRefusesEventLoopsItCannotRun(_ arguments: [String]) throws {
         let folder = NSTemporaryDirectory() + "lm-startup-" + UUID().uuidString
         defer { try? FileManager.default.removeItem(atPath: folder) }
-        let (status, output) = try Stack.run("license-usage", ["--data-dir", folder, "--dev", "true"] + arguments)
+        let (status, output) = try Stack.run("license-usage", ["--data-dir", folder, "--dev"] + arguments)
         #expect(status != 0, "\(output)")
         #expect(output.contains("event-loops"), "\(output)")
     }
@@ -21,7 +21,7 @@ import Testing
         let stack = try Stack()
         try await stack.startAll()
         for service in ["issuance", "validation", "usage", "reporting", "gateway"] {
-            let (status, output) = try Stack.run("license-\(service)", ["--dev", "true", "--data-dir", stack.folder])
+            let (status, output) = try Stack.run("license-\(service)", ["--dev", "--data-dir", stack.folder])
             #expect(status != 0, "a second license-\(service) started: \(output)")
             #expect(output.contains("license-\(service) is already running on the data folder \(stack.folder) (process "), "\(output)")
         }
@@ -53,5 +53,34 @@ import Testing
         }
         #expect(try mode("\(stack.folder)/run") == 0o700)
         #expect(try mode("\(stack.folder)/secrets/master-key") == 0o600)
+    }
+}
+
+/// Settings mistakes stop a service at once, name the mistake, and leave nothing behind.
+@Suite struct SettingsStartupTests {
+    static func folder() -> String { NSTemporaryDirectory() + "lm-settings-" + UUID().uuidString }
+
+    @Test func anUnknownKeyInTheConfigurationFileIsRefused() throws {
+        let folder = Self.folder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let config = "\(folder)/usage.conf"
+        try "log-level = info\n# metrics off\nmetrix = 127.0.0.1:9100\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let (status, output) = try Stack.run("license-usage", ["--config", config, "--data-dir", folder, "--dev"])
+        #expect(status != 0)
+        #expect(output.contains("\(config):3: unknown setting 'metrix'"), "\(output)")
+        #expect(output.contains("metrics"), "the message lists the settings the service reads: \(output)")
+        #expect(!FileManager.default.fileExists(atPath: "\(folder)/usage.sqlite"), "a failed start left a database behind")
+    }
+
+    @Test func aMissingSecretStopsIssuanceWithoutAHalfMadeDatabase() throws {
+        let folder = Self.folder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let (status, output) = try Stack.run("license-issuance", ["--data-dir", folder], environment: ["LM_DEV": "false"])
+        #expect(status != 0)
+        #expect(output.contains("--dev"), "\(output)")
+        for suffix in ["", "-wal", "-shm"] {
+            #expect(!FileManager.default.fileExists(atPath: "\(folder)/issuance.sqlite\(suffix)"))
+        }
     }
 }

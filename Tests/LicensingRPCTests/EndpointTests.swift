@@ -1,4 +1,5 @@
 import LicensingRPC
+import LicensingWire
 import Testing
 
 extension RPCTests {
@@ -55,6 +56,34 @@ extension RPCTests {
             if let error = try? #require(throws: RPCError.self, performing: { try Endpoint(parsing: text) }) {
                 #expect(error.code == .invalidArgument)
             }
+        }
+    }
+}
+
+/// A connect that fails says which address was tried, that nothing listens there, and what to do.
+@Suite struct ConnectFailureTests {
+    @Test func aMissingSocketSaysNothingListensThere() async throws {
+        let client = RPCClient(endpoint: .unix(path: "/tmp/lm-no-such-\(UInt32.random(in: 0...UInt32.max)).sock"))
+        defer { Task { await client.close() } }
+        do {
+            _ = try await client.call(HealthMethods.check, HealthCheckRequest())
+            Issue.record("a call to a missing socket succeeded")
+        } catch let error as RPCError {
+            #expect(error.code == .unavailable)
+            #expect(error.message.hasPrefix("nothing listens at unix:/tmp/lm-no-such-"), "\(error.message)")
+            #expect(error.message.contains("deploy/up"))
+            #expect(!error.message.contains("descriptor:addr:size"))
+        }
+    }
+
+    @Test func aClosedPortSaysConnectionRefused() async throws {
+        let client = RPCClient(endpoint: .tcp(host: "127.0.0.1", port: 1))
+        defer { Task { await client.close() } }
+        do {
+            _ = try await client.call(HealthMethods.check, HealthCheckRequest())
+            Issue.record("a call to a closed port succeeded")
+        } catch let error as RPCError {
+            #expect(error.message.hasPrefix("nothing listens at 127.0.0.1:1 (connection refused)"), "\(error.message)")
         }
     }
 }

@@ -56,8 +56,16 @@ struct TestCertificates {
             let tcp = try #require(gateway.tcp)
             let key = try await gateway.key(.admin)
             #expect(await health(tcp, tls: try certificates.client(), key: key) == .ok)
-            // A client that does not trust the gateway's CA refuses it.
+            // A client that does not trust the gateway's CA refuses it, and says why.
             #expect(await health(tcp, tls: try stranger.client(), key: key) == .unavailable)
+            let untrusting = RPCClient(endpoint: tcp, configuration: .init(connections: 1, connectTimeout: .seconds(2), tls: try stranger.client(), metadata: [RPCMetadata.apiKey: key]))
+            do {
+                _ = try await untrusting.call(GatewayMethods.health, HealthCheckRequest(), timeout: .seconds(10))
+                Issue.record("a client that does not trust the CA was answered")
+            } catch let error as RPCError {
+                #expect(error.message.hasPrefix("the server's TLS certificate was not trusted"), "\(error.message)")
+            }
+            await untrusting.close()
             // A plaintext client gets nothing from the TLS port.
             #expect(await health(tcp, tls: nil, key: key) != .ok)
 
