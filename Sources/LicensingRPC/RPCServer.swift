@@ -76,8 +76,12 @@ public final class RPCServer: Service, Sendable {
         var listeners: [(any Channel, Endpoint)] = []
         do {
             for endpoint in configuration.endpoints {
-                let channel = try await bind(endpoint)
-                listeners.append((channel, resolved(endpoint, channel.localAddress)))
+                do {
+                    let channel = try await bind(endpoint)
+                    listeners.append((channel, resolved(endpoint, channel.localAddress)))
+                } catch {
+                    throw Self.bindFailure(endpoint, error)
+                }
             }
         } catch {
             for (listener, _) in listeners { try? await listener.close() }
@@ -142,6 +146,22 @@ public final class RPCServer: Service, Sendable {
             return channel
         case .tcp(let host, let port):
             return try await bootstrap.bind(host: host, port: port).get()
+        }
+    }
+
+    /// Why a listener could not start, naming the address.
+    static func bindFailure(_ endpoint: Endpoint, _ error: any Error) -> RPCError {
+        switch (error as? IOError)?.errnoCode {
+        case EADDRINUSE?:
+            return RPCError(.unavailable, "cannot listen on \(endpoint): the address is already in use by another process (choose another with --listen)")
+        case EACCES?:
+            return RPCError(.unavailable, "cannot listen on \(endpoint): permission denied")
+        case EADDRNOTAVAIL?:
+            return RPCError(.unavailable, "cannot listen on \(endpoint): this machine has no such address")
+        case ENOENT?:
+            return RPCError(.unavailable, "cannot listen on \(endpoint): its folder does not exist")
+        default:
+            return RPCError(.unavailable, "cannot listen on \(endpoint): \(error)")
         }
     }
 

@@ -116,6 +116,9 @@ enum LocalStack {
     static func gatewayEndpoint() -> String {
         if let gateway = ProcessInfo.processInfo.environment["LM_GATEWAY"] { return gateway }
         if let data = dataDirectory { return "unix:\(data)/run/gateway.sock" }
+        // Said on stderr, so that a failure that follows is not a mystery.
+        FileHandle.standardError.write(Data(
+            "licensectl: no local stack found (LM_DATA_DIR, ./data, the folder deploy/up last used); trying 127.0.0.1:7400 (give --gateway, and --ca for TLS)\n".utf8))
         return "127.0.0.1:7400"
     }
 

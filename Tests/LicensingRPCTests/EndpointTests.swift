@@ -87,3 +87,19 @@ extension RPCTests {
         }
     }
 }
+
+@Suite struct BindFailureTests {
+    /// A port in use is named, and the second server never says it listens.
+    @Test func aPortInUseIsNamed() async throws {
+        try await withServer(RPCRouter(), on: [.tcp(host: "127.0.0.1", port: 0)]) { bound in
+            let second = RPCServer(router: RPCRouter(), configuration: RPCServerConfiguration(endpoints: [bound[0]]), logger: testLogger)
+            do {
+                try await second.run()
+                Issue.record("a second server listened on \(bound[0])")
+            } catch let error as RPCError {
+                #expect(error.message == "cannot listen on \(bound[0]): the address is already in use by another process (choose another with --listen)")
+            }
+            await #expect(throws: RPCError.self) { _ = try await second.listeningEndpoints }
+        }
+    }
+}
