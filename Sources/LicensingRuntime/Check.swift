@@ -44,6 +44,14 @@ public enum Check {
         }
     }
 
+    /// A caller's stated region: empty, or an ISO 3166-1 alpha-2 code in either case.
+    public static func statedRegion(_ code: String) throws(RPCError) {
+        guard !code.isEmpty else { return }
+        guard code.utf8.count == 2, code.utf8.allSatisfy({ (65...90).contains($0 & 0xDF) }) else {
+            throw .invalidArgument("region: \"\(RPCError.quoted(code, limit: 20))\" is not an ISO 3166-1 alpha-2 code such as DE or US")
+        }
+    }
+
     public static func nonNegative(_ value: Int64, _ field: String) throws(RPCError) {
         guard value >= 0 else { throw .invalidArgument("\(field) must not be negative") }
     }

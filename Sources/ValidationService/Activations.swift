@@ -13,6 +13,7 @@ extension ValidationService {
         try Check.fingerprint(request.fingerprint)
         try Check.length(request.machineName, "machine_name")
         try Check.length(request.platform, "platform")
+        try Check.statedRegion(request.region)
         let now = clock.now
         guard let (key, facts) = try await lookUp(request.licenseKey, call) else {
             return ActivateResponse(reason: .notFound, detail: "no license has this key")

@@ -165,6 +165,7 @@ public final class ValidationService: Sendable {
 
     private func context(_ request: ValidateRequest) throws -> ValidationContext {
         guard request.nonce.count <= 64 else { throw RPCError.invalidArgument("nonce is longer than 64 bytes") }
+        try Check.statedRegion(request.region)
         return ValidationContext(
             now: clock.now, fingerprintHash: request.fingerprint.isEmpty ? "" : LicenseCertificates.fingerprintHash(request.fingerprint),
             region: region(stated: request.region, clientIP: request.clientIp), key: Result { () throws(LicenseKeyError) in try LicenseKey(parsing: request.licenseKey) })

@@ -62,15 +62,15 @@ struct PolicyCommand: AsyncParsableCommand {
         @Option(help: "Product id.") var product: String
         @Option(help: "Display name.") var name: String
         @Option(help: "per-user, per-device, subscription or enterprise.") var type: String = "per-device"
-        @Option(help: "How long a license runs: 365d, 12h, or perpetual.") var duration: String = "perpetual"
-        @Option(help: "Grace period after expiry, e.g. 14d.") var grace: String = "0"
-        @Option(help: "Machines per license (0 = unlimited).") var maxMachines: UInt32 = 0
-        @Option(help: "Named users per license (0 = unlimited).") var maxUsers: UInt32 = 0
-        @Option(help: "Concurrent seats per license (0 = unlimited).") var maxSeats: UInt32 = 0
+        @Option(parsing: .unconditional, help: "How long a license runs: 365d, 12h, or perpetual.") var duration: String = "perpetual"
+        @Option(parsing: .unconditional, help: "Grace period after expiry, e.g. 14d.") var grace: String = "0"
+        @Option(parsing: .unconditional, help: "Machines per license (0 = unlimited).") var maxMachines: UInt32 = 0
+        @Option(parsing: .unconditional, help: "Named users per license (0 = unlimited).") var maxUsers: UInt32 = 0
+        @Option(parsing: .unconditional, help: "Concurrent seats per license (0 = unlimited).") var maxSeats: UInt32 = 0
         @Option(help: "Comma-separated features.") var features: String?
         @Option(help: "Comma-separated ISO country codes allowed.") var allowRegions: String?
         @Option(help: "Comma-separated ISO country codes denied.") var denyRegions: String?
-        @Option(help: "Overage allowance: 1, 1.25, 1.5, 2 ...") var overage: Double = 1
+        @Option(parsing: .unconditional, help: "Overage allowance: 1, 1.25, 1.5, 2 ...") var overage: Double = 1
 
         func run() async throws {
             let types: [String: LicenseType] = [
@@ -125,11 +125,11 @@ struct LicenseCommand: AsyncParsableCommand {
         @Option(help: "Policy id.") var policy: String
         @Option(help: "Customer id.") var customer: String
         @Option(help: "Comma-separated features instead of the policy's.") var features: String?
-        @Option(help: "Machines instead of the policy's limit.") var maxMachines: UInt32 = 0
+        @Option(parsing: .unconditional, help: "Machines instead of the policy's limit.") var maxMachines: UInt32 = 0
         @Option(help: "Enterprise department id.") var department: String = ""
         @Option(help: "Expiry instead of the policy's: 2027-12-31 or Unix seconds.") var expires: String?
         @Option(help: "Subscription licenses: the billing system's reference.") var billingRef: String = ""
-        @Option(help: "Subscription price per period in minor units.") var amount: Int64 = 0
+        @Option(parsing: .unconditional, help: "Subscription price per period in minor units.") var amount: Int64 = 0
         @Option(help: "ISO currency code of --amount.") var currency: String = ""
 
         func run() async throws {
@@ -149,7 +149,7 @@ struct LicenseCommand: AsyncParsableCommand {
         @Argument(help: "License id (lic_...) or license key.") var license: String
 
         func run() async throws {
-            let request = license.hasPrefix("lic_") ? GetLicenseRequest(id: license) : GetLicenseRequest(licenseKey: license)
+            let request = try GlobalOptions.licenseReference(license)
             _ = try await global.run(IssuanceMethods.getLicense, request) { Output.license($0) }
         }
     }
@@ -160,7 +160,7 @@ struct LicenseCommand: AsyncParsableCommand {
         @Option(help: "Only this customer's.") var customer: String = ""
         @Option(help: "Only this product's.") var product: String = ""
         @Option(help: "active, in-grace, expired, suspended or revoked.") var state: String?
-        @Option(help: "Page size.") var limit: UInt32 = 100
+        @Option(parsing: .unconditional, help: "Page size.") var limit: UInt32 = 100
         @Option(help: "Page token from a previous page.") var pageToken: String = ""
 
         func run() async throws {
@@ -182,39 +182,39 @@ struct LicenseCommand: AsyncParsableCommand {
     struct Revoke: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Revoke a license. Final.")
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "License id.") var license: String
+        @Argument(help: "License id (lic_...) or license key.") var license: String
         @Option(help: "Why, for the record.") var reason: String = ""
 
         func run() async throws {
-            _ = try await global.run(IssuanceMethods.revokeLicense, LicenseTransitionRequest(id: license, reason: reason)) { "license \($0.id) \($0.state)" }
+            _ = try await global.run(IssuanceMethods.revokeLicense, LicenseTransitionRequest(id: try await global.licenseID(license), reason: reason)) { "license \($0.id) \($0.state)" }
         }
     }
 
     struct Suspend: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Suspend a license until reinstated.")
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "License id.") var license: String
+        @Argument(help: "License id (lic_...) or license key.") var license: String
         @Option(help: "Why, for the record.") var reason: String = ""
 
         func run() async throws {
-            _ = try await global.run(IssuanceMethods.suspendLicense, LicenseTransitionRequest(id: license, reason: reason)) { "license \($0.id) \($0.state)" }
+            _ = try await global.run(IssuanceMethods.suspendLicense, LicenseTransitionRequest(id: try await global.licenseID(license), reason: reason)) { "license \($0.id) \($0.state)" }
         }
     }
 
     struct Reinstate: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Reinstate a suspended license.")
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "License id.") var license: String
+        @Argument(help: "License id (lic_...) or license key.") var license: String
 
         func run() async throws {
-            _ = try await global.run(IssuanceMethods.reinstateLicense, LicenseTransitionRequest(id: license)) { "license \($0.id) \($0.state)" }
+            _ = try await global.run(IssuanceMethods.reinstateLicense, LicenseTransitionRequest(id: try await global.licenseID(license))) { "license \($0.id) \($0.state)" }
         }
     }
 }
 
 struct ValidateCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "validate", abstract: "Validate a license key. Exit 0 when valid, 1 when not, 2 on error.")
+        commandName: "validate", abstract: "Validate a license key. Exit 0 when valid, 1 when not, 2 when it cannot be asked (a malformed key included).")
     @OptionGroup var global: GlobalOptions
     @Argument(help: "The license key.") var key: String
     @Option(help: "Machine fingerprint.") var fingerprint: String = ""
@@ -231,6 +231,7 @@ struct ValidateCommand: AsyncParsableCommand {
             if !response.detail.isEmpty { text += "\n\(response.detail)" }
             return text
         }
+        if response.reason == .malformedKey { throw ExitCode(2) }
         if !response.valid { throw ExitCode(1) }
     }
 }

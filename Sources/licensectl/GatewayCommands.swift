@@ -55,10 +55,10 @@ struct ApiKeyCommand: AsyncParsableCommand {
 struct OverviewCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "overview", abstract: "A license with its subscription, machines, seats and usage.")
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "License id.") var license: String
+    @Argument(help: "License id (lic_...) or license key.") var license: String
 
     func run() async throws {
-        _ = try await global.run(GatewayMethods.licenseOverview, GetByIdRequest(id: license)) { response in
+        _ = try await global.run(GatewayMethods.licenseOverview, GetByIdRequest(id: try await global.licenseID(license))) { response in
             var lines: [String] = []
             if let license = response.license { lines.append(Output.license(license)) }
             if let subscription = response.subscription { lines.append(Output.subscription(subscription)) }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import LicensingCore
 import LicensingRPC
 import LicensingWire
 
@@ -19,22 +20,42 @@ struct Licensectl: AsyncParsableCommand {
             OfflineFileCommand.self, VerifyFileCommand.self, ApiKeyCommand.self, OverviewCommand.self, EraseCommand.self,
         ])
 
-    /// Exit codes scripts can rely on: 0 done, 1 a negative answer (a license that is not
-    /// valid, a service that is down), 2 any error, usage errors included.
+    /// Exit codes, one rule for every command (the README states it):
+    ///   0  done; the answer is yes (valid, verified, healthy);
+    ///   1  done, and the answer is no: a license not valid or not activated, a limit
+    ///      reached, a license file that does not verify, a part of the system down;
+    ///   2  not done: a usage error, a malformed value, something not found or refused,
+    ///      the gateway unreachable.
     static func main() async {
+        var command: any ParsableCommand
         do {
-            var command = try parseAsRoot()
+            command = try parseAsRoot()
+        } catch {
+            // Help and version exit 0; usage errors name the subcommand's usage.
+            if exitCode(for: error) == .success { exit(withError: error) }
+            FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+            exit(withError: ExitCode(2))
+        }
+        do {
             if var asyncCommand = command as? any AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {
                 try command.run()
             }
+        } catch let error as ExitCode {
+            exit(withError: error)
+        } catch where exitCode(for: error) == .success {
+            exit(withError: error)  // help asked for
+        } catch let error as RPCError {
+            Output.error("\(error.code): \(error.message)")
+            exit(withError: ExitCode(2))
+        } catch let error as ValidationError {
+            // A value the command could not use: say which, and how the command is used.
+            let usage = usageString(for: type(of: command))
+            FileHandle.standardError.write(Data("error: \(error.message)\n\(usage.isEmpty ? "" : "Usage: \(usage)\n")".utf8))
+            exit(withError: ExitCode(2))
         } catch {
-            let code = exitCode(for: error)
-            if code == .success || code.rawValue == 1 || error is ExitCode {
-                exit(withError: error)
-            }
-            FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+            Output.error("\(error)")
             exit(withError: ExitCode(2))
         }
     }
@@ -101,6 +122,30 @@ struct GlobalOptions: ParsableArguments {
             throw ExitCode(2)
         case .failure(let error):
             throw error
+        }
+    }
+}
+
+extension GlobalOptions {
+    /// A license named by its id or by its key, as the request that finds it.
+    static func licenseReference(_ text: String) throws -> GetLicenseRequest {
+        if text.hasPrefix("lic_") { return GetLicenseRequest(id: text) }
+        if (try? LicenseKey(parsing: text)) != nil { return GetLicenseRequest(licenseKey: text) }
+        throw ValidationError("\"\(text)\" is neither a license id (lic_...) nor a license key (like 1583-WBTW-4CM1-CBZS-52ZX-5DBW-SZCX)")
+    }
+
+    /// The license id for an id or a key: a key is looked up first, so every command that
+    /// takes a license accepts both.
+    func licenseID(_ text: String) async throws -> String {
+        let reference = try Self.licenseReference(text)
+        guard reference.id.isEmpty else { return reference.id }
+        let client = try client()
+        defer { Task { await client.close() } }
+        do {
+            return try await client.call(IssuanceMethods.getLicense, reference, timeout: .seconds(timeout)).id
+        } catch let error as RPCError {
+            Output.error("\(error.code): \(error.message)")
+            throw ExitCode(2)
         }
     }
 }

@@ -98,8 +98,8 @@ struct DepartmentCommand: AsyncParsableCommand {
         @Option(help: "Enterprise customer id.") var customer: String
         @Option(help: "Name.") var name: String
         @Option(help: "ERP cost centre.") var costCenter: String = ""
-        @Option(help: "Seats for the department (0 = no own quota).") var maxSeats: UInt32 = 0
-        @Option(help: "Machines for the department (0 = no own quota).") var maxMachines: UInt32 = 0
+        @Option(parsing: .unconditional, help: "Seats for the department (0 = no own quota).") var maxSeats: UInt32 = 0
+        @Option(parsing: .unconditional, help: "Machines for the department (0 = no own quota).") var maxMachines: UInt32 = 0
 
         func run() async throws {
             let request = CreateDepartmentRequest(customerId: customer, name: name, costCenter: costCenter, maxSeats: maxSeats, maxMachines: maxMachines)
@@ -125,11 +125,11 @@ extension LicenseCommand {
     struct Renew: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Extend a license by its policy's period, or to a date.")
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "License id.") var license: String
-        @Option(help: "New expiry: 2027-12-31 or Unix seconds.") var to: String?
+        @Argument(help: "License id (lic_...) or license key.") var license: String
+        @Option(parsing: .unconditional, help: "New expiry: 2027-12-31 or Unix seconds.") var to: String?
 
         func run() async throws {
-            let request = RenewLicenseRequest(id: license, extendTo: try to.map(parseTime) ?? 0)
+            let request = RenewLicenseRequest(id: try await global.licenseID(license), extendTo: try to.map(parseTime) ?? 0)
             _ = try await global.run(IssuanceMethods.renewLicense, request) { "license \($0.id) \($0.state), expires \(Output.time($0.expiresAt))" }
         }
     }
@@ -137,16 +137,16 @@ extension LicenseCommand {
     struct Change: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Change a license's entitlements or quotas.")
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "License id.") var license: String
+        @Argument(help: "License id (lic_...) or license key.") var license: String
         @Option(help: "Comma-separated features to add (or the whole set, with --replace).") var features: String?
         @Flag(help: "Replace the feature set instead of adding.") var replace = false
-        @Option(help: "New machine limit.") var maxMachines: UInt32 = 0
-        @Option(help: "New named-user limit.") var maxUsers: UInt32 = 0
-        @Option(help: "New seat limit.") var maxSeats: UInt32 = 0
+        @Option(parsing: .unconditional, help: "New machine limit.") var maxMachines: UInt32 = 0
+        @Option(parsing: .unconditional, help: "New named-user limit.") var maxUsers: UInt32 = 0
+        @Option(parsing: .unconditional, help: "New seat limit.") var maxSeats: UInt32 = 0
 
         func run() async throws {
             let request = ChangeEntitlementsRequest(
-                id: license, features: parseList(features), maxMachines: maxMachines, maxUsers: maxUsers, maxSeats: maxSeats, replaceFeatures: replace)
+                id: try await global.licenseID(license), features: parseList(features), maxMachines: maxMachines, maxUsers: maxUsers, maxSeats: maxSeats, replaceFeatures: replace)
             _ = try await global.run(IssuanceMethods.changeEntitlements, request) { Output.license($0) }
         }
     }
@@ -154,12 +154,12 @@ extension LicenseCommand {
     struct Transfer: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Move a license to another customer.")
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "License id.") var license: String
-        @Option(help: "Customer id.") var to: String
+        @Argument(help: "License id (lic_...) or license key.") var license: String
+        @Option(parsing: .unconditional, help: "Customer id.") var to: String
         @Option(help: "Department id of that customer.") var department: String = ""
 
         func run() async throws {
-            _ = try await global.run(IssuanceMethods.transferLicense, TransferLicenseRequest(id: license, toCustomerId: to, toDepartmentId: department)) {
+            _ = try await global.run(IssuanceMethods.transferLicense, TransferLicenseRequest(id: try await global.licenseID(license), toCustomerId: to, toDepartmentId: department)) {
                 "license \($0.id) now belongs to \($0.customerId)"
             }
         }
@@ -168,22 +168,22 @@ extension LicenseCommand {
     struct Assign: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Assign a named user to a per-user license.")
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "License id.") var license: String
+        @Argument(help: "License id (lic_...) or license key.") var license: String
         @Argument(help: "User.") var user: String
 
         func run() async throws {
-            _ = try await global.run(IssuanceMethods.assignUser, AssignUserRequest(id: license, user: user)) { "users \($0.namedUsers.joined(separator: ", "))" }
+            _ = try await global.run(IssuanceMethods.assignUser, AssignUserRequest(id: try await global.licenseID(license), user: user)) { "users \($0.namedUsers.joined(separator: ", "))" }
         }
     }
 
     struct Unassign: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Remove a named user from a license.")
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "License id.") var license: String
+        @Argument(help: "License id (lic_...) or license key.") var license: String
         @Argument(help: "User.") var user: String
 
         func run() async throws {
-            _ = try await global.run(IssuanceMethods.unassignUser, AssignUserRequest(id: license, user: user)) { "users \($0.namedUsers.joined(separator: ", "))" }
+            _ = try await global.run(IssuanceMethods.unassignUser, AssignUserRequest(id: try await global.licenseID(license), user: user)) { "users \($0.namedUsers.joined(separator: ", "))" }
         }
     }
 }
@@ -207,9 +207,9 @@ struct SubscriptionCommand: AsyncParsableCommand {
         @OptionGroup var global: GlobalOptions
         @Argument(help: "Billing reference.") var billingRef: String
         @Option(help: "The billing system's payment id (recorded once).") var paymentId: String
-        @Option(help: "Period start: 2027-01-01 or Unix seconds.") var from: String
-        @Option(help: "Period end: 2027-02-01 or Unix seconds.") var to: String
-        @Option(help: "Amount in minor units (cents).") var amount: Int64 = 0
+        @Option(parsing: .unconditional, help: "Period start: 2027-01-01 or Unix seconds.") var from: String
+        @Option(parsing: .unconditional, help: "Period end: 2027-02-01 or Unix seconds.") var to: String
+        @Option(parsing: .unconditional, help: "Amount in minor units (cents).") var amount: Int64 = 0
         @Option(help: "ISO currency code.") var currency: String = ""
 
         func run() async throws {
@@ -284,12 +284,12 @@ struct CertificateCommand: AsyncParsableCommand {
     struct Issue: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Print a signed certificate of a license.")
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "License id.") var license: String
+        @Argument(help: "License id (lic_...) or license key.") var license: String
         @Option(help: "Bind to this machine fingerprint.") var fingerprint: String = ""
-        @Option(help: "Validity, e.g. 30d (default: until the license ends).") var valid: String = "0"
+        @Option(parsing: .unconditional, help: "Validity, e.g. 30d (default: until the license ends).") var valid: String = "0"
 
         func run() async throws {
-            let request = IssueCertificateRequest(licenseId: license, fingerprint: fingerprint, validSeconds: try parseDuration(valid))
+            let request = IssueCertificateRequest(licenseId: try await global.licenseID(license), fingerprint: fingerprint, validSeconds: try parseDuration(valid))
             _ = try await global.run(IssuanceMethods.issueCertificate, request) { $0.armored }
         }
     }
@@ -302,7 +302,7 @@ struct AuditCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List audit events.")
         @OptionGroup var global: GlobalOptions
         @Option(help: "Start after this sequence number.") var after: UInt64 = 0
-        @Option(help: "At most this many.") var limit: UInt32 = 100
+        @Option(parsing: .unconditional, help: "At most this many.") var limit: UInt32 = 100
 
         func run() async throws {
             _ = try await global.run(IssuanceMethods.listAuditEvents, ListAuditEventsRequest(afterSeq: after, limit: limit)) { response in

@@ -42,10 +42,10 @@ struct DeactivateCommand: AsyncParsableCommand {
 struct MachinesCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "machines", abstract: "List a license's machines.")
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "License id.") var license: String
+    @Argument(help: "License id (lic_...) or license key.") var license: String
 
     func run() async throws {
-        _ = try await global.run(ValidationMethods.listMachines, ListMachinesRequest(licenseId: license)) { response in
+        _ = try await global.run(ValidationMethods.listMachines, ListMachinesRequest(licenseId: try await global.licenseID(license))) { response in
             response.machines.map {
                 "\($0.id)  \($0.name.isEmpty ? "-" : $0.name)  \($0.platform.isEmpty ? "-" : $0.platform)  first \(Output.time($0.firstSeen))  last \(Output.time($0.lastSeen))"
             }.joined(separator: "\n")
@@ -71,7 +71,7 @@ struct SeatsCommand: AsyncParsableCommand {
         @Argument(help: "License key.") var key: String
         @Option(help: "This client's id (one seat per client).") var client: String
         @Option(help: "User.") var user: String = ""
-        @Option(help: "Lease time in seconds (0 = the service default).") var ttl: Int64 = 0
+        @Option(parsing: .unconditional, help: "Lease time in seconds (0 = the service default).") var ttl: Int64 = 0
         @Flag(help: "Wait in line when all seats are taken.") var queue = false
 
         func run() async throws {
@@ -104,10 +104,10 @@ struct SeatsCommand: AsyncParsableCommand {
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Who holds a license's seats now.")
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "License id.") var license: String
+        @Argument(help: "License id (lic_...) or license key.") var license: String
 
         func run() async throws {
-            _ = try await global.run(ValidationMethods.listSeats, ListSeatsRequest(licenseId: license)) { response in
+            _ = try await global.run(ValidationMethods.listSeats, ListSeatsRequest(licenseId: try await global.licenseID(license))) { response in
                 (["\(response.leases.count) of \(response.seatLimit == 0 ? "unlimited" : String(response.seatLimit)) seats in use"]
                     + response.leases.map { "\($0.leaseId)  client \($0.clientId)  \($0.user)  since \(Output.time($0.acquiredAt))  until \(Output.time($0.expiresAt))" })
                     .joined(separator: "\n")
@@ -121,7 +121,7 @@ struct OfflineFileCommand: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
     @Argument(help: "License key.") var key: String
     @Option(help: "The offline machine's fingerprint.") var fingerprint: String
-    @Option(help: "Validity, e.g. 30d (default: the service's maximum).") var valid: String = "0"
+    @Option(parsing: .unconditional, help: "Validity, e.g. 30d (default: the service's maximum).") var valid: String = "0"
     @Flag(help: "Encrypt so that only the holder of the license key can read it.") var encrypt = false
     @Option(help: "Write the file here instead of standard output.") var output: String?
 
@@ -136,16 +136,22 @@ struct OfflineFileCommand: AsyncParsableCommand {
 
 struct VerifyFileCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "verify-file", abstract: "Check a license file as an offline product would; exit 0 when good, 1 when not.")
+        commandName: "verify-file", abstract: "Check a license file as an offline product would; exit 0 when good, 1 when not, 2 when it cannot be checked.")
     @OptionGroup var global: GlobalOptions
     @Argument(help: "License file.") var file: String
     @Option(help: "This machine's fingerprint.") var fingerprint: String
     @Option(help: "License key (needed for encrypted files).") var key: String?
     @Option(help: "Public key set: the JSON of `licensectl keys list --json` (default: ask the gateway).") var keys: String?
-    @Option(help: "The latest time this machine has seen (Unix seconds), for clock-rollback detection.") var lastSeen: Int64 = 0
+    @Option(parsing: .unconditional, help: "The latest time this machine has seen (Unix seconds), for clock-rollback detection.") var lastSeen: Int64 = 0
 
     func run() async throws {
-        let text = try String(contentsOfFile: file, encoding: .utf8)
+        let text: String
+        do {
+            text = try String(contentsOfFile: file, encoding: .utf8)
+        } catch {
+            let reason = FileManager.default.fileExists(atPath: file) ? "it cannot be read as text" : "there is no such file"
+            throw ValidationError("cannot read the license file \(file): \(reason)")
+        }
         let publicKeys = try await loadKeys()
         let licenseKey = try key.map { try LicenseKey(parsing: $0) }
         do {

@@ -1,0 +1,77 @@
+import Foundation
+import LicensingCore
+import Testing
+
+/// licensectl's one exit-code rule: 0 done and yes, 1 done and no, 2 not done. Each
+/// command in its failure modes, with the message a person reads.
+@Suite(.serialized) struct LicensectlExitCodeTests {
+    @Test func everyCommandFollowsTheRule() async throws {
+        let stack = try Stack()
+        try await stack.startAll()
+        let gateway = "unix:\(stack.folder)/run/gateway.sock"
+        func ctl(_ arguments: [String], gateway endpoint: String? = nil) throws -> (Int32, String) {
+            try Stack.run("licensectl", arguments + ["--gateway", endpoint ?? gateway], environment: ["LM_API_KEY": stack.adminKey])
+        }
+        func json(_ arguments: [String]) throws -> [String: Any] {
+            let (status, output) = try ctl(arguments + ["--json"])
+            #expect(status == 0, "\(arguments): \(output)")
+            return (try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any]) ?? [:]
+        }
+        let product = try json(["product", "create", "--name", "Exit", "--code", "EXIT"])["id"] as! String
+        let policy = try json(["policy", "create", "--product", product, "--name", "One", "--type", "per-device", "--max-machines", "1", "--duration", "30d"])["id"] as! String
+        let customer = try json(["customer", "create", "--name", "Exit Ltd"])["id"] as! String
+        let issued = try json(["license", "issue", "--policy", policy, "--customer", customer])
+        let key = issued["license_key"] as! String
+        let license = (issued["license"] as! [String: Any])["id"] as! String
+
+        // 0: done, yes.
+        #expect(try ctl(["activate", key, "--fingerprint", "m1"]).0 == 0)
+        #expect(try ctl(["validate", key, "--fingerprint", "m1"]).0 == 0)
+        #expect(try ctl(["health"]).0 == 0)
+        // Either form names a license, for every command that takes one.
+        #expect(try ctl(["license", "suspend", key, "--reason", "check"]).0 == 0)
+        #expect(try ctl(["license", "reinstate", key]).0 == 0)
+        #expect(try ctl(["machines", key]).0 == 0)
+
+        // 1: done, no.
+        #expect(try ctl(["validate", key, "--fingerprint", "m2"]).0 == 1)
+        #expect(try ctl(["validate", LicenseKey.generate().description]).0 == 1)
+        #expect(try ctl(["activate", key, "--fingerprint", "m2"]).0 == 1)
+        let file = "\(stack.folder)/m1.lic"
+        #expect(try ctl(["offline-file", key, "--fingerprint", "m1", "--valid", "7d", "--output", file]).0 == 0)
+        #expect(try ctl(["verify-file", file, "--fingerprint", "elsewhere"]).0 == 1)
+
+        // 2: not done, and why.
+        for arguments in [["validate", "not-a-key"], ["activate", "not-a-key", "--fingerprint", "m1"], ["deactivate", "not-a-key", "--fingerprint", "m1"]] {
+            let (status, output) = try ctl(arguments)
+            #expect(status == 2, "\(arguments): \(output)")
+        }
+        let (showStatus, showOutput) = try ctl(["license", "show", "nonsense"])
+        #expect(showStatus == 2)
+        #expect(showOutput.contains("\"nonsense\" is neither a license id (lic_...) nor a license key"), "\(showOutput)")
+        #expect(try ctl(["license", "show", "lic_nothing"]).0 == 2)
+        let (negative, negativeOutput) = try ctl(["policy", "create", "--product", product, "--name", "X", "--max-machines", "-1"])
+        #expect(negative == 2)
+        #expect(negativeOutput.contains("--max-machines") && !negativeOutput.contains("Missing value"), "\(negativeOutput)")
+        let (duration, durationOutput) = try ctl(["policy", "create", "--product", product, "--name", "X", "--duration", "-5d"])
+        #expect(duration == 2)
+        #expect(durationOutput.contains("\"-5d\" is not a duration"), "\(durationOutput)")
+        #expect(durationOutput.contains("licensectl policy create"), "the subcommand's usage, not the top level's: \(durationOutput)")
+        let (region, regionOutput) = try ctl(["validate", key, "--fingerprint", "m1", "--region", "germany"])
+        #expect(region == 2)
+        #expect(regionOutput.contains("is not an ISO 3166-1 alpha-2 code"), "\(regionOutput)")
+        let (missing, missingOutput) = try ctl(["verify-file", "\(stack.folder)/no-such.lic", "--fingerprint", "m1"])
+        #expect(missing == 2)
+        #expect(missingOutput.contains("cannot read the license file") && !missingOutput.contains("NSCocoaErrorDomain"), "\(missingOutput)")
+        let nowhere = "unix:\(stack.folder)/run/nothing.sock"
+        for arguments in [["health"], ["verify-file", file, "--fingerprint", "m1"], ["validate", key]] {
+            let (status, output) = try ctl(arguments, gateway: nowhere)
+            #expect(status == 2, "\(arguments) with the gateway down: \(output)")
+            #expect(output.contains("nothing listens at \(nowhere)"), "\(output)")
+        }
+        #expect(try ctl(["no-such-command"]).0 == 2)
+        #expect(try Stack.run("licensectl", ["--help"]).0 == 0)
+        #expect(try Stack.run("licensectl", ["validate", "--help"]).0 == 0)
+        _ = license
+    }
+}
