@@ -3368,7 +3368,7 @@ const ProtobufCMessageDescriptor licensing__v1__renew_license_request__descripto
   (ProtobufCMessageInit) licensing__v1__renew_license_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor licensing__v1__change_entitlements_request__field_descriptors[6] =
+static const ProtobufCFieldDescriptor licensing__v1__change_entitlements_request__field_descriptors[9] =
 {
   {
     "id",
@@ -3442,6 +3442,42 @@ static const ProtobufCFieldDescriptor licensing__v1__change_entitlements_request
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "unlimited_machines",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ChangeEntitlementsRequest, unlimited_machines),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "unlimited_users",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ChangeEntitlementsRequest, unlimited_users),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "unlimited_seats",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ChangeEntitlementsRequest, unlimited_seats),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned licensing__v1__change_entitlements_request__field_indices_by_name[] = {
   1,   /* field[1] = features */
@@ -3450,11 +3486,14 @@ static const unsigned licensing__v1__change_entitlements_request__field_indices_
   4,   /* field[4] = max_seats */
   3,   /* field[3] = max_users */
   5,   /* field[5] = replace_features */
+  6,   /* field[6] = unlimited_machines */
+  8,   /* field[8] = unlimited_seats */
+  7,   /* field[7] = unlimited_users */
 };
 static const ProtobufCIntRange licensing__v1__change_entitlements_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 9 }
 };
 const ProtobufCMessageDescriptor licensing__v1__change_entitlements_request__descriptor =
 {
@@ -3464,7 +3503,7 @@ const ProtobufCMessageDescriptor licensing__v1__change_entitlements_request__des
   "Licensing__V1__ChangeEntitlementsRequest",
   "licensing.v1",
   sizeof(Licensing__V1__ChangeEntitlementsRequest),
-  6,
+  9,
   licensing__v1__change_entitlements_request__field_descriptors,
   licensing__v1__change_entitlements_request__field_indices_by_name,
   1,  licensing__v1__change_entitlements_request__number_ranges,

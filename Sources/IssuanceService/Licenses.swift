@@ -207,11 +207,17 @@ extension IssuanceService {
     func changeEntitlements(_ request: ChangeEntitlementsRequest, _ call: ServerCall) async throws -> License {
         try Check.nonEmpty(request.id, "id")
         try Check.features(request.features)
-        return try await mutate(call, action: "license.change_entitlements", target: \.id) { db, context in
+        if (request.unlimitedMachines && request.maxMachines != 0) || (request.unlimitedUsers && request.maxUsers != 0)
+            || (request.unlimitedSeats && request.maxSeats != 0)
+        {
+            throw RPCError.invalidArgument("a limit is either a number or unlimited, not both")
+        }
+        return try await mutate(call, action: "license.change_entitlements", target: \.id) { db, context -> Mutation<License> in
             var record = try LicenseRecord.require(db, id: request.id, tenant: context.tenant)
             if record.license.state == .revoked {
                 throw RPCError.failedPrecondition("license \(request.id) is revoked; its entitlements are final")
             }
+            let before = record.license
             if request.replaceFeatures {
                 record.license.features = request.features
             } else {
@@ -221,6 +227,9 @@ extension IssuanceService {
             }
             if request.maxMachines != 0 { record.license.maxMachines = request.maxMachines }
             if request.maxSeats != 0 { record.license.maxSeats = request.maxSeats }
+            if request.unlimitedMachines { record.license.maxMachines = 0 }
+            if request.unlimitedSeats { record.license.maxSeats = 0 }
+            if request.unlimitedUsers { record.license.maxUsers = 0 }
             if request.maxUsers != 0 {
                 guard request.maxUsers >= UInt32(record.license.namedUsers.count) else {
                     throw RPCError.failedPrecondition(
@@ -228,7 +237,9 @@ extension IssuanceService {
                 }
                 record.license.maxUsers = request.maxUsers
             }
-            return try record.save(action: "license.entitlements_changed", at: context.now, in: db)
+            // A change that changes nothing is answered, not recorded.
+            guard record.license != before else { return .unchanged(record.license) }
+            return .changed(try record.save(action: "license.entitlements_changed", at: context.now, in: db))
         }
     }
 
@@ -245,6 +256,10 @@ extension IssuanceService {
             }
             guard request.toCustomerId != record.license.customerId || request.toDepartmentId != record.license.departmentId else {
                 throw RPCError.failedPrecondition("license \(request.id) already belongs there")
+            }
+            if request.toDepartmentId.isEmpty, !record.license.departmentId.isEmpty {
+                throw RPCError.failedPrecondition(
+                    "license \(request.id) belongs to department \(record.license.departmentId); name a department of customer \(request.toCustomerId) to move it to (--department)")
             }
             if !request.toDepartmentId.isEmpty {
                 guard try Bool.fetchOne(db, sql: "SELECT 1 FROM department WHERE id = ? AND customer_id = ?", arguments: [request.toDepartmentId, request.toCustomerId]) == true else {

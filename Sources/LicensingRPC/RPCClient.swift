@@ -6,6 +6,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import NIOSSL
+import NIOTLS
 import Synchronization
 
 public struct RPCClientConfiguration: Sendable {
@@ -299,15 +300,58 @@ public final class RPCClient: Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     if let (context, hostname) = tls {
                         try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: hostname))
+                        try channel.pipeline.syncOperations.addHandler(TLSHandshakeWaiter(promise: channel.eventLoop.makePromise()))
                     }
                     try channel.pipeline.syncOperations.addEnvelopeFraming(limits: limits)
                     try handlers(channel)
                 }
             }
+        let connected: EventLoopFuture<any Channel>
         switch endpoint {
-        case .unix(let path): return bootstrap.connect(unixDomainSocketPath: path)
-        case .tcp(let host, let port): return bootstrap.connect(host: host, port: port)
+        case .unix(let path): connected = bootstrap.connect(unixDomainSocketPath: path)
+        case .tcp(let host, let port): connected = bootstrap.connect(host: host, port: port)
         }
+        guard tls != nil else { return connected }
+        // A TLS connection is ready once its handshake is done: a failed one fails the
+        // connect, with the reason, before any call is sent on it.
+        return connected.flatMap { channel in
+            channel.pipeline.handler(type: TLSHandshakeWaiter.self).flatMap { waiter in
+                waiter.promise.futureResult.map { channel }
+            }.flatMapError { error in
+                channel.close(promise: nil)
+                return channel.eventLoop.makeFailedFuture(error)
+            }
+        }
+    }
+}
+
+/// Completes when the TLS handshake does: with the channel's readiness, or with what failed.
+final class TLSHandshakeWaiter: ChannelInboundHandler, RemovableChannelHandler, Sendable {
+    typealias InboundIn = Any
+    let promise: EventLoopPromise<Void>
+    private let done = NIOLockedValueBox(false)
+
+    init(promise: EventLoopPromise<Void>) { self.promise = promise }
+
+    /// Completes the promise once; later outcomes are the connection's, not the handshake's.
+    private func complete(_ result: Result<Void, RPCError>) {
+        guard done.withLockedValue({ done in defer { done = true }; return !done }) else { return }
+        promise.completeWith(result.mapError { $0 as any Error })
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case TLSUserEvent.handshakeCompleted = event { complete(.success(())) }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        complete(.failure(RPCError(.unavailable, TLSFailure.describe(error))))
+        context.fireErrorCaught(error)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        complete(.failure(RPCError(.unavailable, "the server closed the connection during the TLS handshake")))
+        context.fireChannelInactive()
     }
 }
 

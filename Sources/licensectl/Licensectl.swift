@@ -261,6 +261,16 @@ func parseDuration(_ text: String) throws -> Int64 {
     throw ValidationError("\"\(text)\" is not a duration such as 30d, 12h or 3600")
 }
 
+/// A limit as typed: a positive number, or "unlimited" (nil: not given).
+func parseLimit(_ text: String?, _ flag: String) throws -> (limit: UInt32, unlimited: Bool) {
+    guard let text else { return (0, false) }
+    if text == "unlimited" { return (0, true) }
+    guard let value = UInt32(text), value > 0 else {
+        throw ValidationError("\(flag) takes a number of 1 or more, or unlimited; not \"\(text)\"")
+    }
+    return (value, false)
+}
+
 func parseList(_ text: String?) -> [String] {
     guard let text, !text.isEmpty else { return [] }
     return text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }

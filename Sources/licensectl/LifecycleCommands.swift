@@ -140,13 +140,21 @@ extension LicenseCommand {
         @Argument(help: "License id (lic_...) or license key.") var license: String
         @Option(help: "Comma-separated features to add (or the whole set, with --replace).") var features: String?
         @Flag(help: "Replace the feature set instead of adding.") var replace = false
-        @Option(parsing: .unconditional, help: "New machine limit.") var maxMachines: UInt32 = 0
-        @Option(parsing: .unconditional, help: "New named-user limit.") var maxUsers: UInt32 = 0
-        @Option(parsing: .unconditional, help: "New seat limit.") var maxSeats: UInt32 = 0
+        @Option(parsing: .unconditional, help: "New machine limit: a number, or unlimited.") var maxMachines: String?
+        @Option(parsing: .unconditional, help: "New named-user limit: a number, or unlimited.") var maxUsers: String?
+        @Option(parsing: .unconditional, help: "New seat limit: a number, or unlimited.") var maxSeats: String?
 
         func run() async throws {
+            let machines = try parseLimit(maxMachines, "--max-machines")
+            let users = try parseLimit(maxUsers, "--max-users")
+            let seats = try parseLimit(maxSeats, "--max-seats")
+            guard features != nil || replace || maxMachines != nil || maxUsers != nil || maxSeats != nil else {
+                throw ValidationError("nothing to change: give --features, --replace, --max-machines, --max-users or --max-seats")
+            }
             let request = ChangeEntitlementsRequest(
-                id: try await global.licenseID(license), features: parseList(features), maxMachines: maxMachines, maxUsers: maxUsers, maxSeats: maxSeats, replaceFeatures: replace)
+                id: try await global.licenseID(license), features: parseList(features), maxMachines: machines.limit, maxUsers: users.limit,
+                maxSeats: seats.limit, replaceFeatures: replace, unlimitedMachines: machines.unlimited, unlimitedUsers: users.unlimited,
+                unlimitedSeats: seats.unlimited)
             _ = try await global.run(IssuanceMethods.changeEntitlements, request) { Output.license($0) }
         }
     }

@@ -130,6 +130,41 @@ import Testing
         }
     }
 
+    @Test func changesThatChangeNothingAreNotRecordedAndLimitsCanBeLifted() async throws {
+        try await withServer(try makeService().router(), in: folder, name: "issuance") { client in
+            let enterprise = try await policy(client, type: .enterprise)
+            let owner = try await customer(client, enterprise: true)
+            let department = try await client.call(IssuanceMethods.createDepartment, CreateDepartmentRequest(customerId: owner, name: "R&D"))
+            let license = try #require(try await client.call(
+                IssuanceMethods.issueLicense, IssueLicenseRequest(policyId: enterprise, customerId: owner, departmentId: department.id)).license)
+            func audited() async throws -> Int {
+                try await client.call(IssuanceMethods.listAuditEvents, ListAuditEventsRequest(limit: 1000)).events.count
+            }
+            let limited = try await client.call(IssuanceMethods.changeEntitlements, ChangeEntitlementsRequest(id: license.id, maxMachines: 5, maxSeats: 3))
+            #expect(limited.maxMachines == 5 && limited.maxSeats == 3)
+            let before = try await audited()
+            // Nothing new: answered, not recorded.
+            let same = try await client.call(IssuanceMethods.changeEntitlements, ChangeEntitlementsRequest(id: license.id, maxMachines: 5))
+            #expect(same.maxMachines == 5)
+            #expect(try await audited() == before)
+            // Unlimited has its own spelling (0 means unchanged).
+            let lifted = try await client.call(IssuanceMethods.changeEntitlements, ChangeEntitlementsRequest(id: license.id, unlimitedMachines: true))
+            #expect(lifted.maxMachines == 0 && lifted.maxSeats == 3)
+            #expect(try await audited() == before + 1)
+            await refused(.invalidArgument) {
+                _ = try await client.call(IssuanceMethods.changeEntitlements, ChangeEntitlementsRequest(id: license.id, maxSeats: 2, unlimitedSeats: true))
+            }
+            // A license in a department does not silently leave it on a transfer.
+            let other = try await customer(client, enterprise: true)
+            await refused(.failedPrecondition) {
+                _ = try await client.call(IssuanceMethods.transferLicense, TransferLicenseRequest(id: license.id, toCustomerId: other))
+            }
+            let otherDepartment = try await client.call(IssuanceMethods.createDepartment, CreateDepartmentRequest(customerId: other, name: "Ops"))
+            let moved = try await client.call(IssuanceMethods.transferLicense, TransferLicenseRequest(id: license.id, toCustomerId: other, toDepartmentId: otherDepartment.id))
+            #expect(moved.customerId == other && moved.departmentId == otherDepartment.id)
+        }
+    }
+
     @Test func subscriptionsFollowBilling() async throws {
         try await withServer(try makeService().router(), in: folder, name: "issuance") { client in
             let monthly = try await policy(client, type: .subscription, duration: 30 * 86400, grace: 7 * 86400)

@@ -382,10 +382,16 @@ struct  Licensing__V1__ChangeEntitlementsRequest
    * true = features above replace the set (an empty list clears it).
    */
   protobuf_c_boolean replace_features;
+  /*
+   * Lift a limit: 0 in max_* means "unchanged", so unlimited has its own spelling.
+   */
+  protobuf_c_boolean unlimited_machines;
+  protobuf_c_boolean unlimited_users;
+  protobuf_c_boolean unlimited_seats;
 };
 #define LICENSING__V1__CHANGE_ENTITLEMENTS_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__change_entitlements_request__descriptor) \
-    , (char *)protobuf_c_empty_string, 0,NULL, 0, 0, 0, 0 }
+    , (char *)protobuf_c_empty_string, 0,NULL, 0, 0, 0, 0, 0, 0, 0 }
 
 
 struct  Licensing__V1__TransferLicenseRequest

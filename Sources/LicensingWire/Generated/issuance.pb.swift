@@ -1091,16 +1091,22 @@ public struct ChangeEntitlementsRequest: WireMessage, Encodable {
     public var maxUsers: UInt32 = 0
     public var maxSeats: UInt32 = 0
     public var replaceFeatures: Bool = false
+    public var unlimitedMachines: Bool = false
+    public var unlimitedUsers: Bool = false
+    public var unlimitedSeats: Bool = false
 
     public init() {}
 
-    public init(id: String = "", features: [String] = [], maxMachines: UInt32 = 0, maxUsers: UInt32 = 0, maxSeats: UInt32 = 0, replaceFeatures: Bool = false) {
+    public init(id: String = "", features: [String] = [], maxMachines: UInt32 = 0, maxUsers: UInt32 = 0, maxSeats: UInt32 = 0, replaceFeatures: Bool = false, unlimitedMachines: Bool = false, unlimitedUsers: Bool = false, unlimitedSeats: Bool = false) {
         self.id = id
         self.features = features
         self.maxMachines = maxMachines
         self.maxUsers = maxUsers
         self.maxSeats = maxSeats
         self.replaceFeatures = replaceFeatures
+        self.unlimitedMachines = unlimitedMachines
+        self.unlimitedUsers = unlimitedUsers
+        self.unlimitedSeats = unlimitedSeats
     }
 }
 
@@ -1132,6 +1138,9 @@ extension ChangeEntitlementsRequest: ProtobufCMessageBinding {
         self.maxUsers = c.max_users
         self.maxSeats = c.max_seats
         self.replaceFeatures = c.replace_features != 0
+        self.unlimitedMachines = c.unlimited_machines != 0
+        self.unlimitedUsers = c.unlimited_users != 0
+        self.unlimitedSeats = c.unlimited_seats != 0
     }
 
     public func fill(_ c: inout Licensing__V1__ChangeEntitlementsRequest, _ arena: WireArena) {
@@ -1142,6 +1151,9 @@ extension ChangeEntitlementsRequest: ProtobufCMessageBinding {
         c.max_users = self.maxUsers
         c.max_seats = self.maxSeats
         c.replace_features = (self.replaceFeatures ? 1 : 0)
+        c.unlimited_machines = (self.unlimitedMachines ? 1 : 0)
+        c.unlimited_users = (self.unlimitedUsers ? 1 : 0)
+        c.unlimited_seats = (self.unlimitedSeats ? 1 : 0)
     }
 }
 
