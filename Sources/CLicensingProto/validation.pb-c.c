@@ -7,6 +7,186 @@
 #endif
 
 #include "validation.pb-c.h"
+void   licensing__v1__license_reference__init
+                     (Licensing__V1__LicenseReference         *message)
+{
+  static const Licensing__V1__LicenseReference init_value = LICENSING__V1__LICENSE_REFERENCE__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__license_reference__get_packed_size
+                     (const Licensing__V1__LicenseReference *message)
+{
+  assert(message->base.descriptor == &licensing__v1__license_reference__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__license_reference__pack
+                     (const Licensing__V1__LicenseReference *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__license_reference__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__license_reference__pack_to_buffer
+                     (const Licensing__V1__LicenseReference *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__license_reference__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__LicenseReference *
+       licensing__v1__license_reference__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__LicenseReference *)
+     protobuf_c_message_unpack (&licensing__v1__license_reference__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__license_reference__free_unpacked
+                     (Licensing__V1__LicenseReference *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__license_reference__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__resolve_licenses_request__init
+                     (Licensing__V1__ResolveLicensesRequest         *message)
+{
+  static const Licensing__V1__ResolveLicensesRequest init_value = LICENSING__V1__RESOLVE_LICENSES_REQUEST__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__resolve_licenses_request__get_packed_size
+                     (const Licensing__V1__ResolveLicensesRequest *message)
+{
+  assert(message->base.descriptor == &licensing__v1__resolve_licenses_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__resolve_licenses_request__pack
+                     (const Licensing__V1__ResolveLicensesRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__resolve_licenses_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__resolve_licenses_request__pack_to_buffer
+                     (const Licensing__V1__ResolveLicensesRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__resolve_licenses_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__ResolveLicensesRequest *
+       licensing__v1__resolve_licenses_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__ResolveLicensesRequest *)
+     protobuf_c_message_unpack (&licensing__v1__resolve_licenses_request__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__resolve_licenses_request__free_unpacked
+                     (Licensing__V1__ResolveLicensesRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__resolve_licenses_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__resolved_license__init
+                     (Licensing__V1__ResolvedLicense         *message)
+{
+  static const Licensing__V1__ResolvedLicense init_value = LICENSING__V1__RESOLVED_LICENSE__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__resolved_license__get_packed_size
+                     (const Licensing__V1__ResolvedLicense *message)
+{
+  assert(message->base.descriptor == &licensing__v1__resolved_license__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__resolved_license__pack
+                     (const Licensing__V1__ResolvedLicense *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__resolved_license__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__resolved_license__pack_to_buffer
+                     (const Licensing__V1__ResolvedLicense *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__resolved_license__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__ResolvedLicense *
+       licensing__v1__resolved_license__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__ResolvedLicense *)
+     protobuf_c_message_unpack (&licensing__v1__resolved_license__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__resolved_license__free_unpacked
+                     (Licensing__V1__ResolvedLicense *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__resolved_license__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__resolve_licenses_response__init
+                     (Licensing__V1__ResolveLicensesResponse         *message)
+{
+  static const Licensing__V1__ResolveLicensesResponse init_value = LICENSING__V1__RESOLVE_LICENSES_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__resolve_licenses_response__get_packed_size
+                     (const Licensing__V1__ResolveLicensesResponse *message)
+{
+  assert(message->base.descriptor == &licensing__v1__resolve_licenses_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__resolve_licenses_response__pack
+                     (const Licensing__V1__ResolveLicensesResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__resolve_licenses_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__resolve_licenses_response__pack_to_buffer
+                     (const Licensing__V1__ResolveLicensesResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__resolve_licenses_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__ResolveLicensesResponse *
+       licensing__v1__resolve_licenses_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__ResolveLicensesResponse *)
+     protobuf_c_message_unpack (&licensing__v1__resolve_licenses_response__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__resolve_licenses_response__free_unpacked
+                     (Licensing__V1__ResolveLicensesResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__resolve_licenses_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   licensing__v1__validate_request__init
                      (Licensing__V1__ValidateRequest         *message)
 {
@@ -817,6 +997,197 @@ void   licensing__v1__offline_license__free_unpacked
   assert(message->base.descriptor == &licensing__v1__offline_license__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+static const ProtobufCFieldDescriptor licensing__v1__license_reference__field_descriptors[2] =
+{
+  {
+    "license_key",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__LicenseReference, license_key),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "license_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__LicenseReference, license_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__license_reference__field_indices_by_name[] = {
+  1,   /* field[1] = license_id */
+  0,   /* field[0] = license_key */
+};
+static const ProtobufCIntRange licensing__v1__license_reference__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor licensing__v1__license_reference__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.LicenseReference",
+  "LicenseReference",
+  "Licensing__V1__LicenseReference",
+  "licensing.v1",
+  sizeof(Licensing__V1__LicenseReference),
+  2,
+  licensing__v1__license_reference__field_descriptors,
+  licensing__v1__license_reference__field_indices_by_name,
+  1,  licensing__v1__license_reference__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__license_reference__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__resolve_licenses_request__field_descriptors[1] =
+{
+  {
+    "licenses",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Licensing__V1__ResolveLicensesRequest, n_licenses),
+    offsetof(Licensing__V1__ResolveLicensesRequest, licenses),
+    &licensing__v1__license_reference__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__resolve_licenses_request__field_indices_by_name[] = {
+  0,   /* field[0] = licenses */
+};
+static const ProtobufCIntRange licensing__v1__resolve_licenses_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor licensing__v1__resolve_licenses_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.ResolveLicensesRequest",
+  "ResolveLicensesRequest",
+  "Licensing__V1__ResolveLicensesRequest",
+  "licensing.v1",
+  sizeof(Licensing__V1__ResolveLicensesRequest),
+  1,
+  licensing__v1__resolve_licenses_request__field_descriptors,
+  licensing__v1__resolve_licenses_request__field_indices_by_name,
+  1,  licensing__v1__resolve_licenses_request__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__resolve_licenses_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__resolved_license__field_descriptors[3] =
+{
+  {
+    "found",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ResolvedLicense, found),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "license_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ResolvedLicense, license_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tenant_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ResolvedLicense, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__resolved_license__field_indices_by_name[] = {
+  0,   /* field[0] = found */
+  1,   /* field[1] = license_id */
+  2,   /* field[2] = tenant_id */
+};
+static const ProtobufCIntRange licensing__v1__resolved_license__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor licensing__v1__resolved_license__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.ResolvedLicense",
+  "ResolvedLicense",
+  "Licensing__V1__ResolvedLicense",
+  "licensing.v1",
+  sizeof(Licensing__V1__ResolvedLicense),
+  3,
+  licensing__v1__resolved_license__field_descriptors,
+  licensing__v1__resolved_license__field_indices_by_name,
+  1,  licensing__v1__resolved_license__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__resolved_license__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__resolve_licenses_response__field_descriptors[1] =
+{
+  {
+    "licenses",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Licensing__V1__ResolveLicensesResponse, n_licenses),
+    offsetof(Licensing__V1__ResolveLicensesResponse, licenses),
+    &licensing__v1__resolved_license__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__resolve_licenses_response__field_indices_by_name[] = {
+  0,   /* field[0] = licenses */
+};
+static const ProtobufCIntRange licensing__v1__resolve_licenses_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor licensing__v1__resolve_licenses_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.ResolveLicensesResponse",
+  "ResolveLicensesResponse",
+  "Licensing__V1__ResolveLicensesResponse",
+  "licensing.v1",
+  sizeof(Licensing__V1__ResolveLicensesResponse),
+  1,
+  licensing__v1__resolve_licenses_response__field_descriptors,
+  licensing__v1__resolve_licenses_response__field_indices_by_name,
+  1,  licensing__v1__resolve_licenses_response__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__resolve_licenses_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCFieldDescriptor licensing__v1__validate_request__field_descriptors[7] =
 {
   {
@@ -2346,7 +2717,7 @@ const ProtobufCMessageDescriptor licensing__v1__offline_license__descriptor =
   (ProtobufCMessageInit) licensing__v1__offline_license__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCMethodDescriptor licensing__v1__validation__method_descriptors[10] =
+static const ProtobufCMethodDescriptor licensing__v1__validation__method_descriptors[11] =
 {
   { "Validate", &licensing__v1__validate_request__descriptor, &licensing__v1__validate_response__descriptor },
   { "Activate", &licensing__v1__activate_request__descriptor, &licensing__v1__activate_response__descriptor },
@@ -2358,6 +2729,7 @@ static const ProtobufCMethodDescriptor licensing__v1__validation__method_descrip
   { "ListSeats", &licensing__v1__list_seats_request__descriptor, &licensing__v1__list_seats_response__descriptor },
   { "CreateOfflineLicense", &licensing__v1__create_offline_license_request__descriptor, &licensing__v1__offline_license__descriptor },
   { "EraseCustomer", &licensing__v1__erase_customer_request__descriptor, &licensing__v1__erase_customer_response__descriptor },
+  { "ResolveLicenses", &licensing__v1__resolve_licenses_request__descriptor, &licensing__v1__resolve_licenses_response__descriptor },
 };
 const unsigned licensing__v1__validation__method_indices_by_name[] = {
   1,        /* Activate */
@@ -2369,6 +2741,7 @@ const unsigned licensing__v1__validation__method_indices_by_name[] = {
   5,        /* HeartbeatSeat */
   3,        /* ListMachines */
   7,        /* ListSeats */
+  10,        /* ResolveLicenses */
   0         /* Validate */
 };
 const ProtobufCServiceDescriptor licensing__v1__validation__descriptor =
@@ -2378,7 +2751,7 @@ const ProtobufCServiceDescriptor licensing__v1__validation__descriptor =
   "Validation",
   "Licensing__V1__Validation",
   "licensing.v1",
-  10,
+  11,
   licensing__v1__validation__method_descriptors,
   licensing__v1__validation__method_indices_by_name
 };
@@ -2461,6 +2834,14 @@ void licensing__v1__validation__erase_customer(ProtobufCService *service,
 {
   assert(service->descriptor == &licensing__v1__validation__descriptor);
   service->invoke(service, 9, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void licensing__v1__validation__resolve_licenses(ProtobufCService *service,
+                                                 const Licensing__V1__ResolveLicensesRequest *input,
+                                                 Licensing__V1__ResolveLicensesResponse_Closure closure,
+                                                 void *closure_data)
+{
+  assert(service->descriptor == &licensing__v1__validation__descriptor);
+  service->invoke(service, 10, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__validation__init (Licensing__V1__Validation_Service *service,
                                       Licensing__V1__Validation_ServiceDestroy destroy)

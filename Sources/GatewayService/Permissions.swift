@@ -14,7 +14,7 @@ enum Permissions {
     static let servicesOnly: Set<String> = [
         IssuanceMethods.changes.name, IssuanceMethods.watchChanges.name, UsageMethods.changes.name,
         IssuanceMethods.eraseCustomer.name, ValidationMethods.eraseCustomer.name, UsageMethods.eraseCustomer.name,
-        ReportingMethods.eraseCustomer.name,
+        ReportingMethods.eraseCustomer.name, ValidationMethods.resolveLicenses.name,
     ]
     /// Signing keys are shared by every tenant, and the audit chain spans them all.
     static let operatorOnly: Set<String> = [

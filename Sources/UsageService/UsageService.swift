@@ -11,11 +11,14 @@ import ServiceLifecycle
 /// quotas and compliance alerts answer UNIMPLEMENTED until their handlers land.
 public final class UsageService: Sendable {
     let database: DatabasePool
+    /// license-validation, which resolves the license keys and ids events name.
+    let validation: RPCClient
     let clock: any LicenseClock
     let logger: Logger
 
-    public init(database: DatabasePool, clock: any LicenseClock = SystemLicenseClock(), logger: Logger) {
+    public init(database: DatabasePool, validation: RPCClient, clock: any LicenseClock = SystemLicenseClock(), logger: Logger) {
         self.database = database
+        self.validation = validation
         self.clock = clock
         self.logger = logger
     }
@@ -56,11 +59,15 @@ public final class UsageService: Sendable {
                 CREATE INDEX usage_by_license ON usage_event(tenant_id, license_id, occurred_at);
                 """)
         }
+        migrator.registerMigration("v3: the named user of an event") { db in
+            try db.execute(sql: "ALTER TABLE usage_event ADD COLUMN user TEXT NOT NULL DEFAULT ''")
+        }
         return try ServiceDatabase.open(path: path, durability: .full, migrator: migrator)
     }
 
     public static func services(_ environment: ServiceEnvironment) throws -> [any Service] {
-        let service = UsageService(database: try openDatabase(path: environment.databasePath), logger: environment.logger)
+        let validation = RPCClient(endpoint: try environment.settings.endpoint("validation", default: environment.settings.defaultSocket("validation")))
+        let service = UsageService(database: try openDatabase(path: environment.databasePath), validation: validation, logger: environment.logger)
         // Stopped in reverse order: the server first, the checkpoints last.
         return [
             try WALMaintenance(pool: service.database, logger: environment.logger),
@@ -82,25 +89,34 @@ public final class UsageService: Sendable {
 
     /// Records a batch of events in one transaction, acknowledged once it is on disk. An
     /// event id seen before is counted as a duplicate, not again, so clients may retry.
+    /// Each event names its license by key (what a product knows) or by id; validation
+    /// resolves them, and a batch naming a license that does not exist (or is another
+    /// tenant's) is refused whole.
     func recordUsage(_ request: RecordUsageRequest, _ call: ServerCall) async throws -> RecordUsageResponse {
         guard !request.events.isEmpty else { throw RPCError.invalidArgument("events is empty") }
         guard request.events.count <= 1000 else { throw RPCError.invalidArgument("at most 1000 events per call, got \(request.events.count)") }
         let now = clock.now
-        let tenant = Self.tenant(call)
         for (index, event) in request.events.enumerated() {
             guard !event.eventId.isEmpty, event.eventId.count <= 200 else { throw RPCError.invalidArgument("events[\(index)].event_id is required (at most 200 characters)") }
-            guard !event.licenseId.isEmpty else { throw RPCError.invalidArgument("events[\(index)].license_id is required") }
+            guard !event.licenseKey.isEmpty || !event.licenseId.isEmpty else {
+                throw RPCError.invalidArgument("events[\(index)] names no license: give its license_key (or license_id)")
+            }
             guard !event.feature.isEmpty, event.feature.count <= 64 else { throw RPCError.invalidArgument("events[\(index)].feature is required (at most 64 characters)") }
-            guard event.quantity > 0, event.quantity <= UInt64(Int64.max) else { throw RPCError.invalidArgument("events[\(index)].quantity must be positive") }
+            guard event.quantity > 0 else { throw RPCError.invalidArgument("events[\(index)].quantity must be 1 or more") }
+            guard event.user.count <= 200 else { throw RPCError.invalidArgument("events[\(index)].user is longer than 200 characters") }
         }
+        let licenses = try await resolve(request.events, call)
         let accepted = try await database.write { db -> Int in
             let insert = try db.cachedStatement(sql: """
-                INSERT OR IGNORE INTO usage_event (tenant_id, event_id, license_id, feature, quantity, occurred_at, received_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?)
+                INSERT OR IGNORE INTO usage_event (tenant_id, event_id, license_id, feature, quantity, occurred_at, received_at, user)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                 """)
             var accepted = 0
-            for event in request.events {
-                try insert.execute(arguments: [tenant, event.eventId, event.licenseId, event.feature, Int64(event.quantity), event.occurredAt == 0 ? now : event.occurredAt, now])
+            for (event, license) in zip(request.events, licenses) {
+                try insert.execute(arguments: [
+                    license.tenantId, event.eventId, license.licenseId, event.feature, Int64(event.quantity),
+                    event.occurredAt == 0 ? now : event.occurredAt, now, event.user,
+                ])
                 accepted += db.changesCount
             }
             return accepted
@@ -108,10 +124,27 @@ public final class UsageService: Sendable {
         return RecordUsageResponse(accepted: UInt32(accepted), duplicates: UInt32(request.events.count - accepted))
     }
 
-    /// The tenant a call acts for, as the gateway stated it; local callers act for "default".
-    static func tenant(_ call: ServerCall) -> String {
-        call.metadata[RPCMetadata.tenant] ?? "default"
+    /// The license (and tenant) of each event, from validation, scoped to the caller's tenant.
+    private func resolve(_ events: [UsageEvent], _ call: ServerCall) async throws -> [ResolvedLicense] {
+        var metadata = RPCMetadata()
+        metadata[RPCMetadata.tenant] = call.metadata[RPCMetadata.tenant]
+        let references = events.map { LicenseReference(licenseKey: $0.licenseKey, licenseId: $0.licenseKey.isEmpty ? $0.licenseId : "") }
+        let resolved: [ResolvedLicense]
+        do {
+            resolved = try await validation.call(
+                ValidationMethods.resolveLicenses, ResolveLicensesRequest(licenses: references), metadata: metadata, timeout: .seconds(5)).licenses
+        } catch let error as RPCError where error.code == .unavailable || error.code == .deadlineExceeded {
+            throw RPCError(.unavailable, "usage events are checked against the licenses license-validation knows, and it cannot be reached; retry (event ids make retries safe)")
+        }
+        guard resolved.count == events.count else { throw RPCError(.internal, "license-validation resolved \(resolved.count) of \(events.count) licenses") }
+        for (index, (event, license)) in zip(events, resolved).enumerated() where !license.found {
+            throw RPCError.invalidArgument(event.licenseKey.isEmpty
+                ? "events[\(index)]: no license \(RPCError.quoted(event.licenseId, limit: 40))"
+                : "events[\(index)]: no license has this key")
+        }
+        return resolved
     }
+
 
     /// Usage of a license per feature in [from, to) (default: the last 30 days).
     func getUsage(_ request: GetUsageRequest, _ call: ServerCall) async throws -> UsageSummary {
@@ -119,14 +152,16 @@ public final class UsageService: Sendable {
         let to = request.to == 0 ? clock.now + 1 : request.to
         let from = request.from == 0 ? to - 30 * 86400 : request.from
         guard from < to else { throw RPCError.invalidArgument("from must be before to") }
+        // Through the gateway, a tenant's own usage only; a local caller sees any.
+        let tenant = call.metadata[RPCMetadata.tenant]
         let features = try await database.read { db in
             try Row.fetchAll(
                 db,
                 sql: """
                     SELECT feature, SUM(quantity) AS quantity, COUNT(*) AS events FROM usage_event
-                    WHERE tenant_id = ? AND license_id = ? AND occurred_at >= ? AND occurred_at < ? GROUP BY feature ORDER BY feature
+                    WHERE (? IS NULL OR tenant_id = ?) AND license_id = ? AND occurred_at >= ? AND occurred_at < ? GROUP BY feature ORDER BY feature
                     """,
-                arguments: [Self.tenant(call), request.licenseId, from, to]
+                arguments: [tenant, tenant, request.licenseId, from, to]
             ).map { FeatureUsage(feature: $0["feature"], quantity: UInt64($0["quantity"] as Int64), events: UInt64($0["events"] as Int64)) }
         }
         return UsageSummary(licenseId: request.licenseId, from: from, to: to, features: features)

@@ -113,6 +113,7 @@ public final class ValidationService: Sendable {
         router.register(ValidationMethods.listSeats) { try await self.listSeats($0, $1) }
         router.register(ValidationMethods.createOfflineLicense) { try await self.createOfflineLicense($0, $1) }
         router.register(ValidationMethods.eraseCustomer) { try await self.eraseCustomer($0, $1) }
+        router.register(ValidationMethods.resolveLicenses) { try await self.resolveLicenses($0, $1) }
         return router
     }
 

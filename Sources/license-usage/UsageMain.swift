@@ -11,8 +11,11 @@ struct LicenseUsageCommand: AsyncParsableCommand {
 
     @OptionGroup var runtime: RuntimeOptions
 
+    @Option(help: "Validation endpoint, which resolves the licenses events name (default: unix:<data>/run/validation.sock).")
+    var validation: String?
+
     func run() async throws {
-        try await ServiceRunner.run(name: "usage", options: runtime, extraFlags: [:]) { environment in
+        try await ServiceRunner.run(name: "usage", options: runtime, extraFlags: ["validation": validation]) { environment in
             try UsageService.services(environment)
         }
     }

@@ -128,12 +128,16 @@ import Testing
                 }
             }
         }
-        // Usage acme recorded is acme's: globex's product recording against acme's license id
-        // writes into globex's own books, and acme's sum is unchanged.
+        // Usage acme recorded is acme's: globex cannot record against acme's license (by id or
+        // key it is refused like one that does not exist), and acme's sum is unchanged.
         let acmeUsage = try await acme.call(UsageMethods.getUsage, GetUsageRequest(licenseId: license.id))
         #expect(acmeUsage.features.map(\.quantity) == [7])
-        _ = try await globex.call(UsageMethods.recordUsage, RecordUsageRequest(events: [
-            UsageEvent(eventId: "acme-1", licenseId: license.id, feature: "render", quantity: 1000)]))
+        await same(UsageMethods.recordUsage.name, license.id, fake(license.id)) {
+            RecordUsageRequest(events: [UsageEvent(eventId: "acme-1", licenseId: $0, feature: "render", quantity: 1000)]).serializedBytes()
+        }
+        await same(UsageMethods.recordUsage.name, issued.licenseKey, otherKey) {
+            RecordUsageRequest(events: [UsageEvent(eventId: "acme-2", licenseKey: $0, feature: "render", quantity: 1000)]).serializedBytes()
+        }
         #expect(try await acme.call(UsageMethods.getUsage, GetUsageRequest(licenseId: license.id)).features.map(\.quantity) == [7])
 
         // What every tenant shares is the operator's: signing keys, the audit chain, the feeds.

@@ -7,40 +7,66 @@ import Testing
 import UsageService
 
 @Suite struct UsageTests {
-    @Test func eventsAreRecordedOnceAndSummedPerFeature() async throws {
-        let folder = TemporaryFolder()
+    /// license-usage beside issuance and validation, as in a stack.
+    func withUsage<T>(clock: ManualLicenseClock, _ body: (_ issuance: RPCClient, _ usage: RPCClient) async throws -> T) async throws -> T {
+        try await withIssuanceAndValidation(clock: clock) { issuance, validation in
+            let folder = TemporaryFolder()
+            let usage = UsageService(
+                database: try UsageService.openDatabase(path: "\(folder.path)/usage.sqlite"), validation: RPCClient(endpoint: validation.endpoint),
+                clock: clock, logger: Logger(label: "test"))
+            return try await withServer(usage.router(), in: folder, name: "usage") { client in try await body(issuance, client) }
+        }
+    }
+
+    @Test func eventsByKeyOrIdAreRecordedOnceAndSummedPerFeature() async throws {
         let clock = ManualLicenseClock(1_800_000_000)
-        let usage = UsageService(database: try UsageService.openDatabase(path: "\(folder.path)/usage.sqlite"), clock: clock, logger: Logger(label: "test"))
-        try await withServer(usage.router(), in: folder, name: "usage") { client in
+        try await withUsage(clock: clock) { issuance, client in
+            let (policy, customer) = try await seedCatalogue(issuance)
+            let first = try await issuance.call(IssuanceMethods.issueLicense, IssueLicenseRequest(policyId: policy, customerId: customer))
+            let second = try await issuance.call(IssuanceMethods.issueLicense, IssueLicenseRequest(policyId: policy, customerId: customer))
+            let license = first.license!.id
+            // A product knows its key; a backend may know the id. Either names the license.
             let events = [
-                UsageEvent(eventId: "e1", licenseId: "lic_1", feature: "export", quantity: 2, occurredAt: clock.now - 10),
-                UsageEvent(eventId: "e2", licenseId: "lic_1", feature: "export", quantity: 3, occurredAt: clock.now - 5),
-                UsageEvent(eventId: "e3", licenseId: "lic_1", feature: "render", quantity: 1),
-                UsageEvent(eventId: "e4", licenseId: "lic_2", feature: "export", quantity: 7),
+                UsageEvent(eventId: "e1", licenseKey: first.licenseKey, feature: "export", quantity: 2, occurredAt: clock.now - 10, user: "ann"),
+                UsageEvent(eventId: "e2", licenseKey: first.licenseKey.lowercased(), feature: "export", quantity: 3, occurredAt: clock.now - 5),
+                UsageEvent(eventId: "e3", licenseId: license, feature: "render", quantity: 1),
+                UsageEvent(eventId: "e4", licenseKey: second.licenseKey, feature: "export", quantity: 7),
             ]
-            let first = try await client.call(UsageMethods.recordUsage, RecordUsageRequest(events: events))
-            #expect(first.accepted == 4)
+            let recorded = try await client.call(UsageMethods.recordUsage, RecordUsageRequest(events: events))
+            #expect(recorded.accepted == 4)
             // A client retrying the same batch is not counted twice.
             let retry = try await client.call(UsageMethods.recordUsage, RecordUsageRequest(events: events))
             #expect(retry.accepted == 0)
             #expect(retry.duplicates == 4)
 
-            let summary = try await client.call(UsageMethods.getUsage, GetUsageRequest(licenseId: "lic_1"))
+            let summary = try await client.call(UsageMethods.getUsage, GetUsageRequest(licenseId: license))
             #expect(summary.features.map(\.feature) == ["export", "render"])
             #expect(summary.features.map(\.quantity) == [5, 1])
             #expect(summary.features.map(\.events) == [2, 1])
-            let window = try await client.call(UsageMethods.getUsage, GetUsageRequest(licenseId: "lic_1", from: clock.now - 7, to: clock.now))
+            let window = try await client.call(UsageMethods.getUsage, GetUsageRequest(licenseId: license, from: clock.now - 7, to: clock.now))
             #expect(window.features.map(\.quantity) == [3])
 
-            for bad in [
-                RecordUsageRequest(),
-                RecordUsageRequest(events: [UsageEvent(licenseId: "lic_1", feature: "x", quantity: 1)]),
-                RecordUsageRequest(events: [UsageEvent(eventId: "e9", feature: "x", quantity: 1)]),
-                RecordUsageRequest(events: [UsageEvent(eventId: "e9", licenseId: "lic_1", feature: "x", quantity: 0)]),
+            // Licenses that do not exist are refused, the whole batch with them.
+            let unknownKey = LicenseKey.generate().description
+            for (bad, message) in [
+                (RecordUsageRequest(), "events is empty"),
+                (RecordUsageRequest(events: [UsageEvent(licenseKey: first.licenseKey, feature: "x", quantity: 1)]), "events[0].event_id is required"),
+                (RecordUsageRequest(events: [UsageEvent(eventId: "e9", feature: "x", quantity: 1)]), "events[0] names no license"),
+                (RecordUsageRequest(events: [UsageEvent(eventId: "e9", licenseKey: first.licenseKey, feature: "x", quantity: 0)]), "events[0].quantity must be 1 or more"),
+                (RecordUsageRequest(events: [UsageEvent(eventId: "e9", licenseKey: unknownKey, feature: "x", quantity: 1)]), "events[0]: no license has this key"),
+                (RecordUsageRequest(events: [
+                    UsageEvent(eventId: "e10", licenseKey: first.licenseKey, feature: "x", quantity: 1),
+                    UsageEvent(eventId: "e11", licenseId: "lic_nothing", feature: "x", quantity: 1),
+                ]), "events[1]: no license lic_nothing"),
             ] {
-                let refused = await expectCode(.invalidArgument) { _ = try await client.call(UsageMethods.recordUsage, bad) }
-                #expect(refused == nil, "\(refused ?? "")")
+                do {
+                    _ = try await client.call(UsageMethods.recordUsage, bad)
+                    Issue.record("accepted; expected \(message)")
+                } catch let error as RPCError {
+                    #expect(error.code == .invalidArgument && error.message.hasPrefix(message), "\(error), expected \(message)")
+                }
             }
+            #expect(try await client.call(UsageMethods.getUsage, GetUsageRequest(licenseId: license)).features.map(\.quantity) == [5, 1])
         }
     }
 }

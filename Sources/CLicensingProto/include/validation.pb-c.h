@@ -17,6 +17,10 @@ PROTOBUF_C__BEGIN_DECLS
 #include "licensing.pb-c.h"
 #include "issuance.pb-c.h"
 
+typedef struct Licensing__V1__LicenseReference Licensing__V1__LicenseReference;
+typedef struct Licensing__V1__ResolveLicensesRequest Licensing__V1__ResolveLicensesRequest;
+typedef struct Licensing__V1__ResolvedLicense Licensing__V1__ResolvedLicense;
+typedef struct Licensing__V1__ResolveLicensesResponse Licensing__V1__ResolveLicensesResponse;
 typedef struct Licensing__V1__ValidateRequest Licensing__V1__ValidateRequest;
 typedef struct Licensing__V1__ValidateResponse Licensing__V1__ValidateResponse;
 typedef struct Licensing__V1__ValidationStatement Licensing__V1__ValidationStatement;
@@ -41,6 +45,57 @@ typedef struct Licensing__V1__OfflineLicense Licensing__V1__OfflineLicense;
 
 
 /* --- messages --- */
+
+/*
+ * A license named by its key or by its id.
+ */
+struct  Licensing__V1__LicenseReference
+{
+  ProtobufCMessage base;
+  char *license_key;
+  char *license_id;
+};
+#define LICENSING__V1__LICENSE_REFERENCE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__license_reference__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+struct  Licensing__V1__ResolveLicensesRequest
+{
+  ProtobufCMessage base;
+  size_t n_licenses;
+  Licensing__V1__LicenseReference **licenses;
+};
+#define LICENSING__V1__RESOLVE_LICENSES_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__resolve_licenses_request__descriptor) \
+    , 0,NULL }
+
+
+/*
+ * One per reference, in the same order.
+ */
+struct  Licensing__V1__ResolvedLicense
+{
+  ProtobufCMessage base;
+  protobuf_c_boolean found;
+  char *license_id;
+  char *tenant_id;
+};
+#define LICENSING__V1__RESOLVED_LICENSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__resolved_license__descriptor) \
+    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+struct  Licensing__V1__ResolveLicensesResponse
+{
+  ProtobufCMessage base;
+  size_t n_licenses;
+  Licensing__V1__ResolvedLicense **licenses;
+};
+#define LICENSING__V1__RESOLVE_LICENSES_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__resolve_licenses_response__descriptor) \
+    , 0,NULL }
+
 
 struct  Licensing__V1__ValidateRequest
 {
@@ -349,6 +404,82 @@ struct  Licensing__V1__OfflineLicense
     , (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string }
 
 
+/* Licensing__V1__LicenseReference methods */
+void   licensing__v1__license_reference__init
+                     (Licensing__V1__LicenseReference         *message);
+size_t licensing__v1__license_reference__get_packed_size
+                     (const Licensing__V1__LicenseReference   *message);
+size_t licensing__v1__license_reference__pack
+                     (const Licensing__V1__LicenseReference   *message,
+                      uint8_t             *out);
+size_t licensing__v1__license_reference__pack_to_buffer
+                     (const Licensing__V1__LicenseReference   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__LicenseReference *
+       licensing__v1__license_reference__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__license_reference__free_unpacked
+                     (Licensing__V1__LicenseReference *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__ResolveLicensesRequest methods */
+void   licensing__v1__resolve_licenses_request__init
+                     (Licensing__V1__ResolveLicensesRequest         *message);
+size_t licensing__v1__resolve_licenses_request__get_packed_size
+                     (const Licensing__V1__ResolveLicensesRequest   *message);
+size_t licensing__v1__resolve_licenses_request__pack
+                     (const Licensing__V1__ResolveLicensesRequest   *message,
+                      uint8_t             *out);
+size_t licensing__v1__resolve_licenses_request__pack_to_buffer
+                     (const Licensing__V1__ResolveLicensesRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__ResolveLicensesRequest *
+       licensing__v1__resolve_licenses_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__resolve_licenses_request__free_unpacked
+                     (Licensing__V1__ResolveLicensesRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__ResolvedLicense methods */
+void   licensing__v1__resolved_license__init
+                     (Licensing__V1__ResolvedLicense         *message);
+size_t licensing__v1__resolved_license__get_packed_size
+                     (const Licensing__V1__ResolvedLicense   *message);
+size_t licensing__v1__resolved_license__pack
+                     (const Licensing__V1__ResolvedLicense   *message,
+                      uint8_t             *out);
+size_t licensing__v1__resolved_license__pack_to_buffer
+                     (const Licensing__V1__ResolvedLicense   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__ResolvedLicense *
+       licensing__v1__resolved_license__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__resolved_license__free_unpacked
+                     (Licensing__V1__ResolvedLicense *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__ResolveLicensesResponse methods */
+void   licensing__v1__resolve_licenses_response__init
+                     (Licensing__V1__ResolveLicensesResponse         *message);
+size_t licensing__v1__resolve_licenses_response__get_packed_size
+                     (const Licensing__V1__ResolveLicensesResponse   *message);
+size_t licensing__v1__resolve_licenses_response__pack
+                     (const Licensing__V1__ResolveLicensesResponse   *message,
+                      uint8_t             *out);
+size_t licensing__v1__resolve_licenses_response__pack_to_buffer
+                     (const Licensing__V1__ResolveLicensesResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__ResolveLicensesResponse *
+       licensing__v1__resolve_licenses_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__resolve_licenses_response__free_unpacked
+                     (Licensing__V1__ResolveLicensesResponse *message,
+                      ProtobufCAllocator *allocator);
 /* Licensing__V1__ValidateRequest methods */
 void   licensing__v1__validate_request__init
                      (Licensing__V1__ValidateRequest         *message);
@@ -693,6 +824,18 @@ void   licensing__v1__offline_license__free_unpacked
                       ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
+typedef void (*Licensing__V1__LicenseReference_Closure)
+                 (const Licensing__V1__LicenseReference *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__ResolveLicensesRequest_Closure)
+                 (const Licensing__V1__ResolveLicensesRequest *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__ResolvedLicense_Closure)
+                 (const Licensing__V1__ResolvedLicense *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__ResolveLicensesResponse_Closure)
+                 (const Licensing__V1__ResolveLicensesResponse *message,
+                  void *closure_data);
 typedef void (*Licensing__V1__ValidateRequest_Closure)
                  (const Licensing__V1__ValidateRequest *message,
                   void *closure_data);
@@ -794,6 +937,10 @@ struct Licensing__V1__Validation_Service
                          const Licensing__V1__EraseCustomerRequest *input,
                          Licensing__V1__EraseCustomerResponse_Closure closure,
                          void *closure_data);
+  void (*resolve_licenses)(Licensing__V1__Validation_Service *service,
+                           const Licensing__V1__ResolveLicensesRequest *input,
+                           Licensing__V1__ResolveLicensesResponse_Closure closure,
+                           void *closure_data);
 };
 typedef void (*Licensing__V1__Validation_ServiceDestroy)(Licensing__V1__Validation_Service *);
 void licensing__v1__validation__init (Licensing__V1__Validation_Service *service,
@@ -811,7 +958,8 @@ void licensing__v1__validation__init (Licensing__V1__Validation_Service *service
       function_prefix__ ## checkin_seat,\
       function_prefix__ ## list_seats,\
       function_prefix__ ## create_offline_license,\
-      function_prefix__ ## erase_customer  }
+      function_prefix__ ## erase_customer,\
+      function_prefix__ ## resolve_licenses  }
 void licensing__v1__validation__validate(ProtobufCService *service,
                                          const Licensing__V1__ValidateRequest *input,
                                          Licensing__V1__ValidateResponse_Closure closure,
@@ -852,9 +1000,17 @@ void licensing__v1__validation__erase_customer(ProtobufCService *service,
                                                const Licensing__V1__EraseCustomerRequest *input,
                                                Licensing__V1__EraseCustomerResponse_Closure closure,
                                                void *closure_data);
+void licensing__v1__validation__resolve_licenses(ProtobufCService *service,
+                                                 const Licensing__V1__ResolveLicensesRequest *input,
+                                                 Licensing__V1__ResolveLicensesResponse_Closure closure,
+                                                 void *closure_data);
 
 /* --- descriptors --- */
 
+extern const ProtobufCMessageDescriptor licensing__v1__license_reference__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__resolve_licenses_request__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__resolved_license__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__resolve_licenses_response__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__validate_request__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__validate_response__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__validation_statement__descriptor;

@@ -2,6 +2,180 @@
 
 import CLicensingProto
 
+public struct LicenseReference: WireMessage, Encodable {
+    public var licenseKey: String = ""
+    public var licenseId: String = ""
+
+    public init() {}
+
+    public init(licenseKey: String = "", licenseId: String = "") {
+        self.licenseKey = licenseKey
+        self.licenseId = licenseId
+    }
+}
+
+extension LicenseReference: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.LicenseReference"
+
+    public static func cNew() -> Licensing__V1__LicenseReference {
+        var c = Licensing__V1__LicenseReference()
+        licensing__v1__license_reference__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__LicenseReference>? {
+        licensing__v1__license_reference__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__LicenseReference>) {
+        licensing__v1__license_reference__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__LicenseReference>) -> Int {
+        licensing__v1__license_reference__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__LicenseReference>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__license_reference__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__LicenseReference) {
+        self.licenseKey = WireArena.string(c.license_key)
+        self.licenseId = WireArena.string(c.license_id)
+    }
+
+    public func fill(_ c: inout Licensing__V1__LicenseReference, _ arena: WireArena) {
+        c.license_key = arena.string(self.licenseKey)
+        c.license_id = arena.string(self.licenseId)
+    }
+}
+
+public struct ResolveLicensesRequest: WireMessage, Encodable {
+    public var licenses: [LicenseReference] = []
+
+    public init() {}
+
+    public init(licenses: [LicenseReference] = []) {
+        self.licenses = licenses
+    }
+}
+
+extension ResolveLicensesRequest: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.ResolveLicensesRequest"
+
+    public static func cNew() -> Licensing__V1__ResolveLicensesRequest {
+        var c = Licensing__V1__ResolveLicensesRequest()
+        licensing__v1__resolve_licenses_request__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__ResolveLicensesRequest>? {
+        licensing__v1__resolve_licenses_request__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__ResolveLicensesRequest>) {
+        licensing__v1__resolve_licenses_request__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__ResolveLicensesRequest>) -> Int {
+        licensing__v1__resolve_licenses_request__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__ResolveLicensesRequest>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__resolve_licenses_request__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__ResolveLicensesRequest) {
+        self.licenses = WireArena.array(c.n_licenses, c.licenses) { LicenseReference(c: $0!.pointee) }
+    }
+
+    public func fill(_ c: inout Licensing__V1__ResolveLicensesRequest, _ arena: WireArena) {
+        c.n_licenses = self.licenses.count
+        c.licenses = arena.array(self.licenses) { Optional(arena.message($0)) }
+    }
+}
+
+public struct ResolvedLicense: WireMessage, Encodable {
+    public var found: Bool = false
+    public var licenseId: String = ""
+    public var tenantId: String = ""
+
+    public init() {}
+
+    public init(found: Bool = false, licenseId: String = "", tenantId: String = "") {
+        self.found = found
+        self.licenseId = licenseId
+        self.tenantId = tenantId
+    }
+}
+
+extension ResolvedLicense: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.ResolvedLicense"
+
+    public static func cNew() -> Licensing__V1__ResolvedLicense {
+        var c = Licensing__V1__ResolvedLicense()
+        licensing__v1__resolved_license__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__ResolvedLicense>? {
+        licensing__v1__resolved_license__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__ResolvedLicense>) {
+        licensing__v1__resolved_license__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__ResolvedLicense>) -> Int {
+        licensing__v1__resolved_license__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__ResolvedLicense>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__resolved_license__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__ResolvedLicense) {
+        self.found = c.found != 0
+        self.licenseId = WireArena.string(c.license_id)
+        self.tenantId = WireArena.string(c.tenant_id)
+    }
+
+    public func fill(_ c: inout Licensing__V1__ResolvedLicense, _ arena: WireArena) {
+        c.found = (self.found ? 1 : 0)
+        c.license_id = arena.string(self.licenseId)
+        c.tenant_id = arena.string(self.tenantId)
+    }
+}
+
+public struct ResolveLicensesResponse: WireMessage, Encodable {
+    public var licenses: [ResolvedLicense] = []
+
+    public init() {}
+
+    public init(licenses: [ResolvedLicense] = []) {
+        self.licenses = licenses
+    }
+}
+
+extension ResolveLicensesResponse: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.ResolveLicensesResponse"
+
+    public static func cNew() -> Licensing__V1__ResolveLicensesResponse {
+        var c = Licensing__V1__ResolveLicensesResponse()
+        licensing__v1__resolve_licenses_response__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__ResolveLicensesResponse>? {
+        licensing__v1__resolve_licenses_response__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__ResolveLicensesResponse>) {
+        licensing__v1__resolve_licenses_response__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__ResolveLicensesResponse>) -> Int {
+        licensing__v1__resolve_licenses_response__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__ResolveLicensesResponse>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__resolve_licenses_response__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__ResolveLicensesResponse) {
+        self.licenses = WireArena.array(c.n_licenses, c.licenses) { ResolvedLicense(c: $0!.pointee) }
+    }
+
+    public func fill(_ c: inout Licensing__V1__ResolveLicensesResponse, _ arena: WireArena) {
+        c.n_licenses = self.licenses.count
+        c.licenses = arena.array(self.licenses) { Optional(arena.message($0)) }
+    }
+}
+
 public struct ValidateRequest: WireMessage, Encodable {
     public var licenseKey: String = ""
     public var fingerprint: String = ""
@@ -1000,7 +1174,8 @@ public enum ValidationMethods {
     public static let listSeats = WireMethod<ListSeatsRequest, ListSeatsResponse>("licensing.v1.Validation/ListSeats", serverStreaming: false)
     public static let createOfflineLicense = WireMethod<CreateOfflineLicenseRequest, OfflineLicense>("licensing.v1.Validation/CreateOfflineLicense", serverStreaming: false)
     public static let eraseCustomer = WireMethod<EraseCustomerRequest, EraseCustomerResponse>("licensing.v1.Validation/EraseCustomer", serverStreaming: false)
+    public static let resolveLicenses = WireMethod<ResolveLicensesRequest, ResolveLicensesResponse>("licensing.v1.Validation/ResolveLicenses", serverStreaming: false)
 
     /// Every method of the service.
-    public static let all: [WireMethodInfo] = [validate.info, activate.info, deactivate.info, listMachines.info, checkoutSeat.info, heartbeatSeat.info, checkinSeat.info, listSeats.info, createOfflineLicense.info, eraseCustomer.info]
+    public static let all: [WireMethodInfo] = [validate.info, activate.info, deactivate.info, listMachines.info, checkoutSeat.info, heartbeatSeat.info, checkinSeat.info, listSeats.info, createOfflineLicense.info, eraseCustomer.info, resolveLicenses.info]
 }
