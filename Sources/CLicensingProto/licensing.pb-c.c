@@ -1108,7 +1108,7 @@ const ProtobufCMessageDescriptor licensing__v1__department__descriptor =
   (ProtobufCMessageInit) licensing__v1__department__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor licensing__v1__license__field_descriptors[24] =
+static const ProtobufCFieldDescriptor licensing__v1__license__field_descriptors[25] =
 {
   {
     "id",
@@ -1398,6 +1398,18 @@ static const ProtobufCFieldDescriptor licensing__v1__license__field_descriptors[
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "feed_seq",
+    25,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__License, feed_seq),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned licensing__v1__license__field_indices_by_name[] = {
   16,   /* field[16] = allowed_regions */
@@ -1407,6 +1419,7 @@ static const unsigned licensing__v1__license__field_indices_by_name[] = {
   4,   /* field[4] = department_id */
   10,   /* field[10] = expires_at */
   15,   /* field[15] = features */
+  24,   /* field[24] = feed_seq */
   11,   /* field[11] = grace_seconds */
   0,   /* field[0] = id */
   8,   /* field[8] = issued_at */
@@ -1428,7 +1441,7 @@ static const unsigned licensing__v1__license__field_indices_by_name[] = {
 static const ProtobufCIntRange licensing__v1__license__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 24 }
+  { 0, 25 }
 };
 const ProtobufCMessageDescriptor licensing__v1__license__descriptor =
 {
@@ -1438,7 +1451,7 @@ const ProtobufCMessageDescriptor licensing__v1__license__descriptor =
   "Licensing__V1__License",
   "licensing.v1",
   sizeof(Licensing__V1__License),
-  24,
+  25,
   licensing__v1__license__field_descriptors,
   licensing__v1__license__field_indices_by_name,
   1,  licensing__v1__license__number_ranges,

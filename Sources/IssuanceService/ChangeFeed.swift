@@ -5,12 +5,15 @@ import LicensingWire
 /// Issuance's change feed: every state change is an event appended in the same
 /// transaction as the change (an outbox), so a consumer never sees one without the other.
 enum ChangeFeed {
-    static func append(_ event: ChangeEvent, at time: Int64, in db: Database) throws {
+    /// Appends an event; returns its position in the feed.
+    @discardableResult
+    static func append(_ event: ChangeEvent, at time: Int64, in db: Database) throws -> UInt64 {
         var event = event
         event.occurredAt = time
         try db.execute(
             sql: "INSERT INTO change_event (occurred_at, event) VALUES (?, ?)",
             arguments: [time, Data(event.serializedBytes())])
+        return UInt64(db.lastInsertedRowID)
     }
 
     static func read(after seq: UInt64, limit: Int, in db: Database) throws -> [ChangeEvent] {

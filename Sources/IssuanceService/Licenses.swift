@@ -69,7 +69,8 @@ extension IssuanceService {
                     license.maxSeats, NameList.encode(license.features), NameList.encode(license.allowedRegions),
                     NameList.encode(license.deniedRegions), license.overagePermille, license.checkInIntervalSeconds, license.updatedAt,
                 ])
-            try ChangeFeed.append(ChangeEvent(kind: .license, action: "license.issued", license: license, keyHash: keyHash), at: context.now, in: db)
+            var answered = license
+            answered.feedSeq = try ChangeFeed.append(ChangeEvent(kind: .license, action: "license.issued", license: license, keyHash: keyHash), at: context.now, in: db)
             if !request.billingRef.isEmpty {
                 guard license.expiresAt != 0 else {
                     throw RPCError.invalidArgument("billing_ref needs a license that expires: the policy is perpetual")
@@ -79,9 +80,9 @@ extension IssuanceService {
                     periodStart: license.startsAt, periodEnd: license.expiresAt, status: .active, autoRenew: true,
                     amountMinor: request.amountMinor, currency: request.currency)
                 try Subscriptions.insert(subscription, tenant: context.tenant, in: db)
-                try ChangeFeed.append(ChangeEvent(kind: .subscription, action: "subscription.started", subscription: subscription), at: context.now, in: db)
+                answered.feedSeq = try ChangeFeed.append(ChangeEvent(kind: .subscription, action: "subscription.started", subscription: subscription), at: context.now, in: db)
             }
-            return IssueLicenseResponse(license: license, licenseKey: key.description)
+            return IssueLicenseResponse(license: answered, licenseKey: key.description)
         }
         call.logger.info("license issued", metadata: ["license": "\(response.license?.id ?? "")", "prefix": "\(key.prefix)"])
         return response
@@ -363,7 +364,8 @@ struct LicenseRecord {
                 license.graceSeconds, license.maxMachines, license.maxUsers, license.maxSeats, NameList.encode(license.features),
                 now, license.id,
             ])
-        try ChangeFeed.append(ChangeEvent(kind: .license, action: action, license: license, keyHash: keyHash), at: now, in: db)
+        let seq = try ChangeFeed.append(ChangeEvent(kind: .license, action: action, license: license, keyHash: keyHash), at: now, in: db)
+        license.feedSeq = seq
         return license
     }
 }

@@ -295,7 +295,9 @@ import ValidationService
                 let issued = try await issuance.call(IssuanceMethods.issueLicense, IssueLicenseRequest(policyId: policy, customerId: customer))
                 let license = issued.license!.id
                 #expect(try await validate(validation, issued.licenseKey, user: "ann-\(round)").valid == false)
-                _ = try await issuance.call(IssuanceMethods.assignUser, AssignUserRequest(id: license, user: "ann-\(round)"))
+                let assigned = try await issuance.call(IssuanceMethods.assignUser, AssignUserRequest(id: license, user: "ann-\(round)"))
+                // The answer says where in the feed the change is, for callers that wait on it.
+                #expect(assigned.feedSeq > issued.license!.feedSeq)
                 #expect(try await validate(validation, issued.licenseKey, user: "ann-\(round)").reason == .valid, "assign, round \(round)")
 
                 // Change entitlements, then use the new feature.

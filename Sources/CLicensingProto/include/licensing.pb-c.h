@@ -231,10 +231,15 @@ struct  Licensing__V1__License
   size_t n_named_users;
   char **named_users;
   char *state_reason;
+  /*
+   * In answers to changes: the position in issuance's change feed that holds this state,
+   * for callers that wait until a follower has applied it. 0 elsewhere.
+   */
+  uint64_t feed_seq;
 };
 #define LICENSING__V1__LICENSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__license__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, LICENSING__V1__LICENSE_TYPE__LICENSE_TYPE_UNSPECIFIED, LICENSING__V1__LICENSE_STATE__LICENSE_STATE_UNSPECIFIED, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, 0, 0, 0,NULL, 0,NULL, 0,NULL, 0, 0, (char *)protobuf_c_empty_string, 0, 0,NULL, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, LICENSING__V1__LICENSE_TYPE__LICENSE_TYPE_UNSPECIFIED, LICENSING__V1__LICENSE_STATE__LICENSE_STATE_UNSPECIFIED, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, 0, 0, 0,NULL, 0,NULL, 0,NULL, 0, 0, (char *)protobuf_c_empty_string, 0, 0,NULL, (char *)protobuf_c_empty_string, 0 }
 
 
 struct  Licensing__V1__Subscription

@@ -583,10 +583,11 @@ public struct License: WireMessage, Encodable {
     public var updatedAt: Int64 = 0
     public var namedUsers: [String] = []
     public var stateReason: String = ""
+    public var feedSeq: UInt64 = 0
 
     public init() {}
 
-    public init(id: String = "", productId: String = "", policyId: String = "", customerId: String = "", departmentId: String = "", licenseType: LicenseType = LicenseType(rawValue: 0), state: LicenseState = LicenseState(rawValue: 0), keyPrefix: String = "", issuedAt: Int64 = 0, startsAt: Int64 = 0, expiresAt: Int64 = 0, graceSeconds: Int64 = 0, maxMachines: UInt32 = 0, maxUsers: UInt32 = 0, maxSeats: UInt32 = 0, features: [String] = [], allowedRegions: [String] = [], deniedRegions: [String] = [], overagePermille: UInt32 = 0, checkInIntervalSeconds: Int64 = 0, tenantId: String = "", updatedAt: Int64 = 0, namedUsers: [String] = [], stateReason: String = "") {
+    public init(id: String = "", productId: String = "", policyId: String = "", customerId: String = "", departmentId: String = "", licenseType: LicenseType = LicenseType(rawValue: 0), state: LicenseState = LicenseState(rawValue: 0), keyPrefix: String = "", issuedAt: Int64 = 0, startsAt: Int64 = 0, expiresAt: Int64 = 0, graceSeconds: Int64 = 0, maxMachines: UInt32 = 0, maxUsers: UInt32 = 0, maxSeats: UInt32 = 0, features: [String] = [], allowedRegions: [String] = [], deniedRegions: [String] = [], overagePermille: UInt32 = 0, checkInIntervalSeconds: Int64 = 0, tenantId: String = "", updatedAt: Int64 = 0, namedUsers: [String] = [], stateReason: String = "", feedSeq: UInt64 = 0) {
         self.id = id
         self.productId = productId
         self.policyId = policyId
@@ -611,6 +612,7 @@ public struct License: WireMessage, Encodable {
         self.updatedAt = updatedAt
         self.namedUsers = namedUsers
         self.stateReason = stateReason
+        self.feedSeq = feedSeq
     }
 }
 
@@ -660,6 +662,7 @@ extension License: ProtobufCMessageBinding {
         self.updatedAt = c.updated_at
         self.namedUsers = WireArena.array(c.n_named_users, c.named_users) { WireArena.string($0) }
         self.stateReason = WireArena.string(c.state_reason)
+        self.feedSeq = c.feed_seq
     }
 
     public func fill(_ c: inout Licensing__V1__License, _ arena: WireArena) {
@@ -691,6 +694,7 @@ extension License: ProtobufCMessageBinding {
         c.n_named_users = self.namedUsers.count
         c.named_users = arena.array(self.namedUsers) { arena.string($0) }
         c.state_reason = arena.string(self.stateReason)
+        c.feed_seq = self.feedSeq
     }
 }
 
