@@ -2333,7 +2333,7 @@ const ProtobufCMessageDescriptor licensing__v1__seat_lease__descriptor =
   (ProtobufCMessageInit) licensing__v1__seat_lease__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor licensing__v1__seat_lease_response__field_descriptors[5] =
+static const ProtobufCFieldDescriptor licensing__v1__seat_lease_response__field_descriptors[6] =
 {
   {
     "reason",
@@ -2395,8 +2395,21 @@ static const ProtobufCFieldDescriptor licensing__v1__seat_lease_response__field_
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "detail",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__SeatLeaseResponse, detail),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned licensing__v1__seat_lease_response__field_indices_by_name[] = {
+  5,   /* field[5] = detail */
   1,   /* field[1] = lease */
   2,   /* field[2] = queue_position */
   0,   /* field[0] = reason */
@@ -2406,7 +2419,7 @@ static const unsigned licensing__v1__seat_lease_response__field_indices_by_name[
 static const ProtobufCIntRange licensing__v1__seat_lease_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor licensing__v1__seat_lease_response__descriptor =
 {
@@ -2416,7 +2429,7 @@ const ProtobufCMessageDescriptor licensing__v1__seat_lease_response__descriptor 
   "Licensing__V1__SeatLeaseResponse",
   "licensing.v1",
   sizeof(Licensing__V1__SeatLeaseResponse),
-  5,
+  6,
   licensing__v1__seat_lease_response__field_descriptors,
   licensing__v1__seat_lease_response__field_indices_by_name,
   1,  licensing__v1__seat_lease_response__number_ranges,

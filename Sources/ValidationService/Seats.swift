@@ -41,9 +41,14 @@ extension ValidationService {
             }
             let inUse = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM seat_lease WHERE license_id = ?", arguments: [facts.licenseID]) ?? 0
             var free = limit.map { $0 - inUse } ?? Int.max
+            var full = limit.map { "the license's \(inUse) of \($0) seats (overage included) are in use" } ?? ""
             if let department = try LicenseReplica.department(facts.departmentID, in: db), department.maxSeats > 0 {
                 let departmentInUse = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM seat_lease WHERE department_id = ?", arguments: [facts.departmentID]) ?? 0
-                free = min(free, Int(department.maxSeats) * Int(max(facts.overagePermille, 1000)) / 1000 - departmentInUse)
+                let departmentLimit = Int(department.maxSeats) * Int(min(max(facts.overagePermille, 1000), 1_000_000)) / 1000
+                if departmentLimit - departmentInUse < free {
+                    free = departmentLimit - departmentInUse
+                    full = "department \(facts.departmentID) uses \(departmentInUse) of its \(departmentLimit) seats"
+                }
             }
             // Clients already waiting come first.
             let ahead = try Self.queuePosition(license: facts.licenseID, client: request.clientId, in: db)
@@ -61,7 +66,9 @@ extension ValidationService {
                 return try Self.response(.valid, lease: lease, limit: limit, license: facts.licenseID, in: db)
             }
             guard request.queue else {
-                return try Self.response(.seatLimit, lease: nil, limit: limit, license: facts.licenseID, in: db)
+                var response = try Self.response(.seatLimit, lease: nil, limit: limit, license: facts.licenseID, in: db)
+                response.detail = full.isEmpty ? "clients queued ahead take the free seats" : "\(full); check one in, or ask to queue"
+                return response
             }
             // Join (or stay in) the line; a client that stops asking leaves it after the TTL.
             try db.execute(
@@ -71,6 +78,7 @@ extension ValidationService {
                     """,
                 arguments: [facts.licenseID, request.clientId, request.user, now + ttl])
             var response = try Self.response(.seatLimit, lease: nil, limit: limit, license: facts.licenseID, in: db)
+            response.detail = full
             response.queuePosition = UInt32(try Self.queuePosition(license: facts.licenseID, client: request.clientId, in: db) + 1)
             return response
         }
@@ -101,7 +109,7 @@ extension ValidationService {
             var lease = SeatLease(row: row)
             lease.expiresAt = now + (row["ttl_seconds"] as Int64)
             try db.execute(sql: "UPDATE seat_lease SET expires_at = ? WHERE lease_id = ?", arguments: [lease.expiresAt, lease.leaseId])
-            return SeatLeaseResponse(reason: .valid, lease: lease)
+            return try Self.response(.valid, lease: lease, limit: facts.allowance(facts.maxSeats), license: facts.licenseID, in: db)
         }
     }
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import LicensingCore
 import LicensingRPC
 import LicensingWire
 
@@ -221,10 +222,14 @@ struct ValidateCommand: AsyncParsableCommand {
     @Option(help: "Feature to check the entitlement of.") var feature: String = ""
     @Option(help: "ISO country code the product runs in.") var region: String = ""
     @Option(help: "Named user (per-user licenses).") var user: String = ""
+    @Flag(help: "Ask for a signed answer (with a fresh nonce) and verify it against the public key set, as a product would.")
+    var nonce = false
 
     func run() async throws {
+        let sent = nonce ? (0..<16).map { _ in UInt8.random(in: 0...255) } : []
         let response = try await global.run(
-            ValidationMethods.validate, ValidateRequest(licenseKey: key, fingerprint: fingerprint, feature: feature, user: user, region: region)
+            ValidationMethods.validate,
+            ValidateRequest(licenseKey: key, fingerprint: fingerprint, feature: feature, user: user, region: region, nonce: sent)
         ) { response in
             var text = "\(response.reason)"
             if !response.licenseId.isEmpty { text += "  license \(response.licenseId)  expires \(Output.time(response.expiresAt))" }
@@ -232,6 +237,19 @@ struct ValidateCommand: AsyncParsableCommand {
             return text
         }
         if response.reason == .malformedKey { throw ExitCode(2) }
+        if nonce {
+            let client = try global.client()
+            defer { Task { await client.close() } }
+            let set = try await client.call(IssuanceMethods.listPublicKeys, ListPublicKeysRequest(), timeout: .seconds(global.timeout))
+            let keys = Dictionary(uniqueKeysWithValues: set.keys.map { ($0.kid, $0.publicKey) })
+            do {
+                _ = try ValidationAnswer.verify(response, nonce: sent, publicKeys: keys, now: Int64(Date().timeIntervalSince1970))
+                if !global.json { print("signed answer verified (key \(response.kid))") }
+            } catch {
+                Output.error("the answer does not verify: \(error)")
+                throw ExitCode(2)
+            }
+        }
         if !response.valid { throw ExitCode(1) }
     }
 }

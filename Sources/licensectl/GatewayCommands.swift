@@ -10,8 +10,13 @@ struct ApiKeyCommand: AsyncParsableCommand {
         "admin": .admin, "issuer": .issuer, "support": .support, "auditor": .auditor, "integration": .integration, "product": .product,
     ]
 
+    static func expiry(_ key: ApiKey, now: Int64 = Int64(Date().timeIntervalSince1970)) -> String {
+        guard key.expiresAt != 0 else { return "" }
+        return key.expiresAt <= now ? "  EXPIRED \(Output.time(key.expiresAt))" : "  expires \(Output.time(key.expiresAt))"
+    }
+
     static func describe(_ key: ApiKey) -> String {
-        "\(key.id)  \(key.prefix)...  \(key.role)  tenant \(key.tenantId)  \(key.name)\(key.revokedAt != 0 ? "  REVOKED" : "")\(key.expiresAt != 0 ? "  expires \(Output.time(key.expiresAt))" : "")"
+        "\(key.id)  \(key.prefix)...  \(key.role)  tenant \(key.tenantId)  \(key.name)\(key.revokedAt != 0 ? "  REVOKED" : "")\(ApiKeyCommand.expiry(key))"
     }
 
     struct Create: AsyncParsableCommand {
@@ -62,8 +67,12 @@ struct OverviewCommand: AsyncParsableCommand {
             var lines: [String] = []
             if let license = response.license { lines.append(Output.license(license)) }
             if let subscription = response.subscription { lines.append(Output.subscription(subscription)) }
-            lines.append("machines     \(response.machines.count)")
-            lines.append("seats        \(response.seats.count) in use")
+            lines.append("in use       \(response.machines.count) machines (\(response.machines.filter { $0.offlineUntil != 0 }.count) by offline file), \(response.seats.count) seats")
+            if let usage = response.usage {
+                lines.append("usage        " + (usage.features.isEmpty
+                    ? "none in the last 30 days"
+                    : usage.features.map { "\($0.feature) \($0.quantity)" }.joined(separator: ", ") + " (last 30 days)"))
+            }
             for part in response.parts where part.code != .ok {
                 lines.append("(\(part.service): \(part.code) \(part.message))")
             }

@@ -27,6 +27,12 @@ struct Licensectl: AsyncParsableCommand {
     ///   2  not done: a usage error, a malformed value, something not found or refused,
     ///      the gateway unreachable.
     static func main() async {
+        // `licensectl help <word>` for a word that names no command is an error, not the overview.
+        let words = Array(CommandLine.arguments.dropFirst())
+        if words.first == "help", words.count > 1, !configuration.subcommands.contains(where: { $0._commandName == words[1] }) {
+            Output.error("there is no command \"\(words[1])\"; licensectl --help lists them")
+            exit(withError: ExitCode(2))
+        }
         var command: any ParsableCommand
         do {
             command = try parseAsRoot()

@@ -61,8 +61,9 @@ struct SeatsCommand: AsyncParsableCommand {
         if let lease = response.lease, response.reason == .valid {
             return "lease \(lease.leaseId)  until \(Output.time(lease.expiresAt))  seats \(response.seatsInUse)/\(response.seatLimit == 0 ? "unlimited" : String(response.seatLimit))"
         }
-        if response.queuePosition > 0 { return "\(response.reason)  queued at position \(response.queuePosition)" }
-        return "\(response.reason)"
+        let detail = response.detail.isEmpty ? "" : "\n\(response.detail)"
+        if response.queuePosition > 0 { return "\(response.reason)  queued at position \(response.queuePosition)\(detail)" }
+        return "\(response.reason)\(detail)"
     }
 
     struct Checkout: AsyncParsableCommand {

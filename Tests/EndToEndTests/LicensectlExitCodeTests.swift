@@ -75,3 +75,63 @@ import Testing
         _ = license
     }
 }
+
+/// What licensectl prints says what it means.
+@Suite(.serialized) struct LicensectlOutputTests {
+    @Test func outputsNameLimitsUsageAndExpiry() async throws {
+        let stack = try Stack()
+        try await stack.startAll()
+        let gateway = "unix:\(stack.folder)/run/gateway.sock"
+        func ctl(_ arguments: [String]) throws -> (Int32, String) {
+            try Stack.run("licensectl", arguments + ["--gateway", gateway], environment: ["LM_API_KEY": stack.adminKey])
+        }
+        func json(_ arguments: [String]) throws -> [String: Any] {
+            let (status, output) = try ctl(arguments + ["--json"])
+            #expect(status == 0, "\(arguments): \(output)")
+            return (try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any]) ?? [:]
+        }
+        let product = try json(["product", "create", "--name", "Out", "--code", "OUT"])["id"] as! String
+        let policy = try json(["policy", "create", "--product", product, "--name", "Seats", "--type", "enterprise", "--max-seats", "2", "--duration", "30d"])["id"] as! String
+        let customer = try json(["customer", "create", "--name", "Out Ltd", "--enterprise"])["id"] as! String
+        let department = try json(["department", "create", "--customer", customer, "--name", "Lab", "--max-seats", "1"])["id"] as! String
+        let issued = try json(["license", "issue", "--policy", policy, "--customer", customer, "--department", department])
+        let key = issued["license_key"] as! String
+
+        // A heartbeat shows the license's real seat count.
+        let checkout = try json(["seats", "checkout", key, "--client", "c1"])
+        let lease = (checkout["lease"] as! [String: Any])["lease_id"] as! String
+        let (_, heartbeat) = try ctl(["seats", "heartbeat", lease])
+        #expect(heartbeat.contains("seats 1/2"), "\(heartbeat)")
+        // The department's own limit is named, as the machine limit is.
+        let (refused, refusal) = try ctl(["seats", "checkout", key, "--client", "c2"])
+        #expect(refused == 1)
+        #expect(refusal.contains("SEAT_LIMIT") && refusal.contains("department \(department) uses 1 of its 1 seats"), "\(refusal)")
+
+        // The overview shows machines once, and usage.
+        let (_, overview) = try ctl(["overview", key])
+        #expect(overview.components(separatedBy: "\n").filter { $0.hasPrefix("machines") }.count == 1, "\(overview)")
+        #expect(overview.contains("usage        none in the last 30 days"), "\(overview)")
+
+        // An expired API key is marked.
+        let soon = Int64(Date().timeIntervalSince1970) + 1
+        let (created, _) = try ctl(["apikey", "create", "--name", "short-lived", "--role", "support", "--expires", String(soon)])
+        #expect(created == 0)
+        var listed = ""
+        for _ in 0..<100 {
+            listed = try ctl(["apikey", "list"]).1
+            if listed.contains("EXPIRED") { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(listed.split(separator: "\n").contains { $0.contains("short-lived") && $0.contains("EXPIRED") }, "\(listed)")
+
+        // A signed answer, verified against the public key set.
+        let (verified, signed) = try ctl(["validate", key, "--nonce"])
+        #expect(verified == 0, "\(signed)")
+        #expect(signed.contains("signed answer verified (key "), "\(signed)")
+
+        // Help for a command that does not exist is an error.
+        let (help, helpOutput) = try Stack.run("licensectl", ["help", "usage"])
+        #expect(help == 2)
+        #expect(helpOutput.contains("there is no command \"usage\""), "\(helpOutput)")
+    }
+}

@@ -329,10 +329,14 @@ struct  Licensing__V1__SeatLeaseResponse
   uint32_t queue_position;
   uint32_t seats_in_use;
   uint32_t seat_limit;
+  /*
+   * Why, in words, when the reason is not VALID (which limit, how full).
+   */
+  char *detail;
 };
 #define LICENSING__V1__SEAT_LEASE_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__seat_lease_response__descriptor) \
-    , LICENSING__V1__REASON_CODE__REASON_CODE_UNSPECIFIED, NULL, 0, 0, 0 }
+    , LICENSING__V1__REASON_CODE__REASON_CODE_UNSPECIFIED, NULL, 0, 0, 0, (char *)protobuf_c_empty_string }
 
 
 struct  Licensing__V1__SeatLeaseRequest

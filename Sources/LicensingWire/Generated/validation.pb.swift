@@ -877,15 +877,17 @@ public struct SeatLeaseResponse: WireMessage, Encodable {
     public var queuePosition: UInt32 = 0
     public var seatsInUse: UInt32 = 0
     public var seatLimit: UInt32 = 0
+    public var detail: String = ""
 
     public init() {}
 
-    public init(reason: ReasonCode = ReasonCode(rawValue: 0), lease: SeatLease? = nil, queuePosition: UInt32 = 0, seatsInUse: UInt32 = 0, seatLimit: UInt32 = 0) {
+    public init(reason: ReasonCode = ReasonCode(rawValue: 0), lease: SeatLease? = nil, queuePosition: UInt32 = 0, seatsInUse: UInt32 = 0, seatLimit: UInt32 = 0, detail: String = "") {
         self.reason = reason
         self.lease = lease
         self.queuePosition = queuePosition
         self.seatsInUse = seatsInUse
         self.seatLimit = seatLimit
+        self.detail = detail
     }
 }
 
@@ -916,6 +918,7 @@ extension SeatLeaseResponse: ProtobufCMessageBinding {
         self.queuePosition = c.queue_position
         self.seatsInUse = c.seats_in_use
         self.seatLimit = c.seat_limit
+        self.detail = WireArena.string(c.detail)
     }
 
     public func fill(_ c: inout Licensing__V1__SeatLeaseResponse, _ arena: WireArena) {
@@ -924,6 +927,7 @@ extension SeatLeaseResponse: ProtobufCMessageBinding {
         c.queue_position = self.queuePosition
         c.seats_in_use = self.seatsInUse
         c.seat_limit = self.seatLimit
+        c.detail = arena.string(self.detail)
     }
 }
 
