@@ -36,7 +36,7 @@ extension IssuanceService {
                 }
             }
             if overrides.expiresAt != 0, overrides.expiresAt <= context.now {
-                throw RPCError.invalidArgument("overrides.expires_at \(overrides.expiresAt) is not in the future")
+                throw RPCError.invalidArgument("overrides.expires_at \(ISODate.format(overrides.expiresAt)) is not in the future")
             }
             if policy.licenseType == .subscription, request.billingRef.isEmpty {
                 throw RPCError.invalidArgument("a subscription license needs billing_ref, the billing system's reference")
@@ -189,7 +189,8 @@ extension IssuanceService {
             let newExpiry: Int64
             if request.extendTo != 0 {
                 guard request.extendTo > max(record.license.expiresAt, context.now) else {
-                    throw RPCError.invalidArgument("extend_to \(request.extendTo) is not after the current expiry \(record.license.expiresAt) and now")
+                    throw RPCError.invalidArgument(
+                        "extend_to \(ISODate.format(request.extendTo)) is not after the current expiry (\(ISODate.format(record.license.expiresAt))) and now")
                 }
                 newExpiry = request.extendTo
             } else {

@@ -1,3 +1,4 @@
+import Foundation
 import Synchronization
 
 /// Wall-clock time in Unix seconds, injected so expiry, grace and leases are tested
@@ -42,5 +43,13 @@ extension Int64 {
     public func saturatingSubtract(_ other: Int64) -> Int64 {
         let (difference, overflow) = subtractingReportingOverflow(other)
         return overflow ? (other < 0 ? .max : .min) : difference
+    }
+}
+
+/// Times as people read them in messages: ISO 8601 in UTC.
+public enum ISODate {
+    public static func format(_ seconds: Int64) -> String {
+        guard seconds != 0 else { return "never" }
+        return ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: TimeInterval(seconds)))
     }
 }

@@ -80,6 +80,9 @@ struct PolicyCommand: AsyncParsableCommand {
             guard let licenseType = types[type] else {
                 throw ValidationError("--type must be per-user, per-device, subscription or enterprise")
             }
+            guard overage.isFinite, (1...100).contains(overage) else {
+                throw ValidationError("--overage is a multiple of the limits from 1 (none) to 100, such as 1.25; not \(overage)")
+            }
             let policy = Policy(
                 productId: product, name: name, licenseType: licenseType,
                 durationSeconds: try parseDuration(duration), graceSeconds: try parseDuration(grace),

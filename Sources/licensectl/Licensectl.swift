@@ -124,7 +124,7 @@ struct GlobalOptions: ParsableArguments {
             print(json ? JSONOutput.encode(response) : text(response))
             return response
         case .failure(let error as RPCError):
-            Output.error("\(error.code): \(error.message)")
+            Output.error("\(error.code): \(FlagNames.speak(error.message))")
             throw ExitCode(2)
         case .failure(let error):
             throw error
@@ -153,6 +153,25 @@ extension GlobalOptions {
             Output.error("\(error.code): \(error.message)")
             throw ExitCode(2)
         }
+    }
+}
+
+/// The services name request fields; a person at the command line knows flags. Longest
+/// names first, so `policy.max_machines` is not read as `max_machines`.
+enum FlagNames {
+    static let table: [(String, String)] = [
+        ("policy.overage_permille", "--overage"), ("policy.duration_seconds", "--duration"), ("policy.grace_seconds", "--grace"),
+        ("policy.check_in_interval_seconds", "--check-in"), ("policy.max_machines", "--max-machines"), ("policy.max_users", "--max-users"),
+        ("policy.max_seats", "--max-seats"), ("policy.allowed_regions", "--allow-regions"), ("policy.denied_regions", "--deny-regions"),
+        ("policy.features", "--features"), ("overrides.expires_at", "--expires"), ("overrides.max_machines", "--max-machines"),
+        ("overrides.features", "--features"), ("extend_to", "--to"), ("valid_seconds", "--valid"), ("amount_minor", "--amount"),
+        ("period_start", "--from"), ("period_end", "--to"), ("ttl_seconds", "--ttl"), ("billing_ref", "billing reference"),
+        ("payment_id", "--payment-id"), ("to_customer_id", "--to"), ("to_department_id", "--department"), ("max_machines", "--max-machines"),
+        ("max_users", "--max-users"), ("max_seats", "--max-seats"), ("expires_at", "--expires"), ("license_key", "license key"),
+    ]
+
+    static func speak(_ message: String) -> String {
+        table.reduce(message) { text, pair in text.replacingOccurrences(of: pair.0, with: pair.1) }
     }
 }
 

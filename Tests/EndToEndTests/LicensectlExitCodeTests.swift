@@ -135,3 +135,33 @@ import Testing
         #expect(helpOutput.contains("there is no command \"usage\""), "\(helpOutput)")
     }
 }
+
+/// Messages speak in flags and dates, not request fields and Unix seconds.
+@Suite(.serialized) struct LicensectlMessageTests {
+    @Test func refusalsNameFlagsAndDates() async throws {
+        let stack = try Stack()
+        try await stack.startAll()
+        let gateway = "unix:\(stack.folder)/run/gateway.sock"
+        func ctl(_ arguments: [String]) throws -> (Int32, String) {
+            try Stack.run("licensectl", arguments + ["--gateway", gateway], environment: ["LM_API_KEY": stack.adminKey])
+        }
+        func json(_ arguments: [String]) throws -> [String: Any] {
+            let (status, output) = try ctl(arguments + ["--json"])
+            #expect(status == 0, "\(arguments): \(output)")
+            return (try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any]) ?? [:]
+        }
+        let product = try json(["product", "create", "--name", "Msg", "--code", "MSG"])["id"] as! String
+        let (overage, overageOutput) = try ctl(["policy", "create", "--product", product, "--name", "X", "--overage", "-3"])
+        #expect(overage == 2 && overageOutput.contains("--overage is a multiple of the limits"), "\(overageOutput)")
+        let (long, longOutput) = try ctl(["policy", "create", "--product", product, "--name", "X", "--duration", "200y"])
+        #expect(long == 2)
+        #expect(longOutput.contains("--duration must be between 0 and 3155760000 seconds (100 years)") && !longOutput.contains("policy.duration_seconds"), "\(longOutput)")
+        let policy = try json(["policy", "create", "--product", product, "--name", "Year", "--duration", "365d"])["id"] as! String
+        let customer = try json(["customer", "create", "--name", "Msg Ltd"])["id"] as! String
+        let license = (try json(["license", "issue", "--policy", policy, "--customer", customer])["license"] as! [String: Any])["id"] as! String
+        let (past, pastOutput) = try ctl(["license", "renew", license, "--to", "2001-01-01"])
+        #expect(past == 2)
+        #expect(pastOutput.contains("--to 2001-01-01T00:00:00Z is not after the current expiry ("), "\(pastOutput)")
+        #expect(!pastOutput.contains("978307200"), "\(pastOutput)")
+    }
+}
