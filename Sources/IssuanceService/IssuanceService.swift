@@ -5,6 +5,7 @@ import LicensingRPC
 import LicensingRuntime
 import LicensingWire
 import Logging
+import Metrics
 import ServiceLifecycle
 
 /// license-issuance: the system of record for products, policies, customers and licenses,
@@ -28,7 +29,7 @@ public final class IssuanceService: Sendable {
         self.clock = clock
         self.idempotencyTTL = idempotencyTTL
         self.logger = logger
-        self.committer = GroupCommitter(database: database)
+        self.committer = GroupCommitter(database: database, name: "issuance")
     }
 
     /// Opens `issuance.sqlite` with `synchronous=FULL`: nothing acknowledged is lost on power failure.
@@ -52,6 +53,16 @@ public final class IssuanceService: Sendable {
         }
         let scheduler = ExpiryScheduler(
             service: service, interval: .seconds(Int64(try settings.int("scheduler-interval-seconds", default: 5))))
+        environment.sampler?.add { [database = service.database] in
+            let (states, head) = try await database.read { db in
+                (try Row.fetchAll(db, sql: "SELECT state, COUNT(*) FROM license GROUP BY state").map { (LicenseState(rawValue: $0[0]), $0[1] as Int) },
+                 try ChangeFeed.lastSeq(in: db))
+            }
+            for state in LicenseState.allKnown where state.rawValue != 0 {
+                Gauge(label: "issuance_licenses", dimensions: [("state", state.description)]).record(states.first { $0.0 == state }?.1 ?? 0)
+            }
+            Gauge(label: "issuance_feed_last_seq").record(Int64(clamping: head))
+        }
         // Stopped in reverse order: the server first, the checkpoints last.
         return [
             try WALMaintenance(pool: service.database, logger: environment.logger), scheduler,

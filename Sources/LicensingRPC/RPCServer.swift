@@ -5,6 +5,7 @@ import Darwin
 #endif
 import LicensingWire
 import Logging
+import Metrics
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
@@ -613,6 +614,7 @@ final class StopSignal: Sendable {
 /// The server's open connections, so that stopping can drain each and wait for it.
 final class OpenConnections: Sendable {
     private let state = NIOLockedValueBox<(stopping: Bool, open: [ObjectIdentifier: (any Channel, NIOLoopBound<RPCConnectionHandler>)])>((false, [:]))
+    private let gauge = Meter(label: "rpc_server_open_connections")
 
     func opened(_ channel: any Channel, handler: NIOLoopBound<RPCConnectionHandler>) {
         let id = ObjectIdentifier(channel)
@@ -624,8 +626,10 @@ final class OpenConnections: Sendable {
             channel.close(promise: nil)
             return
         }
-        channel.closeFuture.whenComplete { [state] _ in
+        gauge.increment()
+        channel.closeFuture.whenComplete { [state, gauge] _ in
             _ = state.withLockedValue { $0.open.removeValue(forKey: id) }
+            gauge.decrement()
         }
     }
 

@@ -1,4 +1,5 @@
 import GRDB
+import Metrics
 import NIOConcurrencyHelpers
 
 /// Group commit: mutations that arrive while a transaction is being written wait, then
@@ -20,10 +21,15 @@ public final class GroupCommitter: Sendable {
     private let database: DatabasePool
     private let maxBatch: Int
     private let state = NIOLockedValueBox(State())
+    private let batchSizes: Recorder
+    private let commitTime: Metrics.Timer
 
-    public init(database: DatabasePool, maxBatch: Int = 256) {
+    /// `name` labels the metrics: the service whose database this is.
+    public init(database: DatabasePool, name: String = "", maxBatch: Int = 256) {
         self.database = database
         self.maxBatch = maxBatch
+        self.batchSizes = Recorder(label: "group_commit_batch_size", dimensions: [("database", name)], aggregate: true)
+        self.commitTime = Metrics.Timer(label: "group_commit_seconds", dimensions: [("database", name)], preferredDisplayUnit: .seconds)
     }
 
     /// Runs `body` in the next group transaction and returns its result once committed.
@@ -50,6 +56,9 @@ public final class GroupCommitter: Sendable {
                 return batch
             }
             guard !batch.isEmpty else { return }
+            batchSizes.record(batch.count)
+            let started = ContinuousClock.now
+            defer { commitTime.record(duration: ContinuousClock.now - started) }
             do {
                 let results = try await database.write { db -> [Result<any Sendable, any Error>] in
                     var results: [Result<any Sendable, any Error>] = []

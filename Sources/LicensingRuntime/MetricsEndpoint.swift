@@ -75,7 +75,7 @@ private final class MetricsHTTPHandler: ChannelInboundHandler, Sendable {
         if request.method == .GET, request.uri == "/metrics" {
             var bytes: [UInt8] = []
             registry.emit(into: &bytes)
-            body.writeBytes(bytes)
+            body.writeString(MetricHelp.annotate(String(decoding: bytes, as: UTF8.self)))
             status = .ok
         } else {
             body.writeString("only GET /metrics is served here\n")

@@ -13,12 +13,16 @@ public struct ServiceEnvironment: Sendable {
     public var settings: Settings
     public var logger: Logger
     public var developmentMode: Bool
+    /// Periodic figures for the metrics endpoint (nil when metrics are off): a service adds
+    /// what an operator alerts on (licenses by state, seats in use).
+    public var sampler: MetricsSampler?
 
-    public init(name: String, settings: Settings, logger: Logger, developmentMode: Bool) {
+    public init(name: String, settings: Settings, logger: Logger, developmentMode: Bool, sampler: MetricsSampler? = nil) {
         self.name = name
         self.settings = settings
         self.logger = logger
         self.developmentMode = developmentMode
+        self.sampler = sampler
     }
 
     /// Where and how to serve: `listen`, frame limits, and TLS for TCP listeners from
@@ -86,15 +90,19 @@ public enum ServiceRunner {
             atPath: "\(settings.dataDirectory)/run", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let lock = try DataFolderLock(service: name, folder: settings.dataDirectory)
         defer { withExtendedLifetime(lock) {} }
-        let environment = ServiceEnvironment(
+        var environment = ServiceEnvironment(
             name: name, settings: settings, logger: logger,
             developmentMode: try settings.bool("dev", default: false))
+        if settings["metrics"] != nil {
+            environment.sampler = MetricsSampler(databasePath: environment.databasePath, service: name, logger: logger)
+        }
         // A start that fails must not leave a half-made database behind.
         let database = environment.databasePath
         let databaseExisted = FileManager.default.fileExists(atPath: database)
         do {
             services += try await makeServices(environment)
             try settings.checkNoUnknownKeys()
+            if let sampler = environment.sampler { services.append(sampler) }
         } catch {
             if !databaseExisted {
                 for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: database + suffix) }

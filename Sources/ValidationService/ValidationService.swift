@@ -5,6 +5,7 @@ import LicensingRPC
 import LicensingRuntime
 import LicensingWire
 import Logging
+import Metrics
 import ServiceLifecycle
 
 /// license-validation: the hot path. Answers validations, activations, seat checkouts and
@@ -46,7 +47,7 @@ public final class ValidationService: Sendable {
         clock: any LicenseClock = SystemLicenseClock(), options: Options = Options(), logger: Logger
     ) throws {
         self.database = database
-        self.writes = GroupCommitter(database: database)
+        self.writes = GroupCommitter(database: database, name: "validation")
         self.replica = try LicenseReplica(database: database)
         self.maintenance = try WALMaintenance(pool: database, lookups: replica.lookups, logger: logger)
         self.signingKeys = SigningKeyCache(replica: replica, masterKey: masterKey)
@@ -59,7 +60,13 @@ public final class ValidationService: Sendable {
         self.maxOfflineSeconds = options.maxOfflineSeconds
         self.activationLimiter = ActivationLimiter(perHour: options.activationsPerHour, clock: clock)
         self.logger = logger
+        self.outcomes = Dictionary(uniqueKeysWithValues: ReasonCode.allKnown.map {
+            ($0.rawValue, Counter(label: "validation_outcomes_total", dimensions: [("reason", $0.description)]))
+        })
     }
+
+    /// Validations answered, by reason: one counter per reason, made at start (no lock when counting).
+    let outcomes: [Int32: Counter]
 
     /// Activations and leases must survive a crash, so this database syncs fully; the
     /// validation log stays cheap because it is written in batches.
@@ -89,6 +96,12 @@ public final class ValidationService: Sendable {
             keyHashSecret: try Secrets.keyHashSecret(settings: settings, developmentMode: environment.developmentMode),
             masterKey: try MasterKey(bytes: try Secrets.load(name: "master-key", settings: settings, developmentMode: environment.developmentMode)),
             options: options, logger: environment.logger)
+        environment.sampler?.add { [database = service.database, clock = service.clock] in
+            let held = try await database.read { db in
+                try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM seat_lease WHERE expires_at > ?", arguments: [clock.now]) ?? 0
+            }
+            Gauge(label: "validation_seats_in_use").record(held)
+        }
         return service.services(configuration: try environment.serverConfiguration)
     }
 
@@ -268,6 +281,7 @@ public final class ValidationService: Sendable {
             response.kid = key.kid
             response.signature = key.sign(response.statement)
         }
+        outcomes[decision.reason.rawValue]?.increment()
         let entry = ValidationLog.Entry(
             occurredAt: now, licenseID: facts?.licenseID ?? "", reason: decision.reason, fingerprintHash: fingerprintHash,
             region: region, feature: request.feature)

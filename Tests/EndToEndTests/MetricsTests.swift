@@ -62,4 +62,50 @@ import Testing
         #expect(validationMetrics.contains("validation_feed_applied_seq"))
         #expect(validationMetrics.contains("validation_feed_lag_events 0"))
     }
+
+    /// The figures an operator alerts on, each with a `# HELP` line.
+    @Test func operatorFiguresAreExposedWithHelp() async throws {
+        let stack = try Stack()
+        let ports = (issuance: try freePort(), validation: try freePort(), gateway: try freePort())
+        try await stack.startAll(extraArguments: [
+            "issuance": ["--metrics", "127.0.0.1:\(ports.issuance)"], "validation": ["--metrics", "127.0.0.1:\(ports.validation)"],
+            "gateway": ["--metrics", "127.0.0.1:\(ports.gateway)"],
+        ])
+        let gateway = stack.gatewayClient()
+        defer { Task { await gateway.close() } }
+        let product = try await gateway.call(IssuanceMethods.createProduct, CreateProductRequest(name: "Metered", code: "METER"))
+        let policy = try await gateway.call(IssuanceMethods.createPolicy, CreatePolicyRequest(policy: Policy(
+            productId: product.id, name: "Seats", licenseType: .enterprise, durationSeconds: 86_400, maxSeats: 5)))
+        let customer = try await gateway.call(IssuanceMethods.createCustomer, CreateCustomerRequest(name: "Meter Ltd"))
+        let issued = try await gateway.call(IssuanceMethods.issueLicense, IssueLicenseRequest(policyId: policy.id, customerId: customer.id))
+        _ = try await gateway.call(ValidationMethods.validate, ValidateRequest(licenseKey: issued.licenseKey))
+        _ = try await gateway.call(ValidationMethods.checkoutSeat, CheckoutSeatRequest(licenseKey: issued.licenseKey, clientId: "c1"))
+
+        func scrape(_ port: Int, until wanted: [String]) async throws -> String {
+            var text = ""
+            for _ in 0..<150 {
+                let (body, _) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)/metrics")!)
+                text = String(decoding: body, as: UTF8.self)
+                if wanted.allSatisfy(text.contains) { break }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            return text
+        }
+        let issuance = try await scrape(ports.issuance, until: [#"issuance_licenses{state="ACTIVE"} 1"#])
+        #expect(issuance.contains(#"issuance_licenses{state="ACTIVE"} 1"#), "\(issuance)")
+        #expect(issuance.contains("# HELP issuance_licenses Licenses, by stored state."))
+        #expect(issuance.contains("group_commit_batch_size"))
+        #expect(issuance.contains(#"sqlite_wal_bytes{database="issuance"}"#))
+        let validation = try await scrape(ports.validation, until: ["validation_seats_in_use 1", #"validation_outcomes_total{reason="VALID"} 1"#])
+        #expect(validation.contains("validation_seats_in_use 1"), "\(validation)")
+        #expect(validation.contains(#"validation_outcomes_total{reason="VALID"} 1"#))
+        #expect(validation.contains("# HELP validation_feed_lag_events"))
+        let front = try await scrape(ports.gateway, until: ["rpc_server_open_connections"])
+        for name in ["process_resident_memory_bytes", "process_open_fds", "rpc_server_open_connections"] {
+            #expect(front.contains("# HELP \(name) "), "\(name): \(front)")
+        }
+        #expect(front.contains("# HELP rpc_server_calls_total Calls answered, by method and status code."))
+        let resident = front.split(separator: "\n").first { $0.hasPrefix("process_resident_memory_bytes ") }
+        #expect((resident.flatMap { Double($0.split(separator: " ").last ?? "") } ?? 0) > 1_000_000, "\(resident ?? "none")")
+    }
 }
