@@ -147,12 +147,7 @@ public final class GatewayService: Sendable {
         route(ValidationMethods.all, to: validation, in: &router)
         route(UsageMethods.all, to: usage, in: &router)
         route(ReportingMethods.all, to: reporting, in: &router)
-        register(GatewayMethods.health, in: &router) { _, call, _ in await self.health(call) }
-        register(GatewayMethods.createApiKey, in: &router) { try await self.createApiKey($0, $1, $2) }
-        register(GatewayMethods.listApiKeys, in: &router) { try await self.listApiKeys($0, $1, $2) }
-        register(GatewayMethods.revokeApiKey, in: &router) { try await self.revokeApiKey($0, $1, $2) }
-        register(GatewayMethods.licenseOverview, in: &router) { try await self.licenseOverview($0, $1, $2) }
-        register(GatewayMethods.eraseCustomer, in: &router) { try await self.eraseCustomer($0, $1, $2) }
+        registerMethods(with: &router)
         return router
     }
 
@@ -171,17 +166,31 @@ public final class GatewayService: Sendable {
             }
         }
     }
+}
 
-    /// A method the gateway answers itself, guarded like the rest.
-    private func register<Request, Response>(
-        _ method: WireMethod<Request, Response>, in router: inout RPCRouter,
-        _ body: @escaping @Sendable (Request, ServerCall, ApiKey) async throws -> Response
-    ) {
-        router.register(name: method.name, .unary { call in
-            try await self.guarded(call) { call, identity in
-                let request: Request = try call.decode()
-                return try await body(request, call, identity).serializedBytes()
-            }
-        })
+/// The methods the gateway answers itself, each guarded like every forwarded call.
+extension GatewayService: GatewayServiceProtocol {
+    public func health(_ request: HealthCheckRequest, _ call: ServerCall) async throws -> GatewayHealthResponse {
+        try await guarded(call) { call, _ in await self.health(call) }
+    }
+
+    public func createApiKey(_ request: CreateApiKeyRequest, _ call: ServerCall) async throws -> CreateApiKeyResponse {
+        try await guarded(call) { try await self.createApiKey(request, $0, $1) }
+    }
+
+    public func listApiKeys(_ request: ListApiKeysRequest, _ call: ServerCall) async throws -> ListApiKeysResponse {
+        try await guarded(call) { try await self.listApiKeys(request, $0, $1) }
+    }
+
+    public func revokeApiKey(_ request: GetByIdRequest, _ call: ServerCall) async throws -> ApiKey {
+        try await guarded(call) { try await self.revokeApiKey(request, $0, $1) }
+    }
+
+    public func licenseOverview(_ request: GetByIdRequest, _ call: ServerCall) async throws -> LicenseOverviewResponse {
+        try await guarded(call) { try await self.licenseOverview(request, $0, $1) }
+    }
+
+    public func eraseCustomer(_ request: EraseCustomerRequest, _ call: ServerCall) async throws -> GatewayEraseCustomerResponse {
+        try await guarded(call) { try await self.eraseCustomer(request, $0, $1) }
     }
 }

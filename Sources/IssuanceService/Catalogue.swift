@@ -10,7 +10,7 @@ import LicensingWire
 extension IssuanceService {
     // MARK: Products
 
-    func createProduct(_ request: CreateProductRequest, _ call: ServerCall) async throws -> Product {
+    public func createProduct(_ request: CreateProductRequest, _ call: ServerCall) async throws -> Product {
         try Check.nonEmpty(request.name, "name")
         try Check.length(request.name, "name")
         try Check.productCode(request.code)
@@ -30,7 +30,7 @@ extension IssuanceService {
         }
     }
 
-    func updateProduct(_ request: UpdateProductRequest, _ call: ServerCall) async throws -> Product {
+    public func updateProduct(_ request: UpdateProductRequest, _ call: ServerCall) async throws -> Product {
         try Check.nonEmpty(request.id, "id")
         try Check.length(request.name, "name")
         try Check.length(request.description, "description", max: 2000)
@@ -46,7 +46,7 @@ extension IssuanceService {
         }
     }
 
-    func getProduct(_ request: GetByIdRequest, _ call: ServerCall) async throws -> Product {
+    public func getProduct(_ request: GetByIdRequest, _ call: ServerCall) async throws -> Product {
         let found = try await database.read { db in
             try Row.fetchOne(db, sql: "SELECT * FROM product WHERE id = ? AND tenant_id = ?", arguments: [request.id, self.tenant(call)]).map(Product.init(row:))
         }
@@ -54,7 +54,7 @@ extension IssuanceService {
         return found
     }
 
-    func listProducts(_ request: ListProductsRequest, _ call: ServerCall) async throws -> ListProductsResponse {
+    public func listProducts(_ request: ListProductsRequest, _ call: ServerCall) async throws -> ListProductsResponse {
         let page = Page(request.page)
         let products = try await database.read { db in
             try Row.fetchAll(
@@ -91,7 +91,7 @@ extension IssuanceService {
         return policy
     }
 
-    func createPolicy(_ request: CreatePolicyRequest, _ call: ServerCall) async throws -> Policy {
+    public func createPolicy(_ request: CreatePolicyRequest, _ call: ServerCall) async throws -> Policy {
         let template = try checkedPolicy(request.policy)
         try Check.nonEmpty(template.productId, "policy.product_id")
         return try await mutate(call, action: "policy.create", target: \.id) { db, context in
@@ -122,7 +122,7 @@ extension IssuanceService {
 
     /// Replaces a policy's template fields. Licenses already issued keep their terms; the
     /// new template applies to licenses issued from now on.
-    func updatePolicy(_ request: UpdatePolicyRequest, _ call: ServerCall) async throws -> Policy {
+    public func updatePolicy(_ request: UpdatePolicyRequest, _ call: ServerCall) async throws -> Policy {
         let template = try checkedPolicy(request.policy)
         try Check.nonEmpty(template.id, "policy.id")
         return try await mutate(call, action: "policy.update", target: \.id) { db, context in
@@ -150,7 +150,7 @@ extension IssuanceService {
         }
     }
 
-    func getPolicy(_ request: GetByIdRequest, _ call: ServerCall) async throws -> Policy {
+    public func getPolicy(_ request: GetByIdRequest, _ call: ServerCall) async throws -> Policy {
         let found = try await database.read { db in
             try Row.fetchOne(db, sql: "SELECT * FROM policy WHERE id = ? AND tenant_id = ?", arguments: [request.id, self.tenant(call)]).map(Policy.init(row:))
         }
@@ -158,7 +158,7 @@ extension IssuanceService {
         return found
     }
 
-    func listPolicies(_ request: ListPoliciesRequest, _ call: ServerCall) async throws -> ListPoliciesResponse {
+    public func listPolicies(_ request: ListPoliciesRequest, _ call: ServerCall) async throws -> ListPoliciesResponse {
         let page = Page(request.page)
         let policies = try await database.read { db in
             try Row.fetchAll(
@@ -182,7 +182,7 @@ extension IssuanceService {
         }
     }
 
-    func createCustomer(_ request: CreateCustomerRequest, _ call: ServerCall) async throws -> Customer {
+    public func createCustomer(_ request: CreateCustomerRequest, _ call: ServerCall) async throws -> Customer {
         try checkContact(name: request.name, email: request.email, crmId: request.crmId, nameRequired: true)
         return try await mutate(call, action: "customer.create", target: \.id) { db, context in
             let customer = Customer(
@@ -196,7 +196,7 @@ extension IssuanceService {
         }
     }
 
-    func updateCustomer(_ request: UpdateCustomerRequest, _ call: ServerCall) async throws -> Customer {
+    public func updateCustomer(_ request: UpdateCustomerRequest, _ call: ServerCall) async throws -> Customer {
         try Check.nonEmpty(request.id, "id")
         try checkContact(name: request.name, email: request.email, crmId: request.crmId, nameRequired: false)
         return try await mutate(call, action: "customer.update", target: \.id) { db, context in
@@ -214,7 +214,7 @@ extension IssuanceService {
         }
     }
 
-    func getCustomer(_ request: GetByIdRequest, _ call: ServerCall) async throws -> Customer {
+    public func getCustomer(_ request: GetByIdRequest, _ call: ServerCall) async throws -> Customer {
         let found = try await database.read { db in
             try Row.fetchOne(db, sql: "SELECT * FROM customer WHERE id = ? AND tenant_id = ?", arguments: [request.id, self.tenant(call)]).map(Customer.init(row:))
         }
@@ -222,7 +222,7 @@ extension IssuanceService {
         return found
     }
 
-    func listCustomers(_ request: ListCustomersRequest, _ call: ServerCall) async throws -> ListCustomersResponse {
+    public func listCustomers(_ request: ListCustomersRequest, _ call: ServerCall) async throws -> ListCustomersResponse {
         let page = Page(request.page)
         let customers = try await database.read { db in
             try Row.fetchAll(
@@ -235,7 +235,7 @@ extension IssuanceService {
     }
 
     /// An enterprise customer's department (an ERP cost centre) with its own quotas.
-    func createDepartment(_ request: CreateDepartmentRequest, _ call: ServerCall) async throws -> Department {
+    public func createDepartment(_ request: CreateDepartmentRequest, _ call: ServerCall) async throws -> Department {
         try Check.nonEmpty(request.customerId, "customer_id")
         try Check.nonEmpty(request.name, "name")
         try Check.length(request.name, "name")
@@ -261,7 +261,7 @@ extension IssuanceService {
         }
     }
 
-    func listDepartments(_ request: GetByIdRequest, _ call: ServerCall) async throws -> ListDepartmentsResponse {
+    public func listDepartments(_ request: GetByIdRequest, _ call: ServerCall) async throws -> ListDepartmentsResponse {
         let departments = try await database.read { db in
             try Row.fetchAll(
                 db,

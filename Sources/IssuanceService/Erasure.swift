@@ -8,7 +8,7 @@ extension IssuanceService {
     /// GDPR erasure of a customer's personal data: name, e-mail, CRM id and the named users
     /// of its licenses, here and in the change feed's history. Licenses themselves stay
     /// (they are the vendor's contract records). Running it again erases nothing more.
-    func eraseCustomer(_ request: EraseCustomerRequest, _ call: ServerCall) async throws -> EraseCustomerResponse {
+    public func eraseCustomer(_ request: EraseCustomerRequest, _ call: ServerCall) async throws -> EraseCustomerResponse {
         try Check.nonEmpty(request.customerId, "customer_id")
         return try await mutate(call, action: "customer.erase", target: { _ in request.customerId }) { db, context in
             guard let customer = try Row.fetchOne(db, sql: "SELECT * FROM customer WHERE id = ? AND tenant_id = ?", arguments: [request.customerId, context.tenant]).map(Customer.init(row:)) else {

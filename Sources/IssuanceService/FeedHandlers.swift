@@ -6,7 +6,7 @@ import LicensingWire
 // The change feed and the audit log, as callers read them.
 
 extension IssuanceService {
-    func changes(_ request: ChangesRequest, _ call: ServerCall) async throws -> ChangesResponse {
+    public func changes(_ request: ChangesRequest, _ call: ServerCall) async throws -> ChangesResponse {
         try requireService(call)
         let limit = request.limit == 0 ? 500 : min(Int(request.limit), 5000)
         return try await database.read { db in
@@ -18,7 +18,7 @@ extension IssuanceService {
 
     /// Sends every event after `after_seq`, then new ones as they are written, until the
     /// caller cancels or the deadline passes.
-    func watchChanges(_ request: ChangesRequest, _ call: ServerCall, _ stream: TypedResponseStream<ChangeEvent>) async throws {
+    public func watchChanges(_ request: ChangesRequest, _ call: ServerCall, _ stream: TypedResponseStream<ChangeEvent>) async throws {
         try requireService(call)
         var after = request.afterSeq
         let batch = request.limit == 0 ? 500 : min(Int(request.limit), 5000)
@@ -35,7 +35,7 @@ extension IssuanceService {
         }
     }
 
-    func listAuditEvents(_ request: ListAuditEventsRequest, _ call: ServerCall) async throws -> ListAuditEventsResponse {
+    public func listAuditEvents(_ request: ListAuditEventsRequest, _ call: ServerCall) async throws -> ListAuditEventsResponse {
         let limit = request.limit == 0 ? 100 : min(Int(request.limit), 1000)
         let scope = isOperator(call) ? nil : tenant(call)
         return try await database.read { db in
@@ -43,7 +43,7 @@ extension IssuanceService {
         }
     }
 
-    func verifyAuditChain(_ request: VerifyAuditChainRequest, _ call: ServerCall) async throws -> VerifyAuditChainResponse {
+    public func verifyAuditChain(_ request: VerifyAuditChainRequest, _ call: ServerCall) async throws -> VerifyAuditChainResponse {
         try requireOperator(call)
         return try await database.read { db in try AuditLog.verify(in: db) }
     }

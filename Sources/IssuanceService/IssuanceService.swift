@@ -73,45 +73,7 @@ public final class IssuanceService: Sendable {
     public func router() -> RPCRouter {
         var router = RPCRouter()
         HealthReporter(service: "issuance").register(in: &router)
-        router.register(IssuanceMethods.createProduct) { try await self.createProduct($0, $1) }
-        router.register(IssuanceMethods.updateProduct) { try await self.updateProduct($0, $1) }
-        router.register(IssuanceMethods.getProduct) { try await self.getProduct($0, $1) }
-        router.register(IssuanceMethods.listProducts) { try await self.listProducts($0, $1) }
-        router.register(IssuanceMethods.createPolicy) { try await self.createPolicy($0, $1) }
-        router.register(IssuanceMethods.updatePolicy) { try await self.updatePolicy($0, $1) }
-        router.register(IssuanceMethods.getPolicy) { try await self.getPolicy($0, $1) }
-        router.register(IssuanceMethods.listPolicies) { try await self.listPolicies($0, $1) }
-        router.register(IssuanceMethods.createCustomer) { try await self.createCustomer($0, $1) }
-        router.register(IssuanceMethods.updateCustomer) { try await self.updateCustomer($0, $1) }
-        router.register(IssuanceMethods.getCustomer) { try await self.getCustomer($0, $1) }
-        router.register(IssuanceMethods.listCustomers) { try await self.listCustomers($0, $1) }
-        router.register(IssuanceMethods.createDepartment) { try await self.createDepartment($0, $1) }
-        router.register(IssuanceMethods.listDepartments) { try await self.listDepartments($0, $1) }
-        router.register(IssuanceMethods.issueLicense) { try await self.issueLicense($0, $1) }
-        router.register(IssuanceMethods.getLicense) { try await self.getLicense($0, $1) }
-        router.register(IssuanceMethods.listLicenses) { try await self.listLicenses($0, $1) }
-        router.register(IssuanceMethods.suspendLicense) { try await self.transition($0, $1, to: .suspended) }
-        router.register(IssuanceMethods.reinstateLicense) { try await self.transition($0, $1, to: .active) }
-        router.register(IssuanceMethods.revokeLicense) { try await self.transition($0, $1, to: .revoked) }
-        router.register(IssuanceMethods.renewLicense) { try await self.renewLicense($0, $1) }
-        router.register(IssuanceMethods.changeEntitlements) { try await self.changeEntitlements($0, $1) }
-        router.register(IssuanceMethods.transferLicense) { try await self.transferLicense($0, $1) }
-        router.register(IssuanceMethods.assignUser) { try await self.assignUser($0, $1, assign: true) }
-        router.register(IssuanceMethods.unassignUser) { try await self.assignUser($0, $1, assign: false) }
-        router.register(IssuanceMethods.getSubscription) { try await self.getSubscription($0, $1) }
-        router.register(IssuanceMethods.recordPayment) { try await self.recordPayment($0, $1) }
-        router.register(IssuanceMethods.recordPaymentFailure) { try await self.recordPaymentFailure($0, $1) }
-        router.register(IssuanceMethods.cancelSubscription) { try await self.cancelSubscription($0, $1) }
-        router.register(IssuanceMethods.createSigningKey) { try await self.createSigningKey($0, $1) }
-        router.register(IssuanceMethods.rotateSigningKey) { try await self.createSigningKey($0, $1) }
-        router.register(IssuanceMethods.retireSigningKey) { try await self.retireSigningKey($0, $1) }
-        router.register(IssuanceMethods.listPublicKeys) { try await self.listPublicKeys($0, $1) }
-        router.register(IssuanceMethods.issueCertificate) { try await self.issueCertificate($0, $1) }
-        router.register(IssuanceMethods.listAuditEvents) { try await self.listAuditEvents($0, $1) }
-        router.register(IssuanceMethods.verifyAuditChain) { try await self.verifyAuditChain($0, $1) }
-        router.register(IssuanceMethods.changes) { try await self.changes($0, $1) }
-        router.registerStream(IssuanceMethods.watchChanges) { try await self.watchChanges($0, $1, $2) }
-        router.register(IssuanceMethods.eraseCustomer) { try await self.eraseCustomer($0, $1) }
+        registerMethods(with: &router)
         return router
     }
 
@@ -159,5 +121,32 @@ public final class IssuanceService: Sendable {
         } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
             throw RPCError.failedPrecondition("the change breaks a rule of the stored data: \(error.message ?? "constraint failed")")
         }
+    }
+}
+
+/// Every method of the Issuance contract; the few that share a handler say how here.
+extension IssuanceService: IssuanceServiceProtocol {
+    public func suspendLicense(_ request: LicenseTransitionRequest, _ call: ServerCall) async throws -> License {
+        try await transition(request, call, to: .suspended)
+    }
+
+    public func reinstateLicense(_ request: LicenseTransitionRequest, _ call: ServerCall) async throws -> License {
+        try await transition(request, call, to: .active)
+    }
+
+    public func revokeLicense(_ request: LicenseTransitionRequest, _ call: ServerCall) async throws -> License {
+        try await transition(request, call, to: .revoked)
+    }
+
+    public func assignUser(_ request: AssignUserRequest, _ call: ServerCall) async throws -> License {
+        try await assignUser(request, call, assign: true)
+    }
+
+    public func unassignUser(_ request: AssignUserRequest, _ call: ServerCall) async throws -> License {
+        try await assignUser(request, call, assign: false)
+    }
+
+    public func rotateSigningKey(_ request: CreateSigningKeyRequest, _ call: ServerCall) async throws -> SigningKey {
+        try await createSigningKey(request, call)
     }
 }

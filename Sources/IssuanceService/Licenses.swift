@@ -10,7 +10,7 @@ import LicensingWire
 // FAILED_PRECONDITION and the reason when the state machine does not allow it.
 
 extension IssuanceService {
-    func issueLicense(_ request: IssueLicenseRequest, _ call: ServerCall) async throws -> IssueLicenseResponse {
+    public func issueLicense(_ request: IssueLicenseRequest, _ call: ServerCall) async throws -> IssueLicenseResponse {
         try Check.nonEmpty(request.policyId, "policy_id")
         try Check.nonEmpty(request.customerId, "customer_id")
         let overrides = request.overrides ?? LicenseOverrides()
@@ -88,7 +88,7 @@ extension IssuanceService {
         return response
     }
 
-    func getLicense(_ request: GetLicenseRequest, _ call: ServerCall) async throws -> License {
+    public func getLicense(_ request: GetLicenseRequest, _ call: ServerCall) async throws -> License {
         let tenant = tenant(call)
         if !request.licenseKey.isEmpty {
             let key: LicenseKey
@@ -110,7 +110,7 @@ extension IssuanceService {
         return found
     }
 
-    func listLicenses(_ request: ListLicensesRequest, _ call: ServerCall) async throws -> ListLicensesResponse {
+    public func listLicenses(_ request: ListLicensesRequest, _ call: ServerCall) async throws -> ListLicensesResponse {
         let page = Page(request.page)
         var sql = "SELECT * FROM license WHERE tenant_id = ? AND id > ?"
         var arguments: StatementArguments = [tenant(call), page.after]
@@ -175,7 +175,7 @@ extension IssuanceService {
 
     /// Extends a license by its policy's period (from its expiry, or from now if that has
     /// passed) or to a given date. An expired or in-grace license becomes active again.
-    func renewLicense(_ request: RenewLicenseRequest, _ call: ServerCall) async throws -> License {
+    public func renewLicense(_ request: RenewLicenseRequest, _ call: ServerCall) async throws -> License {
         try Check.nonEmpty(request.id, "id")
         try Check.nonNegative(request.extendTo, "extend_to")
         return try await mutate(call, action: "license.renew", target: \.id) { db, context in
@@ -206,7 +206,7 @@ extension IssuanceService {
         }
     }
 
-    func changeEntitlements(_ request: ChangeEntitlementsRequest, _ call: ServerCall) async throws -> License {
+    public func changeEntitlements(_ request: ChangeEntitlementsRequest, _ call: ServerCall) async throws -> License {
         try Check.nonEmpty(request.id, "id")
         try Check.features(request.features)
         if (request.unlimitedMachines && request.maxMachines != 0) || (request.unlimitedUsers && request.maxUsers != 0)
@@ -245,7 +245,7 @@ extension IssuanceService {
         }
     }
 
-    func transferLicense(_ request: TransferLicenseRequest, _ call: ServerCall) async throws -> License {
+    public func transferLicense(_ request: TransferLicenseRequest, _ call: ServerCall) async throws -> License {
         try Check.nonEmpty(request.id, "id")
         try Check.nonEmpty(request.toCustomerId, "to_customer_id")
         return try await mutate(call, action: "license.transfer", target: \.id) { db, context in

@@ -10,7 +10,7 @@ import LicensingWire
 // they are retired.
 
 extension IssuanceService {
-    func createSigningKey(_ request: CreateSigningKeyRequest, _ call: ServerCall) async throws -> SigningKey {
+    public func createSigningKey(_ request: CreateSigningKeyRequest, _ call: ServerCall) async throws -> SigningKey {
         try requireOperator(call)
         let masterKey = self.masterKey
         return try await mutate(call, action: call.method.hasSuffix("/RotateSigningKey") ? "signing_key.rotate" : "signing_key.create", target: \.kid) { db, context in
@@ -18,7 +18,7 @@ extension IssuanceService {
         }
     }
 
-    func retireSigningKey(_ request: GetByIdRequest, _ call: ServerCall) async throws -> SigningKey {
+    public func retireSigningKey(_ request: GetByIdRequest, _ call: ServerCall) async throws -> SigningKey {
         try requireOperator(call)
         try Check.nonEmpty(request.id, "id (the kid)")
         return try await mutate(call, action: "signing_key.retire", target: \.kid) { db, context in
@@ -38,14 +38,14 @@ extension IssuanceService {
     }
 
     /// The keys that verify certificates: every key not retired.
-    func listPublicKeys(_ request: ListPublicKeysRequest, _ call: ServerCall) async throws -> PublicKeySet {
+    public func listPublicKeys(_ request: ListPublicKeysRequest, _ call: ServerCall) async throws -> PublicKeySet {
         try await database.read { db in
             PublicKeySet(keys: try Row.fetchAll(db, sql: "SELECT * FROM signing_key WHERE retired_at = 0 ORDER BY created_at").map(SigningKey.init(row:)))
         }
     }
 
     /// A signed certificate of a license's facts, optionally bound to one machine.
-    func issueCertificate(_ request: IssueCertificateRequest, _ call: ServerCall) async throws -> LicenseCertificate {
+    public func issueCertificate(_ request: IssueCertificateRequest, _ call: ServerCall) async throws -> LicenseCertificate {
         try Check.nonEmpty(request.licenseId, "license_id")
         try Check.nonNegative(request.validSeconds, "valid_seconds")
         try Check.length(request.fingerprint, "fingerprint", max: 1000)

@@ -47,7 +47,7 @@ enum Subscriptions {
 
 extension IssuanceService {
     /// By subscription id or by the id of its license.
-    func getSubscription(_ request: GetByIdRequest, _ call: ServerCall) async throws -> Subscription {
+    public func getSubscription(_ request: GetByIdRequest, _ call: ServerCall) async throws -> Subscription {
         try Check.nonEmpty(request.id, "id")
         let found = try await database.read { db in
             try Row.fetchOne(
@@ -61,7 +61,7 @@ extension IssuanceService {
 
     /// A paid period: extends the license to the period's end. A payment id already
     /// recorded changes nothing, so billing may deliver the same event twice.
-    func recordPayment(_ request: RecordPaymentRequest, _ call: ServerCall) async throws -> Subscription {
+    public func recordPayment(_ request: RecordPaymentRequest, _ call: ServerCall) async throws -> Subscription {
         try Check.nonEmpty(request.billingRef, "billing_ref")
         try Check.nonEmpty(request.paymentId, "payment_id")
         try Check.length(request.paymentId, "payment_id")
@@ -113,7 +113,7 @@ extension IssuanceService {
 
     /// A failed renewal payment: the subscription is past due; the period already paid for
     /// stays the license's, and grace starts at its end (or now, if it has already ended).
-    func recordPaymentFailure(_ request: RecordPaymentFailureRequest, _ call: ServerCall) async throws -> Subscription {
+    public func recordPaymentFailure(_ request: RecordPaymentFailureRequest, _ call: ServerCall) async throws -> Subscription {
         try Check.nonEmpty(request.billingRef, "billing_ref")
         try Check.length(request.reason, "reason", max: 500)
         return try await mutate(call, action: "subscription.record_payment_failure", target: \.id) { db, context in
@@ -139,7 +139,7 @@ extension IssuanceService {
 
     /// Cancels renewal: the license runs to the end of the paid period, or stops now with
     /// no grace when `immediately` is set.
-    func cancelSubscription(_ request: CancelSubscriptionRequest, _ call: ServerCall) async throws -> Subscription {
+    public func cancelSubscription(_ request: CancelSubscriptionRequest, _ call: ServerCall) async throws -> Subscription {
         try Check.nonEmpty(request.billingRef, "billing_ref")
         return try await mutate(call, action: "subscription.cancel", target: \.id) { db, context in
             var subscription = try Subscriptions.require(billingRef: request.billingRef, tenant: context.tenant, in: db)

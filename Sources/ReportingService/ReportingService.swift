@@ -7,7 +7,7 @@ import ServiceLifecycle
 
 /// license-reporting: read models built from the other services' feeds. Serves its health
 /// now; the report RPCs of the contract answer UNIMPLEMENTED until their handlers land.
-public final class ReportingService: Sendable {
+public final class ReportingService: ReportingServiceProtocol {
     let database: DatabasePool
     let logger: Logger
 
@@ -38,10 +38,33 @@ public final class ReportingService: Sendable {
     public func router() -> RPCRouter {
         var router = RPCRouter()
         HealthReporter(service: "reporting").register(in: &router)
-        // GDPR erasure fans out to every service; this one keeps no personal data yet.
-        router.register(ReportingMethods.eraseCustomer) { request, _ in
-            EraseCustomerResponse(service: "reporting", recordsErased: 0, detail: "holds no personal data")
-        }
+        registerMethods(with: &router)
         return router
+    }
+
+    /// GDPR erasure fans out to every service; this one keeps no personal data yet.
+    public func eraseCustomer(_ request: EraseCustomerRequest, _ call: ServerCall) async throws -> EraseCustomerResponse {
+        EraseCustomerResponse(service: "reporting", recordsErased: 0, detail: "holds no personal data")
+    }
+
+    // The reports are built from the feeds in a coming step; until then they say so.
+    public func usageReport(_ request: ReportRequest, _ call: ServerCall) async throws -> UsageReportResponse {
+        throw RPCError.unimplemented(call.method)
+    }
+
+    public func complianceReport(_ request: ReportRequest, _ call: ServerCall) async throws -> ComplianceReportResponse {
+        throw RPCError.unimplemented(call.method)
+    }
+
+    public func revenueReport(_ request: ReportRequest, _ call: ServerCall) async throws -> RevenueReportResponse {
+        throw RPCError.unimplemented(call.method)
+    }
+
+    public func renewalPipeline(_ request: ReportRequest, _ call: ServerCall) async throws -> RenewalPipelineResponse {
+        throw RPCError.unimplemented(call.method)
+    }
+
+    public func export(_ request: ExportRequest, _ call: ServerCall, _ stream: TypedResponseStream<ExportChunk>) async throws {
+        throw RPCError.unimplemented(call.method)
     }
 }

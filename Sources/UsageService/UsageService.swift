@@ -9,7 +9,7 @@ import ServiceLifecycle
 /// license-usage: feature-usage and metering events, quotas, compliance alerts.
 /// Records usage events (durably, deduplicated by event id) and sums them per feature;
 /// quotas and compliance alerts answer UNIMPLEMENTED until their handlers land.
-public final class UsageService: Sendable {
+public final class UsageService: UsageServiceProtocol {
     let database: DatabasePool
     /// license-validation, which resolves the license keys and ids events name.
     let validation: RPCClient
@@ -78,12 +78,7 @@ public final class UsageService: Sendable {
     public func router() -> RPCRouter {
         var router = RPCRouter()
         HealthReporter(service: "usage").register(in: &router)
-        // GDPR erasure fans out to every service; this one keeps no personal data yet.
-        router.register(UsageMethods.eraseCustomer) { request, _ in
-            EraseCustomerResponse(service: "usage", recordsErased: 0, detail: "holds no personal data")
-        }
-        router.register(UsageMethods.recordUsage) { try await self.recordUsage($0, $1) }
-        router.register(UsageMethods.getUsage) { try await self.getUsage($0, $1) }
+        registerMethods(with: &router)
         return router
     }
 
@@ -92,7 +87,7 @@ public final class UsageService: Sendable {
     /// Each event names its license by key (what a product knows) or by id; validation
     /// resolves them, and a batch naming a license that does not exist (or is another
     /// tenant's) is refused whole.
-    func recordUsage(_ request: RecordUsageRequest, _ call: ServerCall) async throws -> RecordUsageResponse {
+    public func recordUsage(_ request: RecordUsageRequest, _ call: ServerCall) async throws -> RecordUsageResponse {
         guard !request.events.isEmpty else { throw RPCError.invalidArgument("events is empty") }
         guard request.events.count <= 1000 else { throw RPCError.invalidArgument("at most 1000 events per call, got \(request.events.count)") }
         let now = clock.now
@@ -147,7 +142,7 @@ public final class UsageService: Sendable {
 
 
     /// Usage of a license per feature in [from, to) (default: the last 30 days).
-    func getUsage(_ request: GetUsageRequest, _ call: ServerCall) async throws -> UsageSummary {
+    public func getUsage(_ request: GetUsageRequest, _ call: ServerCall) async throws -> UsageSummary {
         guard !request.licenseId.isEmpty else { throw RPCError.invalidArgument("license_id is required") }
         let to = request.to == 0 ? clock.now + 1 : request.to
         let from = request.from == 0 ? to - 30 * 86400 : request.from
@@ -165,5 +160,28 @@ public final class UsageService: Sendable {
             ).map { FeatureUsage(feature: $0["feature"], quantity: UInt64($0["quantity"] as Int64), events: UInt64($0["events"] as Int64)) }
         }
         return UsageSummary(licenseId: request.licenseId, from: from, to: to, features: features)
+    }
+
+    /// GDPR erasure fans out to every service; usage keeps ids, no personal data.
+    public func eraseCustomer(_ request: EraseCustomerRequest, _ call: ServerCall) async throws -> EraseCustomerResponse {
+        EraseCustomerResponse(service: "usage", recordsErased: 0, detail: "holds no personal data")
+    }
+
+    // Quotas, compliance alerts and usage's feed come with usage-and-compliance monitoring;
+    // until then they say so.
+    public func setQuota(_ request: SetQuotaRequest, _ call: ServerCall) async throws -> Quota {
+        throw RPCError.unimplemented(call.method)
+    }
+
+    public func listAlerts(_ request: ListAlertsRequest, _ call: ServerCall) async throws -> ListAlertsResponse {
+        throw RPCError.unimplemented(call.method)
+    }
+
+    public func acknowledgeAlert(_ request: GetByIdRequest, _ call: ServerCall) async throws -> ComplianceAlert {
+        throw RPCError.unimplemented(call.method)
+    }
+
+    public func changes(_ request: ChangesRequest, _ call: ServerCall) async throws -> UsageChangesResponse {
+        throw RPCError.unimplemented(call.method)
     }
 }

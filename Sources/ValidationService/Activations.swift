@@ -9,7 +9,7 @@ import LicensingWire
 // within the license's machine limit, its overage allowance and its department's quota.
 
 extension ValidationService {
-    func activate(_ request: ActivateRequest, _ call: ServerCall) async throws -> ActivateResponse {
+    public func activate(_ request: ActivateRequest, _ call: ServerCall) async throws -> ActivateResponse {
         try Check.fingerprint(request.fingerprint)
         try Check.length(request.machineName, "machine_name")
         try Check.length(request.platform, "platform")
@@ -93,7 +93,7 @@ extension ValidationService {
         return (.valid, machine, "")
     }
 
-    func deactivate(_ request: DeactivateRequest, _ call: ServerCall) async throws -> DeactivateResponse {
+    public func deactivate(_ request: DeactivateRequest, _ call: ServerCall) async throws -> DeactivateResponse {
         try Check.fingerprint(request.fingerprint)
         guard let (_, facts) = try await lookUp(request.licenseKey, call) else {
             throw RPCError.notFound("no license has this key")
@@ -108,7 +108,7 @@ extension ValidationService {
         return DeactivateResponse(deactivated: removed > 0)
     }
 
-    func listMachines(_ request: ListMachinesRequest, _ call: ServerCall) async throws -> ListMachinesResponse {
+    public func listMachines(_ request: ListMachinesRequest, _ call: ServerCall) async throws -> ListMachinesResponse {
         try Check.nonEmpty(request.licenseId, "license_id")
         let tenant = call.metadata[RPCMetadata.tenant]
         let size = request.page?.pageSize == 0 || request.page == nil ? 100 : min(Int(request.page!.pageSize), 1000)

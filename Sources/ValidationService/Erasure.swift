@@ -6,7 +6,7 @@ import LicensingWire
 extension ValidationService {
     /// GDPR erasure: machine names and platforms, seat holders' user names, named users
     /// and the validation log of the customer's licenses. Running it again erases nothing more.
-    func eraseCustomer(_ request: EraseCustomerRequest, _ call: ServerCall) async throws -> EraseCustomerResponse {
+    public func eraseCustomer(_ request: EraseCustomerRequest, _ call: ServerCall) async throws -> EraseCustomerResponse {
         try Check.nonEmpty(request.customerId, "customer_id")
         let tenant = call.metadata[RPCMetadata.tenant]
         let erased = try await database.write { db -> Int in

@@ -10,7 +10,7 @@ extension ValidationService {
     /// Resolves up to 1,000 references. A reference of another tenant than the caller's is
     /// not found, like one that does not exist; a key unknown to the replica pulls the feed
     /// once first (it may have been issued a moment ago).
-    func resolveLicenses(_ request: ResolveLicensesRequest, _ call: ServerCall) async throws -> ResolveLicensesResponse {
+    public func resolveLicenses(_ request: ResolveLicensesRequest, _ call: ServerCall) async throws -> ResolveLicensesResponse {
         guard request.licenses.count <= 1000 else {
             throw RPCError.invalidArgument("at most 1000 licenses per call, got \(request.licenses.count)")
         }

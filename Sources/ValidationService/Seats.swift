@@ -12,7 +12,7 @@ import LicensingWire
 // taken a client may queue: seats that free up go to the queue in arrival order.
 
 extension ValidationService {
-    func checkoutSeat(_ request: CheckoutSeatRequest, _ call: ServerCall) async throws -> SeatLeaseResponse {
+    public func checkoutSeat(_ request: CheckoutSeatRequest, _ call: ServerCall) async throws -> SeatLeaseResponse {
         try Check.nonEmpty(request.clientId, "client_id")
         try Check.length(request.clientId, "client_id")
         try Check.length(request.user, "user")
@@ -87,7 +87,7 @@ extension ValidationService {
     /// Extends a lease, after checking the license as a validation would: a lease of a
     /// license revoked, suspended or expired past its grace ends now, with the reason, and
     /// the clients queued for its seats are dropped.
-    func heartbeatSeat(_ request: SeatLeaseRequest, _ call: ServerCall) async throws -> SeatLeaseResponse {
+    public func heartbeatSeat(_ request: SeatLeaseRequest, _ call: ServerCall) async throws -> SeatLeaseResponse {
         try Check.nonEmpty(request.leaseId, "lease_id")
         let now = clock.now
         let tenant = call.metadata[RPCMetadata.tenant]
@@ -115,7 +115,7 @@ extension ValidationService {
 
     /// Frees a seat. Safe to repeat: a lease already checked in (or ended) is not held, so a
     /// retry after a lost answer succeeds too.
-    func checkinSeat(_ request: SeatLeaseRequest, _ call: ServerCall) async throws -> SeatLeaseResponse {
+    public func checkinSeat(_ request: SeatLeaseRequest, _ call: ServerCall) async throws -> SeatLeaseResponse {
         try Check.nonEmpty(request.leaseId, "lease_id")
         let tenant = call.metadata[RPCMetadata.tenant]
         return try await writes.write { db in
@@ -130,7 +130,7 @@ extension ValidationService {
     }
 
     /// Who holds a license's seats now (concurrent-user monitoring).
-    func listSeats(_ request: ListSeatsRequest, _ call: ServerCall) async throws -> ListSeatsResponse {
+    public func listSeats(_ request: ListSeatsRequest, _ call: ServerCall) async throws -> ListSeatsResponse {
         try Check.nonEmpty(request.licenseId, "license_id")
         let now = clock.now
         let tenant = call.metadata[RPCMetadata.tenant]

@@ -11,7 +11,7 @@ import ServiceLifecycle
 /// license-validation: the hot path. Answers validations, activations, seat checkouts and
 /// offline files from its own replica of the license facts, so it keeps answering while
 /// issuance is down.
-public final class ValidationService: Sendable {
+public final class ValidationService: ValidationServiceProtocol {
     let database: DatabasePool
     /// Activations, deactivations and seat changes: durable before they are answered, and
     /// those arriving together share one transaction and one disk sync.
@@ -116,17 +116,7 @@ public final class ValidationService: Sendable {
         var router = RPCRouter()
         let feed = self.feed
         HealthReporter(service: "validation", feeds: { [feed.position()] }).register(in: &router)
-        router.registerImmediate(ValidationMethods.validate) { try self.validateNow($0, $1) }
-        router.register(ValidationMethods.activate) { try await self.activate($0, $1) }
-        router.register(ValidationMethods.deactivate) { try await self.deactivate($0, $1) }
-        router.register(ValidationMethods.listMachines) { try await self.listMachines($0, $1) }
-        router.register(ValidationMethods.checkoutSeat) { try await self.checkoutSeat($0, $1) }
-        router.register(ValidationMethods.heartbeatSeat) { try await self.heartbeatSeat($0, $1) }
-        router.register(ValidationMethods.checkinSeat) { try await self.checkinSeat($0, $1) }
-        router.register(ValidationMethods.listSeats) { try await self.listSeats($0, $1) }
-        router.register(ValidationMethods.createOfflineLicense) { try await self.createOfflineLicense($0, $1) }
-        router.register(ValidationMethods.eraseCustomer) { try await self.eraseCustomer($0, $1) }
-        router.register(ValidationMethods.resolveLicenses) { try await self.resolveLicenses($0, $1) }
+        registerMethods(with: &router)
         return router
     }
 
@@ -189,23 +179,23 @@ public final class ValidationService: Sendable {
     /// the replica and the decision need no waiting. Only what could wait moves to a task:
     /// a miss (the feed is pulled once first), the first load of the signing key, a full
     /// validation log.
-    func validateNow(_ request: ValidateRequest, _ call: ServerCall) throws -> Immediate<ValidateResponse> {
+    public func validate(_ request: ValidateRequest, _ call: ServerCall) throws -> Immediate<ValidateResponse> {
         let context = try context(request)
         var signingKey: CertificateSigningKey?
         if !request.nonce.isEmpty {
-            guard let loaded = signingKeys.loaded else { return .later { try await self.validate(request, call) } }
+            guard let loaded = signingKeys.loaded else { return .later { try await self.validateAfterWaiting(request, call) } }
             signingKey = loaded
         }
         var found: (LicenseFacts, MachineStanding)?
         if case .success(let key) = context.key {
             guard let hit = try replica.factsAndMachine(keyHash: key.hash(secret: keyHashSecret), fingerprintHash: context.fingerprintHash) else {
-                return .later { try await self.validate(request, call) }
+                return .later { try await self.validateAfterWaiting(request, call) }
             }
             found = visible(hit, to: call)
         }
         let (response, entry) = answer(request, context, found, signedBy: signingKey)
         // A denial is given only once the replica has caught up (see `validate`).
-        if Self.mayBeStale(response) { return .later { try await self.validate(request, call) } }
+        if Self.mayBeStale(response) { return .later { try await self.validateAfterWaiting(request, call) } }
         guard log.tryAppend(entry) else {
             return .later {
                 await self.log.append(entry)
@@ -222,7 +212,7 @@ public final class ValidationService: Sendable {
     /// a denial is given only after the replica has caught up with issuance's head (one
     /// pull shared by every call waiting, bounded by the pull's timeout); an allowed answer
     /// needs no wait. A revocation may take up to the feed interval; a grant may not.
-    func validate(_ request: ValidateRequest, _ call: ServerCall) async throws -> ValidateResponse {
+    func validateAfterWaiting(_ request: ValidateRequest, _ call: ServerCall) async throws -> ValidateResponse {
         let context = try context(request)
         let signingKey = request.nonce.isEmpty ? nil : try await signingKeys.current()
         func decided() throws -> (ValidateResponse, ValidationLog.Entry) {
@@ -288,7 +278,7 @@ public final class ValidationService: Sendable {
         return (response, entry)
     }
 
-    func createOfflineLicense(_ request: CreateOfflineLicenseRequest, _ call: ServerCall) async throws -> OfflineLicense {
+    public func createOfflineLicense(_ request: CreateOfflineLicenseRequest, _ call: ServerCall) async throws -> OfflineLicense {
         try Check.fingerprint(request.fingerprint)
         guard request.validSeconds >= 0 else { throw RPCError.invalidArgument("valid_seconds must not be negative") }
         let now = clock.now

@@ -48,10 +48,11 @@ struct GeneratedCodeTests {
         where name.hasSuffix(".pb-c.h") || name == "CLicensingProto.h" {
             files.append("\(include)/\(name)")
         }
-        let swiftDir = "Sources/LicensingWire/Generated"
-        for name in (try? fm.contentsOfDirectory(atPath: root.appendingPathComponent(swiftDir).path)) ?? []
-        where name.hasSuffix(".swift") {
-            files.append("\(swiftDir)/\(name)")
+        for swiftDir in ["Sources/LicensingWire/Generated", "Sources/LicensingRPC/Generated"] {
+            for name in (try? fm.contentsOfDirectory(atPath: root.appendingPathComponent(swiftDir).path)) ?? []
+            where name.hasSuffix(".swift") {
+                files.append("\(swiftDir)/\(name)")
+            }
         }
         return files.sorted()
     }
