@@ -55,8 +55,7 @@ extension GatewayService {
     }
 
     private func authenticate(_ call: ServerCall) throws(RPCError) -> ApiKey {
-        // A local caller's user: `unix:uid=U` of `unix:uid=U:pid=P`.
-        let localUser = call.peer.hasPrefix("unix:uid=") ? call.peer.split(separator: ":").prefix(2).joined(separator: ":") : nil
+        let localUser = call.localUser
         if failedAuthBuckets.isEmpty(call.peer) || localUser.map(failedAuthUserBuckets.isEmpty) == true {
             let source = localUser == nil ? "this address" : "this process or user"
             throw RPCError(.resourceExhausted, "too many failed authentications from \(source); wait and try again",
@@ -112,7 +111,7 @@ extension GatewayService {
         metadata[RPCMetadata.tenant] = key.tenantId
         metadata[RPCMetadata.actor] = key.id
         metadata[RPCMetadata.role] = key.role.description
-        return ServerCall(method: call.method, payload: call.payload, metadata: metadata, deadline: call.deadline, logger: call.serverLogger, peer: call.peer, eventLoop: call.eventLoop)
+        return ServerCall(method: call.method, payload: call.payload, metadata: metadata, deadline: call.deadline, logger: call.serverLogger, peer: call.peer, localUser: call.localUser, eventLoop: call.eventLoop)
     }
 
     /// Method, role, tenant, status, duration: never keys or personal data.

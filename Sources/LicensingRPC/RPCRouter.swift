@@ -14,14 +14,17 @@ public struct ServerCall: Sendable {
     /// The caller's IP address, or for local callers `unix:uid=U:pid=P` (their peer
     /// credentials), or "unix" where those are unknown.
     public let peer: String
+    /// For a local caller, its user alone (`unix:uid=U`), for limits per user; nil for TCP.
+    public let localUser: String?
     /// The event loop of the caller's connection: calls this one makes prefer connections
     /// on the same loop, so the answer needs no hop between threads.
     public let eventLoop: (any EventLoop)?
 
     public init(
         method: String, payload: [UInt8], metadata: RPCMetadata, deadline: ContinuousClock.Instant, logger: Logger, peer: String = "unix",
-        eventLoop: (any EventLoop)? = nil
+        localUser: String? = nil, eventLoop: (any EventLoop)? = nil
     ) {
+        self.localUser = localUser
         self.method = method
         self.payload = payload
         self.metadata = metadata

@@ -250,6 +250,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     private var context: ChannelHandlerContext?
     private var frameReader: FrameReader?
     private var peer = "unix"
+    private var localUser: String?
     private var calls: [UInt64: CallState] = [:]
     /// Requests read while the connection had its fill of calls in flight (one read can
     /// carry many frames); reading stays held until they have started.
@@ -277,6 +278,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         // Who calls, for limits on failed authentication: the address of a TCP caller; the
         // user and process of a local one (every Unix-socket caller has the same address).
         peer = context.channel.remoteAddress?.ipAddress ?? Self.localPeer(context.channel)
+        if peer.hasPrefix("unix:uid=") { localUser = peer.split(separator: ":").prefix(2).joined(separator: ":") }
         context.fireChannelActive()
     }
 
@@ -408,7 +410,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         let deadline = started + timeout
         let call = ServerCall(
             method: method, payload: request.payload, metadata: RPCMetadata(request.metadata), deadline: deadline, logger: core.logger,
-            peer: peer, eventLoop: executor.eventLoop)
+            peer: peer, localUser: localUser, eventLoop: executor.eventLoop)
 
         switch handler {
         case .immediate(let body):
