@@ -1758,11 +1758,11 @@ static const ProtobufCFieldDescriptor licensing__v1__change_event__field_descrip
     5,
     PROTOBUF_C_LABEL_NONE,
     PROTOBUF_C_TYPE_MESSAGE,
-    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ChangeEvent, subject_case),
     offsetof(Licensing__V1__ChangeEvent, license),
     &licensing__v1__license__descriptor,
     NULL,
-    0,             /* flags */
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
   {
@@ -1782,11 +1782,11 @@ static const ProtobufCFieldDescriptor licensing__v1__change_event__field_descrip
     7,
     PROTOBUF_C_LABEL_NONE,
     PROTOBUF_C_TYPE_MESSAGE,
-    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ChangeEvent, subject_case),
     offsetof(Licensing__V1__ChangeEvent, product),
     &licensing__v1__product__descriptor,
     NULL,
-    0,             /* flags */
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
   {
@@ -1794,11 +1794,11 @@ static const ProtobufCFieldDescriptor licensing__v1__change_event__field_descrip
     8,
     PROTOBUF_C_LABEL_NONE,
     PROTOBUF_C_TYPE_MESSAGE,
-    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ChangeEvent, subject_case),
     offsetof(Licensing__V1__ChangeEvent, policy),
     &licensing__v1__policy__descriptor,
     NULL,
-    0,             /* flags */
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
   {
@@ -1806,11 +1806,11 @@ static const ProtobufCFieldDescriptor licensing__v1__change_event__field_descrip
     9,
     PROTOBUF_C_LABEL_NONE,
     PROTOBUF_C_TYPE_MESSAGE,
-    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ChangeEvent, subject_case),
     offsetof(Licensing__V1__ChangeEvent, subscription),
     &licensing__v1__subscription__descriptor,
     NULL,
-    0,             /* flags */
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
   {
@@ -1818,11 +1818,11 @@ static const ProtobufCFieldDescriptor licensing__v1__change_event__field_descrip
     10,
     PROTOBUF_C_LABEL_NONE,
     PROTOBUF_C_TYPE_MESSAGE,
-    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ChangeEvent, subject_case),
     offsetof(Licensing__V1__ChangeEvent, customer),
     &licensing__v1__customer__descriptor,
     NULL,
-    0,             /* flags */
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
   {
@@ -1830,11 +1830,11 @@ static const ProtobufCFieldDescriptor licensing__v1__change_event__field_descrip
     11,
     PROTOBUF_C_LABEL_NONE,
     PROTOBUF_C_TYPE_MESSAGE,
-    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ChangeEvent, subject_case),
     offsetof(Licensing__V1__ChangeEvent, department),
     &licensing__v1__department__descriptor,
     NULL,
-    0,             /* flags */
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
   {
@@ -1842,11 +1842,11 @@ static const ProtobufCFieldDescriptor licensing__v1__change_event__field_descrip
     12,
     PROTOBUF_C_LABEL_NONE,
     PROTOBUF_C_TYPE_MESSAGE,
-    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ChangeEvent, subject_case),
     offsetof(Licensing__V1__ChangeEvent, signing_key),
     &licensing__v1__sealed_signing_key__descriptor,
     NULL,
-    0,             /* flags */
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
 };

@@ -25,7 +25,7 @@ extension IssuanceService {
             try db.execute(
                 sql: "INSERT INTO product (id, tenant_id, name, code, description, created_at) VALUES (?, ?, ?, ?, ?, ?)",
                 arguments: [product.id, product.tenantId, product.name, product.code, product.description, product.createdAt])
-            try ChangeFeed.append(ChangeEvent(kind: .product, action: "product.created", product: product), at: context.now, in: db)
+            try ChangeFeed.append(ChangeEvent(action: "product.created", .product(product)), at: context.now, in: db)
             return product
         }
     }
@@ -41,7 +41,7 @@ extension IssuanceService {
             if !request.name.isEmpty { product.name = request.name }
             if !request.description.isEmpty { product.description = request.description }
             try db.execute(sql: "UPDATE product SET name = ?, description = ? WHERE id = ?", arguments: [product.name, product.description, product.id])
-            try ChangeFeed.append(ChangeEvent(kind: .product, action: "product.updated", product: product), at: context.now, in: db)
+            try ChangeFeed.append(ChangeEvent(action: "product.updated", .product(product)), at: context.now, in: db)
             return product
         }
     }
@@ -115,7 +115,7 @@ extension IssuanceService {
                     NameList.encode(policy.features), NameList.encode(policy.allowedRegions), NameList.encode(policy.deniedRegions),
                     policy.checkInIntervalSeconds, policy.overagePermille, policy.createdAt,
                 ])
-            try ChangeFeed.append(ChangeEvent(kind: .policy, action: "policy.created", policy: policy), at: context.now, in: db)
+            try ChangeFeed.append(ChangeEvent(action: "policy.created", .policy(policy)), at: context.now, in: db)
             return policy
         }
     }
@@ -145,7 +145,7 @@ extension IssuanceService {
                     policy.maxUsers, policy.maxSeats, NameList.encode(policy.features), NameList.encode(policy.allowedRegions),
                     NameList.encode(policy.deniedRegions), policy.checkInIntervalSeconds, policy.overagePermille, policy.id,
                 ])
-            try ChangeFeed.append(ChangeEvent(kind: .policy, action: "policy.updated", policy: policy), at: context.now, in: db)
+            try ChangeFeed.append(ChangeEvent(action: "policy.updated", .policy(policy)), at: context.now, in: db)
             return policy
         }
     }
@@ -191,7 +191,7 @@ extension IssuanceService {
             try db.execute(
                 sql: "INSERT INTO customer (id, tenant_id, name, email, crm_id, enterprise, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 arguments: [customer.id, customer.tenantId, customer.name, customer.email, customer.crmId, customer.enterprise, customer.createdAt])
-            try ChangeFeed.append(ChangeEvent(kind: .customer, action: "customer.created", customer: customer), at: context.now, in: db)
+            try ChangeFeed.append(ChangeEvent(action: "customer.created", .customer(customer)), at: context.now, in: db)
             return customer
         }
     }
@@ -209,7 +209,7 @@ extension IssuanceService {
             try db.execute(
                 sql: "UPDATE customer SET name = ?, email = ?, crm_id = ? WHERE id = ?",
                 arguments: [customer.name, customer.email, customer.crmId, customer.id])
-            try ChangeFeed.append(ChangeEvent(kind: .customer, action: "customer.updated", customer: customer), at: context.now, in: db)
+            try ChangeFeed.append(ChangeEvent(action: "customer.updated", .customer(customer)), at: context.now, in: db)
             return customer
         }
     }
@@ -256,7 +256,7 @@ extension IssuanceService {
             try db.execute(
                 sql: "INSERT INTO department (id, customer_id, name, cost_center, max_seats, max_machines) VALUES (?, ?, ?, ?, ?, ?)",
                 arguments: [department.id, department.customerId, department.name, department.costCenter, department.maxSeats, department.maxMachines])
-            try ChangeFeed.append(ChangeEvent(kind: .department, action: "department.created", department: department), at: context.now, in: db)
+            try ChangeFeed.append(ChangeEvent(action: "department.created", .department(department)), at: context.now, in: db)
             return department
         }
     }

@@ -32,3 +32,20 @@ enum ChangeFeed {
         UInt64(try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(seq), 0) FROM change_event") ?? 0)
     }
 }
+
+extension ChangeEvent {
+    /// An event about `subject`; `kind` names the same case, for consumers that read it.
+    init(action: String, _ subject: Subject, keyHash: String = "") {
+        let kind: ChangeKind
+        switch subject {
+        case .license: kind = .license
+        case .product: kind = .product
+        case .policy: kind = .policy
+        case .subscription: kind = .subscription
+        case .customer: kind = .customer
+        case .department: kind = .department
+        case .signingKey: kind = .signingKey
+        }
+        self.init(kind: kind, action: action, keyHash: keyHash, subject: subject)
+    }
+}

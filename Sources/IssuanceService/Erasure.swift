@@ -44,17 +44,19 @@ extension ChangeFeed {
         for row in rows {
             var event = try ChangeEvent(serializedBytes: Array(row["event"] as Data))
             var changed = false
-            if var person = event.customer, person.id == customer, person.name != erasedName || !person.email.isEmpty || !person.crmId.isEmpty {
+            switch event.subject {
+            case .customer(var person)? where person.id == customer && (person.name != erasedName || !person.email.isEmpty || !person.crmId.isEmpty):
                 person.name = erasedName
                 person.email = ""
                 person.crmId = ""
-                event.customer = person
+                event.subject = .customer(person)
                 changed = true
-            }
-            if var license = event.license, licenses.contains(license.id), !license.namedUsers.isEmpty {
+            case .license(var license)? where licenses.contains(license.id) && !license.namedUsers.isEmpty:
                 license.namedUsers = []
-                event.license = license
+                event.subject = .license(license)
                 changed = true
+            default:
+                break
             }
             if changed {
                 try db.execute(sql: "UPDATE change_event SET event = ? WHERE seq = ?", arguments: [Data(event.serializedBytes()), row["seq"] as Int64])

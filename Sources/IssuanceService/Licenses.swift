@@ -70,7 +70,7 @@ extension IssuanceService {
                     NameList.encode(license.deniedRegions), license.overagePermille, license.checkInIntervalSeconds, license.updatedAt,
                 ])
             var answered = license
-            answered.feedSeq = try ChangeFeed.append(ChangeEvent(kind: .license, action: "license.issued", license: license, keyHash: keyHash), at: context.now, in: db)
+            answered.feedSeq = try ChangeFeed.append(ChangeEvent(action: "license.issued", .license(license), keyHash: keyHash), at: context.now, in: db)
             if !request.billingRef.isEmpty {
                 guard license.expiresAt != 0 else {
                     throw RPCError.invalidArgument("billing_ref needs a license that expires: the policy is perpetual")
@@ -80,7 +80,7 @@ extension IssuanceService {
                     periodStart: license.startsAt, periodEnd: license.expiresAt, status: .active, autoRenew: true,
                     amountMinor: request.amountMinor, currency: request.currency)
                 try Subscriptions.insert(subscription, tenant: context.tenant, in: db)
-                answered.feedSeq = try ChangeFeed.append(ChangeEvent(kind: .subscription, action: "subscription.started", subscription: subscription), at: context.now, in: db)
+                answered.feedSeq = try ChangeFeed.append(ChangeEvent(action: "subscription.started", .subscription(subscription)), at: context.now, in: db)
             }
             return IssueLicenseResponse(license: answered, licenseKey: key.description)
         }
@@ -365,7 +365,7 @@ struct LicenseRecord {
                 license.graceSeconds, license.maxMachines, license.maxUsers, license.maxSeats, NameList.encode(license.features),
                 now, license.id,
             ])
-        let seq = try ChangeFeed.append(ChangeEvent(kind: .license, action: action, license: license, keyHash: keyHash), at: now, in: db)
+        let seq = try ChangeFeed.append(ChangeEvent(action: action, .license(license), keyHash: keyHash), at: now, in: db)
         license.feedSeq = seq
         return license
     }

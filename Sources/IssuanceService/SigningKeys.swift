@@ -32,7 +32,7 @@ extension IssuanceService {
             key.retiredAt = context.now
             try db.execute(sql: "UPDATE signing_key SET retired_at = ? WHERE kid = ?", arguments: [context.now, key.kid])
             let replicated = SealedSigningKey(kid: key.kid, publicKey: key.publicKey, createdAt: key.createdAt, retiredAt: key.retiredAt)
-            try ChangeFeed.append(ChangeEvent(kind: .signingKey, action: "signing_key.retired", signingKey: replicated), at: context.now, in: db)
+            try ChangeFeed.append(ChangeEvent(action: "signing_key.retired", .signingKey(replicated)), at: context.now, in: db)
             return key
         }
     }
@@ -83,7 +83,7 @@ enum SigningKeyStore {
         // Validation signs activation certificates and answers with the same keys; it
         // receives them sealed and opens them with the master key the two share.
         let replicated = SealedSigningKey(kid: key.kid, publicKey: key.publicKey, sealedPrivateKey: sealed, createdAt: now, current: true)
-        try ChangeFeed.append(ChangeEvent(kind: .signingKey, action: "signing_key.created", signingKey: replicated), at: now, in: db)
+        try ChangeFeed.append(ChangeEvent(action: "signing_key.created", .signingKey(replicated)), at: now, in: db)
         return SigningKey(kid: key.kid, algorithm: "Ed25519", publicKey: key.publicKey, createdAt: now, current: true)
     }
 

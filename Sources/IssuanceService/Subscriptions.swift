@@ -41,7 +41,7 @@ enum Subscriptions {
                 subscription.periodStart, subscription.periodEnd, subscription.status.rawValue, subscription.autoRenew,
                 subscription.amountMinor, subscription.currency, subscription.id,
             ])
-        try ChangeFeed.append(ChangeEvent(kind: .subscription, action: action, subscription: subscription), at: now, in: db)
+        try ChangeFeed.append(ChangeEvent(action: action, .subscription(subscription)), at: now, in: db)
     }
 }
 

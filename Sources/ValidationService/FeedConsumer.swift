@@ -72,7 +72,7 @@ final class FeedConsumer: Service, Sendable {
         let after = state.withLockedValue { $0.appliedSeq }
         let response = try await client.call(IssuanceMethods.changes, ChangesRequest(afterSeq: after, limit: batch), timeout: .seconds(2))
         let position = try await replica.apply(response.events)
-        if response.events.contains(where: { $0.kind == .signingKey }) { signingKeys.invalidate() }
+        if response.events.contains(where: { if case .signingKey? = $0.subject { true } else { false } }) { signingKeys.invalidate() }
         let applied = state.withLockedValue {
             $0.appliedSeq = max($0.appliedSeq, position)
             $0.sourceSeq = response.lastSeq

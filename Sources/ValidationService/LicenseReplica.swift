@@ -26,15 +26,13 @@ struct LicenseReplica: Sendable {
         try await database.write { db in
             var position = try Self.position(in: db)
             for event in events where event.seq > position {
-                switch event.kind {
-                case .license:
-                    if let license = event.license, !event.keyHash.isEmpty {
-                        try Self.upsert(license, keyHash: event.keyHash, seq: event.seq, in: db)
-                    }
-                case .department:
-                    if let department = event.department { try Self.upsert(department, in: db) }
-                case .signingKey:
-                    if let key = event.signingKey { try Self.upsert(key, in: db) }
+                switch event.subject {
+                case .license(let license)? where !event.keyHash.isEmpty:
+                    try Self.upsert(license, keyHash: event.keyHash, seq: event.seq, in: db)
+                case .department(let department)?:
+                    try Self.upsert(department, in: db)
+                case .signingKey(let key)?:
+                    try Self.upsert(key, in: db)
                 default:
                     break
                 }

@@ -3,7 +3,7 @@ import LicensingWire
 import Testing
 
 func changeEvent(_ seq: UInt64) -> ChangeEvent {
-    ChangeEvent(seq: seq, kind: .license, action: "license.issued", license: License(id: "lic_\(seq)", features: ["f\(seq)"]))
+    ChangeEvent(seq: seq, kind: .license, action: "license.issued", subject: .license(License(id: "lic_\(seq)", features: ["f\(seq)"])))
 }
 
 extension RPCTests {

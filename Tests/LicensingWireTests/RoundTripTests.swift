@@ -50,13 +50,15 @@ enum Samples {
         kind: .license,
         action: "license.suspended",
         occurredAt: 1_700_000_456,
-        license: license,
         keyHash: String(repeating: "ab", count: 32),
-        product: Product(id: "prod_01", name: "Widget", code: "WID", description: "", createdAt: 3, tenantId: "ten_01"),
-        subscription: Subscription(
-            id: "sub_01", licenseId: "lic_01", billingRef: "inv-9", periodStart: 1, periodEnd: 2,
-            status: .pastDue, autoRenew: true, amountMinor: -500, currency: "EUR")
+        subject: .license(license)
     )
+
+    static let subscriptionEvent = ChangeEvent(
+        seq: 43, kind: .subscription, action: "subscription.past_due", occurredAt: 1_700_000_457,
+        subject: .subscription(Subscription(
+            id: "sub_01", licenseId: "lic_01", billingRef: "inv-9", periodStart: 1, periodEnd: 2,
+            status: .pastDue, autoRenew: true, amountMinor: -500, currency: "EUR")))
 }
 
 @Suite("Round trips through protobuf-c")
@@ -85,10 +87,22 @@ struct RoundTripTests {
         let bytes = Samples.changeEvent.serializedBytes()
         let decoded = try ChangeEvent(serializedBytes: bytes)
         #expect(decoded == Samples.changeEvent)
-        #expect(decoded.license == Samples.license)
-        #expect(decoded.policy == nil)
-        #expect(decoded.customer == nil)
-        #expect(decoded.subscription?.autoRenew == true)
+        #expect(decoded.subject == .license(Samples.license))
+        let other = try ChangeEvent(serializedBytes: Samples.subscriptionEvent.serializedBytes())
+        guard case .subscription(let subscription)? = other.subject else {
+            Issue.record("the oneof lost its case: \(String(describing: other.subject))")
+            return
+        }
+        #expect(subscription.autoRenew == true)
+        #expect(try ChangeEvent(serializedBytes: ChangeEvent(seq: 1).serializedBytes()).subject == nil)
+    }
+
+    /// The oneof replaced seven optional fields with the same numbers: what an older issuance
+    /// wrote (one message field set) reads as the matching case.
+    @Test func theOneofReadsEventsWrittenBeforeIt() throws {
+        // Field 7 (product), length-delimited, holding Product.id = "p".
+        let older: [UInt8] = [0x08, 0x01, 0x3A, 0x03, 0x0A, 0x01, 0x70]
+        #expect(try ChangeEvent(serializedBytes: older).subject == .product(Product(id: "p")))
     }
 
     @Test func presentButEmptyNestedMessageStaysPresent() throws {

@@ -10,8 +10,8 @@ import Testing
     func event(_ seq: UInt64, _ id: String, _ state: LicenseState) -> ChangeEvent {
         ChangeEvent(
             seq: seq, kind: .license, action: "license.changed",
-            license: License(id: id, productId: "prod_1", customerId: "cus_1", licenseType: .perDevice, state: state),
-            keyHash: String(repeating: id.hasSuffix("1") ? "a" : "b", count: 64))
+            keyHash: String(repeating: id.hasSuffix("1") ? "a" : "b", count: 64),
+            subject: .license(License(id: id, productId: "prod_1", customerId: "cus_1", licenseType: .perDevice, state: state)))
     }
 
     @Test func eventsApplyExactlyOnceAndThePositionPersists() async throws {

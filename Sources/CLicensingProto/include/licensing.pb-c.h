@@ -283,6 +283,18 @@ struct  Licensing__V1__SealedSigningKey
     , (char *)protobuf_c_empty_string, {0,NULL}, {0,NULL}, 0, 0, 0 }
 
 
+typedef enum {
+  LICENSING__V1__CHANGE_EVENT__SUBJECT__NOT_SET = 0,
+  LICENSING__V1__CHANGE_EVENT__SUBJECT_LICENSE = 5,
+  LICENSING__V1__CHANGE_EVENT__SUBJECT_PRODUCT = 7,
+  LICENSING__V1__CHANGE_EVENT__SUBJECT_POLICY = 8,
+  LICENSING__V1__CHANGE_EVENT__SUBJECT_SUBSCRIPTION = 9,
+  LICENSING__V1__CHANGE_EVENT__SUBJECT_CUSTOMER = 10,
+  LICENSING__V1__CHANGE_EVENT__SUBJECT_DEPARTMENT = 11,
+  LICENSING__V1__CHANGE_EVENT__SUBJECT_SIGNING_KEY = 12
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(LICENSING__V1__CHANGE_EVENT__SUBJECT__CASE)
+} Licensing__V1__ChangeEvent__SubjectCase;
+
 /*
  * One entry of issuance's change feed: the full new state of the thing that changed.
  */
@@ -297,24 +309,24 @@ struct  Licensing__V1__ChangeEvent
   char *action;
   int64_t occurred_at;
   /*
-   * Set according to kind.
-   */
-  Licensing__V1__License *license;
-  /*
-   * HMAC-SHA256 of the license key (hex) for CHANGE_KIND_LICENSE; consumers that
-   * validate keys index by it. The key itself never leaves issuance.
+   * HMAC-SHA256 of the license key (hex) for a license; consumers that validate keys
+   * index by it. The key itself never leaves issuance.
    */
   char *key_hash;
-  Licensing__V1__Product *product;
-  Licensing__V1__Policy *policy;
-  Licensing__V1__Subscription *subscription;
-  Licensing__V1__Customer *customer;
-  Licensing__V1__Department *department;
-  Licensing__V1__SealedSigningKey *signing_key;
+  Licensing__V1__ChangeEvent__SubjectCase subject_case;
+  union {
+    Licensing__V1__License *license;
+    Licensing__V1__Product *product;
+    Licensing__V1__Policy *policy;
+    Licensing__V1__Subscription *subscription;
+    Licensing__V1__Customer *customer;
+    Licensing__V1__Department *department;
+    Licensing__V1__SealedSigningKey *signing_key;
+  };
 };
 #define LICENSING__V1__CHANGE_EVENT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__change_event__descriptor) \
-    , 0, LICENSING__V1__CHANGE_KIND__CHANGE_KIND_UNSPECIFIED, (char *)protobuf_c_empty_string, 0, NULL, (char *)protobuf_c_empty_string, NULL, NULL, NULL, NULL, NULL, NULL }
+    , 0, LICENSING__V1__CHANGE_KIND__CHANGE_KIND_UNSPECIFIED, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, LICENSING__V1__CHANGE_EVENT__SUBJECT__NOT_SET, {0} }
 
 
 struct  Licensing__V1__ChangesRequest

@@ -835,30 +835,29 @@ public struct ChangeEvent: WireMessage, Encodable {
     public var kind: ChangeKind = ChangeKind(rawValue: 0)
     public var action: String = ""
     public var occurredAt: Int64 = 0
-    public var license: License? = nil
     public var keyHash: String = ""
-    public var product: Product? = nil
-    public var policy: Policy? = nil
-    public var subscription: Subscription? = nil
-    public var customer: Customer? = nil
-    public var department: Department? = nil
-    public var signingKey: SealedSigningKey? = nil
+    public var subject: Subject? = nil
 
     public init() {}
 
-    public init(seq: UInt64 = 0, kind: ChangeKind = ChangeKind(rawValue: 0), action: String = "", occurredAt: Int64 = 0, license: License? = nil, keyHash: String = "", product: Product? = nil, policy: Policy? = nil, subscription: Subscription? = nil, customer: Customer? = nil, department: Department? = nil, signingKey: SealedSigningKey? = nil) {
+    public init(seq: UInt64 = 0, kind: ChangeKind = ChangeKind(rawValue: 0), action: String = "", occurredAt: Int64 = 0, keyHash: String = "", subject: Subject? = nil) {
         self.seq = seq
         self.kind = kind
         self.action = action
         self.occurredAt = occurredAt
-        self.license = license
         self.keyHash = keyHash
-        self.product = product
-        self.policy = policy
-        self.subscription = subscription
-        self.customer = customer
-        self.department = department
-        self.signingKey = signingKey
+        self.subject = subject
+    }
+
+    /// One of these, or none.
+    public enum Subject: Equatable, Sendable, Encodable {
+        case license(License)
+        case product(Product)
+        case policy(Policy)
+        case subscription(Subscription)
+        case customer(Customer)
+        case department(Department)
+        case signingKey(SealedSigningKey)
     }
 }
 
@@ -888,14 +887,25 @@ extension ChangeEvent: ProtobufCMessageBinding {
         self.kind = ChangeKind(rawValue: Int32(truncatingIfNeeded: c.kind.rawValue))
         self.action = WireArena.string(c.action)
         self.occurredAt = c.occurred_at
-        self.license = c.license.map { License(c: $0.pointee) }
         self.keyHash = WireArena.string(c.key_hash)
-        self.product = c.product.map { Product(c: $0.pointee) }
-        self.policy = c.policy.map { Policy(c: $0.pointee) }
-        self.subscription = c.subscription.map { Subscription(c: $0.pointee) }
-        self.customer = c.customer.map { Customer(c: $0.pointee) }
-        self.department = c.department.map { Department(c: $0.pointee) }
-        self.signingKey = c.signing_key.map { SealedSigningKey(c: $0.pointee) }
+        switch c.subject_case {
+        case LICENSING__V1__CHANGE_EVENT__SUBJECT_LICENSE:
+            self.subject = c.license.map { .license(License(c: $0.pointee)) }
+        case LICENSING__V1__CHANGE_EVENT__SUBJECT_PRODUCT:
+            self.subject = c.product.map { .product(Product(c: $0.pointee)) }
+        case LICENSING__V1__CHANGE_EVENT__SUBJECT_POLICY:
+            self.subject = c.policy.map { .policy(Policy(c: $0.pointee)) }
+        case LICENSING__V1__CHANGE_EVENT__SUBJECT_SUBSCRIPTION:
+            self.subject = c.subscription.map { .subscription(Subscription(c: $0.pointee)) }
+        case LICENSING__V1__CHANGE_EVENT__SUBJECT_CUSTOMER:
+            self.subject = c.customer.map { .customer(Customer(c: $0.pointee)) }
+        case LICENSING__V1__CHANGE_EVENT__SUBJECT_DEPARTMENT:
+            self.subject = c.department.map { .department(Department(c: $0.pointee)) }
+        case LICENSING__V1__CHANGE_EVENT__SUBJECT_SIGNING_KEY:
+            self.subject = c.signing_key.map { .signingKey(SealedSigningKey(c: $0.pointee)) }
+        default:
+            self.subject = nil
+        }
     }
 
     public func fill(_ c: inout Licensing__V1__ChangeEvent, _ arena: WireArena) {
@@ -903,14 +913,32 @@ extension ChangeEvent: ProtobufCMessageBinding {
         c.kind = .init(rawValue: .init(truncatingIfNeeded: self.kind.rawValue))
         c.action = arena.string(self.action)
         c.occurred_at = self.occurredAt
-        c.license = self.license.map { arena.message($0) }
         c.key_hash = arena.string(self.keyHash)
-        c.product = self.product.map { arena.message($0) }
-        c.policy = self.policy.map { arena.message($0) }
-        c.subscription = self.subscription.map { arena.message($0) }
-        c.customer = self.customer.map { arena.message($0) }
-        c.department = self.department.map { arena.message($0) }
-        c.signing_key = self.signingKey.map { arena.message($0) }
+        switch self.subject {
+        case .license(let value)?:
+            c.subject_case = LICENSING__V1__CHANGE_EVENT__SUBJECT_LICENSE
+            c.license = arena.message(value)
+        case .product(let value)?:
+            c.subject_case = LICENSING__V1__CHANGE_EVENT__SUBJECT_PRODUCT
+            c.product = arena.message(value)
+        case .policy(let value)?:
+            c.subject_case = LICENSING__V1__CHANGE_EVENT__SUBJECT_POLICY
+            c.policy = arena.message(value)
+        case .subscription(let value)?:
+            c.subject_case = LICENSING__V1__CHANGE_EVENT__SUBJECT_SUBSCRIPTION
+            c.subscription = arena.message(value)
+        case .customer(let value)?:
+            c.subject_case = LICENSING__V1__CHANGE_EVENT__SUBJECT_CUSTOMER
+            c.customer = arena.message(value)
+        case .department(let value)?:
+            c.subject_case = LICENSING__V1__CHANGE_EVENT__SUBJECT_DEPARTMENT
+            c.department = arena.message(value)
+        case .signingKey(let value)?:
+            c.subject_case = LICENSING__V1__CHANGE_EVENT__SUBJECT_SIGNING_KEY
+            c.signing_key = arena.message(value)
+        case nil:
+            c.subject_case = LICENSING__V1__CHANGE_EVENT__SUBJECT__NOT_SET
+        }
     }
 }
 
