@@ -7,7 +7,7 @@ let swiftSettings: [SwiftSetting] = [
 
 let package = Package(
     name: "license-manager",
-    platforms: [.macOS(.v14)],
+    // Linux only: the services use Linux interfaces (SO_PEERCRED, st_ctim, /proc).
     products: [
         .executable(name: "license-issuance", targets: ["license-issuance"]),
         .executable(name: "license-validation", targets: ["license-validation"]),

@@ -5,8 +5,7 @@ import NIOCore
 /// no hop between the event loop and Swift's global executor threads; clients can do the
 /// same with `withTaskExecutorPreference`. Handlers are short (a look-up, a decision); anything that
 /// blocks for long belongs on its own queue (GRDB's writes, for example, already are).
-public final class EventLoopTaskExecutor: TaskExecutor, @unchecked Sendable {
-    // @unchecked: `eventLoop` is immutable and EventLoop is thread-safe by contract.
+public final class EventLoopTaskExecutor: TaskExecutor, Sendable {
     public let eventLoop: any EventLoop
 
     public init(_ eventLoop: any EventLoop) {

@@ -7,10 +7,10 @@ import NIOConcurrencyHelpers
 /// savepoint, so a failing mutation rolls back alone. A caller's answer comes only after
 /// the transaction holding its change has committed (is durable under synchronous=FULL).
 public final class GroupCommitter: Sendable {
-    private struct Job: @unchecked Sendable {
-        // @unchecked: `body` is called once, on the writer, and `finish` once after the commit.
-        let body: (Database) throws -> any Sendable
-        let finish: (Result<any Sendable, any Error>) -> Void
+    /// `body` runs once, on the writer; `finish` once, after the commit.
+    private struct Job: Sendable {
+        let body: @Sendable (Database) throws -> any Sendable
+        let finish: @Sendable (Result<any Sendable, any Error>) -> Void
     }
 
     private struct State {
