@@ -1,4 +1,5 @@
 import LicensingRPC
+import LicensingRuntime
 import LicensingWire
 import Logging
 import NIOConcurrencyHelpers
@@ -100,12 +101,11 @@ final class BackendProber: Service, Sendable {
     }
 
     func run() async throws {
-        while !Task.isCancelled, !Task.isShuttingDownGracefully {
+        await Periodically.run(every: interval) {
             for backend in backends where backend.isDown {
                 await backend.probe()
                 if !backend.isDown { logger.info("backend is back", metadata: ["backend": "\(backend.name)"]) }
             }
-            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: self.interval) }
         }
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import LicensingCore
+import LicensingRuntime
 import LicensingWire
 import ServiceLifecycle
 
@@ -18,13 +19,12 @@ final class ExpiryScheduler: Service, Sendable {
     }
 
     func run() async throws {
-        while !Task.isCancelled, !Task.isShuttingDownGracefully {
+        await Periodically.run(every: interval) {
             do {
                 _ = try await service.applyTimeTransitions()
             } catch {
                 service.logger.error("expiry scheduler failed; retrying", metadata: ["error": "\(error)"])
             }
-            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: self.interval) }
         }
     }
 }

@@ -67,10 +67,7 @@ public final class MetricsSampler: Service, Sendable {
     }
 
     public func run() async throws {
-        while !Task.isCancelled, !Task.isShuttingDownGracefully {
-            await sampleOnce()
-            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: self.interval) }
-        }
+        await Periodically.run(every: interval) { await sampleOnce() }
     }
 
     public func sampleOnce() async {

@@ -46,11 +46,8 @@ public final class WALMaintenance: Service, Sendable {
     }
 
     public func run() async throws {
-        while !Task.isShuttingDownGracefully, !Task.isCancelled {
-            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: self.interval) }
-            await maintain()
-        }
-        await maintain()
+        // A last round after the stop leaves the log checkpointed for the next start.
+        await Periodically.run(every: interval, first: false, last: true) { await maintain() }
     }
 
     /// One round: a passive checkpoint, and a restart when the log has grown past the threshold.

@@ -43,3 +43,31 @@ import Testing
         #expect(!names.contains("item 7"))
     }
 }
+
+@Suite struct PeriodicallyTests {
+    final class Runs: @unchecked Sendable {
+        // @unchecked: touched by one task at a time (the loop), read after it ends.
+        var count = 0
+    }
+
+    @Test func runsFirstThenEveryIntervalAndOnceMoreAfterTheStop() async throws {
+        let runs = Runs()
+        let loop = Task { await Periodically.run(every: .milliseconds(5), last: true) { runs.count += 1 } }
+        while runs.count < 3 { try await Task.sleep(for: .milliseconds(5)) }
+        loop.cancel()
+        await loop.value
+        let stopped = runs.count
+        try await Task.sleep(for: .milliseconds(30))
+        #expect(runs.count == stopped, "the body ran after the loop ended")
+        #expect(stopped >= 4, "the last run after the stop is missing")
+    }
+
+    @Test func waitsFirstWhenAsked() async throws {
+        let runs = Runs()
+        let loop = Task { await Periodically.run(every: .seconds(3600), first: false) { runs.count += 1 } }
+        try await Task.sleep(for: .milliseconds(20))
+        loop.cancel()
+        await loop.value
+        #expect(runs.count == 0)
+    }
+}
