@@ -4,57 +4,52 @@ import LicensingRPC
 import LicensingWire
 import Logging
 
+/// The gateway's admission, run by the server before every call and after its answer.
+/// It lets a call in or refuses it, in this order: the caller's failed-authentication
+/// limit, the API key (UNAUTHENTICATED), the role's permission (PERMISSION_DENIED), the
+/// credential's and the license key's rate limits (RESOURCE_EXHAUSTED with `retry-after`).
+/// Admitted calls carry the credential's tenant, id and role, and nothing the caller set
+/// under `x-lm-`. One access-log line per call. `Health/Check` is open: load balancers
+/// call it without a key, and it reveals only that the gateway runs.
+struct GatewayAdmission: ServerInterceptor {
+    let gateway: GatewayService
+
+    func admit(_ call: inout ServerCall) throws(RPCError) {
+        // What the caller set under x-lm- never reaches a service or the access log.
+        var metadata = call.metadata
+        metadata.removeAll(prefixed: RPCMetadata.gatewayPrefix)
+        call = call.with(metadata: metadata)
+        guard call.method != HealthMethods.check.name else { return }
+        let key = try gateway.authenticate(call)
+        call = gateway.forwarded(call, key)
+        if let refusal = Permissions.refusal(key, call.method) { throw refusal }
+        try gateway.checkRateLimits(call, key)
+    }
+
+    func finished(_ call: ServerCall, code: StatusCode, after elapsed: Duration) {
+        guard call.method != HealthMethods.check.name else { return }
+        gateway.accessLog(call, code, elapsed)
+    }
+}
+
+/// The credential an admitted call was made with, as admission stated it in the metadata.
+struct Caller: Sendable {
+    let id: String
+    let tenantId: String
+    let role: Role
+
+    init(_ call: ServerCall) throws(RPCError) {
+        guard let id = call.metadata[RPCMetadata.actor], let tenant = call.metadata[RPCMetadata.tenant],
+            let role = Role.allKnown.first(where: { $0.description == call.metadata[RPCMetadata.role] })
+        else { throw RPCError(.unauthenticated, "the call was not admitted by the gateway") }
+        self.id = id
+        self.tenantId = tenant
+        self.role = role
+    }
+}
+
 extension GatewayService {
-    /// Lets a call in or refuses it, in this order: the source's failed-authentication
-    /// limit, the API key (UNAUTHENTICATED), the role's permission (PERMISSION_DENIED), the
-    /// credential's and the license key's rate limits (RESOURCE_EXHAUSTED with
-    /// `retry-after`). Admitted calls carry the credential's tenant, id and role, and
-    /// nothing the caller set under `x-lm-`. One access-log line per call.
-    func guarded<T: Sendable>(_ call: ServerCall, _ body: (ServerCall, ApiKey) async throws -> T) async throws -> T {
-        let started = ContinuousClock.now
-        let (admitted, key) = try admit(call, started: started)
-        do {
-            let result = try await body(admitted, key)
-            accessLog(call, key, .ok, started)
-            return result
-        } catch {
-            accessLog(call, key, (error as? RPCError)?.code ?? .internal, started)
-            throw error
-        }
-    }
-
-    /// Forwards a unary call without a task: admission runs in memory on the event loop
-    /// and the backend's answer completes a future on the same loop.
-    func forwardedNow(_ call: ServerCall, to backend: Backend) throws -> ImmediateReply {
-        let started = ContinuousClock.now
-        let (admitted, key) = try admit(call, started: started)
-        let answer = backend.callRawFuture(admitted)
-        answer.whenComplete { result in
-            switch result {
-            case .success: self.accessLog(call, key, .ok, started)
-            case .failure(let error): self.accessLog(call, key, (error as? RPCError)?.code ?? .internal, started)
-            }
-        }
-        return .future(answer)
-    }
-
-    /// Admission alone: the call as the services will see it, and who makes it. A refusal
-    /// is logged here.
-    private func admit(_ call: ServerCall, started: ContinuousClock.Instant) throws(RPCError) -> (ServerCall, ApiKey) {
-        var identity: ApiKey?
-        do throws(RPCError) {
-            let key = try authenticate(call)
-            identity = key
-            if let refusal = Permissions.refusal(key, call.method) { throw refusal }
-            try checkRateLimits(call, key)
-            return (forwarded(call, key), key)
-        } catch {
-            accessLog(call, identity, error.code, started)
-            throw error
-        }
-    }
-
-    private func authenticate(_ call: ServerCall) throws(RPCError) -> ApiKey {
+    func authenticate(_ call: ServerCall) throws(RPCError) -> ApiKey {
         let localUser = call.localUser
         if failedAuthBuckets.isEmpty(call.peer) || localUser.map(failedAuthUserBuckets.isEmpty) == true {
             let source = localUser == nil ? "this address" : "this process or user"
@@ -75,7 +70,7 @@ extension GatewayService {
         return key
     }
 
-    private func checkRateLimits(_ call: ServerCall, _ key: ApiKey) throws(RPCError) {
+    func checkRateLimits(_ call: ServerCall, _ key: ApiKey) throws(RPCError) {
         if let buckets = roleBuckets[key.role], let wait = buckets.take(key.id) {
             throw Self.exhausted("credential \(key.id) is over its rate limit", wait)
         }
@@ -104,24 +99,23 @@ extension GatewayService {
     }
 
     /// The call as the services see it: the identity the gateway vouches for.
-    private func forwarded(_ call: ServerCall, _ key: ApiKey) -> ServerCall {
+    func forwarded(_ call: ServerCall, _ key: ApiKey) -> ServerCall {
         var metadata = call.metadata
         metadata.removeAll(prefixed: RPCMetadata.gatewayPrefix)
         metadata[RPCMetadata.apiKey] = nil
         metadata[RPCMetadata.tenant] = key.tenantId
         metadata[RPCMetadata.actor] = key.id
         metadata[RPCMetadata.role] = key.role.description
-        return ServerCall(method: call.method, payload: call.payload, metadata: metadata, deadline: call.deadline, logger: call.serverLogger, peer: call.peer, localUser: call.localUser, eventLoop: call.eventLoop)
+        return call.with(metadata: metadata)
     }
 
     /// Method, role, tenant, status, duration: never keys or personal data.
-    private func accessLog(_ call: ServerCall, _ key: ApiKey?, _ code: StatusCode, _ started: ContinuousClock.Instant) {
-        let elapsed = ContinuousClock.now - started
+    func accessLog(_ call: ServerCall, _ code: StatusCode, _ elapsed: Duration) {
         logger.info("call", metadata: [
             "method": "\(call.method)",
-            "role": "\(key?.role.description ?? "-")",
-            "tenant": "\(key?.tenantId ?? "-")",
-            "credential": "\(key?.id ?? "-")",
+            "role": "\(call.metadata[RPCMetadata.role] ?? "-")",
+            "tenant": "\(call.metadata[RPCMetadata.tenant] ?? "-")",
+            "credential": "\(call.metadata[RPCMetadata.actor] ?? "-")",
             "status": "\(code)",
             "duration_ms": "\(Double(elapsed.components.attoseconds / 1_000_000_000_000) / 1000 + Double(elapsed.components.seconds) * 1000)",
         ])

@@ -6,7 +6,7 @@ import LicensingWire
 
 extension GatewayService {
     /// Admins create keys in their own tenant; operators (admins of the operator tenant) in any.
-    func createApiKey(_ request: CreateApiKeyRequest, _ call: ServerCall, _ key: ApiKey) async throws -> CreateApiKeyResponse {
+    func createApiKey(_ request: CreateApiKeyRequest, _ call: ServerCall, _ key: Caller) async throws -> CreateApiKeyResponse {
         guard !request.name.isEmpty, request.name.count <= 200 else { throw RPCError.invalidArgument("name is required (at most 200 characters)") }
         guard Role.allKnown.contains(request.role), request.role != .unspecified else {
             throw RPCError.invalidArgument("role must be ADMIN, ISSUER, SUPPORT, AUDITOR, INTEGRATION or PRODUCT")
@@ -24,13 +24,13 @@ extension GatewayService {
         return CreateApiKeyResponse(apiKey: created, secret: secret)
     }
 
-    func listApiKeys(_ request: ListApiKeysRequest, _ call: ServerCall, _ key: ApiKey) async throws -> ListApiKeysResponse {
+    func listApiKeys(_ request: ListApiKeysRequest, _ call: ServerCall, _ key: Caller) async throws -> ListApiKeysResponse {
         let operatorKey = key.tenantId == CredentialStore.operatorTenant
         let tenant: String? = operatorKey ? (request.tenantId.isEmpty ? nil : request.tenantId) : key.tenantId
         return ListApiKeysResponse(apiKeys: credentials.list(tenant: tenant))
     }
 
-    func revokeApiKey(_ request: GetByIdRequest, _ call: ServerCall, _ key: ApiKey) async throws -> ApiKey {
+    func revokeApiKey(_ request: GetByIdRequest, _ call: ServerCall, _ key: Caller) async throws -> ApiKey {
         guard !request.id.isEmpty else { throw RPCError.invalidArgument("id is required") }
         return try await credentials.revoke(id: request.id, tenant: key.tenantId == CredentialStore.operatorTenant ? nil : key.tenantId, now: clock.now)
     }

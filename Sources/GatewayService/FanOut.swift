@@ -34,7 +34,7 @@ extension GatewayService {
 
     /// A license with its subscription, machines, seat holders and this month's usage, asked
     /// in parallel; a part whose service is down is missing and says why.
-    func licenseOverview(_ request: GetByIdRequest, _ call: ServerCall, _ key: ApiKey) async throws -> LicenseOverviewResponse {
+    func licenseOverview(_ request: GetByIdRequest, _ call: ServerCall, _ key: Caller) async throws -> LicenseOverviewResponse {
         guard !request.id.isEmpty else { throw RPCError.invalidArgument("id (the license id) is required") }
         let metadata = call.metadata
         let deadline = call.deadline
@@ -60,7 +60,7 @@ extension GatewayService {
 
     /// GDPR erasure: every service that holds personal data erases this customer's, in
     /// parallel; the answer says what each erased. Running it again erases nothing more.
-    func eraseCustomer(_ request: EraseCustomerRequest, _ call: ServerCall, _ key: ApiKey) async throws -> GatewayEraseCustomerResponse {
+    func eraseCustomer(_ request: EraseCustomerRequest, _ call: ServerCall, _ key: Caller) async throws -> GatewayEraseCustomerResponse {
         guard !request.customerId.isEmpty else { throw RPCError.invalidArgument("customer_id is required") }
         let metadata = call.metadata
         let deadline = call.deadline

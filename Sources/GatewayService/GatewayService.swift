@@ -148,49 +148,49 @@ public final class GatewayService: Sendable {
         route(UsageMethods.all, to: usage, in: &router)
         route(ReportingMethods.all, to: reporting, in: &router)
         registerMethods(with: &router)
+        router.interceptors = [GatewayAdmission(gateway: self)]
         return router
     }
 
-    /// Every public method of a service, guarded and forwarded.
+    /// Every public method of a service, forwarded unchanged once admitted: unary calls
+    /// without a task (the backend's answer completes a future on the caller's loop).
     private func route(_ methods: [WireMethodInfo], to backend: Backend, in router: inout RPCRouter) {
         for method in methods {
             if method.serverStreaming {
                 router.register(name: method.name, .serverStreaming { call, stream in
-                    try await self.guarded(call) { call, _ in
-                        let messages = try await backend.streamRaw(call.method, payload: call.payload, metadata: call.metadata, deadline: call.deadline)
-                        for try await message in messages { try await stream.send(message) }
-                    }
+                    let messages = try await backend.streamRaw(call.method, payload: call.payload, metadata: call.metadata, deadline: call.deadline)
+                    for try await message in messages { try await stream.send(message) }
                 })
             } else {
-                router.register(name: method.name, .immediate { call in try self.forwardedNow(call, to: backend) })
+                router.register(name: method.name, .immediate { call in .future(backend.callRawFuture(call)) })
             }
         }
     }
 }
 
-/// The methods the gateway answers itself, each guarded like every forwarded call.
+/// The methods the gateway answers itself, admitted like every forwarded call.
 extension GatewayService: GatewayServiceProtocol {
     public func health(_ request: HealthCheckRequest, _ call: ServerCall) async throws -> GatewayHealthResponse {
-        try await guarded(call) { call, _ in await self.health(call) }
+        await health(call)
     }
 
     public func createApiKey(_ request: CreateApiKeyRequest, _ call: ServerCall) async throws -> CreateApiKeyResponse {
-        try await guarded(call) { try await self.createApiKey(request, $0, $1) }
+        try await createApiKey(request, call, try Caller(call))
     }
 
     public func listApiKeys(_ request: ListApiKeysRequest, _ call: ServerCall) async throws -> ListApiKeysResponse {
-        try await guarded(call) { try await self.listApiKeys(request, $0, $1) }
+        try await listApiKeys(request, call, try Caller(call))
     }
 
     public func revokeApiKey(_ request: GetByIdRequest, _ call: ServerCall) async throws -> ApiKey {
-        try await guarded(call) { try await self.revokeApiKey(request, $0, $1) }
+        try await revokeApiKey(request, call, try Caller(call))
     }
 
     public func licenseOverview(_ request: GetByIdRequest, _ call: ServerCall) async throws -> LicenseOverviewResponse {
-        try await guarded(call) { try await self.licenseOverview(request, $0, $1) }
+        try await licenseOverview(request, call, try Caller(call))
     }
 
     public func eraseCustomer(_ request: EraseCustomerRequest, _ call: ServerCall) async throws -> GatewayEraseCustomerResponse {
-        try await guarded(call) { try await self.eraseCustomer(request, $0, $1) }
+        try await eraseCustomer(request, call, try Caller(call))
     }
 }

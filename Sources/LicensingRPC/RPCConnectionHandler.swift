@@ -34,6 +34,8 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     private var peer = "unix"
     private var localUser: String?
     private var calls: [UInt64: CallState] = [:]
+    /// Calls as the interceptors admitted (or refused) them, told how they ended.
+    private var intercepted: [UInt64: ServerCall] = [:]
     /// Requests read while the connection had its fill of calls in flight (one read can
     /// carry many frames); reading stays held until they have started.
     private var waiting = CircularBuffer<(request: Envelope, arrived: ContinuousClock.Instant)>()
@@ -190,9 +192,19 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         // A caller's budget beyond a day is a day: no deadline arithmetic downstream can overflow.
         let timeout = request.timeoutMicros == 0 ? core.defaultTimeout : .microseconds(min(request.timeoutMicros, 86_400_000_000))
         let deadline = started + timeout
-        let call = ServerCall(
+        var call = ServerCall(
             method: method, payload: request.payload, metadata: RPCMetadata(request.metadata), deadline: deadline, logger: core.logger,
             peer: peer, localUser: localUser, eventLoop: executor.eventLoop)
+        if !core.router.interceptors.isEmpty {
+            do {
+                for interceptor in core.router.interceptors {
+                    defer { intercepted[id] = call }
+                    try interceptor.admit(&call)
+                }
+            } catch {
+                return finish(id, method, started, .response, error: error)
+            }
+        }
 
         switch handler {
         case .immediate(let body):
@@ -215,7 +227,8 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
                 }
             }
         case .unary(let body):
-            runUnary(id, method, started, deadline) { try await body(call) }
+            let admitted = call
+            runUnary(id, method, started, deadline) { try await body(admitted) }
         case .serverStreaming(let body):
             runStream(id, method, started, call, body)
         }
@@ -304,7 +317,11 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
             reply = core.reply(id, kind, tooLarge)
             code = tooLarge.code
         }
-        core.metrics.record(method: method, code: code, duration: ContinuousClock.now - started)
+        let elapsed = ContinuousClock.now - started
+        core.metrics.record(method: method, code: code, duration: elapsed)
+        if let call = intercepted.removeValue(forKey: id) {
+            for interceptor in core.router.interceptors { interceptor.finished(call, code: code, after: elapsed) }
+        }
         send(reply)
         startWaiting()
         resumeReading()

@@ -34,6 +34,13 @@ public struct ServerCall: Sendable {
         self.eventLoop = eventLoop
     }
 
+    /// The same call with other metadata (an interceptor's view of it).
+    public func with(metadata: RPCMetadata) -> ServerCall {
+        ServerCall(
+            method: method, payload: payload, metadata: metadata, deadline: deadline, logger: serverLogger, peer: peer,
+            localUser: localUser, eventLoop: eventLoop)
+    }
+
     /// Built when asked for: most calls never log, and the metadata costs allocations.
     public var logger: Logger {
         var logger = serverLogger
@@ -103,6 +110,8 @@ public enum Immediate<Response: WireMessage>: Sendable {
 /// Maps method names to handlers. A method with no handler answers `UNIMPLEMENTED`.
 public struct RPCRouter: Sendable {
     private var exact: [String: MethodHandler] = [:]
+    /// Run around every call, in order (see ``ServerInterceptor``).
+    public var interceptors: [any ServerInterceptor] = []
 
     public init() {}
 
