@@ -137,12 +137,12 @@ let package = Package(
 
         .testTarget(
             name: "LicensingWireTests",
-            dependencies: ["LicensingWire", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["LicensingTestSupport", "LicensingWire", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "LicensingRPCTests",
-            dependencies: [
+            dependencies: ["LicensingTestSupport", 
                 "LicensingRPC",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -154,7 +154,7 @@ let package = Package(
         .testTarget(name: "LicensingCoreTests", dependencies: ["LicensingCore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "LicensingRuntimeTests",
-            dependencies: [
+            dependencies: ["LicensingTestSupport", 
                 "LicensingRuntime", "LicensingRPC",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -166,7 +166,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ServiceTests",
-            dependencies: [
+            dependencies: ["LicensingTestSupport", 
                 "IssuanceService", "ValidationService", "UsageService", "ReportingService", "GatewayService",
                 "LicensingRPC", "LicensingCore", "LicensingWire",
                 .product(name: "Logging", package: "swift-log"),
@@ -180,5 +180,12 @@ let package = Package(
         ),
         // Starts the real executables as processes; they must be built first (deploy/test does).
         .testTarget(name: "EndToEndTests", dependencies: ["LicensingRPC", "LicensingCore", "LicensingWire"], swiftSettings: swiftSettings),
+        // What the test targets share: folders, polling, counters, servers for a test's length.
+        .target(
+            name: "LicensingTestSupport",
+            dependencies: ["LicensingRPC", .product(name: "Logging", package: "swift-log")],
+            path: "Tests/LicensingTestSupport",
+            swiftSettings: swiftSettings
+        ),
     ]
 )

@@ -1,5 +1,6 @@
 import LicensingRPC
 import LicensingWire
+import LicensingTestSupport
 import Testing
 
 extension RPCTests {
@@ -16,7 +17,7 @@ extension RPCTests {
             router: RPCRouter = echoRouter(),
             _ body: (RawConnection, Endpoint) async throws -> Void
         ) async throws {
-            let directory = try TempDirectory()
+            let directory = TemporaryFolder()
             defer { directory.remove() }
             try await withServer(router, on: [transport.endpoint(in: directory)], limits: limits) { endpoints in
                 let healthy = RPCClient(endpoint: endpoints[0], configuration: RPCClientConfiguration(connections: 1))

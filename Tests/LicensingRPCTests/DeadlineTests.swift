@@ -1,5 +1,6 @@
 import LicensingRPC
 import LicensingWire
+import LicensingTestSupport
 import Testing
 
 extension RPCTests {
@@ -14,7 +15,7 @@ extension RPCTests {
         @Test(arguments: Transport.allCases)
         func handlerSlowerThanTheTimeoutGivesDeadlineExceeded(_ transport: Transport) async throws {
             let started = Counter()
-            let directory = try TempDirectory()
+            let directory = TemporaryFolder()
             defer { directory.remove() }
             try await withServer(Self.slowRouter(started: started), on: [transport.endpoint(in: directory)]) { endpoints in
                 let client = RPCClient(endpoint: endpoints[0], configuration: RPCClientConfiguration(connections: 1))
@@ -37,7 +38,7 @@ extension RPCTests {
         }
 
         @Test func streamDeadlineEndsTheStreamWithDeadlineExceeded() async throws {
-            let directory = try TempDirectory()
+            let directory = TemporaryFolder()
             defer { directory.remove() }
             try await withServer(StreamingTests.feedRouter(), on: [Transport.unix.endpoint(in: directory)]) { endpoints in
                 let client = RPCClient(endpoint: endpoints[0])
@@ -59,7 +60,7 @@ extension RPCTests {
 
         @Test func expiredDeadlineFailsBeforeSending() async throws {
             let started = Counter()
-            let directory = try TempDirectory()
+            let directory = TemporaryFolder()
             defer { directory.remove() }
             try await withServer(Self.slowRouter(started: started), on: [Transport.unix.endpoint(in: directory)]) { endpoints in
                 let client = RPCClient(endpoint: endpoints[0])
@@ -76,7 +77,7 @@ extension RPCTests {
         @Test(arguments: Transport.allCases)
         func cancellingTheCallerGivesCancelled(_ transport: Transport) async throws {
             let started = Counter()
-            let directory = try TempDirectory()
+            let directory = TemporaryFolder()
             defer { directory.remove() }
             try await withServer(Self.slowRouter(started: started), on: [transport.endpoint(in: directory)]) { endpoints in
                 let client = RPCClient(endpoint: endpoints[0], configuration: RPCClientConfiguration(connections: 1))
@@ -103,7 +104,7 @@ extension RPCTests {
         }
 
         @Test func cancelledBeforeStartingGivesCancelled() async throws {
-            let directory = try TempDirectory()
+            let directory = TemporaryFolder()
             defer { directory.remove() }
             try await withServer(echoRouter(), on: [Transport.unix.endpoint(in: directory)]) { endpoints in
                 let client = RPCClient(endpoint: endpoints[0], configuration: RPCClientConfiguration(connections: 1))
@@ -124,7 +125,7 @@ extension RPCTests {
 
         @Test func closingTheClientFailsCallsInFlightWithUnavailable() async throws {
             let started = Counter()
-            let directory = try TempDirectory()
+            let directory = TemporaryFolder()
             defer { directory.remove() }
             try await withServer(Self.slowRouter(started: started), on: [Transport.unix.endpoint(in: directory)]) { endpoints in
                 let client = RPCClient(endpoint: endpoints[0], configuration: RPCClientConfiguration(connections: 1))

@@ -4,13 +4,14 @@ import LicensingWire
 import ServiceLifecycle
 import NIOCore
 import NIOPosix
+import LicensingTestSupport
 import Testing
 
 extension RPCTests {
     @Suite("Graceful shutdown")
     struct GracefulShutdownTests {
         @Test func inFlightCallsFinishThenTheServerStops() async throws {
-            let directory = try TempDirectory()
+            let directory = TemporaryFolder()
             defer { directory.remove() }
             let socketPath = directory.socket()
             let started = Counter()
@@ -66,7 +67,7 @@ extension RPCTests {
         }
 
         @Test func openFeedsEndOnGracefulShutdown() async throws {
-            let directory = try TempDirectory()
+            let directory = TemporaryFolder()
             defer { directory.remove() }
             let ended = Flag()
             let server = RPCServer(
@@ -102,7 +103,7 @@ extension RPCTests.GracefulShutdownTests {
     /// A feed whose peer stops reading waits on a write that will not finish; stopping
     /// must not wait for it forever.
     @Test func aFeedToAPeerThatStopsReadingDoesNotHoldUpStopping() async throws {
-        let directory = try TempDirectory()
+        let directory = TemporaryFolder()
         defer { directory.remove() }
         var router = RPCRouter()
         let sent = Counter()

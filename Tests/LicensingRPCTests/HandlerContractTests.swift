@@ -1,5 +1,6 @@
 import LicensingRPC
 import LicensingWire
+import LicensingTestSupport
 import Testing
 
 struct SomeInternalFailure: Error {}
@@ -25,7 +26,7 @@ extension RPCTests {
 
         @Test func errorsBecomeStatuses() async throws {
             let seen = Recorder<ServerCall>()
-            let directory = try TempDirectory()
+            let directory = TemporaryFolder()
             defer { directory.remove() }
             try await withServer(Self.router(seen: seen), on: [Transport.unix.endpoint(in: directory)]) { endpoints in
                 let client = RPCClient(endpoint: endpoints[0])
@@ -59,7 +60,7 @@ extension RPCTests {
 
         @Test func deadlineAndMetadataReachTheHandler() async throws {
             let seen = Recorder<ServerCall>()
-            let directory = try TempDirectory()
+            let directory = TemporaryFolder()
             defer { directory.remove() }
             try await withServer(
                 Self.router(seen: seen), on: [Transport.unix.endpoint(in: directory)], defaultTimeout: .seconds(7)
@@ -90,7 +91,7 @@ extension RPCTests {
         }
 
         @Test func severalStreamsInterleaveOnOneConnection() async throws {
-            let directory = try TempDirectory()
+            let directory = TemporaryFolder()
             defer { directory.remove() }
             var router = RPCRouter()
             router.registerStream(IssuanceMethods.watchChanges) { request, _, stream in

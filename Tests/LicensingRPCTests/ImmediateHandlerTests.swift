@@ -3,6 +3,7 @@ import LicensingWire
 import NIOCore
 import NIOPosix
 import Synchronization
+import LicensingTestSupport
 import Testing
 
 /// The most handlers running at once.
@@ -46,7 +47,7 @@ extension RPCTests {
     struct ImmediateHandlerTests {
         @Test(arguments: Transport.allCases)
         func answersNowLaterFromAFutureAndWithAnError(_ transport: Transport) async throws {
-            let directory = try TempDirectory()
+            let directory = TemporaryFolder()
             defer { directory.remove() }
             try await withServer(immediateRouter(), on: [transport.endpoint(in: directory)]) { endpoints in
                 let client = RPCClient(endpoint: endpoints[0])
@@ -65,7 +66,7 @@ extension RPCTests {
         /// Answers of one read leave in one flush: a burst of pipelined calls all come back,
         /// each under its own id, whichever way each was answered.
         @Test func pipelinedBurstIsAnsweredCallByCall() async throws {
-            let directory = try TempDirectory()
+            let directory = TemporaryFolder()
             defer { directory.remove() }
             try await withServer(immediateRouter(), on: [Transport.unix.endpoint(in: directory)]) { endpoints in
                 let raw = try await RawConnection.connect(endpoints[0])
@@ -98,7 +99,7 @@ extension RPCTests {
         /// A second request under an id still in flight breaks the protocol: the peer hears
         /// why on call id 0, the first call still answers, then the connection closes.
         @Test func aCallIdAlreadyInFlightIsRefused() async throws {
-            let directory = try TempDirectory()
+            let directory = TemporaryFolder()
             defer { directory.remove() }
             try await withServer(immediateRouter(laterDelay: .milliseconds(200)), on: [Transport.unix.endpoint(in: directory)]) { endpoints in
                 let raw = try await RawConnection.connect(endpoints[0])
@@ -117,7 +118,7 @@ extension RPCTests {
         /// A client sending far more calls than a connection may hold in flight gets every
         /// answer, while the server runs at most its limit at once (it stops reading meanwhile).
         @Test func callsBeyondTheConnectionLimitWaitAndAreAllAnswered() async throws {
-            let directory = try TempDirectory()
+            let directory = TemporaryFolder()
             defer { directory.remove() }
             let running = Concurrency()
             try await withServer(immediateRouter(running: running, laterDelay: .milliseconds(20)), on: [Transport.unix.endpoint(in: directory)]) { endpoints in
@@ -151,7 +152,7 @@ extension RPCTests {
         /// A call made on an event loop is answered on that loop: the client picked one of
         /// its connections there, so the answer needs no hop between threads.
         @Test func callsMadeOnAnEventLoopUseAConnectionOnThatLoop() async throws {
-            let directory = try TempDirectory()
+            let directory = TemporaryFolder()
             defer { directory.remove() }
             try await withServer(immediateRouter(), on: [Transport.unix.endpoint(in: directory)]) { endpoints in
                 let group = MultiThreadedEventLoopGroup(numberOfThreads: 3)
@@ -179,7 +180,7 @@ extension RPCTests.ImmediateHandlerTests {
     /// While the server holds reading (its fill of calls in flight), a frame left half read
     /// is not the peer stalling: the connection stays open and every answer arrives.
     @Test func heldReadingDoesNotCountAsAStalledFrame() async throws {
-        let directory = try TempDirectory()
+        let directory = TemporaryFolder()
         defer { directory.remove() }
         let limits = FrameLimits(partialFrameTimeout: .milliseconds(500))
         try await withServer(immediateRouter(laterDelay: .milliseconds(1_500)), on: [Transport.unix.endpoint(in: directory)], limits: limits) { endpoints in
@@ -216,7 +217,7 @@ extension RPCTests.ImmediateHandlerTests {
     /// Calls still waiting for room when their caller hangs up never start: the caller
     /// has been told they failed, and may retry them elsewhere.
     @Test func waitingCallsOfAClosedConnectionNeverStart() async throws {
-        let directory = try TempDirectory()
+        let directory = TemporaryFolder()
         defer { directory.remove() }
         let running = Concurrency()
         try await withServer(immediateRouter(running: running, laterDelay: .milliseconds(300)), on: [Transport.unix.endpoint(in: directory)]) { endpoints in

@@ -1,5 +1,6 @@
 import LicensingRPC
 import LicensingWire
+import LicensingTestSupport
 import Testing
 
 extension RPCTests {
@@ -31,7 +32,7 @@ extension RPCTests {
                 return .answer(Product(id: request.id, name: call.metadata["x-seen-by"] ?? ""))
             }
             router.interceptors = [Tagging(ended: ended)]
-            let directory = try TempDirectory()
+            let directory = TemporaryFolder()
             defer { directory.remove() }
             try await withServer(router, on: [Transport.unix.endpoint(in: directory)]) { endpoints in
                 let client = RPCClient(endpoint: endpoints[0])

@@ -1,5 +1,6 @@
 import LicensingRPC
 import LicensingWire
+import LicensingTestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -25,7 +26,7 @@ extension RPCTests {
             // Both ends live in this process, plus the event loops' own descriptors.
             try #require(Self.openFileLimit >= 2 * connections + 200, "ulimit -n is \(Self.openFileLimit): too low for \(connections) connections")
 
-            let directory = try TempDirectory()
+            let directory = TemporaryFolder()
             defer { directory.remove() }
             try await withServer(echoRouter(), on: [transport.endpoint(in: directory)]) { endpoints in
                 let endpoint = endpoints[0]

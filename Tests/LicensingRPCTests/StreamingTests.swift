@@ -1,5 +1,6 @@
 import LicensingRPC
 import LicensingWire
+import LicensingTestSupport
 import Testing
 
 func changeEvent(_ seq: UInt64) -> ChangeEvent {
@@ -33,7 +34,7 @@ extension RPCTests {
 
         @Test(arguments: Transport.allCases)
         func streamSendsAllMessagesThenEnds(_ transport: Transport) async throws {
-            let directory = try TempDirectory()
+            let directory = TemporaryFolder()
             defer { directory.remove() }
             try await withServer(Self.feedRouter(), on: [transport.endpoint(in: directory)]) { endpoints in
                 let client = RPCClient(endpoint: endpoints[0])
@@ -53,7 +54,7 @@ extension RPCTests {
         }
 
         @Test func streamEndingInAnErrorThrowsItsStatus() async throws {
-            let directory = try TempDirectory()
+            let directory = TemporaryFolder()
             defer { directory.remove() }
             try await withServer(Self.feedRouter(failAfter: 3), on: [Transport.unix.endpoint(in: directory)]) { endpoints in
                 let client = RPCClient(endpoint: endpoints[0])
@@ -74,7 +75,7 @@ extension RPCTests {
             let started = Flag()
             let ended = Flag()
             let endedCancelled = Flag()
-            let directory = try TempDirectory()
+            let directory = TemporaryFolder()
             defer { directory.remove() }
             let router = Self.feedRouter(started: started, ended: ended, endedCancelled: endedCancelled)
             try await withServer(router, on: [transport.endpoint(in: directory)]) { endpoints in
@@ -99,7 +100,7 @@ extension RPCTests {
 
         @Test func consumerTaskCancellationStopsTheHandler() async throws {
             let ended = Flag()
-            let directory = try TempDirectory()
+            let directory = TemporaryFolder()
             defer { directory.remove() }
             try await withServer(Self.feedRouter(ended: ended), on: [Transport.unix.endpoint(in: directory)]) { endpoints in
                 let client = RPCClient(endpoint: endpoints[0])
@@ -133,7 +134,7 @@ extension RPCTests {
                     try await Task.sleep(for: .milliseconds(5))
                 }
             }
-            let directory = try TempDirectory()
+            let directory = TemporaryFolder()
             defer { directory.remove() }
             try await withServer(router, on: [Transport.unix.endpoint(in: directory)]) { endpoints in
                 let raw = try await RawConnection.connect(endpoints[0])

@@ -1,5 +1,6 @@
 import LicensingRPC
 import LicensingWire
+import LicensingTestSupport
 import Testing
 
 /// An echo: GetProduct answers with the id it was asked for and the caller's trace id.
@@ -22,7 +23,7 @@ extension RPCTests {
     struct UnaryCallTests {
         @Test(arguments: Transport.allCases)
         func unaryCall(_ transport: Transport) async throws {
-            let directory = try TempDirectory()
+            let directory = TemporaryFolder()
             defer { directory.remove() }
             try await withServer(echoRouter(), on: [transport.endpoint(in: directory)]) { endpoints in
                 if transport == .tcp {
@@ -41,7 +42,7 @@ extension RPCTests {
         }
 
         @Test func serverListensOnUnixAndTCPAtOnce() async throws {
-            let directory = try TempDirectory()
+            let directory = TemporaryFolder()
             defer { directory.remove() }
             let endpoints = [Transport.unix.endpoint(in: directory), Transport.tcp.endpoint(in: directory)]
             try await withServer(echoRouter(), on: endpoints) { bound in
@@ -57,7 +58,7 @@ extension RPCTests {
         }
 
         @Test func brokenConnectionIsReplacedOnTheNextCall() async throws {
-            let directory = try TempDirectory()
+            let directory = TemporaryFolder()
             defer { directory.remove() }
             let endpoint = Transport.unix.endpoint(in: directory)
             let client = RPCClient(endpoint: endpoint, configuration: RPCClientConfiguration(connections: 1))
@@ -87,7 +88,7 @@ extension RPCTests {
                 try await stream.send(ChangeEvent(seq: 2, action: String(repeating: "a", count: 8 * 1024)))
             }
             let limits = FrameLimits(maxFrameLength: 4 * 1024)
-            let directory = try TempDirectory()
+            let directory = TemporaryFolder()
             defer { directory.remove() }
             try await withServer(router, on: [Transport.unix.endpoint(in: directory)], limits: limits) { endpoints in
                 let client = RPCClient(
@@ -130,7 +131,7 @@ extension RPCTests {
                     try await Task.sleep(for: .milliseconds(30 * (count - index)))
                 },
                 started: arrived)
-            let directory = try TempDirectory()
+            let directory = TemporaryFolder()
             defer { directory.remove() }
             try await withServer(router, on: [transport.endpoint(in: directory)]) { endpoints in
                 let client = RPCClient(endpoint: endpoints[0], configuration: RPCClientConfiguration(connections: 1))

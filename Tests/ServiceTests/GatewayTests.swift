@@ -7,6 +7,7 @@ import LicensingWire
 import Logging
 import NIOConcurrencyHelpers
 import NIOSSL
+import LicensingTestSupport
 import Testing
 import ValidationService
 

@@ -3,6 +3,7 @@ import GRDB
 import LicensingCore
 import LicensingRPC
 import LicensingWire
+import LicensingTestSupport
 import Testing
 @testable import ValidationService
 

@@ -8,6 +8,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import NIOSSL
+import LicensingTestSupport
 import Testing
 
 /// Certificates made by deploy/make-certs in a temporary folder.

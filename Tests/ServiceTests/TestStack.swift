@@ -3,49 +3,9 @@ import IssuanceService
 import LicensingCore
 import LicensingRPC
 import LicensingWire
+import LicensingTestSupport
 import Logging
 import ValidationService
-
-/// A temporary folder removed when the test ends.
-final class TemporaryFolder: Sendable {
-    let path: String
-
-    init() {
-        path = NSTemporaryDirectory() + "lm-svc-" + UUID().uuidString.prefix(8)
-        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-}
-
-/// Serves a router on a Unix socket in `folder` until the body returns.
-func withServer<T>(
-    _ router: RPCRouter, in folder: TemporaryFolder, name: String,
-    _ body: (RPCClient) async throws -> T
-) async throws -> T {
-    let server = RPCServer(
-        router: router, configuration: RPCServerConfiguration(endpoints: [.unix(path: "\(folder.path)/\(name).sock")]),
-        logger: Logger(label: "test.\(name)"))
-    let task = Task { try await server.run() }
-    // Stopped before returning, as a supervisor would before starting the next process:
-    // a server still stopping removes its socket file, and a test may start the next
-    // server on the same path right away.
-    func stop() async {
-        task.cancel()
-        _ = await task.result
-    }
-    do {
-        let endpoint = try await server.listeningEndpoints[0]
-        let client = RPCClient(endpoint: endpoint)
-        let result = try await body(client)
-        await client.close()
-        await stop()
-        return result
-    } catch {
-        await stop()
-        throw error
-    }
-}
 
 let testSecret = try! KeyHashSecret(bytes: Array(repeating: 7, count: 32))
 let testMasterKey = try! MasterKey(bytes: Array(repeating: 9, count: 32))
@@ -116,15 +76,4 @@ extension Endpoint {
         if case .unix(let path) = self { return path }
         return nil
     }
-}
-
-/// Polls `condition` until it holds or `limit` passes: for what arrives by a feed, without
-/// betting on how fast a loaded machine delivers it.
-func eventually(within limit: Duration = .seconds(15), every step: Duration = .milliseconds(20), _ condition: () async throws -> Bool) async rethrows -> Bool {
-    let start = ContinuousClock.now
-    while ContinuousClock.now - start < limit {
-        if try await condition() { return true }
-        try? await Task.sleep(for: step)
-    }
-    return try await condition()
 }

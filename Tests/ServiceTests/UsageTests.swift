@@ -3,6 +3,7 @@ import LicensingCore
 import LicensingRPC
 import LicensingWire
 import Logging
+import LicensingTestSupport
 import Testing
 import UsageService
 

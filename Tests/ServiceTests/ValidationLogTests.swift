@@ -6,6 +6,7 @@ import LicensingRPC
 import LicensingWire
 import Logging
 import ServiceLifecycle
+import LicensingTestSupport
 import Testing
 import ValidationService
 

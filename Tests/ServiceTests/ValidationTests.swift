@@ -4,6 +4,7 @@ import LicensingCore
 import LicensingRPC
 import LicensingWire
 import Logging
+import LicensingTestSupport
 import Testing
 import ValidationService
 

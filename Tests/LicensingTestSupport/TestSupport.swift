@@ -1,0 +1,149 @@
+import Foundation
+import LicensingRPC
+import Logging
+import Synchronization
+
+// What the test targets share: temporary folders, polling, small synchronised counters,
+// a reproducible random generator, and servers started for the length of a test.
+
+/// A fresh folder (short paths, for Unix sockets' 108-byte limit), removed by `remove()`
+/// and when the last reference goes.
+public final class TemporaryFolder: Sendable {
+    public let path: String
+
+    public init() {
+        var template = Array("/tmp/lmtest-XXXXXX".utf8CString)
+        path = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
+    }
+
+    public func socket(_ name: String = "rpc.sock") -> String { "\(path)/\(name)" }
+
+    /// Call it from a `defer` to keep the folder alive for the whole test.
+    public func remove() { try? FileManager.default.removeItem(atPath: path) }
+
+    deinit { remove() }
+}
+
+/// Polls `condition` until it holds or `limit` passes; returns whether it held. For what
+/// arrives asynchronously (a feed, a metric, a closed connection), without betting on how
+/// fast a loaded machine delivers it.
+public func eventually(
+    within limit: Duration = .seconds(15), every step: Duration = .milliseconds(5), _ condition: () async throws -> Bool
+) async rethrows -> Bool {
+    let end = ContinuousClock.now + limit
+    while ContinuousClock.now < end {
+        if try await condition() { return true }
+        try? await Task.sleep(for: step)
+    }
+    return try await condition()
+}
+
+/// Whether `task` finishes within `limit` (without waiting longer if it does not).
+public func finishes<Success: Sendable, Failure: Error>(_ task: Task<Success, Failure>, within limit: Duration) async -> Bool {
+    let done = Flag()
+    Task {
+        _ = await task.result
+        done.set()
+    }
+    return await done.wait(within: limit)
+}
+
+public struct TestTimeout: Error, CustomStringConvertible {
+    public let what: String
+    public init(what: String) { self.what = what }
+    public var description: String { "timed out: \(what)" }
+}
+
+/// The value of `operation`, or `TestTimeout` if it takes longer than `limit`.
+public func withTimeout<T: Sendable>(
+    _ limit: Duration, _ what: String, _ operation: @escaping @Sendable () async throws -> T
+) async throws -> T {
+    try await withThrowingTaskGroup(of: T.self) { group in
+        group.addTask { try await operation() }
+        group.addTask {
+            try await Task.sleep(for: limit)
+            throw TestTimeout(what: what)
+        }
+        defer { group.cancelAll() }
+        return try await group.next()!
+    }
+}
+
+/// A flag a handler sets and a test waits for.
+public final class Flag: Sendable {
+    private let state = Mutex(false)
+    public init() {}
+    public func set() { state.withLock { $0 = true } }
+    public var isSet: Bool { state.withLock { $0 } }
+    public func wait(within limit: Duration = .seconds(5)) async -> Bool { await eventually(within: limit) { isSet } }
+}
+
+public final class Counter: Sendable {
+    private let state = Mutex(0)
+    public init() {}
+    @discardableResult public func increment() -> Int { state.withLock { $0 += 1; return $0 } }
+    public var value: Int { state.withLock { $0 } }
+}
+
+public final class Recorder<Value: Sendable>: Sendable {
+    private let state = Mutex<[Value]>([])
+    public init() {}
+    public func append(_ value: Value) { state.withLock { $0.append(value) } }
+    public var values: [Value] { state.withLock { $0 } }
+}
+
+/// A small deterministic generator, so a failing input can be reproduced from its seed.
+public struct SplitMix64: RandomNumberGenerator {
+    public var state: UInt64
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+public struct ServerDidNotStop: Error, CustomStringConvertible {
+    public var description: String { "the server did not stop within 10 s of being cancelled" }
+}
+
+/// Serves `router` on `endpoints` for the length of `body`, which gets the bound endpoints
+/// (a TCP port 0 resolved); then stops the server and fails if it does not stop.
+public func withServer<T>(
+    _ router: RPCRouter, on endpoints: [Endpoint], limits: FrameLimits = FrameLimits(), defaultTimeout: Duration = .seconds(30),
+    logger: Logger = Logger(label: "test"), _ body: ([Endpoint]) async throws -> T
+) async throws -> T {
+    let server = RPCServer(
+        router: router, configuration: RPCServerConfiguration(endpoints: endpoints, limits: limits, defaultTimeout: defaultTimeout),
+        logger: logger)
+    let task = Task { try await server.run() }
+    // Stopped before returning, as a supervisor would before starting the next process: a
+    // server still stopping removes its socket file, and a test may start the next server on
+    // the same path right away.
+    func stop() async throws {
+        task.cancel()
+        guard await finishes(task, within: .seconds(10)) else { throw ServerDidNotStop() }
+    }
+    do {
+        let bound = try await server.listeningEndpoints
+        let result = try await body(bound)
+        try await stop()
+        return result
+    } catch {
+        try? await stop()
+        throw error
+    }
+}
+
+/// Serves `router` on `<folder>/<name>.sock` for the length of `body`, which gets a client of it.
+public func withServer<T>(
+    _ router: RPCRouter, in folder: TemporaryFolder, name: String, _ body: (RPCClient) async throws -> T
+) async throws -> T {
+    try await withServer(router, on: [.unix(path: folder.socket("\(name).sock"))], logger: Logger(label: "test.\(name)")) { bound in
+        let client = RPCClient(endpoint: bound[0])
+        defer { Task { await client.close() } }
+        return try await body(client)
+    }
+}
