@@ -35,7 +35,7 @@ extension IssuanceService {
         try Check.length(request.name, "name")
         try Check.length(request.description, "description", max: 2000)
         return try await mutate(call, action: "product.update", target: \.id) { db, context in
-            guard var product = try Row.fetchOne(db, sql: "SELECT * FROM product WHERE id = ? AND tenant_id = ?", arguments: [request.id, context.tenant]).map(Product.init(row:)) else {
+            guard var product = try Tables.products.find(request.id, tenant: context.tenant, in: db) else {
                 throw RPCError.notFound("no product \(request.id)")
             }
             if !request.name.isEmpty { product.name = request.name }
@@ -48,7 +48,7 @@ extension IssuanceService {
 
     public func getProduct(_ request: GetByIdRequest, _ call: ServerCall) async throws -> Product {
         let found = try await database.read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM product WHERE id = ? AND tenant_id = ?", arguments: [request.id, self.tenant(call)]).map(Product.init(row:))
+            try Tables.products.find(request.id, tenant: self.tenant(call), in: db)
         }
         guard let found else { throw RPCError.notFound("no product \(request.id)") }
         return found
@@ -57,10 +57,7 @@ extension IssuanceService {
     public func listProducts(_ request: ListProductsRequest, _ call: ServerCall) async throws -> ListProductsResponse {
         let page = Page(request.page)
         let products = try await database.read { db in
-            try Row.fetchAll(
-                db, sql: "SELECT * FROM product WHERE tenant_id = ? AND id > ? ORDER BY id LIMIT ?",
-                arguments: [self.tenant(call), page.after, page.size]
-            ).map(Product.init(row:))
+            try Tables.products.page(tenant: self.tenant(call), page, in: db)
         }
         return ListProductsResponse(products: products, nextPageToken: page.nextToken(products.map(\.id)))
     }
@@ -126,7 +123,7 @@ extension IssuanceService {
         let template = try checkedPolicy(request.policy)
         try Check.nonEmpty(template.id, "policy.id")
         return try await mutate(call, action: "policy.update", target: \.id) { db, context in
-            guard let existing = try Row.fetchOne(db, sql: "SELECT * FROM policy WHERE id = ? AND tenant_id = ?", arguments: [template.id, context.tenant]).map(Policy.init(row:)) else {
+            guard let existing = try Tables.policies.find(template.id, tenant: context.tenant, in: db) else {
                 throw RPCError.notFound("no policy \(template.id)")
             }
             var policy = template
@@ -152,7 +149,7 @@ extension IssuanceService {
 
     public func getPolicy(_ request: GetByIdRequest, _ call: ServerCall) async throws -> Policy {
         let found = try await database.read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM policy WHERE id = ? AND tenant_id = ?", arguments: [request.id, self.tenant(call)]).map(Policy.init(row:))
+            try Tables.policies.find(request.id, tenant: self.tenant(call), in: db)
         }
         guard let found else { throw RPCError.notFound("no policy \(request.id)") }
         return found
@@ -161,11 +158,7 @@ extension IssuanceService {
     public func listPolicies(_ request: ListPoliciesRequest, _ call: ServerCall) async throws -> ListPoliciesResponse {
         let page = Page(request.page)
         let policies = try await database.read { db in
-            try Row.fetchAll(
-                db,
-                sql: "SELECT * FROM policy WHERE tenant_id = ? AND (? = '' OR product_id = ?) AND id > ? ORDER BY id LIMIT ?",
-                arguments: [self.tenant(call), request.productId, request.productId, page.after, page.size]
-            ).map(Policy.init(row:))
+            try Tables.policies.page(tenant: self.tenant(call), page, where: "product_id", is: request.productId, in: db)
         }
         return ListPoliciesResponse(policies: policies, nextPageToken: page.nextToken(policies.map(\.id)))
     }
@@ -200,7 +193,7 @@ extension IssuanceService {
         try Check.nonEmpty(request.id, "id")
         try checkContact(name: request.name, email: request.email, crmId: request.crmId, nameRequired: false)
         return try await mutate(call, action: "customer.update", target: \.id) { db, context in
-            guard var customer = try Row.fetchOne(db, sql: "SELECT * FROM customer WHERE id = ? AND tenant_id = ?", arguments: [request.id, context.tenant]).map(Customer.init(row:)) else {
+            guard var customer = try Tables.customers.find(request.id, tenant: context.tenant, in: db) else {
                 throw RPCError.notFound("no customer \(request.id)")
             }
             if !request.name.isEmpty { customer.name = request.name }
@@ -216,7 +209,7 @@ extension IssuanceService {
 
     public func getCustomer(_ request: GetByIdRequest, _ call: ServerCall) async throws -> Customer {
         let found = try await database.read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM customer WHERE id = ? AND tenant_id = ?", arguments: [request.id, self.tenant(call)]).map(Customer.init(row:))
+            try Tables.customers.find(request.id, tenant: self.tenant(call), in: db)
         }
         guard let found else { throw RPCError.notFound("no customer \(request.id)") }
         return found
@@ -225,11 +218,7 @@ extension IssuanceService {
     public func listCustomers(_ request: ListCustomersRequest, _ call: ServerCall) async throws -> ListCustomersResponse {
         let page = Page(request.page)
         let customers = try await database.read { db in
-            try Row.fetchAll(
-                db,
-                sql: "SELECT * FROM customer WHERE tenant_id = ? AND (? = '' OR crm_id = ?) AND id > ? ORDER BY id LIMIT ?",
-                arguments: [self.tenant(call), request.crmId, request.crmId, page.after, page.size]
-            ).map(Customer.init(row:))
+            try Tables.customers.page(tenant: self.tenant(call), page, where: "crm_id", is: request.crmId, in: db)
         }
         return ListCustomersResponse(customers: customers, nextPageToken: page.nextToken(customers.map(\.id)))
     }
@@ -241,7 +230,7 @@ extension IssuanceService {
         try Check.length(request.name, "name")
         try Check.length(request.costCenter, "cost_center")
         return try await mutate(call, action: "department.create", target: \.id) { db, context in
-            guard let customer = try Row.fetchOne(db, sql: "SELECT * FROM customer WHERE id = ? AND tenant_id = ?", arguments: [request.customerId, context.tenant]).map(Customer.init(row:)) else {
+            guard let customer = try Tables.customers.find(request.customerId, tenant: context.tenant, in: db) else {
                 throw RPCError.notFound("no customer \(request.customerId)")
             }
             guard customer.enterprise else {

@@ -11,7 +11,7 @@ extension IssuanceService {
     public func eraseCustomer(_ request: EraseCustomerRequest, _ call: ServerCall) async throws -> EraseCustomerResponse {
         try Check.nonEmpty(request.customerId, "customer_id")
         return try await mutate(call, action: "customer.erase", target: { _ in request.customerId }) { db, context in
-            guard let customer = try Row.fetchOne(db, sql: "SELECT * FROM customer WHERE id = ? AND tenant_id = ?", arguments: [request.customerId, context.tenant]).map(Customer.init(row:)) else {
+            guard let customer = try Tables.customers.find(request.customerId, tenant: context.tenant, in: db) else {
                 throw RPCError.notFound("no customer \(request.customerId)")
             }
             var erased: UInt64 = 0

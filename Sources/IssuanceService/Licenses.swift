@@ -24,10 +24,10 @@ extension IssuanceService {
         let key = LicenseKey.generate()
         let keyHash = key.hash(secret: keyHashSecret)
         let response = try await mutate(call, action: "license.issue", target: { $0.license?.id ?? "" }) { db, context in
-            guard let policy = try Row.fetchOne(db, sql: "SELECT * FROM policy WHERE id = ? AND tenant_id = ?", arguments: [request.policyId, context.tenant]).map(Policy.init(row:)) else {
+            guard let policy = try Tables.policies.find(request.policyId, tenant: context.tenant, in: db) else {
                 throw RPCError.notFound("no policy \(request.policyId)")
             }
-            guard let customer = try Row.fetchOne(db, sql: "SELECT * FROM customer WHERE id = ? AND tenant_id = ?", arguments: [request.customerId, context.tenant]).map(Customer.init(row:)) else {
+            guard let customer = try Tables.customers.find(request.customerId, tenant: context.tenant, in: db) else {
                 throw RPCError.notFound("no customer \(request.customerId)")
             }
             if !request.departmentId.isEmpty {

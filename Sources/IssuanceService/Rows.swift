@@ -92,3 +92,31 @@ extension Subscription {
             amountMinor: row["amount_minor"], currency: row["currency"])
     }
 }
+
+/// A table whose rows belong to tenants, read as contract messages: every read is scoped to
+/// the caller's tenant, so another tenant's row is simply not there.
+struct TenantTable<Message: Sendable>: Sendable {
+    let name: String
+    let decode: @Sendable (Row) -> Message
+
+    func find(_ id: String, tenant: String, in db: Database) throws -> Message? {
+        try Row.fetchOne(db, sql: "SELECT * FROM \(name) WHERE id = ? AND tenant_id = ?", arguments: [id, tenant]).map(decode)
+    }
+
+    /// A page in id order; `column = value` narrows it when the value is not empty.
+    func page(tenant: String, _ page: Page, where column: String? = nil, is value: String = "", in db: Database) throws -> [Message] {
+        let filter = column.map { " AND (? = '' OR \($0) = ?)" } ?? ""
+        var arguments: StatementArguments = [tenant]
+        if column != nil { arguments += [value, value] }
+        arguments += [page.after, page.size]
+        return try Row.fetchAll(db, sql: "SELECT * FROM \(name) WHERE tenant_id = ?\(filter) AND id > ? ORDER BY id LIMIT ?", arguments: arguments)
+            .map(decode)
+    }
+}
+
+/// The catalogue's tables.
+enum Tables {
+    static let products = TenantTable<Product>(name: "product", decode: Product.init(row:))
+    static let policies = TenantTable<Policy>(name: "policy", decode: Policy.init(row:))
+    static let customers = TenantTable<Customer>(name: "customer", decode: Customer.init(row:))
+}
