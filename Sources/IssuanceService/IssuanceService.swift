@@ -45,14 +45,14 @@ public final class IssuanceService: Sendable {
             database: try openDatabase(path: environment.databasePath),
             keyHashSecret: try Secrets.keyHashSecret(settings: settings, developmentMode: environment.developmentMode),
             masterKey: try MasterKey(bytes: try Secrets.load(name: "master-key", settings: settings, developmentMode: environment.developmentMode)),
-            idempotencyTTL: Int64(try settings.int("idempotency-ttl-seconds", default: 86400)),
+            idempotencyTTL: Int64(try settings.int("idempotency-ttl-seconds", default: 86400, in: 60...30 * 86400)),
             logger: environment.logger)
         try service.database.write { db in
             try SigningKeyStore.ensureCurrent(masterKey: service.masterKey, at: service.clock.now, in: db)
             try IdempotencyStore.sealLegacyRows(masterKey: service.masterKey, in: db)
         }
         let scheduler = ExpiryScheduler(
-            service: service, interval: .seconds(Int64(try settings.int("scheduler-interval-seconds", default: 5))))
+            service: service, interval: .seconds(Int64(try settings.int("scheduler-interval-seconds", default: 5, in: 1...3600))))
         environment.sampler?.add { [database = service.database] in
             let (states, head) = try await database.read { db in
                 (try Row.fetchAll(db, sql: "SELECT state, COUNT(*) FROM license GROUP BY state").map { (LicenseState(rawValue: $0[0]), $0[1] as Int) },

@@ -33,8 +33,8 @@ public struct ServiceEnvironment: Sendable {
             var configuration = RPCServerConfiguration(
                 endpoints: try settings.endpoints("listen", default: [settings.defaultSocket(name)]),
                 limits: FrameLimits(
-                    maxFrameLength: try settings.int("max-frame-bytes", default: 4 << 20),
-                    partialFrameTimeout: .seconds(Int64(try settings.int("read-timeout-seconds", default: 10)))))
+                    maxFrameLength: try settings.int("max-frame-bytes", default: 4 << 20, in: 1024...(64 << 20)),
+                    partialFrameTimeout: .seconds(Int64(try settings.int("read-timeout-seconds", default: 10, in: 1...3600)))))
             if let certificate = settings["tls-cert"], let key = settings["tls-key"] {
                 configuration.tls = try RPCTLS.server(certificateChain: certificate, privateKey: key, clientCA: settings["tls-client-ca"])
             }

@@ -104,6 +104,15 @@ public struct Settings: Sendable {
         return value
     }
 
+    /// A number that must lie in `range`; the message names the setting and the range.
+    public func int(_ key: String, default fallback: Int, in range: ClosedRange<Int>) throws -> Int {
+        let value = try int(key, default: fallback)
+        guard range.contains(value) else {
+            throw ValidationError("setting \(key) = \(value) is out of range: it takes \(range.lowerBound) to \(range.upperBound)")
+        }
+        return value
+    }
+
     public func bool(_ key: String, default fallback: Bool) throws -> Bool {
         guard let text = value(key) else { return fallback }
         switch text.lowercased() {

@@ -40,6 +40,24 @@ public final class ValidationService: ValidationServiceProtocol {
         public var geo: GeoTable = .empty
 
         public init() {}
+
+        /// From a service's settings; what is not set keeps the default above.
+        public init(settings: Settings, logger: Logger) throws {
+            self.init()
+            seatTTL = Int64(try settings.int("seat-ttl-seconds", default: Int(seatTTL), in: 10...86_400))
+            activationsPerHour = try settings.int("activations-per-hour", default: activationsPerHour, in: 1...1_000_000)
+            maxOfflineSeconds = Int64(try settings.int("offline-max-days", default: Int(maxOfflineSeconds / 86400), in: 1...3650)) * 86400
+            if let file = settings["geoip-file"] {
+                let text: String
+                do {
+                    text = try String(contentsOfFile: file, encoding: .utf8)
+                } catch {
+                    throw RPCError.invalidArgument("cannot read geoip-file \(file): \(error.localizedDescription)")
+                }
+                geo = try GeoTable(parsing: text)
+                logger.info("geo table loaded", metadata: ["ranges": "\(geo.count)", "file": "\(file)"])
+            }
+        }
     }
 
     public init(
@@ -77,20 +95,7 @@ public final class ValidationService: ValidationServiceProtocol {
     public static func services(_ environment: ServiceEnvironment) throws -> [any Service] {
         let settings = environment.settings
         let issuance = RPCClient(endpoint: try settings.endpoint("issuance", default: settings.defaultSocket("issuance")))
-        var options = Options()
-        options.seatTTL = Int64(try settings.int("seat-ttl-seconds", default: 300))
-        options.activationsPerHour = try settings.int("activations-per-hour", default: 20)
-        options.maxOfflineSeconds = Int64(try settings.int("offline-max-days", default: 90)) * 86400
-        if let file = settings["geoip-file"] {
-            let text: String
-            do {
-                text = try String(contentsOfFile: file, encoding: .utf8)
-            } catch {
-                throw RPCError.invalidArgument("cannot read geoip-file \(file): \(error.localizedDescription)")
-            }
-            options.geo = try GeoTable(parsing: text)
-            environment.logger.info("geo table loaded", metadata: ["ranges": "\(options.geo.count)", "file": "\(file)"])
-        }
+        let options = try Options(settings: settings, logger: environment.logger)
         let service = try ValidationService(
             database: try openDatabase(path: environment.databasePath), issuance: issuance,
             keyHashSecret: try Secrets.keyHashSecret(settings: settings, developmentMode: environment.developmentMode),

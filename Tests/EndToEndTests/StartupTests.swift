@@ -84,3 +84,19 @@ import Testing
         }
     }
 }
+
+extension SettingsStartupTests {
+    @Test(arguments: [
+        ("license-validation", "LM_SEAT_TTL_SECONDS", "-5", "setting seat-ttl-seconds = -5 is out of range: it takes 10 to 86400"),
+        ("license-validation", "LM_OFFLINE_MAX_DAYS", "100000", "setting offline-max-days = 100000 is out of range: it takes 1 to 3650"),
+        ("license-issuance", "LM_SCHEDULER_INTERVAL_SECONDS", "0", "setting scheduler-interval-seconds = 0 is out of range: it takes 1 to 3600"),
+        ("license-usage", "LM_MAX_FRAME_BYTES", "10", "setting max-frame-bytes = 10 is out of range: it takes 1024 to 67108864"),
+    ])
+    func aSettingOutOfRangeStopsTheStartAndSaysTheRange(_ service: String, _ variable: String, _ value: String, _ message: String) throws {
+        let folder = Self.folder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let (status, output) = try Stack.run(service, ["--data-dir", folder, "--dev"], environment: [variable: value])
+        #expect(status != 0)
+        #expect(output.contains(message), "\(output)")
+    }
+}
