@@ -194,3 +194,7 @@ extension GatewayService: GatewayServiceProtocol {
         try await eraseCustomer(request, call, try Caller(call))
     }
 }
+
+extension GatewayService: LicenseManagerService {
+    public static let name = "gateway"
+}

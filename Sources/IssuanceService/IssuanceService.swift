@@ -150,3 +150,7 @@ extension IssuanceService: IssuanceServiceProtocol {
         try await createSigningKey(request, call)
     }
 }
+
+extension IssuanceService: LicenseManagerService {
+    public static let name = "issuance"
+}

@@ -48,9 +48,25 @@ public struct ServiceEnvironment: Sendable {
     }
 }
 
+/// The one shape of a service: its name (which names its database, socket and logs) and what
+/// it runs from its environment. Its library conforms; its executable only parses flags and
+/// calls ``ServiceRunner/run(_:options:extraFlags:)``.
+public protocol LicenseManagerService {
+    /// "issuance", "validation", ...
+    static var name: String { get }
+    /// The parts the process runs (the RPC server, feeds, schedulers, checkpoints), in the
+    /// order they start; they stop in reverse.
+    static func services(_ environment: ServiceEnvironment) async throws -> [any Service]
+}
+
 /// Runs a service process: logging and metrics set up once, the service's parts in a
 /// `ServiceGroup` that turns SIGTERM and SIGINT into a graceful shutdown.
 public enum ServiceRunner {
+    /// Runs a service of the one shape.
+    public static func run<S: LicenseManagerService>(_ service: S.Type, options: RuntimeOptions, extraFlags: [String: String?] = [:]) async throws {
+        try await run(name: S.name, options: options, extraFlags: extraFlags) { try await S.services($0) }
+    }
+
     public static func run(
         name: String,
         options: RuntimeOptions,

@@ -68,3 +68,7 @@ public final class ReportingService: ReportingServiceProtocol {
         throw RPCError.unimplemented(call.method)
     }
 }
+
+extension ReportingService: LicenseManagerService {
+    public static let name = "reporting"
+}

@@ -185,3 +185,7 @@ public final class UsageService: UsageServiceProtocol {
         throw RPCError.unimplemented(call.method)
     }
 }
+
+extension UsageService: LicenseManagerService {
+    public static let name = "usage"
+}

@@ -318,3 +318,7 @@ public final class ValidationService: ValidationServiceProtocol {
             armored: armored, notBefore: certificate.payload?.notBefore ?? now, notAfter: certificate.payload?.notAfter ?? now, kid: certificate.kid)
     }
 }
+
+extension ValidationService: LicenseManagerService {
+    public static let name = "validation"
+}

@@ -44,8 +44,6 @@ struct LicenseGatewayCommand: AsyncParsableCommand {
             "backend-cert": backendCert, "backend-key": backendKey, "admin-key-file": adminKeyFile,
             "allow-plaintext-tcp": allowPlaintextTcp.map { String($0) },
         ]
-        try await ServiceRunner.run(name: "gateway", options: runtime, extraFlags: flags) { environment in
-            try await GatewayService.services(environment)
-        }
+        try await ServiceRunner.run(GatewayService.self, options: runtime, extraFlags: flags)
     }
 }

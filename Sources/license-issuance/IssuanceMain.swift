@@ -12,8 +12,6 @@ struct LicenseIssuanceCommand: AsyncParsableCommand {
     @OptionGroup var runtime: RuntimeOptions
 
     func run() async throws {
-        try await ServiceRunner.run(name: "issuance", options: runtime, extraFlags: [:]) { environment in
-            try IssuanceService.services(environment)
-        }
+        try await ServiceRunner.run(IssuanceService.self, options: runtime, extraFlags: [:])
     }
 }

@@ -12,8 +12,6 @@ struct LicenseReportingCommand: AsyncParsableCommand {
     @OptionGroup var runtime: RuntimeOptions
 
     func run() async throws {
-        try await ServiceRunner.run(name: "reporting", options: runtime, extraFlags: [:]) { environment in
-            try ReportingService.services(environment)
-        }
+        try await ServiceRunner.run(ReportingService.self, options: runtime, extraFlags: [:])
     }
 }

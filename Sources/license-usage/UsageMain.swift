@@ -15,8 +15,6 @@ struct LicenseUsageCommand: AsyncParsableCommand {
     var validation: String?
 
     func run() async throws {
-        try await ServiceRunner.run(name: "usage", options: runtime, extraFlags: ["validation": validation]) { environment in
-            try UsageService.services(environment)
-        }
+        try await ServiceRunner.run(UsageService.self, options: runtime, extraFlags: ["validation": validation])
     }
 }

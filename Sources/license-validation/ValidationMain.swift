@@ -15,8 +15,6 @@ struct LicenseValidationCommand: AsyncParsableCommand {
     var issuance: String?
 
     func run() async throws {
-        try await ServiceRunner.run(name: "validation", options: runtime, extraFlags: ["issuance": issuance]) { environment in
-            try ValidationService.services(environment)
-        }
+        try await ServiceRunner.run(ValidationService.self, options: runtime, extraFlags: ["issuance": issuance])
     }
 }
