@@ -39,14 +39,8 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     /// Requests read while the connection had its fill of calls in flight (one read can
     /// carry many frames); reading stays held until they have started.
     private var waiting = CircularBuffer<(request: Envelope, arrived: ContinuousClock.Instant)>()
-    private var startingWaiting = false
-    private var readHeld = false
-    private var flushPending = false
-    private var reading = false
-    /// Set on graceful shutdown, or after a frame that is not an envelope: no new calls;
-    /// the connection closes once those in flight have answered.
-    private var draining = false
-    private var closing = false
+    /// Flushing, back-pressure and closing, decided by rules tested on their own.
+    private var state = ConnectionState()
 
     init(core: ServerCore, eventLoop: any EventLoop) {
         self.core = core
@@ -88,10 +82,10 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        reading = true
+        state.readStarted()
         switch unwrapInboundIn(data) {
         case .undecodable(let error):
-            guard !draining else { return }
+            guard state.acceptsCalls else { return }
             // The call id is unknown, so no call can be answered: say why, then close.
             send(core.reply(0, .response, RPCError(.invalidArgument, "\(error)")))
             drain()
@@ -113,23 +107,23 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        reading = false
-        if flushPending {
-            flushPending = false
-            context.flush()
-        }
+        if state.readEnded() { context.flush() }
         context.fireChannelReadComplete()
     }
 
     /// Holds reading while the connection has its fill of calls in flight or its peer is
     /// not taking answers: the server's memory stays bounded however fast a client sends.
     func read(context: ChannelHandlerContext) {
-        if calls.count >= core.maxCallsPerConnection || !waiting.isEmpty || !context.channel.isWritable {
-            readHeld = true
-            frameReader?.pauseStallClock()
-        } else {
+        if state.readRequested(busy: busy(context)) {
             context.read()
+        } else {
+            frameReader?.pauseStallClock()
         }
+    }
+
+    /// Full of calls, or the peer takes no answers: no more requests are read.
+    private func busy(_ context: ChannelHandlerContext) -> Bool {
+        calls.count >= core.maxCallsPerConnection || !waiting.isEmpty || !context.channel.isWritable
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
@@ -140,7 +134,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     func channelInactive(context: ChannelHandlerContext) {
         // The caller is gone: feeds end; unary calls running finish (their answers go
         // nowhere); calls not started never start — the caller has been told they failed.
-        draining = true
+        state.drain()
         waiting.removeAll()
         for case .stream(let task) in calls.values { task.cancel() }
         context.fireChannelInactive()
@@ -162,7 +156,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
 
     /// Graceful shutdown: feeds end, calls in flight answer, then the connection closes.
     func drain() {
-        draining = true
+        state.drain()
         for case .stream(let task) in calls.values { task.cancel() }
         closeIfDrained()
     }
@@ -173,7 +167,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     private func start(_ request: Envelope, arrived started: ContinuousClock.Instant) {
         let id = request.callId
         let method = request.method
-        guard !draining else {
+        guard state.acceptsCalls else {
             return send(core.reply(id, .response, RPCError(.unavailable, "the server is stopping; retry on another instance or later")))
         }
         guard calls[id] == nil else {
@@ -331,9 +325,8 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     /// Starts the requests that waited for room, oldest first. A call that finishes at once
     /// comes back here; the flag keeps that from recursing.
     private func startWaiting() {
-        guard !startingWaiting else { return }
-        startingWaiting = true
-        defer { startingWaiting = false }
+        guard state.beginStartingWaiting() else { return }
+        defer { state.endStartingWaiting() }
         while calls.count < core.maxCallsPerConnection, let next = waiting.popFirst() {
             start(next.request, arrived: next.arrived)
         }
@@ -342,11 +335,10 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     /// Answers written while a read is being handled go out together at its end.
     private func send(_ envelope: Envelope) {
         guard let context else { return }
-        if reading {
-            context.write(wrapOutboundOut(envelope), promise: nil)
-            flushPending = true
-        } else {
+        if state.answerReady() {
             context.writeAndFlush(wrapOutboundOut(envelope), promise: nil)
+        } else {
+            context.write(wrapOutboundOut(envelope), promise: nil)
         }
     }
 
@@ -361,19 +353,16 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     }
 
     private func resumeReading() {
-        guard readHeld, let context, calls.count < core.maxCallsPerConnection, waiting.isEmpty, context.channel.isWritable else { return }
-        readHeld = false
+        guard let context, state.roomMade(busy: busy(context)) else { return }
         frameReader?.resumeStallClock()
         context.read()
     }
 
     private func closeIfDrained() {
-        guard draining, !closing, calls.isEmpty, waiting.isEmpty, let context else { return }
-        closing = true
-        if flushPending {
-            flushPending = false
-            context.flush()
-        }
+        guard let context else { return }
+        let (close, flushFirst) = state.closeIfIdle(calls.isEmpty && waiting.isEmpty)
+        guard close else { return }
+        if flushFirst { context.flush() }
         // Output first: that close waits for the answers still queued for the socket, which
         // a full close would drop; then the rest.
         let channel = context.channel
