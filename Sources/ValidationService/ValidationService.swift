@@ -27,6 +27,8 @@ public final class ValidationService: ValidationServiceProtocol {
     let seatTTL: Int64
     let maxOfflineSeconds: Int64
     let activationLimiter: ActivationLimiter
+    /// The raw validation log is kept for a retention period.
+    let logRetention: Retention
     let logger: Logger
 
     public struct Options: Sendable {
@@ -37,6 +39,8 @@ public final class ValidationService: ValidationServiceProtocol {
         public var activationsPerHour: Int = 20
         /// The longest validity an offline license file gets.
         public var maxOfflineSeconds: Int64 = 90 * 86400
+        /// How long validation-log rows are kept.
+        public var logRetentionSeconds: Int64 = 90 * 86400
         public var geo: GeoTable = .empty
 
         public init() {}
@@ -47,6 +51,7 @@ public final class ValidationService: ValidationServiceProtocol {
             seatTTL = Int64(try settings.int("seat-ttl-seconds", default: Int(seatTTL), in: 10...86_400))
             activationsPerHour = try settings.int("activations-per-hour", default: activationsPerHour, in: 1...1_000_000)
             maxOfflineSeconds = Int64(try settings.int("offline-max-days", default: Int(maxOfflineSeconds / 86400), in: 1...3650)) * 86400
+            logRetentionSeconds = Int64(try settings.int("log-retention-days", default: Int(logRetentionSeconds / 86400), in: 1...3650)) * 86400
             if let file = settings["geoip-file"] {
                 let text: String
                 do {
@@ -77,6 +82,9 @@ public final class ValidationService: ValidationServiceProtocol {
         self.seatTTL = options.seatTTL
         self.maxOfflineSeconds = options.maxOfflineSeconds
         self.activationLimiter = ActivationLimiter(perHour: options.activationsPerHour, clock: clock)
+        self.logRetention = Retention(
+            pool: database, table: "validation_log", timeColumn: "occurred_at", keep: options.logRetentionSeconds,
+            clock: { clock.now }, logger: logger)
         self.logger = logger
         self.outcomes = Dictionary(uniqueKeysWithValues: ReasonCode.allKnown.map {
             ($0.rawValue, Counter(label: "validation_outcomes_total", dimensions: [("reason", $0.description)]))
@@ -114,7 +122,7 @@ public final class ValidationService: ValidationServiceProtocol {
     public func services(configuration: RPCServerConfiguration) -> [any Service] {
         // Stopped in reverse order: the server first (no new validations), then the
         // feed, then the log's last write, then the checkpoints.
-        [maintenance, log, feed, RPCServer(router: router(), configuration: configuration, logger: logger)]
+        [maintenance, logRetention, log, feed, RPCServer(router: router(), configuration: configuration, logger: logger)]
     }
 
     public func router() -> RPCRouter {

@@ -1,6 +1,8 @@
 import Foundation
 import GRDB
 import LicensingRuntime
+import Logging
+import Synchronization
 import Testing
 
 @Suite struct GroupCommitTests {
@@ -69,5 +71,39 @@ import Testing
         loop.cancel()
         await loop.value
         #expect(runs.count == 0)
+    }
+}
+
+@Suite struct RetentionTests {
+    @Test func rowsOlderThanTheRetentionGoInBatchesAndTheTableStaysBounded() async throws {
+        let folder = NSTemporaryDirectory() + "lm-retention-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("log") { db in
+            try db.execute(sql: "CREATE TABLE log (id INTEGER PRIMARY KEY, occurred_at INTEGER NOT NULL)")
+        }
+        let pool = try ServiceDatabase.open(path: "\(folder)/log.sqlite", durability: .normal, migrator: migrator)
+        let now = Mutex<Int64>(1_000_000)
+        let retention = Retention(
+            pool: pool, table: "log", timeColumn: "occurred_at", keep: 3600, batch: 1000, clock: { now.withLock { $0 } },
+            logger: Logger(label: "test"))
+        func append(_ count: Int) async throws {
+            let at = now.withLock { $0 }
+            try await pool.write { db in
+                for _ in 0..<count { try db.execute(sql: "INSERT INTO log (occurred_at) VALUES (?)", arguments: [at]) }
+            }
+        }
+        func rows() async throws -> Int { try await pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM log") ?? 0 } }
+
+        // A constant load: 2,500 rows an hour for ten hours, a sweep every hour.
+        for _ in 0..<10 {
+            try await append(2500)
+            now.withLock { $0 += 3601 }
+            _ = try await retention.sweep()
+            #expect(try await rows() <= 2500, "the log grew past one retention period of load")
+        }
+        try await append(700)
+        #expect(try await retention.sweep() == 0, "rows younger than the retention stay")
+        #expect(try await rows() == 700)
     }
 }
