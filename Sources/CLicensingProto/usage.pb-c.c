@@ -142,6 +142,51 @@ void   licensing__v1__record_usage_response__free_unpacked
   assert(message->base.descriptor == &licensing__v1__record_usage_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   licensing__v1__rejected_event__init
+                     (Licensing__V1__RejectedEvent         *message)
+{
+  static const Licensing__V1__RejectedEvent init_value = LICENSING__V1__REJECTED_EVENT__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__rejected_event__get_packed_size
+                     (const Licensing__V1__RejectedEvent *message)
+{
+  assert(message->base.descriptor == &licensing__v1__rejected_event__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__rejected_event__pack
+                     (const Licensing__V1__RejectedEvent *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__rejected_event__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__rejected_event__pack_to_buffer
+                     (const Licensing__V1__RejectedEvent *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__rejected_event__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__RejectedEvent *
+       licensing__v1__rejected_event__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__RejectedEvent *)
+     protobuf_c_message_unpack (&licensing__v1__rejected_event__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__rejected_event__free_unpacked
+                     (Licensing__V1__RejectedEvent *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__rejected_event__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   licensing__v1__get_usage_request__init
                      (Licensing__V1__GetUsageRequest         *message)
 {
@@ -727,7 +772,7 @@ const ProtobufCMessageDescriptor licensing__v1__record_usage_request__descriptor
   (ProtobufCMessageInit) licensing__v1__record_usage_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor licensing__v1__record_usage_response__field_descriptors[3] =
+static const ProtobufCFieldDescriptor licensing__v1__record_usage_response__field_descriptors[4] =
 {
   {
     "accepted",
@@ -765,16 +810,29 @@ static const ProtobufCFieldDescriptor licensing__v1__record_usage_response__fiel
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "rejected",
+    4,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Licensing__V1__RecordUsageResponse, n_rejected),
+    offsetof(Licensing__V1__RecordUsageResponse, rejected),
+    &licensing__v1__rejected_event__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned licensing__v1__record_usage_response__field_indices_by_name[] = {
   0,   /* field[0] = accepted */
   2,   /* field[2] = alerts */
   1,   /* field[1] = duplicates */
+  3,   /* field[3] = rejected */
 };
 static const ProtobufCIntRange licensing__v1__record_usage_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor licensing__v1__record_usage_response__descriptor =
 {
@@ -784,11 +842,75 @@ const ProtobufCMessageDescriptor licensing__v1__record_usage_response__descripto
   "Licensing__V1__RecordUsageResponse",
   "licensing.v1",
   sizeof(Licensing__V1__RecordUsageResponse),
-  3,
+  4,
   licensing__v1__record_usage_response__field_descriptors,
   licensing__v1__record_usage_response__field_indices_by_name,
   1,  licensing__v1__record_usage_response__number_ranges,
   (ProtobufCMessageInit) licensing__v1__record_usage_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__rejected_event__field_descriptors[3] =
+{
+  {
+    "index",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__RejectedEvent, index),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "event_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__RejectedEvent, event_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reason",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__RejectedEvent, reason),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__rejected_event__field_indices_by_name[] = {
+  1,   /* field[1] = event_id */
+  0,   /* field[0] = index */
+  2,   /* field[2] = reason */
+};
+static const ProtobufCIntRange licensing__v1__rejected_event__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor licensing__v1__rejected_event__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.RejectedEvent",
+  "RejectedEvent",
+  "Licensing__V1__RejectedEvent",
+  "licensing.v1",
+  sizeof(Licensing__V1__RejectedEvent),
+  3,
+  licensing__v1__rejected_event__field_descriptors,
+  licensing__v1__rejected_event__field_indices_by_name,
+  1,  licensing__v1__rejected_event__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__rejected_event__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor licensing__v1__get_usage_request__field_descriptors[3] =

@@ -82,32 +82,62 @@ public final class UsageService: UsageServiceProtocol {
         return router
     }
 
+    /// How far from now an event's time may be: a product offline for a while reports late,
+    /// a clock far ahead is wrong.
+    static let acceptedPast: Int64 = 35 * 86400
+    static let acceptedFuture: Int64 = 300
+
     /// Records a batch of events in one transaction, acknowledged once it is on disk. An
     /// event id seen before is counted as a duplicate, not again, so clients may retry.
     /// Each event names its license by key (what a product knows) or by id; validation
-    /// resolves them, and a batch naming a license that does not exist (or is another
-    /// tenant's) is refused whole.
+    /// resolves them for the caller's tenant. A bad event (no id, no license, a license that
+    /// does not exist or is another tenant's, no feature, no quantity, a time too far from
+    /// now) is refused on its own with the reason; the good ones of the batch are kept.
     public func recordUsage(_ request: RecordUsageRequest, _ call: ServerCall) async throws -> RecordUsageResponse {
         guard !request.events.isEmpty else { throw RPCError.invalidArgument("events is empty") }
         guard request.events.count <= 1000 else { throw RPCError.invalidArgument("at most 1000 events per call, got \(request.events.count)") }
         let now = clock.now
-        for (index, event) in request.events.enumerated() {
-            guard !event.eventId.isEmpty, event.eventId.count <= 200 else { throw RPCError.invalidArgument("events[\(index)].event_id is required (at most 200 characters)") }
-            guard !event.licenseKey.isEmpty || !event.licenseId.isEmpty else {
-                throw RPCError.invalidArgument("events[\(index)] names no license: give its license_key (or license_id)")
-            }
-            guard !event.feature.isEmpty, event.feature.count <= 64 else { throw RPCError.invalidArgument("events[\(index)].feature is required (at most 64 characters)") }
-            guard event.quantity > 0 else { throw RPCError.invalidArgument("events[\(index)].quantity must be 1 or more") }
-            guard event.user.count <= 200 else { throw RPCError.invalidArgument("events[\(index)].user is longer than 200 characters") }
+        var rejected: [RejectedEvent] = []
+        func refuse(_ index: Int, _ event: UsageEvent, _ reason: String) {
+            rejected.append(RejectedEvent(index: UInt32(index), eventId: event.eventId, reason: reason))
         }
-        let licenses = try await resolve(request.events, call)
-        let accepted = try await database.write { db -> Int in
+        var candidates: [(index: Int, event: UsageEvent)] = []
+        for (index, event) in request.events.enumerated() {
+            let at = event.occurredAt == 0 ? now : event.occurredAt
+            if event.eventId.isEmpty || event.eventId.count > 200 {
+                refuse(index, event, "event_id is required (at most 200 characters)")
+            } else if event.licenseKey.isEmpty && event.licenseId.isEmpty {
+                refuse(index, event, "names no license: give its license_key (or license_id)")
+            } else if event.feature.isEmpty || event.feature.count > 64 {
+                refuse(index, event, "feature is required (at most 64 characters)")
+            } else if event.quantity == 0 {
+                refuse(index, event, "quantity must be 1 or more")
+            } else if event.user.count > 200 {
+                refuse(index, event, "user is longer than 200 characters")
+            } else if at < now - Self.acceptedPast || at > now + Self.acceptedFuture {
+                refuse(index, event, "occurred_at \(ISODate.format(at)) is too far from now (events up to 35 days old and 5 minutes ahead are taken)")
+            } else {
+                candidates.append((index, event))
+            }
+        }
+        let licenses = try await resolve(candidates.map(\.event), call)
+        var recordable: [(event: UsageEvent, license: ResolvedLicense)] = []
+        for (candidate, license) in zip(candidates, licenses) {
+            if license.found {
+                recordable.append((candidate.event, license))
+            } else {
+                refuse(candidate.index, candidate.event, candidate.event.licenseKey.isEmpty
+                    ? "no license \(RPCError.quoted(candidate.event.licenseId, limit: 40))" : "no license has this key")
+            }
+        }
+        let rows = recordable
+        let accepted = rows.isEmpty ? 0 : try await database.write { db -> Int in
             let insert = try db.cachedStatement(sql: """
                 INSERT OR IGNORE INTO usage_event (tenant_id, event_id, license_id, feature, quantity, occurred_at, received_at, user)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                 """)
             var accepted = 0
-            for (event, license) in zip(request.events, licenses) {
+            for (event, license) in rows {
                 try insert.execute(arguments: [
                     license.tenantId, event.eventId, license.licenseId, event.feature, Int64(event.quantity),
                     event.occurredAt == 0 ? now : event.occurredAt, now, event.user,
@@ -116,11 +146,13 @@ public final class UsageService: UsageServiceProtocol {
             }
             return accepted
         }
-        return RecordUsageResponse(accepted: UInt32(accepted), duplicates: UInt32(request.events.count - accepted))
+        return RecordUsageResponse(
+            accepted: UInt32(accepted), duplicates: UInt32(recordable.count - accepted), rejected: rejected.sorted { $0.index < $1.index })
     }
 
     /// The license (and tenant) of each event, from validation, scoped to the caller's tenant.
     private func resolve(_ events: [UsageEvent], _ call: ServerCall) async throws -> [ResolvedLicense] {
+        guard !events.isEmpty else { return [] }
         var metadata = RPCMetadata()
         metadata[RPCMetadata.tenant] = call.metadata[RPCMetadata.tenant]
         let references = events.map { LicenseReference(licenseKey: $0.licenseKey, licenseId: $0.licenseKey.isEmpty ? $0.licenseId : "") }
@@ -132,11 +164,6 @@ public final class UsageService: UsageServiceProtocol {
             throw RPCError(.unavailable, "usage events are checked against the licenses license-validation knows, and it cannot be reached; retry (event ids make retries safe)")
         }
         guard resolved.count == events.count else { throw RPCError(.internal, "license-validation resolved \(resolved.count) of \(events.count) licenses") }
-        for (index, (event, license)) in zip(events, resolved).enumerated() where !license.found {
-            throw RPCError.invalidArgument(event.licenseKey.isEmpty
-                ? "events[\(index)]: no license \(RPCError.quoted(event.licenseId, limit: 40))"
-                : "events[\(index)]: no license has this key")
-        }
         return resolved
     }
 

@@ -47,27 +47,34 @@ import UsageService
             let window = try await client.call(UsageMethods.getUsage, GetUsageRequest(licenseId: license, from: clock.now - 7, to: clock.now))
             #expect(window.features.map(\.quantity) == [3])
 
-            // Licenses that do not exist are refused, the whole batch with them.
-            let unknownKey = LicenseKey.generate().description
-            for (bad, message) in [
-                (RecordUsageRequest(), "events is empty"),
-                (RecordUsageRequest(events: [UsageEvent(licenseKey: first.licenseKey, feature: "x", quantity: 1)]), "events[0].event_id is required"),
-                (RecordUsageRequest(events: [UsageEvent(eventId: "e9", feature: "x", quantity: 1)]), "events[0] names no license"),
-                (RecordUsageRequest(events: [UsageEvent(eventId: "e9", licenseKey: first.licenseKey, feature: "x", quantity: 0)]), "events[0].quantity must be 1 or more"),
-                (RecordUsageRequest(events: [UsageEvent(eventId: "e9", licenseKey: unknownKey, feature: "x", quantity: 1)]), "events[0]: no license has this key"),
-                (RecordUsageRequest(events: [
-                    UsageEvent(eventId: "e10", licenseKey: first.licenseKey, feature: "x", quantity: 1),
-                    UsageEvent(eventId: "e11", licenseId: "lic_nothing", feature: "x", quantity: 1),
-                ]), "events[1]: no license lic_nothing"),
-            ] {
-                do {
-                    _ = try await client.call(UsageMethods.recordUsage, bad)
-                    Issue.record("accepted; expected \(message)")
-                } catch let error as RPCError {
-                    #expect(error.code == .invalidArgument && error.message.hasPrefix(message), "\(error), expected \(message)")
-                }
+            // A batch that cannot be taken at all is refused whole.
+            for bad in [RecordUsageRequest(), RecordUsageRequest(events: Array(repeating: events[0], count: 1001))] {
+                #expect(await expectCode(.invalidArgument) { _ = try await client.call(UsageMethods.recordUsage, bad) } == nil)
             }
-            #expect(try await client.call(UsageMethods.getUsage, GetUsageRequest(licenseId: license)).features.map(\.quantity) == [5, 1])
+            // Bad events are refused one by one, with the reason; the good ones are kept.
+            let unknownKey = LicenseKey.generate().description
+            let mixed = try await client.call(UsageMethods.recordUsage, RecordUsageRequest(events: [
+                UsageEvent(licenseKey: first.licenseKey, feature: "x", quantity: 1),
+                UsageEvent(eventId: "m1", feature: "x", quantity: 1),
+                UsageEvent(eventId: "m2", licenseKey: first.licenseKey, feature: "x", quantity: 0),
+                UsageEvent(eventId: "m3", licenseKey: unknownKey, feature: "x", quantity: 1),
+                UsageEvent(eventId: "m4", licenseId: "lic_nothing", feature: "x", quantity: 1),
+                UsageEvent(eventId: "m5", licenseKey: first.licenseKey, feature: "", quantity: 1),
+                UsageEvent(eventId: "m6", licenseKey: first.licenseKey, feature: "x", quantity: 1, occurredAt: clock.now + 86_400),
+                UsageEvent(eventId: "m7", licenseKey: first.licenseKey, feature: "render", quantity: 4),
+            ]))
+            #expect(mixed.accepted == 1)
+            #expect(mixed.rejected.map(\.index) == [0, 1, 2, 3, 4, 5, 6])
+            let reasons = mixed.rejected.map(\.reason)
+            #expect(reasons[0].hasPrefix("event_id is required"))
+            #expect(reasons[1].hasPrefix("names no license"))
+            #expect(reasons[2] == "quantity must be 1 or more")
+            #expect(reasons[3] == "no license has this key")
+            #expect(reasons[4] == "no license lic_nothing")
+            #expect(reasons[5].hasPrefix("feature is required"))
+            #expect(reasons[6].contains("is too far from now"))
+            #expect(try await client.call(UsageMethods.getUsage, GetUsageRequest(licenseId: license)).features.map(\.quantity) == [5, 5])
+
         }
     }
 }

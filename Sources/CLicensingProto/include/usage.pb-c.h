@@ -20,6 +20,7 @@ PROTOBUF_C__BEGIN_DECLS
 typedef struct Licensing__V1__UsageEvent Licensing__V1__UsageEvent;
 typedef struct Licensing__V1__RecordUsageRequest Licensing__V1__RecordUsageRequest;
 typedef struct Licensing__V1__RecordUsageResponse Licensing__V1__RecordUsageResponse;
+typedef struct Licensing__V1__RejectedEvent Licensing__V1__RejectedEvent;
 typedef struct Licensing__V1__GetUsageRequest Licensing__V1__GetUsageRequest;
 typedef struct Licensing__V1__FeatureUsage Licensing__V1__FeatureUsage;
 typedef struct Licensing__V1__UsageSummary Licensing__V1__UsageSummary;
@@ -75,10 +76,30 @@ struct  Licensing__V1__RecordUsageResponse
   uint32_t duplicates;
   size_t n_alerts;
   Licensing__V1__ComplianceAlert **alerts;
+  /*
+   * Events not recorded, each with why; the rest of the batch was.
+   */
+  size_t n_rejected;
+  Licensing__V1__RejectedEvent **rejected;
 };
 #define LICENSING__V1__RECORD_USAGE_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__record_usage_response__descriptor) \
-    , 0, 0, 0,NULL }
+    , 0, 0, 0,NULL, 0,NULL }
+
+
+struct  Licensing__V1__RejectedEvent
+{
+  ProtobufCMessage base;
+  /*
+   * Position in the request's events.
+   */
+  uint32_t index;
+  char *event_id;
+  char *reason;
+};
+#define LICENSING__V1__REJECTED_EVENT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__rejected_event__descriptor) \
+    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 struct  Licensing__V1__GetUsageRequest
@@ -257,6 +278,25 @@ Licensing__V1__RecordUsageResponse *
                       const uint8_t       *data);
 void   licensing__v1__record_usage_response__free_unpacked
                      (Licensing__V1__RecordUsageResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__RejectedEvent methods */
+void   licensing__v1__rejected_event__init
+                     (Licensing__V1__RejectedEvent         *message);
+size_t licensing__v1__rejected_event__get_packed_size
+                     (const Licensing__V1__RejectedEvent   *message);
+size_t licensing__v1__rejected_event__pack
+                     (const Licensing__V1__RejectedEvent   *message,
+                      uint8_t             *out);
+size_t licensing__v1__rejected_event__pack_to_buffer
+                     (const Licensing__V1__RejectedEvent   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__RejectedEvent *
+       licensing__v1__rejected_event__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__rejected_event__free_unpacked
+                     (Licensing__V1__RejectedEvent *message,
                       ProtobufCAllocator *allocator);
 /* Licensing__V1__GetUsageRequest methods */
 void   licensing__v1__get_usage_request__init
@@ -440,6 +480,9 @@ typedef void (*Licensing__V1__RecordUsageRequest_Closure)
 typedef void (*Licensing__V1__RecordUsageResponse_Closure)
                  (const Licensing__V1__RecordUsageResponse *message,
                   void *closure_data);
+typedef void (*Licensing__V1__RejectedEvent_Closure)
+                 (const Licensing__V1__RejectedEvent *message,
+                  void *closure_data);
 typedef void (*Licensing__V1__GetUsageRequest_Closure)
                  (const Licensing__V1__GetUsageRequest *message,
                   void *closure_data);
@@ -551,6 +594,7 @@ void licensing__v1__usage__erase_customer(ProtobufCService *service,
 extern const ProtobufCMessageDescriptor licensing__v1__usage_event__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__record_usage_request__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__record_usage_response__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__rejected_event__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__get_usage_request__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__feature_usage__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__usage_summary__descriptor;

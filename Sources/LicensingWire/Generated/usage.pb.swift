@@ -119,13 +119,15 @@ public struct RecordUsageResponse: WireMessage, Encodable {
     public var accepted: UInt32 = 0
     public var duplicates: UInt32 = 0
     public var alerts: [ComplianceAlert] = []
+    public var rejected: [RejectedEvent] = []
 
     public init() {}
 
-    public init(accepted: UInt32 = 0, duplicates: UInt32 = 0, alerts: [ComplianceAlert] = []) {
+    public init(accepted: UInt32 = 0, duplicates: UInt32 = 0, alerts: [ComplianceAlert] = [], rejected: [RejectedEvent] = []) {
         self.accepted = accepted
         self.duplicates = duplicates
         self.alerts = alerts
+        self.rejected = rejected
     }
 }
 
@@ -154,6 +156,7 @@ extension RecordUsageResponse: ProtobufCMessageBinding {
         self.accepted = c.accepted
         self.duplicates = c.duplicates
         self.alerts = WireArena.array(c.n_alerts, c.alerts) { ComplianceAlert(c: $0!.pointee) }
+        self.rejected = WireArena.array(c.n_rejected, c.rejected) { RejectedEvent(c: $0!.pointee) }
     }
 
     public func fill(_ c: inout Licensing__V1__RecordUsageResponse, _ arena: WireArena) {
@@ -161,6 +164,56 @@ extension RecordUsageResponse: ProtobufCMessageBinding {
         c.duplicates = self.duplicates
         c.n_alerts = self.alerts.count
         c.alerts = arena.array(self.alerts) { Optional(arena.message($0)) }
+        c.n_rejected = self.rejected.count
+        c.rejected = arena.array(self.rejected) { Optional(arena.message($0)) }
+    }
+}
+
+public struct RejectedEvent: WireMessage, Encodable {
+    public var index: UInt32 = 0
+    public var eventId: String = ""
+    public var reason: String = ""
+
+    public init() {}
+
+    public init(index: UInt32 = 0, eventId: String = "", reason: String = "") {
+        self.index = index
+        self.eventId = eventId
+        self.reason = reason
+    }
+}
+
+extension RejectedEvent: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.RejectedEvent"
+
+    public static func cNew() -> Licensing__V1__RejectedEvent {
+        var c = Licensing__V1__RejectedEvent()
+        licensing__v1__rejected_event__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__RejectedEvent>? {
+        licensing__v1__rejected_event__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__RejectedEvent>) {
+        licensing__v1__rejected_event__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__RejectedEvent>) -> Int {
+        licensing__v1__rejected_event__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__RejectedEvent>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__rejected_event__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__RejectedEvent) {
+        self.index = c.index
+        self.eventId = WireArena.string(c.event_id)
+        self.reason = WireArena.string(c.reason)
+    }
+
+    public func fill(_ c: inout Licensing__V1__RejectedEvent, _ arena: WireArena) {
+        c.index = self.index
+        c.event_id = arena.string(self.eventId)
+        c.reason = arena.string(self.reason)
     }
 }
 
