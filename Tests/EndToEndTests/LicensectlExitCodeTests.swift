@@ -166,3 +166,44 @@ import Testing
         #expect(!pastOutput.contains("978307200"), "\(pastOutput)")
     }
 }
+
+/// `licensectl usage`: what a product reports, by key, from the command line or a file.
+@Suite(.serialized) struct LicensectlUsageTests {
+    @Test func recordAndShowUsage() async throws {
+        let stack = try Stack()
+        try await stack.startAll()
+        let gateway = "unix:\(stack.folder)/run/gateway.sock"
+        func ctl(_ arguments: [String]) throws -> (Int32, String) {
+            try Stack.run("licensectl", arguments + ["--gateway", gateway], environment: ["LM_API_KEY": stack.adminKey])
+        }
+        func json(_ arguments: [String]) throws -> [String: Any] {
+            let (status, output) = try ctl(arguments + ["--json"])
+            #expect(status == 0, "\(arguments): \(output)")
+            return (try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any]) ?? [:]
+        }
+        let product = try json(["product", "create", "--name", "Meter", "--code", "METER"])["id"] as! String
+        let policy = try json(["policy", "create", "--product", product, "--name", "Year", "--duration", "365d"])["id"] as! String
+        let customer = try json(["customer", "create", "--name", "Meter Ltd"])["id"] as! String
+        let key = try json(["license", "issue", "--policy", policy, "--customer", customer])["license_key"] as! String
+
+        let (one, oneOutput) = try ctl(["usage", "record", key, "--feature", "export", "--quantity", "3", "--event-id", "e-1"])
+        #expect(one == 0, "\(oneOutput)")
+        #expect(oneOutput.contains("recorded 1, already recorded 0, refused 0"), "\(oneOutput)")
+        let file = "\(stack.folder)/events.jsonl"
+        try """
+            {"event_id": "e-1", "license_key": "\(key)", "feature": "export", "quantity": 3}
+            {"event_id": "e-2", "license_key": "\(key)", "feature": "render", "quantity": 2, "user": "ann"}
+            {"event_id": "e-3", "license_key": "\(LicenseKey.generate())", "feature": "render", "quantity": 1}
+
+            """.write(toFile: file, atomically: true, encoding: .utf8)
+        let (some, someOutput) = try ctl(["usage", "record", "--file", file])
+        #expect(some == 1, "a refused event makes the answer no: \(someOutput)")
+        #expect(someOutput.contains("recorded 1, already recorded 1, refused 1"), "\(someOutput)")
+        #expect(someOutput.contains("event 3 (e-3): no license has this key"), "\(someOutput)")
+        let (shown, usage) = try ctl(["usage", "show", key])
+        #expect(shown == 0)
+        #expect(usage.contains("export  3  in 1 events") && usage.contains("render  2  in 1 events"), "\(usage)")
+        let (bad, badOutput) = try ctl(["usage", "record", "--file", "\(stack.folder)/missing.jsonl"])
+        #expect(bad == 2 && badOutput.contains("there is no such file"), "\(badOutput)")
+    }
+}
