@@ -15,9 +15,12 @@ public final class UsageService: UsageServiceProtocol {
     let validation: RPCClient
     let clock: any LicenseClock
     let logger: Logger
+    /// Batches from many callers commit together: one disk sync for all that arrive at once.
+    let committer: GroupCommitter
 
     public init(database: DatabasePool, validation: RPCClient, clock: any LicenseClock = SystemLicenseClock(), logger: Logger) {
         self.database = database
+        self.committer = GroupCommitter(database: database, name: "usage")
         self.validation = validation
         self.clock = clock
         self.logger = logger
@@ -131,7 +134,7 @@ public final class UsageService: UsageServiceProtocol {
             }
         }
         let rows = recordable
-        let accepted = rows.isEmpty ? 0 : try await database.write { db -> Int in
+        let accepted = rows.isEmpty ? 0 : try await committer.write { db -> Int in
             let insert = try db.cachedStatement(sql: """
                 INSERT OR IGNORE INTO usage_event (tenant_id, event_id, license_id, feature, quantity, occurred_at, received_at, user)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)

@@ -301,3 +301,49 @@ import Testing
         await gateway.close()
     }
 }
+
+@Suite(.serialized) struct UsageCrashTests {
+    /// license-usage killed with SIGKILL while a product records batches and retries each
+    /// until it is acknowledged: afterwards every event is counted exactly once.
+    @Test func sigkillMidBatchCountsEveryEventOnce() async throws {
+        let stack = try Stack()
+        try await stack.startAll()
+        let issuance = RPCClient(endpoint: stack.endpoint("issuance"))
+        let product = try await issuance.call(IssuanceMethods.createProduct, CreateProductRequest(name: "Meter", code: "METER"))
+        let policy = try await issuance.call(IssuanceMethods.createPolicy, CreatePolicyRequest(policy: Policy(productId: product.id, name: "P", licenseType: .enterprise)))
+        let customer = try await issuance.call(IssuanceMethods.createCustomer, CreateCustomerRequest(name: "Meter Co"))
+        let license = try #require(try await issuance.call(IssuanceMethods.issueLicense, IssueLicenseRequest(policyId: policy.id, customerId: customer.id)).license)
+        await issuance.close()
+        let usage = RPCClient(endpoint: stack.endpoint("usage"), configuration: .init(connections: 1, connectTimeout: .milliseconds(200)))
+        defer { Task { await usage.close() } }
+
+        let progress = Tally()
+        let killer = Task {
+            _ = await progress.reaches(10)
+            stack.kill("usage")
+            try stack.start("usage")
+        }
+        let batches = 40
+        for batch in 0..<batches {
+            let events = (0..<100).map { UsageEvent(eventId: "b\(batch)-e\($0)", licenseId: license.id, feature: "export", quantity: 1) }
+            var attempts = 0
+            while true {
+                attempts += 1
+                do {
+                    let answer = try await usage.call(UsageMethods.recordUsage, RecordUsageRequest(events: events), timeout: .seconds(5))
+                    #expect(answer.rejected.isEmpty, "\(answer.rejected.first?.reason ?? "")")
+                    progress.add()
+                    break
+                } catch {
+                    #expect(attempts < 300, "batch \(batch) never acknowledged: \(error)")
+                    if attempts >= 300 { break }
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+            }
+        }
+        try await killer.value
+        let summary = try await usage.call(UsageMethods.getUsage, GetUsageRequest(licenseId: license.id), timeout: .seconds(10))
+        #expect(summary.features.map(\.quantity) == [UInt64(batches * 100)], "every event once: \(summary.features)")
+        #expect(summary.features.map(\.events) == [UInt64(batches * 100)])
+    }
+}
