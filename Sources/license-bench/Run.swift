@@ -74,7 +74,11 @@ struct Run: AsyncParsableCommand {
             return { index in
                 let license = licenses[index % licenses.count]
                 let events = (0..<batch).map { UsageEvent(eventId: "bench-\(run)-\(index)-\($0)", licenseId: license.licenseID, feature: "export", quantity: 1) }
-                return BenchCall.of(UsageMethods.recordUsage, RecordUsageRequest(events: events))
+                return BenchCall.of(UsageMethods.recordUsage, RecordUsageRequest(events: events)) { answer in
+                    // Every event of the batch recorded, durably, once.
+                    guard answer.rejected.isEmpty, Int(answer.accepted) == batch else { throw Refused(.unspecified) }
+                    return nil
+                }
             }
         case .issue:
             return { _ in BenchCall.of(IssuanceMethods.issueLicense, IssueLicenseRequest(policyId: policy, customerId: customer)) }
