@@ -73,10 +73,13 @@ struct Run: AsyncParsableCommand {
         case .usage:
             return { index in
                 let license = licenses[index % licenses.count]
-                let events = (0..<batch).map { UsageEvent(eventId: "bench-\(run)-\(index)-\($0)", licenseId: license.licenseID, feature: "export", quantity: 1) }
+                // Indices start again after the warm-up: a per-call salt keeps every event id new.
+                let call = UInt64.random(in: 0...UInt64.max)
+                let events = (0..<batch).map { UsageEvent(eventId: "bench-\(run)-\(index)-\(call)-\($0)", licenseId: license.licenseID, feature: "export", quantity: 1) }
                 return BenchCall.of(UsageMethods.recordUsage, RecordUsageRequest(events: events)) { answer in
                     // Every event of the batch recorded, durably, once.
-                    guard answer.rejected.isEmpty, Int(answer.accepted) == batch else { throw Refused(.unspecified) }
+                    guard answer.rejected.isEmpty else { throw Refused(.notFound) }
+                    guard Int(answer.accepted) == batch else { throw Refused(.unspecified) }
                     return nil
                 }
             }
