@@ -180,7 +180,7 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         // Starts the real executables as processes; they must be built first (deploy/test does).
-        .testTarget(name: "EndToEndTests", dependencies: ["LicensingRPC", "LicensingCore", "LicensingWire"], swiftSettings: swiftSettings),
+        .testTarget(name: "EndToEndTests", dependencies: ["LicensingTestSupport", "LicensingRPC", "LicensingCore", "LicensingWire"], swiftSettings: swiftSettings),
         // What the test targets share: folders, polling, counters, servers for a test's length.
         .target(
             name: "LicensingTestSupport",

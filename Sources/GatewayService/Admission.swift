@@ -98,10 +98,10 @@ extension GatewayService {
         return LicenseKeyIdentity(text: key)
     }
 
-    /// The call as the services see it: the identity the gateway vouches for.
+    /// The call as the services see it: the identity the gateway vouches for (admission has
+    /// already removed what the caller set under `x-lm-`).
     func forwarded(_ call: ServerCall, _ key: ApiKey) -> ServerCall {
         var metadata = call.metadata
-        metadata.removeAll(prefixed: RPCMetadata.gatewayPrefix)
         metadata[RPCMetadata.apiKey] = nil
         metadata[RPCMetadata.tenant] = key.tenantId
         metadata[RPCMetadata.actor] = key.id

@@ -207,8 +207,9 @@ public final class ValidationService: ValidationServiceProtocol {
             found = visible(hit, to: call)
         }
         let (response, entry) = answer(request, context, found, signedBy: signingKey)
-        // A denial is given only once the replica has caught up (see `validate`).
-        if Self.mayBeStale(response) { return .later { try await self.validateAfterWaiting(request, call) } }
+        // A denial is given only once the replica has caught up (see `validateAfterWaiting`).
+        if Self.mayBeStale(response) { return .later { try await self.validateAfterWaiting(request, call, denied: true) } }
+        outcomes[entry.reason.rawValue]?.increment()
         guard log.tryAppend(entry) else {
             return .later {
                 await self.log.append(entry)
@@ -225,7 +226,8 @@ public final class ValidationService: ValidationServiceProtocol {
     /// a denial is given only after the replica has caught up with issuance's head (one
     /// pull shared by every call waiting, bounded by the pull's timeout); an allowed answer
     /// needs no wait. A revocation may take up to the feed interval; a grant may not.
-    func validateAfterWaiting(_ request: ValidateRequest, _ call: ServerCall) async throws -> ValidateResponse {
+    /// `denied`: the event loop already found a denial, so the catch-up comes first.
+    func validateAfterWaiting(_ request: ValidateRequest, _ call: ServerCall, denied: Bool = false) async throws -> ValidateResponse {
         let context = try context(request)
         let signingKey = request.nonce.isEmpty ? nil : try await signingKeys.current()
         func decided() throws -> (ValidateResponse, ValidationLog.Entry) {
@@ -237,11 +239,13 @@ public final class ValidationService: ValidationServiceProtocol {
             }
             return answer(request, context, found, signedBy: signingKey)
         }
+        if denied { await feed.catchUp() }
         var (response, entry) = try decided()
-        if Self.mayBeStale(response) {
+        if !denied, Self.mayBeStale(response) {
             await feed.catchUp()
             (response, entry) = try decided()
         }
+        outcomes[entry.reason.rawValue]?.increment()
         await log.append(entry)
         return response
     }
@@ -284,7 +288,6 @@ public final class ValidationService: ValidationServiceProtocol {
             response.kid = key.kid
             response.signature = key.sign(response.statement)
         }
-        outcomes[decision.reason.rawValue]?.increment()
         let entry = ValidationLog.Entry(
             occurredAt: now, licenseID: facts?.licenseID ?? "", reason: decision.reason, fingerprintHash: fingerprintHash,
             region: region, feature: request.feature)

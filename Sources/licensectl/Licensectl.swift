@@ -227,11 +227,7 @@ enum Output {
         """
     }
 
-    static func time(_ seconds: Int64) -> String {
-        guard seconds != 0 else { return "never" }
-        let formatter = ISO8601DateFormatter()
-        return formatter.string(from: Date(timeIntervalSince1970: TimeInterval(seconds)))
-    }
+    static func time(_ seconds: Int64) -> String { ISODate.format(seconds) }
 
     static func license(_ license: License) -> String {
         """

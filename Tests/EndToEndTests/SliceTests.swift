@@ -2,6 +2,7 @@ import Foundation
 import LicensingCore
 import LicensingRPC
 import LicensingWire
+import LicensingTestSupport
 import Testing
 
 /// The slice through all five executables, driven through the gateway.
@@ -84,7 +85,7 @@ import Testing
             IssuanceMethods.createPolicy, CreatePolicyRequest(policy: Policy(productId: product.id, name: "P", licenseType: .perUser)))
         let customer = try await issuance.call(IssuanceMethods.createCustomer, CreateCustomerRequest(name: "Load Co"))
 
-        let issued = Tally()
+        let issued = Counter()
         let acknowledged = try await withThrowingTaskGroup(of: [String].self) { group in
             for _ in 0..<16 {
                 group.addTask {
@@ -94,7 +95,7 @@ import Testing
                             let license = try await issuance.call(
                                 IssuanceMethods.issueLicense, IssueLicenseRequest(policyId: policy.id, customerId: customer.id), timeout: .seconds(5))
                             ids.append(license.license!.id)
-                            issued.add()
+                            issued.increment()
                         } catch {
                             return ids
                         }
@@ -102,7 +103,7 @@ import Testing
                 }
             }
             // Stopped in the middle of the load: after real work, whatever the machine's speed.
-            #expect(await issued.reaches(50))
+            #expect(await eventually(within: .seconds(60)) { issued.value >= 50 })
             #expect(stack.stop("issuance") == 0, "issuance did not exit 0 on SIGTERM: \(stack.log("issuance"))")
             var all: [String] = []
             for try await ids in group { all += ids }
@@ -125,51 +126,41 @@ import Testing
     @Test func licensectlWalkThrough() async throws {
         let stack = try Stack()
         try await stack.startAll()
-        let gateway = "unix:\(stack.folder)/run/gateway.sock"
 
-        func ctl(_ arguments: [String]) throws -> (Int32, String) {
-            try Stack.run("licensectl", arguments + ["--gateway", gateway], environment: ["LM_API_KEY": stack.adminKey])
-        }
-        func json(_ arguments: [String]) throws -> [String: Any] {
-            let (status, output) = try ctl(arguments + ["--json"])
-            #expect(status == 0, "\(arguments): \(output)")
-            return (try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any]) ?? [:]
-        }
-
-        let product = try json(["product", "create", "--name", "CAD Pro", "--code", "CADPRO"])["id"] as! String
-        let policy = try json(["policy", "create", "--product", product, "--name", "Standard", "--duration", "365d", "--features", "export,render", "--max-machines", "2"])["id"] as! String
-        let customer = try json(["customer", "create", "--name", "Acme"])["id"] as! String
-        let issued = try json(["license", "issue", "--policy", policy, "--customer", customer])
+        let product = try stack.ctlJSON(["product", "create", "--name", "CAD Pro", "--code", "CADPRO"])["id"] as! String
+        let policy = try stack.ctlJSON(["policy", "create", "--product", product, "--name", "Standard", "--duration", "365d", "--features", "export,render", "--max-machines", "2"])["id"] as! String
+        let customer = try stack.ctlJSON(["customer", "create", "--name", "Acme"])["id"] as! String
+        let issued = try stack.ctlJSON(["license", "issue", "--policy", policy, "--customer", customer])
         let key = issued["license_key"] as! String
         let license = (issued["license"] as! [String: Any])["id"] as! String
 
-        #expect(try ctl(["validate", key, "--fingerprint", "laptop-1"]).1.contains("NOT_ACTIVATED"))
-        let (activated, certificate) = try ctl(["activate", key, "--fingerprint", "laptop-1", "--name", "Ann's laptop"])
+        #expect(try stack.ctl(["validate", key, "--fingerprint", "laptop-1"]).1.contains("NOT_ACTIVATED"))
+        let (activated, certificate) = try stack.ctl(["activate", key, "--fingerprint", "laptop-1", "--name", "Ann's laptop"])
         #expect(activated == 0, "\(certificate)")
         #expect(certificate.contains("BEGIN LICENSE CERTIFICATE"))
-        #expect(try ctl(["validate", key, "--fingerprint", "laptop-1", "--feature", "render"]).0 == 0)
-        #expect(try ctl(["validate", key, "--fingerprint", "laptop-1", "--feature", "fly"]).0 == 1)
-        #expect(try ctl(["validate", key, "--fingerprint", "laptop-2"]).1.contains("FINGERPRINT_MISMATCH"))
-        #expect(try ctl(["machines", license]).1.contains("Ann's laptop"))
+        #expect(try stack.ctl(["validate", key, "--fingerprint", "laptop-1", "--feature", "render"]).0 == 0)
+        #expect(try stack.ctl(["validate", key, "--fingerprint", "laptop-1", "--feature", "fly"]).0 == 1)
+        #expect(try stack.ctl(["validate", key, "--fingerprint", "laptop-2"]).1.contains("FINGERPRINT_MISMATCH"))
+        #expect(try stack.ctl(["machines", license]).1.contains("Ann's laptop"))
         let file = "\(stack.folder)/offline.lic"
-        #expect(try ctl(["offline-file", key, "--fingerprint", "airgapped", "--valid", "30d", "--encrypt", "--output", file]).0 == 0)
-        #expect(try ctl(["verify-file", file, "--fingerprint", "airgapped", "--key", key]).0 == 0)
-        #expect(try ctl(["verify-file", file, "--fingerprint", "airgapped"]).0 == 1)
-        #expect(try ctl(["verify-file", file, "--fingerprint", "elsewhere", "--key", key]).0 == 1)
-        #expect(try ctl(["validate", "not-a-key"]).0 == 2)
-        #expect(try ctl(["license", "show", license]).1.contains("ACTIVE"))
-        #expect(try ctl(["license", "revoke", license]).0 == 0)
+        #expect(try stack.ctl(["offline-file", key, "--fingerprint", "airgapped", "--valid", "30d", "--encrypt", "--output", file]).0 == 0)
+        #expect(try stack.ctl(["verify-file", file, "--fingerprint", "airgapped", "--key", key]).0 == 0)
+        #expect(try stack.ctl(["verify-file", file, "--fingerprint", "airgapped"]).0 == 1)
+        #expect(try stack.ctl(["verify-file", file, "--fingerprint", "elsewhere", "--key", key]).0 == 1)
+        #expect(try stack.ctl(["validate", "not-a-key"]).0 == 2)
+        #expect(try stack.ctl(["license", "show", license]).1.contains("ACTIVE"))
+        #expect(try stack.ctl(["license", "revoke", license]).0 == 0)
         // The revocation reaches validation by the feed, within its interval on an idle machine.
-        var (revokedStatus, revokedOutput) = try ctl(["validate", key, "--fingerprint", "laptop-1"])
+        var (revokedStatus, revokedOutput) = try stack.ctl(["validate", key, "--fingerprint", "laptop-1"])
         for _ in 0..<150 where !revokedOutput.contains("REVOKED") {
             try await Task.sleep(for: .milliseconds(100))
-            (revokedStatus, revokedOutput) = try ctl(["validate", key, "--fingerprint", "laptop-1"])
+            (revokedStatus, revokedOutput) = try stack.ctl(["validate", key, "--fingerprint", "laptop-1"])
         }
         #expect(revokedStatus == 1)
         #expect(revokedOutput.contains("REVOKED"))
-        #expect(try ctl(["license", "show", "lic_nothing"]).0 == 2)
-        #expect(try ctl(["validate"]).0 == 2)
-        #expect(try ctl(["health"]).0 == 0)
+        #expect(try stack.ctl(["license", "show", "lic_nothing"]).0 == 2)
+        #expect(try stack.ctl(["validate"]).0 == 2)
+        #expect(try stack.ctl(["health"]).0 == 0)
     }
 }
 
@@ -186,10 +177,10 @@ import Testing
             IssuanceMethods.createPolicy, CreatePolicyRequest(policy: Policy(productId: product.id, name: "P", licenseType: .perUser)))
         let customer = try await issuance.call(IssuanceMethods.createCustomer, CreateCustomerRequest(name: "Crash Co"))
 
-        let progress = Tally()
+        let progress = Counter()
         let killer = Task {
             // Killed in the middle of the load, after real work, whatever the machine's speed.
-            _ = await progress.reaches(30)
+            _ = await eventually(within: .seconds(60)) { progress.value >= 30 }
             stack.kill("issuance")
             try await Task.sleep(for: .milliseconds(300))
             try stack.start("issuance")
@@ -204,7 +195,7 @@ import Testing
                 do {
                     let issued = try await issuance.call(IssuanceMethods.issueLicense, request, metadata: metadata, timeout: .seconds(2))
                     acknowledged.append(issued.license!.id)
-                    progress.add()
+                    progress.increment()
                     break
                 } catch {
                     #expect(attempts < 200, "request \(index) never succeeded: \(error)")
@@ -251,9 +242,9 @@ import Testing
             keys.append(try await gateway.call(IssuanceMethods.issueLicense, IssueLicenseRequest(policyId: policy.id, customerId: customer.id)).licenseKey)
         }
 
-        let progress = Tally()
+        let progress = Counter()
         let killer = Task {
-            _ = await progress.reaches(40)
+            _ = await eventually(within: .seconds(60)) { progress.value >= 40 }
             stack.kill("validation")
             try await Task.sleep(for: .milliseconds(200))
             try stack.start("validation")
@@ -269,7 +260,7 @@ import Testing
                             response.reason == .valid
                         {
                             done.append((key, fingerprint))
-                            progress.add()
+                            progress.increment()
                         }
                         if let seat = try? await gateway.call(
                             ValidationMethods.checkoutSeat, CheckoutSeatRequest(licenseKey: key, clientId: fingerprint, ttlSeconds: 600), timeout: .seconds(2))
@@ -317,9 +308,9 @@ import Testing
         let usage = RPCClient(endpoint: stack.endpoint("usage"), configuration: .init(connections: 1, connectTimeout: .milliseconds(200)))
         defer { Task { await usage.close() } }
 
-        let progress = Tally()
+        let progress = Counter()
         let killer = Task {
-            _ = await progress.reaches(10)
+            _ = await eventually(within: .seconds(60)) { progress.value >= 10 }
             stack.kill("usage")
             try stack.start("usage")
         }
@@ -332,7 +323,7 @@ import Testing
                 do {
                     let answer = try await usage.call(UsageMethods.recordUsage, RecordUsageRequest(events: events), timeout: .seconds(5))
                     #expect(answer.rejected.isEmpty, "\(answer.rejected.first?.reason ?? "")")
-                    progress.add()
+                    progress.increment()
                     break
                 } catch {
                     #expect(attempts < 300, "batch \(batch) never acknowledged: \(error)")

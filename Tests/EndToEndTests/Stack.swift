@@ -4,7 +4,6 @@ import Glibc
 #endif
 import LicensingRPC
 import LicensingWire
-import Synchronization
 import Testing
 
 /// The five executables started as real processes on Unix sockets in a temporary folder.
@@ -53,6 +52,19 @@ final class Stack: @unchecked Sendable {
     }
 
     func endpoint(_ service: String) -> Endpoint { .unix(path: "\(folder)/run/\(service).sock") }
+
+    /// licensectl against this stack's gateway (or `gateway`) with the admin key: its exit
+    /// status and everything it printed.
+    func ctl(_ arguments: [String], gateway: String? = nil) throws -> (Int32, String) {
+        try Self.run("licensectl", arguments + ["--gateway", gateway ?? "unix:\(folder)/run/gateway.sock"], environment: ["LM_API_KEY": adminKey])
+    }
+
+    /// licensectl with `--json`, expected to succeed: its answer.
+    func ctlJSON(_ arguments: [String], sourceLocation: SourceLocation = #_sourceLocation) throws -> [String: Any] {
+        let (status, output) = try ctl(arguments + ["--json"])
+        #expect(status == 0, "\(arguments): \(output)", sourceLocation: sourceLocation)
+        return (try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any]) ?? [:]
+    }
 
     /// The admin API key the gateway made on its first start (development mode).
     var adminKey: String {
@@ -133,20 +145,5 @@ final class Stack: @unchecked Sendable {
 
     func log(_ service: String) -> String {
         (try? String(contentsOfFile: "\(folder)/\(service).log", encoding: .utf8)) ?? ""
-    }
-}
-
-/// A count shared between tasks: how far a load has come, so a fault is injected after real
-/// work rather than after a guessed time.
-final class Tally: Sendable {
-    private let state = Mutex(0)
-    func add(_ amount: Int = 1) { state.withLock { $0 += amount } }
-    var value: Int { state.withLock { $0 } }
-
-    /// Waits (polling) until the count reaches `target`; false after `limit`.
-    func reaches(_ target: Int, within limit: Duration = .seconds(60)) async -> Bool {
-        let start = ContinuousClock.now
-        while value < target, ContinuousClock.now - start < limit { try? await Task.sleep(for: .milliseconds(10)) }
-        return value >= target
     }
 }
