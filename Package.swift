@@ -101,7 +101,7 @@ let package = Package(
         ),
         .target(name: "IssuanceService", dependencies: ["LicensingRuntime"], swiftSettings: swiftSettings),
         .target(name: "ValidationService", dependencies: ["LicensingRuntime"], swiftSettings: swiftSettings),
-        .target(name: "UsageService", dependencies: ["LicensingRuntime"], swiftSettings: swiftSettings),
+        .target(name: "UsageService", dependencies: ["LicensingRuntime", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: swiftSettings),
         .target(name: "ReportingService", dependencies: ["LicensingRuntime"], swiftSettings: swiftSettings),
         .target(name: "GatewayService", dependencies: ["LicensingRuntime"], swiftSettings: swiftSettings),
 

@@ -502,6 +502,51 @@ void   licensing__v1__changes_response__free_unpacked
   assert(message->base.descriptor == &licensing__v1__changes_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   licensing__v1__feed_request__init
+                     (Licensing__V1__FeedRequest         *message)
+{
+  static const Licensing__V1__FeedRequest init_value = LICENSING__V1__FEED_REQUEST__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__feed_request__get_packed_size
+                     (const Licensing__V1__FeedRequest *message)
+{
+  assert(message->base.descriptor == &licensing__v1__feed_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__feed_request__pack
+                     (const Licensing__V1__FeedRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__feed_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__feed_request__pack_to_buffer
+                     (const Licensing__V1__FeedRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__feed_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__FeedRequest *
+       licensing__v1__feed_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__FeedRequest *)
+     protobuf_c_message_unpack (&licensing__v1__feed_request__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__feed_request__free_unpacked
+                     (Licensing__V1__FeedRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__feed_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor licensing__v1__page_request__field_descriptors[2] =
 {
   {
@@ -1984,6 +2029,70 @@ const ProtobufCMessageDescriptor licensing__v1__changes_response__descriptor =
   licensing__v1__changes_response__field_indices_by_name,
   1,  licensing__v1__changes_response__number_ranges,
   (ProtobufCMessageInit) licensing__v1__changes_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__feed_request__field_descriptors[3] =
+{
+  {
+    "after_seq",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__FeedRequest, after_seq),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "limit",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__FeedRequest, limit),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "kinds",
+    3,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Licensing__V1__FeedRequest, n_kinds),
+    offsetof(Licensing__V1__FeedRequest, kinds),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__feed_request__field_indices_by_name[] = {
+  0,   /* field[0] = after_seq */
+  2,   /* field[2] = kinds */
+  1,   /* field[1] = limit */
+};
+static const ProtobufCIntRange licensing__v1__feed_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor licensing__v1__feed_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.FeedRequest",
+  "FeedRequest",
+  "Licensing__V1__FeedRequest",
+  "licensing.v1",
+  sizeof(Licensing__V1__FeedRequest),
+  3,
+  licensing__v1__feed_request__field_descriptors,
+  licensing__v1__feed_request__field_indices_by_name,
+  1,  licensing__v1__feed_request__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__feed_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCEnumValue licensing__v1__license_type__enum_values_by_number[5] =

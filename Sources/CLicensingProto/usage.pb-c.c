@@ -412,6 +412,96 @@ void   licensing__v1__quota__free_unpacked
   assert(message->base.descriptor == &licensing__v1__quota__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   licensing__v1__list_quotas_request__init
+                     (Licensing__V1__ListQuotasRequest         *message)
+{
+  static const Licensing__V1__ListQuotasRequest init_value = LICENSING__V1__LIST_QUOTAS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__list_quotas_request__get_packed_size
+                     (const Licensing__V1__ListQuotasRequest *message)
+{
+  assert(message->base.descriptor == &licensing__v1__list_quotas_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__list_quotas_request__pack
+                     (const Licensing__V1__ListQuotasRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__list_quotas_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__list_quotas_request__pack_to_buffer
+                     (const Licensing__V1__ListQuotasRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__list_quotas_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__ListQuotasRequest *
+       licensing__v1__list_quotas_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__ListQuotasRequest *)
+     protobuf_c_message_unpack (&licensing__v1__list_quotas_request__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__list_quotas_request__free_unpacked
+                     (Licensing__V1__ListQuotasRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__list_quotas_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__list_quotas_response__init
+                     (Licensing__V1__ListQuotasResponse         *message)
+{
+  static const Licensing__V1__ListQuotasResponse init_value = LICENSING__V1__LIST_QUOTAS_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__list_quotas_response__get_packed_size
+                     (const Licensing__V1__ListQuotasResponse *message)
+{
+  assert(message->base.descriptor == &licensing__v1__list_quotas_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__list_quotas_response__pack
+                     (const Licensing__V1__ListQuotasResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__list_quotas_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__list_quotas_response__pack_to_buffer
+                     (const Licensing__V1__ListQuotasResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__list_quotas_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__ListQuotasResponse *
+       licensing__v1__list_quotas_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__ListQuotasResponse *)
+     protobuf_c_message_unpack (&licensing__v1__list_quotas_response__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__list_quotas_response__free_unpacked
+                     (Licensing__V1__ListQuotasResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__list_quotas_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   licensing__v1__compliance_alert__init
                      (Licensing__V1__ComplianceAlert         *message)
 {
@@ -547,49 +637,319 @@ void   licensing__v1__list_alerts_response__free_unpacked
   assert(message->base.descriptor == &licensing__v1__list_alerts_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-void   licensing__v1__usage_changes_response__init
-                     (Licensing__V1__UsageChangesResponse         *message)
+void   licensing__v1__tamper_report__init
+                     (Licensing__V1__TamperReport         *message)
 {
-  static const Licensing__V1__UsageChangesResponse init_value = LICENSING__V1__USAGE_CHANGES_RESPONSE__INIT;
+  static const Licensing__V1__TamperReport init_value = LICENSING__V1__TAMPER_REPORT__INIT;
   *message = init_value;
 }
-size_t licensing__v1__usage_changes_response__get_packed_size
-                     (const Licensing__V1__UsageChangesResponse *message)
+size_t licensing__v1__tamper_report__get_packed_size
+                     (const Licensing__V1__TamperReport *message)
 {
-  assert(message->base.descriptor == &licensing__v1__usage_changes_response__descriptor);
+  assert(message->base.descriptor == &licensing__v1__tamper_report__descriptor);
   return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
 }
-size_t licensing__v1__usage_changes_response__pack
-                     (const Licensing__V1__UsageChangesResponse *message,
+size_t licensing__v1__tamper_report__pack
+                     (const Licensing__V1__TamperReport *message,
                       uint8_t       *out)
 {
-  assert(message->base.descriptor == &licensing__v1__usage_changes_response__descriptor);
+  assert(message->base.descriptor == &licensing__v1__tamper_report__descriptor);
   return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
 }
-size_t licensing__v1__usage_changes_response__pack_to_buffer
-                     (const Licensing__V1__UsageChangesResponse *message,
+size_t licensing__v1__tamper_report__pack_to_buffer
+                     (const Licensing__V1__TamperReport *message,
                       ProtobufCBuffer *buffer)
 {
-  assert(message->base.descriptor == &licensing__v1__usage_changes_response__descriptor);
+  assert(message->base.descriptor == &licensing__v1__tamper_report__descriptor);
   return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
 }
-Licensing__V1__UsageChangesResponse *
-       licensing__v1__usage_changes_response__unpack
+Licensing__V1__TamperReport *
+       licensing__v1__tamper_report__unpack
                      (ProtobufCAllocator  *allocator,
                       size_t               len,
                       const uint8_t       *data)
 {
-  return (Licensing__V1__UsageChangesResponse *)
-     protobuf_c_message_unpack (&licensing__v1__usage_changes_response__descriptor,
+  return (Licensing__V1__TamperReport *)
+     protobuf_c_message_unpack (&licensing__v1__tamper_report__descriptor,
                                 allocator, len, data);
 }
-void   licensing__v1__usage_changes_response__free_unpacked
-                     (Licensing__V1__UsageChangesResponse *message,
+void   licensing__v1__tamper_report__free_unpacked
+                     (Licensing__V1__TamperReport *message,
                       ProtobufCAllocator *allocator)
 {
   if(!message)
     return;
-  assert(message->base.descriptor == &licensing__v1__usage_changes_response__descriptor);
+  assert(message->base.descriptor == &licensing__v1__tamper_report__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__tamper_report_response__init
+                     (Licensing__V1__TamperReportResponse         *message)
+{
+  static const Licensing__V1__TamperReportResponse init_value = LICENSING__V1__TAMPER_REPORT_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__tamper_report_response__get_packed_size
+                     (const Licensing__V1__TamperReportResponse *message)
+{
+  assert(message->base.descriptor == &licensing__v1__tamper_report_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__tamper_report_response__pack
+                     (const Licensing__V1__TamperReportResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__tamper_report_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__tamper_report_response__pack_to_buffer
+                     (const Licensing__V1__TamperReportResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__tamper_report_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__TamperReportResponse *
+       licensing__v1__tamper_report_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__TamperReportResponse *)
+     protobuf_c_message_unpack (&licensing__v1__tamper_report_response__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__tamper_report_response__free_unpacked
+                     (Licensing__V1__TamperReportResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__tamper_report_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__daily_usage__init
+                     (Licensing__V1__DailyUsage         *message)
+{
+  static const Licensing__V1__DailyUsage init_value = LICENSING__V1__DAILY_USAGE__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__daily_usage__get_packed_size
+                     (const Licensing__V1__DailyUsage *message)
+{
+  assert(message->base.descriptor == &licensing__v1__daily_usage__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__daily_usage__pack
+                     (const Licensing__V1__DailyUsage *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__daily_usage__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__daily_usage__pack_to_buffer
+                     (const Licensing__V1__DailyUsage *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__daily_usage__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__DailyUsage *
+       licensing__v1__daily_usage__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__DailyUsage *)
+     protobuf_c_message_unpack (&licensing__v1__daily_usage__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__daily_usage__free_unpacked
+                     (Licensing__V1__DailyUsage *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__daily_usage__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__daily_concurrency__init
+                     (Licensing__V1__DailyConcurrency         *message)
+{
+  static const Licensing__V1__DailyConcurrency init_value = LICENSING__V1__DAILY_CONCURRENCY__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__daily_concurrency__get_packed_size
+                     (const Licensing__V1__DailyConcurrency *message)
+{
+  assert(message->base.descriptor == &licensing__v1__daily_concurrency__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__daily_concurrency__pack
+                     (const Licensing__V1__DailyConcurrency *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__daily_concurrency__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__daily_concurrency__pack_to_buffer
+                     (const Licensing__V1__DailyConcurrency *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__daily_concurrency__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__DailyConcurrency *
+       licensing__v1__daily_concurrency__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__DailyConcurrency *)
+     protobuf_c_message_unpack (&licensing__v1__daily_concurrency__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__daily_concurrency__free_unpacked
+                     (Licensing__V1__DailyConcurrency *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__daily_concurrency__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__quota_state__init
+                     (Licensing__V1__QuotaState         *message)
+{
+  static const Licensing__V1__QuotaState init_value = LICENSING__V1__QUOTA_STATE__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__quota_state__get_packed_size
+                     (const Licensing__V1__QuotaState *message)
+{
+  assert(message->base.descriptor == &licensing__v1__quota_state__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__quota_state__pack
+                     (const Licensing__V1__QuotaState *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__quota_state__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__quota_state__pack_to_buffer
+                     (const Licensing__V1__QuotaState *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__quota_state__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__QuotaState *
+       licensing__v1__quota_state__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__QuotaState *)
+     protobuf_c_message_unpack (&licensing__v1__quota_state__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__quota_state__free_unpacked
+                     (Licensing__V1__QuotaState *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__quota_state__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__usage_feed_event__init
+                     (Licensing__V1__UsageFeedEvent         *message)
+{
+  static const Licensing__V1__UsageFeedEvent init_value = LICENSING__V1__USAGE_FEED_EVENT__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__usage_feed_event__get_packed_size
+                     (const Licensing__V1__UsageFeedEvent *message)
+{
+  assert(message->base.descriptor == &licensing__v1__usage_feed_event__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__usage_feed_event__pack
+                     (const Licensing__V1__UsageFeedEvent *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__usage_feed_event__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__usage_feed_event__pack_to_buffer
+                     (const Licensing__V1__UsageFeedEvent *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__usage_feed_event__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__UsageFeedEvent *
+       licensing__v1__usage_feed_event__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__UsageFeedEvent *)
+     protobuf_c_message_unpack (&licensing__v1__usage_feed_event__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__usage_feed_event__free_unpacked
+                     (Licensing__V1__UsageFeedEvent *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__usage_feed_event__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__usage_feed_response__init
+                     (Licensing__V1__UsageFeedResponse         *message)
+{
+  static const Licensing__V1__UsageFeedResponse init_value = LICENSING__V1__USAGE_FEED_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__usage_feed_response__get_packed_size
+                     (const Licensing__V1__UsageFeedResponse *message)
+{
+  assert(message->base.descriptor == &licensing__v1__usage_feed_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__usage_feed_response__pack
+                     (const Licensing__V1__UsageFeedResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__usage_feed_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__usage_feed_response__pack_to_buffer
+                     (const Licensing__V1__UsageFeedResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__usage_feed_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__UsageFeedResponse *
+       licensing__v1__usage_feed_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__UsageFeedResponse *)
+     protobuf_c_message_unpack (&licensing__v1__usage_feed_response__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__usage_feed_response__free_unpacked
+                     (Licensing__V1__UsageFeedResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__usage_feed_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
 static const ProtobufCFieldDescriptor licensing__v1__usage_event__field_descriptors[9] =
@@ -977,7 +1337,7 @@ const ProtobufCMessageDescriptor licensing__v1__get_usage_request__descriptor =
   (ProtobufCMessageInit) licensing__v1__get_usage_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor licensing__v1__feature_usage__field_descriptors[4] =
+static const ProtobufCFieldDescriptor licensing__v1__feature_usage__field_descriptors[9] =
 {
   {
     "feature",
@@ -1027,17 +1387,82 @@ static const ProtobufCFieldDescriptor licensing__v1__feature_usage__field_descri
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "quota_period",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__FeatureUsage, quota_period),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "quota_used",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__FeatureUsage, quota_used),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "quota_exceeded",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__FeatureUsage, quota_exceeded),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "distinct_users",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__FeatureUsage, distinct_users),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "distinct_machines",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__FeatureUsage, distinct_machines),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned licensing__v1__feature_usage__field_indices_by_name[] = {
+  8,   /* field[8] = distinct_machines */
+  7,   /* field[7] = distinct_users */
   2,   /* field[2] = events */
   0,   /* field[0] = feature */
   1,   /* field[1] = quantity */
   3,   /* field[3] = quota */
+  6,   /* field[6] = quota_exceeded */
+  4,   /* field[4] = quota_period */
+  5,   /* field[5] = quota_used */
 };
 static const ProtobufCIntRange licensing__v1__feature_usage__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 9 }
 };
 const ProtobufCMessageDescriptor licensing__v1__feature_usage__descriptor =
 {
@@ -1047,14 +1472,14 @@ const ProtobufCMessageDescriptor licensing__v1__feature_usage__descriptor =
   "Licensing__V1__FeatureUsage",
   "licensing.v1",
   sizeof(Licensing__V1__FeatureUsage),
-  4,
+  9,
   licensing__v1__feature_usage__field_descriptors,
   licensing__v1__feature_usage__field_indices_by_name,
   1,  licensing__v1__feature_usage__number_ranges,
   (ProtobufCMessageInit) licensing__v1__feature_usage__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor licensing__v1__usage_summary__field_descriptors[5] =
+static const ProtobufCFieldDescriptor licensing__v1__usage_summary__field_descriptors[6] =
 {
   {
     "license_id",
@@ -1116,18 +1541,31 @@ static const ProtobufCFieldDescriptor licensing__v1__usage_summary__field_descri
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "peak_machines",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__UsageSummary, peak_machines),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned licensing__v1__usage_summary__field_indices_by_name[] = {
   3,   /* field[3] = features */
   1,   /* field[1] = from */
   0,   /* field[0] = license_id */
   4,   /* field[4] = peak_concurrent */
+  5,   /* field[5] = peak_machines */
   2,   /* field[2] = to */
 };
 static const ProtobufCIntRange licensing__v1__usage_summary__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor licensing__v1__usage_summary__descriptor =
 {
@@ -1137,14 +1575,14 @@ const ProtobufCMessageDescriptor licensing__v1__usage_summary__descriptor =
   "Licensing__V1__UsageSummary",
   "licensing.v1",
   sizeof(Licensing__V1__UsageSummary),
-  5,
+  6,
   licensing__v1__usage_summary__field_descriptors,
   licensing__v1__usage_summary__field_indices_by_name,
   1,  licensing__v1__usage_summary__number_ranges,
   (ProtobufCMessageInit) licensing__v1__usage_summary__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor licensing__v1__set_quota_request__field_descriptors[4] =
+static const ProtobufCFieldDescriptor licensing__v1__set_quota_request__field_descriptors[5] =
 {
   {
     "license_id",
@@ -1194,17 +1632,30 @@ static const ProtobufCFieldDescriptor licensing__v1__set_quota_request__field_de
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "policy_id",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__SetQuotaRequest, policy_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned licensing__v1__set_quota_request__field_indices_by_name[] = {
   1,   /* field[1] = feature */
   0,   /* field[0] = license_id */
   2,   /* field[2] = limit */
   3,   /* field[3] = period */
+  4,   /* field[4] = policy_id */
 };
 static const ProtobufCIntRange licensing__v1__set_quota_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor licensing__v1__set_quota_request__descriptor =
 {
@@ -1214,14 +1665,14 @@ const ProtobufCMessageDescriptor licensing__v1__set_quota_request__descriptor =
   "Licensing__V1__SetQuotaRequest",
   "licensing.v1",
   sizeof(Licensing__V1__SetQuotaRequest),
-  4,
+  5,
   licensing__v1__set_quota_request__field_descriptors,
   licensing__v1__set_quota_request__field_indices_by_name,
   1,  licensing__v1__set_quota_request__number_ranges,
   (ProtobufCMessageInit) licensing__v1__set_quota_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor licensing__v1__quota__field_descriptors[4] =
+static const ProtobufCFieldDescriptor licensing__v1__quota__field_descriptors[9] =
 {
   {
     "license_id",
@@ -1271,17 +1722,82 @@ static const ProtobufCFieldDescriptor licensing__v1__quota__field_descriptors[4]
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "policy_id",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__Quota, policy_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "used",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__Quota, used),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "exceeded",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__Quota, exceeded),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "period_ends_at",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__Quota, period_ends_at),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "overage_permille",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__Quota, overage_permille),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned licensing__v1__quota__field_indices_by_name[] = {
+  6,   /* field[6] = exceeded */
   1,   /* field[1] = feature */
   0,   /* field[0] = license_id */
   2,   /* field[2] = limit */
+  8,   /* field[8] = overage_permille */
   3,   /* field[3] = period */
+  7,   /* field[7] = period_ends_at */
+  4,   /* field[4] = policy_id */
+  5,   /* field[5] = used */
 };
 static const ProtobufCIntRange licensing__v1__quota__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 9 }
 };
 const ProtobufCMessageDescriptor licensing__v1__quota__descriptor =
 {
@@ -1291,14 +1807,103 @@ const ProtobufCMessageDescriptor licensing__v1__quota__descriptor =
   "Licensing__V1__Quota",
   "licensing.v1",
   sizeof(Licensing__V1__Quota),
-  4,
+  9,
   licensing__v1__quota__field_descriptors,
   licensing__v1__quota__field_indices_by_name,
   1,  licensing__v1__quota__number_ranges,
   (ProtobufCMessageInit) licensing__v1__quota__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor licensing__v1__compliance_alert__field_descriptors[6] =
+static const ProtobufCFieldDescriptor licensing__v1__list_quotas_request__field_descriptors[2] =
+{
+  {
+    "license_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ListQuotasRequest, license_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "policy_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ListQuotasRequest, policy_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__list_quotas_request__field_indices_by_name[] = {
+  0,   /* field[0] = license_id */
+  1,   /* field[1] = policy_id */
+};
+static const ProtobufCIntRange licensing__v1__list_quotas_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor licensing__v1__list_quotas_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.ListQuotasRequest",
+  "ListQuotasRequest",
+  "Licensing__V1__ListQuotasRequest",
+  "licensing.v1",
+  sizeof(Licensing__V1__ListQuotasRequest),
+  2,
+  licensing__v1__list_quotas_request__field_descriptors,
+  licensing__v1__list_quotas_request__field_indices_by_name,
+  1,  licensing__v1__list_quotas_request__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__list_quotas_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__list_quotas_response__field_descriptors[1] =
+{
+  {
+    "quotas",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Licensing__V1__ListQuotasResponse, n_quotas),
+    offsetof(Licensing__V1__ListQuotasResponse, quotas),
+    &licensing__v1__quota__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__list_quotas_response__field_indices_by_name[] = {
+  0,   /* field[0] = quotas */
+};
+static const ProtobufCIntRange licensing__v1__list_quotas_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor licensing__v1__list_quotas_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.ListQuotasResponse",
+  "ListQuotasResponse",
+  "Licensing__V1__ListQuotasResponse",
+  "licensing.v1",
+  sizeof(Licensing__V1__ListQuotasResponse),
+  1,
+  licensing__v1__list_quotas_response__field_descriptors,
+  licensing__v1__list_quotas_response__field_indices_by_name,
+  1,  licensing__v1__list_quotas_response__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__list_quotas_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__compliance_alert__field_descriptors[12] =
 {
   {
     "id",
@@ -1372,19 +1977,97 @@ static const ProtobufCFieldDescriptor licensing__v1__compliance_alert__field_des
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "rule",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ComplianceAlert, rule),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "last_seen_at",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ComplianceAlert, last_seen_at),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "count",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ComplianceAlert, count),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "acknowledged_by",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ComplianceAlert, acknowledged_by),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "acknowledged_at",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ComplianceAlert, acknowledged_at),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tenant_id",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ComplianceAlert, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned licensing__v1__compliance_alert__field_indices_by_name[] = {
   5,   /* field[5] = acknowledged */
+  10,   /* field[10] = acknowledged_at */
+  9,   /* field[9] = acknowledged_by */
+  8,   /* field[8] = count */
   3,   /* field[3] = detail */
   0,   /* field[0] = id */
+  7,   /* field[7] = last_seen_at */
   1,   /* field[1] = license_id */
   4,   /* field[4] = raised_at */
   2,   /* field[2] = reason */
+  6,   /* field[6] = rule */
+  11,   /* field[11] = tenant_id */
 };
 static const ProtobufCIntRange licensing__v1__compliance_alert__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 12 }
 };
 const ProtobufCMessageDescriptor licensing__v1__compliance_alert__descriptor =
 {
@@ -1394,14 +2077,14 @@ const ProtobufCMessageDescriptor licensing__v1__compliance_alert__descriptor =
   "Licensing__V1__ComplianceAlert",
   "licensing.v1",
   sizeof(Licensing__V1__ComplianceAlert),
-  6,
+  12,
   licensing__v1__compliance_alert__field_descriptors,
   licensing__v1__compliance_alert__field_indices_by_name,
   1,  licensing__v1__compliance_alert__number_ranges,
   (ProtobufCMessageInit) licensing__v1__compliance_alert__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor licensing__v1__list_alerts_request__field_descriptors[3] =
+static const ProtobufCFieldDescriptor licensing__v1__list_alerts_request__field_descriptors[5] =
 {
   {
     "license_id",
@@ -1439,16 +2122,42 @@ static const ProtobufCFieldDescriptor licensing__v1__list_alerts_request__field_
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "rule",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ListAlertsRequest, rule),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "acknowledged_only",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ListAlertsRequest, acknowledged_only),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned licensing__v1__list_alerts_request__field_indices_by_name[] = {
+  4,   /* field[4] = acknowledged_only */
   1,   /* field[1] = include_acknowledged */
   0,   /* field[0] = license_id */
   2,   /* field[2] = page */
+  3,   /* field[3] = rule */
 };
 static const ProtobufCIntRange licensing__v1__list_alerts_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor licensing__v1__list_alerts_request__descriptor =
 {
@@ -1458,7 +2167,7 @@ const ProtobufCMessageDescriptor licensing__v1__list_alerts_request__descriptor 
   "Licensing__V1__ListAlertsRequest",
   "licensing.v1",
   sizeof(Licensing__V1__ListAlertsRequest),
-  3,
+  5,
   licensing__v1__list_alerts_request__field_descriptors,
   licensing__v1__list_alerts_request__field_indices_by_name,
   1,  licensing__v1__list_alerts_request__number_ranges,
@@ -1516,16 +2225,530 @@ const ProtobufCMessageDescriptor licensing__v1__list_alerts_response__descriptor
   (ProtobufCMessageInit) licensing__v1__list_alerts_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor licensing__v1__usage_changes_response__field_descriptors[2] =
+static const ProtobufCFieldDescriptor licensing__v1__tamper_report__field_descriptors[6] =
+{
+  {
+    "license_key",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__TamperReport, license_key),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "license_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__TamperReport, license_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "kind",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__TamperReport, kind),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "detail",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__TamperReport, detail),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "observed_at",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__TamperReport, observed_at),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "fingerprint",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__TamperReport, fingerprint),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__tamper_report__field_indices_by_name[] = {
+  3,   /* field[3] = detail */
+  5,   /* field[5] = fingerprint */
+  2,   /* field[2] = kind */
+  1,   /* field[1] = license_id */
+  0,   /* field[0] = license_key */
+  4,   /* field[4] = observed_at */
+};
+static const ProtobufCIntRange licensing__v1__tamper_report__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 6 }
+};
+const ProtobufCMessageDescriptor licensing__v1__tamper_report__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.TamperReport",
+  "TamperReport",
+  "Licensing__V1__TamperReport",
+  "licensing.v1",
+  sizeof(Licensing__V1__TamperReport),
+  6,
+  licensing__v1__tamper_report__field_descriptors,
+  licensing__v1__tamper_report__field_indices_by_name,
+  1,  licensing__v1__tamper_report__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__tamper_report__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__tamper_report_response__field_descriptors[1] =
+{
+  {
+    "alert",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__TamperReportResponse, alert),
+    &licensing__v1__compliance_alert__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__tamper_report_response__field_indices_by_name[] = {
+  0,   /* field[0] = alert */
+};
+static const ProtobufCIntRange licensing__v1__tamper_report_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor licensing__v1__tamper_report_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.TamperReportResponse",
+  "TamperReportResponse",
+  "Licensing__V1__TamperReportResponse",
+  "licensing.v1",
+  sizeof(Licensing__V1__TamperReportResponse),
+  1,
+  licensing__v1__tamper_report_response__field_descriptors,
+  licensing__v1__tamper_report_response__field_indices_by_name,
+  1,  licensing__v1__tamper_report_response__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__tamper_report_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__daily_usage__field_descriptors[4] =
+{
+  {
+    "feature",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__DailyUsage, feature),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "day",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__DailyUsage, day),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "quantity",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__DailyUsage, quantity),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "events",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__DailyUsage, events),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__daily_usage__field_indices_by_name[] = {
+  1,   /* field[1] = day */
+  3,   /* field[3] = events */
+  0,   /* field[0] = feature */
+  2,   /* field[2] = quantity */
+};
+static const ProtobufCIntRange licensing__v1__daily_usage__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor licensing__v1__daily_usage__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.DailyUsage",
+  "DailyUsage",
+  "Licensing__V1__DailyUsage",
+  "licensing.v1",
+  sizeof(Licensing__V1__DailyUsage),
+  4,
+  licensing__v1__daily_usage__field_descriptors,
+  licensing__v1__daily_usage__field_indices_by_name,
+  1,  licensing__v1__daily_usage__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__daily_usage__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__daily_concurrency__field_descriptors[3] =
+{
+  {
+    "day",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__DailyConcurrency, day),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "peak_seats",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__DailyConcurrency, peak_seats),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "peak_machines",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__DailyConcurrency, peak_machines),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__daily_concurrency__field_indices_by_name[] = {
+  0,   /* field[0] = day */
+  2,   /* field[2] = peak_machines */
+  1,   /* field[1] = peak_seats */
+};
+static const ProtobufCIntRange licensing__v1__daily_concurrency__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor licensing__v1__daily_concurrency__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.DailyConcurrency",
+  "DailyConcurrency",
+  "Licensing__V1__DailyConcurrency",
+  "licensing.v1",
+  sizeof(Licensing__V1__DailyConcurrency),
+  3,
+  licensing__v1__daily_concurrency__field_descriptors,
+  licensing__v1__daily_concurrency__field_indices_by_name,
+  1,  licensing__v1__daily_concurrency__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__daily_concurrency__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__quota_state__field_descriptors[6] =
+{
+  {
+    "feature",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__QuotaState, feature),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "period",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__QuotaState, period),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "limit",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__QuotaState, limit),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "used",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__QuotaState, used),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "exceeded",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__QuotaState, exceeded),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "period_ends_at",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__QuotaState, period_ends_at),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__quota_state__field_indices_by_name[] = {
+  4,   /* field[4] = exceeded */
+  0,   /* field[0] = feature */
+  2,   /* field[2] = limit */
+  1,   /* field[1] = period */
+  5,   /* field[5] = period_ends_at */
+  3,   /* field[3] = used */
+};
+static const ProtobufCIntRange licensing__v1__quota_state__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 6 }
+};
+const ProtobufCMessageDescriptor licensing__v1__quota_state__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.QuotaState",
+  "QuotaState",
+  "Licensing__V1__QuotaState",
+  "licensing.v1",
+  sizeof(Licensing__V1__QuotaState),
+  6,
+  licensing__v1__quota_state__field_descriptors,
+  licensing__v1__quota_state__field_indices_by_name,
+  1,  licensing__v1__quota_state__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__quota_state__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__usage_feed_event__field_descriptors[8] =
+{
+  {
+    "seq",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__UsageFeedEvent, seq),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "occurred_at",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__UsageFeedEvent, occurred_at),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tenant_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__UsageFeedEvent, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "license_id",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__UsageFeedEvent, license_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "usage",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Licensing__V1__UsageFeedEvent, event_case),
+    offsetof(Licensing__V1__UsageFeedEvent, usage),
+    &licensing__v1__daily_usage__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "concurrency",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Licensing__V1__UsageFeedEvent, event_case),
+    offsetof(Licensing__V1__UsageFeedEvent, concurrency),
+    &licensing__v1__daily_concurrency__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "quota",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Licensing__V1__UsageFeedEvent, event_case),
+    offsetof(Licensing__V1__UsageFeedEvent, quota),
+    &licensing__v1__quota_state__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "alert",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Licensing__V1__UsageFeedEvent, event_case),
+    offsetof(Licensing__V1__UsageFeedEvent, alert),
+    &licensing__v1__compliance_alert__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__usage_feed_event__field_indices_by_name[] = {
+  7,   /* field[7] = alert */
+  5,   /* field[5] = concurrency */
+  3,   /* field[3] = license_id */
+  1,   /* field[1] = occurred_at */
+  6,   /* field[6] = quota */
+  0,   /* field[0] = seq */
+  2,   /* field[2] = tenant_id */
+  4,   /* field[4] = usage */
+};
+static const ProtobufCIntRange licensing__v1__usage_feed_event__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 8 }
+};
+const ProtobufCMessageDescriptor licensing__v1__usage_feed_event__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.UsageFeedEvent",
+  "UsageFeedEvent",
+  "Licensing__V1__UsageFeedEvent",
+  "licensing.v1",
+  sizeof(Licensing__V1__UsageFeedEvent),
+  8,
+  licensing__v1__usage_feed_event__field_descriptors,
+  licensing__v1__usage_feed_event__field_indices_by_name,
+  1,  licensing__v1__usage_feed_event__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__usage_feed_event__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__usage_feed_response__field_descriptors[4] =
 {
   {
     "events",
     1,
     PROTOBUF_C_LABEL_REPEATED,
     PROTOBUF_C_TYPE_MESSAGE,
-    offsetof(Licensing__V1__UsageChangesResponse, n_events),
-    offsetof(Licensing__V1__UsageChangesResponse, events),
-    &licensing__v1__usage_event__descriptor,
+    offsetof(Licensing__V1__UsageFeedResponse, n_events),
+    offsetof(Licensing__V1__UsageFeedResponse, events),
+    &licensing__v1__usage_feed_event__descriptor,
     NULL,
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
@@ -1536,54 +2759,84 @@ static const ProtobufCFieldDescriptor licensing__v1__usage_changes_response__fie
     PROTOBUF_C_LABEL_NONE,
     PROTOBUF_C_TYPE_UINT64,
     0,   /* quantifier_offset */
-    offsetof(Licensing__V1__UsageChangesResponse, last_seq),
+    offsetof(Licensing__V1__UsageFeedResponse, last_seq),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "epoch",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__UsageFeedResponse, epoch),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "next_after_seq",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__UsageFeedResponse, next_after_seq),
     NULL,
     NULL,
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
 };
-static const unsigned licensing__v1__usage_changes_response__field_indices_by_name[] = {
+static const unsigned licensing__v1__usage_feed_response__field_indices_by_name[] = {
+  2,   /* field[2] = epoch */
   0,   /* field[0] = events */
   1,   /* field[1] = last_seq */
+  3,   /* field[3] = next_after_seq */
 };
-static const ProtobufCIntRange licensing__v1__usage_changes_response__number_ranges[1 + 1] =
+static const ProtobufCIntRange licensing__v1__usage_feed_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 4 }
 };
-const ProtobufCMessageDescriptor licensing__v1__usage_changes_response__descriptor =
+const ProtobufCMessageDescriptor licensing__v1__usage_feed_response__descriptor =
 {
   PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
-  "licensing.v1.UsageChangesResponse",
-  "UsageChangesResponse",
-  "Licensing__V1__UsageChangesResponse",
+  "licensing.v1.UsageFeedResponse",
+  "UsageFeedResponse",
+  "Licensing__V1__UsageFeedResponse",
   "licensing.v1",
-  sizeof(Licensing__V1__UsageChangesResponse),
-  2,
-  licensing__v1__usage_changes_response__field_descriptors,
-  licensing__v1__usage_changes_response__field_indices_by_name,
-  1,  licensing__v1__usage_changes_response__number_ranges,
-  (ProtobufCMessageInit) licensing__v1__usage_changes_response__init,
+  sizeof(Licensing__V1__UsageFeedResponse),
+  4,
+  licensing__v1__usage_feed_response__field_descriptors,
+  licensing__v1__usage_feed_response__field_indices_by_name,
+  1,  licensing__v1__usage_feed_response__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__usage_feed_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCMethodDescriptor licensing__v1__usage__method_descriptors[7] =
+static const ProtobufCMethodDescriptor licensing__v1__usage__method_descriptors[9] =
 {
   { "RecordUsage", &licensing__v1__record_usage_request__descriptor, &licensing__v1__record_usage_response__descriptor },
   { "GetUsage", &licensing__v1__get_usage_request__descriptor, &licensing__v1__usage_summary__descriptor },
   { "SetQuota", &licensing__v1__set_quota_request__descriptor, &licensing__v1__quota__descriptor },
+  { "ListQuotas", &licensing__v1__list_quotas_request__descriptor, &licensing__v1__list_quotas_response__descriptor },
   { "ListAlerts", &licensing__v1__list_alerts_request__descriptor, &licensing__v1__list_alerts_response__descriptor },
   { "AcknowledgeAlert", &licensing__v1__get_by_id_request__descriptor, &licensing__v1__compliance_alert__descriptor },
-  { "Changes", &licensing__v1__changes_request__descriptor, &licensing__v1__usage_changes_response__descriptor },
+  { "ReportTamper", &licensing__v1__tamper_report__descriptor, &licensing__v1__tamper_report_response__descriptor },
+  { "Feed", &licensing__v1__feed_request__descriptor, &licensing__v1__usage_feed_response__descriptor },
   { "EraseCustomer", &licensing__v1__erase_customer_request__descriptor, &licensing__v1__erase_customer_response__descriptor },
 };
 const unsigned licensing__v1__usage__method_indices_by_name[] = {
-  4,        /* AcknowledgeAlert */
-  5,        /* Changes */
-  6,        /* EraseCustomer */
+  5,        /* AcknowledgeAlert */
+  8,        /* EraseCustomer */
+  7,        /* Feed */
   1,        /* GetUsage */
-  3,        /* ListAlerts */
+  4,        /* ListAlerts */
+  3,        /* ListQuotas */
   0,        /* RecordUsage */
+  6,        /* ReportTamper */
   2         /* SetQuota */
 };
 const ProtobufCServiceDescriptor licensing__v1__usage__descriptor =
@@ -1593,7 +2846,7 @@ const ProtobufCServiceDescriptor licensing__v1__usage__descriptor =
   "Usage",
   "Licensing__V1__Usage",
   "licensing.v1",
-  7,
+  9,
   licensing__v1__usage__method_descriptors,
   licensing__v1__usage__method_indices_by_name
 };
@@ -1621,13 +2874,21 @@ void licensing__v1__usage__set_quota(ProtobufCService *service,
   assert(service->descriptor == &licensing__v1__usage__descriptor);
   service->invoke(service, 2, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
+void licensing__v1__usage__list_quotas(ProtobufCService *service,
+                                       const Licensing__V1__ListQuotasRequest *input,
+                                       Licensing__V1__ListQuotasResponse_Closure closure,
+                                       void *closure_data)
+{
+  assert(service->descriptor == &licensing__v1__usage__descriptor);
+  service->invoke(service, 3, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
 void licensing__v1__usage__list_alerts(ProtobufCService *service,
                                        const Licensing__V1__ListAlertsRequest *input,
                                        Licensing__V1__ListAlertsResponse_Closure closure,
                                        void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__usage__descriptor);
-  service->invoke(service, 3, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 4, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__usage__acknowledge_alert(ProtobufCService *service,
                                              const Licensing__V1__GetByIdRequest *input,
@@ -1635,15 +2896,23 @@ void licensing__v1__usage__acknowledge_alert(ProtobufCService *service,
                                              void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__usage__descriptor);
-  service->invoke(service, 4, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 5, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
-void licensing__v1__usage__changes(ProtobufCService *service,
-                                   const Licensing__V1__ChangesRequest *input,
-                                   Licensing__V1__UsageChangesResponse_Closure closure,
-                                   void *closure_data)
+void licensing__v1__usage__report_tamper(ProtobufCService *service,
+                                         const Licensing__V1__TamperReport *input,
+                                         Licensing__V1__TamperReportResponse_Closure closure,
+                                         void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__usage__descriptor);
-  service->invoke(service, 5, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 6, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void licensing__v1__usage__feed(ProtobufCService *service,
+                                const Licensing__V1__FeedRequest *input,
+                                Licensing__V1__UsageFeedResponse_Closure closure,
+                                void *closure_data)
+{
+  assert(service->descriptor == &licensing__v1__usage__descriptor);
+  service->invoke(service, 7, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__usage__erase_customer(ProtobufCService *service,
                                           const Licensing__V1__EraseCustomerRequest *input,
@@ -1651,7 +2920,7 @@ void licensing__v1__usage__erase_customer(ProtobufCService *service,
                                           void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__usage__descriptor);
-  service->invoke(service, 6, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 8, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__usage__init (Licensing__V1__Usage_Service *service,
                                  Licensing__V1__Usage_ServiceDestroy destroy)

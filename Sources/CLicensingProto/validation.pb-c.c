@@ -7,6 +7,231 @@
 #endif
 
 #include "validation.pb-c.h"
+void   licensing__v1__validation_event__init
+                     (Licensing__V1__ValidationEvent         *message)
+{
+  static const Licensing__V1__ValidationEvent init_value = LICENSING__V1__VALIDATION_EVENT__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__validation_event__get_packed_size
+                     (const Licensing__V1__ValidationEvent *message)
+{
+  assert(message->base.descriptor == &licensing__v1__validation_event__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__validation_event__pack
+                     (const Licensing__V1__ValidationEvent *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__validation_event__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__validation_event__pack_to_buffer
+                     (const Licensing__V1__ValidationEvent *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__validation_event__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__ValidationEvent *
+       licensing__v1__validation_event__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__ValidationEvent *)
+     protobuf_c_message_unpack (&licensing__v1__validation_event__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__validation_event__free_unpacked
+                     (Licensing__V1__ValidationEvent *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__validation_event__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__machine_event__init
+                     (Licensing__V1__MachineEvent         *message)
+{
+  static const Licensing__V1__MachineEvent init_value = LICENSING__V1__MACHINE_EVENT__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__machine_event__get_packed_size
+                     (const Licensing__V1__MachineEvent *message)
+{
+  assert(message->base.descriptor == &licensing__v1__machine_event__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__machine_event__pack
+                     (const Licensing__V1__MachineEvent *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__machine_event__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__machine_event__pack_to_buffer
+                     (const Licensing__V1__MachineEvent *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__machine_event__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__MachineEvent *
+       licensing__v1__machine_event__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__MachineEvent *)
+     protobuf_c_message_unpack (&licensing__v1__machine_event__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__machine_event__free_unpacked
+                     (Licensing__V1__MachineEvent *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__machine_event__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__seat_event__init
+                     (Licensing__V1__SeatEvent         *message)
+{
+  static const Licensing__V1__SeatEvent init_value = LICENSING__V1__SEAT_EVENT__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__seat_event__get_packed_size
+                     (const Licensing__V1__SeatEvent *message)
+{
+  assert(message->base.descriptor == &licensing__v1__seat_event__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__seat_event__pack
+                     (const Licensing__V1__SeatEvent *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__seat_event__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__seat_event__pack_to_buffer
+                     (const Licensing__V1__SeatEvent *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__seat_event__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__SeatEvent *
+       licensing__v1__seat_event__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__SeatEvent *)
+     protobuf_c_message_unpack (&licensing__v1__seat_event__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__seat_event__free_unpacked
+                     (Licensing__V1__SeatEvent *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__seat_event__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__outcome_rollup__init
+                     (Licensing__V1__OutcomeRollup         *message)
+{
+  static const Licensing__V1__OutcomeRollup init_value = LICENSING__V1__OUTCOME_ROLLUP__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__outcome_rollup__get_packed_size
+                     (const Licensing__V1__OutcomeRollup *message)
+{
+  assert(message->base.descriptor == &licensing__v1__outcome_rollup__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__outcome_rollup__pack
+                     (const Licensing__V1__OutcomeRollup *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__outcome_rollup__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__outcome_rollup__pack_to_buffer
+                     (const Licensing__V1__OutcomeRollup *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__outcome_rollup__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__OutcomeRollup *
+       licensing__v1__outcome_rollup__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__OutcomeRollup *)
+     protobuf_c_message_unpack (&licensing__v1__outcome_rollup__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__outcome_rollup__free_unpacked
+                     (Licensing__V1__OutcomeRollup *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__outcome_rollup__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__validation_events_response__init
+                     (Licensing__V1__ValidationEventsResponse         *message)
+{
+  static const Licensing__V1__ValidationEventsResponse init_value = LICENSING__V1__VALIDATION_EVENTS_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__validation_events_response__get_packed_size
+                     (const Licensing__V1__ValidationEventsResponse *message)
+{
+  assert(message->base.descriptor == &licensing__v1__validation_events_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__validation_events_response__pack
+                     (const Licensing__V1__ValidationEventsResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__validation_events_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__validation_events_response__pack_to_buffer
+                     (const Licensing__V1__ValidationEventsResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__validation_events_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__ValidationEventsResponse *
+       licensing__v1__validation_events_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__ValidationEventsResponse *)
+     protobuf_c_message_unpack (&licensing__v1__validation_events_response__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__validation_events_response__free_unpacked
+                     (Licensing__V1__ValidationEventsResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__validation_events_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   licensing__v1__license_reference__init
                      (Licensing__V1__LicenseReference         *message)
 {
@@ -997,6 +1222,521 @@ void   licensing__v1__offline_license__free_unpacked
   assert(message->base.descriptor == &licensing__v1__offline_license__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+static const ProtobufCFieldDescriptor licensing__v1__validation_event__field_descriptors[7] =
+{
+  {
+    "seq",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ValidationEvent, seq),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "occurred_at",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ValidationEvent, occurred_at),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tenant_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ValidationEvent, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "license_id",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ValidationEvent, license_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "machine",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Licensing__V1__ValidationEvent, event_case),
+    offsetof(Licensing__V1__ValidationEvent, machine),
+    &licensing__v1__machine_event__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "seat",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Licensing__V1__ValidationEvent, event_case),
+    offsetof(Licensing__V1__ValidationEvent, seat),
+    &licensing__v1__seat_event__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "outcome",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Licensing__V1__ValidationEvent, event_case),
+    offsetof(Licensing__V1__ValidationEvent, outcome),
+    &licensing__v1__outcome_rollup__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__validation_event__field_indices_by_name[] = {
+  3,   /* field[3] = license_id */
+  4,   /* field[4] = machine */
+  1,   /* field[1] = occurred_at */
+  6,   /* field[6] = outcome */
+  5,   /* field[5] = seat */
+  0,   /* field[0] = seq */
+  2,   /* field[2] = tenant_id */
+};
+static const ProtobufCIntRange licensing__v1__validation_event__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 7 }
+};
+const ProtobufCMessageDescriptor licensing__v1__validation_event__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.ValidationEvent",
+  "ValidationEvent",
+  "Licensing__V1__ValidationEvent",
+  "licensing.v1",
+  sizeof(Licensing__V1__ValidationEvent),
+  7,
+  licensing__v1__validation_event__field_descriptors,
+  licensing__v1__validation_event__field_indices_by_name,
+  1,  licensing__v1__validation_event__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__validation_event__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__machine_event__field_descriptors[6] =
+{
+  {
+    "machine_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__MachineEvent, machine_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "fingerprint_hash",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__MachineEvent, fingerprint_hash),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "activated",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__MachineEvent, activated),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "machines_active",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__MachineEvent, machines_active),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "max_machines",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__MachineEvent, max_machines),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "offline",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__MachineEvent, offline),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__machine_event__field_indices_by_name[] = {
+  2,   /* field[2] = activated */
+  1,   /* field[1] = fingerprint_hash */
+  0,   /* field[0] = machine_id */
+  3,   /* field[3] = machines_active */
+  4,   /* field[4] = max_machines */
+  5,   /* field[5] = offline */
+};
+static const ProtobufCIntRange licensing__v1__machine_event__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 6 }
+};
+const ProtobufCMessageDescriptor licensing__v1__machine_event__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.MachineEvent",
+  "MachineEvent",
+  "Licensing__V1__MachineEvent",
+  "licensing.v1",
+  sizeof(Licensing__V1__MachineEvent),
+  6,
+  licensing__v1__machine_event__field_descriptors,
+  licensing__v1__machine_event__field_indices_by_name,
+  1,  licensing__v1__machine_event__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__machine_event__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__seat_event__field_descriptors[5] =
+{
+  {
+    "action",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__SeatEvent, action),
+    &licensing__v1__seat_action__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "lease_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__SeatEvent, lease_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "seats_held",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__SeatEvent, seats_held),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "seat_limit",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__SeatEvent, seat_limit),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "leases",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__SeatEvent, leases),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__seat_event__field_indices_by_name[] = {
+  0,   /* field[0] = action */
+  1,   /* field[1] = lease_id */
+  4,   /* field[4] = leases */
+  3,   /* field[3] = seat_limit */
+  2,   /* field[2] = seats_held */
+};
+static const ProtobufCIntRange licensing__v1__seat_event__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor licensing__v1__seat_event__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.SeatEvent",
+  "SeatEvent",
+  "Licensing__V1__SeatEvent",
+  "licensing.v1",
+  sizeof(Licensing__V1__SeatEvent),
+  5,
+  licensing__v1__seat_event__field_descriptors,
+  licensing__v1__seat_event__field_indices_by_name,
+  1,  licensing__v1__seat_event__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__seat_event__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__outcome_rollup__field_descriptors[8] =
+{
+  {
+    "minute",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__OutcomeRollup, minute),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reason",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__OutcomeRollup, reason),
+    &licensing__v1__reason_code__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "count",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__OutcomeRollup, count),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "distinct_fingerprints",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__OutcomeRollup, distinct_fingerprints),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "distinct_countries",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__OutcomeRollup, distinct_countries),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "countries",
+    6,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Licensing__V1__OutcomeRollup, n_countries),
+    offsetof(Licensing__V1__OutcomeRollup, countries),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "fingerprint_hashes",
+    7,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Licensing__V1__OutcomeRollup, n_fingerprint_hashes),
+    offsetof(Licensing__V1__OutcomeRollup, fingerprint_hashes),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "machine_allowance",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__OutcomeRollup, machine_allowance),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__outcome_rollup__field_indices_by_name[] = {
+  2,   /* field[2] = count */
+  5,   /* field[5] = countries */
+  4,   /* field[4] = distinct_countries */
+  3,   /* field[3] = distinct_fingerprints */
+  6,   /* field[6] = fingerprint_hashes */
+  7,   /* field[7] = machine_allowance */
+  0,   /* field[0] = minute */
+  1,   /* field[1] = reason */
+};
+static const ProtobufCIntRange licensing__v1__outcome_rollup__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 8 }
+};
+const ProtobufCMessageDescriptor licensing__v1__outcome_rollup__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.OutcomeRollup",
+  "OutcomeRollup",
+  "Licensing__V1__OutcomeRollup",
+  "licensing.v1",
+  sizeof(Licensing__V1__OutcomeRollup),
+  8,
+  licensing__v1__outcome_rollup__field_descriptors,
+  licensing__v1__outcome_rollup__field_indices_by_name,
+  1,  licensing__v1__outcome_rollup__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__outcome_rollup__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__validation_events_response__field_descriptors[4] =
+{
+  {
+    "events",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Licensing__V1__ValidationEventsResponse, n_events),
+    offsetof(Licensing__V1__ValidationEventsResponse, events),
+    &licensing__v1__validation_event__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "last_seq",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ValidationEventsResponse, last_seq),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "epoch",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ValidationEventsResponse, epoch),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "next_after_seq",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ValidationEventsResponse, next_after_seq),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__validation_events_response__field_indices_by_name[] = {
+  2,   /* field[2] = epoch */
+  0,   /* field[0] = events */
+  1,   /* field[1] = last_seq */
+  3,   /* field[3] = next_after_seq */
+};
+static const ProtobufCIntRange licensing__v1__validation_events_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor licensing__v1__validation_events_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.ValidationEventsResponse",
+  "ValidationEventsResponse",
+  "Licensing__V1__ValidationEventsResponse",
+  "licensing.v1",
+  sizeof(Licensing__V1__ValidationEventsResponse),
+  4,
+  licensing__v1__validation_events_response__field_descriptors,
+  licensing__v1__validation_events_response__field_indices_by_name,
+  1,  licensing__v1__validation_events_response__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__validation_events_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCFieldDescriptor licensing__v1__license_reference__field_descriptors[2] =
 {
   {
@@ -1086,7 +1826,7 @@ const ProtobufCMessageDescriptor licensing__v1__resolve_licenses_request__descri
   (ProtobufCMessageInit) licensing__v1__resolve_licenses_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor licensing__v1__resolved_license__field_descriptors[3] =
+static const ProtobufCFieldDescriptor licensing__v1__resolved_license__field_descriptors[5] =
 {
   {
     "found",
@@ -1124,16 +1864,42 @@ static const ProtobufCFieldDescriptor licensing__v1__resolved_license__field_des
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "policy_id",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ResolvedLicense, policy_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "overage_permille",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ResolvedLicense, overage_permille),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned licensing__v1__resolved_license__field_indices_by_name[] = {
   0,   /* field[0] = found */
   1,   /* field[1] = license_id */
+  4,   /* field[4] = overage_permille */
+  3,   /* field[3] = policy_id */
   2,   /* field[2] = tenant_id */
 };
 static const ProtobufCIntRange licensing__v1__resolved_license__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor licensing__v1__resolved_license__descriptor =
 {
@@ -1143,7 +1909,7 @@ const ProtobufCMessageDescriptor licensing__v1__resolved_license__descriptor =
   "Licensing__V1__ResolvedLicense",
   "licensing.v1",
   sizeof(Licensing__V1__ResolvedLicense),
-  3,
+  5,
   licensing__v1__resolved_license__field_descriptors,
   licensing__v1__resolved_license__field_indices_by_name,
   1,  licensing__v1__resolved_license__number_ranges,
@@ -2730,7 +3496,43 @@ const ProtobufCMessageDescriptor licensing__v1__offline_license__descriptor =
   (ProtobufCMessageInit) licensing__v1__offline_license__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCMethodDescriptor licensing__v1__validation__method_descriptors[11] =
+static const ProtobufCEnumValue licensing__v1__seat_action__enum_values_by_number[6] =
+{
+  { "SEAT_ACTION_UNSPECIFIED", "LICENSING__V1__SEAT_ACTION__SEAT_ACTION_UNSPECIFIED", 0 },
+  { "SEAT_ACTION_CHECKOUT", "LICENSING__V1__SEAT_ACTION__SEAT_ACTION_CHECKOUT", 1 },
+  { "SEAT_ACTION_CHECKIN", "LICENSING__V1__SEAT_ACTION__SEAT_ACTION_CHECKIN", 2 },
+  { "SEAT_ACTION_EXPIRED", "LICENSING__V1__SEAT_ACTION__SEAT_ACTION_EXPIRED", 3 },
+  { "SEAT_ACTION_QUEUED", "LICENSING__V1__SEAT_ACTION__SEAT_ACTION_QUEUED", 4 },
+  { "SEAT_ACTION_REFUSED", "LICENSING__V1__SEAT_ACTION__SEAT_ACTION_REFUSED", 5 },
+};
+static const ProtobufCIntRange licensing__v1__seat_action__value_ranges[] = {
+{0, 0},{0, 6}
+};
+static const ProtobufCEnumValueIndex licensing__v1__seat_action__enum_values_by_name[6] =
+{
+  { "SEAT_ACTION_CHECKIN", 2 },
+  { "SEAT_ACTION_CHECKOUT", 1 },
+  { "SEAT_ACTION_EXPIRED", 3 },
+  { "SEAT_ACTION_QUEUED", 4 },
+  { "SEAT_ACTION_REFUSED", 5 },
+  { "SEAT_ACTION_UNSPECIFIED", 0 },
+};
+const ProtobufCEnumDescriptor licensing__v1__seat_action__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "licensing.v1.SeatAction",
+  "SeatAction",
+  "Licensing__V1__SeatAction",
+  "licensing.v1",
+  6,
+  licensing__v1__seat_action__enum_values_by_number,
+  6,
+  licensing__v1__seat_action__enum_values_by_name,
+  1,
+  licensing__v1__seat_action__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
+};
+static const ProtobufCMethodDescriptor licensing__v1__validation__method_descriptors[12] =
 {
   { "Validate", &licensing__v1__validate_request__descriptor, &licensing__v1__validate_response__descriptor },
   { "Activate", &licensing__v1__activate_request__descriptor, &licensing__v1__activate_response__descriptor },
@@ -2743,6 +3545,7 @@ static const ProtobufCMethodDescriptor licensing__v1__validation__method_descrip
   { "CreateOfflineLicense", &licensing__v1__create_offline_license_request__descriptor, &licensing__v1__offline_license__descriptor },
   { "EraseCustomer", &licensing__v1__erase_customer_request__descriptor, &licensing__v1__erase_customer_response__descriptor },
   { "ResolveLicenses", &licensing__v1__resolve_licenses_request__descriptor, &licensing__v1__resolve_licenses_response__descriptor },
+  { "Events", &licensing__v1__feed_request__descriptor, &licensing__v1__validation_events_response__descriptor },
 };
 const unsigned licensing__v1__validation__method_indices_by_name[] = {
   1,        /* Activate */
@@ -2751,6 +3554,7 @@ const unsigned licensing__v1__validation__method_indices_by_name[] = {
   8,        /* CreateOfflineLicense */
   2,        /* Deactivate */
   9,        /* EraseCustomer */
+  11,        /* Events */
   5,        /* HeartbeatSeat */
   3,        /* ListMachines */
   7,        /* ListSeats */
@@ -2764,7 +3568,7 @@ const ProtobufCServiceDescriptor licensing__v1__validation__descriptor =
   "Validation",
   "Licensing__V1__Validation",
   "licensing.v1",
-  11,
+  12,
   licensing__v1__validation__method_descriptors,
   licensing__v1__validation__method_indices_by_name
 };
@@ -2855,6 +3659,14 @@ void licensing__v1__validation__resolve_licenses(ProtobufCService *service,
 {
   assert(service->descriptor == &licensing__v1__validation__descriptor);
   service->invoke(service, 10, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void licensing__v1__validation__events(ProtobufCService *service,
+                                       const Licensing__V1__FeedRequest *input,
+                                       Licensing__V1__ValidationEventsResponse_Closure closure,
+                                       void *closure_data)
+{
+  assert(service->descriptor == &licensing__v1__validation__descriptor);
+  service->invoke(service, 11, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__validation__init (Licensing__V1__Validation_Service *service,
                                       Licensing__V1__Validation_ServiceDestroy destroy)

@@ -12,7 +12,7 @@ import LicensingWire
 enum Permissions {
     /// Reached only on the services' own sockets.
     static let servicesOnly: Set<String> = [
-        IssuanceMethods.changes.name, IssuanceMethods.watchChanges.name, UsageMethods.changes.name,
+        IssuanceMethods.changes.name, IssuanceMethods.watchChanges.name, UsageMethods.feed.name, ValidationMethods.events.name,
         IssuanceMethods.eraseCustomer.name, ValidationMethods.eraseCustomer.name, UsageMethods.eraseCustomer.name,
         ReportingMethods.eraseCustomer.name, ValidationMethods.resolveLicenses.name,
     ]
@@ -55,12 +55,16 @@ enum Permissions {
         allow([.auditor], [IssuanceMethods.listAuditEvents.info, IssuanceMethods.verifyAuditChain.info] + ReportingMethods.all.filter {
             $0.name != ReportingMethods.eraseCustomer.name
         })
-        allow([.support, .auditor], [UsageMethods.getUsage.info, UsageMethods.listAlerts.info, GatewayMethods.health.info])
+        allow([.support, .auditor], [GatewayMethods.health.info])
+        // Usage and compliance: support and auditors read; issuers also set quotas and
+        // acknowledge alerts.
+        allow([.issuer, .support, .auditor], [UsageMethods.getUsage.info, UsageMethods.listAlerts.info, UsageMethods.listQuotas.info])
+        allow([.issuer], [UsageMethods.setQuota.info, UsageMethods.acknowledgeAlert.info])
         // Client products.
         allow([.product], [
             ValidationMethods.validate.info, ValidationMethods.activate.info, ValidationMethods.deactivate.info,
             ValidationMethods.checkoutSeat.info, ValidationMethods.heartbeatSeat.info, ValidationMethods.checkinSeat.info,
-            ValidationMethods.createOfflineLicense.info, UsageMethods.recordUsage.info,
+            ValidationMethods.createOfflineLicense.info, UsageMethods.recordUsage.info, UsageMethods.reportTamper.info,
         ])
         // The public key set verifies certificates: anyone with a credential may read it.
         allow([.issuer, .support, .auditor, .integration, .product], [IssuanceMethods.listPublicKeys.info])

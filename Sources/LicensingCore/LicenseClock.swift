@@ -52,4 +52,9 @@ public enum ISODate {
         guard seconds != 0 else { return "never" }
         return ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: TimeInterval(seconds)))
     }
+
+    /// The UTC calendar day holding the time, e.g. 2026-12-01.
+    public static func day(_ seconds: Int64) -> String {
+        String(format(seconds == 0 ? 1 : seconds).prefix(10))
+    }
 }

@@ -6,9 +6,10 @@ import LicensingWire
 import Logging
 import ServiceLifecycle
 
-/// license-usage: feature-usage and metering events, quotas, compliance alerts.
-/// Records usage events (durably, deduplicated by event id) and sums them per feature;
-/// quotas and compliance alerts answer UNIMPLEMENTED until their handlers land.
+/// license-usage: feature usage and metering, quotas, concurrency, compliance alerts.
+/// Records usage events (durably, each counted once by its event id) into per-day
+/// rollups, keeps quota states, follows validation's event feed to watch how licenses are
+/// used, raises alerts, and publishes all of it on its own feed.
 public final class UsageService: UsageServiceProtocol {
     let database: DatabasePool
     /// license-validation, which resolves the license keys and ids events name.
@@ -17,70 +18,81 @@ public final class UsageService: UsageServiceProtocol {
     let logger: Logger
     /// Batches from many callers commit together: one disk sync for all that arrive at once.
     let committer: GroupCommitter
+    let options: Options
+    let publisher: UsageFeed
+    let compliance: FeedFollower<ValidationEvent>
 
-    public init(database: DatabasePool, validation: RPCClient, clock: any LicenseClock = SystemLicenseClock(), logger: Logger) {
+    public struct Options: Sendable {
+        /// How long raw usage events are kept; the daily rollups stay.
+        public var retentionSeconds: Int64 = 90 * 86400
+        /// How often changed rollups, quota states and alerts go out on the feed.
+        public var feedInterval: Duration = .seconds(1)
+        /// How often validation's feed is pulled once caught up.
+        public var followInterval: Duration = .milliseconds(500)
+        public var rules = ComplianceRules()
+
+        public init() {}
+
+        public init(settings: Settings) throws {
+            self.init()
+            retentionSeconds = Int64(try settings.int("retention-days", default: Int(retentionSeconds / 86400), in: 1...3650)) * 86400
+            rules = try ComplianceRules(settings: settings)
+        }
+    }
+
+    public init(
+        database: DatabasePool, validation: RPCClient, clock: any LicenseClock = SystemLicenseClock(), options: Options = Options(), logger: Logger
+    ) {
         self.database = database
         self.committer = GroupCommitter(database: database, name: "usage")
         self.validation = validation
         self.clock = clock
+        self.options = options
         self.logger = logger
+        self.publisher = UsageFeed(database: database, clock: clock, interval: options.feedInterval, logger: logger)
+        let monitor = ComplianceMonitor(rules: options.rules, clock: clock)
+        self.compliance = FeedFollower(feed: ComplianceMonitor.feed, database: database, idleInterval: options.followInterval, logger: logger) { after in
+            let response = try await validation.call(ValidationMethods.events, FeedRequest(afterSeq: after, limit: 1000), timeout: .seconds(5))
+            return FeedPage(events: response.events, lastSeq: response.lastSeq, nextAfter: response.nextAfterSeq, epoch: response.epoch)
+        } apply: { events, cursor, _ in
+            try await database.write { db in try monitor.apply(events, cursor: cursor, in: db) }
+        }
     }
 
     /// Usage events are acknowledged only once durable, so the database syncs fully.
     public static func openDatabase(path: String) throws -> DatabasePool {
-        var migrator = DatabaseMigrator()
-        migrator.registerMigration("v1: usage events") { db in
-            try db.execute(sql: """
-                CREATE TABLE usage_event (
-                    event_id TEXT PRIMARY KEY,
-                    license_id TEXT NOT NULL,
-                    feature TEXT NOT NULL,
-                    quantity INTEGER NOT NULL CHECK (quantity > 0),
-                    occurred_at INTEGER NOT NULL,
-                    received_at INTEGER NOT NULL
-                );
-                CREATE INDEX usage_by_license ON usage_event(license_id, occurred_at);
-                """)
-        }
-        // Every row belongs to the tenant that recorded it, and event ids are unique per
-        // tenant, so one tenant can neither see nor pre-empt another's events.
-        migrator.registerMigration("v2: usage events per tenant") { db in
-            try db.execute(sql: """
-                CREATE TABLE usage_event_v2 (
-                    tenant_id TEXT NOT NULL,
-                    event_id TEXT NOT NULL,
-                    license_id TEXT NOT NULL,
-                    feature TEXT NOT NULL,
-                    quantity INTEGER NOT NULL CHECK (quantity > 0),
-                    occurred_at INTEGER NOT NULL,
-                    received_at INTEGER NOT NULL,
-                    PRIMARY KEY (tenant_id, event_id)
-                );
-                INSERT INTO usage_event_v2 SELECT 'default', event_id, license_id, feature, quantity, occurred_at, received_at FROM usage_event;
-                DROP TABLE usage_event;
-                ALTER TABLE usage_event_v2 RENAME TO usage_event;
-                CREATE INDEX usage_by_license ON usage_event(tenant_id, license_id, occurred_at);
-                """)
-        }
-        migrator.registerMigration("v3: the named user of an event") { db in
-            try db.execute(sql: "ALTER TABLE usage_event ADD COLUMN user TEXT NOT NULL DEFAULT ''")
-        }
-        return try ServiceDatabase.open(path: path, durability: .full, migrator: migrator)
+        try ServiceDatabase.open(path: path, durability: .full, migrator: UsageSchema.migrator)
     }
 
     public static func services(_ environment: ServiceEnvironment) throws -> [any Service] {
         let validation = RPCClient(endpoint: try environment.settings.endpoint("validation", default: environment.settings.defaultSocket("validation")))
-        let service = UsageService(database: try openDatabase(path: environment.databasePath), validation: validation, logger: environment.logger)
-        // Stopped in reverse order: the server first, the checkpoints last.
+        let service = UsageService(
+            database: try openDatabase(path: environment.databasePath), validation: validation,
+            options: try Options(settings: environment.settings), logger: environment.logger)
+        return try service.services(configuration: try environment.serverConfiguration)
+    }
+
+    /// The RPC server, the feeds in and out, retention and checkpoints. Stopped in reverse
+    /// order: the server first, the checkpoints last.
+    public func services(configuration: RPCServerConfiguration) throws -> [any Service] {
+        let now: @Sendable () -> Int64 = { [clock] in clock.now }
         return [
-            try WALMaintenance(pool: service.database, logger: environment.logger),
-            RPCServer(router: service.router(), configuration: try environment.serverConfiguration, logger: environment.logger),
+            try WALMaintenance(pool: database, logger: logger),
+            Retention(pool: database, table: "usage_event", timeColumn: "received_at", keep: options.retentionSeconds, clock: now, logger: logger),
+            Retention(pool: database, table: UsageFeed.journal.table, timeColumn: "occurred_at", keep: options.retentionSeconds, clock: now, logger: logger),
+            // The rules count in hours and days: two days of windows are enough.
+            Retention(pool: database, table: "rule_window", timeColumn: "window_start", keep: 2 * 86400, clock: now, logger: logger),
+            Retention(pool: database, table: "distinct_seen", timeColumn: "day", keep: 2 * 86400, clock: now, logger: logger),
+            publisher,
+            compliance,
+            RPCServer(router: router(), configuration: configuration, logger: logger),
         ]
     }
 
     public func router() -> RPCRouter {
         var router = RPCRouter()
-        HealthReporter(service: "usage").register(in: &router)
+        let compliance = self.compliance
+        HealthReporter(service: "usage", feeds: { [compliance.position()] }).register(in: &router)
         registerMethods(with: &router)
         return router
     }
@@ -133,28 +145,94 @@ public final class UsageService: UsageServiceProtocol {
                     ? "no license \(RPCError.quoted(candidate.event.licenseId, limit: 40))" : "no license has this key")
             }
         }
-        let rows = recordable
-        let accepted = rows.isEmpty ? 0 : try await committer.write { db -> Int in
-            let insert = try db.cachedStatement(sql: """
-                INSERT OR IGNORE INTO usage_event (tenant_id, event_id, license_id, feature, quantity, occurred_at, received_at, user)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                """)
-            var accepted = 0
-            for (event, license) in rows {
-                try insert.execute(arguments: [
-                    license.tenantId, event.eventId, license.licenseId, event.feature, Int64(event.quantity),
-                    event.occurredAt == 0 ? now : event.occurredAt, now, event.user,
-                ])
-                accepted += db.changesCount
-            }
-            return accepted
+        let rows = recordable.map { event, license in
+            RecordedEvent(
+                license: license, eventId: event.eventId, feature: event.feature, quantity: event.quantity,
+                occurredAt: event.occurredAt == 0 ? now : event.occurredAt,
+                user: event.user.isEmpty ? "" : Pseudonym.user(event.user, tenant: license.tenantId),
+                machine: event.fingerprint.isEmpty ? "" : LicenseCertificates.fingerprintHash(event.fingerprint))
         }
+        let (accepted, alerts) = rows.isEmpty ? (0, []) : try await committer.write { db in try Self.record(rows, now: now, in: db) }
         return RecordUsageResponse(
-            accepted: UInt32(accepted), duplicates: UInt32(recordable.count - accepted), rejected: rejected.sorted { $0.index < $1.index })
+            accepted: UInt32(accepted), duplicates: UInt32(recordable.count - accepted), alerts: alerts,
+            rejected: rejected.sorted { $0.index < $1.index })
+    }
+
+    struct RecordedEvent: Sendable {
+        let license: ResolvedLicense
+        let eventId: String
+        let feature: String
+        let quantity: UInt64
+        let occurredAt: Int64
+        let user: String
+        let machine: String
+    }
+
+    /// Writes the events not seen before, adds them to the daily rollups and brings the
+    /// quota states of what they used up to date: one transaction, so a rollup never counts
+    /// an event that was not recorded or misses one that was.
+    static func record(_ rows: [RecordedEvent], now: Int64, in db: Database) throws -> (Int, [ComplianceAlert]) {
+        let insert = try db.cachedStatement(sql: """
+            INSERT OR IGNORE INTO usage_event (tenant_id, event_id, license_id, feature, quantity, occurred_at, received_at, user, machine)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """)
+        struct Day: Hashable {
+            let tenant: String
+            let license: String
+            let feature: String
+            let day: Int64
+        }
+        var days: [Day: (quantity: Int64, events: Int64)] = [:]
+        var licenses: [String: ResolvedLicense] = [:]
+        var accepted = 0
+        for row in rows {
+            try insert.execute(arguments: [
+                row.license.tenantId, row.eventId, row.license.licenseId, row.feature, Int64(clamping: row.quantity), row.occurredAt, now, row.user, row.machine,
+            ])
+            guard db.changesCount > 0 else { continue }
+            accepted += 1
+            let day = Day(tenant: row.license.tenantId, license: row.license.licenseId, feature: row.feature, day: row.occurredAt.floorDiv(86400) * 86400)
+            let sum = days[day, default: (0, 0)]
+            days[day] = (sum.quantity.saturatingAdd(Int64(clamping: row.quantity)), sum.events + 1)
+            licenses[row.license.licenseId] = row.license
+        }
+        for license in licenses.values { try remember(license, in: db) }
+        let rollup = try db.cachedStatement(sql: """
+            INSERT INTO usage_daily (tenant_id, license_id, feature, day, quantity, events, dirty) VALUES (?, ?, ?, ?, ?, ?, 1)
+            ON CONFLICT(tenant_id, license_id, feature, day) DO UPDATE SET
+                quantity = quantity + excluded.quantity, events = events + excluded.events, dirty = 1
+            """)
+        var features = Set<[String]>()
+        for (day, sum) in days {
+            try rollup.execute(arguments: [day.tenant, day.license, day.feature, day.day, sum.quantity, sum.events])
+            features.insert([day.tenant, day.license, day.feature])
+        }
+        // Quotas: only features that have one cost more than the rollup.
+        var alerts: [ComplianceAlert] = []
+        let hasQuotas = try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM quota)") ?? false
+        guard hasQuotas else { return (accepted, []) }
+        for key in features {
+            let (tenant, license, feature) = (key[0], key[1], key[2])
+            let state = try Quotas.refresh(tenant: tenant, license: license, feature: feature, now: now, in: db)
+            let exceeded = try Bool.fetchOne(
+                db, sql: "SELECT exceeded FROM quota_state WHERE tenant_id = ? AND license_id = ? AND feature = ?", arguments: [tenant, license, feature]) ?? false
+            guard exceeded else { continue }
+            // Every event past the quota counts in the open alert.
+            let past = days.filter { $0.key.tenant == tenant && $0.key.license == license && $0.key.feature == feature }.reduce(0) { $0 + $1.value.events }
+            let current = try Row.fetchOne(
+                db, sql: "SELECT feature, period, quota_limit, used, exceeded, period_ends_at FROM quota_state WHERE tenant_id = ? AND license_id = ? AND feature = ?",
+                arguments: [tenant, license, feature])!
+            let detail = Alerts.quotaDetail(state ?? QuotaState(
+                feature: current[0], period: current[1], limit: UInt64(current[2] as Int64), used: UInt64(current[3] as Int64), exceeded: true,
+                periodEndsAt: current[5]))
+            let alert = try Alerts.raise(tenant: tenant, license: license, rule: .quotaExceeded, count: UInt64(past), detail: detail, now: now, in: db)
+            if state?.exceeded == true { alerts.append(alert) }
+        }
+        return (accepted, alerts)
     }
 
     /// The license (and tenant) of each event, from validation, scoped to the caller's tenant.
-    private func resolve(_ events: [UsageEvent], _ call: ServerCall) async throws -> [ResolvedLicense] {
+    func resolve(_ events: [UsageEvent], _ call: ServerCall) async throws -> [ResolvedLicense] {
         guard !events.isEmpty else { return [] }
         var metadata = RPCMetadata()
         metadata[RPCMetadata.tenant] = call.metadata[RPCMetadata.tenant]
@@ -171,49 +249,57 @@ public final class UsageService: UsageServiceProtocol {
     }
 
 
-    /// Usage of a license per feature in [from, to) (default: the last 30 days).
+    /// Usage of a license per feature in [from, to) (default: the last 30 days), with
+    /// distinct users and machines, each feature's quota state and the concurrency peaks.
+    /// Totals come from the raw events, kept for the retention period.
     public func getUsage(_ request: GetUsageRequest, _ call: ServerCall) async throws -> UsageSummary {
         guard !request.licenseId.isEmpty else { throw RPCError.invalidArgument("license_id is required") }
         let to = request.to == 0 ? clock.now + 1 : request.to
         let from = request.from == 0 ? to - 30 * 86400 : request.from
-        guard from < to else { throw RPCError.invalidArgument("from must be before to") }
+        guard from < to else { throw RPCError.invalidArgument("from (\(ISODate.format(from))) must be before to (\(ISODate.format(to)))") }
         // Through the gateway, a tenant's own usage only; a local caller sees any.
         let tenant = call.metadata[RPCMetadata.tenant]
-        let features = try await database.read { db in
-            try Row.fetchAll(
+        return try await database.read { db in
+            var features = try Row.fetchAll(
                 db,
                 sql: """
-                    SELECT feature, SUM(quantity) AS quantity, COUNT(*) AS events FROM usage_event
+                    SELECT feature, SUM(quantity), COUNT(*), COUNT(DISTINCT NULLIF(user, '')), COUNT(DISTINCT NULLIF(machine, '')) FROM usage_event
                     WHERE (? IS NULL OR tenant_id = ?) AND license_id = ? AND occurred_at >= ? AND occurred_at < ? GROUP BY feature ORDER BY feature
                     """,
                 arguments: [tenant, tenant, request.licenseId, from, to]
-            ).map { FeatureUsage(feature: $0["feature"], quantity: UInt64($0["quantity"] as Int64), events: UInt64($0["events"] as Int64)) }
+            ).map {
+                FeatureUsage(
+                    feature: $0[0], quantity: UInt64($0[1] as Int64), events: UInt64($0[2] as Int64),
+                    distinctUsers: UInt32(clamping: $0[3] as Int64), distinctMachines: UInt32(clamping: $0[4] as Int64))
+            }
+            for index in features.indices {
+                guard let state = try Row.fetchOne(
+                    db, sql: "SELECT quota_limit, period, used, exceeded FROM quota_state WHERE (? IS NULL OR tenant_id = ?) AND license_id = ? AND feature = ?",
+                    arguments: [tenant, tenant, request.licenseId, features[index].feature])
+                else { continue }
+                features[index].quota = UInt64(state[0] as Int64)
+                features[index].quotaPeriod = state[1]
+                features[index].quotaUsed = UInt64(state[2] as Int64)
+                features[index].quotaExceeded = state[3]
+            }
+            let peaks = try Row.fetchOne(
+                db,
+                sql: """
+                    SELECT COALESCE(MAX(peak_seats), 0), COALESCE(MAX(peak_machines), 0) FROM concurrency_daily
+                    WHERE (? IS NULL OR tenant_id = ?) AND license_id = ? AND day >= ? AND day < ?
+                    """,
+                arguments: [tenant, tenant, request.licenseId, from.floorDiv(86400) * 86400, to])
+            return UsageSummary(
+                licenseId: request.licenseId, from: from, to: to, features: features,
+                peakConcurrent: UInt32(clamping: peaks?[0] as Int64? ?? 0), peakMachines: UInt32(clamping: peaks?[1] as Int64? ?? 0))
         }
-        return UsageSummary(licenseId: request.licenseId, from: from, to: to, features: features)
     }
 
-    /// GDPR erasure fans out to every service; usage keeps ids, no personal data.
+    /// GDPR erasure fans out to every service; usage keeps ids and pseudonyms, no personal data.
     public func eraseCustomer(_ request: EraseCustomerRequest, _ call: ServerCall) async throws -> EraseCustomerResponse {
         EraseCustomerResponse(service: "usage", recordsErased: 0, detail: "holds no personal data")
     }
 
-    // Quotas, compliance alerts and usage's feed come with usage-and-compliance monitoring;
-    // until then they say so.
-    public func setQuota(_ request: SetQuotaRequest, _ call: ServerCall) async throws -> Quota {
-        throw RPCError.unimplemented(call.method)
-    }
-
-    public func listAlerts(_ request: ListAlertsRequest, _ call: ServerCall) async throws -> ListAlertsResponse {
-        throw RPCError.unimplemented(call.method)
-    }
-
-    public func acknowledgeAlert(_ request: GetByIdRequest, _ call: ServerCall) async throws -> ComplianceAlert {
-        throw RPCError.unimplemented(call.method)
-    }
-
-    public func changes(_ request: ChangesRequest, _ call: ServerCall) async throws -> UsageChangesResponse {
-        throw RPCError.unimplemented(call.method)
-    }
 }
 
 extension UsageService: LicenseManagerService {

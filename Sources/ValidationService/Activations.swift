@@ -79,6 +79,7 @@ extension ValidationService {
             machine.offlineUntil = offlineUntil
             try db.execute(
                 sql: "UPDATE machine SET last_seen = ?, offline_until = ? WHERE id = ?", arguments: [machine.lastSeen, offlineUntil, machine.id])
+            try ValidationEvents.machine(facts, id: machine.id, fingerprintHash: fingerprintHash, activated: true, offline: offlineUntil != 0, now: now, in: db)
             return (.valid, machine, "")
         }
         let machine = Machine(
@@ -90,6 +91,7 @@ extension ValidationService {
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
             arguments: [machine.id, machine.licenseId, facts.departmentID, fingerprintHash, machine.name, machine.platform, now, now, offlineUntil])
+        try ValidationEvents.machine(facts, id: machine.id, fingerprintHash: fingerprintHash, activated: true, offline: offlineUntil != 0, now: now, in: db)
         return (.valid, machine, "")
     }
 
@@ -99,9 +101,12 @@ extension ValidationService {
             throw RPCError.notFound("no license has this key")
         }
         let fingerprintHash = LicenseCertificates.fingerprintHash(request.fingerprint)
+        let now = clock.now
         let removed = try await writes.write { db in
-            try db.execute(sql: "DELETE FROM machine WHERE license_id = ? AND fingerprint_hash = ?", arguments: [facts.licenseID, fingerprintHash])
-            return db.changesCount
+            guard let machine = try Machine.fetch(db, license: facts.licenseID, fingerprintHash: fingerprintHash) else { return 0 }
+            try db.execute(sql: "DELETE FROM machine WHERE id = ?", arguments: [machine.id])
+            try ValidationEvents.machine(facts, id: machine.id, fingerprintHash: fingerprintHash, activated: false, offline: false, now: now, in: db)
+            return 1
         }
         // Safe to repeat: a machine already deactivated is not activated, so a retry after a
         // lost answer succeeds; `deactivated` says whether this call freed it.

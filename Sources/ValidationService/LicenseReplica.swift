@@ -58,8 +58,8 @@ struct LicenseReplica: Sendable {
             sql: """
                 INSERT INTO replica_license (license_id, key_hash, tenant_id, product_id, customer_id, license_type, state,
                     starts_at, expires_at, grace_seconds, max_machines, max_users, max_seats, overage_permille,
-                    features, allowed_regions, denied_regions, applied_seq, department_id, named_users)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    features, allowed_regions, denied_regions, applied_seq, department_id, named_users, policy_id)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT(license_id) DO UPDATE SET
                     key_hash = excluded.key_hash, tenant_id = excluded.tenant_id, product_id = excluded.product_id,
                     customer_id = excluded.customer_id, license_type = excluded.license_type, state = excluded.state,
@@ -67,13 +67,15 @@ struct LicenseReplica: Sendable {
                     max_machines = excluded.max_machines, max_users = excluded.max_users, max_seats = excluded.max_seats,
                     overage_permille = excluded.overage_permille, features = excluded.features,
                     allowed_regions = excluded.allowed_regions, denied_regions = excluded.denied_regions,
-                    applied_seq = excluded.applied_seq, department_id = excluded.department_id, named_users = excluded.named_users
+                    applied_seq = excluded.applied_seq, department_id = excluded.department_id, named_users = excluded.named_users,
+                    policy_id = excluded.policy_id
                 """,
             arguments: [
                 license.id, keyHash, license.tenantId, license.productId, license.customerId, license.licenseType.rawValue,
                 license.state.rawValue, license.startsAt, license.expiresAt, license.graceSeconds, license.maxMachines,
                 license.maxUsers, license.maxSeats, license.overagePermille, names(license.features),
                 names(license.allowedRegions), names(license.deniedRegions), Int64(seq), license.departmentId, names(license.namedUsers),
+                license.policyId,
             ])
         // A license moved to another department takes its machines' quota along.
         try db.execute(sql: "UPDATE machine SET department_id = ? WHERE license_id = ?", arguments: [license.departmentId, license.id])

@@ -106,6 +106,31 @@ enum ValidationSchema {
         migrator.registerMigration("v4: machines bound by offline license files") { db in
             try db.execute(sql: "ALTER TABLE machine ADD COLUMN offline_until INTEGER NOT NULL DEFAULT 0")
         }
+        // Validation's own feed (../DESIGN.md): machines, seats and outcome rollups; the
+        // minute the rollups have reached; the quota states usage publishes; cursors that
+        // remember their source's epoch; the policy of a license (usage's default quotas).
+        migrator.registerMigration("v5: event feed, outcome rollups, quota states") { db in
+            try ValidationEvents.journal.create(in: db)
+            try db.execute(sql: """
+                ALTER TABLE feed_position ADD COLUMN epoch TEXT NOT NULL DEFAULT '';
+                ALTER TABLE replica_license ADD COLUMN policy_id TEXT NOT NULL DEFAULT '';
+                -- Appended in time order, so the index grows at its right edge only.
+                CREATE INDEX validation_log_by_time ON validation_log(occurred_at);
+                CREATE TABLE rollup_cursor (
+                    id INTEGER PRIMARY KEY CHECK (id = 1),
+                    closed_minute INTEGER NOT NULL
+                );
+                CREATE TABLE quota_block (
+                    license_id TEXT NOT NULL,
+                    feature TEXT NOT NULL,
+                    period TEXT NOT NULL,
+                    quota_limit INTEGER NOT NULL,
+                    used INTEGER NOT NULL,
+                    until INTEGER NOT NULL,
+                    PRIMARY KEY (license_id, feature)
+                );
+                """)
+        }
         return migrator
     }
 }

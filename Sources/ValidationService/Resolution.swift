@@ -17,15 +17,24 @@ extension ValidationService {
         let tenant = call.metadata[RPCMetadata.tenant]
         var caughtUp = false
         var resolved: [ResolvedLicense] = []
+        // A batch of usage events mostly names a few licenses many times: each is looked up once.
+        var seen: [String: ResolvedLicense?] = [:]
         for reference in request.licenses {
-            var found = try lookUpReference(reference)
-            if found == nil, !caughtUp {
-                await feed.catchUp()
-                caughtUp = true
+            let memo = reference.licenseKey.isEmpty ? "id:" + reference.licenseId : "key:" + reference.licenseKey
+            var found: ResolvedLicense?
+            if let known = seen[memo] {
+                found = known
+            } else {
                 found = try lookUpReference(reference)
+                if found == nil, !caughtUp {
+                    await feed.catchUp()
+                    caughtUp = true
+                    found = try lookUpReference(reference)
+                }
+                seen[memo] = found
             }
-            if let (id, owner) = found, tenant == nil || owner == tenant {
-                resolved.append(ResolvedLicense(found: true, licenseId: id, tenantId: owner))
+            if let found, tenant == nil || found.tenantId == tenant {
+                resolved.append(found)
             } else {
                 resolved.append(ResolvedLicense(found: false))
             }
@@ -33,17 +42,19 @@ extension ValidationService {
         return ResolveLicensesResponse(licenses: resolved)
     }
 
-    private func lookUpReference(_ reference: LicenseReference) throws -> (id: String, tenant: String)? {
+    private func lookUpReference(_ reference: LicenseReference) throws -> ResolvedLicense? {
+        var licenseID = reference.licenseId
         if !reference.licenseKey.isEmpty {
             guard let key = try? LicenseKey(parsing: reference.licenseKey),
                 let facts = try replica.facts(keyHash: key.hash(secret: keyHashSecret))
             else { return nil }
-            return (facts.licenseID, facts.tenantID)
+            licenseID = facts.licenseID
         }
-        guard !reference.licenseId.isEmpty else { return nil }
+        guard !licenseID.isEmpty else { return nil }
         return try database.read { db in
-            try Row.fetchOne(db, sql: "SELECT license_id, tenant_id FROM replica_license WHERE license_id = ?", arguments: [reference.licenseId])
-                .map { ($0[0] as String, $0[1] as String) }
+            try Row.fetchOne(
+                db, sql: "SELECT license_id, tenant_id, policy_id, overage_permille FROM replica_license WHERE license_id = ?", arguments: [licenseID]
+            ).map { ResolvedLicense(found: true, licenseId: $0[0], tenantId: $0[1], policyId: $0[2], overagePermille: $0[3]) }
         }
     }
 }

@@ -30,7 +30,7 @@ extension ValidationService {
         let ttl = request.ttlSeconds == 0 ? seatTTL : request.ttlSeconds
         let limit = facts.allowance(facts.maxSeats)
         return try await writes.write { db in
-            try Self.reclaim(license: facts.licenseID, now: now, in: db)
+            try Self.reclaim(facts, now: now, in: db)
             if let existing = try SeatLease.fetch(db, license: facts.licenseID, client: request.clientId) {
                 // The client already holds a seat: the checkout is a renewal.
                 var lease = existing
@@ -63,9 +63,11 @@ extension ValidationService {
                         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                         """,
                     arguments: [lease.leaseId, lease.licenseId, facts.departmentID, lease.clientId, lease.user, lease.acquiredAt, lease.expiresAt, ttl])
+                try ValidationEvents.seat(facts, .checkout, leaseId: lease.leaseId, now: now, in: db)
                 return try Self.response(.valid, lease: lease, limit: limit, license: facts.licenseID, in: db)
             }
             guard request.queue else {
+                try ValidationEvents.seat(facts, .refused, leases: 0, now: now, in: db)
                 var response = try Self.response(.seatLimit, lease: nil, limit: limit, license: facts.licenseID, in: db)
                 response.detail = full.isEmpty ? "clients queued ahead take the free seats" : "\(full); check one in, or ask to queue"
                 return response
@@ -77,6 +79,7 @@ extension ValidationService {
                     ON CONFLICT(license_id, client_id) DO UPDATE SET expires_at = excluded.expires_at
                     """,
                 arguments: [facts.licenseID, request.clientId, request.user, now + ttl])
+            try ValidationEvents.seat(facts, .queued, leases: 0, now: now, in: db)
             var response = try Self.response(.seatLimit, lease: nil, limit: limit, license: facts.licenseID, in: db)
             response.detail = full
             response.queuePosition = UInt32(try Self.queuePosition(license: facts.licenseID, client: request.clientId, in: db) + 1)
@@ -103,7 +106,9 @@ extension ValidationService {
             let decision = LicenseDecider.decide(usable, ValidationQuery(), now: now)
             guard decision.allows else {
                 try db.execute(sql: "DELETE FROM seat_lease WHERE license_id = ?", arguments: [facts.licenseID])
+                let ended = db.changesCount
                 try db.execute(sql: "DELETE FROM seat_queue WHERE license_id = ?", arguments: [facts.licenseID])
+                try ValidationEvents.seat(facts, .checkin, leaseId: request.leaseId, leases: ended, now: now, in: db)
                 return SeatLeaseResponse(reason: decision.reason, lease: SeatLease(row: row))
             }
             var lease = SeatLease(row: row)
@@ -118,13 +123,15 @@ extension ValidationService {
     public func checkinSeat(_ request: SeatLeaseRequest, _ call: ServerCall) async throws -> SeatLeaseResponse {
         try Check.nonEmpty(request.leaseId, "lease_id")
         let tenant = call.metadata[RPCMetadata.tenant]
+        let now = clock.now
         return try await writes.write { db in
-            try db.execute(
-                sql: """
-                    DELETE FROM seat_lease WHERE lease_id = ?
-                        AND license_id IN (SELECT license_id FROM replica_license WHERE ? IS NULL OR tenant_id = ?)
-                    """,
-                arguments: [request.leaseId, tenant, tenant])
+            guard let license = try String.fetchOne(db, sql: "SELECT license_id FROM seat_lease WHERE lease_id = ?", arguments: [request.leaseId]),
+                let facts = try LicenseReplica.facts(licenseID: license, in: db), tenant == nil || facts.tenantID == tenant
+            else {
+                return SeatLeaseResponse(reason: .valid)
+            }
+            try db.execute(sql: "DELETE FROM seat_lease WHERE lease_id = ?", arguments: [request.leaseId])
+            try ValidationEvents.seat(facts, .checkin, leaseId: request.leaseId, now: now, in: db)
             return SeatLeaseResponse(reason: .valid)
         }
     }
@@ -150,9 +157,11 @@ extension ValidationService {
         return found
     }
 
-    static func reclaim(license: String, now: Int64, in db: Database) throws {
-        try db.execute(sql: "DELETE FROM seat_lease WHERE license_id = ? AND expires_at <= ?", arguments: [license, now])
-        try db.execute(sql: "DELETE FROM seat_queue WHERE license_id = ? AND expires_at <= ?", arguments: [license, now])
+    static func reclaim(_ facts: LicenseFacts, now: Int64, in db: Database) throws {
+        try db.execute(sql: "DELETE FROM seat_lease WHERE license_id = ? AND expires_at <= ?", arguments: [facts.licenseID, now])
+        let expired = db.changesCount
+        if expired > 0 { try ValidationEvents.seat(facts, .expired, leases: expired, now: now, in: db) }
+        try db.execute(sql: "DELETE FROM seat_queue WHERE license_id = ? AND expires_at <= ?", arguments: [facts.licenseID, now])
     }
 
     /// How many clients wait ahead of this one (all of them if it is not queued).

@@ -27,12 +27,19 @@ public final class ValidationService: ValidationServiceProtocol {
     let seatTTL: Int64
     let maxOfflineSeconds: Int64
     let activationLimiter: ActivationLimiter
-    /// The raw validation log is kept for a retention period.
+    /// The raw validation log is kept for a retention period, and so is the event feed.
     let logRetention: Retention
+    let eventRetention: Retention
+    let rollups: OutcomeRollups
+    /// Quotas usage says are used up, and the follower of usage's feed that applies them.
+    let quotas: QuotaBlocks
+    let quotaFeed: FeedFollower<UsageFeedEvent>?
     let logger: Logger
 
     public struct Options: Sendable {
         public var feedPollInterval: Duration = .milliseconds(200)
+        /// How often closed minutes of the validation log are rolled up into the event feed.
+        public var rollupInterval: Duration = .seconds(5)
         /// Seat leases last this long without a heartbeat.
         public var seatTTL: Int64 = 300
         /// Activations allowed per license per hour.
@@ -66,7 +73,7 @@ public final class ValidationService: ValidationServiceProtocol {
     }
 
     public init(
-        database: DatabasePool, issuance: RPCClient, keyHashSecret: KeyHashSecret, masterKey: MasterKey,
+        database: DatabasePool, issuance: RPCClient, usage: RPCClient? = nil, keyHashSecret: KeyHashSecret, masterKey: MasterKey,
         clock: any LicenseClock = SystemLicenseClock(), options: Options = Options(), logger: Logger
     ) throws {
         self.database = database
@@ -85,6 +92,13 @@ public final class ValidationService: ValidationServiceProtocol {
         self.logRetention = Retention(
             pool: database, table: "validation_log", timeColumn: "occurred_at", keep: options.logRetentionSeconds,
             clock: { clock.now }, logger: logger)
+        self.eventRetention = Retention(
+            pool: database, table: ValidationEvents.journal.table, timeColumn: "occurred_at", keep: options.logRetentionSeconds,
+            clock: { clock.now }, logger: logger)
+        self.rollups = OutcomeRollups(database: database, clock: { clock.now }, interval: options.rollupInterval, logger: logger)
+        let quotas = try QuotaBlocks(database: database)
+        self.quotas = quotas
+        self.quotaFeed = usage.map { quotas.follower(usage: $0, idleInterval: options.feedPollInterval, logger: logger) }
         self.logger = logger
         self.outcomes = Dictionary(uniqueKeysWithValues: ReasonCode.allKnown.map {
             ($0.rawValue, Counter(label: "validation_outcomes_total", dimensions: [("reason", $0.description)]))
@@ -103,9 +117,10 @@ public final class ValidationService: ValidationServiceProtocol {
     public static func services(_ environment: ServiceEnvironment) throws -> [any Service] {
         let settings = environment.settings
         let issuance = RPCClient(endpoint: try settings.endpoint("issuance", default: settings.defaultSocket("issuance")))
+        let usage = RPCClient(endpoint: try settings.endpoint("usage", default: settings.defaultSocket("usage")))
         let options = try Options(settings: settings, logger: environment.logger)
         let service = try ValidationService(
-            database: try openDatabase(path: environment.databasePath), issuance: issuance,
+            database: try openDatabase(path: environment.databasePath), issuance: issuance, usage: usage,
             keyHashSecret: try Secrets.keyHashSecret(settings: settings, developmentMode: environment.developmentMode),
             masterKey: try MasterKey(bytes: try Secrets.load(name: "master-key", settings: settings, developmentMode: environment.developmentMode)),
             options: options, logger: environment.logger)
@@ -122,13 +137,17 @@ public final class ValidationService: ValidationServiceProtocol {
     public func services(configuration: RPCServerConfiguration) -> [any Service] {
         // Stopped in reverse order: the server first (no new validations), then the
         // feed, then the log's last write, then the checkpoints.
-        [maintenance, logRetention, log, feed, RPCServer(router: router(), configuration: configuration, logger: logger)]
+        // The rollups stop after the log's last write so they see it.
+        let followers: [any Service] = quotaFeed.map { [$0] } ?? []
+        return [maintenance, logRetention, eventRetention, rollups, log, feed] + followers
+            + [RPCServer(router: router(), configuration: configuration, logger: logger)]
     }
 
     public func router() -> RPCRouter {
         var router = RPCRouter()
         let feed = self.feed
-        HealthReporter(service: "validation", feeds: { [feed.position()] }).register(in: &router)
+        let quotaFeed = self.quotaFeed
+        HealthReporter(service: "validation", feeds: { [feed.position()] + (quotaFeed.map { [$0.position()] } ?? []) }).register(in: &router)
         registerMethods(with: &router)
         return router
     }
@@ -253,7 +272,7 @@ public final class ValidationService: ValidationServiceProtocol {
     /// A denial that a change not yet replicated could turn into a grant; a malformed key
     /// stays malformed whatever issuance knows.
     static func mayBeStale(_ response: ValidateResponse) -> Bool {
-        !response.valid && response.reason != .malformedKey
+        !response.valid && response.reason != .malformedKey && response.reason != .quotaExceeded
     }
 
     /// The decision on what the look-up found (nil: no license of the caller's tenant has
@@ -272,7 +291,14 @@ public final class ValidationService: ValidationServiceProtocol {
         case .success:
             facts = found?.0
             let query = ValidationQuery(feature: request.feature, region: region, user: request.user, machine: found?.1 ?? .unknown)
-            decision = LicenseDecider.decide(facts, query, now: now)
+            var decided = LicenseDecider.decide(facts, query, now: now)
+            if decided.allows, !request.feature.isEmpty, let facts, let block = quotas.block(license: facts.licenseID, feature: request.feature, now: now) {
+                decided = LicenseDecision(
+                    reason: .quotaExceeded, state: decided.state,
+                    detail: "feature \(request.feature) has used \(block.used) of its \(block.limit)-per-\(block.period) quota"
+                        + (block.until == 0 ? "" : "; it resets at \(ISODate.format(block.until))"))
+            }
+            decision = decided
         }
         var response = ValidateResponse(
             reason: decision.reason, valid: decision.allows, licenseId: facts?.licenseID ?? "", state: decision.state,

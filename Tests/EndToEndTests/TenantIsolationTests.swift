@@ -147,7 +147,8 @@ import Testing
             (IssuanceMethods.retireSigningKey.name, GetByIdRequest(id: "any").serializedBytes()),
             (IssuanceMethods.verifyAuditChain.name, VerifyAuditChainRequest().serializedBytes()),
             (IssuanceMethods.changes.name, ChangesRequest().serializedBytes()),
-            (UsageMethods.changes.name, ChangesRequest().serializedBytes()),
+            (UsageMethods.feed.name, FeedRequest().serializedBytes()),
+            (ValidationMethods.events.name, FeedRequest().serializedBytes()),
             (ValidationMethods.eraseCustomer.name, EraseCustomerRequest(customerId: customer.id).serializedBytes()),
         ]
         for (method, payload) in shared {

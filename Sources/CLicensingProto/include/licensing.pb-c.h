@@ -26,6 +26,7 @@ typedef struct Licensing__V1__SealedSigningKey Licensing__V1__SealedSigningKey;
 typedef struct Licensing__V1__ChangeEvent Licensing__V1__ChangeEvent;
 typedef struct Licensing__V1__ChangesRequest Licensing__V1__ChangesRequest;
 typedef struct Licensing__V1__ChangesResponse Licensing__V1__ChangesResponse;
+typedef struct Licensing__V1__FeedRequest Licensing__V1__FeedRequest;
 
 
 /* --- enums --- */
@@ -358,6 +359,30 @@ struct  Licensing__V1__ChangesResponse
     , 0,NULL, 0 }
 
 
+/*
+ * A pull from a service's event feed (validation's, usage's): the contract every feed
+ * shares. The consumer stores the position it applied, with the data, and asks again.
+ */
+struct  Licensing__V1__FeedRequest
+{
+  ProtobufCMessage base;
+  uint64_t after_seq;
+  /*
+   * 0 = 500; capped at 5000.
+   */
+  uint32_t limit;
+  /*
+   * Only these kinds of event ("machine", "seat", "outcome"; "usage", "concurrency",
+   * "quota", "alert"); empty = every kind.
+   */
+  size_t n_kinds;
+  char **kinds;
+};
+#define LICENSING__V1__FEED_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__feed_request__descriptor) \
+    , 0, 0, 0,NULL }
+
+
 /* Licensing__V1__PageRequest methods */
 void   licensing__v1__page_request__init
                      (Licensing__V1__PageRequest         *message);
@@ -567,6 +592,25 @@ Licensing__V1__ChangesResponse *
 void   licensing__v1__changes_response__free_unpacked
                      (Licensing__V1__ChangesResponse *message,
                       ProtobufCAllocator *allocator);
+/* Licensing__V1__FeedRequest methods */
+void   licensing__v1__feed_request__init
+                     (Licensing__V1__FeedRequest         *message);
+size_t licensing__v1__feed_request__get_packed_size
+                     (const Licensing__V1__FeedRequest   *message);
+size_t licensing__v1__feed_request__pack
+                     (const Licensing__V1__FeedRequest   *message,
+                      uint8_t             *out);
+size_t licensing__v1__feed_request__pack_to_buffer
+                     (const Licensing__V1__FeedRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__FeedRequest *
+       licensing__v1__feed_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__feed_request__free_unpacked
+                     (Licensing__V1__FeedRequest *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Licensing__V1__PageRequest_Closure)
@@ -602,6 +646,9 @@ typedef void (*Licensing__V1__ChangesRequest_Closure)
 typedef void (*Licensing__V1__ChangesResponse_Closure)
                  (const Licensing__V1__ChangesResponse *message,
                   void *closure_data);
+typedef void (*Licensing__V1__FeedRequest_Closure)
+                 (const Licensing__V1__FeedRequest *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -624,6 +671,7 @@ extern const ProtobufCMessageDescriptor licensing__v1__sealed_signing_key__descr
 extern const ProtobufCMessageDescriptor licensing__v1__change_event__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__changes_request__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__changes_response__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__feed_request__descriptor;
 
 PROTOBUF_C__END_DECLS
 

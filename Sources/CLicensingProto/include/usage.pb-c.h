@@ -26,10 +26,18 @@ typedef struct Licensing__V1__FeatureUsage Licensing__V1__FeatureUsage;
 typedef struct Licensing__V1__UsageSummary Licensing__V1__UsageSummary;
 typedef struct Licensing__V1__SetQuotaRequest Licensing__V1__SetQuotaRequest;
 typedef struct Licensing__V1__Quota Licensing__V1__Quota;
+typedef struct Licensing__V1__ListQuotasRequest Licensing__V1__ListQuotasRequest;
+typedef struct Licensing__V1__ListQuotasResponse Licensing__V1__ListQuotasResponse;
 typedef struct Licensing__V1__ComplianceAlert Licensing__V1__ComplianceAlert;
 typedef struct Licensing__V1__ListAlertsRequest Licensing__V1__ListAlertsRequest;
 typedef struct Licensing__V1__ListAlertsResponse Licensing__V1__ListAlertsResponse;
-typedef struct Licensing__V1__UsageChangesResponse Licensing__V1__UsageChangesResponse;
+typedef struct Licensing__V1__TamperReport Licensing__V1__TamperReport;
+typedef struct Licensing__V1__TamperReportResponse Licensing__V1__TamperReportResponse;
+typedef struct Licensing__V1__DailyUsage Licensing__V1__DailyUsage;
+typedef struct Licensing__V1__DailyConcurrency Licensing__V1__DailyConcurrency;
+typedef struct Licensing__V1__QuotaState Licensing__V1__QuotaState;
+typedef struct Licensing__V1__UsageFeedEvent Licensing__V1__UsageFeedEvent;
+typedef struct Licensing__V1__UsageFeedResponse Licensing__V1__UsageFeedResponse;
 
 
 /* --- enums --- */
@@ -49,6 +57,9 @@ struct  Licensing__V1__UsageEvent
   char *feature;
   uint64_t quantity;
   int64_t occurred_at;
+  /*
+   * Who used it; kept only as a pseudonym (personal data stays in issuance).
+   */
   char *user;
   char *fingerprint;
   char *region;
@@ -74,6 +85,9 @@ struct  Licensing__V1__RecordUsageResponse
   ProtobufCMessage base;
   uint32_t accepted;
   uint32_t duplicates;
+  /*
+   * Alerts this batch opened (quota exceeded).
+   */
   size_t n_alerts;
   Licensing__V1__ComplianceAlert **alerts;
   /*
@@ -120,11 +134,22 @@ struct  Licensing__V1__FeatureUsage
   char *feature;
   uint64_t quantity;
   uint64_t events;
+  /*
+   * The quota that applies now (0 = none), its period and what it counts so far.
+   */
   uint64_t quota;
+  char *quota_period;
+  uint64_t quota_used;
+  protobuf_c_boolean quota_exceeded;
+  /*
+   * Distinct users (pseudonyms) and machines that used the feature in the period.
+   */
+  uint32_t distinct_users;
+  uint32_t distinct_machines;
 };
 #define LICENSING__V1__FEATURE_USAGE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__feature_usage__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, 0, 0 }
+    , (char *)protobuf_c_empty_string, 0, 0, 0, (char *)protobuf_c_empty_string, 0, 0, 0, 0 }
 
 
 struct  Licensing__V1__UsageSummary
@@ -135,27 +160,41 @@ struct  Licensing__V1__UsageSummary
   int64_t to;
   size_t n_features;
   Licensing__V1__FeatureUsage **features;
+  /*
+   * Most seats held at once in the period (sampled from validation's feed).
+   */
   uint32_t peak_concurrent;
+  /*
+   * Most machines activated at once in the period.
+   */
+  uint32_t peak_machines;
 };
 #define LICENSING__V1__USAGE_SUMMARY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__usage_summary__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, 0, 0,NULL, 0 }
+    , (char *)protobuf_c_empty_string, 0, 0, 0,NULL, 0, 0 }
 
 
 struct  Licensing__V1__SetQuotaRequest
 {
   ProtobufCMessage base;
+  /*
+   * One of license_id (this license) or policy_id (the default of its licenses).
+   */
   char *license_id;
   char *feature;
+  /*
+   * 0 removes the quota.
+   */
   uint64_t limit;
   /*
    * "day", "month", "total".
    */
   char *period;
+  char *policy_id;
 };
 #define LICENSING__V1__SET_QUOTA_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__set_quota_request__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 struct  Licensing__V1__Quota
@@ -165,10 +204,41 @@ struct  Licensing__V1__Quota
   char *feature;
   uint64_t limit;
   char *period;
+  char *policy_id;
+  /*
+   * For a license's quota: used in the current period, whether it is past the limit plus
+   * the overage allowance, and when the period ends (0 for "total").
+   */
+  uint64_t used;
+  protobuf_c_boolean exceeded;
+  int64_t period_ends_at;
+  uint32_t overage_permille;
 };
 #define LICENSING__V1__QUOTA__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__quota__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0 }
+
+
+struct  Licensing__V1__ListQuotasRequest
+{
+  ProtobufCMessage base;
+  char *license_id;
+  char *policy_id;
+};
+#define LICENSING__V1__LIST_QUOTAS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__list_quotas_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+struct  Licensing__V1__ListQuotasResponse
+{
+  ProtobufCMessage base;
+  size_t n_quotas;
+  Licensing__V1__Quota **quotas;
+};
+#define LICENSING__V1__LIST_QUOTAS_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__list_quotas_response__descriptor) \
+    , 0,NULL }
 
 
 struct  Licensing__V1__ComplianceAlert
@@ -177,13 +247,32 @@ struct  Licensing__V1__ComplianceAlert
   char *id;
   char *license_id;
   Licensing__V1__ReasonCode reason;
+  /*
+   * What triggered it, with the numbers.
+   */
   char *detail;
+  /*
+   * When it was first raised.
+   */
   int64_t raised_at;
   protobuf_c_boolean acknowledged;
+  /*
+   * The rule: "seat-overuse", "machine-churn", "fingerprint-sharing", "country-sharing",
+   * "denied-region", "use-after-end", "quota-exceeded", "clock-tamper".
+   */
+  char *rule;
+  int64_t last_seen_at;
+  /*
+   * Triggers counted while it was open.
+   */
+  uint64_t count;
+  char *acknowledged_by;
+  int64_t acknowledged_at;
+  char *tenant_id;
 };
 #define LICENSING__V1__COMPLIANCE_ALERT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__compliance_alert__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, LICENSING__V1__REASON_CODE__REASON_CODE_UNSPECIFIED, (char *)protobuf_c_empty_string, 0, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, LICENSING__V1__REASON_CODE__REASON_CODE_UNSPECIFIED, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
 
 
 struct  Licensing__V1__ListAlertsRequest
@@ -192,10 +281,15 @@ struct  Licensing__V1__ListAlertsRequest
   char *license_id;
   protobuf_c_boolean include_acknowledged;
   Licensing__V1__PageRequest *page;
+  char *rule;
+  /*
+   * Acknowledged alerts only.
+   */
+  protobuf_c_boolean acknowledged_only;
 };
 #define LICENSING__V1__LIST_ALERTS_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__list_alerts_request__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, NULL }
+    , (char *)protobuf_c_empty_string, 0, NULL, (char *)protobuf_c_empty_string, 0 }
 
 
 struct  Licensing__V1__ListAlertsResponse
@@ -210,16 +304,131 @@ struct  Licensing__V1__ListAlertsResponse
     , 0,NULL, (char *)protobuf_c_empty_string }
 
 
-struct  Licensing__V1__UsageChangesResponse
+struct  Licensing__V1__TamperReport
+{
+  ProtobufCMessage base;
+  /*
+   * The license, by key (what a product knows) or id.
+   */
+  char *license_key;
+  char *license_id;
+  /*
+   * "clock-rollback" or another short name of what was seen.
+   */
+  char *kind;
+  char *detail;
+  int64_t observed_at;
+  char *fingerprint;
+};
+#define LICENSING__V1__TAMPER_REPORT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__tamper_report__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
+
+
+struct  Licensing__V1__TamperReportResponse
+{
+  ProtobufCMessage base;
+  Licensing__V1__ComplianceAlert *alert;
+};
+#define LICENSING__V1__TAMPER_REPORT_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__tamper_report_response__descriptor) \
+    , NULL }
+
+
+/*
+ * Usage of one license and feature on one UTC day: the full new totals.
+ */
+struct  Licensing__V1__DailyUsage
+{
+  ProtobufCMessage base;
+  char *feature;
+  /*
+   * Start of the day (Unix seconds, UTC).
+   */
+  int64_t day;
+  uint64_t quantity;
+  uint64_t events;
+};
+#define LICENSING__V1__DAILY_USAGE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__daily_usage__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, 0, 0 }
+
+
+/*
+ * Most seats and machines one license held at once on one UTC day.
+ */
+struct  Licensing__V1__DailyConcurrency
+{
+  ProtobufCMessage base;
+  int64_t day;
+  uint32_t peak_seats;
+  uint32_t peak_machines;
+};
+#define LICENSING__V1__DAILY_CONCURRENCY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__daily_concurrency__descriptor) \
+    , 0, 0, 0 }
+
+
+/*
+ * A license's quota state: validation answers QUOTA_EXCEEDED for the feature while
+ * `exceeded` and the period has not ended.
+ */
+struct  Licensing__V1__QuotaState
+{
+  ProtobufCMessage base;
+  char *feature;
+  char *period;
+  uint64_t limit;
+  uint64_t used;
+  protobuf_c_boolean exceeded;
+  int64_t period_ends_at;
+};
+#define LICENSING__V1__QUOTA_STATE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__quota_state__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0 }
+
+
+typedef enum {
+  LICENSING__V1__USAGE_FEED_EVENT__EVENT__NOT_SET = 0,
+  LICENSING__V1__USAGE_FEED_EVENT__EVENT_USAGE = 5,
+  LICENSING__V1__USAGE_FEED_EVENT__EVENT_CONCURRENCY = 6,
+  LICENSING__V1__USAGE_FEED_EVENT__EVENT_QUOTA = 7,
+  LICENSING__V1__USAGE_FEED_EVENT__EVENT_ALERT = 8
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(LICENSING__V1__USAGE_FEED_EVENT__EVENT__CASE)
+} Licensing__V1__UsageFeedEvent__EventCase;
+
+struct  Licensing__V1__UsageFeedEvent
+{
+  ProtobufCMessage base;
+  uint64_t seq;
+  int64_t occurred_at;
+  char *tenant_id;
+  char *license_id;
+  Licensing__V1__UsageFeedEvent__EventCase event_case;
+  union {
+    Licensing__V1__DailyUsage *usage;
+    Licensing__V1__DailyConcurrency *concurrency;
+    Licensing__V1__QuotaState *quota;
+    Licensing__V1__ComplianceAlert *alert;
+  };
+};
+#define LICENSING__V1__USAGE_FEED_EVENT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__usage_feed_event__descriptor) \
+    , 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, LICENSING__V1__USAGE_FEED_EVENT__EVENT__NOT_SET, {0} }
+
+
+struct  Licensing__V1__UsageFeedResponse
 {
   ProtobufCMessage base;
   size_t n_events;
-  Licensing__V1__UsageEvent **events;
+  Licensing__V1__UsageFeedEvent **events;
   uint64_t last_seq;
+  char *epoch;
+  uint64_t next_after_seq;
 };
-#define LICENSING__V1__USAGE_CHANGES_RESPONSE__INIT \
- { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__usage_changes_response__descriptor) \
-    , 0,NULL, 0 }
+#define LICENSING__V1__USAGE_FEED_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__usage_feed_response__descriptor) \
+    , 0,NULL, 0, (char *)protobuf_c_empty_string, 0 }
 
 
 /* Licensing__V1__UsageEvent methods */
@@ -393,6 +602,44 @@ Licensing__V1__Quota *
 void   licensing__v1__quota__free_unpacked
                      (Licensing__V1__Quota *message,
                       ProtobufCAllocator *allocator);
+/* Licensing__V1__ListQuotasRequest methods */
+void   licensing__v1__list_quotas_request__init
+                     (Licensing__V1__ListQuotasRequest         *message);
+size_t licensing__v1__list_quotas_request__get_packed_size
+                     (const Licensing__V1__ListQuotasRequest   *message);
+size_t licensing__v1__list_quotas_request__pack
+                     (const Licensing__V1__ListQuotasRequest   *message,
+                      uint8_t             *out);
+size_t licensing__v1__list_quotas_request__pack_to_buffer
+                     (const Licensing__V1__ListQuotasRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__ListQuotasRequest *
+       licensing__v1__list_quotas_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__list_quotas_request__free_unpacked
+                     (Licensing__V1__ListQuotasRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__ListQuotasResponse methods */
+void   licensing__v1__list_quotas_response__init
+                     (Licensing__V1__ListQuotasResponse         *message);
+size_t licensing__v1__list_quotas_response__get_packed_size
+                     (const Licensing__V1__ListQuotasResponse   *message);
+size_t licensing__v1__list_quotas_response__pack
+                     (const Licensing__V1__ListQuotasResponse   *message,
+                      uint8_t             *out);
+size_t licensing__v1__list_quotas_response__pack_to_buffer
+                     (const Licensing__V1__ListQuotasResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__ListQuotasResponse *
+       licensing__v1__list_quotas_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__list_quotas_response__free_unpacked
+                     (Licensing__V1__ListQuotasResponse *message,
+                      ProtobufCAllocator *allocator);
 /* Licensing__V1__ComplianceAlert methods */
 void   licensing__v1__compliance_alert__init
                      (Licensing__V1__ComplianceAlert         *message);
@@ -450,24 +697,138 @@ Licensing__V1__ListAlertsResponse *
 void   licensing__v1__list_alerts_response__free_unpacked
                      (Licensing__V1__ListAlertsResponse *message,
                       ProtobufCAllocator *allocator);
-/* Licensing__V1__UsageChangesResponse methods */
-void   licensing__v1__usage_changes_response__init
-                     (Licensing__V1__UsageChangesResponse         *message);
-size_t licensing__v1__usage_changes_response__get_packed_size
-                     (const Licensing__V1__UsageChangesResponse   *message);
-size_t licensing__v1__usage_changes_response__pack
-                     (const Licensing__V1__UsageChangesResponse   *message,
+/* Licensing__V1__TamperReport methods */
+void   licensing__v1__tamper_report__init
+                     (Licensing__V1__TamperReport         *message);
+size_t licensing__v1__tamper_report__get_packed_size
+                     (const Licensing__V1__TamperReport   *message);
+size_t licensing__v1__tamper_report__pack
+                     (const Licensing__V1__TamperReport   *message,
                       uint8_t             *out);
-size_t licensing__v1__usage_changes_response__pack_to_buffer
-                     (const Licensing__V1__UsageChangesResponse   *message,
+size_t licensing__v1__tamper_report__pack_to_buffer
+                     (const Licensing__V1__TamperReport   *message,
                       ProtobufCBuffer     *buffer);
-Licensing__V1__UsageChangesResponse *
-       licensing__v1__usage_changes_response__unpack
+Licensing__V1__TamperReport *
+       licensing__v1__tamper_report__unpack
                      (ProtobufCAllocator  *allocator,
                       size_t               len,
                       const uint8_t       *data);
-void   licensing__v1__usage_changes_response__free_unpacked
-                     (Licensing__V1__UsageChangesResponse *message,
+void   licensing__v1__tamper_report__free_unpacked
+                     (Licensing__V1__TamperReport *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__TamperReportResponse methods */
+void   licensing__v1__tamper_report_response__init
+                     (Licensing__V1__TamperReportResponse         *message);
+size_t licensing__v1__tamper_report_response__get_packed_size
+                     (const Licensing__V1__TamperReportResponse   *message);
+size_t licensing__v1__tamper_report_response__pack
+                     (const Licensing__V1__TamperReportResponse   *message,
+                      uint8_t             *out);
+size_t licensing__v1__tamper_report_response__pack_to_buffer
+                     (const Licensing__V1__TamperReportResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__TamperReportResponse *
+       licensing__v1__tamper_report_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__tamper_report_response__free_unpacked
+                     (Licensing__V1__TamperReportResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__DailyUsage methods */
+void   licensing__v1__daily_usage__init
+                     (Licensing__V1__DailyUsage         *message);
+size_t licensing__v1__daily_usage__get_packed_size
+                     (const Licensing__V1__DailyUsage   *message);
+size_t licensing__v1__daily_usage__pack
+                     (const Licensing__V1__DailyUsage   *message,
+                      uint8_t             *out);
+size_t licensing__v1__daily_usage__pack_to_buffer
+                     (const Licensing__V1__DailyUsage   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__DailyUsage *
+       licensing__v1__daily_usage__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__daily_usage__free_unpacked
+                     (Licensing__V1__DailyUsage *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__DailyConcurrency methods */
+void   licensing__v1__daily_concurrency__init
+                     (Licensing__V1__DailyConcurrency         *message);
+size_t licensing__v1__daily_concurrency__get_packed_size
+                     (const Licensing__V1__DailyConcurrency   *message);
+size_t licensing__v1__daily_concurrency__pack
+                     (const Licensing__V1__DailyConcurrency   *message,
+                      uint8_t             *out);
+size_t licensing__v1__daily_concurrency__pack_to_buffer
+                     (const Licensing__V1__DailyConcurrency   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__DailyConcurrency *
+       licensing__v1__daily_concurrency__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__daily_concurrency__free_unpacked
+                     (Licensing__V1__DailyConcurrency *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__QuotaState methods */
+void   licensing__v1__quota_state__init
+                     (Licensing__V1__QuotaState         *message);
+size_t licensing__v1__quota_state__get_packed_size
+                     (const Licensing__V1__QuotaState   *message);
+size_t licensing__v1__quota_state__pack
+                     (const Licensing__V1__QuotaState   *message,
+                      uint8_t             *out);
+size_t licensing__v1__quota_state__pack_to_buffer
+                     (const Licensing__V1__QuotaState   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__QuotaState *
+       licensing__v1__quota_state__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__quota_state__free_unpacked
+                     (Licensing__V1__QuotaState *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__UsageFeedEvent methods */
+void   licensing__v1__usage_feed_event__init
+                     (Licensing__V1__UsageFeedEvent         *message);
+size_t licensing__v1__usage_feed_event__get_packed_size
+                     (const Licensing__V1__UsageFeedEvent   *message);
+size_t licensing__v1__usage_feed_event__pack
+                     (const Licensing__V1__UsageFeedEvent   *message,
+                      uint8_t             *out);
+size_t licensing__v1__usage_feed_event__pack_to_buffer
+                     (const Licensing__V1__UsageFeedEvent   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__UsageFeedEvent *
+       licensing__v1__usage_feed_event__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__usage_feed_event__free_unpacked
+                     (Licensing__V1__UsageFeedEvent *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__UsageFeedResponse methods */
+void   licensing__v1__usage_feed_response__init
+                     (Licensing__V1__UsageFeedResponse         *message);
+size_t licensing__v1__usage_feed_response__get_packed_size
+                     (const Licensing__V1__UsageFeedResponse   *message);
+size_t licensing__v1__usage_feed_response__pack
+                     (const Licensing__V1__UsageFeedResponse   *message,
+                      uint8_t             *out);
+size_t licensing__v1__usage_feed_response__pack_to_buffer
+                     (const Licensing__V1__UsageFeedResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__UsageFeedResponse *
+       licensing__v1__usage_feed_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__usage_feed_response__free_unpacked
+                     (Licensing__V1__UsageFeedResponse *message,
                       ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
@@ -498,6 +859,12 @@ typedef void (*Licensing__V1__SetQuotaRequest_Closure)
 typedef void (*Licensing__V1__Quota_Closure)
                  (const Licensing__V1__Quota *message,
                   void *closure_data);
+typedef void (*Licensing__V1__ListQuotasRequest_Closure)
+                 (const Licensing__V1__ListQuotasRequest *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__ListQuotasResponse_Closure)
+                 (const Licensing__V1__ListQuotasResponse *message,
+                  void *closure_data);
 typedef void (*Licensing__V1__ComplianceAlert_Closure)
                  (const Licensing__V1__ComplianceAlert *message,
                   void *closure_data);
@@ -507,8 +874,26 @@ typedef void (*Licensing__V1__ListAlertsRequest_Closure)
 typedef void (*Licensing__V1__ListAlertsResponse_Closure)
                  (const Licensing__V1__ListAlertsResponse *message,
                   void *closure_data);
-typedef void (*Licensing__V1__UsageChangesResponse_Closure)
-                 (const Licensing__V1__UsageChangesResponse *message,
+typedef void (*Licensing__V1__TamperReport_Closure)
+                 (const Licensing__V1__TamperReport *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__TamperReportResponse_Closure)
+                 (const Licensing__V1__TamperReportResponse *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__DailyUsage_Closure)
+                 (const Licensing__V1__DailyUsage *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__DailyConcurrency_Closure)
+                 (const Licensing__V1__DailyConcurrency *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__QuotaState_Closure)
+                 (const Licensing__V1__QuotaState *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__UsageFeedEvent_Closure)
+                 (const Licensing__V1__UsageFeedEvent *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__UsageFeedResponse_Closure)
+                 (const Licensing__V1__UsageFeedResponse *message,
                   void *closure_data);
 
 /* --- services --- */
@@ -529,6 +914,10 @@ struct Licensing__V1__Usage_Service
                     const Licensing__V1__SetQuotaRequest *input,
                     Licensing__V1__Quota_Closure closure,
                     void *closure_data);
+  void (*list_quotas)(Licensing__V1__Usage_Service *service,
+                      const Licensing__V1__ListQuotasRequest *input,
+                      Licensing__V1__ListQuotasResponse_Closure closure,
+                      void *closure_data);
   void (*list_alerts)(Licensing__V1__Usage_Service *service,
                       const Licensing__V1__ListAlertsRequest *input,
                       Licensing__V1__ListAlertsResponse_Closure closure,
@@ -537,10 +926,14 @@ struct Licensing__V1__Usage_Service
                             const Licensing__V1__GetByIdRequest *input,
                             Licensing__V1__ComplianceAlert_Closure closure,
                             void *closure_data);
-  void (*changes)(Licensing__V1__Usage_Service *service,
-                  const Licensing__V1__ChangesRequest *input,
-                  Licensing__V1__UsageChangesResponse_Closure closure,
-                  void *closure_data);
+  void (*report_tamper)(Licensing__V1__Usage_Service *service,
+                        const Licensing__V1__TamperReport *input,
+                        Licensing__V1__TamperReportResponse_Closure closure,
+                        void *closure_data);
+  void (*feed)(Licensing__V1__Usage_Service *service,
+               const Licensing__V1__FeedRequest *input,
+               Licensing__V1__UsageFeedResponse_Closure closure,
+               void *closure_data);
   void (*erase_customer)(Licensing__V1__Usage_Service *service,
                          const Licensing__V1__EraseCustomerRequest *input,
                          Licensing__V1__EraseCustomerResponse_Closure closure,
@@ -556,9 +949,11 @@ void licensing__v1__usage__init (Licensing__V1__Usage_Service *service,
       function_prefix__ ## record_usage,\
       function_prefix__ ## get_usage,\
       function_prefix__ ## set_quota,\
+      function_prefix__ ## list_quotas,\
       function_prefix__ ## list_alerts,\
       function_prefix__ ## acknowledge_alert,\
-      function_prefix__ ## changes,\
+      function_prefix__ ## report_tamper,\
+      function_prefix__ ## feed,\
       function_prefix__ ## erase_customer  }
 void licensing__v1__usage__record_usage(ProtobufCService *service,
                                         const Licensing__V1__RecordUsageRequest *input,
@@ -572,6 +967,10 @@ void licensing__v1__usage__set_quota(ProtobufCService *service,
                                      const Licensing__V1__SetQuotaRequest *input,
                                      Licensing__V1__Quota_Closure closure,
                                      void *closure_data);
+void licensing__v1__usage__list_quotas(ProtobufCService *service,
+                                       const Licensing__V1__ListQuotasRequest *input,
+                                       Licensing__V1__ListQuotasResponse_Closure closure,
+                                       void *closure_data);
 void licensing__v1__usage__list_alerts(ProtobufCService *service,
                                        const Licensing__V1__ListAlertsRequest *input,
                                        Licensing__V1__ListAlertsResponse_Closure closure,
@@ -580,10 +979,14 @@ void licensing__v1__usage__acknowledge_alert(ProtobufCService *service,
                                              const Licensing__V1__GetByIdRequest *input,
                                              Licensing__V1__ComplianceAlert_Closure closure,
                                              void *closure_data);
-void licensing__v1__usage__changes(ProtobufCService *service,
-                                   const Licensing__V1__ChangesRequest *input,
-                                   Licensing__V1__UsageChangesResponse_Closure closure,
-                                   void *closure_data);
+void licensing__v1__usage__report_tamper(ProtobufCService *service,
+                                         const Licensing__V1__TamperReport *input,
+                                         Licensing__V1__TamperReportResponse_Closure closure,
+                                         void *closure_data);
+void licensing__v1__usage__feed(ProtobufCService *service,
+                                const Licensing__V1__FeedRequest *input,
+                                Licensing__V1__UsageFeedResponse_Closure closure,
+                                void *closure_data);
 void licensing__v1__usage__erase_customer(ProtobufCService *service,
                                           const Licensing__V1__EraseCustomerRequest *input,
                                           Licensing__V1__EraseCustomerResponse_Closure closure,
@@ -600,10 +1003,18 @@ extern const ProtobufCMessageDescriptor licensing__v1__feature_usage__descriptor
 extern const ProtobufCMessageDescriptor licensing__v1__usage_summary__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__set_quota_request__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__quota__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__list_quotas_request__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__list_quotas_response__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__compliance_alert__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__list_alerts_request__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__list_alerts_response__descriptor;
-extern const ProtobufCMessageDescriptor licensing__v1__usage_changes_response__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__tamper_report__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__tamper_report_response__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__daily_usage__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__daily_concurrency__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__quota_state__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__usage_feed_event__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__usage_feed_response__descriptor;
 extern const ProtobufCServiceDescriptor licensing__v1__usage__descriptor;
 
 PROTOBUF_C__END_DECLS

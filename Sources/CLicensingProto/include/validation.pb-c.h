@@ -17,6 +17,11 @@ PROTOBUF_C__BEGIN_DECLS
 #include "licensing.pb-c.h"
 #include "issuance.pb-c.h"
 
+typedef struct Licensing__V1__ValidationEvent Licensing__V1__ValidationEvent;
+typedef struct Licensing__V1__MachineEvent Licensing__V1__MachineEvent;
+typedef struct Licensing__V1__SeatEvent Licensing__V1__SeatEvent;
+typedef struct Licensing__V1__OutcomeRollup Licensing__V1__OutcomeRollup;
+typedef struct Licensing__V1__ValidationEventsResponse Licensing__V1__ValidationEventsResponse;
 typedef struct Licensing__V1__LicenseReference Licensing__V1__LicenseReference;
 typedef struct Licensing__V1__ResolveLicensesRequest Licensing__V1__ResolveLicensesRequest;
 typedef struct Licensing__V1__ResolvedLicense Licensing__V1__ResolvedLicense;
@@ -43,8 +48,155 @@ typedef struct Licensing__V1__OfflineLicense Licensing__V1__OfflineLicense;
 
 /* --- enums --- */
 
+typedef enum _Licensing__V1__SeatAction {
+  LICENSING__V1__SEAT_ACTION__SEAT_ACTION_UNSPECIFIED = 0,
+  LICENSING__V1__SEAT_ACTION__SEAT_ACTION_CHECKOUT = 1,
+  LICENSING__V1__SEAT_ACTION__SEAT_ACTION_CHECKIN = 2,
+  /*
+   * Leases whose TTL ran out without a heartbeat.
+   */
+  LICENSING__V1__SEAT_ACTION__SEAT_ACTION_EXPIRED = 3,
+  /*
+   * Every seat was taken: the client joined the queue.
+   */
+  LICENSING__V1__SEAT_ACTION__SEAT_ACTION_QUEUED = 4,
+  /*
+   * Every seat was taken and the client did not queue.
+   */
+  LICENSING__V1__SEAT_ACTION__SEAT_ACTION_REFUSED = 5
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(LICENSING__V1__SEAT_ACTION)
+} Licensing__V1__SeatAction;
 
 /* --- messages --- */
+
+typedef enum {
+  LICENSING__V1__VALIDATION_EVENT__EVENT__NOT_SET = 0,
+  LICENSING__V1__VALIDATION_EVENT__EVENT_MACHINE = 5,
+  LICENSING__V1__VALIDATION_EVENT__EVENT_SEAT = 6,
+  LICENSING__V1__VALIDATION_EVENT__EVENT_OUTCOME = 7
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(LICENSING__V1__VALIDATION_EVENT__EVENT__CASE)
+} Licensing__V1__ValidationEvent__EventCase;
+
+/*
+ * One entry of validation's event feed.
+ */
+struct  Licensing__V1__ValidationEvent
+{
+  ProtobufCMessage base;
+  uint64_t seq;
+  int64_t occurred_at;
+  char *tenant_id;
+  char *license_id;
+  Licensing__V1__ValidationEvent__EventCase event_case;
+  union {
+    Licensing__V1__MachineEvent *machine;
+    Licensing__V1__SeatEvent *seat;
+    Licensing__V1__OutcomeRollup *outcome;
+  };
+};
+#define LICENSING__V1__VALIDATION_EVENT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__validation_event__descriptor) \
+    , 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, LICENSING__V1__VALIDATION_EVENT__EVENT__NOT_SET, {0} }
+
+
+/*
+ * A machine activated or deactivated, and how many the license has now.
+ */
+struct  Licensing__V1__MachineEvent
+{
+  ProtobufCMessage base;
+  char *machine_id;
+  /*
+   * SHA-256 of the fingerprint (hex); the fingerprint itself is not kept.
+   */
+  char *fingerprint_hash;
+  protobuf_c_boolean activated;
+  uint32_t machines_active;
+  uint32_t max_machines;
+  /*
+   * Bound by an offline license file rather than online.
+   */
+  protobuf_c_boolean offline;
+};
+#define LICENSING__V1__MACHINE_EVENT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__machine_event__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0 }
+
+
+/*
+ * A seat change, and how many seats the license holds now.
+ */
+struct  Licensing__V1__SeatEvent
+{
+  ProtobufCMessage base;
+  Licensing__V1__SeatAction action;
+  char *lease_id;
+  uint32_t seats_held;
+  uint32_t seat_limit;
+  /*
+   * Leases this event covers (expiries are reported together).
+   */
+  uint32_t leases;
+};
+#define LICENSING__V1__SEAT_EVENT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__seat_event__descriptor) \
+    , LICENSING__V1__SEAT_ACTION__SEAT_ACTION_UNSPECIFIED, (char *)protobuf_c_empty_string, 0, 0, 0 }
+
+
+/*
+ * Validations of one license with one outcome in one minute.
+ */
+struct  Licensing__V1__OutcomeRollup
+{
+  ProtobufCMessage base;
+  /*
+   * Start of the minute (Unix seconds).
+   */
+  int64_t minute;
+  Licensing__V1__ReasonCode reason;
+  uint64_t count;
+  uint32_t distinct_fingerprints;
+  uint32_t distinct_countries;
+  size_t n_countries;
+  char **countries;
+  /*
+   * Fingerprint hashes seen (at most 64; distinct_fingerprints is exact).
+   */
+  size_t n_fingerprint_hashes;
+  char **fingerprint_hashes;
+  /*
+   * The license's machine limit with its overage allowance (0 = none).
+   */
+  uint32_t machine_allowance;
+};
+#define LICENSING__V1__OUTCOME_ROLLUP__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__outcome_rollup__descriptor) \
+    , 0, LICENSING__V1__REASON_CODE__REASON_CODE_UNSPECIFIED, 0, 0, 0, 0,NULL, 0,NULL, 0 }
+
+
+struct  Licensing__V1__ValidationEventsResponse
+{
+  ProtobufCMessage base;
+  size_t n_events;
+  Licensing__V1__ValidationEvent **events;
+  /*
+   * Highest sequence written, so a consumer can report its lag.
+   */
+  uint64_t last_seq;
+  /*
+   * Changes when the source starts over (a restored backup, a new database): a consumer
+   * that sees a new epoch re-syncs from the start.
+   */
+  char *epoch;
+  /*
+   * Where to ask from next (past events a kind filter skipped).
+   */
+  uint64_t next_after_seq;
+};
+#define LICENSING__V1__VALIDATION_EVENTS_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__validation_events_response__descriptor) \
+    , 0,NULL, 0, (char *)protobuf_c_empty_string, 0 }
+
 
 /*
  * A license named by its key or by its id.
@@ -80,10 +232,15 @@ struct  Licensing__V1__ResolvedLicense
   protobuf_c_boolean found;
   char *license_id;
   char *tenant_id;
+  char *policy_id;
+  /*
+   * The license's overage allowance (1000 = none).
+   */
+  uint32_t overage_permille;
 };
 #define LICENSING__V1__RESOLVED_LICENSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__resolved_license__descriptor) \
-    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
 
 
 struct  Licensing__V1__ResolveLicensesResponse
@@ -408,6 +565,101 @@ struct  Licensing__V1__OfflineLicense
     , (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string }
 
 
+/* Licensing__V1__ValidationEvent methods */
+void   licensing__v1__validation_event__init
+                     (Licensing__V1__ValidationEvent         *message);
+size_t licensing__v1__validation_event__get_packed_size
+                     (const Licensing__V1__ValidationEvent   *message);
+size_t licensing__v1__validation_event__pack
+                     (const Licensing__V1__ValidationEvent   *message,
+                      uint8_t             *out);
+size_t licensing__v1__validation_event__pack_to_buffer
+                     (const Licensing__V1__ValidationEvent   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__ValidationEvent *
+       licensing__v1__validation_event__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__validation_event__free_unpacked
+                     (Licensing__V1__ValidationEvent *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__MachineEvent methods */
+void   licensing__v1__machine_event__init
+                     (Licensing__V1__MachineEvent         *message);
+size_t licensing__v1__machine_event__get_packed_size
+                     (const Licensing__V1__MachineEvent   *message);
+size_t licensing__v1__machine_event__pack
+                     (const Licensing__V1__MachineEvent   *message,
+                      uint8_t             *out);
+size_t licensing__v1__machine_event__pack_to_buffer
+                     (const Licensing__V1__MachineEvent   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__MachineEvent *
+       licensing__v1__machine_event__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__machine_event__free_unpacked
+                     (Licensing__V1__MachineEvent *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__SeatEvent methods */
+void   licensing__v1__seat_event__init
+                     (Licensing__V1__SeatEvent         *message);
+size_t licensing__v1__seat_event__get_packed_size
+                     (const Licensing__V1__SeatEvent   *message);
+size_t licensing__v1__seat_event__pack
+                     (const Licensing__V1__SeatEvent   *message,
+                      uint8_t             *out);
+size_t licensing__v1__seat_event__pack_to_buffer
+                     (const Licensing__V1__SeatEvent   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__SeatEvent *
+       licensing__v1__seat_event__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__seat_event__free_unpacked
+                     (Licensing__V1__SeatEvent *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__OutcomeRollup methods */
+void   licensing__v1__outcome_rollup__init
+                     (Licensing__V1__OutcomeRollup         *message);
+size_t licensing__v1__outcome_rollup__get_packed_size
+                     (const Licensing__V1__OutcomeRollup   *message);
+size_t licensing__v1__outcome_rollup__pack
+                     (const Licensing__V1__OutcomeRollup   *message,
+                      uint8_t             *out);
+size_t licensing__v1__outcome_rollup__pack_to_buffer
+                     (const Licensing__V1__OutcomeRollup   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__OutcomeRollup *
+       licensing__v1__outcome_rollup__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__outcome_rollup__free_unpacked
+                     (Licensing__V1__OutcomeRollup *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__ValidationEventsResponse methods */
+void   licensing__v1__validation_events_response__init
+                     (Licensing__V1__ValidationEventsResponse         *message);
+size_t licensing__v1__validation_events_response__get_packed_size
+                     (const Licensing__V1__ValidationEventsResponse   *message);
+size_t licensing__v1__validation_events_response__pack
+                     (const Licensing__V1__ValidationEventsResponse   *message,
+                      uint8_t             *out);
+size_t licensing__v1__validation_events_response__pack_to_buffer
+                     (const Licensing__V1__ValidationEventsResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__ValidationEventsResponse *
+       licensing__v1__validation_events_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__validation_events_response__free_unpacked
+                     (Licensing__V1__ValidationEventsResponse *message,
+                      ProtobufCAllocator *allocator);
 /* Licensing__V1__LicenseReference methods */
 void   licensing__v1__license_reference__init
                      (Licensing__V1__LicenseReference         *message);
@@ -828,6 +1080,21 @@ void   licensing__v1__offline_license__free_unpacked
                       ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
+typedef void (*Licensing__V1__ValidationEvent_Closure)
+                 (const Licensing__V1__ValidationEvent *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__MachineEvent_Closure)
+                 (const Licensing__V1__MachineEvent *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__SeatEvent_Closure)
+                 (const Licensing__V1__SeatEvent *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__OutcomeRollup_Closure)
+                 (const Licensing__V1__OutcomeRollup *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__ValidationEventsResponse_Closure)
+                 (const Licensing__V1__ValidationEventsResponse *message,
+                  void *closure_data);
 typedef void (*Licensing__V1__LicenseReference_Closure)
                  (const Licensing__V1__LicenseReference *message,
                   void *closure_data);
@@ -945,6 +1212,10 @@ struct Licensing__V1__Validation_Service
                            const Licensing__V1__ResolveLicensesRequest *input,
                            Licensing__V1__ResolveLicensesResponse_Closure closure,
                            void *closure_data);
+  void (*events)(Licensing__V1__Validation_Service *service,
+                 const Licensing__V1__FeedRequest *input,
+                 Licensing__V1__ValidationEventsResponse_Closure closure,
+                 void *closure_data);
 };
 typedef void (*Licensing__V1__Validation_ServiceDestroy)(Licensing__V1__Validation_Service *);
 void licensing__v1__validation__init (Licensing__V1__Validation_Service *service,
@@ -963,7 +1234,8 @@ void licensing__v1__validation__init (Licensing__V1__Validation_Service *service
       function_prefix__ ## list_seats,\
       function_prefix__ ## create_offline_license,\
       function_prefix__ ## erase_customer,\
-      function_prefix__ ## resolve_licenses  }
+      function_prefix__ ## resolve_licenses,\
+      function_prefix__ ## events  }
 void licensing__v1__validation__validate(ProtobufCService *service,
                                          const Licensing__V1__ValidateRequest *input,
                                          Licensing__V1__ValidateResponse_Closure closure,
@@ -1008,9 +1280,19 @@ void licensing__v1__validation__resolve_licenses(ProtobufCService *service,
                                                  const Licensing__V1__ResolveLicensesRequest *input,
                                                  Licensing__V1__ResolveLicensesResponse_Closure closure,
                                                  void *closure_data);
+void licensing__v1__validation__events(ProtobufCService *service,
+                                       const Licensing__V1__FeedRequest *input,
+                                       Licensing__V1__ValidationEventsResponse_Closure closure,
+                                       void *closure_data);
 
 /* --- descriptors --- */
 
+extern const ProtobufCEnumDescriptor    licensing__v1__seat_action__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__validation_event__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__machine_event__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__seat_event__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__outcome_rollup__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__validation_events_response__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__license_reference__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__resolve_licenses_request__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__resolved_license__descriptor;

@@ -8,9 +8,11 @@ public protocol UsageServiceProtocol: Sendable {
     func recordUsage(_ request: RecordUsageRequest, _ call: ServerCall) async throws -> RecordUsageResponse
     func getUsage(_ request: GetUsageRequest, _ call: ServerCall) async throws -> UsageSummary
     func setQuota(_ request: SetQuotaRequest, _ call: ServerCall) async throws -> Quota
+    func listQuotas(_ request: ListQuotasRequest, _ call: ServerCall) async throws -> ListQuotasResponse
     func listAlerts(_ request: ListAlertsRequest, _ call: ServerCall) async throws -> ListAlertsResponse
     func acknowledgeAlert(_ request: GetByIdRequest, _ call: ServerCall) async throws -> ComplianceAlert
-    func changes(_ request: ChangesRequest, _ call: ServerCall) async throws -> UsageChangesResponse
+    func reportTamper(_ request: TamperReport, _ call: ServerCall) async throws -> TamperReportResponse
+    func feed(_ request: FeedRequest, _ call: ServerCall) async throws -> UsageFeedResponse
     func eraseCustomer(_ request: EraseCustomerRequest, _ call: ServerCall) async throws -> EraseCustomerResponse
 }
 
@@ -20,9 +22,11 @@ extension UsageServiceProtocol {
         router.register(UsageMethods.recordUsage) { try await self.recordUsage($0, $1) }
         router.register(UsageMethods.getUsage) { try await self.getUsage($0, $1) }
         router.register(UsageMethods.setQuota) { try await self.setQuota($0, $1) }
+        router.register(UsageMethods.listQuotas) { try await self.listQuotas($0, $1) }
         router.register(UsageMethods.listAlerts) { try await self.listAlerts($0, $1) }
         router.register(UsageMethods.acknowledgeAlert) { try await self.acknowledgeAlert($0, $1) }
-        router.register(UsageMethods.changes) { try await self.changes($0, $1) }
+        router.register(UsageMethods.reportTamper) { try await self.reportTamper($0, $1) }
+        router.register(UsageMethods.feed) { try await self.feed($0, $1) }
         router.register(UsageMethods.eraseCustomer) { try await self.eraseCustomer($0, $1) }
     }
 }

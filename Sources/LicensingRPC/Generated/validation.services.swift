@@ -17,6 +17,7 @@ public protocol ValidationServiceProtocol: Sendable {
     func createOfflineLicense(_ request: CreateOfflineLicenseRequest, _ call: ServerCall) async throws -> OfflineLicense
     func eraseCustomer(_ request: EraseCustomerRequest, _ call: ServerCall) async throws -> EraseCustomerResponse
     func resolveLicenses(_ request: ResolveLicensesRequest, _ call: ServerCall) async throws -> ResolveLicensesResponse
+    func events(_ request: FeedRequest, _ call: ServerCall) async throws -> ValidationEventsResponse
 }
 
 extension ValidationServiceProtocol {
@@ -33,5 +34,6 @@ extension ValidationServiceProtocol {
         router.register(ValidationMethods.createOfflineLicense) { try await self.createOfflineLicense($0, $1) }
         router.register(ValidationMethods.eraseCustomer) { try await self.eraseCustomer($0, $1) }
         router.register(ValidationMethods.resolveLicenses) { try await self.resolveLicenses($0, $1) }
+        router.register(ValidationMethods.events) { try await self.events($0, $1) }
     }
 }

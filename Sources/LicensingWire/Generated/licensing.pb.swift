@@ -1030,3 +1030,52 @@ extension ChangesResponse: ProtobufCMessageBinding {
         c.last_seq = self.lastSeq
     }
 }
+
+public struct FeedRequest: WireMessage, Encodable {
+    public var afterSeq: UInt64 = 0
+    public var limit: UInt32 = 0
+    public var kinds: [String] = []
+
+    public init() {}
+
+    public init(afterSeq: UInt64 = 0, limit: UInt32 = 0, kinds: [String] = []) {
+        self.afterSeq = afterSeq
+        self.limit = limit
+        self.kinds = kinds
+    }
+}
+
+extension FeedRequest: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.FeedRequest"
+
+    public static func cNew() -> Licensing__V1__FeedRequest {
+        var c = Licensing__V1__FeedRequest()
+        licensing__v1__feed_request__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__FeedRequest>? {
+        licensing__v1__feed_request__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__FeedRequest>) {
+        licensing__v1__feed_request__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__FeedRequest>) -> Int {
+        licensing__v1__feed_request__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__FeedRequest>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__feed_request__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__FeedRequest) {
+        self.afterSeq = c.after_seq
+        self.limit = c.limit
+        self.kinds = WireArena.array(c.n_kinds, c.kinds) { WireArena.string($0) }
+    }
+
+    public func fill(_ c: inout Licensing__V1__FeedRequest, _ arena: WireArena) {
+        c.after_seq = self.afterSeq
+        c.limit = self.limit
+        c.n_kinds = self.kinds.count
+        c.kinds = arena.array(self.kinds) { arena.string($0) }
+    }
+}

@@ -270,14 +270,24 @@ public struct FeatureUsage: WireMessage, Encodable {
     public var quantity: UInt64 = 0
     public var events: UInt64 = 0
     public var quota: UInt64 = 0
+    public var quotaPeriod: String = ""
+    public var quotaUsed: UInt64 = 0
+    public var quotaExceeded: Bool = false
+    public var distinctUsers: UInt32 = 0
+    public var distinctMachines: UInt32 = 0
 
     public init() {}
 
-    public init(feature: String = "", quantity: UInt64 = 0, events: UInt64 = 0, quota: UInt64 = 0) {
+    public init(feature: String = "", quantity: UInt64 = 0, events: UInt64 = 0, quota: UInt64 = 0, quotaPeriod: String = "", quotaUsed: UInt64 = 0, quotaExceeded: Bool = false, distinctUsers: UInt32 = 0, distinctMachines: UInt32 = 0) {
         self.feature = feature
         self.quantity = quantity
         self.events = events
         self.quota = quota
+        self.quotaPeriod = quotaPeriod
+        self.quotaUsed = quotaUsed
+        self.quotaExceeded = quotaExceeded
+        self.distinctUsers = distinctUsers
+        self.distinctMachines = distinctMachines
     }
 }
 
@@ -307,6 +317,11 @@ extension FeatureUsage: ProtobufCMessageBinding {
         self.quantity = c.quantity
         self.events = c.events
         self.quota = c.quota
+        self.quotaPeriod = WireArena.string(c.quota_period)
+        self.quotaUsed = c.quota_used
+        self.quotaExceeded = c.quota_exceeded != 0
+        self.distinctUsers = c.distinct_users
+        self.distinctMachines = c.distinct_machines
     }
 
     public func fill(_ c: inout Licensing__V1__FeatureUsage, _ arena: WireArena) {
@@ -314,6 +329,11 @@ extension FeatureUsage: ProtobufCMessageBinding {
         c.quantity = self.quantity
         c.events = self.events
         c.quota = self.quota
+        c.quota_period = arena.string(self.quotaPeriod)
+        c.quota_used = self.quotaUsed
+        c.quota_exceeded = (self.quotaExceeded ? 1 : 0)
+        c.distinct_users = self.distinctUsers
+        c.distinct_machines = self.distinctMachines
     }
 }
 
@@ -323,15 +343,17 @@ public struct UsageSummary: WireMessage, Encodable {
     public var to: Int64 = 0
     public var features: [FeatureUsage] = []
     public var peakConcurrent: UInt32 = 0
+    public var peakMachines: UInt32 = 0
 
     public init() {}
 
-    public init(licenseId: String = "", from: Int64 = 0, to: Int64 = 0, features: [FeatureUsage] = [], peakConcurrent: UInt32 = 0) {
+    public init(licenseId: String = "", from: Int64 = 0, to: Int64 = 0, features: [FeatureUsage] = [], peakConcurrent: UInt32 = 0, peakMachines: UInt32 = 0) {
         self.licenseId = licenseId
         self.from = from
         self.to = to
         self.features = features
         self.peakConcurrent = peakConcurrent
+        self.peakMachines = peakMachines
     }
 }
 
@@ -362,6 +384,7 @@ extension UsageSummary: ProtobufCMessageBinding {
         self.to = c.to
         self.features = WireArena.array(c.n_features, c.features) { FeatureUsage(c: $0!.pointee) }
         self.peakConcurrent = c.peak_concurrent
+        self.peakMachines = c.peak_machines
     }
 
     public func fill(_ c: inout Licensing__V1__UsageSummary, _ arena: WireArena) {
@@ -371,6 +394,7 @@ extension UsageSummary: ProtobufCMessageBinding {
         c.n_features = self.features.count
         c.features = arena.array(self.features) { Optional(arena.message($0)) }
         c.peak_concurrent = self.peakConcurrent
+        c.peak_machines = self.peakMachines
     }
 }
 
@@ -379,14 +403,16 @@ public struct SetQuotaRequest: WireMessage, Encodable {
     public var feature: String = ""
     public var limit: UInt64 = 0
     public var period: String = ""
+    public var policyId: String = ""
 
     public init() {}
 
-    public init(licenseId: String = "", feature: String = "", limit: UInt64 = 0, period: String = "") {
+    public init(licenseId: String = "", feature: String = "", limit: UInt64 = 0, period: String = "", policyId: String = "") {
         self.licenseId = licenseId
         self.feature = feature
         self.limit = limit
         self.period = period
+        self.policyId = policyId
     }
 }
 
@@ -416,6 +442,7 @@ extension SetQuotaRequest: ProtobufCMessageBinding {
         self.feature = WireArena.string(c.feature)
         self.limit = c.limit
         self.period = WireArena.string(c.period)
+        self.policyId = WireArena.string(c.policy_id)
     }
 
     public func fill(_ c: inout Licensing__V1__SetQuotaRequest, _ arena: WireArena) {
@@ -423,6 +450,7 @@ extension SetQuotaRequest: ProtobufCMessageBinding {
         c.feature = arena.string(self.feature)
         c.limit = self.limit
         c.period = arena.string(self.period)
+        c.policy_id = arena.string(self.policyId)
     }
 }
 
@@ -431,14 +459,24 @@ public struct Quota: WireMessage, Encodable {
     public var feature: String = ""
     public var limit: UInt64 = 0
     public var period: String = ""
+    public var policyId: String = ""
+    public var used: UInt64 = 0
+    public var exceeded: Bool = false
+    public var periodEndsAt: Int64 = 0
+    public var overagePermille: UInt32 = 0
 
     public init() {}
 
-    public init(licenseId: String = "", feature: String = "", limit: UInt64 = 0, period: String = "") {
+    public init(licenseId: String = "", feature: String = "", limit: UInt64 = 0, period: String = "", policyId: String = "", used: UInt64 = 0, exceeded: Bool = false, periodEndsAt: Int64 = 0, overagePermille: UInt32 = 0) {
         self.licenseId = licenseId
         self.feature = feature
         self.limit = limit
         self.period = period
+        self.policyId = policyId
+        self.used = used
+        self.exceeded = exceeded
+        self.periodEndsAt = periodEndsAt
+        self.overagePermille = overagePermille
     }
 }
 
@@ -468,6 +506,11 @@ extension Quota: ProtobufCMessageBinding {
         self.feature = WireArena.string(c.feature)
         self.limit = c.limit
         self.period = WireArena.string(c.period)
+        self.policyId = WireArena.string(c.policy_id)
+        self.used = c.used
+        self.exceeded = c.exceeded != 0
+        self.periodEndsAt = c.period_ends_at
+        self.overagePermille = c.overage_permille
     }
 
     public func fill(_ c: inout Licensing__V1__Quota, _ arena: WireArena) {
@@ -475,6 +518,96 @@ extension Quota: ProtobufCMessageBinding {
         c.feature = arena.string(self.feature)
         c.limit = self.limit
         c.period = arena.string(self.period)
+        c.policy_id = arena.string(self.policyId)
+        c.used = self.used
+        c.exceeded = (self.exceeded ? 1 : 0)
+        c.period_ends_at = self.periodEndsAt
+        c.overage_permille = self.overagePermille
+    }
+}
+
+public struct ListQuotasRequest: WireMessage, Encodable {
+    public var licenseId: String = ""
+    public var policyId: String = ""
+
+    public init() {}
+
+    public init(licenseId: String = "", policyId: String = "") {
+        self.licenseId = licenseId
+        self.policyId = policyId
+    }
+}
+
+extension ListQuotasRequest: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.ListQuotasRequest"
+
+    public static func cNew() -> Licensing__V1__ListQuotasRequest {
+        var c = Licensing__V1__ListQuotasRequest()
+        licensing__v1__list_quotas_request__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__ListQuotasRequest>? {
+        licensing__v1__list_quotas_request__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__ListQuotasRequest>) {
+        licensing__v1__list_quotas_request__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__ListQuotasRequest>) -> Int {
+        licensing__v1__list_quotas_request__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__ListQuotasRequest>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__list_quotas_request__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__ListQuotasRequest) {
+        self.licenseId = WireArena.string(c.license_id)
+        self.policyId = WireArena.string(c.policy_id)
+    }
+
+    public func fill(_ c: inout Licensing__V1__ListQuotasRequest, _ arena: WireArena) {
+        c.license_id = arena.string(self.licenseId)
+        c.policy_id = arena.string(self.policyId)
+    }
+}
+
+public struct ListQuotasResponse: WireMessage, Encodable {
+    public var quotas: [Quota] = []
+
+    public init() {}
+
+    public init(quotas: [Quota] = []) {
+        self.quotas = quotas
+    }
+}
+
+extension ListQuotasResponse: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.ListQuotasResponse"
+
+    public static func cNew() -> Licensing__V1__ListQuotasResponse {
+        var c = Licensing__V1__ListQuotasResponse()
+        licensing__v1__list_quotas_response__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__ListQuotasResponse>? {
+        licensing__v1__list_quotas_response__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__ListQuotasResponse>) {
+        licensing__v1__list_quotas_response__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__ListQuotasResponse>) -> Int {
+        licensing__v1__list_quotas_response__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__ListQuotasResponse>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__list_quotas_response__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__ListQuotasResponse) {
+        self.quotas = WireArena.array(c.n_quotas, c.quotas) { Quota(c: $0!.pointee) }
+    }
+
+    public func fill(_ c: inout Licensing__V1__ListQuotasResponse, _ arena: WireArena) {
+        c.n_quotas = self.quotas.count
+        c.quotas = arena.array(self.quotas) { Optional(arena.message($0)) }
     }
 }
 
@@ -485,16 +618,28 @@ public struct ComplianceAlert: WireMessage, Encodable {
     public var detail: String = ""
     public var raisedAt: Int64 = 0
     public var acknowledged: Bool = false
+    public var rule: String = ""
+    public var lastSeenAt: Int64 = 0
+    public var count: UInt64 = 0
+    public var acknowledgedBy: String = ""
+    public var acknowledgedAt: Int64 = 0
+    public var tenantId: String = ""
 
     public init() {}
 
-    public init(id: String = "", licenseId: String = "", reason: ReasonCode = ReasonCode(rawValue: 0), detail: String = "", raisedAt: Int64 = 0, acknowledged: Bool = false) {
+    public init(id: String = "", licenseId: String = "", reason: ReasonCode = ReasonCode(rawValue: 0), detail: String = "", raisedAt: Int64 = 0, acknowledged: Bool = false, rule: String = "", lastSeenAt: Int64 = 0, count: UInt64 = 0, acknowledgedBy: String = "", acknowledgedAt: Int64 = 0, tenantId: String = "") {
         self.id = id
         self.licenseId = licenseId
         self.reason = reason
         self.detail = detail
         self.raisedAt = raisedAt
         self.acknowledged = acknowledged
+        self.rule = rule
+        self.lastSeenAt = lastSeenAt
+        self.count = count
+        self.acknowledgedBy = acknowledgedBy
+        self.acknowledgedAt = acknowledgedAt
+        self.tenantId = tenantId
     }
 }
 
@@ -526,6 +671,12 @@ extension ComplianceAlert: ProtobufCMessageBinding {
         self.detail = WireArena.string(c.detail)
         self.raisedAt = c.raised_at
         self.acknowledged = c.acknowledged != 0
+        self.rule = WireArena.string(c.rule)
+        self.lastSeenAt = c.last_seen_at
+        self.count = c.count
+        self.acknowledgedBy = WireArena.string(c.acknowledged_by)
+        self.acknowledgedAt = c.acknowledged_at
+        self.tenantId = WireArena.string(c.tenant_id)
     }
 
     public func fill(_ c: inout Licensing__V1__ComplianceAlert, _ arena: WireArena) {
@@ -535,6 +686,12 @@ extension ComplianceAlert: ProtobufCMessageBinding {
         c.detail = arena.string(self.detail)
         c.raised_at = self.raisedAt
         c.acknowledged = (self.acknowledged ? 1 : 0)
+        c.rule = arena.string(self.rule)
+        c.last_seen_at = self.lastSeenAt
+        c.count = self.count
+        c.acknowledged_by = arena.string(self.acknowledgedBy)
+        c.acknowledged_at = self.acknowledgedAt
+        c.tenant_id = arena.string(self.tenantId)
     }
 }
 
@@ -542,13 +699,17 @@ public struct ListAlertsRequest: WireMessage, Encodable {
     public var licenseId: String = ""
     public var includeAcknowledged: Bool = false
     public var page: PageRequest? = nil
+    public var rule: String = ""
+    public var acknowledgedOnly: Bool = false
 
     public init() {}
 
-    public init(licenseId: String = "", includeAcknowledged: Bool = false, page: PageRequest? = nil) {
+    public init(licenseId: String = "", includeAcknowledged: Bool = false, page: PageRequest? = nil, rule: String = "", acknowledgedOnly: Bool = false) {
         self.licenseId = licenseId
         self.includeAcknowledged = includeAcknowledged
         self.page = page
+        self.rule = rule
+        self.acknowledgedOnly = acknowledgedOnly
     }
 }
 
@@ -577,12 +738,16 @@ extension ListAlertsRequest: ProtobufCMessageBinding {
         self.licenseId = WireArena.string(c.license_id)
         self.includeAcknowledged = c.include_acknowledged != 0
         self.page = c.page.map { PageRequest(c: $0.pointee) }
+        self.rule = WireArena.string(c.rule)
+        self.acknowledgedOnly = c.acknowledged_only != 0
     }
 
     public func fill(_ c: inout Licensing__V1__ListAlertsRequest, _ arena: WireArena) {
         c.license_id = arena.string(self.licenseId)
         c.include_acknowledged = (self.includeAcknowledged ? 1 : 0)
         c.page = self.page.map { arena.message($0) }
+        c.rule = arena.string(self.rule)
+        c.acknowledged_only = (self.acknowledgedOnly ? 1 : 0)
     }
 }
 
@@ -631,48 +796,406 @@ extension ListAlertsResponse: ProtobufCMessageBinding {
     }
 }
 
-public struct UsageChangesResponse: WireMessage, Encodable {
-    public var events: [UsageEvent] = []
-    public var lastSeq: UInt64 = 0
+public struct TamperReport: WireMessage, Encodable {
+    public var licenseKey: String = ""
+    public var licenseId: String = ""
+    public var kind: String = ""
+    public var detail: String = ""
+    public var observedAt: Int64 = 0
+    public var fingerprint: String = ""
 
     public init() {}
 
-    public init(events: [UsageEvent] = [], lastSeq: UInt64 = 0) {
-        self.events = events
-        self.lastSeq = lastSeq
+    public init(licenseKey: String = "", licenseId: String = "", kind: String = "", detail: String = "", observedAt: Int64 = 0, fingerprint: String = "") {
+        self.licenseKey = licenseKey
+        self.licenseId = licenseId
+        self.kind = kind
+        self.detail = detail
+        self.observedAt = observedAt
+        self.fingerprint = fingerprint
     }
 }
 
-extension UsageChangesResponse: ProtobufCMessageBinding {
-    public static let protoName = "licensing.v1.UsageChangesResponse"
+extension TamperReport: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.TamperReport"
 
-    public static func cNew() -> Licensing__V1__UsageChangesResponse {
-        var c = Licensing__V1__UsageChangesResponse()
-        licensing__v1__usage_changes_response__init(&c)
+    public static func cNew() -> Licensing__V1__TamperReport {
+        var c = Licensing__V1__TamperReport()
+        licensing__v1__tamper_report__init(&c)
         return c
     }
-    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__UsageChangesResponse>? {
-        licensing__v1__usage_changes_response__unpack(nil, length, data)
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__TamperReport>? {
+        licensing__v1__tamper_report__unpack(nil, length, data)
     }
-    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__UsageChangesResponse>) {
-        licensing__v1__usage_changes_response__free_unpacked(message, nil)
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__TamperReport>) {
+        licensing__v1__tamper_report__free_unpacked(message, nil)
     }
-    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__UsageChangesResponse>) -> Int {
-        licensing__v1__usage_changes_response__get_packed_size(message)
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__TamperReport>) -> Int {
+        licensing__v1__tamper_report__get_packed_size(message)
     }
-    public static func cPack(_ message: UnsafePointer<Licensing__V1__UsageChangesResponse>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
-        licensing__v1__usage_changes_response__pack(message, out)
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__TamperReport>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__tamper_report__pack(message, out)
     }
 
-    public init(c: Licensing__V1__UsageChangesResponse) {
-        self.events = WireArena.array(c.n_events, c.events) { UsageEvent(c: $0!.pointee) }
+    public init(c: Licensing__V1__TamperReport) {
+        self.licenseKey = WireArena.string(c.license_key)
+        self.licenseId = WireArena.string(c.license_id)
+        self.kind = WireArena.string(c.kind)
+        self.detail = WireArena.string(c.detail)
+        self.observedAt = c.observed_at
+        self.fingerprint = WireArena.string(c.fingerprint)
+    }
+
+    public func fill(_ c: inout Licensing__V1__TamperReport, _ arena: WireArena) {
+        c.license_key = arena.string(self.licenseKey)
+        c.license_id = arena.string(self.licenseId)
+        c.kind = arena.string(self.kind)
+        c.detail = arena.string(self.detail)
+        c.observed_at = self.observedAt
+        c.fingerprint = arena.string(self.fingerprint)
+    }
+}
+
+public struct TamperReportResponse: WireMessage, Encodable {
+    public var alert: ComplianceAlert? = nil
+
+    public init() {}
+
+    public init(alert: ComplianceAlert? = nil) {
+        self.alert = alert
+    }
+}
+
+extension TamperReportResponse: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.TamperReportResponse"
+
+    public static func cNew() -> Licensing__V1__TamperReportResponse {
+        var c = Licensing__V1__TamperReportResponse()
+        licensing__v1__tamper_report_response__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__TamperReportResponse>? {
+        licensing__v1__tamper_report_response__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__TamperReportResponse>) {
+        licensing__v1__tamper_report_response__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__TamperReportResponse>) -> Int {
+        licensing__v1__tamper_report_response__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__TamperReportResponse>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__tamper_report_response__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__TamperReportResponse) {
+        self.alert = c.alert.map { ComplianceAlert(c: $0.pointee) }
+    }
+
+    public func fill(_ c: inout Licensing__V1__TamperReportResponse, _ arena: WireArena) {
+        c.alert = self.alert.map { arena.message($0) }
+    }
+}
+
+public struct DailyUsage: WireMessage, Encodable {
+    public var feature: String = ""
+    public var day: Int64 = 0
+    public var quantity: UInt64 = 0
+    public var events: UInt64 = 0
+
+    public init() {}
+
+    public init(feature: String = "", day: Int64 = 0, quantity: UInt64 = 0, events: UInt64 = 0) {
+        self.feature = feature
+        self.day = day
+        self.quantity = quantity
+        self.events = events
+    }
+}
+
+extension DailyUsage: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.DailyUsage"
+
+    public static func cNew() -> Licensing__V1__DailyUsage {
+        var c = Licensing__V1__DailyUsage()
+        licensing__v1__daily_usage__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__DailyUsage>? {
+        licensing__v1__daily_usage__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__DailyUsage>) {
+        licensing__v1__daily_usage__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__DailyUsage>) -> Int {
+        licensing__v1__daily_usage__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__DailyUsage>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__daily_usage__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__DailyUsage) {
+        self.feature = WireArena.string(c.feature)
+        self.day = c.day
+        self.quantity = c.quantity
+        self.events = c.events
+    }
+
+    public func fill(_ c: inout Licensing__V1__DailyUsage, _ arena: WireArena) {
+        c.feature = arena.string(self.feature)
+        c.day = self.day
+        c.quantity = self.quantity
+        c.events = self.events
+    }
+}
+
+public struct DailyConcurrency: WireMessage, Encodable {
+    public var day: Int64 = 0
+    public var peakSeats: UInt32 = 0
+    public var peakMachines: UInt32 = 0
+
+    public init() {}
+
+    public init(day: Int64 = 0, peakSeats: UInt32 = 0, peakMachines: UInt32 = 0) {
+        self.day = day
+        self.peakSeats = peakSeats
+        self.peakMachines = peakMachines
+    }
+}
+
+extension DailyConcurrency: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.DailyConcurrency"
+
+    public static func cNew() -> Licensing__V1__DailyConcurrency {
+        var c = Licensing__V1__DailyConcurrency()
+        licensing__v1__daily_concurrency__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__DailyConcurrency>? {
+        licensing__v1__daily_concurrency__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__DailyConcurrency>) {
+        licensing__v1__daily_concurrency__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__DailyConcurrency>) -> Int {
+        licensing__v1__daily_concurrency__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__DailyConcurrency>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__daily_concurrency__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__DailyConcurrency) {
+        self.day = c.day
+        self.peakSeats = c.peak_seats
+        self.peakMachines = c.peak_machines
+    }
+
+    public func fill(_ c: inout Licensing__V1__DailyConcurrency, _ arena: WireArena) {
+        c.day = self.day
+        c.peak_seats = self.peakSeats
+        c.peak_machines = self.peakMachines
+    }
+}
+
+public struct QuotaState: WireMessage, Encodable {
+    public var feature: String = ""
+    public var period: String = ""
+    public var limit: UInt64 = 0
+    public var used: UInt64 = 0
+    public var exceeded: Bool = false
+    public var periodEndsAt: Int64 = 0
+
+    public init() {}
+
+    public init(feature: String = "", period: String = "", limit: UInt64 = 0, used: UInt64 = 0, exceeded: Bool = false, periodEndsAt: Int64 = 0) {
+        self.feature = feature
+        self.period = period
+        self.limit = limit
+        self.used = used
+        self.exceeded = exceeded
+        self.periodEndsAt = periodEndsAt
+    }
+}
+
+extension QuotaState: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.QuotaState"
+
+    public static func cNew() -> Licensing__V1__QuotaState {
+        var c = Licensing__V1__QuotaState()
+        licensing__v1__quota_state__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__QuotaState>? {
+        licensing__v1__quota_state__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__QuotaState>) {
+        licensing__v1__quota_state__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__QuotaState>) -> Int {
+        licensing__v1__quota_state__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__QuotaState>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__quota_state__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__QuotaState) {
+        self.feature = WireArena.string(c.feature)
+        self.period = WireArena.string(c.period)
+        self.limit = c.limit
+        self.used = c.used
+        self.exceeded = c.exceeded != 0
+        self.periodEndsAt = c.period_ends_at
+    }
+
+    public func fill(_ c: inout Licensing__V1__QuotaState, _ arena: WireArena) {
+        c.feature = arena.string(self.feature)
+        c.period = arena.string(self.period)
+        c.limit = self.limit
+        c.used = self.used
+        c.exceeded = (self.exceeded ? 1 : 0)
+        c.period_ends_at = self.periodEndsAt
+    }
+}
+
+public struct UsageFeedEvent: WireMessage, Encodable {
+    public var seq: UInt64 = 0
+    public var occurredAt: Int64 = 0
+    public var tenantId: String = ""
+    public var licenseId: String = ""
+    public var event: Event? = nil
+
+    public init() {}
+
+    public init(seq: UInt64 = 0, occurredAt: Int64 = 0, tenantId: String = "", licenseId: String = "", event: Event? = nil) {
+        self.seq = seq
+        self.occurredAt = occurredAt
+        self.tenantId = tenantId
+        self.licenseId = licenseId
+        self.event = event
+    }
+
+    /// One of these, or none.
+    public enum Event: Equatable, Sendable, Encodable {
+        case usage(DailyUsage)
+        case concurrency(DailyConcurrency)
+        case quota(QuotaState)
+        case alert(ComplianceAlert)
+    }
+}
+
+extension UsageFeedEvent: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.UsageFeedEvent"
+
+    public static func cNew() -> Licensing__V1__UsageFeedEvent {
+        var c = Licensing__V1__UsageFeedEvent()
+        licensing__v1__usage_feed_event__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__UsageFeedEvent>? {
+        licensing__v1__usage_feed_event__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__UsageFeedEvent>) {
+        licensing__v1__usage_feed_event__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__UsageFeedEvent>) -> Int {
+        licensing__v1__usage_feed_event__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__UsageFeedEvent>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__usage_feed_event__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__UsageFeedEvent) {
+        self.seq = c.seq
+        self.occurredAt = c.occurred_at
+        self.tenantId = WireArena.string(c.tenant_id)
+        self.licenseId = WireArena.string(c.license_id)
+        switch c.event_case {
+        case LICENSING__V1__USAGE_FEED_EVENT__EVENT_USAGE:
+            self.event = c.usage.map { .usage(DailyUsage(c: $0.pointee)) }
+        case LICENSING__V1__USAGE_FEED_EVENT__EVENT_CONCURRENCY:
+            self.event = c.concurrency.map { .concurrency(DailyConcurrency(c: $0.pointee)) }
+        case LICENSING__V1__USAGE_FEED_EVENT__EVENT_QUOTA:
+            self.event = c.quota.map { .quota(QuotaState(c: $0.pointee)) }
+        case LICENSING__V1__USAGE_FEED_EVENT__EVENT_ALERT:
+            self.event = c.alert.map { .alert(ComplianceAlert(c: $0.pointee)) }
+        default:
+            self.event = nil
+        }
+    }
+
+    public func fill(_ c: inout Licensing__V1__UsageFeedEvent, _ arena: WireArena) {
+        c.seq = self.seq
+        c.occurred_at = self.occurredAt
+        c.tenant_id = arena.string(self.tenantId)
+        c.license_id = arena.string(self.licenseId)
+        switch self.event {
+        case .usage(let value)?:
+            c.event_case = LICENSING__V1__USAGE_FEED_EVENT__EVENT_USAGE
+            c.usage = arena.message(value)
+        case .concurrency(let value)?:
+            c.event_case = LICENSING__V1__USAGE_FEED_EVENT__EVENT_CONCURRENCY
+            c.concurrency = arena.message(value)
+        case .quota(let value)?:
+            c.event_case = LICENSING__V1__USAGE_FEED_EVENT__EVENT_QUOTA
+            c.quota = arena.message(value)
+        case .alert(let value)?:
+            c.event_case = LICENSING__V1__USAGE_FEED_EVENT__EVENT_ALERT
+            c.alert = arena.message(value)
+        case nil:
+            c.event_case = LICENSING__V1__USAGE_FEED_EVENT__EVENT__NOT_SET
+        }
+    }
+}
+
+public struct UsageFeedResponse: WireMessage, Encodable {
+    public var events: [UsageFeedEvent] = []
+    public var lastSeq: UInt64 = 0
+    public var epoch: String = ""
+    public var nextAfterSeq: UInt64 = 0
+
+    public init() {}
+
+    public init(events: [UsageFeedEvent] = [], lastSeq: UInt64 = 0, epoch: String = "", nextAfterSeq: UInt64 = 0) {
+        self.events = events
+        self.lastSeq = lastSeq
+        self.epoch = epoch
+        self.nextAfterSeq = nextAfterSeq
+    }
+}
+
+extension UsageFeedResponse: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.UsageFeedResponse"
+
+    public static func cNew() -> Licensing__V1__UsageFeedResponse {
+        var c = Licensing__V1__UsageFeedResponse()
+        licensing__v1__usage_feed_response__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__UsageFeedResponse>? {
+        licensing__v1__usage_feed_response__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__UsageFeedResponse>) {
+        licensing__v1__usage_feed_response__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__UsageFeedResponse>) -> Int {
+        licensing__v1__usage_feed_response__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__UsageFeedResponse>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__usage_feed_response__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__UsageFeedResponse) {
+        self.events = WireArena.array(c.n_events, c.events) { UsageFeedEvent(c: $0!.pointee) }
         self.lastSeq = c.last_seq
+        self.epoch = WireArena.string(c.epoch)
+        self.nextAfterSeq = c.next_after_seq
     }
 
-    public func fill(_ c: inout Licensing__V1__UsageChangesResponse, _ arena: WireArena) {
+    public func fill(_ c: inout Licensing__V1__UsageFeedResponse, _ arena: WireArena) {
         c.n_events = self.events.count
         c.events = arena.array(self.events) { Optional(arena.message($0)) }
         c.last_seq = self.lastSeq
+        c.epoch = arena.string(self.epoch)
+        c.next_after_seq = self.nextAfterSeq
     }
 }
 
@@ -683,11 +1206,13 @@ public enum UsageMethods {
     public static let recordUsage = WireMethod<RecordUsageRequest, RecordUsageResponse>("licensing.v1.Usage/RecordUsage", serverStreaming: false)
     public static let getUsage = WireMethod<GetUsageRequest, UsageSummary>("licensing.v1.Usage/GetUsage", serverStreaming: false)
     public static let setQuota = WireMethod<SetQuotaRequest, Quota>("licensing.v1.Usage/SetQuota", serverStreaming: false)
+    public static let listQuotas = WireMethod<ListQuotasRequest, ListQuotasResponse>("licensing.v1.Usage/ListQuotas", serverStreaming: false)
     public static let listAlerts = WireMethod<ListAlertsRequest, ListAlertsResponse>("licensing.v1.Usage/ListAlerts", serverStreaming: false)
     public static let acknowledgeAlert = WireMethod<GetByIdRequest, ComplianceAlert>("licensing.v1.Usage/AcknowledgeAlert", serverStreaming: false)
-    public static let changes = WireMethod<ChangesRequest, UsageChangesResponse>("licensing.v1.Usage/Changes", serverStreaming: false)
+    public static let reportTamper = WireMethod<TamperReport, TamperReportResponse>("licensing.v1.Usage/ReportTamper", serverStreaming: false)
+    public static let feed = WireMethod<FeedRequest, UsageFeedResponse>("licensing.v1.Usage/Feed", serverStreaming: false)
     public static let eraseCustomer = WireMethod<EraseCustomerRequest, EraseCustomerResponse>("licensing.v1.Usage/EraseCustomer", serverStreaming: false)
 
     /// Every method of the service.
-    public static let all: [WireMethodInfo] = [recordUsage.info, getUsage.info, setQuota.info, listAlerts.info, acknowledgeAlert.info, changes.info, eraseCustomer.info]
+    public static let all: [WireMethodInfo] = [recordUsage.info, getUsage.info, setQuota.info, listQuotas.info, listAlerts.info, acknowledgeAlert.info, reportTamper.info, feed.info, eraseCustomer.info]
 }

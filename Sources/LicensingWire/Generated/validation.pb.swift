@@ -2,6 +2,370 @@
 
 import CLicensingProto
 
+public struct SeatAction: RawRepresentable, Hashable, Sendable, CustomStringConvertible, Encodable {
+    public var rawValue: Int32
+    public init(rawValue: Int32) { self.rawValue = rawValue }
+
+    public static let unspecified = SeatAction(rawValue: 0)
+    public static let checkout = SeatAction(rawValue: 1)
+    public static let checkin = SeatAction(rawValue: 2)
+    public static let expired = SeatAction(rawValue: 3)
+    public static let queued = SeatAction(rawValue: 4)
+    public static let refused = SeatAction(rawValue: 5)
+
+    /// Every value this contract names.
+    public static let allKnown: [SeatAction] = [.unspecified, .checkout, .checkin, .expired, .queued, .refused]
+
+    /// The contract's name of the value, e.g. "SEAT_ACTION_REFUSED".
+    public var protoName: String {
+        switch rawValue {
+        case 0: return "SEAT_ACTION_UNSPECIFIED"
+        case 1: return "SEAT_ACTION_CHECKOUT"
+        case 2: return "SEAT_ACTION_CHECKIN"
+        case 3: return "SEAT_ACTION_EXPIRED"
+        case 4: return "SEAT_ACTION_QUEUED"
+        case 5: return "SEAT_ACTION_REFUSED"
+        default: return "SeatAction(\(rawValue))"
+        }
+    }
+
+    /// The value's short name as used on command lines and in logs, e.g. "REFUSED".
+    public var description: String {
+        let full = protoName
+        let prefix = "SEAT_ACTION_"
+        return full.hasPrefix(prefix) ? String(full.dropFirst(prefix.count)) : full
+    }
+
+    /// JSON carries the short name, as `description` gives it.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
+}
+
+public struct ValidationEvent: WireMessage, Encodable {
+    public var seq: UInt64 = 0
+    public var occurredAt: Int64 = 0
+    public var tenantId: String = ""
+    public var licenseId: String = ""
+    public var event: Event? = nil
+
+    public init() {}
+
+    public init(seq: UInt64 = 0, occurredAt: Int64 = 0, tenantId: String = "", licenseId: String = "", event: Event? = nil) {
+        self.seq = seq
+        self.occurredAt = occurredAt
+        self.tenantId = tenantId
+        self.licenseId = licenseId
+        self.event = event
+    }
+
+    /// One of these, or none.
+    public enum Event: Equatable, Sendable, Encodable {
+        case machine(MachineEvent)
+        case seat(SeatEvent)
+        case outcome(OutcomeRollup)
+    }
+}
+
+extension ValidationEvent: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.ValidationEvent"
+
+    public static func cNew() -> Licensing__V1__ValidationEvent {
+        var c = Licensing__V1__ValidationEvent()
+        licensing__v1__validation_event__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__ValidationEvent>? {
+        licensing__v1__validation_event__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__ValidationEvent>) {
+        licensing__v1__validation_event__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__ValidationEvent>) -> Int {
+        licensing__v1__validation_event__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__ValidationEvent>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__validation_event__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__ValidationEvent) {
+        self.seq = c.seq
+        self.occurredAt = c.occurred_at
+        self.tenantId = WireArena.string(c.tenant_id)
+        self.licenseId = WireArena.string(c.license_id)
+        switch c.event_case {
+        case LICENSING__V1__VALIDATION_EVENT__EVENT_MACHINE:
+            self.event = c.machine.map { .machine(MachineEvent(c: $0.pointee)) }
+        case LICENSING__V1__VALIDATION_EVENT__EVENT_SEAT:
+            self.event = c.seat.map { .seat(SeatEvent(c: $0.pointee)) }
+        case LICENSING__V1__VALIDATION_EVENT__EVENT_OUTCOME:
+            self.event = c.outcome.map { .outcome(OutcomeRollup(c: $0.pointee)) }
+        default:
+            self.event = nil
+        }
+    }
+
+    public func fill(_ c: inout Licensing__V1__ValidationEvent, _ arena: WireArena) {
+        c.seq = self.seq
+        c.occurred_at = self.occurredAt
+        c.tenant_id = arena.string(self.tenantId)
+        c.license_id = arena.string(self.licenseId)
+        switch self.event {
+        case .machine(let value)?:
+            c.event_case = LICENSING__V1__VALIDATION_EVENT__EVENT_MACHINE
+            c.machine = arena.message(value)
+        case .seat(let value)?:
+            c.event_case = LICENSING__V1__VALIDATION_EVENT__EVENT_SEAT
+            c.seat = arena.message(value)
+        case .outcome(let value)?:
+            c.event_case = LICENSING__V1__VALIDATION_EVENT__EVENT_OUTCOME
+            c.outcome = arena.message(value)
+        case nil:
+            c.event_case = LICENSING__V1__VALIDATION_EVENT__EVENT__NOT_SET
+        }
+    }
+}
+
+public struct MachineEvent: WireMessage, Encodable {
+    public var machineId: String = ""
+    public var fingerprintHash: String = ""
+    public var activated: Bool = false
+    public var machinesActive: UInt32 = 0
+    public var maxMachines: UInt32 = 0
+    public var offline: Bool = false
+
+    public init() {}
+
+    public init(machineId: String = "", fingerprintHash: String = "", activated: Bool = false, machinesActive: UInt32 = 0, maxMachines: UInt32 = 0, offline: Bool = false) {
+        self.machineId = machineId
+        self.fingerprintHash = fingerprintHash
+        self.activated = activated
+        self.machinesActive = machinesActive
+        self.maxMachines = maxMachines
+        self.offline = offline
+    }
+}
+
+extension MachineEvent: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.MachineEvent"
+
+    public static func cNew() -> Licensing__V1__MachineEvent {
+        var c = Licensing__V1__MachineEvent()
+        licensing__v1__machine_event__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__MachineEvent>? {
+        licensing__v1__machine_event__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__MachineEvent>) {
+        licensing__v1__machine_event__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__MachineEvent>) -> Int {
+        licensing__v1__machine_event__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__MachineEvent>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__machine_event__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__MachineEvent) {
+        self.machineId = WireArena.string(c.machine_id)
+        self.fingerprintHash = WireArena.string(c.fingerprint_hash)
+        self.activated = c.activated != 0
+        self.machinesActive = c.machines_active
+        self.maxMachines = c.max_machines
+        self.offline = c.offline != 0
+    }
+
+    public func fill(_ c: inout Licensing__V1__MachineEvent, _ arena: WireArena) {
+        c.machine_id = arena.string(self.machineId)
+        c.fingerprint_hash = arena.string(self.fingerprintHash)
+        c.activated = (self.activated ? 1 : 0)
+        c.machines_active = self.machinesActive
+        c.max_machines = self.maxMachines
+        c.offline = (self.offline ? 1 : 0)
+    }
+}
+
+public struct SeatEvent: WireMessage, Encodable {
+    public var action: SeatAction = SeatAction(rawValue: 0)
+    public var leaseId: String = ""
+    public var seatsHeld: UInt32 = 0
+    public var seatLimit: UInt32 = 0
+    public var leases: UInt32 = 0
+
+    public init() {}
+
+    public init(action: SeatAction = SeatAction(rawValue: 0), leaseId: String = "", seatsHeld: UInt32 = 0, seatLimit: UInt32 = 0, leases: UInt32 = 0) {
+        self.action = action
+        self.leaseId = leaseId
+        self.seatsHeld = seatsHeld
+        self.seatLimit = seatLimit
+        self.leases = leases
+    }
+}
+
+extension SeatEvent: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.SeatEvent"
+
+    public static func cNew() -> Licensing__V1__SeatEvent {
+        var c = Licensing__V1__SeatEvent()
+        licensing__v1__seat_event__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__SeatEvent>? {
+        licensing__v1__seat_event__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__SeatEvent>) {
+        licensing__v1__seat_event__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__SeatEvent>) -> Int {
+        licensing__v1__seat_event__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__SeatEvent>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__seat_event__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__SeatEvent) {
+        self.action = SeatAction(rawValue: Int32(truncatingIfNeeded: c.action.rawValue))
+        self.leaseId = WireArena.string(c.lease_id)
+        self.seatsHeld = c.seats_held
+        self.seatLimit = c.seat_limit
+        self.leases = c.leases
+    }
+
+    public func fill(_ c: inout Licensing__V1__SeatEvent, _ arena: WireArena) {
+        c.action = .init(rawValue: .init(truncatingIfNeeded: self.action.rawValue))
+        c.lease_id = arena.string(self.leaseId)
+        c.seats_held = self.seatsHeld
+        c.seat_limit = self.seatLimit
+        c.leases = self.leases
+    }
+}
+
+public struct OutcomeRollup: WireMessage, Encodable {
+    public var minute: Int64 = 0
+    public var reason: ReasonCode = ReasonCode(rawValue: 0)
+    public var count: UInt64 = 0
+    public var distinctFingerprints: UInt32 = 0
+    public var distinctCountries: UInt32 = 0
+    public var countries: [String] = []
+    public var fingerprintHashes: [String] = []
+    public var machineAllowance: UInt32 = 0
+
+    public init() {}
+
+    public init(minute: Int64 = 0, reason: ReasonCode = ReasonCode(rawValue: 0), count: UInt64 = 0, distinctFingerprints: UInt32 = 0, distinctCountries: UInt32 = 0, countries: [String] = [], fingerprintHashes: [String] = [], machineAllowance: UInt32 = 0) {
+        self.minute = minute
+        self.reason = reason
+        self.count = count
+        self.distinctFingerprints = distinctFingerprints
+        self.distinctCountries = distinctCountries
+        self.countries = countries
+        self.fingerprintHashes = fingerprintHashes
+        self.machineAllowance = machineAllowance
+    }
+}
+
+extension OutcomeRollup: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.OutcomeRollup"
+
+    public static func cNew() -> Licensing__V1__OutcomeRollup {
+        var c = Licensing__V1__OutcomeRollup()
+        licensing__v1__outcome_rollup__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__OutcomeRollup>? {
+        licensing__v1__outcome_rollup__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__OutcomeRollup>) {
+        licensing__v1__outcome_rollup__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__OutcomeRollup>) -> Int {
+        licensing__v1__outcome_rollup__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__OutcomeRollup>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__outcome_rollup__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__OutcomeRollup) {
+        self.minute = c.minute
+        self.reason = ReasonCode(rawValue: Int32(truncatingIfNeeded: c.reason.rawValue))
+        self.count = c.count
+        self.distinctFingerprints = c.distinct_fingerprints
+        self.distinctCountries = c.distinct_countries
+        self.countries = WireArena.array(c.n_countries, c.countries) { WireArena.string($0) }
+        self.fingerprintHashes = WireArena.array(c.n_fingerprint_hashes, c.fingerprint_hashes) { WireArena.string($0) }
+        self.machineAllowance = c.machine_allowance
+    }
+
+    public func fill(_ c: inout Licensing__V1__OutcomeRollup, _ arena: WireArena) {
+        c.minute = self.minute
+        c.reason = .init(rawValue: .init(truncatingIfNeeded: self.reason.rawValue))
+        c.count = self.count
+        c.distinct_fingerprints = self.distinctFingerprints
+        c.distinct_countries = self.distinctCountries
+        c.n_countries = self.countries.count
+        c.countries = arena.array(self.countries) { arena.string($0) }
+        c.n_fingerprint_hashes = self.fingerprintHashes.count
+        c.fingerprint_hashes = arena.array(self.fingerprintHashes) { arena.string($0) }
+        c.machine_allowance = self.machineAllowance
+    }
+}
+
+public struct ValidationEventsResponse: WireMessage, Encodable {
+    public var events: [ValidationEvent] = []
+    public var lastSeq: UInt64 = 0
+    public var epoch: String = ""
+    public var nextAfterSeq: UInt64 = 0
+
+    public init() {}
+
+    public init(events: [ValidationEvent] = [], lastSeq: UInt64 = 0, epoch: String = "", nextAfterSeq: UInt64 = 0) {
+        self.events = events
+        self.lastSeq = lastSeq
+        self.epoch = epoch
+        self.nextAfterSeq = nextAfterSeq
+    }
+}
+
+extension ValidationEventsResponse: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.ValidationEventsResponse"
+
+    public static func cNew() -> Licensing__V1__ValidationEventsResponse {
+        var c = Licensing__V1__ValidationEventsResponse()
+        licensing__v1__validation_events_response__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__ValidationEventsResponse>? {
+        licensing__v1__validation_events_response__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__ValidationEventsResponse>) {
+        licensing__v1__validation_events_response__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__ValidationEventsResponse>) -> Int {
+        licensing__v1__validation_events_response__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__ValidationEventsResponse>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__validation_events_response__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__ValidationEventsResponse) {
+        self.events = WireArena.array(c.n_events, c.events) { ValidationEvent(c: $0!.pointee) }
+        self.lastSeq = c.last_seq
+        self.epoch = WireArena.string(c.epoch)
+        self.nextAfterSeq = c.next_after_seq
+    }
+
+    public func fill(_ c: inout Licensing__V1__ValidationEventsResponse, _ arena: WireArena) {
+        c.n_events = self.events.count
+        c.events = arena.array(self.events) { Optional(arena.message($0)) }
+        c.last_seq = self.lastSeq
+        c.epoch = arena.string(self.epoch)
+        c.next_after_seq = self.nextAfterSeq
+    }
+}
+
 public struct LicenseReference: WireMessage, Encodable {
     public var licenseKey: String = ""
     public var licenseId: String = ""
@@ -91,13 +455,17 @@ public struct ResolvedLicense: WireMessage, Encodable {
     public var found: Bool = false
     public var licenseId: String = ""
     public var tenantId: String = ""
+    public var policyId: String = ""
+    public var overagePermille: UInt32 = 0
 
     public init() {}
 
-    public init(found: Bool = false, licenseId: String = "", tenantId: String = "") {
+    public init(found: Bool = false, licenseId: String = "", tenantId: String = "", policyId: String = "", overagePermille: UInt32 = 0) {
         self.found = found
         self.licenseId = licenseId
         self.tenantId = tenantId
+        self.policyId = policyId
+        self.overagePermille = overagePermille
     }
 }
 
@@ -126,12 +494,16 @@ extension ResolvedLicense: ProtobufCMessageBinding {
         self.found = c.found != 0
         self.licenseId = WireArena.string(c.license_id)
         self.tenantId = WireArena.string(c.tenant_id)
+        self.policyId = WireArena.string(c.policy_id)
+        self.overagePermille = c.overage_permille
     }
 
     public func fill(_ c: inout Licensing__V1__ResolvedLicense, _ arena: WireArena) {
         c.found = (self.found ? 1 : 0)
         c.license_id = arena.string(self.licenseId)
         c.tenant_id = arena.string(self.tenantId)
+        c.policy_id = arena.string(self.policyId)
+        c.overage_permille = self.overagePermille
     }
 }
 
@@ -1179,7 +1551,8 @@ public enum ValidationMethods {
     public static let createOfflineLicense = WireMethod<CreateOfflineLicenseRequest, OfflineLicense>("licensing.v1.Validation/CreateOfflineLicense", serverStreaming: false)
     public static let eraseCustomer = WireMethod<EraseCustomerRequest, EraseCustomerResponse>("licensing.v1.Validation/EraseCustomer", serverStreaming: false)
     public static let resolveLicenses = WireMethod<ResolveLicensesRequest, ResolveLicensesResponse>("licensing.v1.Validation/ResolveLicenses", serverStreaming: false)
+    public static let events = WireMethod<FeedRequest, ValidationEventsResponse>("licensing.v1.Validation/Events", serverStreaming: false)
 
     /// Every method of the service.
-    public static let all: [WireMethodInfo] = [validate.info, activate.info, deactivate.info, listMachines.info, checkoutSeat.info, heartbeatSeat.info, checkinSeat.info, listSeats.info, createOfflineLicense.info, eraseCustomer.info, resolveLicenses.info]
+    public static let all: [WireMethodInfo] = [validate.info, activate.info, deactivate.info, listMachines.info, checkoutSeat.info, heartbeatSeat.info, checkinSeat.info, listSeats.info, createOfflineLicense.info, eraseCustomer.info, resolveLicenses.info, events.info]
 }

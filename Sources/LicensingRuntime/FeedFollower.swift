@@ -1,0 +1,198 @@
+import GRDB
+import LicensingRPC
+import LicensingWire
+import Logging
+import Metrics
+import NIOConcurrencyHelpers
+import ServiceLifecycle
+
+/// Where a follower stands in a source's feed: the last sequence it applied and the
+/// source's epoch then. Stored in the follower's `feed_position` table, in the transaction
+/// that applies the events (exactly-once apply).
+public struct FeedCursor: Sendable, Equatable {
+    public var appliedSeq: UInt64
+    public var epoch: String
+
+    public init(appliedSeq: UInt64 = 0, epoch: String = "") {
+        self.appliedSeq = appliedSeq
+        self.epoch = epoch
+    }
+
+    /// The table the cursors live in; created by the follower's migration.
+    public static let createTable = """
+        CREATE TABLE IF NOT EXISTS feed_position (
+            feed TEXT PRIMARY KEY,
+            applied_seq INTEGER NOT NULL CHECK (applied_seq >= 0),
+            epoch TEXT NOT NULL DEFAULT ''
+        )
+        """
+
+    public static func load(feed: String, in db: Database) throws -> FeedCursor {
+        guard let row = try Row.fetchOne(db, sql: "SELECT applied_seq, epoch FROM feed_position WHERE feed = ?", arguments: [feed]) else {
+            return FeedCursor()
+        }
+        return FeedCursor(appliedSeq: UInt64(row[0] as Int64), epoch: row[1])
+    }
+
+    public func store(feed: String, in db: Database) throws {
+        try db.execute(
+            sql: """
+                INSERT INTO feed_position (feed, applied_seq, epoch) VALUES (?, ?, ?)
+                ON CONFLICT(feed) DO UPDATE SET applied_seq = excluded.applied_seq, epoch = excluded.epoch
+                """,
+            arguments: [feed, Int64(clamping: appliedSeq), epoch])
+    }
+}
+
+/// One page pulled from a source's feed.
+public struct FeedPage<Event: Sendable>: Sendable {
+    public var events: [Event]
+    public var lastSeq: UInt64
+    public var nextAfter: UInt64
+    public var epoch: String
+
+    public init(events: [Event], lastSeq: UInt64, nextAfter: UInt64, epoch: String) {
+        self.events = events
+        self.lastSeq = lastSeq
+        self.nextAfter = nextAfter
+        self.epoch = epoch
+    }
+}
+
+/// Follows another service's feed: pulls the events after its cursor, applies them with the
+/// new cursor in one transaction, and pulls again — at once while there is more, every
+/// `idleInterval` once caught up, with backoff while the source is unreachable (the
+/// follower's own service goes on answering from what it has). A new epoch (the source
+/// started over) starts the cursor again from 0 in that epoch.
+public final class FeedFollower<Event: Sendable>: Service, Sendable {
+    public typealias Pull = @Sendable (_ after: UInt64) async throws -> FeedPage<Event>
+    /// Applies the events and stores `cursor` (via `FeedCursor.store`) in one transaction;
+    /// `restart`: the source's epoch changed, so derived state may be reset first.
+    public typealias Apply = @Sendable (_ events: [Event], _ cursor: FeedCursor, _ restart: Bool) async throws -> Void
+
+    private let feed: String
+    private let database: DatabasePool
+    private let pull: Pull
+    private let apply: Apply
+    private let idleInterval: Duration
+    private let logger: Logger
+    private let state = NIOLockedValueBox(Progress())
+    private let pulls = NIOLockedValueBox(Pulls())
+    private let appliedGauge: Gauge
+    private let lagGauge: Gauge
+
+    struct Progress {
+        var cursor: FeedCursor?
+        var sourceSeq: UInt64 = 0
+        var lastContact: ContinuousClock.Instant?
+    }
+
+    private struct Pulls {
+        var started = 0
+        var completed = 0
+        var running: Task<Void, Never>?
+    }
+
+    /// `feed`: the name the cursor is stored under and metrics and health show.
+    public init(feed: String, database: DatabasePool, idleInterval: Duration = .milliseconds(500), logger: Logger, pull: @escaping Pull, apply: @escaping Apply) {
+        self.feed = feed
+        self.database = database
+        self.pull = pull
+        self.apply = apply
+        self.idleInterval = idleInterval
+        self.logger = logger
+        self.appliedGauge = Gauge(label: "feed_applied_seq", dimensions: [("feed", feed)])
+        self.lagGauge = Gauge(label: "feed_lag_events", dimensions: [("feed", feed)])
+    }
+
+    public func run() async throws {
+        var failures = 0
+        while !Task.isCancelled, !Task.isShuttingDownGracefully {
+            do {
+                let more = try await pollOnce()
+                if failures > 0 {
+                    logger.info("feed reachable again", metadata: ["feed": "\(feed)"])
+                    failures = 0
+                }
+                if more { continue }
+                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: self.idleInterval) }
+            } catch {
+                failures += 1
+                if failures == 1 {
+                    logger.warning("feed unreachable; going on with what was applied", metadata: ["feed": "\(feed)", "error": "\(error)"])
+                }
+                let backoff = min(idleInterval * (1 << min(failures, 4)), .seconds(5))
+                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: backoff) }
+            }
+        }
+    }
+
+    private func cursor() async throws -> FeedCursor {
+        if let cursor = state.withLockedValue({ $0.cursor }) { return cursor }
+        let loaded = try await database.read { [feed] db in try FeedCursor.load(feed: feed, in: db) }
+        state.withLockedValue { $0.cursor = $0.cursor ?? loaded }
+        return loaded
+    }
+
+    /// Pulls and applies one page; returns whether more is waiting.
+    @discardableResult
+    public func pollOnce() async throws -> Bool {
+        var current = try await cursor()
+        var page = try await pull(current.appliedSeq)
+        var restart = false
+        if !current.epoch.isEmpty, page.epoch != current.epoch {
+            logger.warning("the source started a new epoch; following it from the start", metadata: [
+                "feed": "\(feed)", "old_epoch": "\(current.epoch)", "new_epoch": "\(page.epoch)",
+            ])
+            current = FeedCursor(appliedSeq: 0, epoch: page.epoch)
+            page = try await pull(0)
+            restart = true
+        }
+        let next = FeedCursor(appliedSeq: max(page.nextAfter, restart ? 0 : current.appliedSeq), epoch: page.epoch)
+        if next != current || restart {
+            try await apply(page.events, next, restart)
+        }
+        state.withLockedValue {
+            $0.cursor = next
+            $0.sourceSeq = page.lastSeq
+            $0.lastContact = .now
+        }
+        appliedGauge.record(Int64(clamping: next.appliedSeq))
+        lagGauge.record(Int64(clamping: page.lastSeq) - Int64(clamping: next.appliedSeq))
+        return next.appliedSeq < page.lastSeq && next.appliedSeq > current.appliedSeq
+    }
+
+    /// Pulls now rather than at the next poll, for a caller about to deny something a
+    /// change not yet applied could allow. Callers that ask meanwhile share one pull.
+    public func catchUp() async {
+        let wanted = pulls.withLockedValue { $0.started + 1 }
+        while true {
+            let pull = pulls.withLockedValue { state -> Task<Void, Never>? in
+                if state.completed >= wanted { return nil }
+                if let running = state.running { return running }
+                state.started += 1
+                let generation = state.started
+                let task = Task {
+                    _ = try? await self.pollOnce()
+                    self.pulls.withLockedValue {
+                        $0.completed = max($0.completed, generation)
+                        $0.running = nil
+                    }
+                }
+                state.running = task
+                return task
+            }
+            guard let pull else { return }
+            await pull.value
+        }
+    }
+
+    /// For `Health`: how far this follower has applied, and how far the source has written.
+    public func position() -> FeedPosition {
+        state.withLockedValue { progress in
+            FeedPosition(
+                feed: feed, appliedSeq: progress.cursor?.appliedSeq ?? 0, sourceSeq: progress.sourceSeq,
+                secondsSinceContact: progress.lastContact.map { (ContinuousClock.now - $0).components.seconds } ?? -1)
+        }
+    }
+}
