@@ -142,6 +142,20 @@ func withGateway<T>(
         #expect(Permissions.allows(.integration, IssuanceMethods.recordPayment.name))
         #expect(!Permissions.allows(.integration, IssuanceMethods.revokeLicense.name))
         #expect(!Permissions.allows(.issuer, IssuanceMethods.recordPayment.name))
+        // Usage and compliance: products record usage and report tampering; support and
+        // auditors read; issuers also set quotas and acknowledge alerts.
+        #expect(Permissions.allows(.product, UsageMethods.recordUsage.name) && Permissions.allows(.product, UsageMethods.reportTamper.name))
+        #expect(!Permissions.allows(.product, UsageMethods.listAlerts.name) && !Permissions.allows(.product, UsageMethods.setQuota.name))
+        for role in [Role.support, .auditor, .issuer] {
+            for method in [UsageMethods.getUsage.name, UsageMethods.listAlerts.name, UsageMethods.listQuotas.name] {
+                #expect(Permissions.allows(role, method), "\(role) \(method)")
+            }
+        }
+        for role in [Role.support, .auditor] {
+            #expect(!Permissions.allows(role, UsageMethods.setQuota.name) && !Permissions.allows(role, UsageMethods.acknowledgeAlert.name))
+        }
+        #expect(Permissions.allows(.issuer, UsageMethods.setQuota.name) && Permissions.allows(.issuer, UsageMethods.acknowledgeAlert.name))
+        #expect(Permissions.servicesOnly.contains(UsageMethods.feed.name) && Permissions.servicesOnly.contains(ValidationMethods.events.name))
     }
 
     @Test func missingUnknownRevokedAndExpiredKeysAreUnauthenticated() async throws {
