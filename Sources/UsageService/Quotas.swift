@@ -169,6 +169,9 @@ extension UsageService {
             return opened
         }
         if !opened.isEmpty { logger.info("quota exceeded", metadata: ["alerts": "\(opened.map { $0.id })"]) }
+        // Out on the feed now, not at the next publication: validation catches up with the
+        // feed before it denies, so a limit raised a moment ago is seen by the next call.
+        try await publisher.publish()
         var quota = Quota(
             licenseId: kind == "license" ? id : "", feature: feature, limit: request.limit, period: period.rawValue, policyId: kind == "policy" ? id : "")
         if kind == "license" { try await fillState(&quota, tenant: owner) }

@@ -227,7 +227,7 @@ public final class ValidationService: ValidationServiceProtocol {
         }
         let (response, entry) = answer(request, context, found, signedBy: signingKey)
         // A denial is given only once the replica has caught up (see `validateAfterWaiting`).
-        if Self.mayBeStale(response) { return .later { try await self.validateAfterWaiting(request, call, denied: true) } }
+        if Self.mayBeStale(response) { return .later { try await self.validateAfterWaiting(request, call, denied: response.reason) } }
         outcomes[entry.reason.rawValue]?.increment()
         guard log.tryAppend(entry) else {
             return .later {
@@ -245,8 +245,9 @@ public final class ValidationService: ValidationServiceProtocol {
     /// a denial is given only after the replica has caught up with issuance's head (one
     /// pull shared by every call waiting, bounded by the pull's timeout); an allowed answer
     /// needs no wait. A revocation may take up to the feed interval; a grant may not.
-    /// `denied`: the event loop already found a denial, so the catch-up comes first.
-    func validateAfterWaiting(_ request: ValidateRequest, _ call: ServerCall, denied: Bool = false) async throws -> ValidateResponse {
+    /// A quota denial catches up with usage's feed instead (a limit raised a moment ago).
+    /// `denied`: the denial the event loop already found, so its catch-up comes first.
+    func validateAfterWaiting(_ request: ValidateRequest, _ call: ServerCall, denied: ReasonCode? = nil) async throws -> ValidateResponse {
         let context = try context(request)
         let signingKey = request.nonce.isEmpty ? nil : try await signingKeys.current()
         func decided() throws -> (ValidateResponse, ValidationLog.Entry) {
@@ -258,10 +259,10 @@ public final class ValidationService: ValidationServiceProtocol {
             }
             return answer(request, context, found, signedBy: signingKey)
         }
-        if denied { await feed.catchUp() }
+        if let denied { await catchUp(before: denied) }
         var (response, entry) = try decided()
-        if !denied, Self.mayBeStale(response) {
-            await feed.catchUp()
+        if Self.mayBeStale(response), response.reason != denied {
+            await catchUp(before: response.reason)
             (response, entry) = try decided()
         }
         outcomes[entry.reason.rawValue]?.increment()
@@ -272,7 +273,17 @@ public final class ValidationService: ValidationServiceProtocol {
     /// A denial that a change not yet replicated could turn into a grant; a malformed key
     /// stays malformed whatever issuance knows.
     static func mayBeStale(_ response: ValidateResponse) -> Bool {
-        !response.valid && response.reason != .malformedKey && response.reason != .quotaExceeded
+        !response.valid && response.reason != .malformedKey
+    }
+
+    /// Catches up with the source of a denial: usage's feed for a quota (a limit raised a
+    /// moment ago), issuance's for anything else.
+    private func catchUp(before reason: ReasonCode) async {
+        if reason == .quotaExceeded {
+            await quotaFeed?.catchUp()
+        } else {
+            await feed.catchUp()
+        }
     }
 
     /// The decision on what the look-up found (nil: no license of the caller's tenant has

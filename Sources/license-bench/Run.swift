@@ -5,6 +5,7 @@ import LicensingRPC
 import LicensingWire
 import NIOCore
 import NIOPosix
+import Synchronization
 
 enum Scenario: String, ExpressibleByArgument, CaseIterable {
     case validate, activate, checkout = "checkout+checkin", usage, issue
@@ -28,18 +29,45 @@ struct Run: AsyncParsableCommand {
     func run() async throws {
         let seeded = try SeedFile.read(seed)
         guard !seeded.licenses.isEmpty else { throw ValidationError("\(seed) has no licenses") }
-        let operation = makeOperation(seeded)
+        let tally = UsageTally()
+        let operation = makeOperation(seeded, tally)
         if warmup > 0 {
             _ = try await drive(operation, until: .now + .seconds(warmup), count: nil, rate: nil, quiet: true)
         }
         let result = try await drive(operation, until: .now + .seconds(duration), count: count, rate: rate, quiet: false)
-        let report = Report(scenario: scenario.rawValue, connections: connections, inFlight: inFlight, rate: rate, result: result)
+        var report = Report(scenario: scenario.rawValue, connections: connections, inFlight: inFlight, rate: rate, result: result)
+        if scenario == .usage {
+            report.usageCheck = (recorded: tally.value.load(ordering: .relaxed), counted: try await countUsage(seeded.licenses, feature: tally.feature))
+        }
         print(json ? report.json : report.text)
+    }
+
+    /// Usage events go to the first licenses only, so the check asks for a few.
+    private static let usageLicenses = 100
+
+    /// Usage events acknowledged as recorded, over the warm-up and the run; this run's
+    /// events name their own feature, so `GetUsage` counts them apart.
+    final class UsageTally: Sendable {
+        let value = Atomic<Int>(0)
+        let feature = "bench-\(UInt32.random(in: 0...UInt32.max))"
+    }
+
+    /// What `GetUsage` counts of this run's events: every acknowledged one, once.
+    private func countUsage(_ licenses: [SeededLicense], feature usageFeature: String) async throws -> Int {
+        let client = RPCClient(endpoint: try Endpoint(parsing: target.endpoint), configuration: try target.configuration(connections: 1))
+        defer { Task { await client.close() } }
+        let now = Int64(Date().timeIntervalSince1970)
+        var counted: UInt64 = 0
+        for license in licenses.prefix(Self.usageLicenses) {
+            let summary = try await client.call(UsageMethods.getUsage, GetUsageRequest(licenseId: license.licenseID, from: now - 3600, to: now + 60))
+            counted += summary.features.first { $0.feature == usageFeature }?.quantity ?? 0
+        }
+        return Int(counted)
     }
 
     /// The operation each scenario makes; `index` picks the license. Each answer is
     /// decoded and checked: a validation that is not VALID counts as an error.
-    private func makeOperation(_ seeded: (policy: String, customer: String, licenses: [SeededLicense])) -> @Sendable (Int) -> BenchCall {
+    private func makeOperation(_ seeded: (policy: String, customer: String, licenses: [SeededLicense]), _ tally: UsageTally) -> @Sendable (Int) -> BenchCall {
         let licenses = seeded.licenses
         let policy = seeded.policy
         let customer = seeded.customer
@@ -71,14 +99,17 @@ struct Run: AsyncParsableCommand {
                 }
             }
         case .usage:
+            let feature = tally.feature
+            let users = min(licenses.count, Self.usageLicenses)
             return { index in
-                let license = licenses[index % licenses.count]
+                let license = licenses[index % users]
                 // Indices start again after the warm-up: a per-call salt keeps every event id new.
                 let call = UInt64.random(in: 0...UInt64.max)
-                let events = (0..<batch).map { UsageEvent(eventId: "bench-\(run)-\(index)-\(call)-\($0)", licenseId: license.licenseID, feature: "export", quantity: 1) }
+                let events = (0..<batch).map { UsageEvent(eventId: "bench-\(run)-\(index)-\(call)-\($0)", licenseId: license.licenseID, feature: feature, quantity: 1) }
                 return BenchCall.of(UsageMethods.recordUsage, RecordUsageRequest(events: events)) { answer in
                     // Every event of the batch recorded, durably, once.
                     guard answer.rejected.isEmpty else { throw Refused(.notFound) }
+                    tally.value.add(Int(answer.accepted), ordering: .relaxed)
                     guard Int(answer.accepted) == batch else { throw Refused(.unspecified) }
                     return nil
                 }
@@ -154,6 +185,8 @@ struct Report {
     let inFlight: Int
     let rate: Double?
     let result: Run.Outcome
+    /// Usage: events acknowledged, and what GetUsage counted of them afterwards.
+    var usageCheck: (recorded: Int, counted: Int)?
 
     var seconds: Double { Double(result.elapsed.components.seconds) + Double(result.elapsed.components.attoseconds) / 1e18 }
     var throughput: Double { Double(result.histogram.totalCount) / max(seconds, 1e-9) }
@@ -169,16 +202,26 @@ struct Report {
         if !result.errors.isEmpty {
             lines.append("  errors: " + result.errors.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
         }
+        if let usageCheck {
+            lines.append("  GetUsage counts \(usageCheck.counted) of the \(usageCheck.recorded) events acknowledged\(usageCheck.counted == usageCheck.recorded ? ": each once" : " — MISMATCH")")
+        }
         return lines.joined(separator: "\n")
     }
 
     var json: String {
-        let object: [String: Any] = [
+        var object: [String: Any] = [
             "scenario": scenario, "connections": connections, "in_flight": inFlight, "rate": rate ?? 0,
             "calls": result.calls, "ok": result.histogram.totalCount, "seconds": seconds, "throughput": throughput,
             "p50_ms": percentile(50), "p90_ms": percentile(90), "p99_ms": percentile(99), "p999_ms": percentile(99.9),
             "max_ms": Double(result.histogram.max) / 1000, "errors": result.errors,
         ]
+        if let usageCheck {
+            object["usage_recorded"] = usageCheck.recorded
+            object["usage_counted"] = usageCheck.counted
+            if usageCheck.counted != usageCheck.recorded {
+                object["errors"] = result.errors.merging(["usage miscounted": abs(usageCheck.recorded - usageCheck.counted)]) { $0 + $1 }
+            }
+        }
         let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
         return String(decoding: data, as: UTF8.self)
     }
