@@ -13,6 +13,8 @@ public enum MetricHelp {
         "rpc_server_open_connections": "Connections open to this service now.",
         "validation_feed_applied_seq": "Position in issuance's change feed that validation has applied.",
         "validation_feed_lag_events": "Change-feed events issuance has that validation has not applied yet.",
+        "feed_applied_seq": "Position a follower has applied in another service's feed, by feed.",
+        "feed_lag_events": "Events a source's feed has that this follower has not applied yet, by feed.",
         "validation_outcomes_total": "Validations answered, by reason code.",
         "validation_seats_in_use": "Floating-seat leases held now.",
         "issuance_licenses": "Licenses, by stored state.",
