@@ -52,6 +52,51 @@ void   licensing__v1__report_request__free_unpacked
   assert(message->base.descriptor == &licensing__v1__report_request__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   licensing__v1__report_header__init
+                     (Licensing__V1__ReportHeader         *message)
+{
+  static const Licensing__V1__ReportHeader init_value = LICENSING__V1__REPORT_HEADER__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__report_header__get_packed_size
+                     (const Licensing__V1__ReportHeader *message)
+{
+  assert(message->base.descriptor == &licensing__v1__report_header__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__report_header__pack
+                     (const Licensing__V1__ReportHeader *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__report_header__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__report_header__pack_to_buffer
+                     (const Licensing__V1__ReportHeader *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__report_header__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__ReportHeader *
+       licensing__v1__report_header__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__ReportHeader *)
+     protobuf_c_message_unpack (&licensing__v1__report_header__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__report_header__free_unpacked
+                     (Licensing__V1__ReportHeader *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__report_header__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   licensing__v1__usage_report_row__init
                      (Licensing__V1__UsageReportRow         *message)
 {
@@ -95,6 +140,51 @@ void   licensing__v1__usage_report_row__free_unpacked
   if(!message)
     return;
   assert(message->base.descriptor == &licensing__v1__usage_report_row__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__outcome_count__init
+                     (Licensing__V1__OutcomeCount         *message)
+{
+  static const Licensing__V1__OutcomeCount init_value = LICENSING__V1__OUTCOME_COUNT__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__outcome_count__get_packed_size
+                     (const Licensing__V1__OutcomeCount *message)
+{
+  assert(message->base.descriptor == &licensing__v1__outcome_count__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__outcome_count__pack
+                     (const Licensing__V1__OutcomeCount *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__outcome_count__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__outcome_count__pack_to_buffer
+                     (const Licensing__V1__OutcomeCount *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__outcome_count__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__OutcomeCount *
+       licensing__v1__outcome_count__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__OutcomeCount *)
+     protobuf_c_message_unpack (&licensing__v1__outcome_count__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__outcome_count__free_unpacked
+                     (Licensing__V1__OutcomeCount *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__outcome_count__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
 void   licensing__v1__usage_report_response__init
@@ -142,51 +232,6 @@ void   licensing__v1__usage_report_response__free_unpacked
   assert(message->base.descriptor == &licensing__v1__usage_report_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-void   licensing__v1__compliance_report_response__init
-                     (Licensing__V1__ComplianceReportResponse         *message)
-{
-  static const Licensing__V1__ComplianceReportResponse init_value = LICENSING__V1__COMPLIANCE_REPORT_RESPONSE__INIT;
-  *message = init_value;
-}
-size_t licensing__v1__compliance_report_response__get_packed_size
-                     (const Licensing__V1__ComplianceReportResponse *message)
-{
-  assert(message->base.descriptor == &licensing__v1__compliance_report_response__descriptor);
-  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
-}
-size_t licensing__v1__compliance_report_response__pack
-                     (const Licensing__V1__ComplianceReportResponse *message,
-                      uint8_t       *out)
-{
-  assert(message->base.descriptor == &licensing__v1__compliance_report_response__descriptor);
-  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
-}
-size_t licensing__v1__compliance_report_response__pack_to_buffer
-                     (const Licensing__V1__ComplianceReportResponse *message,
-                      ProtobufCBuffer *buffer)
-{
-  assert(message->base.descriptor == &licensing__v1__compliance_report_response__descriptor);
-  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
-}
-Licensing__V1__ComplianceReportResponse *
-       licensing__v1__compliance_report_response__unpack
-                     (ProtobufCAllocator  *allocator,
-                      size_t               len,
-                      const uint8_t       *data)
-{
-  return (Licensing__V1__ComplianceReportResponse *)
-     protobuf_c_message_unpack (&licensing__v1__compliance_report_response__descriptor,
-                                allocator, len, data);
-}
-void   licensing__v1__compliance_report_response__free_unpacked
-                     (Licensing__V1__ComplianceReportResponse *message,
-                      ProtobufCAllocator *allocator)
-{
-  if(!message)
-    return;
-  assert(message->base.descriptor == &licensing__v1__compliance_report_response__descriptor);
-  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
-}
 void   licensing__v1__compliance_alert_summary__init
                      (Licensing__V1__ComplianceAlertSummary         *message)
 {
@@ -232,6 +277,186 @@ void   licensing__v1__compliance_alert_summary__free_unpacked
   assert(message->base.descriptor == &licensing__v1__compliance_alert_summary__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   licensing__v1__rule_count__init
+                     (Licensing__V1__RuleCount         *message)
+{
+  static const Licensing__V1__RuleCount init_value = LICENSING__V1__RULE_COUNT__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__rule_count__get_packed_size
+                     (const Licensing__V1__RuleCount *message)
+{
+  assert(message->base.descriptor == &licensing__v1__rule_count__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__rule_count__pack
+                     (const Licensing__V1__RuleCount *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__rule_count__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__rule_count__pack_to_buffer
+                     (const Licensing__V1__RuleCount *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__rule_count__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__RuleCount *
+       licensing__v1__rule_count__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__RuleCount *)
+     protobuf_c_message_unpack (&licensing__v1__rule_count__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__rule_count__free_unpacked
+                     (Licensing__V1__RuleCount *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__rule_count__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__state_count__init
+                     (Licensing__V1__StateCount         *message)
+{
+  static const Licensing__V1__StateCount init_value = LICENSING__V1__STATE_COUNT__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__state_count__get_packed_size
+                     (const Licensing__V1__StateCount *message)
+{
+  assert(message->base.descriptor == &licensing__v1__state_count__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__state_count__pack
+                     (const Licensing__V1__StateCount *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__state_count__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__state_count__pack_to_buffer
+                     (const Licensing__V1__StateCount *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__state_count__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__StateCount *
+       licensing__v1__state_count__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__StateCount *)
+     protobuf_c_message_unpack (&licensing__v1__state_count__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__state_count__free_unpacked
+                     (Licensing__V1__StateCount *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__state_count__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__license_compliance__init
+                     (Licensing__V1__LicenseCompliance         *message)
+{
+  static const Licensing__V1__LicenseCompliance init_value = LICENSING__V1__LICENSE_COMPLIANCE__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__license_compliance__get_packed_size
+                     (const Licensing__V1__LicenseCompliance *message)
+{
+  assert(message->base.descriptor == &licensing__v1__license_compliance__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__license_compliance__pack
+                     (const Licensing__V1__LicenseCompliance *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__license_compliance__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__license_compliance__pack_to_buffer
+                     (const Licensing__V1__LicenseCompliance *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__license_compliance__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__LicenseCompliance *
+       licensing__v1__license_compliance__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__LicenseCompliance *)
+     protobuf_c_message_unpack (&licensing__v1__license_compliance__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__license_compliance__free_unpacked
+                     (Licensing__V1__LicenseCompliance *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__license_compliance__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__compliance_report_response__init
+                     (Licensing__V1__ComplianceReportResponse         *message)
+{
+  static const Licensing__V1__ComplianceReportResponse init_value = LICENSING__V1__COMPLIANCE_REPORT_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__compliance_report_response__get_packed_size
+                     (const Licensing__V1__ComplianceReportResponse *message)
+{
+  assert(message->base.descriptor == &licensing__v1__compliance_report_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__compliance_report_response__pack
+                     (const Licensing__V1__ComplianceReportResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__compliance_report_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__compliance_report_response__pack_to_buffer
+                     (const Licensing__V1__ComplianceReportResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__compliance_report_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__ComplianceReportResponse *
+       licensing__v1__compliance_report_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__ComplianceReportResponse *)
+     protobuf_c_message_unpack (&licensing__v1__compliance_report_response__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__compliance_report_response__free_unpacked
+                     (Licensing__V1__ComplianceReportResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__compliance_report_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   licensing__v1__revenue_row__init
                      (Licensing__V1__RevenueRow         *message)
 {
@@ -275,6 +500,96 @@ void   licensing__v1__revenue_row__free_unpacked
   if(!message)
     return;
   assert(message->base.descriptor == &licensing__v1__revenue_row__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__recurring_revenue__init
+                     (Licensing__V1__RecurringRevenue         *message)
+{
+  static const Licensing__V1__RecurringRevenue init_value = LICENSING__V1__RECURRING_REVENUE__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__recurring_revenue__get_packed_size
+                     (const Licensing__V1__RecurringRevenue *message)
+{
+  assert(message->base.descriptor == &licensing__v1__recurring_revenue__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__recurring_revenue__pack
+                     (const Licensing__V1__RecurringRevenue *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__recurring_revenue__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__recurring_revenue__pack_to_buffer
+                     (const Licensing__V1__RecurringRevenue *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__recurring_revenue__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__RecurringRevenue *
+       licensing__v1__recurring_revenue__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__RecurringRevenue *)
+     protobuf_c_message_unpack (&licensing__v1__recurring_revenue__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__recurring_revenue__free_unpacked
+                     (Licensing__V1__RecurringRevenue *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__recurring_revenue__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__subscription_movement__init
+                     (Licensing__V1__SubscriptionMovement         *message)
+{
+  static const Licensing__V1__SubscriptionMovement init_value = LICENSING__V1__SUBSCRIPTION_MOVEMENT__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__subscription_movement__get_packed_size
+                     (const Licensing__V1__SubscriptionMovement *message)
+{
+  assert(message->base.descriptor == &licensing__v1__subscription_movement__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__subscription_movement__pack
+                     (const Licensing__V1__SubscriptionMovement *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__subscription_movement__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__subscription_movement__pack_to_buffer
+                     (const Licensing__V1__SubscriptionMovement *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__subscription_movement__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__SubscriptionMovement *
+       licensing__v1__subscription_movement__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__SubscriptionMovement *)
+     protobuf_c_message_unpack (&licensing__v1__subscription_movement__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__subscription_movement__free_unpacked
+                     (Licensing__V1__SubscriptionMovement *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__subscription_movement__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
 void   licensing__v1__revenue_report_response__init
@@ -502,7 +817,7 @@ void   licensing__v1__export_chunk__free_unpacked
   assert(message->base.descriptor == &licensing__v1__export_chunk__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor licensing__v1__report_request__field_descriptors[4] =
+static const ProtobufCFieldDescriptor licensing__v1__report_request__field_descriptors[6] =
 {
   {
     "product_id",
@@ -552,17 +867,43 @@ static const ProtobufCFieldDescriptor licensing__v1__report_request__field_descr
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "days",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ReportRequest, days),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "page",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ReportRequest, page),
+    &licensing__v1__page_request__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned licensing__v1__report_request__field_indices_by_name[] = {
   1,   /* field[1] = customer_id */
+  4,   /* field[4] = days */
   2,   /* field[2] = from */
+  5,   /* field[5] = page */
   0,   /* field[0] = product_id */
   3,   /* field[3] = to */
 };
 static const ProtobufCIntRange licensing__v1__report_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor licensing__v1__report_request__descriptor =
 {
@@ -572,14 +913,91 @@ const ProtobufCMessageDescriptor licensing__v1__report_request__descriptor =
   "Licensing__V1__ReportRequest",
   "licensing.v1",
   sizeof(Licensing__V1__ReportRequest),
-  4,
+  6,
   licensing__v1__report_request__field_descriptors,
   licensing__v1__report_request__field_indices_by_name,
   1,  licensing__v1__report_request__number_ranges,
   (ProtobufCMessageInit) licensing__v1__report_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor licensing__v1__usage_report_row__field_descriptors[6] =
+static const ProtobufCFieldDescriptor licensing__v1__report_header__field_descriptors[4] =
+{
+  {
+    "from",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ReportHeader, from),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "to",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ReportHeader, to),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "produced_at",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ReportHeader, produced_at),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "feeds",
+    4,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Licensing__V1__ReportHeader, n_feeds),
+    offsetof(Licensing__V1__ReportHeader, feeds),
+    &licensing__v1__feed_position__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__report_header__field_indices_by_name[] = {
+  3,   /* field[3] = feeds */
+  0,   /* field[0] = from */
+  2,   /* field[2] = produced_at */
+  1,   /* field[1] = to */
+};
+static const ProtobufCIntRange licensing__v1__report_header__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor licensing__v1__report_header__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.ReportHeader",
+  "ReportHeader",
+  "Licensing__V1__ReportHeader",
+  "licensing.v1",
+  sizeof(Licensing__V1__ReportHeader),
+  4,
+  licensing__v1__report_header__field_descriptors,
+  licensing__v1__report_header__field_indices_by_name,
+  1,  licensing__v1__report_header__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__report_header__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__usage_report_row__field_descriptors[15] =
 {
   {
     "license_id",
@@ -653,19 +1071,136 @@ static const ProtobufCFieldDescriptor licensing__v1__usage_report_row__field_des
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "customer_id",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__UsageReportRow, customer_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "customer_name",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__UsageReportRow, customer_name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "events",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__UsageReportRow, events),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "active_machines",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__UsageReportRow, active_machines),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "peak_machines",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__UsageReportRow, peak_machines),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "max_machines",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__UsageReportRow, max_machines),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "validations_valid",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__UsageReportRow, validations_valid),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "validations_denied",
+    14,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__UsageReportRow, validations_denied),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "over_limit",
+    15,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__UsageReportRow, over_limit),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned licensing__v1__usage_report_row__field_indices_by_name[] = {
+  9,   /* field[9] = active_machines */
+  6,   /* field[6] = customer_id */
+  7,   /* field[7] = customer_name */
+  8,   /* field[8] = events */
   2,   /* field[2] = feature */
   0,   /* field[0] = license_id */
   5,   /* field[5] = limit */
+  11,   /* field[11] = max_machines */
+  14,   /* field[14] = over_limit */
   4,   /* field[4] = peak_concurrent */
+  10,   /* field[10] = peak_machines */
   1,   /* field[1] = product_id */
   3,   /* field[3] = quantity */
+  13,   /* field[13] = validations_denied */
+  12,   /* field[12] = validations_valid */
 };
 static const ProtobufCIntRange licensing__v1__usage_report_row__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 15 }
 };
 const ProtobufCMessageDescriptor licensing__v1__usage_report_row__descriptor =
 {
@@ -675,14 +1210,65 @@ const ProtobufCMessageDescriptor licensing__v1__usage_report_row__descriptor =
   "Licensing__V1__UsageReportRow",
   "licensing.v1",
   sizeof(Licensing__V1__UsageReportRow),
-  6,
+  15,
   licensing__v1__usage_report_row__field_descriptors,
   licensing__v1__usage_report_row__field_indices_by_name,
   1,  licensing__v1__usage_report_row__number_ranges,
   (ProtobufCMessageInit) licensing__v1__usage_report_row__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor licensing__v1__usage_report_response__field_descriptors[3] =
+static const ProtobufCFieldDescriptor licensing__v1__outcome_count__field_descriptors[2] =
+{
+  {
+    "reason",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__OutcomeCount, reason),
+    &licensing__v1__reason_code__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "count",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__OutcomeCount, count),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__outcome_count__field_indices_by_name[] = {
+  1,   /* field[1] = count */
+  0,   /* field[0] = reason */
+};
+static const ProtobufCIntRange licensing__v1__outcome_count__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor licensing__v1__outcome_count__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.OutcomeCount",
+  "OutcomeCount",
+  "Licensing__V1__OutcomeCount",
+  "licensing.v1",
+  sizeof(Licensing__V1__OutcomeCount),
+  2,
+  licensing__v1__outcome_count__field_descriptors,
+  licensing__v1__outcome_count__field_indices_by_name,
+  1,  licensing__v1__outcome_count__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__outcome_count__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__usage_report_response__field_descriptors[6] =
 {
   {
     "rows",
@@ -720,16 +1306,55 @@ static const ProtobufCFieldDescriptor licensing__v1__usage_report_response__fiel
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "header",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__UsageReportResponse, header),
+    &licensing__v1__report_header__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "validations",
+    5,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Licensing__V1__UsageReportResponse, n_validations),
+    offsetof(Licensing__V1__UsageReportResponse, validations),
+    &licensing__v1__outcome_count__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "next_page_token",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__UsageReportResponse, next_page_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned licensing__v1__usage_report_response__field_indices_by_name[] = {
   1,   /* field[1] = active_licenses */
+  3,   /* field[3] = header */
+  5,   /* field[5] = next_page_token */
   2,   /* field[2] = over_limit */
   0,   /* field[0] = rows */
+  4,   /* field[4] = validations */
 };
 static const ProtobufCIntRange licensing__v1__usage_report_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor licensing__v1__usage_report_response__descriptor =
 {
@@ -739,78 +1364,14 @@ const ProtobufCMessageDescriptor licensing__v1__usage_report_response__descripto
   "Licensing__V1__UsageReportResponse",
   "licensing.v1",
   sizeof(Licensing__V1__UsageReportResponse),
-  3,
+  6,
   licensing__v1__usage_report_response__field_descriptors,
   licensing__v1__usage_report_response__field_indices_by_name,
   1,  licensing__v1__usage_report_response__number_ranges,
   (ProtobufCMessageInit) licensing__v1__usage_report_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor licensing__v1__compliance_report_response__field_descriptors[3] =
-{
-  {
-    "alerts",
-    1,
-    PROTOBUF_C_LABEL_REPEATED,
-    PROTOBUF_C_TYPE_MESSAGE,
-    offsetof(Licensing__V1__ComplianceReportResponse, n_alerts),
-    offsetof(Licensing__V1__ComplianceReportResponse, alerts),
-    &licensing__v1__compliance_alert_summary__descriptor,
-    NULL,
-    0,             /* flags */
-    0,NULL,NULL    /* reserved1,reserved2, etc */
-  },
-  {
-    "compliant_licenses",
-    2,
-    PROTOBUF_C_LABEL_NONE,
-    PROTOBUF_C_TYPE_UINT32,
-    0,   /* quantifier_offset */
-    offsetof(Licensing__V1__ComplianceReportResponse, compliant_licenses),
-    NULL,
-    NULL,
-    0,             /* flags */
-    0,NULL,NULL    /* reserved1,reserved2, etc */
-  },
-  {
-    "violating_licenses",
-    3,
-    PROTOBUF_C_LABEL_NONE,
-    PROTOBUF_C_TYPE_UINT32,
-    0,   /* quantifier_offset */
-    offsetof(Licensing__V1__ComplianceReportResponse, violating_licenses),
-    NULL,
-    NULL,
-    0,             /* flags */
-    0,NULL,NULL    /* reserved1,reserved2, etc */
-  },
-};
-static const unsigned licensing__v1__compliance_report_response__field_indices_by_name[] = {
-  0,   /* field[0] = alerts */
-  1,   /* field[1] = compliant_licenses */
-  2,   /* field[2] = violating_licenses */
-};
-static const ProtobufCIntRange licensing__v1__compliance_report_response__number_ranges[1 + 1] =
-{
-  { 1, 0 },
-  { 0, 3 }
-};
-const ProtobufCMessageDescriptor licensing__v1__compliance_report_response__descriptor =
-{
-  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
-  "licensing.v1.ComplianceReportResponse",
-  "ComplianceReportResponse",
-  "Licensing__V1__ComplianceReportResponse",
-  "licensing.v1",
-  sizeof(Licensing__V1__ComplianceReportResponse),
-  3,
-  licensing__v1__compliance_report_response__field_descriptors,
-  licensing__v1__compliance_report_response__field_indices_by_name,
-  1,  licensing__v1__compliance_report_response__number_ranges,
-  (ProtobufCMessageInit) licensing__v1__compliance_report_response__init,
-  NULL,NULL,NULL    /* reserved[123] */
-};
-static const ProtobufCFieldDescriptor licensing__v1__compliance_alert_summary__field_descriptors[4] =
+static const ProtobufCFieldDescriptor licensing__v1__compliance_alert_summary__field_descriptors[9] =
 {
   {
     "license_id",
@@ -860,17 +1421,82 @@ static const ProtobufCFieldDescriptor licensing__v1__compliance_alert_summary__f
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "rule",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ComplianceAlertSummary, rule),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "acknowledged",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ComplianceAlertSummary, acknowledged),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "customer_id",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ComplianceAlertSummary, customer_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "alert_id",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ComplianceAlertSummary, alert_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "detail",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ComplianceAlertSummary, detail),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned licensing__v1__compliance_alert_summary__field_indices_by_name[] = {
+  5,   /* field[5] = acknowledged */
+  7,   /* field[7] = alert_id */
   2,   /* field[2] = count */
+  6,   /* field[6] = customer_id */
+  8,   /* field[8] = detail */
   3,   /* field[3] = last_raised_at */
   0,   /* field[0] = license_id */
   1,   /* field[1] = reason */
+  4,   /* field[4] = rule */
 };
 static const ProtobufCIntRange licensing__v1__compliance_alert_summary__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 9 }
 };
 const ProtobufCMessageDescriptor licensing__v1__compliance_alert_summary__descriptor =
 {
@@ -880,14 +1506,387 @@ const ProtobufCMessageDescriptor licensing__v1__compliance_alert_summary__descri
   "Licensing__V1__ComplianceAlertSummary",
   "licensing.v1",
   sizeof(Licensing__V1__ComplianceAlertSummary),
-  4,
+  9,
   licensing__v1__compliance_alert_summary__field_descriptors,
   licensing__v1__compliance_alert_summary__field_indices_by_name,
   1,  licensing__v1__compliance_alert_summary__number_ranges,
   (ProtobufCMessageInit) licensing__v1__compliance_alert_summary__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor licensing__v1__revenue_row__field_descriptors[4] =
+static const ProtobufCFieldDescriptor licensing__v1__rule_count__field_descriptors[3] =
+{
+  {
+    "rule",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__RuleCount, rule),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "alerts",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__RuleCount, alerts),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "triggers",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__RuleCount, triggers),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__rule_count__field_indices_by_name[] = {
+  1,   /* field[1] = alerts */
+  0,   /* field[0] = rule */
+  2,   /* field[2] = triggers */
+};
+static const ProtobufCIntRange licensing__v1__rule_count__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor licensing__v1__rule_count__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.RuleCount",
+  "RuleCount",
+  "Licensing__V1__RuleCount",
+  "licensing.v1",
+  sizeof(Licensing__V1__RuleCount),
+  3,
+  licensing__v1__rule_count__field_descriptors,
+  licensing__v1__rule_count__field_indices_by_name,
+  1,  licensing__v1__rule_count__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__rule_count__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__state_count__field_descriptors[2] =
+{
+  {
+    "state",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__StateCount, state),
+    &licensing__v1__license_state__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "licenses",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__StateCount, licenses),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__state_count__field_indices_by_name[] = {
+  1,   /* field[1] = licenses */
+  0,   /* field[0] = state */
+};
+static const ProtobufCIntRange licensing__v1__state_count__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor licensing__v1__state_count__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.StateCount",
+  "StateCount",
+  "Licensing__V1__StateCount",
+  "licensing.v1",
+  sizeof(Licensing__V1__StateCount),
+  2,
+  licensing__v1__state_count__field_descriptors,
+  licensing__v1__state_count__field_indices_by_name,
+  1,  licensing__v1__state_count__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__state_count__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__license_compliance__field_descriptors[5] =
+{
+  {
+    "license_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__LicenseCompliance, license_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "product_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__LicenseCompliance, product_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "customer_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__LicenseCompliance, customer_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "customer_name",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__LicenseCompliance, customer_name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reasons",
+    5,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Licensing__V1__LicenseCompliance, n_reasons),
+    offsetof(Licensing__V1__LicenseCompliance, reasons),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__license_compliance__field_indices_by_name[] = {
+  2,   /* field[2] = customer_id */
+  3,   /* field[3] = customer_name */
+  0,   /* field[0] = license_id */
+  1,   /* field[1] = product_id */
+  4,   /* field[4] = reasons */
+};
+static const ProtobufCIntRange licensing__v1__license_compliance__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor licensing__v1__license_compliance__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.LicenseCompliance",
+  "LicenseCompliance",
+  "Licensing__V1__LicenseCompliance",
+  "licensing.v1",
+  sizeof(Licensing__V1__LicenseCompliance),
+  5,
+  licensing__v1__license_compliance__field_descriptors,
+  licensing__v1__license_compliance__field_indices_by_name,
+  1,  licensing__v1__license_compliance__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__license_compliance__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__compliance_report_response__field_descriptors[11] =
+{
+  {
+    "alerts",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Licensing__V1__ComplianceReportResponse, n_alerts),
+    offsetof(Licensing__V1__ComplianceReportResponse, alerts),
+    &licensing__v1__compliance_alert_summary__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "compliant_licenses",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ComplianceReportResponse, compliant_licenses),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "violating_licenses",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ComplianceReportResponse, violating_licenses),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "header",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ComplianceReportResponse, header),
+    &licensing__v1__report_header__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "by_rule",
+    5,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Licensing__V1__ComplianceReportResponse, n_by_rule),
+    offsetof(Licensing__V1__ComplianceReportResponse, by_rule),
+    &licensing__v1__rule_count__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "license_states",
+    6,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Licensing__V1__ComplianceReportResponse, n_license_states),
+    offsetof(Licensing__V1__ComplianceReportResponse, license_states),
+    &licensing__v1__state_count__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "violations",
+    7,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Licensing__V1__ComplianceReportResponse, n_violations),
+    offsetof(Licensing__V1__ComplianceReportResponse, violations),
+    &licensing__v1__license_compliance__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "audit_chain_intact",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ComplianceReportResponse, audit_chain_intact),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "audit_rows",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ComplianceReportResponse, audit_rows),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "audit_detail",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ComplianceReportResponse, audit_detail),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "next_page_token",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ComplianceReportResponse, next_page_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__compliance_report_response__field_indices_by_name[] = {
+  0,   /* field[0] = alerts */
+  7,   /* field[7] = audit_chain_intact */
+  9,   /* field[9] = audit_detail */
+  8,   /* field[8] = audit_rows */
+  4,   /* field[4] = by_rule */
+  1,   /* field[1] = compliant_licenses */
+  3,   /* field[3] = header */
+  5,   /* field[5] = license_states */
+  10,   /* field[10] = next_page_token */
+  2,   /* field[2] = violating_licenses */
+  6,   /* field[6] = violations */
+};
+static const ProtobufCIntRange licensing__v1__compliance_report_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 11 }
+};
+const ProtobufCMessageDescriptor licensing__v1__compliance_report_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.ComplianceReportResponse",
+  "ComplianceReportResponse",
+  "Licensing__V1__ComplianceReportResponse",
+  "licensing.v1",
+  sizeof(Licensing__V1__ComplianceReportResponse),
+  11,
+  licensing__v1__compliance_report_response__field_descriptors,
+  licensing__v1__compliance_report_response__field_indices_by_name,
+  1,  licensing__v1__compliance_report_response__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__compliance_report_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__revenue_row__field_descriptors[5] =
 {
   {
     "product_id",
@@ -937,17 +1936,30 @@ static const ProtobufCFieldDescriptor licensing__v1__revenue_row__field_descript
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "month",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__RevenueRow, month),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned licensing__v1__revenue_row__field_indices_by_name[] = {
   2,   /* field[2] = amount_minor */
   1,   /* field[1] = currency */
+  4,   /* field[4] = month */
   3,   /* field[3] = payments */
   0,   /* field[0] = product_id */
 };
 static const ProtobufCIntRange licensing__v1__revenue_row__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor licensing__v1__revenue_row__descriptor =
 {
@@ -957,14 +1969,181 @@ const ProtobufCMessageDescriptor licensing__v1__revenue_row__descriptor =
   "Licensing__V1__RevenueRow",
   "licensing.v1",
   sizeof(Licensing__V1__RevenueRow),
-  4,
+  5,
   licensing__v1__revenue_row__field_descriptors,
   licensing__v1__revenue_row__field_indices_by_name,
   1,  licensing__v1__revenue_row__number_ranges,
   (ProtobufCMessageInit) licensing__v1__revenue_row__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor licensing__v1__revenue_report_response__field_descriptors[1] =
+static const ProtobufCFieldDescriptor licensing__v1__recurring_revenue__field_descriptors[4] =
+{
+  {
+    "currency",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__RecurringRevenue, currency),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "mrr_minor",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__RecurringRevenue, mrr_minor),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "arr_minor",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__RecurringRevenue, arr_minor),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "subscriptions",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__RecurringRevenue, subscriptions),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__recurring_revenue__field_indices_by_name[] = {
+  2,   /* field[2] = arr_minor */
+  0,   /* field[0] = currency */
+  1,   /* field[1] = mrr_minor */
+  3,   /* field[3] = subscriptions */
+};
+static const ProtobufCIntRange licensing__v1__recurring_revenue__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor licensing__v1__recurring_revenue__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.RecurringRevenue",
+  "RecurringRevenue",
+  "Licensing__V1__RecurringRevenue",
+  "licensing.v1",
+  sizeof(Licensing__V1__RecurringRevenue),
+  4,
+  licensing__v1__recurring_revenue__field_descriptors,
+  licensing__v1__recurring_revenue__field_indices_by_name,
+  1,  licensing__v1__recurring_revenue__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__recurring_revenue__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__subscription_movement__field_descriptors[5] =
+{
+  {
+    "month",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__SubscriptionMovement, month),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "started",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__SubscriptionMovement, started),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "renewals",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__SubscriptionMovement, renewals),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "churned",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__SubscriptionMovement, churned),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "failed_payments",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__SubscriptionMovement, failed_payments),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__subscription_movement__field_indices_by_name[] = {
+  3,   /* field[3] = churned */
+  4,   /* field[4] = failed_payments */
+  0,   /* field[0] = month */
+  2,   /* field[2] = renewals */
+  1,   /* field[1] = started */
+};
+static const ProtobufCIntRange licensing__v1__subscription_movement__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor licensing__v1__subscription_movement__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.SubscriptionMovement",
+  "SubscriptionMovement",
+  "Licensing__V1__SubscriptionMovement",
+  "licensing.v1",
+  sizeof(Licensing__V1__SubscriptionMovement),
+  5,
+  licensing__v1__subscription_movement__field_descriptors,
+  licensing__v1__subscription_movement__field_indices_by_name,
+  1,  licensing__v1__subscription_movement__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__subscription_movement__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__revenue_report_response__field_descriptors[4] =
 {
   {
     "rows",
@@ -978,14 +2157,53 @@ static const ProtobufCFieldDescriptor licensing__v1__revenue_report_response__fi
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "recurring",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Licensing__V1__RevenueReportResponse, n_recurring),
+    offsetof(Licensing__V1__RevenueReportResponse, recurring),
+    &licensing__v1__recurring_revenue__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "movements",
+    3,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Licensing__V1__RevenueReportResponse, n_movements),
+    offsetof(Licensing__V1__RevenueReportResponse, movements),
+    &licensing__v1__subscription_movement__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "header",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__RevenueReportResponse, header),
+    &licensing__v1__report_header__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned licensing__v1__revenue_report_response__field_indices_by_name[] = {
+  3,   /* field[3] = header */
+  2,   /* field[2] = movements */
+  1,   /* field[1] = recurring */
   0,   /* field[0] = rows */
 };
 static const ProtobufCIntRange licensing__v1__revenue_report_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor licensing__v1__revenue_report_response__descriptor =
 {
@@ -995,14 +2213,14 @@ const ProtobufCMessageDescriptor licensing__v1__revenue_report_response__descrip
   "Licensing__V1__RevenueReportResponse",
   "licensing.v1",
   sizeof(Licensing__V1__RevenueReportResponse),
-  1,
+  4,
   licensing__v1__revenue_report_response__field_descriptors,
   licensing__v1__revenue_report_response__field_indices_by_name,
   1,  licensing__v1__revenue_report_response__number_ranges,
   (ProtobufCMessageInit) licensing__v1__revenue_report_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor licensing__v1__renewal_pipeline_row__field_descriptors[5] =
+static const ProtobufCFieldDescriptor licensing__v1__renewal_pipeline_row__field_descriptors[12] =
 {
   {
     "license_id",
@@ -1064,18 +2282,109 @@ static const ProtobufCFieldDescriptor licensing__v1__renewal_pipeline_row__field
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "product_id",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__RenewalPipelineRow, product_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "customer_name",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__RenewalPipelineRow, customer_name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "grace_ends_at",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__RenewalPipelineRow, grace_ends_at),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "in_grace",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__RenewalPipelineRow, in_grace),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "subscription_id",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__RenewalPipelineRow, subscription_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "last_amount_minor",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__RenewalPipelineRow, last_amount_minor),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "currency",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__RenewalPipelineRow, currency),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned licensing__v1__renewal_pipeline_row__field_indices_by_name[] = {
   3,   /* field[3] = auto_renew */
+  11,   /* field[11] = currency */
   1,   /* field[1] = customer_id */
+  6,   /* field[6] = customer_name */
   2,   /* field[2] = expires_at */
+  7,   /* field[7] = grace_ends_at */
+  8,   /* field[8] = in_grace */
+  10,   /* field[10] = last_amount_minor */
   0,   /* field[0] = license_id */
+  5,   /* field[5] = product_id */
   4,   /* field[4] = state */
+  9,   /* field[9] = subscription_id */
 };
 static const ProtobufCIntRange licensing__v1__renewal_pipeline_row__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 12 }
 };
 const ProtobufCMessageDescriptor licensing__v1__renewal_pipeline_row__descriptor =
 {
@@ -1085,14 +2394,14 @@ const ProtobufCMessageDescriptor licensing__v1__renewal_pipeline_row__descriptor
   "Licensing__V1__RenewalPipelineRow",
   "licensing.v1",
   sizeof(Licensing__V1__RenewalPipelineRow),
-  5,
+  12,
   licensing__v1__renewal_pipeline_row__field_descriptors,
   licensing__v1__renewal_pipeline_row__field_indices_by_name,
   1,  licensing__v1__renewal_pipeline_row__number_ranges,
   (ProtobufCMessageInit) licensing__v1__renewal_pipeline_row__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor licensing__v1__renewal_pipeline_response__field_descriptors[1] =
+static const ProtobufCFieldDescriptor licensing__v1__renewal_pipeline_response__field_descriptors[3] =
 {
   {
     "rows",
@@ -1106,14 +2415,40 @@ static const ProtobufCFieldDescriptor licensing__v1__renewal_pipeline_response__
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "header",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__RenewalPipelineResponse, header),
+    &licensing__v1__report_header__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "next_page_token",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__RenewalPipelineResponse, next_page_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned licensing__v1__renewal_pipeline_response__field_indices_by_name[] = {
+  1,   /* field[1] = header */
+  2,   /* field[2] = next_page_token */
   0,   /* field[0] = rows */
 };
 static const ProtobufCIntRange licensing__v1__renewal_pipeline_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 3 }
 };
 const ProtobufCMessageDescriptor licensing__v1__renewal_pipeline_response__descriptor =
 {
@@ -1123,7 +2458,7 @@ const ProtobufCMessageDescriptor licensing__v1__renewal_pipeline_response__descr
   "Licensing__V1__RenewalPipelineResponse",
   "licensing.v1",
   sizeof(Licensing__V1__RenewalPipelineResponse),
-  1,
+  3,
   licensing__v1__renewal_pipeline_response__field_descriptors,
   licensing__v1__renewal_pipeline_response__field_indices_by_name,
   1,  licensing__v1__renewal_pipeline_response__number_ranges,
@@ -1194,7 +2529,7 @@ const ProtobufCMessageDescriptor licensing__v1__export_request__descriptor =
   (ProtobufCMessageInit) licensing__v1__export_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor licensing__v1__export_chunk__field_descriptors[1] =
+static const ProtobufCFieldDescriptor licensing__v1__export_chunk__field_descriptors[2] =
 {
   {
     "data",
@@ -1208,14 +2543,27 @@ static const ProtobufCFieldDescriptor licensing__v1__export_chunk__field_descrip
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "rows",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ExportChunk, rows),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned licensing__v1__export_chunk__field_indices_by_name[] = {
   0,   /* field[0] = data */
+  1,   /* field[1] = rows */
 };
 static const ProtobufCIntRange licensing__v1__export_chunk__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 2 }
 };
 const ProtobufCMessageDescriptor licensing__v1__export_chunk__descriptor =
 {
@@ -1225,7 +2573,7 @@ const ProtobufCMessageDescriptor licensing__v1__export_chunk__descriptor =
   "Licensing__V1__ExportChunk",
   "licensing.v1",
   sizeof(Licensing__V1__ExportChunk),
-  1,
+  2,
   licensing__v1__export_chunk__field_descriptors,
   licensing__v1__export_chunk__field_indices_by_name,
   1,  licensing__v1__export_chunk__number_ranges,

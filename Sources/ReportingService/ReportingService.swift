@@ -1,73 +1,121 @@
 import GRDB
+import LicensingCore
 import LicensingRPC
 import LicensingRuntime
 import LicensingWire
 import Logging
 import ServiceLifecycle
 
-/// license-reporting: read models built from the other services' feeds. Serves its health
-/// now; the report RPCs of the contract answer UNIMPLEMENTED until their handlers land.
+/// license-reporting: a read model of the whole system, built by following issuance's
+/// change feed, validation's event feed and usage's feed (each exactly once and
+/// resumably), answering the usage, compliance, revenue and renewal reports and exporting
+/// them. It answers from what it has while a source is down; `Health` shows each feed's
+/// position.
 public final class ReportingService: ReportingServiceProtocol {
     let database: DatabasePool
+    let issuance: RPCClient
+    let clock: any LicenseClock
     let logger: Logger
+    let followers: [any FeedFollowing]
 
-    public init(database: DatabasePool, logger: Logger) {
+    public struct Options: Sendable {
+        /// How often each feed is pulled once caught up.
+        public var followInterval: Duration = .milliseconds(500)
+        public init() {}
+    }
+
+    public init(
+        database: DatabasePool, issuance: RPCClient, validation: RPCClient, usage: RPCClient, clock: any LicenseClock = SystemLicenseClock(),
+        options: Options = Options(), logger: Logger
+    ) {
         self.database = database
+        self.issuance = issuance
+        self.clock = clock
         self.logger = logger
+        let interval = options.followInterval
+        self.followers = [
+            FeedFollower<ChangeEvent>(feed: ReadModel.issuanceFeed, database: database, idleInterval: interval, logger: logger) { after in
+                let response = try await issuance.call(IssuanceMethods.changes, ChangesRequest(afterSeq: after, limit: 2000), timeout: .seconds(10))
+                return FeedPage(events: response.events, lastSeq: response.lastSeq, nextAfter: response.events.last?.seq ?? after, epoch: "")
+            } apply: { events, cursor, _ in
+                try await database.write { db in
+                    try ReadModel.apply(issuance: events, in: db)
+                    try cursor.store(feed: ReadModel.issuanceFeed, in: db)
+                }
+            },
+            FeedFollower<ValidationEvent>(feed: ReadModel.validationFeed, database: database, idleInterval: interval, logger: logger) { after in
+                let response = try await validation.call(ValidationMethods.events, FeedRequest(afterSeq: after, limit: 5000), timeout: .seconds(10))
+                return FeedPage(events: response.events, lastSeq: response.lastSeq, nextAfter: response.nextAfterSeq, epoch: response.epoch)
+            } apply: { events, cursor, _ in
+                try await database.write { db in
+                    try ReadModel.apply(validation: events, in: db)
+                    try cursor.store(feed: ReadModel.validationFeed, in: db)
+                }
+            },
+            FeedFollower<UsageFeedEvent>(feed: ReadModel.usageFeed, database: database, idleInterval: interval, logger: logger) { after in
+                let response = try await usage.call(UsageMethods.feed, FeedRequest(afterSeq: after, limit: 5000), timeout: .seconds(10))
+                return FeedPage(events: response.events, lastSeq: response.lastSeq, nextAfter: response.nextAfterSeq, epoch: response.epoch)
+            } apply: { events, cursor, _ in
+                try await database.write { db in
+                    try ReadModel.apply(usage: events, in: db)
+                    try cursor.store(feed: ReadModel.usageFeed, in: db)
+                }
+            },
+        ]
     }
 
     /// Everything here is rebuilt from feeds, so `synchronous=NORMAL` is enough.
     public static func openDatabase(path: String) throws -> DatabasePool {
-        var migrator = DatabaseMigrator()
-        migrator.registerMigration("v1: feed positions") { db in
-            try db.execute(sql: """
-                CREATE TABLE feed_position (
-                    feed TEXT PRIMARY KEY,
-                    applied_seq INTEGER NOT NULL CHECK (applied_seq >= 0)
-                );
-                """)
-        }
-        return try ServiceDatabase.open(path: path, durability: .normal, migrator: migrator)
+        try ServiceDatabase.open(path: path, durability: .normal, migrator: ReportingSchema.migrator)
     }
 
     public static func services(_ environment: ServiceEnvironment) throws -> [any Service] {
-        let service = ReportingService(database: try openDatabase(path: environment.databasePath), logger: environment.logger)
-        return [RPCServer(router: service.router(), configuration: try environment.serverConfiguration, logger: environment.logger)]
+        let settings = environment.settings
+        func client(_ name: String) throws -> RPCClient { RPCClient(endpoint: try settings.endpoint(name, default: settings.defaultSocket(name))) }
+        let service = ReportingService(
+            database: try openDatabase(path: environment.databasePath), issuance: try client("issuance"), validation: try client("validation"),
+            usage: try client("usage"), logger: environment.logger)
+        return try service.services(configuration: try environment.serverConfiguration)
+    }
+
+    /// The RPC server, the three followers and the checkpoints; stopped in reverse order.
+    public func services(configuration: RPCServerConfiguration) throws -> [any Service] {
+        [try WALMaintenance(pool: database, logger: logger)] + followers.map { $0 as any Service }
+            + [RPCServer(router: router(), configuration: configuration, logger: logger)]
     }
 
     public func router() -> RPCRouter {
         var router = RPCRouter()
-        HealthReporter(service: "reporting").register(in: &router)
+        let followers = self.followers
+        HealthReporter(service: "reporting", feeds: { followers.map { $0.position() } }).register(in: &router)
         registerMethods(with: &router)
         return router
     }
 
-    /// GDPR erasure fans out to every service; this one keeps no personal data yet.
+    /// Pulls every feed now (tests, and a report asked for right after a change).
+    public func catchUp() async {
+        for follower in followers { await follower.catchUp() }
+    }
+
+    /// Where each feed stands, for a report's header.
+    func header(from: Int64, to: Int64) -> ReportHeader {
+        ReportHeader(from: from, to: to, producedAt: clock.now, feeds: followers.map { $0.position() })
+    }
+
+    /// GDPR erasure fans out to every service; reporting keeps ids only (names are asked
+    /// from issuance when a report is produced, so an erased customer shows as erased).
     public func eraseCustomer(_ request: EraseCustomerRequest, _ call: ServerCall) async throws -> EraseCustomerResponse {
-        EraseCustomerResponse(service: "reporting", recordsErased: 0, detail: "holds no personal data")
-    }
-
-    // The reports are built from the feeds in a coming step; until then they say so.
-    public func usageReport(_ request: ReportRequest, _ call: ServerCall) async throws -> UsageReportResponse {
-        throw RPCError.unimplemented(call.method)
-    }
-
-    public func complianceReport(_ request: ReportRequest, _ call: ServerCall) async throws -> ComplianceReportResponse {
-        throw RPCError.unimplemented(call.method)
-    }
-
-    public func revenueReport(_ request: ReportRequest, _ call: ServerCall) async throws -> RevenueReportResponse {
-        throw RPCError.unimplemented(call.method)
-    }
-
-    public func renewalPipeline(_ request: ReportRequest, _ call: ServerCall) async throws -> RenewalPipelineResponse {
-        throw RPCError.unimplemented(call.method)
-    }
-
-    public func export(_ request: ExportRequest, _ call: ServerCall, _ stream: TypedResponseStream<ExportChunk>) async throws {
-        throw RPCError.unimplemented(call.method)
+        EraseCustomerResponse(service: "reporting", recordsErased: 0, detail: "holds no personal data: customers are ids")
     }
 }
+
+/// A feed follower, whatever its events.
+public protocol FeedFollowing: Service, Sendable {
+    func position() -> FeedPosition
+    func catchUp() async
+}
+
+extension FeedFollower: FeedFollowing {}
 
 extension ReportingService: LicenseManagerService {
     public static let name = "reporting"

@@ -16,13 +16,21 @@ PROTOBUF_C__BEGIN_DECLS
 
 #include "licensing.pb-c.h"
 #include "issuance.pb-c.h"
+#include "health.pb-c.h"
 
 typedef struct Licensing__V1__ReportRequest Licensing__V1__ReportRequest;
+typedef struct Licensing__V1__ReportHeader Licensing__V1__ReportHeader;
 typedef struct Licensing__V1__UsageReportRow Licensing__V1__UsageReportRow;
+typedef struct Licensing__V1__OutcomeCount Licensing__V1__OutcomeCount;
 typedef struct Licensing__V1__UsageReportResponse Licensing__V1__UsageReportResponse;
-typedef struct Licensing__V1__ComplianceReportResponse Licensing__V1__ComplianceReportResponse;
 typedef struct Licensing__V1__ComplianceAlertSummary Licensing__V1__ComplianceAlertSummary;
+typedef struct Licensing__V1__RuleCount Licensing__V1__RuleCount;
+typedef struct Licensing__V1__StateCount Licensing__V1__StateCount;
+typedef struct Licensing__V1__LicenseCompliance Licensing__V1__LicenseCompliance;
+typedef struct Licensing__V1__ComplianceReportResponse Licensing__V1__ComplianceReportResponse;
 typedef struct Licensing__V1__RevenueRow Licensing__V1__RevenueRow;
+typedef struct Licensing__V1__RecurringRevenue Licensing__V1__RecurringRevenue;
+typedef struct Licensing__V1__SubscriptionMovement Licensing__V1__SubscriptionMovement;
 typedef struct Licensing__V1__RevenueReportResponse Licensing__V1__RevenueReportResponse;
 typedef struct Licensing__V1__RenewalPipelineRow Licensing__V1__RenewalPipelineRow;
 typedef struct Licensing__V1__RenewalPipelineResponse Licensing__V1__RenewalPipelineResponse;
@@ -40,27 +48,91 @@ struct  Licensing__V1__ReportRequest
   ProtobufCMessage base;
   char *product_id;
   char *customer_id;
+  /*
+   * The period [from, to); default: the last 30 days.
+   */
   int64_t from;
   int64_t to;
+  /*
+   * Renewal pipeline: what expires in the next `days` days (default 30).
+   */
+  uint32_t days;
+  Licensing__V1__PageRequest *page;
 };
 #define LICENSING__V1__REPORT_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__report_request__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, NULL }
 
 
+/*
+ * When a report was produced, over which period, from which feed positions.
+ */
+struct  Licensing__V1__ReportHeader
+{
+  ProtobufCMessage base;
+  int64_t from;
+  int64_t to;
+  int64_t produced_at;
+  size_t n_feeds;
+  Licensing__V1__FeedPosition **feeds;
+};
+#define LICENSING__V1__REPORT_HEADER__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__report_header__descriptor) \
+    , 0, 0, 0, 0,NULL }
+
+
+/*
+ * One license (and feature) in the usage report: the license's validations, machines and
+ * seats appear in each of its rows.
+ */
 struct  Licensing__V1__UsageReportRow
 {
   ProtobufCMessage base;
   char *license_id;
   char *product_id;
+  /*
+   * "" on a license's row when it reported no feature usage in the period.
+   */
   char *feature;
   uint64_t quantity;
+  /*
+   * Most seats held at once in the period.
+   */
   uint32_t peak_concurrent;
+  /*
+   * The license's seat limit (0 = none).
+   */
   uint32_t limit;
+  char *customer_id;
+  char *customer_name;
+  uint64_t events;
+  /*
+   * Machines active now, the most at once in the period, and the limit (0 = none).
+   */
+  uint32_t active_machines;
+  uint32_t peak_machines;
+  uint32_t max_machines;
+  uint64_t validations_valid;
+  uint64_t validations_denied;
+  /*
+   * Past a machine or seat limit, or a quota, in the period.
+   */
+  protobuf_c_boolean over_limit;
 };
 #define LICENSING__V1__USAGE_REPORT_ROW__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__usage_report_row__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, 0, 0 }
+
+
+struct  Licensing__V1__OutcomeCount
+{
+  ProtobufCMessage base;
+  Licensing__V1__ReasonCode reason;
+  uint64_t count;
+};
+#define LICENSING__V1__OUTCOME_COUNT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__outcome_count__descriptor) \
+    , LICENSING__V1__REASON_CODE__REASON_CODE_UNSPECIFIED, 0 }
 
 
 struct  Licensing__V1__UsageReportResponse
@@ -68,25 +140,22 @@ struct  Licensing__V1__UsageReportResponse
   ProtobufCMessage base;
   size_t n_rows;
   Licensing__V1__UsageReportRow **rows;
+  /*
+   * Licenses validated or used in the period.
+   */
   uint32_t active_licenses;
   uint32_t over_limit;
+  Licensing__V1__ReportHeader *header;
+  /*
+   * Validations in the period by outcome, over every license in scope.
+   */
+  size_t n_validations;
+  Licensing__V1__OutcomeCount **validations;
+  char *next_page_token;
 };
 #define LICENSING__V1__USAGE_REPORT_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__usage_report_response__descriptor) \
-    , 0,NULL, 0, 0 }
-
-
-struct  Licensing__V1__ComplianceReportResponse
-{
-  ProtobufCMessage base;
-  size_t n_alerts;
-  Licensing__V1__ComplianceAlertSummary **alerts;
-  uint32_t compliant_licenses;
-  uint32_t violating_licenses;
-};
-#define LICENSING__V1__COMPLIANCE_REPORT_RESPONSE__INIT \
- { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__compliance_report_response__descriptor) \
-    , 0,NULL, 0, 0 }
+    , 0,NULL, 0, 0, NULL, 0,NULL, (char *)protobuf_c_empty_string }
 
 
 struct  Licensing__V1__ComplianceAlertSummary
@@ -96,10 +165,86 @@ struct  Licensing__V1__ComplianceAlertSummary
   Licensing__V1__ReasonCode reason;
   uint32_t count;
   int64_t last_raised_at;
+  char *rule;
+  protobuf_c_boolean acknowledged;
+  char *customer_id;
+  char *alert_id;
+  char *detail;
 };
 #define LICENSING__V1__COMPLIANCE_ALERT_SUMMARY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__compliance_alert_summary__descriptor) \
-    , (char *)protobuf_c_empty_string, LICENSING__V1__REASON_CODE__REASON_CODE_UNSPECIFIED, 0, 0 }
+    , (char *)protobuf_c_empty_string, LICENSING__V1__REASON_CODE__REASON_CODE_UNSPECIFIED, 0, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+struct  Licensing__V1__RuleCount
+{
+  ProtobufCMessage base;
+  char *rule;
+  uint32_t alerts;
+  uint64_t triggers;
+};
+#define LICENSING__V1__RULE_COUNT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__rule_count__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, 0 }
+
+
+struct  Licensing__V1__StateCount
+{
+  ProtobufCMessage base;
+  Licensing__V1__LicenseState state;
+  uint32_t licenses;
+};
+#define LICENSING__V1__STATE_COUNT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__state_count__descriptor) \
+    , LICENSING__V1__LICENSE_STATE__LICENSE_STATE_UNSPECIFIED, 0 }
+
+
+/*
+ * A license out of compliance in the period, and why.
+ */
+struct  Licensing__V1__LicenseCompliance
+{
+  ProtobufCMessage base;
+  char *license_id;
+  char *product_id;
+  char *customer_id;
+  char *customer_name;
+  size_t n_reasons;
+  char **reasons;
+};
+#define LICENSING__V1__LICENSE_COMPLIANCE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__license_compliance__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL }
+
+
+struct  Licensing__V1__ComplianceReportResponse
+{
+  ProtobufCMessage base;
+  /*
+   * Alerts seen in the period (raised or triggered again).
+   */
+  size_t n_alerts;
+  Licensing__V1__ComplianceAlertSummary **alerts;
+  uint32_t compliant_licenses;
+  uint32_t violating_licenses;
+  Licensing__V1__ReportHeader *header;
+  size_t n_by_rule;
+  Licensing__V1__RuleCount **by_rule;
+  size_t n_license_states;
+  Licensing__V1__StateCount **license_states;
+  size_t n_violations;
+  Licensing__V1__LicenseCompliance **violations;
+  /*
+   * Issuance's audit chain, verified when the report was produced.
+   */
+  protobuf_c_boolean audit_chain_intact;
+  uint64_t audit_rows;
+  char *audit_detail;
+  char *next_page_token;
+};
+#define LICENSING__V1__COMPLIANCE_REPORT_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__compliance_report_response__descriptor) \
+    , 0,NULL, 0, 0, NULL, 0,NULL, 0,NULL, 0,NULL, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 struct  Licensing__V1__RevenueRow
@@ -107,12 +252,49 @@ struct  Licensing__V1__RevenueRow
   ProtobufCMessage base;
   char *product_id;
   char *currency;
+  /*
+   * Minor units (cents); exact.
+   */
   int64_t amount_minor;
   uint32_t payments;
+  /*
+   * The UTC month, e.g. 2027-01.
+   */
+  char *month;
 };
 #define LICENSING__V1__REVENUE_ROW__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__revenue_row__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string }
+
+
+/*
+ * Recurring revenue of the active subscriptions, per currency (no conversion).
+ */
+struct  Licensing__V1__RecurringRevenue
+{
+  ProtobufCMessage base;
+  char *currency;
+  int64_t mrr_minor;
+  int64_t arr_minor;
+  uint32_t subscriptions;
+};
+#define LICENSING__V1__RECURRING_REVENUE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__recurring_revenue__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, 0, 0 }
+
+
+struct  Licensing__V1__SubscriptionMovement
+{
+  ProtobufCMessage base;
+  char *month;
+  uint32_t started;
+  uint32_t renewals;
+  uint32_t churned;
+  uint32_t failed_payments;
+};
+#define LICENSING__V1__SUBSCRIPTION_MOVEMENT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__subscription_movement__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, 0, 0, 0 }
 
 
 struct  Licensing__V1__RevenueReportResponse
@@ -120,10 +302,15 @@ struct  Licensing__V1__RevenueReportResponse
   ProtobufCMessage base;
   size_t n_rows;
   Licensing__V1__RevenueRow **rows;
+  size_t n_recurring;
+  Licensing__V1__RecurringRevenue **recurring;
+  size_t n_movements;
+  Licensing__V1__SubscriptionMovement **movements;
+  Licensing__V1__ReportHeader *header;
 };
 #define LICENSING__V1__REVENUE_REPORT_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__revenue_report_response__descriptor) \
-    , 0,NULL }
+    , 0,NULL, 0,NULL, 0,NULL, NULL }
 
 
 struct  Licensing__V1__RenewalPipelineRow
@@ -134,10 +321,20 @@ struct  Licensing__V1__RenewalPipelineRow
   int64_t expires_at;
   protobuf_c_boolean auto_renew;
   Licensing__V1__LicenseState state;
+  char *product_id;
+  char *customer_name;
+  int64_t grace_ends_at;
+  protobuf_c_boolean in_grace;
+  char *subscription_id;
+  /*
+   * The amount of the last paid period.
+   */
+  int64_t last_amount_minor;
+  char *currency;
 };
 #define LICENSING__V1__RENEWAL_PIPELINE_ROW__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__renewal_pipeline_row__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, LICENSING__V1__LICENSE_STATE__LICENSE_STATE_UNSPECIFIED }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, LICENSING__V1__LICENSE_STATE__LICENSE_STATE_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
 
 
 struct  Licensing__V1__RenewalPipelineResponse
@@ -145,10 +342,12 @@ struct  Licensing__V1__RenewalPipelineResponse
   ProtobufCMessage base;
   size_t n_rows;
   Licensing__V1__RenewalPipelineRow **rows;
+  Licensing__V1__ReportHeader *header;
+  char *next_page_token;
 };
 #define LICENSING__V1__RENEWAL_PIPELINE_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__renewal_pipeline_response__descriptor) \
-    , 0,NULL }
+    , 0,NULL, NULL, (char *)protobuf_c_empty_string }
 
 
 struct  Licensing__V1__ExportRequest
@@ -173,10 +372,14 @@ struct  Licensing__V1__ExportChunk
 {
   ProtobufCMessage base;
   ProtobufCBinaryData data;
+  /*
+   * Rows in this chunk (the header row not counted).
+   */
+  uint32_t rows;
 };
 #define LICENSING__V1__EXPORT_CHUNK__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__export_chunk__descriptor) \
-    , {0,NULL} }
+    , {0,NULL}, 0 }
 
 
 /* Licensing__V1__ReportRequest methods */
@@ -198,6 +401,25 @@ Licensing__V1__ReportRequest *
 void   licensing__v1__report_request__free_unpacked
                      (Licensing__V1__ReportRequest *message,
                       ProtobufCAllocator *allocator);
+/* Licensing__V1__ReportHeader methods */
+void   licensing__v1__report_header__init
+                     (Licensing__V1__ReportHeader         *message);
+size_t licensing__v1__report_header__get_packed_size
+                     (const Licensing__V1__ReportHeader   *message);
+size_t licensing__v1__report_header__pack
+                     (const Licensing__V1__ReportHeader   *message,
+                      uint8_t             *out);
+size_t licensing__v1__report_header__pack_to_buffer
+                     (const Licensing__V1__ReportHeader   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__ReportHeader *
+       licensing__v1__report_header__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__report_header__free_unpacked
+                     (Licensing__V1__ReportHeader *message,
+                      ProtobufCAllocator *allocator);
 /* Licensing__V1__UsageReportRow methods */
 void   licensing__v1__usage_report_row__init
                      (Licensing__V1__UsageReportRow         *message);
@@ -216,6 +438,25 @@ Licensing__V1__UsageReportRow *
                       const uint8_t       *data);
 void   licensing__v1__usage_report_row__free_unpacked
                      (Licensing__V1__UsageReportRow *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__OutcomeCount methods */
+void   licensing__v1__outcome_count__init
+                     (Licensing__V1__OutcomeCount         *message);
+size_t licensing__v1__outcome_count__get_packed_size
+                     (const Licensing__V1__OutcomeCount   *message);
+size_t licensing__v1__outcome_count__pack
+                     (const Licensing__V1__OutcomeCount   *message,
+                      uint8_t             *out);
+size_t licensing__v1__outcome_count__pack_to_buffer
+                     (const Licensing__V1__OutcomeCount   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__OutcomeCount *
+       licensing__v1__outcome_count__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__outcome_count__free_unpacked
+                     (Licensing__V1__OutcomeCount *message,
                       ProtobufCAllocator *allocator);
 /* Licensing__V1__UsageReportResponse methods */
 void   licensing__v1__usage_report_response__init
@@ -236,25 +477,6 @@ Licensing__V1__UsageReportResponse *
 void   licensing__v1__usage_report_response__free_unpacked
                      (Licensing__V1__UsageReportResponse *message,
                       ProtobufCAllocator *allocator);
-/* Licensing__V1__ComplianceReportResponse methods */
-void   licensing__v1__compliance_report_response__init
-                     (Licensing__V1__ComplianceReportResponse         *message);
-size_t licensing__v1__compliance_report_response__get_packed_size
-                     (const Licensing__V1__ComplianceReportResponse   *message);
-size_t licensing__v1__compliance_report_response__pack
-                     (const Licensing__V1__ComplianceReportResponse   *message,
-                      uint8_t             *out);
-size_t licensing__v1__compliance_report_response__pack_to_buffer
-                     (const Licensing__V1__ComplianceReportResponse   *message,
-                      ProtobufCBuffer     *buffer);
-Licensing__V1__ComplianceReportResponse *
-       licensing__v1__compliance_report_response__unpack
-                     (ProtobufCAllocator  *allocator,
-                      size_t               len,
-                      const uint8_t       *data);
-void   licensing__v1__compliance_report_response__free_unpacked
-                     (Licensing__V1__ComplianceReportResponse *message,
-                      ProtobufCAllocator *allocator);
 /* Licensing__V1__ComplianceAlertSummary methods */
 void   licensing__v1__compliance_alert_summary__init
                      (Licensing__V1__ComplianceAlertSummary         *message);
@@ -274,6 +496,82 @@ Licensing__V1__ComplianceAlertSummary *
 void   licensing__v1__compliance_alert_summary__free_unpacked
                      (Licensing__V1__ComplianceAlertSummary *message,
                       ProtobufCAllocator *allocator);
+/* Licensing__V1__RuleCount methods */
+void   licensing__v1__rule_count__init
+                     (Licensing__V1__RuleCount         *message);
+size_t licensing__v1__rule_count__get_packed_size
+                     (const Licensing__V1__RuleCount   *message);
+size_t licensing__v1__rule_count__pack
+                     (const Licensing__V1__RuleCount   *message,
+                      uint8_t             *out);
+size_t licensing__v1__rule_count__pack_to_buffer
+                     (const Licensing__V1__RuleCount   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__RuleCount *
+       licensing__v1__rule_count__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__rule_count__free_unpacked
+                     (Licensing__V1__RuleCount *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__StateCount methods */
+void   licensing__v1__state_count__init
+                     (Licensing__V1__StateCount         *message);
+size_t licensing__v1__state_count__get_packed_size
+                     (const Licensing__V1__StateCount   *message);
+size_t licensing__v1__state_count__pack
+                     (const Licensing__V1__StateCount   *message,
+                      uint8_t             *out);
+size_t licensing__v1__state_count__pack_to_buffer
+                     (const Licensing__V1__StateCount   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__StateCount *
+       licensing__v1__state_count__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__state_count__free_unpacked
+                     (Licensing__V1__StateCount *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__LicenseCompliance methods */
+void   licensing__v1__license_compliance__init
+                     (Licensing__V1__LicenseCompliance         *message);
+size_t licensing__v1__license_compliance__get_packed_size
+                     (const Licensing__V1__LicenseCompliance   *message);
+size_t licensing__v1__license_compliance__pack
+                     (const Licensing__V1__LicenseCompliance   *message,
+                      uint8_t             *out);
+size_t licensing__v1__license_compliance__pack_to_buffer
+                     (const Licensing__V1__LicenseCompliance   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__LicenseCompliance *
+       licensing__v1__license_compliance__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__license_compliance__free_unpacked
+                     (Licensing__V1__LicenseCompliance *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__ComplianceReportResponse methods */
+void   licensing__v1__compliance_report_response__init
+                     (Licensing__V1__ComplianceReportResponse         *message);
+size_t licensing__v1__compliance_report_response__get_packed_size
+                     (const Licensing__V1__ComplianceReportResponse   *message);
+size_t licensing__v1__compliance_report_response__pack
+                     (const Licensing__V1__ComplianceReportResponse   *message,
+                      uint8_t             *out);
+size_t licensing__v1__compliance_report_response__pack_to_buffer
+                     (const Licensing__V1__ComplianceReportResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__ComplianceReportResponse *
+       licensing__v1__compliance_report_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__compliance_report_response__free_unpacked
+                     (Licensing__V1__ComplianceReportResponse *message,
+                      ProtobufCAllocator *allocator);
 /* Licensing__V1__RevenueRow methods */
 void   licensing__v1__revenue_row__init
                      (Licensing__V1__RevenueRow         *message);
@@ -292,6 +590,44 @@ Licensing__V1__RevenueRow *
                       const uint8_t       *data);
 void   licensing__v1__revenue_row__free_unpacked
                      (Licensing__V1__RevenueRow *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__RecurringRevenue methods */
+void   licensing__v1__recurring_revenue__init
+                     (Licensing__V1__RecurringRevenue         *message);
+size_t licensing__v1__recurring_revenue__get_packed_size
+                     (const Licensing__V1__RecurringRevenue   *message);
+size_t licensing__v1__recurring_revenue__pack
+                     (const Licensing__V1__RecurringRevenue   *message,
+                      uint8_t             *out);
+size_t licensing__v1__recurring_revenue__pack_to_buffer
+                     (const Licensing__V1__RecurringRevenue   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__RecurringRevenue *
+       licensing__v1__recurring_revenue__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__recurring_revenue__free_unpacked
+                     (Licensing__V1__RecurringRevenue *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__SubscriptionMovement methods */
+void   licensing__v1__subscription_movement__init
+                     (Licensing__V1__SubscriptionMovement         *message);
+size_t licensing__v1__subscription_movement__get_packed_size
+                     (const Licensing__V1__SubscriptionMovement   *message);
+size_t licensing__v1__subscription_movement__pack
+                     (const Licensing__V1__SubscriptionMovement   *message,
+                      uint8_t             *out);
+size_t licensing__v1__subscription_movement__pack_to_buffer
+                     (const Licensing__V1__SubscriptionMovement   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__SubscriptionMovement *
+       licensing__v1__subscription_movement__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__subscription_movement__free_unpacked
+                     (Licensing__V1__SubscriptionMovement *message,
                       ProtobufCAllocator *allocator);
 /* Licensing__V1__RevenueReportResponse methods */
 void   licensing__v1__revenue_report_response__init
@@ -393,20 +729,41 @@ void   licensing__v1__export_chunk__free_unpacked
 typedef void (*Licensing__V1__ReportRequest_Closure)
                  (const Licensing__V1__ReportRequest *message,
                   void *closure_data);
+typedef void (*Licensing__V1__ReportHeader_Closure)
+                 (const Licensing__V1__ReportHeader *message,
+                  void *closure_data);
 typedef void (*Licensing__V1__UsageReportRow_Closure)
                  (const Licensing__V1__UsageReportRow *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__OutcomeCount_Closure)
+                 (const Licensing__V1__OutcomeCount *message,
                   void *closure_data);
 typedef void (*Licensing__V1__UsageReportResponse_Closure)
                  (const Licensing__V1__UsageReportResponse *message,
                   void *closure_data);
-typedef void (*Licensing__V1__ComplianceReportResponse_Closure)
-                 (const Licensing__V1__ComplianceReportResponse *message,
-                  void *closure_data);
 typedef void (*Licensing__V1__ComplianceAlertSummary_Closure)
                  (const Licensing__V1__ComplianceAlertSummary *message,
                   void *closure_data);
+typedef void (*Licensing__V1__RuleCount_Closure)
+                 (const Licensing__V1__RuleCount *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__StateCount_Closure)
+                 (const Licensing__V1__StateCount *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__LicenseCompliance_Closure)
+                 (const Licensing__V1__LicenseCompliance *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__ComplianceReportResponse_Closure)
+                 (const Licensing__V1__ComplianceReportResponse *message,
+                  void *closure_data);
 typedef void (*Licensing__V1__RevenueRow_Closure)
                  (const Licensing__V1__RevenueRow *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__RecurringRevenue_Closure)
+                 (const Licensing__V1__RecurringRevenue *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__SubscriptionMovement_Closure)
+                 (const Licensing__V1__SubscriptionMovement *message,
                   void *closure_data);
 typedef void (*Licensing__V1__RevenueReportResponse_Closure)
                  (const Licensing__V1__RevenueReportResponse *message,
@@ -496,11 +853,18 @@ void licensing__v1__reporting__erase_customer(ProtobufCService *service,
 /* --- descriptors --- */
 
 extern const ProtobufCMessageDescriptor licensing__v1__report_request__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__report_header__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__usage_report_row__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__outcome_count__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__usage_report_response__descriptor;
-extern const ProtobufCMessageDescriptor licensing__v1__compliance_report_response__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__compliance_alert_summary__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__rule_count__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__state_count__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__license_compliance__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__compliance_report_response__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__revenue_row__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__recurring_revenue__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__subscription_movement__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__revenue_report_response__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__renewal_pipeline_row__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__renewal_pipeline_response__descriptor;

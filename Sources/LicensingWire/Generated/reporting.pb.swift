@@ -7,14 +7,18 @@ public struct ReportRequest: WireMessage, Encodable {
     public var customerId: String = ""
     public var from: Int64 = 0
     public var to: Int64 = 0
+    public var days: UInt32 = 0
+    public var page: PageRequest? = nil
 
     public init() {}
 
-    public init(productId: String = "", customerId: String = "", from: Int64 = 0, to: Int64 = 0) {
+    public init(productId: String = "", customerId: String = "", from: Int64 = 0, to: Int64 = 0, days: UInt32 = 0, page: PageRequest? = nil) {
         self.productId = productId
         self.customerId = customerId
         self.from = from
         self.to = to
+        self.days = days
+        self.page = page
     }
 }
 
@@ -44,6 +48,8 @@ extension ReportRequest: ProtobufCMessageBinding {
         self.customerId = WireArena.string(c.customer_id)
         self.from = c.from
         self.to = c.to
+        self.days = c.days
+        self.page = c.page.map { PageRequest(c: $0.pointee) }
     }
 
     public func fill(_ c: inout Licensing__V1__ReportRequest, _ arena: WireArena) {
@@ -51,6 +57,61 @@ extension ReportRequest: ProtobufCMessageBinding {
         c.customer_id = arena.string(self.customerId)
         c.from = self.from
         c.to = self.to
+        c.days = self.days
+        c.page = self.page.map { arena.message($0) }
+    }
+}
+
+public struct ReportHeader: WireMessage, Encodable {
+    public var from: Int64 = 0
+    public var to: Int64 = 0
+    public var producedAt: Int64 = 0
+    public var feeds: [FeedPosition] = []
+
+    public init() {}
+
+    public init(from: Int64 = 0, to: Int64 = 0, producedAt: Int64 = 0, feeds: [FeedPosition] = []) {
+        self.from = from
+        self.to = to
+        self.producedAt = producedAt
+        self.feeds = feeds
+    }
+}
+
+extension ReportHeader: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.ReportHeader"
+
+    public static func cNew() -> Licensing__V1__ReportHeader {
+        var c = Licensing__V1__ReportHeader()
+        licensing__v1__report_header__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__ReportHeader>? {
+        licensing__v1__report_header__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__ReportHeader>) {
+        licensing__v1__report_header__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__ReportHeader>) -> Int {
+        licensing__v1__report_header__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__ReportHeader>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__report_header__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__ReportHeader) {
+        self.from = c.from
+        self.to = c.to
+        self.producedAt = c.produced_at
+        self.feeds = WireArena.array(c.n_feeds, c.feeds) { FeedPosition(c: $0!.pointee) }
+    }
+
+    public func fill(_ c: inout Licensing__V1__ReportHeader, _ arena: WireArena) {
+        c.from = self.from
+        c.to = self.to
+        c.produced_at = self.producedAt
+        c.n_feeds = self.feeds.count
+        c.feeds = arena.array(self.feeds) { Optional(arena.message($0)) }
     }
 }
 
@@ -61,16 +122,34 @@ public struct UsageReportRow: WireMessage, Encodable {
     public var quantity: UInt64 = 0
     public var peakConcurrent: UInt32 = 0
     public var limit: UInt32 = 0
+    public var customerId: String = ""
+    public var customerName: String = ""
+    public var events: UInt64 = 0
+    public var activeMachines: UInt32 = 0
+    public var peakMachines: UInt32 = 0
+    public var maxMachines: UInt32 = 0
+    public var validationsValid: UInt64 = 0
+    public var validationsDenied: UInt64 = 0
+    public var overLimit: Bool = false
 
     public init() {}
 
-    public init(licenseId: String = "", productId: String = "", feature: String = "", quantity: UInt64 = 0, peakConcurrent: UInt32 = 0, limit: UInt32 = 0) {
+    public init(licenseId: String = "", productId: String = "", feature: String = "", quantity: UInt64 = 0, peakConcurrent: UInt32 = 0, limit: UInt32 = 0, customerId: String = "", customerName: String = "", events: UInt64 = 0, activeMachines: UInt32 = 0, peakMachines: UInt32 = 0, maxMachines: UInt32 = 0, validationsValid: UInt64 = 0, validationsDenied: UInt64 = 0, overLimit: Bool = false) {
         self.licenseId = licenseId
         self.productId = productId
         self.feature = feature
         self.quantity = quantity
         self.peakConcurrent = peakConcurrent
         self.limit = limit
+        self.customerId = customerId
+        self.customerName = customerName
+        self.events = events
+        self.activeMachines = activeMachines
+        self.peakMachines = peakMachines
+        self.maxMachines = maxMachines
+        self.validationsValid = validationsValid
+        self.validationsDenied = validationsDenied
+        self.overLimit = overLimit
     }
 }
 
@@ -102,6 +181,15 @@ extension UsageReportRow: ProtobufCMessageBinding {
         self.quantity = c.quantity
         self.peakConcurrent = c.peak_concurrent
         self.limit = c.limit
+        self.customerId = WireArena.string(c.customer_id)
+        self.customerName = WireArena.string(c.customer_name)
+        self.events = c.events
+        self.activeMachines = c.active_machines
+        self.peakMachines = c.peak_machines
+        self.maxMachines = c.max_machines
+        self.validationsValid = c.validations_valid
+        self.validationsDenied = c.validations_denied
+        self.overLimit = c.over_limit != 0
     }
 
     public func fill(_ c: inout Licensing__V1__UsageReportRow, _ arena: WireArena) {
@@ -111,6 +199,59 @@ extension UsageReportRow: ProtobufCMessageBinding {
         c.quantity = self.quantity
         c.peak_concurrent = self.peakConcurrent
         c.limit = self.limit
+        c.customer_id = arena.string(self.customerId)
+        c.customer_name = arena.string(self.customerName)
+        c.events = self.events
+        c.active_machines = self.activeMachines
+        c.peak_machines = self.peakMachines
+        c.max_machines = self.maxMachines
+        c.validations_valid = self.validationsValid
+        c.validations_denied = self.validationsDenied
+        c.over_limit = (self.overLimit ? 1 : 0)
+    }
+}
+
+public struct OutcomeCount: WireMessage, Encodable {
+    public var reason: ReasonCode = ReasonCode(rawValue: 0)
+    public var count: UInt64 = 0
+
+    public init() {}
+
+    public init(reason: ReasonCode = ReasonCode(rawValue: 0), count: UInt64 = 0) {
+        self.reason = reason
+        self.count = count
+    }
+}
+
+extension OutcomeCount: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.OutcomeCount"
+
+    public static func cNew() -> Licensing__V1__OutcomeCount {
+        var c = Licensing__V1__OutcomeCount()
+        licensing__v1__outcome_count__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__OutcomeCount>? {
+        licensing__v1__outcome_count__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__OutcomeCount>) {
+        licensing__v1__outcome_count__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__OutcomeCount>) -> Int {
+        licensing__v1__outcome_count__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__OutcomeCount>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__outcome_count__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__OutcomeCount) {
+        self.reason = ReasonCode(rawValue: Int32(truncatingIfNeeded: c.reason.rawValue))
+        self.count = c.count
+    }
+
+    public func fill(_ c: inout Licensing__V1__OutcomeCount, _ arena: WireArena) {
+        c.reason = .init(rawValue: .init(truncatingIfNeeded: self.reason.rawValue))
+        c.count = self.count
     }
 }
 
@@ -118,13 +259,19 @@ public struct UsageReportResponse: WireMessage, Encodable {
     public var rows: [UsageReportRow] = []
     public var activeLicenses: UInt32 = 0
     public var overLimit: UInt32 = 0
+    public var header: ReportHeader? = nil
+    public var validations: [OutcomeCount] = []
+    public var nextPageToken: String = ""
 
     public init() {}
 
-    public init(rows: [UsageReportRow] = [], activeLicenses: UInt32 = 0, overLimit: UInt32 = 0) {
+    public init(rows: [UsageReportRow] = [], activeLicenses: UInt32 = 0, overLimit: UInt32 = 0, header: ReportHeader? = nil, validations: [OutcomeCount] = [], nextPageToken: String = "") {
         self.rows = rows
         self.activeLicenses = activeLicenses
         self.overLimit = overLimit
+        self.header = header
+        self.validations = validations
+        self.nextPageToken = nextPageToken
     }
 }
 
@@ -153,6 +300,9 @@ extension UsageReportResponse: ProtobufCMessageBinding {
         self.rows = WireArena.array(c.n_rows, c.rows) { UsageReportRow(c: $0!.pointee) }
         self.activeLicenses = c.active_licenses
         self.overLimit = c.over_limit
+        self.header = c.header.map { ReportHeader(c: $0.pointee) }
+        self.validations = WireArena.array(c.n_validations, c.validations) { OutcomeCount(c: $0!.pointee) }
+        self.nextPageToken = WireArena.string(c.next_page_token)
     }
 
     public func fill(_ c: inout Licensing__V1__UsageReportResponse, _ arena: WireArena) {
@@ -160,55 +310,10 @@ extension UsageReportResponse: ProtobufCMessageBinding {
         c.rows = arena.array(self.rows) { Optional(arena.message($0)) }
         c.active_licenses = self.activeLicenses
         c.over_limit = self.overLimit
-    }
-}
-
-public struct ComplianceReportResponse: WireMessage, Encodable {
-    public var alerts: [ComplianceAlertSummary] = []
-    public var compliantLicenses: UInt32 = 0
-    public var violatingLicenses: UInt32 = 0
-
-    public init() {}
-
-    public init(alerts: [ComplianceAlertSummary] = [], compliantLicenses: UInt32 = 0, violatingLicenses: UInt32 = 0) {
-        self.alerts = alerts
-        self.compliantLicenses = compliantLicenses
-        self.violatingLicenses = violatingLicenses
-    }
-}
-
-extension ComplianceReportResponse: ProtobufCMessageBinding {
-    public static let protoName = "licensing.v1.ComplianceReportResponse"
-
-    public static func cNew() -> Licensing__V1__ComplianceReportResponse {
-        var c = Licensing__V1__ComplianceReportResponse()
-        licensing__v1__compliance_report_response__init(&c)
-        return c
-    }
-    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__ComplianceReportResponse>? {
-        licensing__v1__compliance_report_response__unpack(nil, length, data)
-    }
-    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__ComplianceReportResponse>) {
-        licensing__v1__compliance_report_response__free_unpacked(message, nil)
-    }
-    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__ComplianceReportResponse>) -> Int {
-        licensing__v1__compliance_report_response__get_packed_size(message)
-    }
-    public static func cPack(_ message: UnsafePointer<Licensing__V1__ComplianceReportResponse>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
-        licensing__v1__compliance_report_response__pack(message, out)
-    }
-
-    public init(c: Licensing__V1__ComplianceReportResponse) {
-        self.alerts = WireArena.array(c.n_alerts, c.alerts) { ComplianceAlertSummary(c: $0!.pointee) }
-        self.compliantLicenses = c.compliant_licenses
-        self.violatingLicenses = c.violating_licenses
-    }
-
-    public func fill(_ c: inout Licensing__V1__ComplianceReportResponse, _ arena: WireArena) {
-        c.n_alerts = self.alerts.count
-        c.alerts = arena.array(self.alerts) { Optional(arena.message($0)) }
-        c.compliant_licenses = self.compliantLicenses
-        c.violating_licenses = self.violatingLicenses
+        c.header = self.header.map { arena.message($0) }
+        c.n_validations = self.validations.count
+        c.validations = arena.array(self.validations) { Optional(arena.message($0)) }
+        c.next_page_token = arena.string(self.nextPageToken)
     }
 }
 
@@ -217,14 +322,24 @@ public struct ComplianceAlertSummary: WireMessage, Encodable {
     public var reason: ReasonCode = ReasonCode(rawValue: 0)
     public var count: UInt32 = 0
     public var lastRaisedAt: Int64 = 0
+    public var rule: String = ""
+    public var acknowledged: Bool = false
+    public var customerId: String = ""
+    public var alertId: String = ""
+    public var detail: String = ""
 
     public init() {}
 
-    public init(licenseId: String = "", reason: ReasonCode = ReasonCode(rawValue: 0), count: UInt32 = 0, lastRaisedAt: Int64 = 0) {
+    public init(licenseId: String = "", reason: ReasonCode = ReasonCode(rawValue: 0), count: UInt32 = 0, lastRaisedAt: Int64 = 0, rule: String = "", acknowledged: Bool = false, customerId: String = "", alertId: String = "", detail: String = "") {
         self.licenseId = licenseId
         self.reason = reason
         self.count = count
         self.lastRaisedAt = lastRaisedAt
+        self.rule = rule
+        self.acknowledged = acknowledged
+        self.customerId = customerId
+        self.alertId = alertId
+        self.detail = detail
     }
 }
 
@@ -254,6 +369,11 @@ extension ComplianceAlertSummary: ProtobufCMessageBinding {
         self.reason = ReasonCode(rawValue: Int32(truncatingIfNeeded: c.reason.rawValue))
         self.count = c.count
         self.lastRaisedAt = c.last_raised_at
+        self.rule = WireArena.string(c.rule)
+        self.acknowledged = c.acknowledged != 0
+        self.customerId = WireArena.string(c.customer_id)
+        self.alertId = WireArena.string(c.alert_id)
+        self.detail = WireArena.string(c.detail)
     }
 
     public func fill(_ c: inout Licensing__V1__ComplianceAlertSummary, _ arena: WireArena) {
@@ -261,6 +381,244 @@ extension ComplianceAlertSummary: ProtobufCMessageBinding {
         c.reason = .init(rawValue: .init(truncatingIfNeeded: self.reason.rawValue))
         c.count = self.count
         c.last_raised_at = self.lastRaisedAt
+        c.rule = arena.string(self.rule)
+        c.acknowledged = (self.acknowledged ? 1 : 0)
+        c.customer_id = arena.string(self.customerId)
+        c.alert_id = arena.string(self.alertId)
+        c.detail = arena.string(self.detail)
+    }
+}
+
+public struct RuleCount: WireMessage, Encodable {
+    public var rule: String = ""
+    public var alerts: UInt32 = 0
+    public var triggers: UInt64 = 0
+
+    public init() {}
+
+    public init(rule: String = "", alerts: UInt32 = 0, triggers: UInt64 = 0) {
+        self.rule = rule
+        self.alerts = alerts
+        self.triggers = triggers
+    }
+}
+
+extension RuleCount: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.RuleCount"
+
+    public static func cNew() -> Licensing__V1__RuleCount {
+        var c = Licensing__V1__RuleCount()
+        licensing__v1__rule_count__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__RuleCount>? {
+        licensing__v1__rule_count__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__RuleCount>) {
+        licensing__v1__rule_count__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__RuleCount>) -> Int {
+        licensing__v1__rule_count__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__RuleCount>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__rule_count__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__RuleCount) {
+        self.rule = WireArena.string(c.rule)
+        self.alerts = c.alerts
+        self.triggers = c.triggers
+    }
+
+    public func fill(_ c: inout Licensing__V1__RuleCount, _ arena: WireArena) {
+        c.rule = arena.string(self.rule)
+        c.alerts = self.alerts
+        c.triggers = self.triggers
+    }
+}
+
+public struct StateCount: WireMessage, Encodable {
+    public var state: LicenseState = LicenseState(rawValue: 0)
+    public var licenses: UInt32 = 0
+
+    public init() {}
+
+    public init(state: LicenseState = LicenseState(rawValue: 0), licenses: UInt32 = 0) {
+        self.state = state
+        self.licenses = licenses
+    }
+}
+
+extension StateCount: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.StateCount"
+
+    public static func cNew() -> Licensing__V1__StateCount {
+        var c = Licensing__V1__StateCount()
+        licensing__v1__state_count__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__StateCount>? {
+        licensing__v1__state_count__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__StateCount>) {
+        licensing__v1__state_count__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__StateCount>) -> Int {
+        licensing__v1__state_count__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__StateCount>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__state_count__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__StateCount) {
+        self.state = LicenseState(rawValue: Int32(truncatingIfNeeded: c.state.rawValue))
+        self.licenses = c.licenses
+    }
+
+    public func fill(_ c: inout Licensing__V1__StateCount, _ arena: WireArena) {
+        c.state = .init(rawValue: .init(truncatingIfNeeded: self.state.rawValue))
+        c.licenses = self.licenses
+    }
+}
+
+public struct LicenseCompliance: WireMessage, Encodable {
+    public var licenseId: String = ""
+    public var productId: String = ""
+    public var customerId: String = ""
+    public var customerName: String = ""
+    public var reasons: [String] = []
+
+    public init() {}
+
+    public init(licenseId: String = "", productId: String = "", customerId: String = "", customerName: String = "", reasons: [String] = []) {
+        self.licenseId = licenseId
+        self.productId = productId
+        self.customerId = customerId
+        self.customerName = customerName
+        self.reasons = reasons
+    }
+}
+
+extension LicenseCompliance: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.LicenseCompliance"
+
+    public static func cNew() -> Licensing__V1__LicenseCompliance {
+        var c = Licensing__V1__LicenseCompliance()
+        licensing__v1__license_compliance__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__LicenseCompliance>? {
+        licensing__v1__license_compliance__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__LicenseCompliance>) {
+        licensing__v1__license_compliance__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__LicenseCompliance>) -> Int {
+        licensing__v1__license_compliance__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__LicenseCompliance>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__license_compliance__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__LicenseCompliance) {
+        self.licenseId = WireArena.string(c.license_id)
+        self.productId = WireArena.string(c.product_id)
+        self.customerId = WireArena.string(c.customer_id)
+        self.customerName = WireArena.string(c.customer_name)
+        self.reasons = WireArena.array(c.n_reasons, c.reasons) { WireArena.string($0) }
+    }
+
+    public func fill(_ c: inout Licensing__V1__LicenseCompliance, _ arena: WireArena) {
+        c.license_id = arena.string(self.licenseId)
+        c.product_id = arena.string(self.productId)
+        c.customer_id = arena.string(self.customerId)
+        c.customer_name = arena.string(self.customerName)
+        c.n_reasons = self.reasons.count
+        c.reasons = arena.array(self.reasons) { arena.string($0) }
+    }
+}
+
+public struct ComplianceReportResponse: WireMessage, Encodable {
+    public var alerts: [ComplianceAlertSummary] = []
+    public var compliantLicenses: UInt32 = 0
+    public var violatingLicenses: UInt32 = 0
+    public var header: ReportHeader? = nil
+    public var byRule: [RuleCount] = []
+    public var licenseStates: [StateCount] = []
+    public var violations: [LicenseCompliance] = []
+    public var auditChainIntact: Bool = false
+    public var auditRows: UInt64 = 0
+    public var auditDetail: String = ""
+    public var nextPageToken: String = ""
+
+    public init() {}
+
+    public init(alerts: [ComplianceAlertSummary] = [], compliantLicenses: UInt32 = 0, violatingLicenses: UInt32 = 0, header: ReportHeader? = nil, byRule: [RuleCount] = [], licenseStates: [StateCount] = [], violations: [LicenseCompliance] = [], auditChainIntact: Bool = false, auditRows: UInt64 = 0, auditDetail: String = "", nextPageToken: String = "") {
+        self.alerts = alerts
+        self.compliantLicenses = compliantLicenses
+        self.violatingLicenses = violatingLicenses
+        self.header = header
+        self.byRule = byRule
+        self.licenseStates = licenseStates
+        self.violations = violations
+        self.auditChainIntact = auditChainIntact
+        self.auditRows = auditRows
+        self.auditDetail = auditDetail
+        self.nextPageToken = nextPageToken
+    }
+}
+
+extension ComplianceReportResponse: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.ComplianceReportResponse"
+
+    public static func cNew() -> Licensing__V1__ComplianceReportResponse {
+        var c = Licensing__V1__ComplianceReportResponse()
+        licensing__v1__compliance_report_response__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__ComplianceReportResponse>? {
+        licensing__v1__compliance_report_response__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__ComplianceReportResponse>) {
+        licensing__v1__compliance_report_response__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__ComplianceReportResponse>) -> Int {
+        licensing__v1__compliance_report_response__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__ComplianceReportResponse>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__compliance_report_response__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__ComplianceReportResponse) {
+        self.alerts = WireArena.array(c.n_alerts, c.alerts) { ComplianceAlertSummary(c: $0!.pointee) }
+        self.compliantLicenses = c.compliant_licenses
+        self.violatingLicenses = c.violating_licenses
+        self.header = c.header.map { ReportHeader(c: $0.pointee) }
+        self.byRule = WireArena.array(c.n_by_rule, c.by_rule) { RuleCount(c: $0!.pointee) }
+        self.licenseStates = WireArena.array(c.n_license_states, c.license_states) { StateCount(c: $0!.pointee) }
+        self.violations = WireArena.array(c.n_violations, c.violations) { LicenseCompliance(c: $0!.pointee) }
+        self.auditChainIntact = c.audit_chain_intact != 0
+        self.auditRows = c.audit_rows
+        self.auditDetail = WireArena.string(c.audit_detail)
+        self.nextPageToken = WireArena.string(c.next_page_token)
+    }
+
+    public func fill(_ c: inout Licensing__V1__ComplianceReportResponse, _ arena: WireArena) {
+        c.n_alerts = self.alerts.count
+        c.alerts = arena.array(self.alerts) { Optional(arena.message($0)) }
+        c.compliant_licenses = self.compliantLicenses
+        c.violating_licenses = self.violatingLicenses
+        c.header = self.header.map { arena.message($0) }
+        c.n_by_rule = self.byRule.count
+        c.by_rule = arena.array(self.byRule) { Optional(arena.message($0)) }
+        c.n_license_states = self.licenseStates.count
+        c.license_states = arena.array(self.licenseStates) { Optional(arena.message($0)) }
+        c.n_violations = self.violations.count
+        c.violations = arena.array(self.violations) { Optional(arena.message($0)) }
+        c.audit_chain_intact = (self.auditChainIntact ? 1 : 0)
+        c.audit_rows = self.auditRows
+        c.audit_detail = arena.string(self.auditDetail)
+        c.next_page_token = arena.string(self.nextPageToken)
     }
 }
 
@@ -269,14 +627,16 @@ public struct RevenueRow: WireMessage, Encodable {
     public var currency: String = ""
     public var amountMinor: Int64 = 0
     public var payments: UInt32 = 0
+    public var month: String = ""
 
     public init() {}
 
-    public init(productId: String = "", currency: String = "", amountMinor: Int64 = 0, payments: UInt32 = 0) {
+    public init(productId: String = "", currency: String = "", amountMinor: Int64 = 0, payments: UInt32 = 0, month: String = "") {
         self.productId = productId
         self.currency = currency
         self.amountMinor = amountMinor
         self.payments = payments
+        self.month = month
     }
 }
 
@@ -306,6 +666,7 @@ extension RevenueRow: ProtobufCMessageBinding {
         self.currency = WireArena.string(c.currency)
         self.amountMinor = c.amount_minor
         self.payments = c.payments
+        self.month = WireArena.string(c.month)
     }
 
     public func fill(_ c: inout Licensing__V1__RevenueRow, _ arena: WireArena) {
@@ -313,16 +674,131 @@ extension RevenueRow: ProtobufCMessageBinding {
         c.currency = arena.string(self.currency)
         c.amount_minor = self.amountMinor
         c.payments = self.payments
+        c.month = arena.string(self.month)
+    }
+}
+
+public struct RecurringRevenue: WireMessage, Encodable {
+    public var currency: String = ""
+    public var mrrMinor: Int64 = 0
+    public var arrMinor: Int64 = 0
+    public var subscriptions: UInt32 = 0
+
+    public init() {}
+
+    public init(currency: String = "", mrrMinor: Int64 = 0, arrMinor: Int64 = 0, subscriptions: UInt32 = 0) {
+        self.currency = currency
+        self.mrrMinor = mrrMinor
+        self.arrMinor = arrMinor
+        self.subscriptions = subscriptions
+    }
+}
+
+extension RecurringRevenue: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.RecurringRevenue"
+
+    public static func cNew() -> Licensing__V1__RecurringRevenue {
+        var c = Licensing__V1__RecurringRevenue()
+        licensing__v1__recurring_revenue__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__RecurringRevenue>? {
+        licensing__v1__recurring_revenue__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__RecurringRevenue>) {
+        licensing__v1__recurring_revenue__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__RecurringRevenue>) -> Int {
+        licensing__v1__recurring_revenue__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__RecurringRevenue>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__recurring_revenue__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__RecurringRevenue) {
+        self.currency = WireArena.string(c.currency)
+        self.mrrMinor = c.mrr_minor
+        self.arrMinor = c.arr_minor
+        self.subscriptions = c.subscriptions
+    }
+
+    public func fill(_ c: inout Licensing__V1__RecurringRevenue, _ arena: WireArena) {
+        c.currency = arena.string(self.currency)
+        c.mrr_minor = self.mrrMinor
+        c.arr_minor = self.arrMinor
+        c.subscriptions = self.subscriptions
+    }
+}
+
+public struct SubscriptionMovement: WireMessage, Encodable {
+    public var month: String = ""
+    public var started: UInt32 = 0
+    public var renewals: UInt32 = 0
+    public var churned: UInt32 = 0
+    public var failedPayments: UInt32 = 0
+
+    public init() {}
+
+    public init(month: String = "", started: UInt32 = 0, renewals: UInt32 = 0, churned: UInt32 = 0, failedPayments: UInt32 = 0) {
+        self.month = month
+        self.started = started
+        self.renewals = renewals
+        self.churned = churned
+        self.failedPayments = failedPayments
+    }
+}
+
+extension SubscriptionMovement: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.SubscriptionMovement"
+
+    public static func cNew() -> Licensing__V1__SubscriptionMovement {
+        var c = Licensing__V1__SubscriptionMovement()
+        licensing__v1__subscription_movement__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__SubscriptionMovement>? {
+        licensing__v1__subscription_movement__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__SubscriptionMovement>) {
+        licensing__v1__subscription_movement__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__SubscriptionMovement>) -> Int {
+        licensing__v1__subscription_movement__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__SubscriptionMovement>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__subscription_movement__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__SubscriptionMovement) {
+        self.month = WireArena.string(c.month)
+        self.started = c.started
+        self.renewals = c.renewals
+        self.churned = c.churned
+        self.failedPayments = c.failed_payments
+    }
+
+    public func fill(_ c: inout Licensing__V1__SubscriptionMovement, _ arena: WireArena) {
+        c.month = arena.string(self.month)
+        c.started = self.started
+        c.renewals = self.renewals
+        c.churned = self.churned
+        c.failed_payments = self.failedPayments
     }
 }
 
 public struct RevenueReportResponse: WireMessage, Encodable {
     public var rows: [RevenueRow] = []
+    public var recurring: [RecurringRevenue] = []
+    public var movements: [SubscriptionMovement] = []
+    public var header: ReportHeader? = nil
 
     public init() {}
 
-    public init(rows: [RevenueRow] = []) {
+    public init(rows: [RevenueRow] = [], recurring: [RecurringRevenue] = [], movements: [SubscriptionMovement] = [], header: ReportHeader? = nil) {
         self.rows = rows
+        self.recurring = recurring
+        self.movements = movements
+        self.header = header
     }
 }
 
@@ -349,11 +825,19 @@ extension RevenueReportResponse: ProtobufCMessageBinding {
 
     public init(c: Licensing__V1__RevenueReportResponse) {
         self.rows = WireArena.array(c.n_rows, c.rows) { RevenueRow(c: $0!.pointee) }
+        self.recurring = WireArena.array(c.n_recurring, c.recurring) { RecurringRevenue(c: $0!.pointee) }
+        self.movements = WireArena.array(c.n_movements, c.movements) { SubscriptionMovement(c: $0!.pointee) }
+        self.header = c.header.map { ReportHeader(c: $0.pointee) }
     }
 
     public func fill(_ c: inout Licensing__V1__RevenueReportResponse, _ arena: WireArena) {
         c.n_rows = self.rows.count
         c.rows = arena.array(self.rows) { Optional(arena.message($0)) }
+        c.n_recurring = self.recurring.count
+        c.recurring = arena.array(self.recurring) { Optional(arena.message($0)) }
+        c.n_movements = self.movements.count
+        c.movements = arena.array(self.movements) { Optional(arena.message($0)) }
+        c.header = self.header.map { arena.message($0) }
     }
 }
 
@@ -363,15 +847,29 @@ public struct RenewalPipelineRow: WireMessage, Encodable {
     public var expiresAt: Int64 = 0
     public var autoRenew: Bool = false
     public var state: LicenseState = LicenseState(rawValue: 0)
+    public var productId: String = ""
+    public var customerName: String = ""
+    public var graceEndsAt: Int64 = 0
+    public var inGrace: Bool = false
+    public var subscriptionId: String = ""
+    public var lastAmountMinor: Int64 = 0
+    public var currency: String = ""
 
     public init() {}
 
-    public init(licenseId: String = "", customerId: String = "", expiresAt: Int64 = 0, autoRenew: Bool = false, state: LicenseState = LicenseState(rawValue: 0)) {
+    public init(licenseId: String = "", customerId: String = "", expiresAt: Int64 = 0, autoRenew: Bool = false, state: LicenseState = LicenseState(rawValue: 0), productId: String = "", customerName: String = "", graceEndsAt: Int64 = 0, inGrace: Bool = false, subscriptionId: String = "", lastAmountMinor: Int64 = 0, currency: String = "") {
         self.licenseId = licenseId
         self.customerId = customerId
         self.expiresAt = expiresAt
         self.autoRenew = autoRenew
         self.state = state
+        self.productId = productId
+        self.customerName = customerName
+        self.graceEndsAt = graceEndsAt
+        self.inGrace = inGrace
+        self.subscriptionId = subscriptionId
+        self.lastAmountMinor = lastAmountMinor
+        self.currency = currency
     }
 }
 
@@ -402,6 +900,13 @@ extension RenewalPipelineRow: ProtobufCMessageBinding {
         self.expiresAt = c.expires_at
         self.autoRenew = c.auto_renew != 0
         self.state = LicenseState(rawValue: Int32(truncatingIfNeeded: c.state.rawValue))
+        self.productId = WireArena.string(c.product_id)
+        self.customerName = WireArena.string(c.customer_name)
+        self.graceEndsAt = c.grace_ends_at
+        self.inGrace = c.in_grace != 0
+        self.subscriptionId = WireArena.string(c.subscription_id)
+        self.lastAmountMinor = c.last_amount_minor
+        self.currency = WireArena.string(c.currency)
     }
 
     public func fill(_ c: inout Licensing__V1__RenewalPipelineRow, _ arena: WireArena) {
@@ -410,16 +915,27 @@ extension RenewalPipelineRow: ProtobufCMessageBinding {
         c.expires_at = self.expiresAt
         c.auto_renew = (self.autoRenew ? 1 : 0)
         c.state = .init(rawValue: .init(truncatingIfNeeded: self.state.rawValue))
+        c.product_id = arena.string(self.productId)
+        c.customer_name = arena.string(self.customerName)
+        c.grace_ends_at = self.graceEndsAt
+        c.in_grace = (self.inGrace ? 1 : 0)
+        c.subscription_id = arena.string(self.subscriptionId)
+        c.last_amount_minor = self.lastAmountMinor
+        c.currency = arena.string(self.currency)
     }
 }
 
 public struct RenewalPipelineResponse: WireMessage, Encodable {
     public var rows: [RenewalPipelineRow] = []
+    public var header: ReportHeader? = nil
+    public var nextPageToken: String = ""
 
     public init() {}
 
-    public init(rows: [RenewalPipelineRow] = []) {
+    public init(rows: [RenewalPipelineRow] = [], header: ReportHeader? = nil, nextPageToken: String = "") {
         self.rows = rows
+        self.header = header
+        self.nextPageToken = nextPageToken
     }
 }
 
@@ -446,11 +962,15 @@ extension RenewalPipelineResponse: ProtobufCMessageBinding {
 
     public init(c: Licensing__V1__RenewalPipelineResponse) {
         self.rows = WireArena.array(c.n_rows, c.rows) { RenewalPipelineRow(c: $0!.pointee) }
+        self.header = c.header.map { ReportHeader(c: $0.pointee) }
+        self.nextPageToken = WireArena.string(c.next_page_token)
     }
 
     public func fill(_ c: inout Licensing__V1__RenewalPipelineResponse, _ arena: WireArena) {
         c.n_rows = self.rows.count
         c.rows = arena.array(self.rows) { Optional(arena.message($0)) }
+        c.header = self.header.map { arena.message($0) }
+        c.next_page_token = arena.string(self.nextPageToken)
     }
 }
 
@@ -504,11 +1024,13 @@ extension ExportRequest: ProtobufCMessageBinding {
 
 public struct ExportChunk: WireMessage, Encodable {
     public var data: [UInt8] = []
+    public var rows: UInt32 = 0
 
     public init() {}
 
-    public init(data: [UInt8] = []) {
+    public init(data: [UInt8] = [], rows: UInt32 = 0) {
         self.data = data
+        self.rows = rows
     }
 }
 
@@ -535,10 +1057,12 @@ extension ExportChunk: ProtobufCMessageBinding {
 
     public init(c: Licensing__V1__ExportChunk) {
         self.data = WireArena.bytes(c.data)
+        self.rows = c.rows
     }
 
     public func fill(_ c: inout Licensing__V1__ExportChunk, _ arena: WireArena) {
         c.data = arena.bytes(self.data)
+        c.rows = self.rows
     }
 }
 
