@@ -13,7 +13,7 @@ extension ReportingService {
     public func complianceReport(_ request: ReportRequest, _ call: ServerCall) async throws -> ComplianceReportResponse {
         let scope = try ReportScope(request, call, now: clock.now)
         var response = try await database.read { db in try Self.complianceReport(scope, in: db) }
-        let names = CustomerNames(issuance: issuance)
+        let names = CustomerNames(issuance: issuance, database: database)
         for index in response.violations.indices {
             response.violations[index].customerName = await names.name(response.violations[index].customerId)
         }

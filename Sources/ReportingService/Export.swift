@@ -110,7 +110,7 @@ extension ReportingService {
         var filter = request.filter ?? ReportRequest()
         filter.page = PageRequest(pageSize: 1000)
         let scope = try ReportScope(filter, call, now: now)
-        let names = CustomerNames(issuance: issuance)
+        let names = CustomerNames(issuance: issuance, database: database)
         switch request.report {
         case "usage":
             var writer = ExportWriter(format: format, columns: [

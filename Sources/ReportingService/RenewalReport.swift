@@ -14,7 +14,7 @@ extension ReportingService {
         let scope = try ReportScope(request, call, now: now)
         let days = Int64(request.days == 0 ? 30 : request.days)
         var response = try await database.read { db in try Self.renewalPipeline(scope, now: now, days: days, in: db) }
-        let names = CustomerNames(issuance: issuance)
+        let names = CustomerNames(issuance: issuance, database: database)
         for index in response.rows.indices { response.rows[index].customerName = await names.name(response.rows[index].customerId) }
         response.header = header(from: now, to: now + days * 86400)
         return response

@@ -48,24 +48,30 @@ func allowanceSQL(_ column: String) -> String {
     "(CASE WHEN l.\(column) = 0 THEN 0 ELSE l.\(column) * MAX(MIN(l.overage_permille, 1000000), 1000) / 1000 END)"
 }
 
-/// Customer names, asked from issuance when a report is produced (reporting stores none).
-/// An erased customer reads as issuance says, "(erased)"; one issuance cannot be asked
-/// about now is left blank rather than holding the report.
+/// Customer names, asked from issuance when a report is produced (reporting stores none),
+/// in the customer's tenant. An erased customer reads as issuance says, "(erased)"; one
+/// issuance cannot be asked about now is left blank rather than holding the report.
 final class CustomerNames: @unchecked Sendable {
     // @unchecked: used by one report at a time, from one task.
     private let issuance: RPCClient
+    private let database: DatabasePool
     private var names: [String: String] = [:]
     private var reachable = true
 
-    init(issuance: RPCClient) {
+    init(issuance: RPCClient, database: DatabasePool) {
         self.issuance = issuance
+        self.database = database
     }
 
     func name(_ id: String) async -> String {
         if let known = names[id] { return known }
         guard reachable, !id.isEmpty else { return "" }
         do {
-            let customer = try await issuance.call(IssuanceMethods.getCustomer, GetByIdRequest(id: id), timeout: .seconds(2))
+            var metadata = RPCMetadata()
+            metadata[RPCMetadata.tenant] = try await database.read { db in
+                try String.fetchOne(db, sql: "SELECT tenant_id FROM r_license WHERE customer_id = ? LIMIT 1", arguments: [id])
+            }
+            let customer = try await issuance.call(IssuanceMethods.getCustomer, GetByIdRequest(id: id), metadata: metadata, timeout: .seconds(2))
             names[id] = customer.name
             return customer.name
         } catch let error as RPCError where error.code == .notFound {

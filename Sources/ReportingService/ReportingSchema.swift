@@ -45,7 +45,7 @@ enum ReportingSchema {
                     active INTEGER NOT NULL
                 );
                 CREATE INDEX r_license_by_product ON r_license(tenant_id, product_id, id);
-                CREATE INDEX r_license_by_customer ON r_license(tenant_id, customer_id, id);
+                CREATE INDEX r_license_by_customer ON r_license(customer_id, tenant_id);
                 CREATE INDEX r_license_by_expiry ON r_license(tenant_id, expires_at) WHERE expires_at > 0;
                 CREATE TABLE r_subscription (
                     id TEXT PRIMARY KEY,

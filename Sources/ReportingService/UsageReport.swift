@@ -11,7 +11,7 @@ extension ReportingService {
     public func usageReport(_ request: ReportRequest, _ call: ServerCall) async throws -> UsageReportResponse {
         let scope = try ReportScope(request, call, now: clock.now)
         var response = try await database.read { db in try Self.usageReport(scope, in: db) }
-        let names = CustomerNames(issuance: issuance)
+        let names = CustomerNames(issuance: issuance, database: database)
         for index in response.rows.indices { response.rows[index].customerName = await names.name(response.rows[index].customerId) }
         response.header = header(from: scope.from, to: scope.to)
         return response
