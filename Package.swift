@@ -126,6 +126,11 @@ let package = Package(
             dependencies: [
                 "LicensingRPC",
                 "LicensingWire",
+                "LicensingRuntime",
+                "LicensingCore",
+                "ReportingService",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -125,9 +125,7 @@ extension ReportingService {
                 let rows = try await database.read { db -> ([UsageReportRow], String) in
                     let licenses = try Row.fetchAll(
                         db, sql: Self.activeLicenses + " ORDER BY l.id LIMIT ?7", arguments: scope.arguments([firstDay, endDay, after, 1000]))
-                    var rows: [UsageReportRow] = []
-                    for license in licenses { rows += try Self.usageRows(license, firstDay, endDay, in: db) }
-                    return (rows, licenses.count == 1000 ? licenses.last!["id"] : "")
+                    return (try Self.usageRows(licenses, firstDay, endDay, in: db), licenses.count == 1000 ? licenses.last!["id"] : "")
                 }
                 for row in rows.0 {
                     writer.add([

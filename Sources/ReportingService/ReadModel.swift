@@ -49,24 +49,23 @@ enum ReadModel {
     }
 
     private static func apply(_ subscription: Subscription, action: String, at: Int64, seq: UInt64, in db: Database) throws {
-        let tenant = try String.fetchOne(db, sql: "SELECT tenant_id FROM r_license WHERE id = ?", arguments: [subscription.licenseId]) ?? "default"
-        let previous = try Int.fetchOne(db, sql: "SELECT payments FROM r_subscription WHERE id = ?", arguments: [subscription.id])
-        var payments = previous ?? 0
+        // One look-up for a subscription seen before; its license's tenant for a new one.
+        let known = try Row.fetchOne(db.cachedStatement(sql: "SELECT tenant_id, payments FROM r_subscription WHERE id = ?"), arguments: [subscription.id])
+        let tenant: String = try known?[0] ?? String.fetchOne(
+            db.cachedStatement(sql: "SELECT tenant_id FROM r_license WHERE id = ?"), arguments: [subscription.licenseId]) ?? "default"
+        var payments: Int = known?[1] ?? 0
         func movement(_ kind: String) throws {
-            try db.execute(
-                sql: "INSERT INTO r_movement (tenant_id, license_id, kind, at) VALUES (?, ?, ?, ?)",
-                arguments: [tenant, subscription.licenseId, kind, at])
+            try db.cachedStatement(sql: "INSERT INTO r_movement (tenant_id, license_id, kind, at) VALUES (?, ?, ?, ?)")
+                .execute(arguments: [tenant, subscription.licenseId, kind, at])
         }
         switch action {
         case "subscription.started":
             try movement("started")
         case "subscription.paid":
-            try db.execute(
-                sql: """
-                    INSERT INTO r_payment (seq, tenant_id, subscription_id, license_id, paid_at, amount_minor, currency) VALUES (?, ?, ?, ?, ?, ?, ?)
-                    ON CONFLICT(seq) DO NOTHING
-                    """,
-                arguments: [Int64(clamping: seq), tenant, subscription.id, subscription.licenseId, at, subscription.amountMinor, subscription.currency])
+            try db.cachedStatement(sql: """
+                INSERT INTO r_payment (seq, tenant_id, subscription_id, license_id, paid_at, amount_minor, currency) VALUES (?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT(seq) DO NOTHING
+                """).execute(arguments: [Int64(clamping: seq), tenant, subscription.id, subscription.licenseId, at, subscription.amountMinor, subscription.currency])
             if payments > 0 { try movement("renewal") }
             payments += 1
         case "subscription.canceled":
@@ -76,14 +75,12 @@ enum ReadModel {
         default:
             break
         }
-        try db.execute(
-            sql: """
-                INSERT INTO r_subscription (id, tenant_id, license_id, status, auto_renew, period_start, period_end, amount_minor, currency, payments)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT(id) DO UPDATE SET status = excluded.status, auto_renew = excluded.auto_renew, period_start = excluded.period_start,
-                    period_end = excluded.period_end, amount_minor = excluded.amount_minor, currency = excluded.currency, payments = excluded.payments
-                """,
-            arguments: [
+        try db.cachedStatement(sql: """
+            INSERT INTO r_subscription (id, tenant_id, license_id, status, auto_renew, period_start, period_end, amount_minor, currency, payments)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT(id) DO UPDATE SET status = excluded.status, auto_renew = excluded.auto_renew, period_start = excluded.period_start,
+                period_end = excluded.period_end, amount_minor = excluded.amount_minor, currency = excluded.currency, payments = excluded.payments
+            """).execute(arguments: [
                 subscription.id, tenant, subscription.licenseId, subscription.status.rawValue, subscription.autoRenew,
                 subscription.periodStart, subscription.periodEnd, subscription.amountMinor, subscription.currency, payments,
             ])
@@ -102,9 +99,8 @@ enum ReadModel {
             case .outcome(let rollup)?:
                 try outcome.execute(arguments: [event.licenseId, day, rollup.reason.rawValue, Int64(clamping: rollup.count)])
             case .machine(let machine)?:
-                try db.execute(
-                    sql: "INSERT INTO r_machines (license_id, active) VALUES (?, ?) ON CONFLICT(license_id) DO UPDATE SET active = excluded.active",
-                    arguments: [event.licenseId, machine.machinesActive])
+                try db.cachedStatement(sql: "INSERT INTO r_machines (license_id, active) VALUES (?, ?) ON CONFLICT(license_id) DO UPDATE SET active = excluded.active")
+                    .execute(arguments: [event.licenseId, machine.machinesActive])
                 try peak(event.licenseId, day: day, machines: machine.machinesActive, in: db)
             case .seat(let seat)?:
                 try peak(event.licenseId, day: day, seats: seat.seatsHeld, in: db)
@@ -155,6 +151,37 @@ enum ReadModel {
             case nil:
                 break
             }
+        }
+    }
+}
+
+/// Writes feed pages into a reporting database: what the followers do with each page
+/// (and what `license-bench reports` uses to build a large history fast).
+public struct ReadModelWriter: Sendable {
+    let database: DatabasePool
+
+    public init(database: DatabasePool) {
+        self.database = database
+    }
+
+    public func apply(issuance events: [ChangeEvent], cursor: FeedCursor? = nil) async throws {
+        try await database.write { db in
+            try ReadModel.apply(issuance: events, in: db)
+            try cursor?.store(feed: ReadModel.issuanceFeed, in: db)
+        }
+    }
+
+    public func apply(validation events: [ValidationEvent], cursor: FeedCursor? = nil) async throws {
+        try await database.write { db in
+            try ReadModel.apply(validation: events, in: db)
+            try cursor?.store(feed: ReadModel.validationFeed, in: db)
+        }
+    }
+
+    public func apply(usage events: [UsageFeedEvent], cursor: FeedCursor? = nil) async throws {
+        try await database.write { db in
+            try ReadModel.apply(usage: events, in: db)
+            try cursor?.store(feed: ReadModel.usageFeed, in: db)
         }
     }
 }

@@ -33,33 +33,25 @@ public final class ReportingService: ReportingServiceProtocol {
         self.clock = clock
         self.logger = logger
         let interval = options.followInterval
+        let writer = ReadModelWriter(database: database)
         self.followers = [
             FeedFollower<ChangeEvent>(feed: ReadModel.issuanceFeed, database: database, idleInterval: interval, logger: logger) { after in
                 let response = try await issuance.call(IssuanceMethods.changes, ChangesRequest(afterSeq: after, limit: 2000), timeout: .seconds(10))
                 return FeedPage(events: response.events, lastSeq: response.lastSeq, nextAfter: response.events.last?.seq ?? after, epoch: "")
             } apply: { events, cursor, _ in
-                try await database.write { db in
-                    try ReadModel.apply(issuance: events, in: db)
-                    try cursor.store(feed: ReadModel.issuanceFeed, in: db)
-                }
+                try await writer.apply(issuance: events, cursor: cursor)
             },
             FeedFollower<ValidationEvent>(feed: ReadModel.validationFeed, database: database, idleInterval: interval, logger: logger) { after in
                 let response = try await validation.call(ValidationMethods.events, FeedRequest(afterSeq: after, limit: 5000), timeout: .seconds(10))
                 return FeedPage(events: response.events, lastSeq: response.lastSeq, nextAfter: response.nextAfterSeq, epoch: response.epoch)
             } apply: { events, cursor, _ in
-                try await database.write { db in
-                    try ReadModel.apply(validation: events, in: db)
-                    try cursor.store(feed: ReadModel.validationFeed, in: db)
-                }
+                try await writer.apply(validation: events, cursor: cursor)
             },
             FeedFollower<UsageFeedEvent>(feed: ReadModel.usageFeed, database: database, idleInterval: interval, logger: logger) { after in
                 let response = try await usage.call(UsageMethods.feed, FeedRequest(afterSeq: after, limit: 5000), timeout: .seconds(10))
                 return FeedPage(events: response.events, lastSeq: response.lastSeq, nextAfter: response.nextAfterSeq, epoch: response.epoch)
             } apply: { events, cursor, _ in
-                try await database.write { db in
-                    try ReadModel.apply(usage: events, in: db)
-                    try cursor.store(feed: ReadModel.usageFeed, in: db)
-                }
+                try await writer.apply(usage: events, cursor: cursor)
             },
         ]
     }

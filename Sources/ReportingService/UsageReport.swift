@@ -30,9 +30,7 @@ extension ReportingService {
         // The page: licenses after the token, each with its rows.
         let licenses = try Row.fetchAll(
             db, sql: activeLicenses + " ORDER BY l.id LIMIT ?7", arguments: scope.arguments([firstDay, endDay, scope.pageToken, scope.pageSize]))
-        for license in licenses {
-            response.rows += try usageRows(license, firstDay, endDay, in: db)
-        }
+        response.rows = try usageRows(licenses, firstDay, endDay, in: db)
         if licenses.count == scope.pageSize { response.nextPageToken = licenses.last!["id"] }
         // Totals over every license in scope, not only the page.
         let totals = try Row.fetchOne(
@@ -65,46 +63,79 @@ extension ReportingService {
         return response
     }
 
-    /// A license's rows: one per feature used (or one with no feature), each with the
-    /// license's validations, machines and seats.
-    static func usageRows(_ license: Row, _ firstDay: Int64, _ endDay: Int64, in db: Database) throws -> [UsageReportRow] {
-        let id: String = license["id"]
-        let range: StatementArguments = [id, firstDay, endDay]
-        var valid: UInt64 = 0
-        var denied: UInt64 = 0
-        for row in try Row.fetchAll(db, sql: "SELECT reason, SUM(count) FROM r_outcome_daily WHERE license_id = ? AND day >= ? AND day < ? GROUP BY reason", arguments: range) {
-            let reason = ReasonCode(rawValue: row[0])
-            let count = UInt64(row[1] as Int64)
-            if reason == .valid || reason == .inGrace { valid += count } else { denied += count }
-        }
-        let peaks = try Row.fetchOne(
-            db, sql: "SELECT COALESCE(MAX(peak_seats), 0), COALESCE(MAX(peak_machines), 0) FROM r_activity_daily WHERE license_id = ? AND day >= ? AND day < ?",
-            arguments: range)!
-        let activeMachines = try Int64.fetchOne(db, sql: "SELECT active FROM r_machines WHERE license_id = ?", arguments: [id]) ?? 0
-        let quotaExceeded = try Bool.fetchOne(
-            db, sql: "SELECT EXISTS (SELECT 1 FROM r_quota_exceeded WHERE license_id = ? AND day >= ? AND day < ?)", arguments: range) ?? false
-        let overage = Int64(min(max(license["overage_permille"] as Int64, 1000), 1_000_000))
-        func allowance(_ limit: Int64) -> Int64 { limit == 0 ? 0 : limit * overage / 1000 }
-        let (peakSeats, peakMachines): (Int64, Int64) = (peaks[0], peaks[1])
-        let seatLimit = allowance(license["max_seats"])
-        let machineLimit = allowance(license["max_machines"])
-        let over = quotaExceeded || (seatLimit > 0 && peakSeats > seatLimit) || (machineLimit > 0 && peakMachines > machineLimit)
-        let template = UsageReportRow(
-            licenseId: id, productId: license["product_id"], peakConcurrent: UInt32(clamping: peakSeats), limit: UInt32(clamping: license["max_seats"] as Int64),
-            customerId: license["customer_id"], activeMachines: UInt32(clamping: activeMachines),
-            peakMachines: UInt32(clamping: peakMachines), maxMachines: UInt32(clamping: license["max_machines"] as Int64),
-            validationsValid: valid, validationsDenied: denied, overLimit: over)
-        let features = try Row.fetchAll(
-            db,
-            sql: "SELECT feature, SUM(quantity), SUM(events) FROM r_usage_daily WHERE license_id = ? AND day >= ? AND day < ? GROUP BY feature ORDER BY feature",
+    /// The rows of a page of licenses (in id order): one per feature each used (or one with
+    /// no feature), each with its license's validations, machines and seats. Five range
+    /// reads for the whole page, not five per license.
+    static func usageRows(_ licenses: [Row], _ firstDay: Int64, _ endDay: Int64, in db: Database) throws -> [UsageReportRow] {
+        guard let first = licenses.first?["id"] as String?, let last = licenses.last?["id"] as String? else { return [] }
+        let range: StatementArguments = [first, last, firstDay, endDay]
+        var valid: [String: UInt64] = [:]
+        var denied: [String: UInt64] = [:]
+        for row in try Row.fetchAll(
+            db.cachedStatement(sql: """
+                SELECT license_id, reason IN (\(ReasonCode.valid.rawValue), \(ReasonCode.inGrace.rawValue)), SUM(count) FROM r_outcome_daily
+                WHERE license_id BETWEEN ? AND ? AND day >= ? AND day < ? GROUP BY 1, 2
+                """),
             arguments: range)
-        guard !features.isEmpty else { return [template] }
-        return features.map { feature in
-            var row = template
-            row.feature = feature[0]
-            row.quantity = UInt64(feature[1] as Int64)
-            row.events = UInt64(feature[2] as Int64)
-            return row
+        {
+            if row[1] as Bool { valid[row[0]] = UInt64(row[2] as Int64) } else { denied[row[0]] = UInt64(row[2] as Int64) }
         }
+        var peaks: [String: (seats: Int64, machines: Int64)] = [:]
+        for row in try Row.fetchAll(
+            db.cachedStatement(sql: """
+                SELECT license_id, MAX(peak_seats), MAX(peak_machines) FROM r_activity_daily
+                WHERE license_id BETWEEN ? AND ? AND day >= ? AND day < ? GROUP BY license_id
+                """),
+            arguments: range)
+        {
+            peaks[row[0]] = (row[1], row[2])
+        }
+        var machines: [String: Int64] = [:]
+        for row in try Row.fetchAll(db.cachedStatement(sql: "SELECT license_id, active FROM r_machines WHERE license_id BETWEEN ? AND ?"), arguments: [first, last]) {
+            machines[row[0]] = row[1]
+        }
+        let quotaExceeded = Set(try String.fetchAll(
+            db.cachedStatement(sql: "SELECT DISTINCT license_id FROM r_quota_exceeded WHERE license_id BETWEEN ? AND ? AND day >= ? AND day < ?"),
+            arguments: range))
+        var features: [String: [(String, UInt64, UInt64)]] = [:]
+        for row in try Row.fetchAll(
+            db.cachedStatement(sql: """
+                SELECT license_id, feature, SUM(quantity), SUM(events) FROM r_usage_daily
+                WHERE license_id BETWEEN ? AND ? AND day >= ? AND day < ? GROUP BY license_id, feature ORDER BY license_id, feature
+                """),
+            arguments: range)
+        {
+            features[row[0], default: []].append((row[1], UInt64(row[2] as Int64), UInt64(row[3] as Int64)))
+        }
+
+        var rows: [UsageReportRow] = []
+        rows.reserveCapacity(licenses.count * 2)
+        for license in licenses {
+            let id: String = license["id"]
+            let overage = Int64(min(max(license["overage_permille"] as Int64, 1000), 1_000_000))
+            func allowance(_ limit: Int64) -> Int64 { limit == 0 ? 0 : limit * overage / 1000 }
+            let peak = peaks[id] ?? (0, 0)
+            let seatLimit = allowance(license["max_seats"])
+            let machineLimit = allowance(license["max_machines"])
+            let over = quotaExceeded.contains(id) || (seatLimit > 0 && peak.seats > seatLimit) || (machineLimit > 0 && peak.machines > machineLimit)
+            let template = UsageReportRow(
+                licenseId: id, productId: license["product_id"], peakConcurrent: UInt32(clamping: peak.seats),
+                limit: UInt32(clamping: license["max_seats"] as Int64), customerId: license["customer_id"],
+                activeMachines: UInt32(clamping: machines[id] ?? 0), peakMachines: UInt32(clamping: peak.machines),
+                maxMachines: UInt32(clamping: license["max_machines"] as Int64), validationsValid: valid[id] ?? 0, validationsDenied: denied[id] ?? 0,
+                overLimit: over)
+            guard let used = features[id] else {
+                rows.append(template)
+                continue
+            }
+            for (feature, quantity, events) in used {
+                var row = template
+                row.feature = feature
+                row.quantity = quantity
+                row.events = events
+                rows.append(row)
+            }
+        }
+        return rows
     }
 }

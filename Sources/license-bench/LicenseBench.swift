@@ -12,7 +12,7 @@ struct LicenseBench: AsyncParsableCommand {
             license-bench seed --endpoint unix:data/run/gateway.sock --api-key KEY --out seed.txt
             license-bench run validate --endpoint unix:data/run/validation.sock --seed seed.txt --connections 32
             """,
-        subcommands: [Seed.self, Run.self])
+        subcommands: [Seed.self, Run.self, Reports.self])
 }
 
 /// Where to send calls and as whom.

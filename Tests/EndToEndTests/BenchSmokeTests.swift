@@ -61,4 +61,14 @@ import Testing
         #expect(report["ok"] as? Int == 0, "\(refusedOutput)")
         #expect((report["errors"] as? [String: Int]) == ["answered MALFORMED_KEY": 20], "\(refusedOutput)")
     }
+
+    /// The reporting benchmark at a small size: it builds, reports and exports.
+    @Test func reportsBenchmarkRebuildsReportsAndExports() throws {
+        let (status, output) = try bench(["reports", "--licenses", "200", "--events", "20000", "--json"])
+        #expect(status == 0, "\(output)")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any], "\(output)")
+        #expect((report["feed_events"] as? Int ?? 0) > 2000, "\(output)")
+        #expect((report["export_rows"] as? Int ?? 0) > 200, "\(output)")
+        #expect(Set((report["report_ms"] as? [String: Double] ?? [:]).keys) == ["usage", "compliance", "revenue", "renewals"], "\(output)")
+    }
 }
