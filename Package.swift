@@ -102,7 +102,13 @@ let package = Package(
         .target(name: "IssuanceService", dependencies: ["LicensingRuntime"], swiftSettings: swiftSettings),
         .target(name: "ValidationService", dependencies: ["LicensingRuntime"], swiftSettings: swiftSettings),
         .target(name: "UsageService", dependencies: ["LicensingRuntime", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: swiftSettings),
-        .target(name: "ReportingService", dependencies: ["LicensingRuntime"], swiftSettings: swiftSettings),
+        .target(
+            name: "ReportingService",
+            dependencies: [
+                "LicensingRuntime", .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings),
         .target(name: "GatewayService", dependencies: ["LicensingRuntime"], swiftSettings: swiftSettings),
 
         .executableTarget(name: "license-issuance", dependencies: ["IssuanceService", .product(name: "ArgumentParser", package: "swift-argument-parser")], swiftSettings: swiftSettings),

@@ -30,7 +30,8 @@ public enum ServiceDatabase {
         path: String,
         durability: Durability,
         migrator: DatabaseMigrator,
-        secureDelete: Bool = false
+        secureDelete: Bool = false,
+        cacheKiB: (writer: Int, reader: Int) = (1024, 512)
     ) throws -> DatabasePool {
         Self.tuned
         let directory = (path as NSString).deletingLastPathComponent
@@ -44,7 +45,7 @@ public enum ServiceDatabase {
         // through the look-up connections, the writer mostly appends.
         configuration.maximumReaderCount = 3
         configuration.prepareDatabase { db in
-            try db.execute(sql: "PRAGMA cache_size = \(db.configuration.readonly ? -512 : -1024)")
+            try db.execute(sql: "PRAGMA cache_size = -\(db.configuration.readonly ? cacheKiB.reader : cacheKiB.writer)")
             if secureDelete { try db.execute(sql: "PRAGMA secure_delete = ON") }
         }
         let pool = try DatabasePool(path: path, configuration: configuration)

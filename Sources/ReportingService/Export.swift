@@ -3,6 +3,8 @@ import GRDB
 import LicensingCore
 import LicensingRPC
 import LicensingWire
+import Metrics
+import NIOConcurrencyHelpers
 
 // Export: any report as CSV (RFC 4180, a header row) or JSON lines, streamed in chunks of
 // about 64 KiB. Rows are read a page at a time, so a report of millions of rows never sits
@@ -101,8 +103,29 @@ struct ExportWriter {
     }
 }
 
+/// Exports running now and rows sent, for operators (`reporting_exports_running`,
+/// `reporting_export_rows_total`) and for tests that check a cancelled export stops.
+public final class ExportActivity: Sendable {
+    private let state = NIOLockedValueBox((running: 0, rows: 0))
+    private let runningGauge = Gauge(label: "reporting_exports_running")
+    private let rowsCounter = Counter(label: "reporting_export_rows_total")
+
+    public var running: Int { state.withLockedValue { $0.running } }
+    public var rowsSent: Int { state.withLockedValue { $0.rows } }
+
+    func started() { runningGauge.record(state.withLockedValue { $0.running += 1; return $0.running }) }
+    func ended() { runningGauge.record(state.withLockedValue { $0.running -= 1; return $0.running }) }
+    func sent(_ rows: Int) {
+        state.withLockedValue { $0.rows += rows }
+        rowsCounter.increment(by: rows)
+    }
+}
+
 extension ReportingService {
     public func export(_ request: ExportRequest, _ call: ServerCall, _ stream: TypedResponseStream<ExportChunk>) async throws {
+        exports.started()
+        defer { exports.ended() }
+        let stream = CountingStream(stream: stream, activity: exports)
         guard let format = ExportWriter.Format(rawValue: request.format.isEmpty ? "csv" : request.format) else {
             throw RPCError.invalidArgument("format must be csv or jsonl, not \(RPCError.quoted(request.format, limit: 20))")
         }
@@ -184,6 +207,17 @@ extension ReportingService {
         default:
             throw RPCError.invalidArgument("report must be usage, compliance, revenue or renewals, not \(RPCError.quoted(request.report, limit: 20))")
         }
+    }
+}
+
+/// Counts the rows of each chunk sent.
+struct CountingStream: Sendable {
+    let stream: TypedResponseStream<ExportChunk>
+    let activity: ExportActivity
+
+    func send(_ chunk: ExportChunk) async throws {
+        try await stream.send(chunk)
+        activity.sent(Int(chunk.rows))
     }
 }
 
