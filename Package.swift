@@ -14,6 +14,7 @@ let package = Package(
         .executable(name: "license-usage", targets: ["license-usage"]),
         .executable(name: "license-reporting", targets: ["license-reporting"]),
         .executable(name: "license-gateway", targets: ["license-gateway"]),
+        .executable(name: "license-integrations", targets: ["license-integrations"]),
         .executable(name: "licensectl", targets: ["licensectl"]),
         .executable(name: "license-bench", targets: ["license-bench"]),
         // For client products: key parsing, certificate, offline-file and signed-answer verification.
@@ -30,6 +31,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
         // protobuf-c from Debian's libprotobuf-c-dev.
@@ -116,6 +120,22 @@ let package = Package(
         .executableTarget(name: "license-usage", dependencies: ["UsageService", .product(name: "ArgumentParser", package: "swift-argument-parser")], swiftSettings: swiftSettings),
         .executableTarget(name: "license-reporting", dependencies: ["ReportingService", .product(name: "ArgumentParser", package: "swift-argument-parser")], swiftSettings: swiftSettings),
         .executableTarget(name: "license-gateway", dependencies: ["GatewayService", .product(name: "ArgumentParser", package: "swift-argument-parser")], swiftSettings: swiftSettings),
+        .target(
+            name: "IntegrationsService",
+            dependencies: [
+                "LicensingRuntime",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "license-integrations",
+            dependencies: ["IntegrationsService", .product(name: "ArgumentParser", package: "swift-argument-parser")], swiftSettings: swiftSettings),
         .executableTarget(
             name: "licensectl",
             dependencies: [
@@ -179,11 +199,13 @@ let package = Package(
         .testTarget(
             name: "ServiceTests",
             dependencies: ["LicensingTestSupport", 
-                "IssuanceService", "ValidationService", "UsageService", "ReportingService", "GatewayService",
+                "IssuanceService", "ValidationService", "UsageService", "ReportingService", "GatewayService", "IntegrationsService",
                 "LicensingRPC", "LicensingCore", "LicensingWire",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "GRDB", package: "GRDB.swift"),

@@ -14,8 +14,11 @@ public struct Backends: Sendable {
     public var validation: RPCClient
     public var usage: RPCClient
     public var reporting: RPCClient
+    /// license-integrations (optional: a stack may run without it).
+    public var integrations: RPCClient?
 
-    public init(issuance: RPCClient, validation: RPCClient, usage: RPCClient, reporting: RPCClient) {
+    public init(issuance: RPCClient, validation: RPCClient, usage: RPCClient, reporting: RPCClient, integrations: RPCClient? = nil) {
+        self.integrations = integrations
         self.issuance = issuance
         self.validation = validation
         self.usage = usage
@@ -49,6 +52,7 @@ public final class GatewayService: Sendable {
     let validation: Backend
     let usage: Backend
     let reporting: Backend
+    let integrations: Backend?
     let credentials: CredentialStore
     let clock: any LicenseClock
     let logger: Logger
@@ -62,7 +66,7 @@ public final class GatewayService: Sendable {
     /// By a local caller's user id.
     let failedAuthUserBuckets: TokenBuckets<String>
 
-    var backends: [Backend] { [issuance, validation, usage, reporting] }
+    var backends: [Backend] { [issuance, validation, usage, reporting] + (integrations.map { [$0] } ?? []) }
 
     public init(
         backends: Backends, database: DatabasePool, clock: any LicenseClock = SystemLicenseClock(),
@@ -72,6 +76,7 @@ public final class GatewayService: Sendable {
         self.validation = Backend(name: "validation", client: backends.validation)
         self.usage = Backend(name: "usage", client: backends.usage)
         self.reporting = Backend(name: "reporting", client: backends.reporting)
+        self.integrations = backends.integrations.map { Backend(name: "integrations", client: $0) }
         self.credentials = try CredentialStore(database: database)
         self.clock = clock
         self.logger = logger
@@ -115,7 +120,8 @@ public final class GatewayService: Sendable {
                 configuration: RPCClientConfiguration(connections: 4, tls: backendTLS))
         }
         let gateway = try GatewayService(
-            backends: Backends(issuance: try client("issuance"), validation: try client("validation"), usage: try client("usage"), reporting: try client("reporting")),
+            backends: Backends(issuance: try client("issuance"), validation: try client("validation"), usage: try client("usage"), reporting: try client("reporting"),
+                integrations: try client("integrations")),
             database: try openDatabase(path: environment.databasePath), logger: environment.logger)
         if environment.developmentMode || settings["admin-key-file"] != nil {
             let file = settings["admin-key-file"] ?? "\(settings.dataDirectory)/secrets/admin-api-key"
@@ -147,6 +153,7 @@ public final class GatewayService: Sendable {
         route(ValidationMethods.all, to: validation, in: &router)
         route(UsageMethods.all, to: usage, in: &router)
         route(ReportingMethods.all, to: reporting, in: &router)
+        if let integrations { route(IntegrationsMethods.all, to: integrations, in: &router) }
         registerMethods(with: &router)
         router.interceptors = [GatewayAdmission(gateway: self)]
         return router

@@ -14,7 +14,7 @@ enum Permissions {
     static let servicesOnly: Set<String> = [
         IssuanceMethods.changes.name, IssuanceMethods.watchChanges.name, UsageMethods.feed.name, ValidationMethods.events.name,
         IssuanceMethods.eraseCustomer.name, ValidationMethods.eraseCustomer.name, UsageMethods.eraseCustomer.name,
-        ReportingMethods.eraseCustomer.name, ValidationMethods.resolveLicenses.name,
+        ReportingMethods.eraseCustomer.name, IntegrationsMethods.eraseCustomer.name, ValidationMethods.resolveLicenses.name,
     ]
     /// Signing keys are shared by every tenant, and the audit chain spans them all.
     static let operatorOnly: Set<String> = [
@@ -60,6 +60,11 @@ enum Permissions {
         // acknowledge alerts.
         allow([.issuer, .support, .auditor], [UsageMethods.getUsage.info, UsageMethods.listAlerts.info, UsageMethods.listQuotas.info])
         allow([.issuer], [UsageMethods.setQuota.info, UsageMethods.acknowledgeAlert.info])
+        // Integrations: admins manage endpoints, mappings and secrets (the table's default);
+        // integration keys and auditors read what was delivered.
+        allow([.integration, .auditor], [
+            IntegrationsMethods.listWebhookEndpoints.info, IntegrationsMethods.listDeliveries.info, IntegrationsMethods.listPriceMappings.info,
+        ])
         // Client products.
         allow([.product], [
             ValidationMethods.validate.info, ValidationMethods.activate.info, ValidationMethods.deactivate.info,

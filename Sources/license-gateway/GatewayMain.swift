@@ -23,6 +23,9 @@ struct LicenseGatewayCommand: AsyncParsableCommand {
     @Option(help: "Reporting endpoint (default: unix:<data>/run/reporting.sock).")
     var reporting: String?
 
+    @Option(help: "Integrations endpoint (default: unix:<data>/run/integrations.sock).")
+    var integrations: String?
+
     @Option(help: "CA (PEM) of the services' TLS certificates, for services on TCP.")
     var backendCa: String?
 
@@ -40,7 +43,7 @@ struct LicenseGatewayCommand: AsyncParsableCommand {
 
     func run() async throws {
         let flags: [String: String?] = [
-            "issuance": issuance, "validation": validation, "usage": usage, "reporting": reporting, "backend-ca": backendCa,
+            "issuance": issuance, "validation": validation, "usage": usage, "reporting": reporting, "integrations": integrations, "backend-ca": backendCa,
             "backend-cert": backendCert, "backend-key": backendKey, "admin-key-file": adminKeyFile,
             "allow-plaintext-tcp": allowPlaintextTcp.map { String($0) },
         ]

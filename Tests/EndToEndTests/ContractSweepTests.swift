@@ -79,6 +79,7 @@ import Testing
         case "licensing.v1.Validation": return "validation"
         case "licensing.v1.Usage": return "usage"
         case "licensing.v1.Reporting": return "reporting"
+        case "licensing.v1.Integrations": return "integrations"
         case "licensing.v1.Gateway": return "gateway"
         case "licensing.v1.Health": return nil  // every process; swept at the gateway
         default: return "unknown"
@@ -107,7 +108,7 @@ import Testing
     /// A client per process: the gateway with the operator's key, the services directly.
     static func clients(_ stack: Stack) -> [String: RPCClient] {
         var clients: [String: RPCClient] = ["gateway": stack.gatewayClient()]
-        for service in ["issuance", "validation", "usage", "reporting"] { clients[service] = RPCClient(endpoint: stack.endpoint(service)) }
+        for service in ["issuance", "validation", "usage", "reporting", "integrations"] { clients[service] = RPCClient(endpoint: stack.endpoint(service)) }
         return clients
     }
 
@@ -149,7 +150,7 @@ import Testing
         }
         #expect(calls > 250, "the sweep found only \(calls) calls to make")
         #expect(refused > 100)
-        for service in ["issuance", "validation", "usage", "reporting", "gateway"] {
+        for service in ["issuance", "validation", "usage", "reporting", "integrations", "gateway"] {
             let health = RPCClient(endpoint: stack.endpoint(service))
             let answer = try? await health.call(HealthMethods.check, HealthCheckRequest(), timeout: .seconds(5))
             #expect(answer?.status == .serving, "\(service) does not answer after the sweep; log: \(stack.log(service).suffix(2000))")

@@ -11,7 +11,7 @@ final class Stack: @unchecked Sendable {
     // @unchecked: `processes` is touched only by the test that owns the stack, one call at a time.
     let folder: String
     private var processes: [String: Process] = [:]
-    private static let services = ["issuance", "validation", "usage", "reporting", "gateway"]
+    private static let services = ["issuance", "validation", "usage", "reporting", "integrations", "gateway"]
 
     init() throws {
         folder = NSTemporaryDirectory() + "lm-e2e-" + UUID().uuidString.prefix(8)
@@ -85,6 +85,9 @@ final class Stack: @unchecked Sendable {
         if service == "gateway" {
             // Port 0: tests never collide with a stack running on the default port.
             process.arguments! += ["--listen", "unix:\(folder)/run/gateway.sock,127.0.0.1:0"]
+        }
+        if service == "integrations" {
+            process.arguments! += ["--http-listen", "127.0.0.1:0"]
         }
         let path = "\(folder)/\(service).log"
         if !FileManager.default.fileExists(atPath: path) {

@@ -2,6 +2,7 @@
 #include "envelope.pb-c.h"
 #include "gateway.pb-c.h"
 #include "health.pb-c.h"
+#include "integrations.pb-c.h"
 #include "issuance.pb-c.h"
 #include "licensing.pb-c.h"
 #include "reporting.pb-c.h"

@@ -1,0 +1,101 @@
+import GRDB
+import LicensingRuntime
+
+/// Versioned schema of `integrations.sqlite`. Customers appear as ids only: names and
+/// addresses stay in issuance, asked for when they are needed.
+enum IntegrationsSchema {
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1: inbound events, mappings, endpoints, outbox, deliveries") { db in
+            try db.execute(sql: """
+                -- Each provider event applied once: its id, what became of it.
+                CREATE TABLE inbound_event (
+                    tenant_id TEXT NOT NULL,
+                    source TEXT NOT NULL,
+                    event_id TEXT NOT NULL,
+                    type TEXT NOT NULL,
+                    received_at INTEGER NOT NULL,
+                    outcome TEXT NOT NULL,
+                    detail TEXT NOT NULL,
+                    PRIMARY KEY (tenant_id, source, event_id)
+                );
+                CREATE TABLE inbound_secret (
+                    tenant_id TEXT NOT NULL,
+                    source TEXT NOT NULL CHECK (source IN ('stripe', 'crm', 'erp')),
+                    secret TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    -- 0 while current; a replaced secret is accepted until then.
+                    valid_until INTEGER NOT NULL DEFAULT 0
+                );
+                CREATE INDEX inbound_secret_by_source ON inbound_secret(tenant_id, source);
+                CREATE TABLE price_mapping (
+                    tenant_id TEXT NOT NULL,
+                    price_id TEXT NOT NULL,
+                    policy_id TEXT NOT NULL,
+                    PRIMARY KEY (tenant_id, price_id)
+                );
+                -- Each license's tenant and customer, from issuance's feed.
+                CREATE TABLE license_ref (
+                    license_id TEXT PRIMARY KEY,
+                    tenant_id TEXT NOT NULL,
+                    customer_id TEXT NOT NULL
+                );
+                -- What a payment paid for, so a refund finds the license to revoke.
+                CREATE TABLE payment_ref (
+                    tenant_id TEXT NOT NULL,
+                    reference TEXT NOT NULL,
+                    license_id TEXT NOT NULL,
+                    PRIMARY KEY (tenant_id, reference)
+                );
+                CREATE TABLE webhook_endpoint (
+                    id TEXT PRIMARY KEY,
+                    tenant_id TEXT NOT NULL,
+                    url TEXT NOT NULL,
+                    event_types TEXT NOT NULL,
+                    secret TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    deleted INTEGER NOT NULL DEFAULT 0,
+                    disabled_reason TEXT NOT NULL DEFAULT '',
+                    failing_since INTEGER NOT NULL DEFAULT 0
+                );
+                CREATE INDEX webhook_endpoint_by_tenant ON webhook_endpoint(tenant_id);
+                -- Events to send, written with the feed position they came from.
+                CREATE TABLE outbox (
+                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                    event_id TEXT NOT NULL UNIQUE,
+                    tenant_id TEXT NOT NULL,
+                    type TEXT NOT NULL,
+                    customer_id TEXT NOT NULL DEFAULT '',
+                    payload TEXT NOT NULL,
+                    created_at INTEGER NOT NULL
+                );
+                CREATE TABLE delivery (
+                    id TEXT PRIMARY KEY,
+                    outbox_seq INTEGER NOT NULL REFERENCES outbox(seq),
+                    endpoint_id TEXT NOT NULL REFERENCES webhook_endpoint(id),
+                    status TEXT NOT NULL CHECK (status IN ('pending', 'retrying', 'delivered', 'failed')),
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    next_attempt_at INTEGER NOT NULL,
+                    last_status_code INTEGER NOT NULL DEFAULT 0,
+                    last_error TEXT NOT NULL DEFAULT '',
+                    last_duration_ms INTEGER NOT NULL DEFAULT 0,
+                    delivered_at INTEGER NOT NULL DEFAULT 0,
+                    created_at INTEGER NOT NULL
+                );
+                CREATE INDEX delivery_due ON delivery(next_attempt_at) WHERE status IN ('pending', 'retrying');
+                CREATE INDEX delivery_by_endpoint ON delivery(endpoint_id, id);
+                CREATE TABLE delivery_attempt (
+                    delivery_id TEXT NOT NULL,
+                    attempt INTEGER NOT NULL,
+                    at INTEGER NOT NULL,
+                    status_code INTEGER NOT NULL,
+                    duration_ms INTEGER NOT NULL,
+                    error TEXT NOT NULL,
+                    PRIMARY KEY (delivery_id, attempt)
+                );
+                """)
+            try db.execute(sql: FeedCursor.createTable)
+        }
+        return migrator
+    }
+}

@@ -1,0 +1,210 @@
+import Foundation
+import GRDB
+import HTTPTypes
+import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
+import LicensingCore
+import LicensingRPC
+import LicensingRuntime
+import LicensingWire
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import ServiceLifecycle
+
+/// license-integrations: the HTTP edge to third-party systems. Serves inbound signed
+/// webhooks (billing in Stripe's format; CRM and ERP in the generic one) and turns them
+/// into calls to issuance; follows issuance's, validation's and usage's feeds into a
+/// durable outbox and delivers it as signed webhooks to each tenant's endpoints. Its RPCs,
+/// reached through the gateway, manage endpoints, deliveries, price mappings and secrets.
+public final class IntegrationsService: IntegrationsServiceProtocol {
+    let database: DatabasePool
+    let issuance: RPCClient
+    let clock: any LicenseClock
+    let logger: Logger
+    let options: Options
+    let inbound: Inbound
+    let deliverer: Deliverer
+    let followers: [any Service & Sendable]
+    let positions: @Sendable () -> [FeedPosition]
+    private let boundHTTP = NIOLockedValueBox<SocketAddress?>(nil)
+
+    public struct Options: Sendable {
+        /// host:port of the HTTP listener (port 0: any free port).
+        public var httpHost = "127.0.0.1"
+        public var httpPort = 7401
+        public var tlsCertificate: String?
+        public var tlsKey: String?
+        /// Seconds before the first retry of a failed delivery; doubles each time.
+        public var retryBaseSeconds: Int64 = 30
+        public var maxAttempts = 12
+        /// An endpoint failing this long is disabled.
+        public var disableAfterSeconds: Int64 = 86400
+        public var deliveryTimeoutSeconds: Int64 = 10
+        /// Deliveries to loopback and private addresses (tests; never production).
+        public var allowPrivateAddresses = false
+        public var deliveryInterval: Duration = .seconds(1)
+        public var followInterval: Duration = .milliseconds(500)
+
+        public init() {}
+
+        public init(settings: Settings, developmentMode: Bool) throws {
+            self.init()
+            let listen = settings["http-listen"] ?? "127.0.0.1:7401"
+            guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]), (0...65535).contains(port) else {
+                throw RPCError.invalidArgument("http-listen must be host:port, not \(listen)")
+            }
+            httpHost = String(listen[..<colon])
+            httpPort = port
+            tlsCertificate = settings["tls-cert"]
+            tlsKey = settings["tls-key"]
+            if tlsCertificate == nil || tlsKey == nil {
+                guard try settings.bool("allow-plaintext-http", default: developmentMode) else {
+                    throw RPCError.invalidArgument(
+                        "the webhook listener needs TLS: set tls-cert and tls-key (or allow-plaintext-http = true behind a TLS proxy or for a local test setup)")
+                }
+            }
+            retryBaseSeconds = Int64(try settings.int("webhook-retry-base-seconds", default: Int(retryBaseSeconds), in: 1...86400))
+            maxAttempts = try settings.int("webhook-max-attempts", default: maxAttempts, in: 1...100)
+            disableAfterSeconds = Int64(try settings.int("webhook-disable-after-seconds", default: Int(disableAfterSeconds), in: 60...30 * 86400))
+            deliveryTimeoutSeconds = Int64(try settings.int("webhook-timeout-seconds", default: Int(deliveryTimeoutSeconds), in: 1...120))
+            allowPrivateAddresses = try settings.bool("webhook-allow-private-addresses", default: false)
+        }
+    }
+
+    public init(
+        database: DatabasePool, issuance: RPCClient, validation: RPCClient, usage: RPCClient, clock: any LicenseClock = SystemLicenseClock(),
+        options: Options = Options(), logger: Logger
+    ) {
+        self.database = database
+        self.issuance = issuance
+        self.clock = clock
+        self.logger = logger
+        self.options = options
+        self.inbound = Inbound(database: database, issuance: issuance, clock: clock, logger: logger)
+        self.deliverer = Deliverer(
+            database: database,
+            options: Deliverer.Options(
+                retryBase: options.retryBaseSeconds, maxAttempts: options.maxAttempts, disableAfter: options.disableAfterSeconds,
+                timeout: options.deliveryTimeoutSeconds, interval: options.deliveryInterval, allowPrivateAddresses: options.allowPrivateAddresses),
+            clock: clock, logger: logger)
+        let interval = options.followInterval
+        let issuanceFeed = FeedFollower<ChangeEvent>(feed: "issuance", database: database, idleInterval: interval, logger: logger) { after in
+            let response = try await issuance.call(IssuanceMethods.changes, ChangesRequest(afterSeq: after, limit: 1000), timeout: .seconds(10))
+            return FeedPage(events: response.events, lastSeq: response.lastSeq, nextAfter: response.events.last?.seq ?? after, epoch: "")
+        } apply: { events, cursor, _ in
+            try await database.write { db in
+                try Outbox.apply(issuance: events, now: clock.now, in: db)
+                try cursor.store(feed: "issuance", in: db)
+            }
+        }
+        let validationFeed = FeedFollower<ValidationEvent>(feed: "validation", database: database, idleInterval: interval, logger: logger) { after in
+            let response = try await validation.call(ValidationMethods.events, FeedRequest(afterSeq: after, limit: 1000, kinds: ["machine"]), timeout: .seconds(10))
+            return FeedPage(events: response.events, lastSeq: response.lastSeq, nextAfter: response.nextAfterSeq, epoch: response.epoch)
+        } apply: { events, cursor, _ in
+            try await database.write { db in
+                try Outbox.write(Outbox.events(validation: events), now: clock.now, in: db)
+                try cursor.store(feed: "validation", in: db)
+            }
+        }
+        let usageFeed = FeedFollower<UsageFeedEvent>(feed: "usage", database: database, idleInterval: interval, logger: logger) { after in
+            let response = try await usage.call(UsageMethods.feed, FeedRequest(afterSeq: after, limit: 1000, kinds: ["alert"]), timeout: .seconds(10))
+            return FeedPage(events: response.events, lastSeq: response.lastSeq, nextAfter: response.nextAfterSeq, epoch: response.epoch)
+        } apply: { events, cursor, _ in
+            try await database.write { db in
+                let events = try Outbox.events(usage: events) { id in
+                    try Bool.fetchOne(db, sql: "SELECT 1 FROM outbox WHERE event_id = ?", arguments: [id]) ?? false
+                }
+                try Outbox.write(events, now: clock.now, in: db)
+                try cursor.store(feed: "usage", in: db)
+            }
+        }
+        self.followers = [issuanceFeed, validationFeed, usageFeed]
+        self.positions = { [issuanceFeed.position(), validationFeed.position(), usageFeed.position()] }
+    }
+
+    public static func openDatabase(path: String) throws -> DatabasePool {
+        try ServiceDatabase.open(path: path, durability: .full, migrator: IntegrationsSchema.migrator)
+    }
+
+    public static func services(_ environment: ServiceEnvironment) throws -> [any Service] {
+        let settings = environment.settings
+        func client(_ name: String) throws -> RPCClient { RPCClient(endpoint: try settings.endpoint(name, default: settings.defaultSocket(name))) }
+        let service = IntegrationsService(
+            database: try openDatabase(path: environment.databasePath), issuance: try client("issuance"), validation: try client("validation"),
+            usage: try client("usage"), options: try Options(settings: settings, developmentMode: environment.developmentMode), logger: environment.logger)
+        return try service.services(configuration: try environment.serverConfiguration)
+    }
+
+    /// The RPC server, the HTTP listener, the followers, the deliverer and the checkpoints;
+    /// stopped in reverse order.
+    public func services(configuration: RPCServerConfiguration) throws -> [any Service] {
+        [try WALMaintenance(pool: database, logger: logger), deliverer] + followers.map { $0 as any Service }
+            + [try httpApplication(), RPCServer(router: router(), configuration: configuration, logger: logger)]
+    }
+
+    public func router() -> RPCRouter {
+        var router = RPCRouter()
+        let positions = self.positions
+        HealthReporter(service: "integrations", feeds: { positions() }).register(in: &router)
+        registerMethods(with: &router)
+        return router
+    }
+
+    /// Where the HTTP listener is bound, once it is (tests bind port 0).
+    public var httpAddress: SocketAddress? { boundHTTP.withLockedValue { $0 } }
+
+    /// The inbound webhook listener: `POST /webhooks/<source>/<tenant>`.
+    func httpApplication() throws -> some Service {
+        let router = Router()
+        let inbound = self.inbound
+        let logger = self.logger
+        router.post("/webhooks/:source/:tenant") { request, context -> Response in
+            var request = request
+            let body: ByteBuffer
+            do {
+                body = try await request.collectBody(upTo: Inbound.maxBody)
+            } catch {
+                return Self.answer(Inbound.Answer(status: 413, message: "the body is larger than 1 MiB"))
+            }
+            let source = context.parameters.get("source") ?? ""
+            let header = source == "stripe" ? "Stripe-Signature" : "LM-Signature"
+            let answer = await inbound.handle(
+                source: source, tenant: context.parameters.get("tenant") ?? "", signature: request.headers[HTTPField.Name(header)!],
+                body: Array(buffer: body))
+            logger.info("webhook", metadata: ["source": "\(source)", "status": "\(answer.status)", "answer": "\(answer.message)"])
+            return Self.answer(answer)
+        }
+        router.get("/health") { _, _ -> Response in Self.answer(Inbound.Answer(status: 200, message: "ok")) }
+        let bound = boundHTTP
+        let server: HTTPServerBuilder
+        if let certificate = options.tlsCertificate, let key = options.tlsKey {
+            server = try .tls(.http1(), tlsConfiguration: RPCTLS.serverConfiguration(certificateChain: certificate, privateKey: key))
+        } else {
+            server = .http1()
+        }
+        return Application(
+            router: router, server: server,
+            configuration: ApplicationConfiguration(address: .hostname(options.httpHost, port: options.httpPort), serverName: "license-integrations"),
+            onServerRunning: { channel in
+                bound.withLockedValue { $0 = channel.localAddress }
+                logger.info("webhook listener ready", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
+            },
+            logger: logger)
+    }
+
+    static func answer(_ answer: Inbound.Answer) -> Response {
+        let body: [String: Any] = answer.status < 300 ? ["ok": true, "message": answer.message] : ["error": answer.message]
+        let data = (try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys])) ?? Data()
+        return Response(
+            status: HTTPResponse.Status(code: answer.status), headers: [.contentType: "application/json"],
+            body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    func tenant(_ call: ServerCall) -> String { call.metadata[RPCMetadata.tenant] ?? "default" }
+}
+
+extension IntegrationsService: LicenseManagerService {
+    public static let name = "integrations"
+}

@@ -1,0 +1,194 @@
+import Foundation
+import GRDB
+import LicensingCore
+import LicensingRPC
+import LicensingRuntime
+import LicensingWire
+
+// What operators manage, through the gateway: outbound endpoints and their deliveries,
+// price → policy mappings, the secrets inbound webhooks are signed with. Everything is
+// scoped to the caller's tenant.
+
+extension IntegrationsService {
+    public func createWebhookEndpoint(_ request: CreateWebhookEndpointRequest, _ call: ServerCall) async throws -> CreateWebhookEndpointResponse {
+        let url: URL
+        do {
+            url = try AddressPolicy.check(url: request.url)
+        } catch {
+            throw RPCError.invalidArgument("url: \(error)")
+        }
+        if !options.allowPrivateAddresses {
+            do {
+                _ = try AddressPolicy(allowPrivate: false).address(for: url.host!)
+            } catch {
+                throw RPCError.invalidArgument("url: \(error)")
+            }
+        }
+        let unknown = request.eventTypes.filter { !Outbox.eventTypes.contains($0) }
+        guard unknown.isEmpty else {
+            throw RPCError.invalidArgument("no event type \(unknown[0].prefix(60)); types: \(Outbox.eventTypes.joined(separator: ", "))")
+        }
+        let endpoint = WebhookEndpoint(
+            id: EntityID.make("whe"), url: request.url, eventTypes: request.eventTypes, createdAt: clock.now, tenantId: tenant(call))
+        let secret = WebhookSignature.newSecret(prefix: "whsec_")
+        try await database.write { db in
+            let count = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM webhook_endpoint WHERE tenant_id = ? AND deleted = 0", arguments: [endpoint.tenantId]) ?? 0
+            guard count < 50 else { throw RPCError(.resourceExhausted, "a tenant has at most 50 webhook endpoints; delete one first") }
+            try db.execute(
+                sql: "INSERT INTO webhook_endpoint (id, tenant_id, url, event_types, secret, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                arguments: [endpoint.id, endpoint.tenantId, endpoint.url, endpoint.eventTypes.joined(separator: ","), secret, endpoint.createdAt])
+        }
+        return CreateWebhookEndpointResponse(endpoint: endpoint, secret: secret)
+    }
+
+    public func listWebhookEndpoints(_ request: ListWebhookEndpointsRequest, _ call: ServerCall) async throws -> ListWebhookEndpointsResponse {
+        let tenant = tenant(call)
+        return ListWebhookEndpointsResponse(endpoints: try await database.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM webhook_endpoint WHERE tenant_id = ? AND deleted = 0 ORDER BY created_at, id", arguments: [tenant])
+                .map(Self.endpoint)
+        })
+    }
+
+    public func deleteWebhookEndpoint(_ request: GetByIdRequest, _ call: ServerCall) async throws -> WebhookEndpoint {
+        let tenant = tenant(call)
+        let endpoint = try await database.write { db -> WebhookEndpoint? in
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM webhook_endpoint WHERE id = ? AND tenant_id = ? AND deleted = 0", arguments: [request.id, tenant]) else {
+                return nil
+            }
+            try db.execute(sql: "UPDATE webhook_endpoint SET deleted = 1 WHERE id = ?", arguments: [request.id])
+            try db.execute(
+                sql: "UPDATE delivery SET status = 'failed', last_error = 'the endpoint was deleted' WHERE endpoint_id = ? AND status IN ('pending', 'retrying')",
+                arguments: [request.id])
+            return Self.endpoint(row)
+        }
+        guard let endpoint else { throw RPCError.notFound("no webhook endpoint \(RPCError.quoted(request.id, limit: 40))") }
+        return endpoint
+    }
+
+    public func listDeliveries(_ request: ListDeliveriesRequest, _ call: ServerCall) async throws -> ListDeliveriesResponse {
+        guard ["", "pending", "retrying", "delivered", "failed"].contains(request.status) else {
+            throw RPCError.invalidArgument("status is pending, retrying, delivered or failed")
+        }
+        let tenant = tenant(call)
+        let size = request.page == nil || request.page!.pageSize == 0 ? 100 : min(Int(request.page!.pageSize), 1000)
+        let before = request.page?.pageToken ?? ""
+        let deliveries = try await database.read { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT d.*, o.event_id, o.type FROM delivery d JOIN webhook_endpoint e ON e.id = d.endpoint_id JOIN outbox o ON o.seq = d.outbox_seq
+                    WHERE e.tenant_id = ? AND (? = '' OR d.endpoint_id = ?) AND (? = '' OR d.status = ?) AND (? = '' OR d.id < ?)
+                    ORDER BY d.created_at DESC, d.id DESC LIMIT ?
+                    """,
+                arguments: [tenant, request.endpointId, request.endpointId, request.status, request.status, before, before, size]
+            ).map(Self.delivery)
+        }
+        return ListDeliveriesResponse(deliveries: deliveries, nextPageToken: deliveries.count == size ? deliveries.last!.id : "")
+    }
+
+    /// Sends a delivery again now and answers with how that went.
+    public func redeliver(_ request: GetByIdRequest, _ call: ServerCall) async throws -> WebhookDelivery {
+        let tenant = tenant(call)
+        let due = try await database.read { db in
+            try Row.fetchOne(
+                db, sql: Deliverer.dueSQL + " WHERE d.id = ? AND e.tenant_id = ? AND e.deleted = 0", arguments: [request.id, tenant]
+            ).map(Deliverer.due)
+        }
+        guard let due else { throw RPCError.notFound("no delivery \(RPCError.quoted(request.id, limit: 40)) to an endpoint of this tenant") }
+        await deliverer.attempt(due)
+        return try await database.read { db in
+            try Self.delivery(Row.fetchOne(
+                db, sql: "SELECT d.*, o.event_id, o.type FROM delivery d JOIN outbox o ON o.seq = d.outbox_seq WHERE d.id = ?", arguments: [request.id])!)
+        }
+    }
+
+    public func mapPrice(_ request: MapPriceRequest, _ call: ServerCall) async throws -> PriceMapping {
+        guard !request.priceId.isEmpty, request.priceId.count <= 100 else { throw RPCError.invalidArgument("price_id is required (at most 100 characters)") }
+        let tenant = tenant(call)
+        if !request.policyId.isEmpty {
+            // The policy must exist in this tenant: mapping to nothing would refuse every purchase.
+            var metadata = RPCMetadata()
+            metadata[RPCMetadata.tenant] = tenant
+            do {
+                _ = try await issuance.call(IssuanceMethods.getPolicy, GetByIdRequest(id: request.policyId), metadata: metadata, timeout: .seconds(5))
+            } catch let error as RPCError where error.code == .notFound {
+                throw RPCError.notFound("no policy \(RPCError.quoted(request.policyId, limit: 40))")
+            }
+        }
+        try await database.write { db in
+            if request.policyId.isEmpty {
+                try db.execute(sql: "DELETE FROM price_mapping WHERE tenant_id = ? AND price_id = ?", arguments: [tenant, request.priceId])
+            } else {
+                try db.execute(
+                    sql: "INSERT OR REPLACE INTO price_mapping (tenant_id, price_id, policy_id) VALUES (?, ?, ?)", arguments: [tenant, request.priceId, request.policyId])
+            }
+        }
+        return PriceMapping(priceId: request.priceId, policyId: request.policyId, tenantId: tenant)
+    }
+
+    public func listPriceMappings(_ request: ListPriceMappingsRequest, _ call: ServerCall) async throws -> ListPriceMappingsResponse {
+        let tenant = tenant(call)
+        return ListPriceMappingsResponse(mappings: try await database.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM price_mapping WHERE tenant_id = ? ORDER BY price_id", arguments: [tenant]).map {
+                PriceMapping(priceId: $0["price_id"], policyId: $0["policy_id"], tenantId: $0["tenant_id"])
+            }
+        })
+    }
+
+    /// A new signing secret for a source; the one it replaces is accepted for a day more.
+    public func rotateInboundSecret(_ request: RotateInboundSecretRequest, _ call: ServerCall) async throws -> RotateInboundSecretResponse {
+        guard Inbound.sources.contains(request.source) else { throw RPCError.invalidArgument("source is stripe, crm or erp") }
+        let given = request.secret
+        if request.source == "stripe" {
+            guard given.hasPrefix("whsec_"), (20...200).contains(given.count) else {
+                throw RPCError.invalidArgument("secret: give the endpoint's signing secret Stripe shows (whsec_...)")
+            }
+        } else {
+            guard given.isEmpty else { throw RPCError.invalidArgument("secret: crm and erp secrets are made here; leave it empty") }
+        }
+        let secret = given.isEmpty ? WebhookSignature.newSecret(prefix: "lmsec_") : given
+        let tenant = tenant(call)
+        let now = clock.now
+        let previousUntil = try await database.write { db -> Int64 in
+            try db.execute(
+                sql: "UPDATE inbound_secret SET valid_until = ? WHERE tenant_id = ? AND source = ? AND valid_until = 0", arguments: [now + 86400, tenant, request.source])
+            let replaced = db.changesCount > 0
+            try db.execute(sql: "DELETE FROM inbound_secret WHERE tenant_id = ? AND source = ? AND valid_until != 0 AND valid_until <= ?", arguments: [tenant, request.source, now])
+            try db.execute(
+                sql: "INSERT INTO inbound_secret (tenant_id, source, secret, created_at) VALUES (?, ?, ?, ?)", arguments: [tenant, request.source, secret, now])
+            return replaced ? now + 86400 : 0
+        }
+        return RotateInboundSecretResponse(
+            source: request.source, secret: given.isEmpty ? secret : "", previousValidUntil: previousUntil, path: "/webhooks/\(request.source)/\(tenant)")
+    }
+
+    /// Integrations stores customer ids, not names or addresses; what it keeps that names a
+    /// customer is the outbox payloads of their events, which are erased.
+    public func eraseCustomer(_ request: EraseCustomerRequest, _ call: ServerCall) async throws -> EraseCustomerResponse {
+        guard !request.customerId.isEmpty else { throw RPCError.invalidArgument("customer_id is required") }
+        let erased = try await database.write { db -> Int in
+            try db.execute(
+                sql: "UPDATE outbox SET payload = '{\"erased\":true}' WHERE customer_id = ? AND (? IS NULL OR tenant_id = ?)",
+                arguments: [request.customerId, call.metadata[RPCMetadata.tenant], call.metadata[RPCMetadata.tenant]])
+            return db.changesCount
+        }
+        return EraseCustomerResponse(
+            service: "integrations", recordsErased: UInt64(erased), detail: "the outbox events about customer \(request.customerId) no longer carry their data")
+    }
+
+    static func endpoint(_ row: Row) -> WebhookEndpoint {
+        let types: String = row["event_types"]
+        return WebhookEndpoint(
+            id: row["id"], url: row["url"], eventTypes: types.isEmpty ? [] : types.split(separator: ",").map(String.init), createdAt: row["created_at"],
+            disabled: !(row["disabled_reason"] as String).isEmpty, disabledReason: row["disabled_reason"], failingSince: row["failing_since"],
+            tenantId: row["tenant_id"])
+    }
+
+    static func delivery(_ row: Row) -> WebhookDelivery {
+        WebhookDelivery(
+            id: row["id"], endpointId: row["endpoint_id"], eventId: row["event_id"], eventType: row["type"], status: row["status"],
+            attempts: UInt32(clamping: row["attempts"] as Int64), lastStatusCode: UInt32(clamping: row["last_status_code"] as Int64),
+            lastError: row["last_error"], lastDurationMs: UInt32(clamping: row["last_duration_ms"] as Int64), nextAttemptAt: row["next_attempt_at"],
+            deliveredAt: row["delivered_at"], createdAt: row["created_at"])
+    }
+}
