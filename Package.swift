@@ -213,7 +213,14 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         // Starts the real executables as processes; they must be built first (deploy/test does).
-        .testTarget(name: "EndToEndTests", dependencies: ["LicensingTestSupport", "LicensingRPC", "LicensingCore", "LicensingWire"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: [
+                "LicensingTestSupport", "LicensingRPC", "LicensingCore", "LicensingWire", .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"), .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings),
         // What the test targets share: folders, polling, counters, servers for a test's length.
         .target(
             name: "LicensingTestSupport",

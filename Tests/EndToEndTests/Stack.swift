@@ -78,10 +78,14 @@ final class Stack: @unchecked Sendable {
             configuration: RPCClientConfiguration(connections: connections, connectTimeout: connectTimeout, metadata: [RPCMetadata.apiKey: adminKey]))
     }
 
+    /// Environment variables a service starts with (settings as LM_* variables), by service.
+    var environment: [String: [String: String]] = [:]
+
     func start(_ service: String, extraArguments: [String] = []) throws {
         let process = Process()
         process.executableURL = Self.binaries.appendingPathComponent("license-\(service)")
         process.arguments = ["--dev", "--data-dir", folder] + extraArguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment[service] ?? [:]) { $1 }
         if service == "gateway" {
             // Port 0: tests never collide with a stack running on the default port.
             process.arguments! += ["--listen", "unix:\(folder)/run/gateway.sock,127.0.0.1:0"]
@@ -144,6 +148,16 @@ final class Stack: @unchecked Sendable {
         guard let process = processes[service] else { return }
         _ = Glibc.kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
+    }
+
+    /// Where license-integrations listens for webhooks, from its log (its last start).
+    var integrationsHTTP: String? {
+        let lines = log("integrations").split(separator: "\n").filter { $0.contains("webhook listener ready") }
+        guard let line = lines.last, let range = line.range(of: "address=") else { return nil }
+        // "[IPv4]127.0.0.1/127.0.0.1:PORT"
+        let address = line[range.upperBound...].split(separator: " ").first.map(String.init) ?? ""
+        guard let port = address.split(separator: ":").last else { return nil }
+        return "http://127.0.0.1:\(port)"
     }
 
     func log(_ service: String) -> String {
