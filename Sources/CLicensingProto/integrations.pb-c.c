@@ -637,6 +637,186 @@ void   licensing__v1__rotate_inbound_secret_response__free_unpacked
   assert(message->base.descriptor == &licensing__v1__rotate_inbound_secret_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   licensing__v1__renewal_options__init
+                     (Licensing__V1__RenewalOptions         *message)
+{
+  static const Licensing__V1__RenewalOptions init_value = LICENSING__V1__RENEWAL_OPTIONS__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__renewal_options__get_packed_size
+                     (const Licensing__V1__RenewalOptions *message)
+{
+  assert(message->base.descriptor == &licensing__v1__renewal_options__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__renewal_options__pack
+                     (const Licensing__V1__RenewalOptions *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__renewal_options__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__renewal_options__pack_to_buffer
+                     (const Licensing__V1__RenewalOptions *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__renewal_options__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__RenewalOptions *
+       licensing__v1__renewal_options__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__RenewalOptions *)
+     protobuf_c_message_unpack (&licensing__v1__renewal_options__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__renewal_options__free_unpacked
+                     (Licensing__V1__RenewalOptions *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__renewal_options__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__list_reminders_request__init
+                     (Licensing__V1__ListRemindersRequest         *message)
+{
+  static const Licensing__V1__ListRemindersRequest init_value = LICENSING__V1__LIST_REMINDERS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__list_reminders_request__get_packed_size
+                     (const Licensing__V1__ListRemindersRequest *message)
+{
+  assert(message->base.descriptor == &licensing__v1__list_reminders_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__list_reminders_request__pack
+                     (const Licensing__V1__ListRemindersRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__list_reminders_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__list_reminders_request__pack_to_buffer
+                     (const Licensing__V1__ListRemindersRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__list_reminders_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__ListRemindersRequest *
+       licensing__v1__list_reminders_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__ListRemindersRequest *)
+     protobuf_c_message_unpack (&licensing__v1__list_reminders_request__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__list_reminders_request__free_unpacked
+                     (Licensing__V1__ListRemindersRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__list_reminders_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__reminder__init
+                     (Licensing__V1__Reminder         *message)
+{
+  static const Licensing__V1__Reminder init_value = LICENSING__V1__REMINDER__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__reminder__get_packed_size
+                     (const Licensing__V1__Reminder *message)
+{
+  assert(message->base.descriptor == &licensing__v1__reminder__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__reminder__pack
+                     (const Licensing__V1__Reminder *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__reminder__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__reminder__pack_to_buffer
+                     (const Licensing__V1__Reminder *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__reminder__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__Reminder *
+       licensing__v1__reminder__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__Reminder *)
+     protobuf_c_message_unpack (&licensing__v1__reminder__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__reminder__free_unpacked
+                     (Licensing__V1__Reminder *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__reminder__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__list_reminders_response__init
+                     (Licensing__V1__ListRemindersResponse         *message)
+{
+  static const Licensing__V1__ListRemindersResponse init_value = LICENSING__V1__LIST_REMINDERS_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__list_reminders_response__get_packed_size
+                     (const Licensing__V1__ListRemindersResponse *message)
+{
+  assert(message->base.descriptor == &licensing__v1__list_reminders_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__list_reminders_response__pack
+                     (const Licensing__V1__ListRemindersResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__list_reminders_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__list_reminders_response__pack_to_buffer
+                     (const Licensing__V1__ListRemindersResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__list_reminders_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__ListRemindersResponse *
+       licensing__v1__list_reminders_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__ListRemindersResponse *)
+     protobuf_c_message_unpack (&licensing__v1__list_reminders_response__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__list_reminders_response__free_unpacked
+                     (Licensing__V1__ListRemindersResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__list_reminders_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor licensing__v1__webhook_endpoint__field_descriptors[8] =
 {
   {
@@ -1519,7 +1699,250 @@ const ProtobufCMessageDescriptor licensing__v1__rotate_inbound_secret_response__
   (ProtobufCMessageInit) licensing__v1__rotate_inbound_secret_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCMethodDescriptor licensing__v1__integrations__method_descriptors[9] =
+static const ProtobufCFieldDescriptor licensing__v1__renewal_options__field_descriptors[3] =
+{
+  {
+    "policy_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__RenewalOptions, policy_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "days",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Licensing__V1__RenewalOptions, n_days),
+    offsetof(Licensing__V1__RenewalOptions, days),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "renewal_url",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__RenewalOptions, renewal_url),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__renewal_options__field_indices_by_name[] = {
+  1,   /* field[1] = days */
+  0,   /* field[0] = policy_id */
+  2,   /* field[2] = renewal_url */
+};
+static const ProtobufCIntRange licensing__v1__renewal_options__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor licensing__v1__renewal_options__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.RenewalOptions",
+  "RenewalOptions",
+  "Licensing__V1__RenewalOptions",
+  "licensing.v1",
+  sizeof(Licensing__V1__RenewalOptions),
+  3,
+  licensing__v1__renewal_options__field_descriptors,
+  licensing__v1__renewal_options__field_indices_by_name,
+  1,  licensing__v1__renewal_options__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__renewal_options__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__list_reminders_request__field_descriptors[1] =
+{
+  {
+    "license_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ListRemindersRequest, license_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__list_reminders_request__field_indices_by_name[] = {
+  0,   /* field[0] = license_id */
+};
+static const ProtobufCIntRange licensing__v1__list_reminders_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor licensing__v1__list_reminders_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.ListRemindersRequest",
+  "ListRemindersRequest",
+  "Licensing__V1__ListRemindersRequest",
+  "licensing.v1",
+  sizeof(Licensing__V1__ListRemindersRequest),
+  1,
+  licensing__v1__list_reminders_request__field_descriptors,
+  licensing__v1__list_reminders_request__field_indices_by_name,
+  1,  licensing__v1__list_reminders_request__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__list_reminders_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__reminder__field_descriptors[6] =
+{
+  {
+    "step",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__Reminder, step),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "due_at",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__Reminder, due_at),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "status",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__Reminder, status),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "sent_at",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__Reminder, sent_at),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "error",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__Reminder, error),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "expires_at",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__Reminder, expires_at),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__reminder__field_indices_by_name[] = {
+  1,   /* field[1] = due_at */
+  4,   /* field[4] = error */
+  5,   /* field[5] = expires_at */
+  3,   /* field[3] = sent_at */
+  2,   /* field[2] = status */
+  0,   /* field[0] = step */
+};
+static const ProtobufCIntRange licensing__v1__reminder__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 6 }
+};
+const ProtobufCMessageDescriptor licensing__v1__reminder__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.Reminder",
+  "Reminder",
+  "Licensing__V1__Reminder",
+  "licensing.v1",
+  sizeof(Licensing__V1__Reminder),
+  6,
+  licensing__v1__reminder__field_descriptors,
+  licensing__v1__reminder__field_indices_by_name,
+  1,  licensing__v1__reminder__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__reminder__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__list_reminders_response__field_descriptors[1] =
+{
+  {
+    "reminders",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Licensing__V1__ListRemindersResponse, n_reminders),
+    offsetof(Licensing__V1__ListRemindersResponse, reminders),
+    &licensing__v1__reminder__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__list_reminders_response__field_indices_by_name[] = {
+  0,   /* field[0] = reminders */
+};
+static const ProtobufCIntRange licensing__v1__list_reminders_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor licensing__v1__list_reminders_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.ListRemindersResponse",
+  "ListRemindersResponse",
+  "Licensing__V1__ListRemindersResponse",
+  "licensing.v1",
+  sizeof(Licensing__V1__ListRemindersResponse),
+  1,
+  licensing__v1__list_reminders_response__field_descriptors,
+  licensing__v1__list_reminders_response__field_indices_by_name,
+  1,  licensing__v1__list_reminders_response__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__list_reminders_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCMethodDescriptor licensing__v1__integrations__method_descriptors[11] =
 {
   { "CreateWebhookEndpoint", &licensing__v1__create_webhook_endpoint_request__descriptor, &licensing__v1__create_webhook_endpoint_response__descriptor },
   { "ListWebhookEndpoints", &licensing__v1__list_webhook_endpoints_request__descriptor, &licensing__v1__list_webhook_endpoints_response__descriptor },
@@ -1529,18 +1952,22 @@ static const ProtobufCMethodDescriptor licensing__v1__integrations__method_descr
   { "MapPrice", &licensing__v1__map_price_request__descriptor, &licensing__v1__price_mapping__descriptor },
   { "ListPriceMappings", &licensing__v1__list_price_mappings_request__descriptor, &licensing__v1__list_price_mappings_response__descriptor },
   { "RotateInboundSecret", &licensing__v1__rotate_inbound_secret_request__descriptor, &licensing__v1__rotate_inbound_secret_response__descriptor },
+  { "SetRenewalOptions", &licensing__v1__renewal_options__descriptor, &licensing__v1__renewal_options__descriptor },
+  { "ListReminders", &licensing__v1__list_reminders_request__descriptor, &licensing__v1__list_reminders_response__descriptor },
   { "EraseCustomer", &licensing__v1__erase_customer_request__descriptor, &licensing__v1__erase_customer_response__descriptor },
 };
 const unsigned licensing__v1__integrations__method_indices_by_name[] = {
   0,        /* CreateWebhookEndpoint */
   2,        /* DeleteWebhookEndpoint */
-  8,        /* EraseCustomer */
+  10,        /* EraseCustomer */
   3,        /* ListDeliveries */
   6,        /* ListPriceMappings */
+  9,        /* ListReminders */
   1,        /* ListWebhookEndpoints */
   5,        /* MapPrice */
   4,        /* Redeliver */
-  7         /* RotateInboundSecret */
+  7,        /* RotateInboundSecret */
+  8         /* SetRenewalOptions */
 };
 const ProtobufCServiceDescriptor licensing__v1__integrations__descriptor =
 {
@@ -1549,7 +1976,7 @@ const ProtobufCServiceDescriptor licensing__v1__integrations__descriptor =
   "Integrations",
   "Licensing__V1__Integrations",
   "licensing.v1",
-  9,
+  11,
   licensing__v1__integrations__method_descriptors,
   licensing__v1__integrations__method_indices_by_name
 };
@@ -1617,13 +2044,29 @@ void licensing__v1__integrations__rotate_inbound_secret(ProtobufCService *servic
   assert(service->descriptor == &licensing__v1__integrations__descriptor);
   service->invoke(service, 7, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
+void licensing__v1__integrations__set_renewal_options(ProtobufCService *service,
+                                                      const Licensing__V1__RenewalOptions *input,
+                                                      Licensing__V1__RenewalOptions_Closure closure,
+                                                      void *closure_data)
+{
+  assert(service->descriptor == &licensing__v1__integrations__descriptor);
+  service->invoke(service, 8, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void licensing__v1__integrations__list_reminders(ProtobufCService *service,
+                                                 const Licensing__V1__ListRemindersRequest *input,
+                                                 Licensing__V1__ListRemindersResponse_Closure closure,
+                                                 void *closure_data)
+{
+  assert(service->descriptor == &licensing__v1__integrations__descriptor);
+  service->invoke(service, 9, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
 void licensing__v1__integrations__erase_customer(ProtobufCService *service,
                                                  const Licensing__V1__EraseCustomerRequest *input,
                                                  Licensing__V1__EraseCustomerResponse_Closure closure,
                                                  void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__integrations__descriptor);
-  service->invoke(service, 8, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 10, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__integrations__init (Licensing__V1__Integrations_Service *service,
                                         Licensing__V1__Integrations_ServiceDestroy destroy)

@@ -96,6 +96,37 @@ enum IntegrationsSchema {
                 """)
             try db.execute(sql: FeedCursor.createTable)
         }
+        // Renewal reminders: what integrations knows of each license's expiry (from
+        // issuance's feed), each policy's schedule, each reminder step once per expiry.
+        migrator.registerMigration("v2: renewal reminders") { db in
+            try db.execute(sql: """
+                ALTER TABLE license_ref ADD COLUMN policy_id TEXT NOT NULL DEFAULT '';
+                ALTER TABLE license_ref ADD COLUMN product_id TEXT NOT NULL DEFAULT '';
+                ALTER TABLE license_ref ADD COLUMN state INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE license_ref ADD COLUMN expires_at INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE license_ref ADD COLUMN grace_seconds INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE license_ref ADD COLUMN features TEXT NOT NULL DEFAULT '';
+                CREATE INDEX license_ref_by_expiry ON license_ref(expires_at) WHERE expires_at > 0;
+                CREATE TABLE renewal_option (
+                    tenant_id TEXT NOT NULL,
+                    policy_id TEXT NOT NULL,
+                    days TEXT NOT NULL,
+                    renewal_url TEXT NOT NULL,
+                    PRIMARY KEY (tenant_id, policy_id)
+                );
+                CREATE TABLE reminder (
+                    license_id TEXT NOT NULL,
+                    step TEXT NOT NULL,
+                    expires_at INTEGER NOT NULL,
+                    tenant_id TEXT NOT NULL,
+                    status TEXT NOT NULL CHECK (status IN ('sent', 'failed', 'skipped')),
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    sent_at INTEGER NOT NULL DEFAULT 0,
+                    error TEXT NOT NULL DEFAULT '',
+                    PRIMARY KEY (license_id, step, expires_at)
+                );
+                """)
+        }
         return migrator
     }
 }

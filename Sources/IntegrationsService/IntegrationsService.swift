@@ -26,6 +26,7 @@ public final class IntegrationsService: IntegrationsServiceProtocol {
     let options: Options
     let inbound: Inbound
     let deliverer: Deliverer
+    let reminders: Reminders
     let followers: [any Service & Sendable]
     let positions: @Sendable () -> [FeedPosition]
     private let boundHTTP = NIOLockedValueBox<SocketAddress?>(nil)
@@ -46,6 +47,13 @@ public final class IntegrationsService: IntegrationsServiceProtocol {
         public var allowPrivateAddresses = false
         public var deliveryInterval: Duration = .seconds(1)
         public var followInterval: Duration = .milliseconds(500)
+        /// Where reminders are sent from; nil: no e-mail.
+        public var smtp: SMTPMailer.Settings?
+        /// Days before expiry a reminder goes out, unless a policy says otherwise.
+        public var reminderDays = [30, 7, 1]
+        /// The renewal link, unless a policy has its own; "{license_id}" is replaced.
+        public var renewalURL = "https://example.com/renew?license={license_id}"
+        public var reminderInterval: Duration = .seconds(60)
 
         public init() {}
 
@@ -70,6 +78,23 @@ public final class IntegrationsService: IntegrationsServiceProtocol {
             disableAfterSeconds = Int64(try settings.int("webhook-disable-after-seconds", default: Int(disableAfterSeconds), in: 60...30 * 86400))
             deliveryTimeoutSeconds = Int64(try settings.int("webhook-timeout-seconds", default: Int(deliveryTimeoutSeconds), in: 1...120))
             allowPrivateAddresses = try settings.bool("webhook-allow-private-addresses", default: false)
+            if let host = settings["smtp-host"] {
+                guard let from = settings["smtp-from"], from.contains("@") else {
+                    throw RPCError.invalidArgument("smtp-from (the sender's address) is required with smtp-host")
+                }
+                smtp = SMTPMailer.Settings(
+                    host: host, port: try settings.int("smtp-port", default: 25, in: 1...65535), startTLS: try settings.bool("smtp-starttls", default: false),
+                    user: settings["smtp-user"], password: settings["smtp-password"], from: from, ca: settings["smtp-ca"])
+            }
+            if let days = settings["reminder-days"] {
+                let parsed = days.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+                guard !parsed.isEmpty, parsed.count <= 10, parsed.allSatisfy({ (1...365).contains($0) }) else {
+                    throw RPCError.invalidArgument("reminder-days is a comma-separated list of days before expiry, each 1 to 365 (e.g. 30,7,1)")
+                }
+                reminderDays = parsed
+            }
+            renewalURL = settings["renewal-url"] ?? renewalURL
+            reminderInterval = .seconds(try settings.int("reminder-interval-seconds", default: 60, in: 1...86400))
         }
     }
 
@@ -88,6 +113,10 @@ public final class IntegrationsService: IntegrationsServiceProtocol {
             options: Deliverer.Options(
                 retryBase: options.retryBaseSeconds, maxAttempts: options.maxAttempts, disableAfter: options.disableAfterSeconds,
                 timeout: options.deliveryTimeoutSeconds, interval: options.deliveryInterval, allowPrivateAddresses: options.allowPrivateAddresses),
+            clock: clock, logger: logger)
+        self.reminders = Reminders(
+            database: database, issuance: issuance, mailer: options.smtp.map { SMTPMailer(settings: $0) },
+            options: Reminders.Options(days: options.reminderDays, renewalURL: options.renewalURL, interval: options.reminderInterval),
             clock: clock, logger: logger)
         let interval = options.followInterval
         let issuanceFeed = FeedFollower<ChangeEvent>(feed: "issuance", database: database, idleInterval: interval, logger: logger) { after in
@@ -140,7 +169,7 @@ public final class IntegrationsService: IntegrationsServiceProtocol {
     /// The RPC server, the HTTP listener, the followers, the deliverer and the checkpoints;
     /// stopped in reverse order.
     public func services(configuration: RPCServerConfiguration) throws -> [any Service] {
-        [try WALMaintenance(pool: database, logger: logger), deliverer] + followers.map { $0 as any Service }
+        [try WALMaintenance(pool: database, logger: logger), deliverer, reminders] + followers.map { $0 as any Service }
             + [try httpApplication(), RPCServer(router: router(), configuration: configuration, logger: logger)]
     }
 

@@ -176,6 +176,66 @@ extension IntegrationsService {
             service: "integrations", recordsErased: UInt64(erased), detail: "the outbox events about customer \(request.customerId) no longer carry their data")
     }
 
+    /// A policy's reminder schedule and renewal link (an empty `days` and URL: the defaults).
+    public func setRenewalOptions(_ request: RenewalOptions, _ call: ServerCall) async throws -> RenewalOptions {
+        guard !request.policyId.isEmpty else { throw RPCError.invalidArgument("policy_id is required") }
+        guard request.days.count <= 10, request.days.allSatisfy({ (1...365).contains($0) }) else {
+            throw RPCError.invalidArgument("days: at most 10 numbers, each 1 to 365 days before expiry")
+        }
+        if !request.renewalUrl.isEmpty {
+            guard request.renewalUrl.count <= 500, let url = URL(string: request.renewalUrl.replacingOccurrences(of: "{license_id}", with: "x")),
+                url.scheme == "https" || url.scheme == "http"
+            else { throw RPCError.invalidArgument("renewal_url must be an http(s) URL of at most 500 characters; {license_id} is replaced") }
+        }
+        let tenant = tenant(call)
+        var metadata = RPCMetadata()
+        metadata[RPCMetadata.tenant] = tenant
+        do {
+            _ = try await issuance.call(IssuanceMethods.getPolicy, GetByIdRequest(id: request.policyId), metadata: metadata, timeout: .seconds(5))
+        } catch let error as RPCError where error.code == .notFound {
+            throw RPCError.notFound("no policy \(RPCError.quoted(request.policyId, limit: 40))")
+        }
+        let days = request.days.isEmpty ? options.reminderDays.map(UInt32.init) : request.days
+        let url = request.renewalUrl.isEmpty ? options.renewalURL : request.renewalUrl
+        try await database.write { db in
+            try db.execute(
+                sql: "INSERT OR REPLACE INTO renewal_option (tenant_id, policy_id, days, renewal_url) VALUES (?, ?, ?, ?)",
+                arguments: [tenant, request.policyId, days.map(String.init).joined(separator: ","), url])
+        }
+        return RenewalOptions(policyId: request.policyId, days: days, renewalUrl: url)
+    }
+
+    /// A license's reminders for its current end date: sent, failed, skipped and to come.
+    public func listReminders(_ request: ListRemindersRequest, _ call: ServerCall) async throws -> ListRemindersResponse {
+        let tenant = tenant(call)
+        let defaults = options.reminderDays
+        let reminders = try await database.read { db -> [Reminder]? in
+            guard let license = try Row.fetchOne(
+                db,
+                sql: """
+                    SELECT l.*, o.days FROM license_ref l LEFT JOIN renewal_option o ON o.tenant_id = l.tenant_id AND o.policy_id = l.policy_id
+                    WHERE l.license_id = ? AND l.tenant_id = ?
+                    """,
+                arguments: [request.licenseId, tenant])
+            else { return nil }
+            let expires: Int64 = license["expires_at"]
+            guard expires > 0 else { return [] }
+            let days = (license["days"] as String?).map { $0.split(separator: ",").compactMap { Int($0) } } ?? defaults
+            var recorded: [String: Row] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT * FROM reminder WHERE license_id = ? AND expires_at = ?", arguments: [request.licenseId, expires]) {
+                recorded[row["step"]] = row
+            }
+            return Reminders.steps(expiresAt: expires, grace: license["grace_seconds"], days: days).map { step in
+                let row = recorded[step.name]
+                return Reminder(
+                    step: step.name, dueAt: step.at, status: row?["status"] ?? "scheduled", sentAt: row?["sent_at"] ?? 0, error: row?["error"] ?? "",
+                    expiresAt: expires)
+            }
+        }
+        guard let reminders else { throw RPCError.notFound("no license \(RPCError.quoted(request.licenseId, limit: 40)) this service has seen") }
+        return ListRemindersResponse(reminders: reminders)
+    }
+
     static func endpoint(_ row: Row) -> WebhookEndpoint {
         let types: String = row["event_types"]
         return WebhookEndpoint(

@@ -13,7 +13,7 @@ enum Outbox {
     static let eventTypes: [String] = [
         "license.issued", "license.renewed", "license.in_grace", "license.expired", "license.suspended", "license.reinstated",
         "license.revoked", "subscription.paid", "subscription.payment_failed", "subscription.canceled", "machine.activated",
-        "machine.deactivated", "alert.raised",
+        "machine.deactivated", "alert.raised", "license.expiring",
     ]
 
     /// Issuance's actions that are webhook events, and their names.
@@ -40,10 +40,16 @@ enum Outbox {
             guard case .license(let license)? = change.subject else { continue }
             try db.execute(
                 sql: """
-                    INSERT INTO license_ref (license_id, tenant_id, customer_id) VALUES (?, ?, ?)
-                    ON CONFLICT(license_id) DO UPDATE SET tenant_id = excluded.tenant_id, customer_id = excluded.customer_id
+                    INSERT INTO license_ref (license_id, tenant_id, customer_id, policy_id, product_id, state, expires_at, grace_seconds, features)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    ON CONFLICT(license_id) DO UPDATE SET tenant_id = excluded.tenant_id, customer_id = excluded.customer_id,
+                        policy_id = excluded.policy_id, product_id = excluded.product_id, state = excluded.state, expires_at = excluded.expires_at,
+                        grace_seconds = excluded.grace_seconds, features = excluded.features
                     """,
-                arguments: [license.id, license.tenantId, license.customerId])
+                arguments: [
+                    license.id, license.tenantId, license.customerId, license.policyId, license.productId, license.state.rawValue, license.expiresAt,
+                    license.graceSeconds, license.features.joined(separator: ","),
+                ])
         }
         try write(try events(issuance: changes, in: db), now: now, in: db)
     }

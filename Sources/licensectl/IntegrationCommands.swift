@@ -147,3 +147,43 @@ struct IntegrationCommand: AsyncParsableCommand {
         }
     }
 }
+
+struct RemindersCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "reminders", abstract: "Renewal reminders: what a license is sent, and a policy's schedule.", subcommands: [List.self, Schedule.self])
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "A license's reminders for its current end date: sent, failed, skipped, scheduled.")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "License id (lic_...) or key.") var license: String
+
+        func run() async throws {
+            let request = ListRemindersRequest(licenseId: try await global.licenseID(license))
+            _ = try await global.run(IntegrationsMethods.listReminders, request) { response in
+                response.reminders.isEmpty ? "the license does not end: no reminders" : table(
+                    ["STEP", "DUE", "STATUS", "SENT", "ERROR"],
+                    response.reminders.map { [$0.step, Output.time($0.dueAt), $0.status, $0.sentAt == 0 ? "-" : Output.time($0.sentAt), $0.error] })
+            }
+        }
+    }
+
+    struct Schedule: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Set when a policy's licenses are reminded, and where they renew.")
+        @OptionGroup var global: GlobalOptions
+        @Option(help: "Policy id.") var policy: String
+        @Option(help: "Comma-separated days before expiry (default 30,7,1).") var days: String?
+        @Option(help: "Renewal link; {license_id} is replaced by the license's id.") var url: String?
+
+        func run() async throws {
+            let parsed = try days.map { text in
+                try text.split(separator: ",").map { part -> UInt32 in
+                    guard let day = UInt32(part.trimmingCharacters(in: .whitespaces)) else { throw ValidationError("--days is a list such as 30,7,1") }
+                    return day
+                }
+            } ?? []
+            _ = try await global.run(IntegrationsMethods.setRenewalOptions, RenewalOptions(policyId: policy, days: parsed, renewalUrl: url ?? "")) { options in
+                "policy \(options.policyId): reminders \(options.days.map { "\($0)" }.joined(separator: ", ")) days before expiry, when grace starts and ends; renew at \(options.renewalUrl)"
+            }
+        }
+    }
+}

@@ -41,22 +41,22 @@ import Testing
             onServerRunning: { channel in bound.withLockedValue { $0 = channel.localAddress?.port } })
         let serving = Task { try await receiver.run() }
         defer { serving.cancel() }
-        #expect(await eventually { bound.withLockedValue { $0 } != nil })
-        let receiverURL = "http://127.0.0.1:\(bound.withLockedValue { $0 }!)/hooks"
+        #expect(await eventually(within: .seconds(60)) { bound.withLockedValue { $0 } != nil })
+        let receiverURL = "http://127.0.0.1:\(try #require(bound.withLockedValue { $0 }))/hooks"
 
         let stack = try Stack()
         // Loopback receivers are allowed in this test only; retries after a second.
         stack.environment["integrations"] = ["LM_WEBHOOK_ALLOW_PRIVATE_ADDRESSES": "true", "LM_WEBHOOK_RETRY_BASE_SECONDS": "1"]
         try await stack.startAll()
 
-        let created = try stack.ctl(["webhook", "create", receiverURL, "--events", "license.issued"])
+        let created = try await stack.ctl(["webhook", "create", receiverURL, "--events", "license.issued"])
         #expect(created.0 == 0, "\(created.1)")
         let secret = try #require(created.1.split(separator: "\n").first { $0.contains("shown once") }?.split(separator: " ").last.map(String.init))
-        let rotated = try stack.ctl(["integration", "secret", "rotate", "--source", "crm"])
+        let rotated = try await stack.ctl(["integration", "secret", "rotate", "--source", "crm"])
         #expect(rotated.0 == 0 && rotated.1.contains("/webhooks/crm/default"), "\(rotated.1)")
         let crmSecret = try #require(rotated.1.split(separator: "\n").first { $0.contains("shown once") }?.split(separator: " ").last.map(String.init))
-        let product = try stack.ctlJSON(["product", "create", "--name", "Studio", "--code", "STU"])["id"] as! String
-        let policy = try stack.ctlJSON(["policy", "create", "--product", product, "--name", "Seat", "--type", "enterprise"])["id"] as! String
+        let product = try await stack.ctlJSON(["product", "create", "--name", "Studio", "--code", "STU"])["id"] as! String
+        let policy = try await stack.ctlJSON(["policy", "create", "--product", product, "--name", "Seat", "--type", "enterprise"])["id"] as! String
 
         func post(_ event: [String: Any]) async throws -> (Int, String) {
             let body = Array(try JSONSerialization.data(withJSONObject: event))
@@ -74,7 +74,7 @@ import Testing
         #expect(status == 200 && text.contains("5 license(s)"), "\(text)")
 
         // Deliveries are failing: kill license-integrations, start it again, let them through.
-        #expect(try await eventually(within: .seconds(20)) { try stack.ctl(["webhook", "deliveries", "--status", "retrying"]).1.contains("license.issued") })
+        #expect(try await eventually(within: .seconds(20)) { try await stack.ctl(["webhook", "deliveries", "--status", "retrying"]).1.contains("license.issued") })
         stack.kill("integrations")
         try stack.start("integrations")
         try await stack.waitUntilServing("integrations")
@@ -88,14 +88,14 @@ import Testing
         // The CRM retries the deal after the restart: applied once.
         let (again, againText) = try await post(deal)
         #expect(again == 200 && againText.contains("applied before"), "\(againText)")
-        let customers = try stack.ctlJSON(["customer", "list"])["customers"] as? [[String: Any]] ?? []
+        let customers = try await stack.ctlJSON(["customer", "list"])["customers"] as? [[String: Any]] ?? []
         let customer = try #require(customers.first { $0["crm_id"] as? String == "acct-1" }?["id"] as? String)
-        let licenses = try stack.ctlJSON(["license", "list", "--customer", customer])["licenses"] as? [[String: Any]] ?? []
+        let licenses = try await stack.ctlJSON(["license", "list", "--customer", customer])["licenses"] as? [[String: Any]] ?? []
         #expect(licenses.count == 5)
 
         // Endpoints inside the network are refused without the test setting; the delivery log is there.
-        #expect(try stack.ctl(["webhook", "deliveries"]).1.contains("delivered"))
-        let (listed, endpoints) = try stack.ctl(["webhook", "list"])
+        #expect(try await stack.ctl(["webhook", "deliveries"]).1.contains("delivered"))
+        let (listed, endpoints) = try await stack.ctl(["webhook", "list"])
         #expect(listed == 0 && endpoints.contains(receiverURL), "\(endpoints)")
     }
 }

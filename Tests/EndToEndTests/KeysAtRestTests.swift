@@ -84,7 +84,7 @@ import Testing
             }
         }
         try scan("while running")
-        for service in ["gateway", "validation", "usage", "reporting", "issuance"] { stack.stop(service) }
+        for service in ["gateway", "validation", "usage", "reporting", "issuance"] { await stack.stop(service) }
         try scan("after stopping")
     }
 }

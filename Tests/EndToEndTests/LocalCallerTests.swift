@@ -26,7 +26,7 @@ import Testing
         #expect(codes.contains(.unauthenticated))
         #expect(codes.contains(.resourceExhausted), "the misbehaving process is limited: \(codes)")
 
-        let (status, output) = try Stack.run("licensectl", ["apikey", "list", "--gateway", "unix:\(stack.folder)/run/gateway.sock", "--api-key", stack.adminKey])
+        let (status, output) = try await Stack.run("licensectl", ["apikey", "list", "--gateway", "unix:\(stack.folder)/run/gateway.sock", "--api-key", stack.adminKey])
         #expect(status == 0, "licensectl was locked out by another process: \(output)")
         #expect(output.contains("bootstrap admin"), "\(output)")
     }

@@ -73,17 +73,17 @@ import Testing
 
         // licensectl, with the tenant's auditor key: a table, CSV, and an export to a file.
         let key = ["--api-key", secrets["acme AUDITOR"] ?? secrets["acme auditor"] ?? ""]
-        let (status, text) = try stack.ctl(["report", "usage"] + key)
+        let (status, text) = try await stack.ctl(["report", "usage"] + key)
         #expect(status == 0 && text.contains("LICENSE") && text.contains(license) && text.contains("150"), "\(text)")
-        let (csvStatus, csv) = try stack.ctl(["report", "revenue", "--csv"] + key)
+        let (csvStatus, csv) = try await stack.ctl(["report", "revenue", "--csv"] + key)
         #expect(csvStatus == 0 && csv.hasPrefix("month,product_id,currency,amount_minor,payments") && csv.contains("EUR,4900,1"), "\(csv)")
         let file = stack.folder + "/usage.jsonl"
-        let (exportStatus, exportText) = try stack.ctl(["export", "usage", "--format", "jsonl", "--output", file] + key)
+        let (exportStatus, exportText) = try await stack.ctl(["export", "usage", "--format", "jsonl", "--output", file] + key)
         #expect(exportStatus == 0 && exportText.contains("wrote 1 rows"), "\(exportText)")
         let line = try String(contentsOfFile: file, encoding: .utf8).split(separator: "\n").first.map(String.init) ?? ""
         let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
         #expect(object?["license_id"] as? String == license && object?["quantity"] as? Int == 150)
-        let (badStatus, badText) = try stack.ctl(["export", "sales", "--output", file])
+        let (badStatus, badText) = try await stack.ctl(["export", "sales", "--output", file])
         #expect(badStatus == 2 && badText.contains("usage, compliance, revenue or renewals"), "\(badText)")
         for client in [acme, globex, auditor, product] { await client.close() }
     }

@@ -53,7 +53,7 @@ import Testing
         _ = try await waitFor(expiring.licenseKey, .expired, within: .seconds(5))
 
         // Issuance down: validation answers from its replica; routed issuance calls fail fast.
-        #expect(stack.stop("issuance") == 0)
+        #expect(await stack.stop("issuance") == 0)
         #expect(try await validate(kept.licenseKey).reason == .valid)
         #expect(try await validate(revoked.licenseKey).reason == .revoked)
         await #expect(throws: RPCError.self) {
@@ -104,7 +104,7 @@ import Testing
             }
             // Stopped in the middle of the load: after real work, whatever the machine's speed.
             #expect(await eventually(within: .seconds(60)) { issued.value >= 50 })
-            #expect(stack.stop("issuance") == 0, "issuance did not exit 0 on SIGTERM: \(stack.log("issuance"))")
+            #expect(await stack.stop("issuance") == 0, "issuance did not exit 0 on SIGTERM: \(stack.log("issuance"))")
             var all: [String] = []
             for try await ids in group { all += ids }
             return all
@@ -127,40 +127,40 @@ import Testing
         let stack = try Stack()
         try await stack.startAll()
 
-        let product = try stack.ctlJSON(["product", "create", "--name", "CAD Pro", "--code", "CADPRO"])["id"] as! String
-        let policy = try stack.ctlJSON(["policy", "create", "--product", product, "--name", "Standard", "--duration", "365d", "--features", "export,render", "--max-machines", "2"])["id"] as! String
-        let customer = try stack.ctlJSON(["customer", "create", "--name", "Acme"])["id"] as! String
-        let issued = try stack.ctlJSON(["license", "issue", "--policy", policy, "--customer", customer])
+        let product = try await stack.ctlJSON(["product", "create", "--name", "CAD Pro", "--code", "CADPRO"])["id"] as! String
+        let policy = try await stack.ctlJSON(["policy", "create", "--product", product, "--name", "Standard", "--duration", "365d", "--features", "export,render", "--max-machines", "2"])["id"] as! String
+        let customer = try await stack.ctlJSON(["customer", "create", "--name", "Acme"])["id"] as! String
+        let issued = try await stack.ctlJSON(["license", "issue", "--policy", policy, "--customer", customer])
         let key = issued["license_key"] as! String
         let license = (issued["license"] as! [String: Any])["id"] as! String
 
-        #expect(try stack.ctl(["validate", key, "--fingerprint", "laptop-1"]).1.contains("NOT_ACTIVATED"))
-        let (activated, certificate) = try stack.ctl(["activate", key, "--fingerprint", "laptop-1", "--name", "Ann's laptop"])
+        #expect(try await stack.ctl(["validate", key, "--fingerprint", "laptop-1"]).1.contains("NOT_ACTIVATED"))
+        let (activated, certificate) = try await stack.ctl(["activate", key, "--fingerprint", "laptop-1", "--name", "Ann's laptop"])
         #expect(activated == 0, "\(certificate)")
         #expect(certificate.contains("BEGIN LICENSE CERTIFICATE"))
-        #expect(try stack.ctl(["validate", key, "--fingerprint", "laptop-1", "--feature", "render"]).0 == 0)
-        #expect(try stack.ctl(["validate", key, "--fingerprint", "laptop-1", "--feature", "fly"]).0 == 1)
-        #expect(try stack.ctl(["validate", key, "--fingerprint", "laptop-2"]).1.contains("FINGERPRINT_MISMATCH"))
-        #expect(try stack.ctl(["machines", license]).1.contains("Ann's laptop"))
+        #expect(try await stack.ctl(["validate", key, "--fingerprint", "laptop-1", "--feature", "render"]).0 == 0)
+        #expect(try await stack.ctl(["validate", key, "--fingerprint", "laptop-1", "--feature", "fly"]).0 == 1)
+        #expect(try await stack.ctl(["validate", key, "--fingerprint", "laptop-2"]).1.contains("FINGERPRINT_MISMATCH"))
+        #expect(try await stack.ctl(["machines", license]).1.contains("Ann's laptop"))
         let file = "\(stack.folder)/offline.lic"
-        #expect(try stack.ctl(["offline-file", key, "--fingerprint", "airgapped", "--valid", "30d", "--encrypt", "--output", file]).0 == 0)
-        #expect(try stack.ctl(["verify-file", file, "--fingerprint", "airgapped", "--key", key]).0 == 0)
-        #expect(try stack.ctl(["verify-file", file, "--fingerprint", "airgapped"]).0 == 1)
-        #expect(try stack.ctl(["verify-file", file, "--fingerprint", "elsewhere", "--key", key]).0 == 1)
-        #expect(try stack.ctl(["validate", "not-a-key"]).0 == 2)
-        #expect(try stack.ctl(["license", "show", license]).1.contains("ACTIVE"))
-        #expect(try stack.ctl(["license", "revoke", license]).0 == 0)
+        #expect(try await stack.ctl(["offline-file", key, "--fingerprint", "airgapped", "--valid", "30d", "--encrypt", "--output", file]).0 == 0)
+        #expect(try await stack.ctl(["verify-file", file, "--fingerprint", "airgapped", "--key", key]).0 == 0)
+        #expect(try await stack.ctl(["verify-file", file, "--fingerprint", "airgapped"]).0 == 1)
+        #expect(try await stack.ctl(["verify-file", file, "--fingerprint", "elsewhere", "--key", key]).0 == 1)
+        #expect(try await stack.ctl(["validate", "not-a-key"]).0 == 2)
+        #expect(try await stack.ctl(["license", "show", license]).1.contains("ACTIVE"))
+        #expect(try await stack.ctl(["license", "revoke", license]).0 == 0)
         // The revocation reaches validation by the feed, within its interval on an idle machine.
-        var (revokedStatus, revokedOutput) = try stack.ctl(["validate", key, "--fingerprint", "laptop-1"])
+        var (revokedStatus, revokedOutput) = try await stack.ctl(["validate", key, "--fingerprint", "laptop-1"])
         for _ in 0..<150 where !revokedOutput.contains("REVOKED") {
             try await Task.sleep(for: .milliseconds(100))
-            (revokedStatus, revokedOutput) = try stack.ctl(["validate", key, "--fingerprint", "laptop-1"])
+            (revokedStatus, revokedOutput) = try await stack.ctl(["validate", key, "--fingerprint", "laptop-1"])
         }
         #expect(revokedStatus == 1)
         #expect(revokedOutput.contains("REVOKED"))
-        #expect(try stack.ctl(["license", "show", "lic_nothing"]).0 == 2)
-        #expect(try stack.ctl(["validate"]).0 == 2)
-        #expect(try stack.ctl(["health"]).0 == 0)
+        #expect(try await stack.ctl(["license", "show", "lic_nothing"]).0 == 2)
+        #expect(try await stack.ctl(["validate"]).0 == 2)
+        #expect(try await stack.ctl(["health"]).0 == 0)
     }
 }
 

@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 #endif
 import LicensingRPC
+import NIOConcurrencyHelpers
 import LicensingWire
 import Testing
 
@@ -19,7 +20,13 @@ final class Stack: @unchecked Sendable {
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
     }
 
+    /// Whether this stack holds one of the slots (see `StackSlots`).
+    private var holdsSlot = false
+
     deinit {
+        defer { if holdsSlot { StackSlots.release() } }
+        // Waits for the services to stop: a test's stack is gone before the next starts,
+        // which keeps this 2-core machine from running more stacks at once than it can.
         for process in processes.values where process.isRunning { process.terminate() }
         for process in processes.values { process.waitUntilExit() }
         // LM_KEEP=1 keeps the folder (databases, logs) for a look after a failed test.
@@ -37,31 +44,40 @@ final class Stack: @unchecked Sendable {
     }
 
     /// Runs one of the built executables to its end: its exit status and everything it printed.
-    static func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws -> (Int32, String) {
-        let process = Process()
-        process.executableURL = binaries.appendingPathComponent(executable)
-        process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return (process.terminationStatus, output)
+    static func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) async throws -> (Int32, String) {
+        // Waiting for a process blocks a thread: not one of the few the tests' tasks share.
+        try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async {
+                let process = Process()
+                process.executableURL = binaries.appendingPathComponent(executable)
+                process.arguments = arguments
+                process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+                let pipe = Pipe()
+                process.standardOutput = pipe
+                process.standardError = pipe
+                do {
+                    try process.run()
+                    let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                    process.waitUntilExit()
+                    continuation.resume(returning: (process.terminationStatus, output))
+                } catch {
+                    continuation.resume(throwing: error)
+                }
+            }
+        }
     }
 
     func endpoint(_ service: String) -> Endpoint { .unix(path: "\(folder)/run/\(service).sock") }
 
     /// licensectl against this stack's gateway (or `gateway`) with the admin key: its exit
     /// status and everything it printed.
-    func ctl(_ arguments: [String], gateway: String? = nil) throws -> (Int32, String) {
-        try Self.run("licensectl", arguments + ["--gateway", gateway ?? "unix:\(folder)/run/gateway.sock"], environment: ["LM_API_KEY": adminKey])
+    func ctl(_ arguments: [String], gateway: String? = nil) async throws -> (Int32, String) {
+        try await Self.run("licensectl", arguments + ["--gateway", gateway ?? "unix:\(folder)/run/gateway.sock"], environment: ["LM_API_KEY": adminKey])
     }
 
     /// licensectl with `--json`, expected to succeed: its answer.
-    func ctlJSON(_ arguments: [String], sourceLocation: SourceLocation = #_sourceLocation) throws -> [String: Any] {
-        let (status, output) = try ctl(arguments + ["--json"])
+    func ctlJSON(_ arguments: [String], sourceLocation: SourceLocation = #_sourceLocation) async throws -> [String: Any] {
+        let (status, output) = try await ctl(arguments + ["--json"])
         #expect(status == 0, "\(arguments): \(output)", sourceLocation: sourceLocation)
         return (try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any]) ?? [:]
     }
@@ -106,6 +122,10 @@ final class Stack: @unchecked Sendable {
     }
 
     func startAll(extraArguments: [String: [String]] = [:]) async throws {
+        if !holdsSlot {
+            await StackSlots.acquire()
+            holdsSlot = true
+        }
         for service in Self.services { try start(service, extraArguments: extraArguments[service] ?? []) }
         for service in Self.services { try await waitUntilServing(service) }
     }
@@ -136,11 +156,15 @@ final class Stack: @unchecked Sendable {
 
     /// Sends SIGTERM and returns the exit status.
     @discardableResult
-    func stop(_ service: String) -> Int32 {
+    func stop(_ service: String) async -> Int32 {
         guard let process = processes[service] else { return -1 }
         process.terminate()
-        process.waitUntilExit()
-        return process.terminationStatus
+        return await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                process.waitUntilExit()
+                continuation.resume(returning: process.terminationStatus)
+            }
+        }
     }
 
     /// SIGKILL: no shutdown code runs, as in a crash or power loss of the process.
@@ -162,5 +186,37 @@ final class Stack: @unchecked Sendable {
 
     func log(_ service: String) -> String {
         (try? String(contentsOfFile: "\(folder)/\(service).log", encoding: .utf8)) ?? ""
+    }
+}
+
+/// At most two stacks run at once: each is six processes, and on this 2-core machine more
+/// of them starting together take longer to start than a test waits.
+enum StackSlots {
+    static let limit = 2
+    private static let state = NIOLockedValueBox((inUse: 0, waiting: [CheckedContinuation<Void, Never>]()))
+
+    static func acquire() async {
+        await withCheckedContinuation { continuation in
+            let granted = state.withLockedValue { state -> Bool in
+                guard state.inUse < limit else {
+                    state.waiting.append(continuation)
+                    return false
+                }
+                state.inUse += 1
+                return true
+            }
+            if granted { continuation.resume() }
+        }
+    }
+
+    static func release() {
+        let next = state.withLockedValue { state -> CheckedContinuation<Void, Never>? in
+            guard !state.waiting.isEmpty else {
+                state.inUse -= 1
+                return nil
+            }
+            return state.waiting.removeFirst()
+        }
+        next?.resume()
     }
 }

@@ -6,10 +6,10 @@ import Testing
 /// A service given a setting it cannot use stops at once and says which and why.
 @Suite struct StartupTests {
     @Test(arguments: [["--event-loops", "0"], ["--event-loops", "many"], ["--event-loops", "1000"]])
-    func aServiceRefusesEventLoopsItCannotRun(_ arguments: [String]) throws {
+    func aServiceRefusesEventLoopsItCannotRun(_ arguments: [String]) async throws {
         let folder = NSTemporaryDirectory() + "lm-startup-" + UUID().uuidString
         defer { try? FileManager.default.removeItem(atPath: folder) }
-        let (status, output) = try Stack.run("license-usage", ["--data-dir", folder, "--dev"] + arguments)
+        let (status, output) = try await Stack.run("license-usage", ["--data-dir", folder, "--dev"] + arguments)
         #expect(status != 0, "\(output)")
         #expect(output.contains("event-loops"), "\(output)")
     }
@@ -21,7 +21,7 @@ import Testing
         let stack = try Stack()
         try await stack.startAll()
         for service in ["issuance", "validation", "usage", "reporting", "gateway"] {
-            let (status, output) = try Stack.run("license-\(service)", ["--dev", "--data-dir", stack.folder])
+            let (status, output) = try await Stack.run("license-\(service)", ["--dev", "--data-dir", stack.folder])
             #expect(status != 0, "a second license-\(service) started: \(output)")
             #expect(output.contains("license-\(service) is already running on the data folder \(stack.folder) (process "), "\(output)")
         }
@@ -32,7 +32,7 @@ import Testing
             await client.close()
         }
         // After a stop, a new copy starts on the same folder.
-        stack.stop("usage")
+        await stack.stop("usage")
         try stack.start("usage")
         try await stack.waitUntilServing("usage")
     }
@@ -60,23 +60,23 @@ import Testing
 @Suite struct SettingsStartupTests {
     static func folder() -> String { NSTemporaryDirectory() + "lm-settings-" + UUID().uuidString }
 
-    @Test func anUnknownKeyInTheConfigurationFileIsRefused() throws {
+    @Test func anUnknownKeyInTheConfigurationFileIsRefused() async throws {
         let folder = Self.folder()
         defer { try? FileManager.default.removeItem(atPath: folder) }
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         let config = "\(folder)/usage.conf"
         try "log-level = info\n# metrics off\nmetrix = 127.0.0.1:9100\n".write(toFile: config, atomically: true, encoding: .utf8)
-        let (status, output) = try Stack.run("license-usage", ["--config", config, "--data-dir", folder, "--dev"])
+        let (status, output) = try await Stack.run("license-usage", ["--config", config, "--data-dir", folder, "--dev"])
         #expect(status != 0)
         #expect(output.contains("\(config):3: unknown setting 'metrix'"), "\(output)")
         #expect(output.contains("metrics"), "the message lists the settings the service reads: \(output)")
         #expect(!FileManager.default.fileExists(atPath: "\(folder)/usage.sqlite"), "a failed start left a database behind")
     }
 
-    @Test func aMissingSecretStopsIssuanceWithoutAHalfMadeDatabase() throws {
+    @Test func aMissingSecretStopsIssuanceWithoutAHalfMadeDatabase() async throws {
         let folder = Self.folder()
         defer { try? FileManager.default.removeItem(atPath: folder) }
-        let (status, output) = try Stack.run("license-issuance", ["--data-dir", folder], environment: ["LM_DEV": "false"])
+        let (status, output) = try await Stack.run("license-issuance", ["--data-dir", folder], environment: ["LM_DEV": "false"])
         #expect(status != 0)
         #expect(output.contains("--dev"), "\(output)")
         for suffix in ["", "-wal", "-shm"] {
@@ -92,10 +92,10 @@ extension SettingsStartupTests {
         ("license-issuance", "LM_SCHEDULER_INTERVAL_SECONDS", "0", "setting scheduler-interval-seconds = 0 is out of range: it takes 1 to 3600"),
         ("license-usage", "LM_MAX_FRAME_BYTES", "10", "setting max-frame-bytes = 10 is out of range: it takes 1024 to 67108864"),
     ])
-    func aSettingOutOfRangeStopsTheStartAndSaysTheRange(_ service: String, _ variable: String, _ value: String, _ message: String) throws {
+    func aSettingOutOfRangeStopsTheStartAndSaysTheRange(_ service: String, _ variable: String, _ value: String, _ message: String) async throws {
         let folder = Self.folder()
         defer { try? FileManager.default.removeItem(atPath: folder) }
-        let (status, output) = try Stack.run(service, ["--data-dir", folder, "--dev"], environment: [variable: value])
+        let (status, output) = try await Stack.run(service, ["--data-dir", folder, "--dev"], environment: [variable: value])
         #expect(status != 0)
         #expect(output.contains(message), "\(output)")
     }

@@ -282,8 +282,13 @@ struct IntegrationsStack {
             let (policy, customer) = try await seedCatalogue(stack.issuance)
             let issued = try await stack.issuance.call(IssuanceMethods.issueLicense, IssueLicenseRequest(policyId: policy, customerId: customer))
             #expect(try await eventually { receiver.received.withLockedValue { $0.count } >= 1 })
-            var deliveries = try await world.integrations.call(IntegrationsMethods.listDeliveries, ListDeliveriesRequest()).deliveries
-            #expect(deliveries.first?.status == "retrying" && deliveries.first?.attempts == 1 && deliveries.first?.lastStatusCode == 500, "\(deliveries)")
+            // The attempt is logged once the receiver has answered.
+            var deliveries: [WebhookDelivery] = []
+            #expect(try await eventually {
+                deliveries = try await world.integrations.call(IntegrationsMethods.listDeliveries, ListDeliveriesRequest()).deliveries
+                return deliveries.first?.attempts == 1
+            })
+            #expect(deliveries.first?.status == "retrying" && deliveries.first?.lastStatusCode == 500, "\(deliveries)")
             // Full jitter over a 1 s base: the next attempt 0.5 to 1 s after the first.
             let wait = (deliveries.first?.nextAttemptAt ?? 0) - stack.clock.now
             #expect((0...1).contains(wait), "retry in \(wait) s")
@@ -328,13 +333,12 @@ struct IntegrationsStack {
             let (policy, customer) = try await seedCatalogue(stack.issuance)
             _ = try await stack.issuance.call(IssuanceMethods.issueLicense, IssueLicenseRequest(policyId: policy, customerId: customer))
             #expect(try await eventually { receiver.received.withLockedValue { $0.count } >= 1 })
-            // Three attempts, then the delivery has failed; an hour of failures disables the endpoint.
-            for _ in 0..<3 {
-                stack.clock.advance(by: 1800)
-                try await Task.sleep(for: .milliseconds(150))
-            }
+            // Three attempts, then the delivery has failed; an hour of failures disables the
+            // endpoint. Each attempt waits for the clock to pass its retry time.
             var listed: [WebhookEndpoint] = []
-            #expect(try await eventually {
+            #expect(try await eventually(within: .seconds(60), every: .milliseconds(100)) {
+                stack.clock.advance(by: 1800)
+                try await Task.sleep(for: .milliseconds(100))
                 listed = try await world.integrations.call(IntegrationsMethods.listWebhookEndpoints, ListWebhookEndpointsRequest()).endpoints
                 return listed.first?.disabled == true
             }, "\(listed)")

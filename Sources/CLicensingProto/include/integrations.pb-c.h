@@ -31,6 +31,10 @@ typedef struct Licensing__V1__ListPriceMappingsRequest Licensing__V1__ListPriceM
 typedef struct Licensing__V1__ListPriceMappingsResponse Licensing__V1__ListPriceMappingsResponse;
 typedef struct Licensing__V1__RotateInboundSecretRequest Licensing__V1__RotateInboundSecretRequest;
 typedef struct Licensing__V1__RotateInboundSecretResponse Licensing__V1__RotateInboundSecretResponse;
+typedef struct Licensing__V1__RenewalOptions Licensing__V1__RenewalOptions;
+typedef struct Licensing__V1__ListRemindersRequest Licensing__V1__ListRemindersRequest;
+typedef struct Licensing__V1__Reminder Licensing__V1__Reminder;
+typedef struct Licensing__V1__ListRemindersResponse Licensing__V1__ListRemindersResponse;
 
 
 /* --- enums --- */
@@ -240,6 +244,75 @@ struct  Licensing__V1__RotateInboundSecretResponse
 #define LICENSING__V1__ROTATE_INBOUND_SECRET_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__rotate_inbound_secret_response__descriptor) \
     , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
+
+
+/*
+ * Renewal reminders: the schedule of a policy's licenses, and what was sent for one.
+ */
+struct  Licensing__V1__RenewalOptions
+{
+  ProtobufCMessage base;
+  char *policy_id;
+  /*
+   * Days before expiry a reminder goes out (default 30, 7, 1); reminders also go out when
+   * grace starts and when it ends.
+   */
+  size_t n_days;
+  uint32_t *days;
+  /*
+   * Where the customer renews; "{license_id}" is replaced by the license's id.
+   */
+  char *renewal_url;
+};
+#define LICENSING__V1__RENEWAL_OPTIONS__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__renewal_options__descriptor) \
+    , (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string }
+
+
+struct  Licensing__V1__ListRemindersRequest
+{
+  ProtobufCMessage base;
+  char *license_id;
+};
+#define LICENSING__V1__LIST_REMINDERS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__list_reminders_request__descriptor) \
+    , (char *)protobuf_c_empty_string }
+
+
+struct  Licensing__V1__Reminder
+{
+  ProtobufCMessage base;
+  /*
+   * "30d", "7d", "1d", "grace", "ended".
+   */
+  char *step;
+  int64_t due_at;
+  /*
+   * "scheduled", "sent", "failed", "skipped" (passed before it could be sent: the latest
+   * due step is sent instead).
+   */
+  char *status;
+  int64_t sent_at;
+  char *error;
+  /*
+   * The expiry the step belongs to: a renewal starts a new schedule.
+   */
+  int64_t expires_at;
+};
+#define LICENSING__V1__REMINDER__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__reminder__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0 }
+
+
+struct  Licensing__V1__ListRemindersResponse
+{
+  ProtobufCMessage base;
+  size_t n_reminders;
+  Licensing__V1__Reminder **reminders;
+};
+#define LICENSING__V1__LIST_REMINDERS_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__list_reminders_response__descriptor) \
+    , 0,NULL }
 
 
 /* Licensing__V1__WebhookEndpoint methods */
@@ -508,6 +581,82 @@ Licensing__V1__RotateInboundSecretResponse *
 void   licensing__v1__rotate_inbound_secret_response__free_unpacked
                      (Licensing__V1__RotateInboundSecretResponse *message,
                       ProtobufCAllocator *allocator);
+/* Licensing__V1__RenewalOptions methods */
+void   licensing__v1__renewal_options__init
+                     (Licensing__V1__RenewalOptions         *message);
+size_t licensing__v1__renewal_options__get_packed_size
+                     (const Licensing__V1__RenewalOptions   *message);
+size_t licensing__v1__renewal_options__pack
+                     (const Licensing__V1__RenewalOptions   *message,
+                      uint8_t             *out);
+size_t licensing__v1__renewal_options__pack_to_buffer
+                     (const Licensing__V1__RenewalOptions   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__RenewalOptions *
+       licensing__v1__renewal_options__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__renewal_options__free_unpacked
+                     (Licensing__V1__RenewalOptions *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__ListRemindersRequest methods */
+void   licensing__v1__list_reminders_request__init
+                     (Licensing__V1__ListRemindersRequest         *message);
+size_t licensing__v1__list_reminders_request__get_packed_size
+                     (const Licensing__V1__ListRemindersRequest   *message);
+size_t licensing__v1__list_reminders_request__pack
+                     (const Licensing__V1__ListRemindersRequest   *message,
+                      uint8_t             *out);
+size_t licensing__v1__list_reminders_request__pack_to_buffer
+                     (const Licensing__V1__ListRemindersRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__ListRemindersRequest *
+       licensing__v1__list_reminders_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__list_reminders_request__free_unpacked
+                     (Licensing__V1__ListRemindersRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__Reminder methods */
+void   licensing__v1__reminder__init
+                     (Licensing__V1__Reminder         *message);
+size_t licensing__v1__reminder__get_packed_size
+                     (const Licensing__V1__Reminder   *message);
+size_t licensing__v1__reminder__pack
+                     (const Licensing__V1__Reminder   *message,
+                      uint8_t             *out);
+size_t licensing__v1__reminder__pack_to_buffer
+                     (const Licensing__V1__Reminder   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__Reminder *
+       licensing__v1__reminder__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__reminder__free_unpacked
+                     (Licensing__V1__Reminder *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__ListRemindersResponse methods */
+void   licensing__v1__list_reminders_response__init
+                     (Licensing__V1__ListRemindersResponse         *message);
+size_t licensing__v1__list_reminders_response__get_packed_size
+                     (const Licensing__V1__ListRemindersResponse   *message);
+size_t licensing__v1__list_reminders_response__pack
+                     (const Licensing__V1__ListRemindersResponse   *message,
+                      uint8_t             *out);
+size_t licensing__v1__list_reminders_response__pack_to_buffer
+                     (const Licensing__V1__ListRemindersResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__ListRemindersResponse *
+       licensing__v1__list_reminders_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__list_reminders_response__free_unpacked
+                     (Licensing__V1__ListRemindersResponse *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Licensing__V1__WebhookEndpoint_Closure)
@@ -552,6 +701,18 @@ typedef void (*Licensing__V1__RotateInboundSecretRequest_Closure)
 typedef void (*Licensing__V1__RotateInboundSecretResponse_Closure)
                  (const Licensing__V1__RotateInboundSecretResponse *message,
                   void *closure_data);
+typedef void (*Licensing__V1__RenewalOptions_Closure)
+                 (const Licensing__V1__RenewalOptions *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__ListRemindersRequest_Closure)
+                 (const Licensing__V1__ListRemindersRequest *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__Reminder_Closure)
+                 (const Licensing__V1__Reminder *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__ListRemindersResponse_Closure)
+                 (const Licensing__V1__ListRemindersResponse *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -591,6 +752,14 @@ struct Licensing__V1__Integrations_Service
                                 const Licensing__V1__RotateInboundSecretRequest *input,
                                 Licensing__V1__RotateInboundSecretResponse_Closure closure,
                                 void *closure_data);
+  void (*set_renewal_options)(Licensing__V1__Integrations_Service *service,
+                              const Licensing__V1__RenewalOptions *input,
+                              Licensing__V1__RenewalOptions_Closure closure,
+                              void *closure_data);
+  void (*list_reminders)(Licensing__V1__Integrations_Service *service,
+                         const Licensing__V1__ListRemindersRequest *input,
+                         Licensing__V1__ListRemindersResponse_Closure closure,
+                         void *closure_data);
   void (*erase_customer)(Licensing__V1__Integrations_Service *service,
                          const Licensing__V1__EraseCustomerRequest *input,
                          Licensing__V1__EraseCustomerResponse_Closure closure,
@@ -611,6 +780,8 @@ void licensing__v1__integrations__init (Licensing__V1__Integrations_Service *ser
       function_prefix__ ## map_price,\
       function_prefix__ ## list_price_mappings,\
       function_prefix__ ## rotate_inbound_secret,\
+      function_prefix__ ## set_renewal_options,\
+      function_prefix__ ## list_reminders,\
       function_prefix__ ## erase_customer  }
 void licensing__v1__integrations__create_webhook_endpoint(ProtobufCService *service,
                                                           const Licensing__V1__CreateWebhookEndpointRequest *input,
@@ -644,6 +815,14 @@ void licensing__v1__integrations__rotate_inbound_secret(ProtobufCService *servic
                                                         const Licensing__V1__RotateInboundSecretRequest *input,
                                                         Licensing__V1__RotateInboundSecretResponse_Closure closure,
                                                         void *closure_data);
+void licensing__v1__integrations__set_renewal_options(ProtobufCService *service,
+                                                      const Licensing__V1__RenewalOptions *input,
+                                                      Licensing__V1__RenewalOptions_Closure closure,
+                                                      void *closure_data);
+void licensing__v1__integrations__list_reminders(ProtobufCService *service,
+                                                 const Licensing__V1__ListRemindersRequest *input,
+                                                 Licensing__V1__ListRemindersResponse_Closure closure,
+                                                 void *closure_data);
 void licensing__v1__integrations__erase_customer(ProtobufCService *service,
                                                  const Licensing__V1__EraseCustomerRequest *input,
                                                  Licensing__V1__EraseCustomerResponse_Closure closure,
@@ -665,6 +844,10 @@ extern const ProtobufCMessageDescriptor licensing__v1__list_price_mappings_reque
 extern const ProtobufCMessageDescriptor licensing__v1__list_price_mappings_response__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__rotate_inbound_secret_request__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__rotate_inbound_secret_response__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__renewal_options__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__list_reminders_request__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__reminder__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__list_reminders_response__descriptor;
 extern const ProtobufCServiceDescriptor licensing__v1__integrations__descriptor;
 
 PROTOBUF_C__END_DECLS

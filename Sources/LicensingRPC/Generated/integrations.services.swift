@@ -13,6 +13,8 @@ public protocol IntegrationsServiceProtocol: Sendable {
     func mapPrice(_ request: MapPriceRequest, _ call: ServerCall) async throws -> PriceMapping
     func listPriceMappings(_ request: ListPriceMappingsRequest, _ call: ServerCall) async throws -> ListPriceMappingsResponse
     func rotateInboundSecret(_ request: RotateInboundSecretRequest, _ call: ServerCall) async throws -> RotateInboundSecretResponse
+    func setRenewalOptions(_ request: RenewalOptions, _ call: ServerCall) async throws -> RenewalOptions
+    func listReminders(_ request: ListRemindersRequest, _ call: ServerCall) async throws -> ListRemindersResponse
     func eraseCustomer(_ request: EraseCustomerRequest, _ call: ServerCall) async throws -> EraseCustomerResponse
 }
 
@@ -27,6 +29,8 @@ extension IntegrationsServiceProtocol {
         router.register(IntegrationsMethods.mapPrice) { try await self.mapPrice($0, $1) }
         router.register(IntegrationsMethods.listPriceMappings) { try await self.listPriceMappings($0, $1) }
         router.register(IntegrationsMethods.rotateInboundSecret) { try await self.rotateInboundSecret($0, $1) }
+        router.register(IntegrationsMethods.setRenewalOptions) { try await self.setRenewalOptions($0, $1) }
+        router.register(IntegrationsMethods.listReminders) { try await self.listReminders($0, $1) }
         router.register(IntegrationsMethods.eraseCustomer) { try await self.eraseCustomer($0, $1) }
     }
 }

@@ -675,6 +675,196 @@ extension RotateInboundSecretResponse: ProtobufCMessageBinding {
     }
 }
 
+public struct RenewalOptions: WireMessage, Encodable {
+    public var policyId: String = ""
+    public var days: [UInt32] = []
+    public var renewalUrl: String = ""
+
+    public init() {}
+
+    public init(policyId: String = "", days: [UInt32] = [], renewalUrl: String = "") {
+        self.policyId = policyId
+        self.days = days
+        self.renewalUrl = renewalUrl
+    }
+}
+
+extension RenewalOptions: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.RenewalOptions"
+
+    public static func cNew() -> Licensing__V1__RenewalOptions {
+        var c = Licensing__V1__RenewalOptions()
+        licensing__v1__renewal_options__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__RenewalOptions>? {
+        licensing__v1__renewal_options__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__RenewalOptions>) {
+        licensing__v1__renewal_options__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__RenewalOptions>) -> Int {
+        licensing__v1__renewal_options__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__RenewalOptions>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__renewal_options__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__RenewalOptions) {
+        self.policyId = WireArena.string(c.policy_id)
+        self.days = WireArena.array(c.n_days, c.days) { $0 }
+        self.renewalUrl = WireArena.string(c.renewal_url)
+    }
+
+    public func fill(_ c: inout Licensing__V1__RenewalOptions, _ arena: WireArena) {
+        c.policy_id = arena.string(self.policyId)
+        c.n_days = self.days.count
+        c.days = arena.array(self.days) { $0 }
+        c.renewal_url = arena.string(self.renewalUrl)
+    }
+}
+
+public struct ListRemindersRequest: WireMessage, Encodable {
+    public var licenseId: String = ""
+
+    public init() {}
+
+    public init(licenseId: String = "") {
+        self.licenseId = licenseId
+    }
+}
+
+extension ListRemindersRequest: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.ListRemindersRequest"
+
+    public static func cNew() -> Licensing__V1__ListRemindersRequest {
+        var c = Licensing__V1__ListRemindersRequest()
+        licensing__v1__list_reminders_request__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__ListRemindersRequest>? {
+        licensing__v1__list_reminders_request__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__ListRemindersRequest>) {
+        licensing__v1__list_reminders_request__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__ListRemindersRequest>) -> Int {
+        licensing__v1__list_reminders_request__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__ListRemindersRequest>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__list_reminders_request__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__ListRemindersRequest) {
+        self.licenseId = WireArena.string(c.license_id)
+    }
+
+    public func fill(_ c: inout Licensing__V1__ListRemindersRequest, _ arena: WireArena) {
+        c.license_id = arena.string(self.licenseId)
+    }
+}
+
+public struct Reminder: WireMessage, Encodable {
+    public var step: String = ""
+    public var dueAt: Int64 = 0
+    public var status: String = ""
+    public var sentAt: Int64 = 0
+    public var error: String = ""
+    public var expiresAt: Int64 = 0
+
+    public init() {}
+
+    public init(step: String = "", dueAt: Int64 = 0, status: String = "", sentAt: Int64 = 0, error: String = "", expiresAt: Int64 = 0) {
+        self.step = step
+        self.dueAt = dueAt
+        self.status = status
+        self.sentAt = sentAt
+        self.error = error
+        self.expiresAt = expiresAt
+    }
+}
+
+extension Reminder: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.Reminder"
+
+    public static func cNew() -> Licensing__V1__Reminder {
+        var c = Licensing__V1__Reminder()
+        licensing__v1__reminder__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__Reminder>? {
+        licensing__v1__reminder__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__Reminder>) {
+        licensing__v1__reminder__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__Reminder>) -> Int {
+        licensing__v1__reminder__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__Reminder>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__reminder__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__Reminder) {
+        self.step = WireArena.string(c.step)
+        self.dueAt = c.due_at
+        self.status = WireArena.string(c.status)
+        self.sentAt = c.sent_at
+        self.error = WireArena.string(c.error)
+        self.expiresAt = c.expires_at
+    }
+
+    public func fill(_ c: inout Licensing__V1__Reminder, _ arena: WireArena) {
+        c.step = arena.string(self.step)
+        c.due_at = self.dueAt
+        c.status = arena.string(self.status)
+        c.sent_at = self.sentAt
+        c.error = arena.string(self.error)
+        c.expires_at = self.expiresAt
+    }
+}
+
+public struct ListRemindersResponse: WireMessage, Encodable {
+    public var reminders: [Reminder] = []
+
+    public init() {}
+
+    public init(reminders: [Reminder] = []) {
+        self.reminders = reminders
+    }
+}
+
+extension ListRemindersResponse: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.ListRemindersResponse"
+
+    public static func cNew() -> Licensing__V1__ListRemindersResponse {
+        var c = Licensing__V1__ListRemindersResponse()
+        licensing__v1__list_reminders_response__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__ListRemindersResponse>? {
+        licensing__v1__list_reminders_response__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__ListRemindersResponse>) {
+        licensing__v1__list_reminders_response__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__ListRemindersResponse>) -> Int {
+        licensing__v1__list_reminders_response__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__ListRemindersResponse>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__list_reminders_response__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__ListRemindersResponse) {
+        self.reminders = WireArena.array(c.n_reminders, c.reminders) { Reminder(c: $0!.pointee) }
+    }
+
+    public func fill(_ c: inout Licensing__V1__ListRemindersResponse, _ arena: WireArena) {
+        c.n_reminders = self.reminders.count
+        c.reminders = arena.array(self.reminders) { Optional(arena.message($0)) }
+    }
+}
+
 /// Methods of `licensing.v1.Integrations`.
 public enum IntegrationsMethods {
     /// The service as protobuf-c describes it: every method and the fields of its request.
@@ -687,8 +877,10 @@ public enum IntegrationsMethods {
     public static let mapPrice = WireMethod<MapPriceRequest, PriceMapping>("licensing.v1.Integrations/MapPrice", serverStreaming: false)
     public static let listPriceMappings = WireMethod<ListPriceMappingsRequest, ListPriceMappingsResponse>("licensing.v1.Integrations/ListPriceMappings", serverStreaming: false)
     public static let rotateInboundSecret = WireMethod<RotateInboundSecretRequest, RotateInboundSecretResponse>("licensing.v1.Integrations/RotateInboundSecret", serverStreaming: false)
+    public static let setRenewalOptions = WireMethod<RenewalOptions, RenewalOptions>("licensing.v1.Integrations/SetRenewalOptions", serverStreaming: false)
+    public static let listReminders = WireMethod<ListRemindersRequest, ListRemindersResponse>("licensing.v1.Integrations/ListReminders", serverStreaming: false)
     public static let eraseCustomer = WireMethod<EraseCustomerRequest, EraseCustomerResponse>("licensing.v1.Integrations/EraseCustomer", serverStreaming: false)
 
     /// Every method of the service.
-    public static let all: [WireMethodInfo] = [createWebhookEndpoint.info, listWebhookEndpoints.info, deleteWebhookEndpoint.info, listDeliveries.info, redeliver.info, mapPrice.info, listPriceMappings.info, rotateInboundSecret.info, eraseCustomer.info]
+    public static let all: [WireMethodInfo] = [createWebhookEndpoint.info, listWebhookEndpoints.info, deleteWebhookEndpoint.info, listDeliveries.info, redeliver.info, mapPrice.info, listPriceMappings.info, rotateInboundSecret.info, setRenewalOptions.info, listReminders.info, eraseCustomer.info]
 }
