@@ -37,4 +37,10 @@ final class TLSHandshakeWaiter: ChannelInboundHandler, RemovableChannelHandler, 
         complete(.failure(RPCError(.unavailable, "the server closed the connection during the TLS handshake")))
         context.fireChannelInactive()
     }
+
+    /// A connection that never became active (refused, timed out) is torn down without
+    /// `channelInactive`: the promise still gets its answer.
+    func handlerRemoved(context: ChannelHandlerContext) {
+        complete(.failure(RPCError(.unavailable, "the connection closed before the TLS handshake finished")))
+    }
 }

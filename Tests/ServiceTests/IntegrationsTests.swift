@@ -271,7 +271,7 @@ struct IntegrationsStack {
         let receiver = WebhookReceiver()
         let serving = Task { try await receiver.application().run() }
         defer { serving.cancel() }
-        #expect(await eventually { receiver.address.withLockedValue { $0 } != nil })
+        #expect(await eventually(within: .seconds(60)) { receiver.address.withLockedValue { $0 } != nil })
         try await IntegrationsStack.run { world in
             let stack = world.stack
             let created = try await world.integrations.call(
@@ -325,7 +325,7 @@ struct IntegrationsStack {
         let receiver = WebhookReceiver()
         let serving = Task { try await receiver.application().run() }
         defer { serving.cancel() }
-        #expect(await eventually { receiver.address.withLockedValue { $0 } != nil })
+        #expect(await eventually(within: .seconds(60)) { receiver.address.withLockedValue { $0 } != nil })
         try await IntegrationsStack.run { world in
             let stack = world.stack
             receiver.answers.withLockedValue { $0 = Array(repeating: 503, count: 100) }

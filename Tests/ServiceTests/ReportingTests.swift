@@ -259,15 +259,15 @@ extension Array {
         let folder = TemporaryFolder()
         let database = try ReportingService.openDatabase(path: "\(folder.path)/reporting.sqlite")
         let writer = ReadModelWriter(database: database)
-        // 20,000 licenses with 10 features each: the server needs far longer to produce the
-        // 200,000 rows than a cancellation takes to reach it (the client reads ahead of its
+        // 8,000 licenses with 10 features each: the server needs far longer to produce the
+        // 80,000 rows than a cancellation takes to reach it (the client reads ahead of its
         // consumer, so the server is not held back by the client's pace).
-        let licenses = (0..<20_000).map { index in
+        let licenses = (0..<8_000).map { index in
             ChangeEvent(seq: UInt64(index + 1), action: "license.issued", subject: .license(License(
                 id: String(format: "lic_%06d", index), productId: "prod_x", customerId: "cus_x", state: .active, issuedAt: 1_799_000_000,
                 tenantId: "default")))
         }
-        for page in stride(from: 0, to: licenses.count, by: 5000) { try await writer.apply(issuance: Array(licenses[page..<page + 5000])) }
+        for page in stride(from: 0, to: licenses.count, by: 4000) { try await writer.apply(issuance: Array(licenses[page..<page + 4000])) }
         let usage = licenses.flatMap { event -> [UsageFeedEvent] in
             guard case .license(let license)? = event.subject else { return [] }
             return (0..<10).map { UsageFeedEvent(licenseId: license.id, event: .usage(DailyUsage(feature: "f\($0)", day: 1_799_971_200, quantity: 1, events: 1))) }
@@ -278,7 +278,7 @@ extension Array {
             database: database, issuance: nowhere, validation: nowhere, usage: nowhere, clock: ManualLicenseClock(1_800_000_000), logger: Logger(label: "test"))
         try await withServer(service.router(), in: folder, name: "reporting") { client in
             let filter = ReportRequest(from: 1_799_900_000, to: 1_800_000_000)
-            let total = 200_000
+            let total = 80_000
             let before = service.exports.rowsSent
             var chunks = 0
             for try await _ in try await client.stream(ReportingMethods.export, ExportRequest(report: "usage", format: "csv", filter: filter)) {
