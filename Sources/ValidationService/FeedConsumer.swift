@@ -70,7 +70,7 @@ final class FeedConsumer: Service, Sendable {
     private func pollOnce() async throws -> Bool {
         let batch: UInt32 = 1000
         let after = state.withLockedValue { $0.appliedSeq }
-        let response = try await client.call(IssuanceMethods.changes, ChangesRequest(afterSeq: after, limit: batch), timeout: .seconds(2))
+        let response = try await client.call(IssuanceMethods.changes, ChangesRequest(afterSeq: after, limit: batch), timeout: .seconds(5))
         let position = try await replica.apply(response.events)
         if response.events.contains(where: { if case .signingKey? = $0.subject { true } else { false } }) { signingKeys.invalidate() }
         let applied = state.withLockedValue {

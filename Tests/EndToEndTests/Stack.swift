@@ -134,7 +134,7 @@ final class Stack: @unchecked Sendable {
         let client = RPCClient(endpoint: endpoint(service))
         defer { Task { await client.close() } }
         let start = ContinuousClock.now
-        while ContinuousClock.now - start < .seconds(20) {
+        while ContinuousClock.now - start < .seconds(60) {
             if (try? await client.call(HealthMethods.check, HealthCheckRequest(), timeout: .seconds(1))) != nil { return }
             try await Task.sleep(for: .milliseconds(50))
         }
