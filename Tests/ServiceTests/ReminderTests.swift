@@ -144,6 +144,10 @@ final class SMTPServer: @unchecked Sendable {
 
             // A renewal starts the schedule again: no grace reminder for the old end date.
             _ = try await stack.issuance.call(IssuanceMethods.renewLicense, RenewLicenseRequest(id: license.id))
+            // Once integrations has the new end date (from issuance's feed), time moves on.
+            #expect(try await eventually {
+                try await client.call(IntegrationsMethods.listReminders, ListRemindersRequest(licenseId: license.id)).reminders.first?.expiresAt ?? 0 > license.expiresAt
+            })
             stack.clock.advance(by: 2 * 86400)
             try await Task.sleep(for: .milliseconds(400))
             #expect(smtp.messages.count == 2)
