@@ -50,7 +50,7 @@ struct ComplianceMonitor: Sendable {
             switch event.event {
             case .machine(let machine)?:
                 try peak(tenant, license, day: day, machines: machine.machinesActive)
-                let changes = try count(tenant, license, .machineChurn, window: day, adding: 1)
+                let changes = try add(tenant, license, .machineChurn, day, 1, in: db)
                 if changes > rules.machineChangesPerDay {
                     try Alerts.raise(
                         tenant: tenant, license: license, rule: .machineChurn, count: 1,
@@ -61,7 +61,7 @@ struct ComplianceMonitor: Sendable {
                 try peak(tenant, license, day: day, seats: seat.seatsHeld)
                 guard seat.action == .queued || seat.action == .refused else { break }
                 let hour = at.floorDiv(3600) * 3600
-                let hits = try count(tenant, license, .seatOveruse, window: hour, adding: 1)
+                let hits = try add(tenant, license, .seatOveruse, hour, 1, in: db)
                 if hits > rules.seatLimitHitsPerHour {
                     try Alerts.raise(
                         tenant: tenant, license: license, rule: .seatOveruse, count: 1,
@@ -85,16 +85,6 @@ struct ComplianceMonitor: Sendable {
                         peak_seats = MAX(peak_seats, excluded.peak_seats), peak_machines = MAX(peak_machines, excluded.peak_machines)
                     """,
                 arguments: [tenant, license, day, seats, machines])
-        }
-        func count(_ tenant: String, _ license: String, _ rule: AlertRule, window: Int64, adding value: Int) throws -> Int {
-            try Int.fetchOne(
-                db,
-                sql: """
-                    INSERT INTO rule_window (tenant_id, license_id, rule, window_start, value) VALUES (?, ?, ?, ?, ?)
-                    ON CONFLICT(tenant_id, license_id, rule, window_start) DO UPDATE SET value = value + excluded.value
-                    RETURNING value
-                    """,
-                arguments: [tenant, license, rule.rawValue, window, value]) ?? value
         }
     }
 
@@ -142,6 +132,7 @@ struct ComplianceMonitor: Sendable {
         }
     }
 
+    /// Adds to a rule's count for a license in a window (an hour or a day); returns the total.
     private func add(_ tenant: String, _ license: String, _ rule: AlertRule, _ window: Int64, _ value: Int, in db: Database) throws -> Int {
         try Int.fetchOne(
             db,
