@@ -412,6 +412,591 @@ void   licensing__v1__gateway_erase_customer_response__free_unpacked
   assert(message->base.descriptor == &licensing__v1__gateway_erase_customer_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   licensing__v1__sign_in_holder_request__init
+                     (Licensing__V1__SignInHolderRequest         *message)
+{
+  static const Licensing__V1__SignInHolderRequest init_value = LICENSING__V1__SIGN_IN_HOLDER_REQUEST__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__sign_in_holder_request__get_packed_size
+                     (const Licensing__V1__SignInHolderRequest *message)
+{
+  assert(message->base.descriptor == &licensing__v1__sign_in_holder_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__sign_in_holder_request__pack
+                     (const Licensing__V1__SignInHolderRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__sign_in_holder_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__sign_in_holder_request__pack_to_buffer
+                     (const Licensing__V1__SignInHolderRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__sign_in_holder_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__SignInHolderRequest *
+       licensing__v1__sign_in_holder_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__SignInHolderRequest *)
+     protobuf_c_message_unpack (&licensing__v1__sign_in_holder_request__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__sign_in_holder_request__free_unpacked
+                     (Licensing__V1__SignInHolderRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__sign_in_holder_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__sign_in_holder_response__init
+                     (Licensing__V1__SignInHolderResponse         *message)
+{
+  static const Licensing__V1__SignInHolderResponse init_value = LICENSING__V1__SIGN_IN_HOLDER_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__sign_in_holder_response__get_packed_size
+                     (const Licensing__V1__SignInHolderResponse *message)
+{
+  assert(message->base.descriptor == &licensing__v1__sign_in_holder_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__sign_in_holder_response__pack
+                     (const Licensing__V1__SignInHolderResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__sign_in_holder_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__sign_in_holder_response__pack_to_buffer
+                     (const Licensing__V1__SignInHolderResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__sign_in_holder_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__SignInHolderResponse *
+       licensing__v1__sign_in_holder_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__SignInHolderResponse *)
+     protobuf_c_message_unpack (&licensing__v1__sign_in_holder_response__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__sign_in_holder_response__free_unpacked
+                     (Licensing__V1__SignInHolderResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__sign_in_holder_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__create_sign_in_link_request__init
+                     (Licensing__V1__CreateSignInLinkRequest         *message)
+{
+  static const Licensing__V1__CreateSignInLinkRequest init_value = LICENSING__V1__CREATE_SIGN_IN_LINK_REQUEST__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__create_sign_in_link_request__get_packed_size
+                     (const Licensing__V1__CreateSignInLinkRequest *message)
+{
+  assert(message->base.descriptor == &licensing__v1__create_sign_in_link_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__create_sign_in_link_request__pack
+                     (const Licensing__V1__CreateSignInLinkRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__create_sign_in_link_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__create_sign_in_link_request__pack_to_buffer
+                     (const Licensing__V1__CreateSignInLinkRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__create_sign_in_link_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__CreateSignInLinkRequest *
+       licensing__v1__create_sign_in_link_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__CreateSignInLinkRequest *)
+     protobuf_c_message_unpack (&licensing__v1__create_sign_in_link_request__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__create_sign_in_link_request__free_unpacked
+                     (Licensing__V1__CreateSignInLinkRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__create_sign_in_link_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__create_sign_in_link_response__init
+                     (Licensing__V1__CreateSignInLinkResponse         *message)
+{
+  static const Licensing__V1__CreateSignInLinkResponse init_value = LICENSING__V1__CREATE_SIGN_IN_LINK_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__create_sign_in_link_response__get_packed_size
+                     (const Licensing__V1__CreateSignInLinkResponse *message)
+{
+  assert(message->base.descriptor == &licensing__v1__create_sign_in_link_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__create_sign_in_link_response__pack
+                     (const Licensing__V1__CreateSignInLinkResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__create_sign_in_link_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__create_sign_in_link_response__pack_to_buffer
+                     (const Licensing__V1__CreateSignInLinkResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__create_sign_in_link_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__CreateSignInLinkResponse *
+       licensing__v1__create_sign_in_link_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__CreateSignInLinkResponse *)
+     protobuf_c_message_unpack (&licensing__v1__create_sign_in_link_response__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__create_sign_in_link_response__free_unpacked
+                     (Licensing__V1__CreateSignInLinkResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__create_sign_in_link_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__holder_licenses_request__init
+                     (Licensing__V1__HolderLicensesRequest         *message)
+{
+  static const Licensing__V1__HolderLicensesRequest init_value = LICENSING__V1__HOLDER_LICENSES_REQUEST__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__holder_licenses_request__get_packed_size
+                     (const Licensing__V1__HolderLicensesRequest *message)
+{
+  assert(message->base.descriptor == &licensing__v1__holder_licenses_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__holder_licenses_request__pack
+                     (const Licensing__V1__HolderLicensesRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__holder_licenses_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__holder_licenses_request__pack_to_buffer
+                     (const Licensing__V1__HolderLicensesRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__holder_licenses_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__HolderLicensesRequest *
+       licensing__v1__holder_licenses_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__HolderLicensesRequest *)
+     protobuf_c_message_unpack (&licensing__v1__holder_licenses_request__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__holder_licenses_request__free_unpacked
+                     (Licensing__V1__HolderLicensesRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__holder_licenses_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__holder_license__init
+                     (Licensing__V1__HolderLicense         *message)
+{
+  static const Licensing__V1__HolderLicense init_value = LICENSING__V1__HOLDER_LICENSE__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__holder_license__get_packed_size
+                     (const Licensing__V1__HolderLicense *message)
+{
+  assert(message->base.descriptor == &licensing__v1__holder_license__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__holder_license__pack
+                     (const Licensing__V1__HolderLicense *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__holder_license__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__holder_license__pack_to_buffer
+                     (const Licensing__V1__HolderLicense *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__holder_license__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__HolderLicense *
+       licensing__v1__holder_license__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__HolderLicense *)
+     protobuf_c_message_unpack (&licensing__v1__holder_license__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__holder_license__free_unpacked
+                     (Licensing__V1__HolderLicense *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__holder_license__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__holder_licenses_response__init
+                     (Licensing__V1__HolderLicensesResponse         *message)
+{
+  static const Licensing__V1__HolderLicensesResponse init_value = LICENSING__V1__HOLDER_LICENSES_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__holder_licenses_response__get_packed_size
+                     (const Licensing__V1__HolderLicensesResponse *message)
+{
+  assert(message->base.descriptor == &licensing__v1__holder_licenses_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__holder_licenses_response__pack
+                     (const Licensing__V1__HolderLicensesResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__holder_licenses_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__holder_licenses_response__pack_to_buffer
+                     (const Licensing__V1__HolderLicensesResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__holder_licenses_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__HolderLicensesResponse *
+       licensing__v1__holder_licenses_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__HolderLicensesResponse *)
+     protobuf_c_message_unpack (&licensing__v1__holder_licenses_response__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__holder_licenses_response__free_unpacked
+                     (Licensing__V1__HolderLicensesResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__holder_licenses_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__holder_deactivate_request__init
+                     (Licensing__V1__HolderDeactivateRequest         *message)
+{
+  static const Licensing__V1__HolderDeactivateRequest init_value = LICENSING__V1__HOLDER_DEACTIVATE_REQUEST__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__holder_deactivate_request__get_packed_size
+                     (const Licensing__V1__HolderDeactivateRequest *message)
+{
+  assert(message->base.descriptor == &licensing__v1__holder_deactivate_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__holder_deactivate_request__pack
+                     (const Licensing__V1__HolderDeactivateRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__holder_deactivate_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__holder_deactivate_request__pack_to_buffer
+                     (const Licensing__V1__HolderDeactivateRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__holder_deactivate_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__HolderDeactivateRequest *
+       licensing__v1__holder_deactivate_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__HolderDeactivateRequest *)
+     protobuf_c_message_unpack (&licensing__v1__holder_deactivate_request__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__holder_deactivate_request__free_unpacked
+                     (Licensing__V1__HolderDeactivateRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__holder_deactivate_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__holder_offline_license_request__init
+                     (Licensing__V1__HolderOfflineLicenseRequest         *message)
+{
+  static const Licensing__V1__HolderOfflineLicenseRequest init_value = LICENSING__V1__HOLDER_OFFLINE_LICENSE_REQUEST__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__holder_offline_license_request__get_packed_size
+                     (const Licensing__V1__HolderOfflineLicenseRequest *message)
+{
+  assert(message->base.descriptor == &licensing__v1__holder_offline_license_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__holder_offline_license_request__pack
+                     (const Licensing__V1__HolderOfflineLicenseRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__holder_offline_license_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__holder_offline_license_request__pack_to_buffer
+                     (const Licensing__V1__HolderOfflineLicenseRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__holder_offline_license_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__HolderOfflineLicenseRequest *
+       licensing__v1__holder_offline_license_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__HolderOfflineLicenseRequest *)
+     protobuf_c_message_unpack (&licensing__v1__holder_offline_license_request__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__holder_offline_license_request__free_unpacked
+                     (Licensing__V1__HolderOfflineLicenseRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__holder_offline_license_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__reveal_license_key_request__init
+                     (Licensing__V1__RevealLicenseKeyRequest         *message)
+{
+  static const Licensing__V1__RevealLicenseKeyRequest init_value = LICENSING__V1__REVEAL_LICENSE_KEY_REQUEST__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__reveal_license_key_request__get_packed_size
+                     (const Licensing__V1__RevealLicenseKeyRequest *message)
+{
+  assert(message->base.descriptor == &licensing__v1__reveal_license_key_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__reveal_license_key_request__pack
+                     (const Licensing__V1__RevealLicenseKeyRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__reveal_license_key_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__reveal_license_key_request__pack_to_buffer
+                     (const Licensing__V1__RevealLicenseKeyRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__reveal_license_key_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__RevealLicenseKeyRequest *
+       licensing__v1__reveal_license_key_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__RevealLicenseKeyRequest *)
+     protobuf_c_message_unpack (&licensing__v1__reveal_license_key_request__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__reveal_license_key_request__free_unpacked
+                     (Licensing__V1__RevealLicenseKeyRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__reveal_license_key_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__reveal_license_key_response__init
+                     (Licensing__V1__RevealLicenseKeyResponse         *message)
+{
+  static const Licensing__V1__RevealLicenseKeyResponse init_value = LICENSING__V1__REVEAL_LICENSE_KEY_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__reveal_license_key_response__get_packed_size
+                     (const Licensing__V1__RevealLicenseKeyResponse *message)
+{
+  assert(message->base.descriptor == &licensing__v1__reveal_license_key_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__reveal_license_key_response__pack
+                     (const Licensing__V1__RevealLicenseKeyResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__reveal_license_key_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__reveal_license_key_response__pack_to_buffer
+                     (const Licensing__V1__RevealLicenseKeyResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__reveal_license_key_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__RevealLicenseKeyResponse *
+       licensing__v1__reveal_license_key_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__RevealLicenseKeyResponse *)
+     protobuf_c_message_unpack (&licensing__v1__reveal_license_key_response__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__reveal_license_key_response__free_unpacked
+                     (Licensing__V1__RevealLicenseKeyResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__reveal_license_key_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__who_am_irequest__init
+                     (Licensing__V1__WhoAmIRequest         *message)
+{
+  static const Licensing__V1__WhoAmIRequest init_value = LICENSING__V1__WHO_AM_IREQUEST__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__who_am_irequest__get_packed_size
+                     (const Licensing__V1__WhoAmIRequest *message)
+{
+  assert(message->base.descriptor == &licensing__v1__who_am_irequest__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__who_am_irequest__pack
+                     (const Licensing__V1__WhoAmIRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__who_am_irequest__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__who_am_irequest__pack_to_buffer
+                     (const Licensing__V1__WhoAmIRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__who_am_irequest__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__WhoAmIRequest *
+       licensing__v1__who_am_irequest__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__WhoAmIRequest *)
+     protobuf_c_message_unpack (&licensing__v1__who_am_irequest__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__who_am_irequest__free_unpacked
+                     (Licensing__V1__WhoAmIRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__who_am_irequest__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__who_am_iresponse__init
+                     (Licensing__V1__WhoAmIResponse         *message)
+{
+  static const Licensing__V1__WhoAmIResponse init_value = LICENSING__V1__WHO_AM_IRESPONSE__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__who_am_iresponse__get_packed_size
+                     (const Licensing__V1__WhoAmIResponse *message)
+{
+  assert(message->base.descriptor == &licensing__v1__who_am_iresponse__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__who_am_iresponse__pack
+                     (const Licensing__V1__WhoAmIResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__who_am_iresponse__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__who_am_iresponse__pack_to_buffer
+                     (const Licensing__V1__WhoAmIResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__who_am_iresponse__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__WhoAmIResponse *
+       licensing__v1__who_am_iresponse__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__WhoAmIResponse *)
+     protobuf_c_message_unpack (&licensing__v1__who_am_iresponse__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__who_am_iresponse__free_unpacked
+                     (Licensing__V1__WhoAmIResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__who_am_iresponse__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor licensing__v1__api_key__field_descriptors[8] =
 {
   {
@@ -1001,7 +1586,721 @@ const ProtobufCMessageDescriptor licensing__v1__gateway_erase_customer_response_
   (ProtobufCMessageInit) licensing__v1__gateway_erase_customer_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCEnumValue licensing__v1__role__enum_values_by_number[7] =
+static const ProtobufCFieldDescriptor licensing__v1__sign_in_holder_request__field_descriptors[2] =
+{
+  {
+    "license_key",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__SignInHolderRequest, license_key),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "link_token",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__SignInHolderRequest, link_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__sign_in_holder_request__field_indices_by_name[] = {
+  0,   /* field[0] = license_key */
+  1,   /* field[1] = link_token */
+};
+static const ProtobufCIntRange licensing__v1__sign_in_holder_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor licensing__v1__sign_in_holder_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.SignInHolderRequest",
+  "SignInHolderRequest",
+  "Licensing__V1__SignInHolderRequest",
+  "licensing.v1",
+  sizeof(Licensing__V1__SignInHolderRequest),
+  2,
+  licensing__v1__sign_in_holder_request__field_descriptors,
+  licensing__v1__sign_in_holder_request__field_indices_by_name,
+  1,  licensing__v1__sign_in_holder_request__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__sign_in_holder_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__sign_in_holder_response__field_descriptors[4] =
+{
+  {
+    "holder_token",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__SignInHolderResponse, holder_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "expires_at",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__SignInHolderResponse, expires_at),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "license_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__SignInHolderResponse, license_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "customer_id",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__SignInHolderResponse, customer_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__sign_in_holder_response__field_indices_by_name[] = {
+  3,   /* field[3] = customer_id */
+  1,   /* field[1] = expires_at */
+  0,   /* field[0] = holder_token */
+  2,   /* field[2] = license_id */
+};
+static const ProtobufCIntRange licensing__v1__sign_in_holder_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor licensing__v1__sign_in_holder_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.SignInHolderResponse",
+  "SignInHolderResponse",
+  "Licensing__V1__SignInHolderResponse",
+  "licensing.v1",
+  sizeof(Licensing__V1__SignInHolderResponse),
+  4,
+  licensing__v1__sign_in_holder_response__field_descriptors,
+  licensing__v1__sign_in_holder_response__field_indices_by_name,
+  1,  licensing__v1__sign_in_holder_response__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__sign_in_holder_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__create_sign_in_link_request__field_descriptors[2] =
+{
+  {
+    "customer_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__CreateSignInLinkRequest, customer_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "valid_seconds",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__CreateSignInLinkRequest, valid_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__create_sign_in_link_request__field_indices_by_name[] = {
+  0,   /* field[0] = customer_id */
+  1,   /* field[1] = valid_seconds */
+};
+static const ProtobufCIntRange licensing__v1__create_sign_in_link_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor licensing__v1__create_sign_in_link_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.CreateSignInLinkRequest",
+  "CreateSignInLinkRequest",
+  "Licensing__V1__CreateSignInLinkRequest",
+  "licensing.v1",
+  sizeof(Licensing__V1__CreateSignInLinkRequest),
+  2,
+  licensing__v1__create_sign_in_link_request__field_descriptors,
+  licensing__v1__create_sign_in_link_request__field_indices_by_name,
+  1,  licensing__v1__create_sign_in_link_request__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__create_sign_in_link_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__create_sign_in_link_response__field_descriptors[2] =
+{
+  {
+    "token",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__CreateSignInLinkResponse, token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "expires_at",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__CreateSignInLinkResponse, expires_at),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__create_sign_in_link_response__field_indices_by_name[] = {
+  1,   /* field[1] = expires_at */
+  0,   /* field[0] = token */
+};
+static const ProtobufCIntRange licensing__v1__create_sign_in_link_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor licensing__v1__create_sign_in_link_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.CreateSignInLinkResponse",
+  "CreateSignInLinkResponse",
+  "Licensing__V1__CreateSignInLinkResponse",
+  "licensing.v1",
+  sizeof(Licensing__V1__CreateSignInLinkResponse),
+  2,
+  licensing__v1__create_sign_in_link_response__field_descriptors,
+  licensing__v1__create_sign_in_link_response__field_indices_by_name,
+  1,  licensing__v1__create_sign_in_link_response__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__create_sign_in_link_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+#define licensing__v1__holder_licenses_request__field_descriptors NULL
+#define licensing__v1__holder_licenses_request__field_indices_by_name NULL
+#define licensing__v1__holder_licenses_request__number_ranges NULL
+const ProtobufCMessageDescriptor licensing__v1__holder_licenses_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.HolderLicensesRequest",
+  "HolderLicensesRequest",
+  "Licensing__V1__HolderLicensesRequest",
+  "licensing.v1",
+  sizeof(Licensing__V1__HolderLicensesRequest),
+  0,
+  licensing__v1__holder_licenses_request__field_descriptors,
+  licensing__v1__holder_licenses_request__field_indices_by_name,
+  0,  licensing__v1__holder_licenses_request__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__holder_licenses_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__holder_license__field_descriptors[9] =
+{
+  {
+    "license",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__HolderLicense, license),
+    &licensing__v1__license__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "policy",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__HolderLicense, policy),
+    &licensing__v1__policy__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "product",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__HolderLicense, product),
+    &licensing__v1__product__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "subscription",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__HolderLicense, subscription),
+    &licensing__v1__subscription__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "machines",
+    5,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Licensing__V1__HolderLicense, n_machines),
+    offsetof(Licensing__V1__HolderLicense, machines),
+    &licensing__v1__machine__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "seats",
+    6,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Licensing__V1__HolderLicense, n_seats),
+    offsetof(Licensing__V1__HolderLicense, seats),
+    &licensing__v1__seat_lease__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "usage",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__HolderLicense, usage),
+    &licensing__v1__usage_summary__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "quotas",
+    8,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Licensing__V1__HolderLicense, n_quotas),
+    offsetof(Licensing__V1__HolderLicense, quotas),
+    &licensing__v1__quota__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "renewal",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__HolderLicense, renewal),
+    &licensing__v1__renewal_options__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__holder_license__field_indices_by_name[] = {
+  0,   /* field[0] = license */
+  4,   /* field[4] = machines */
+  1,   /* field[1] = policy */
+  2,   /* field[2] = product */
+  7,   /* field[7] = quotas */
+  8,   /* field[8] = renewal */
+  5,   /* field[5] = seats */
+  3,   /* field[3] = subscription */
+  6,   /* field[6] = usage */
+};
+static const ProtobufCIntRange licensing__v1__holder_license__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 9 }
+};
+const ProtobufCMessageDescriptor licensing__v1__holder_license__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.HolderLicense",
+  "HolderLicense",
+  "Licensing__V1__HolderLicense",
+  "licensing.v1",
+  sizeof(Licensing__V1__HolderLicense),
+  9,
+  licensing__v1__holder_license__field_descriptors,
+  licensing__v1__holder_license__field_indices_by_name,
+  1,  licensing__v1__holder_license__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__holder_license__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__holder_licenses_response__field_descriptors[2] =
+{
+  {
+    "licenses",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Licensing__V1__HolderLicensesResponse, n_licenses),
+    offsetof(Licensing__V1__HolderLicensesResponse, licenses),
+    &licensing__v1__holder_license__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "parts",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Licensing__V1__HolderLicensesResponse, n_parts),
+    offsetof(Licensing__V1__HolderLicensesResponse, parts),
+    &licensing__v1__part_status__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__holder_licenses_response__field_indices_by_name[] = {
+  0,   /* field[0] = licenses */
+  1,   /* field[1] = parts */
+};
+static const ProtobufCIntRange licensing__v1__holder_licenses_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor licensing__v1__holder_licenses_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.HolderLicensesResponse",
+  "HolderLicensesResponse",
+  "Licensing__V1__HolderLicensesResponse",
+  "licensing.v1",
+  sizeof(Licensing__V1__HolderLicensesResponse),
+  2,
+  licensing__v1__holder_licenses_response__field_descriptors,
+  licensing__v1__holder_licenses_response__field_indices_by_name,
+  1,  licensing__v1__holder_licenses_response__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__holder_licenses_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__holder_deactivate_request__field_descriptors[2] =
+{
+  {
+    "license_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__HolderDeactivateRequest, license_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "machine_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__HolderDeactivateRequest, machine_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__holder_deactivate_request__field_indices_by_name[] = {
+  0,   /* field[0] = license_id */
+  1,   /* field[1] = machine_id */
+};
+static const ProtobufCIntRange licensing__v1__holder_deactivate_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor licensing__v1__holder_deactivate_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.HolderDeactivateRequest",
+  "HolderDeactivateRequest",
+  "Licensing__V1__HolderDeactivateRequest",
+  "licensing.v1",
+  sizeof(Licensing__V1__HolderDeactivateRequest),
+  2,
+  licensing__v1__holder_deactivate_request__field_descriptors,
+  licensing__v1__holder_deactivate_request__field_indices_by_name,
+  1,  licensing__v1__holder_deactivate_request__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__holder_deactivate_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__holder_offline_license_request__field_descriptors[3] =
+{
+  {
+    "license_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__HolderOfflineLicenseRequest, license_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "fingerprint",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__HolderOfflineLicenseRequest, fingerprint),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "valid_seconds",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__HolderOfflineLicenseRequest, valid_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__holder_offline_license_request__field_indices_by_name[] = {
+  1,   /* field[1] = fingerprint */
+  0,   /* field[0] = license_id */
+  2,   /* field[2] = valid_seconds */
+};
+static const ProtobufCIntRange licensing__v1__holder_offline_license_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor licensing__v1__holder_offline_license_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.HolderOfflineLicenseRequest",
+  "HolderOfflineLicenseRequest",
+  "Licensing__V1__HolderOfflineLicenseRequest",
+  "licensing.v1",
+  sizeof(Licensing__V1__HolderOfflineLicenseRequest),
+  3,
+  licensing__v1__holder_offline_license_request__field_descriptors,
+  licensing__v1__holder_offline_license_request__field_indices_by_name,
+  1,  licensing__v1__holder_offline_license_request__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__holder_offline_license_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__reveal_license_key_request__field_descriptors[1] =
+{
+  {
+    "token",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__RevealLicenseKeyRequest, token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__reveal_license_key_request__field_indices_by_name[] = {
+  0,   /* field[0] = token */
+};
+static const ProtobufCIntRange licensing__v1__reveal_license_key_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor licensing__v1__reveal_license_key_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.RevealLicenseKeyRequest",
+  "RevealLicenseKeyRequest",
+  "Licensing__V1__RevealLicenseKeyRequest",
+  "licensing.v1",
+  sizeof(Licensing__V1__RevealLicenseKeyRequest),
+  1,
+  licensing__v1__reveal_license_key_request__field_descriptors,
+  licensing__v1__reveal_license_key_request__field_indices_by_name,
+  1,  licensing__v1__reveal_license_key_request__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__reveal_license_key_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__reveal_license_key_response__field_descriptors[2] =
+{
+  {
+    "license_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__RevealLicenseKeyResponse, license_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "license_key",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__RevealLicenseKeyResponse, license_key),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__reveal_license_key_response__field_indices_by_name[] = {
+  0,   /* field[0] = license_id */
+  1,   /* field[1] = license_key */
+};
+static const ProtobufCIntRange licensing__v1__reveal_license_key_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor licensing__v1__reveal_license_key_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.RevealLicenseKeyResponse",
+  "RevealLicenseKeyResponse",
+  "Licensing__V1__RevealLicenseKeyResponse",
+  "licensing.v1",
+  sizeof(Licensing__V1__RevealLicenseKeyResponse),
+  2,
+  licensing__v1__reveal_license_key_response__field_descriptors,
+  licensing__v1__reveal_license_key_response__field_indices_by_name,
+  1,  licensing__v1__reveal_license_key_response__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__reveal_license_key_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+#define licensing__v1__who_am_irequest__field_descriptors NULL
+#define licensing__v1__who_am_irequest__field_indices_by_name NULL
+#define licensing__v1__who_am_irequest__number_ranges NULL
+const ProtobufCMessageDescriptor licensing__v1__who_am_irequest__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.WhoAmIRequest",
+  "WhoAmIRequest",
+  "Licensing__V1__WhoAmIRequest",
+  "licensing.v1",
+  sizeof(Licensing__V1__WhoAmIRequest),
+  0,
+  licensing__v1__who_am_irequest__field_descriptors,
+  licensing__v1__who_am_irequest__field_indices_by_name,
+  0,  licensing__v1__who_am_irequest__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__who_am_irequest__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__who_am_iresponse__field_descriptors[2] =
+{
+  {
+    "api_key",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__WhoAmIResponse, api_key),
+    &licensing__v1__api_key__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "allowed_methods",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Licensing__V1__WhoAmIResponse, n_allowed_methods),
+    offsetof(Licensing__V1__WhoAmIResponse, allowed_methods),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__who_am_iresponse__field_indices_by_name[] = {
+  1,   /* field[1] = allowed_methods */
+  0,   /* field[0] = api_key */
+};
+static const ProtobufCIntRange licensing__v1__who_am_iresponse__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor licensing__v1__who_am_iresponse__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.WhoAmIResponse",
+  "WhoAmIResponse",
+  "Licensing__V1__WhoAmIResponse",
+  "licensing.v1",
+  sizeof(Licensing__V1__WhoAmIResponse),
+  2,
+  licensing__v1__who_am_iresponse__field_descriptors,
+  licensing__v1__who_am_iresponse__field_indices_by_name,
+  1,  licensing__v1__who_am_iresponse__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__who_am_iresponse__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCEnumValue licensing__v1__role__enum_values_by_number[9] =
 {
   { "ROLE_UNSPECIFIED", "LICENSING__V1__ROLE__ROLE_UNSPECIFIED", 0 },
   { "ROLE_ADMIN", "LICENSING__V1__ROLE__ROLE_ADMIN", 1 },
@@ -1010,14 +2309,18 @@ static const ProtobufCEnumValue licensing__v1__role__enum_values_by_number[7] =
   { "ROLE_AUDITOR", "LICENSING__V1__ROLE__ROLE_AUDITOR", 4 },
   { "ROLE_INTEGRATION", "LICENSING__V1__ROLE__ROLE_INTEGRATION", 5 },
   { "ROLE_PRODUCT", "LICENSING__V1__ROLE__ROLE_PRODUCT", 6 },
+  { "ROLE_CONSOLE", "LICENSING__V1__ROLE__ROLE_CONSOLE", 7 },
+  { "ROLE_HOLDER", "LICENSING__V1__ROLE__ROLE_HOLDER", 8 },
 };
 static const ProtobufCIntRange licensing__v1__role__value_ranges[] = {
-{0, 0},{0, 7}
+{0, 0},{0, 9}
 };
-static const ProtobufCEnumValueIndex licensing__v1__role__enum_values_by_name[7] =
+static const ProtobufCEnumValueIndex licensing__v1__role__enum_values_by_name[9] =
 {
   { "ROLE_ADMIN", 1 },
   { "ROLE_AUDITOR", 4 },
+  { "ROLE_CONSOLE", 7 },
+  { "ROLE_HOLDER", 8 },
   { "ROLE_INTEGRATION", 5 },
   { "ROLE_ISSUER", 2 },
   { "ROLE_PRODUCT", 6 },
@@ -1031,15 +2334,15 @@ const ProtobufCEnumDescriptor licensing__v1__role__descriptor =
   "Role",
   "Licensing__V1__Role",
   "licensing.v1",
-  7,
+  9,
   licensing__v1__role__enum_values_by_number,
-  7,
+  9,
   licensing__v1__role__enum_values_by_name,
   1,
   licensing__v1__role__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCMethodDescriptor licensing__v1__gateway__method_descriptors[6] =
+static const ProtobufCMethodDescriptor licensing__v1__gateway__method_descriptors[13] =
 {
   { "CreateApiKey", &licensing__v1__create_api_key_request__descriptor, &licensing__v1__create_api_key_response__descriptor },
   { "ListApiKeys", &licensing__v1__list_api_keys_request__descriptor, &licensing__v1__list_api_keys_response__descriptor },
@@ -1047,14 +2350,28 @@ static const ProtobufCMethodDescriptor licensing__v1__gateway__method_descriptor
   { "LicenseOverview", &licensing__v1__get_by_id_request__descriptor, &licensing__v1__license_overview_response__descriptor },
   { "Health", &licensing__v1__health_check_request__descriptor, &licensing__v1__gateway_health_response__descriptor },
   { "EraseCustomer", &licensing__v1__erase_customer_request__descriptor, &licensing__v1__gateway_erase_customer_response__descriptor },
+  { "WhoAmI", &licensing__v1__who_am_irequest__descriptor, &licensing__v1__who_am_iresponse__descriptor },
+  { "SignInHolder", &licensing__v1__sign_in_holder_request__descriptor, &licensing__v1__sign_in_holder_response__descriptor },
+  { "CreateSignInLink", &licensing__v1__create_sign_in_link_request__descriptor, &licensing__v1__create_sign_in_link_response__descriptor },
+  { "HolderLicenses", &licensing__v1__holder_licenses_request__descriptor, &licensing__v1__holder_licenses_response__descriptor },
+  { "HolderDeactivate", &licensing__v1__holder_deactivate_request__descriptor, &licensing__v1__deactivate_response__descriptor },
+  { "HolderOfflineLicense", &licensing__v1__holder_offline_license_request__descriptor, &licensing__v1__offline_license__descriptor },
+  { "RevealLicenseKey", &licensing__v1__reveal_license_key_request__descriptor, &licensing__v1__reveal_license_key_response__descriptor },
 };
 const unsigned licensing__v1__gateway__method_indices_by_name[] = {
   0,        /* CreateApiKey */
+  8,        /* CreateSignInLink */
   5,        /* EraseCustomer */
   4,        /* Health */
+  10,        /* HolderDeactivate */
+  9,        /* HolderLicenses */
+  11,        /* HolderOfflineLicense */
   3,        /* LicenseOverview */
   1,        /* ListApiKeys */
-  2         /* RevokeApiKey */
+  12,        /* RevealLicenseKey */
+  2,        /* RevokeApiKey */
+  7,        /* SignInHolder */
+  6         /* WhoAmI */
 };
 const ProtobufCServiceDescriptor licensing__v1__gateway__descriptor =
 {
@@ -1063,7 +2380,7 @@ const ProtobufCServiceDescriptor licensing__v1__gateway__descriptor =
   "Gateway",
   "Licensing__V1__Gateway",
   "licensing.v1",
-  6,
+  13,
   licensing__v1__gateway__method_descriptors,
   licensing__v1__gateway__method_indices_by_name
 };
@@ -1114,6 +2431,62 @@ void licensing__v1__gateway__erase_customer(ProtobufCService *service,
 {
   assert(service->descriptor == &licensing__v1__gateway__descriptor);
   service->invoke(service, 5, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void licensing__v1__gateway__who_am_i(ProtobufCService *service,
+                                      const Licensing__V1__WhoAmIRequest *input,
+                                      Licensing__V1__WhoAmIResponse_Closure closure,
+                                      void *closure_data)
+{
+  assert(service->descriptor == &licensing__v1__gateway__descriptor);
+  service->invoke(service, 6, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void licensing__v1__gateway__sign_in_holder(ProtobufCService *service,
+                                            const Licensing__V1__SignInHolderRequest *input,
+                                            Licensing__V1__SignInHolderResponse_Closure closure,
+                                            void *closure_data)
+{
+  assert(service->descriptor == &licensing__v1__gateway__descriptor);
+  service->invoke(service, 7, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void licensing__v1__gateway__create_sign_in_link(ProtobufCService *service,
+                                                 const Licensing__V1__CreateSignInLinkRequest *input,
+                                                 Licensing__V1__CreateSignInLinkResponse_Closure closure,
+                                                 void *closure_data)
+{
+  assert(service->descriptor == &licensing__v1__gateway__descriptor);
+  service->invoke(service, 8, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void licensing__v1__gateway__holder_licenses(ProtobufCService *service,
+                                             const Licensing__V1__HolderLicensesRequest *input,
+                                             Licensing__V1__HolderLicensesResponse_Closure closure,
+                                             void *closure_data)
+{
+  assert(service->descriptor == &licensing__v1__gateway__descriptor);
+  service->invoke(service, 9, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void licensing__v1__gateway__holder_deactivate(ProtobufCService *service,
+                                               const Licensing__V1__HolderDeactivateRequest *input,
+                                               Licensing__V1__DeactivateResponse_Closure closure,
+                                               void *closure_data)
+{
+  assert(service->descriptor == &licensing__v1__gateway__descriptor);
+  service->invoke(service, 10, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void licensing__v1__gateway__holder_offline_license(ProtobufCService *service,
+                                                    const Licensing__V1__HolderOfflineLicenseRequest *input,
+                                                    Licensing__V1__OfflineLicense_Closure closure,
+                                                    void *closure_data)
+{
+  assert(service->descriptor == &licensing__v1__gateway__descriptor);
+  service->invoke(service, 11, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void licensing__v1__gateway__reveal_license_key(ProtobufCService *service,
+                                                const Licensing__V1__RevealLicenseKeyRequest *input,
+                                                Licensing__V1__RevealLicenseKeyResponse_Closure closure,
+                                                void *closure_data)
+{
+  assert(service->descriptor == &licensing__v1__gateway__descriptor);
+  service->invoke(service, 12, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__gateway__init (Licensing__V1__Gateway_Service *service,
                                    Licensing__V1__Gateway_ServiceDestroy destroy)

@@ -1942,7 +1942,7 @@ const ProtobufCMessageDescriptor licensing__v1__list_reminders_response__descrip
   (ProtobufCMessageInit) licensing__v1__list_reminders_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCMethodDescriptor licensing__v1__integrations__method_descriptors[11] =
+static const ProtobufCMethodDescriptor licensing__v1__integrations__method_descriptors[12] =
 {
   { "CreateWebhookEndpoint", &licensing__v1__create_webhook_endpoint_request__descriptor, &licensing__v1__create_webhook_endpoint_response__descriptor },
   { "ListWebhookEndpoints", &licensing__v1__list_webhook_endpoints_request__descriptor, &licensing__v1__list_webhook_endpoints_response__descriptor },
@@ -1953,16 +1953,18 @@ static const ProtobufCMethodDescriptor licensing__v1__integrations__method_descr
   { "ListPriceMappings", &licensing__v1__list_price_mappings_request__descriptor, &licensing__v1__list_price_mappings_response__descriptor },
   { "RotateInboundSecret", &licensing__v1__rotate_inbound_secret_request__descriptor, &licensing__v1__rotate_inbound_secret_response__descriptor },
   { "SetRenewalOptions", &licensing__v1__renewal_options__descriptor, &licensing__v1__renewal_options__descriptor },
+  { "GetRenewalOptions", &licensing__v1__get_by_id_request__descriptor, &licensing__v1__renewal_options__descriptor },
   { "ListReminders", &licensing__v1__list_reminders_request__descriptor, &licensing__v1__list_reminders_response__descriptor },
   { "EraseCustomer", &licensing__v1__erase_customer_request__descriptor, &licensing__v1__erase_customer_response__descriptor },
 };
 const unsigned licensing__v1__integrations__method_indices_by_name[] = {
   0,        /* CreateWebhookEndpoint */
   2,        /* DeleteWebhookEndpoint */
-  10,        /* EraseCustomer */
+  11,        /* EraseCustomer */
+  9,        /* GetRenewalOptions */
   3,        /* ListDeliveries */
   6,        /* ListPriceMappings */
-  9,        /* ListReminders */
+  10,        /* ListReminders */
   1,        /* ListWebhookEndpoints */
   5,        /* MapPrice */
   4,        /* Redeliver */
@@ -1976,7 +1978,7 @@ const ProtobufCServiceDescriptor licensing__v1__integrations__descriptor =
   "Integrations",
   "Licensing__V1__Integrations",
   "licensing.v1",
-  11,
+  12,
   licensing__v1__integrations__method_descriptors,
   licensing__v1__integrations__method_indices_by_name
 };
@@ -2052,13 +2054,21 @@ void licensing__v1__integrations__set_renewal_options(ProtobufCService *service,
   assert(service->descriptor == &licensing__v1__integrations__descriptor);
   service->invoke(service, 8, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
+void licensing__v1__integrations__get_renewal_options(ProtobufCService *service,
+                                                      const Licensing__V1__GetByIdRequest *input,
+                                                      Licensing__V1__RenewalOptions_Closure closure,
+                                                      void *closure_data)
+{
+  assert(service->descriptor == &licensing__v1__integrations__descriptor);
+  service->invoke(service, 9, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
 void licensing__v1__integrations__list_reminders(ProtobufCService *service,
                                                  const Licensing__V1__ListRemindersRequest *input,
                                                  Licensing__V1__ListRemindersResponse_Closure closure,
                                                  void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__integrations__descriptor);
-  service->invoke(service, 9, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 10, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__integrations__erase_customer(ProtobufCService *service,
                                                  const Licensing__V1__EraseCustomerRequest *input,
@@ -2066,7 +2076,7 @@ void licensing__v1__integrations__erase_customer(ProtobufCService *service,
                                                  void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__integrations__descriptor);
-  service->invoke(service, 10, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 11, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__integrations__init (Licensing__V1__Integrations_Service *service,
                                         Licensing__V1__Integrations_ServiceDestroy destroy)

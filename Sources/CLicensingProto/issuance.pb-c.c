@@ -817,6 +817,96 @@ void   licensing__v1__issue_license_response__free_unpacked
   assert(message->base.descriptor == &licensing__v1__issue_license_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   licensing__v1__reveal_key_request__init
+                     (Licensing__V1__RevealKeyRequest         *message)
+{
+  static const Licensing__V1__RevealKeyRequest init_value = LICENSING__V1__REVEAL_KEY_REQUEST__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__reveal_key_request__get_packed_size
+                     (const Licensing__V1__RevealKeyRequest *message)
+{
+  assert(message->base.descriptor == &licensing__v1__reveal_key_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__reveal_key_request__pack
+                     (const Licensing__V1__RevealKeyRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__reveal_key_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__reveal_key_request__pack_to_buffer
+                     (const Licensing__V1__RevealKeyRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__reveal_key_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__RevealKeyRequest *
+       licensing__v1__reveal_key_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__RevealKeyRequest *)
+     protobuf_c_message_unpack (&licensing__v1__reveal_key_request__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__reveal_key_request__free_unpacked
+                     (Licensing__V1__RevealKeyRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__reveal_key_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__reveal_key_response__init
+                     (Licensing__V1__RevealKeyResponse         *message)
+{
+  static const Licensing__V1__RevealKeyResponse init_value = LICENSING__V1__REVEAL_KEY_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__reveal_key_response__get_packed_size
+                     (const Licensing__V1__RevealKeyResponse *message)
+{
+  assert(message->base.descriptor == &licensing__v1__reveal_key_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__reveal_key_response__pack
+                     (const Licensing__V1__RevealKeyResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__reveal_key_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__reveal_key_response__pack_to_buffer
+                     (const Licensing__V1__RevealKeyResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__reveal_key_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__RevealKeyResponse *
+       licensing__v1__reveal_key_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__RevealKeyResponse *)
+     protobuf_c_message_unpack (&licensing__v1__reveal_key_response__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__reveal_key_response__free_unpacked
+                     (Licensing__V1__RevealKeyResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__reveal_key_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   licensing__v1__get_license_request__init
                      (Licensing__V1__GetLicenseRequest         *message)
 {
@@ -2907,7 +2997,7 @@ const ProtobufCMessageDescriptor licensing__v1__license_overrides__descriptor =
   (ProtobufCMessageInit) licensing__v1__license_overrides__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor licensing__v1__issue_license_request__field_descriptors[7] =
+static const ProtobufCFieldDescriptor licensing__v1__issue_license_request__field_descriptors[8] =
 {
   {
     "policy_id",
@@ -2993,6 +3083,18 @@ static const ProtobufCFieldDescriptor licensing__v1__issue_license_request__fiel
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "seal_key_for_reveal",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__IssueLicenseRequest, seal_key_for_reveal),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned licensing__v1__issue_license_request__field_indices_by_name[] = {
   5,   /* field[5] = amount_minor */
@@ -3002,11 +3104,12 @@ static const unsigned licensing__v1__issue_license_request__field_indices_by_nam
   2,   /* field[2] = department_id */
   3,   /* field[3] = overrides */
   0,   /* field[0] = policy_id */
+  7,   /* field[7] = seal_key_for_reveal */
 };
 static const ProtobufCIntRange licensing__v1__issue_license_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 7 }
+  { 0, 8 }
 };
 const ProtobufCMessageDescriptor licensing__v1__issue_license_request__descriptor =
 {
@@ -3016,14 +3119,14 @@ const ProtobufCMessageDescriptor licensing__v1__issue_license_request__descripto
   "Licensing__V1__IssueLicenseRequest",
   "licensing.v1",
   sizeof(Licensing__V1__IssueLicenseRequest),
-  7,
+  8,
   licensing__v1__issue_license_request__field_descriptors,
   licensing__v1__issue_license_request__field_indices_by_name,
   1,  licensing__v1__issue_license_request__number_ranges,
   (ProtobufCMessageInit) licensing__v1__issue_license_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor licensing__v1__issue_license_response__field_descriptors[2] =
+static const ProtobufCFieldDescriptor licensing__v1__issue_license_response__field_descriptors[4] =
 {
   {
     "license",
@@ -3049,15 +3152,41 @@ static const ProtobufCFieldDescriptor licensing__v1__issue_license_response__fie
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "reveal_token",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__IssueLicenseResponse, reveal_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reveal_expires_at",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__IssueLicenseResponse, reveal_expires_at),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned licensing__v1__issue_license_response__field_indices_by_name[] = {
   0,   /* field[0] = license */
   1,   /* field[1] = license_key */
+  3,   /* field[3] = reveal_expires_at */
+  2,   /* field[2] = reveal_token */
 };
 static const ProtobufCIntRange licensing__v1__issue_license_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor licensing__v1__issue_license_response__descriptor =
 {
@@ -3067,11 +3196,100 @@ const ProtobufCMessageDescriptor licensing__v1__issue_license_response__descript
   "Licensing__V1__IssueLicenseResponse",
   "licensing.v1",
   sizeof(Licensing__V1__IssueLicenseResponse),
-  2,
+  4,
   licensing__v1__issue_license_response__field_descriptors,
   licensing__v1__issue_license_response__field_indices_by_name,
   1,  licensing__v1__issue_license_response__number_ranges,
   (ProtobufCMessageInit) licensing__v1__issue_license_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__reveal_key_request__field_descriptors[1] =
+{
+  {
+    "token",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__RevealKeyRequest, token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__reveal_key_request__field_indices_by_name[] = {
+  0,   /* field[0] = token */
+};
+static const ProtobufCIntRange licensing__v1__reveal_key_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor licensing__v1__reveal_key_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.RevealKeyRequest",
+  "RevealKeyRequest",
+  "Licensing__V1__RevealKeyRequest",
+  "licensing.v1",
+  sizeof(Licensing__V1__RevealKeyRequest),
+  1,
+  licensing__v1__reveal_key_request__field_descriptors,
+  licensing__v1__reveal_key_request__field_indices_by_name,
+  1,  licensing__v1__reveal_key_request__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__reveal_key_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__reveal_key_response__field_descriptors[2] =
+{
+  {
+    "license_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__RevealKeyResponse, license_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "license_key",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__RevealKeyResponse, license_key),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__reveal_key_response__field_indices_by_name[] = {
+  0,   /* field[0] = license_id */
+  1,   /* field[1] = license_key */
+};
+static const ProtobufCIntRange licensing__v1__reveal_key_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor licensing__v1__reveal_key_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.RevealKeyResponse",
+  "RevealKeyResponse",
+  "Licensing__V1__RevealKeyResponse",
+  "licensing.v1",
+  sizeof(Licensing__V1__RevealKeyResponse),
+  2,
+  licensing__v1__reveal_key_response__field_descriptors,
+  licensing__v1__reveal_key_response__field_indices_by_name,
+  1,  licensing__v1__reveal_key_response__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__reveal_key_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor licensing__v1__get_license_request__field_descriptors[2] =
@@ -4821,7 +5039,7 @@ const ProtobufCMessageDescriptor licensing__v1__erase_customer_response__descrip
   (ProtobufCMessageInit) licensing__v1__erase_customer_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCMethodDescriptor licensing__v1__issuance__method_descriptors[39] =
+static const ProtobufCMethodDescriptor licensing__v1__issuance__method_descriptors[40] =
 {
   { "CreateProduct", &licensing__v1__create_product_request__descriptor, &licensing__v1__product__descriptor },
   { "UpdateProduct", &licensing__v1__update_product_request__descriptor, &licensing__v1__product__descriptor },
@@ -4839,6 +5057,7 @@ static const ProtobufCMethodDescriptor licensing__v1__issuance__method_descripto
   { "ListDepartments", &licensing__v1__get_by_id_request__descriptor, &licensing__v1__list_departments_response__descriptor },
   { "IssueLicense", &licensing__v1__issue_license_request__descriptor, &licensing__v1__issue_license_response__descriptor },
   { "GetLicense", &licensing__v1__get_license_request__descriptor, &licensing__v1__license__descriptor },
+  { "RevealKey", &licensing__v1__reveal_key_request__descriptor, &licensing__v1__reveal_key_response__descriptor },
   { "ListLicenses", &licensing__v1__list_licenses_request__descriptor, &licensing__v1__list_licenses_response__descriptor },
   { "SuspendLicense", &licensing__v1__license_transition_request__descriptor, &licensing__v1__license__descriptor },
   { "ReinstateLicense", &licensing__v1__license_transition_request__descriptor, &licensing__v1__license__descriptor },
@@ -4864,45 +5083,46 @@ static const ProtobufCMethodDescriptor licensing__v1__issuance__method_descripto
   { "EraseCustomer", &licensing__v1__erase_customer_request__descriptor, &licensing__v1__erase_customer_response__descriptor },
 };
 const unsigned licensing__v1__issuance__method_indices_by_name[] = {
-  23,        /* AssignUser */
-  28,        /* CancelSubscription */
-  21,        /* ChangeEntitlements */
-  36,        /* Changes */
+  24,        /* AssignUser */
+  29,        /* CancelSubscription */
+  22,        /* ChangeEntitlements */
+  37,        /* Changes */
   8,        /* CreateCustomer */
   12,        /* CreateDepartment */
   4,        /* CreatePolicy */
   0,        /* CreateProduct */
-  29,        /* CreateSigningKey */
-  38,        /* EraseCustomer */
+  30,        /* CreateSigningKey */
+  39,        /* EraseCustomer */
   10,        /* GetCustomer */
   15,        /* GetLicense */
   6,        /* GetPolicy */
   2,        /* GetProduct */
-  25,        /* GetSubscription */
-  33,        /* IssueCertificate */
+  26,        /* GetSubscription */
+  34,        /* IssueCertificate */
   14,        /* IssueLicense */
-  34,        /* ListAuditEvents */
+  35,        /* ListAuditEvents */
   11,        /* ListCustomers */
   13,        /* ListDepartments */
-  16,        /* ListLicenses */
+  17,        /* ListLicenses */
   7,        /* ListPolicies */
   3,        /* ListProducts */
-  32,        /* ListPublicKeys */
-  26,        /* RecordPayment */
-  27,        /* RecordPaymentFailure */
-  18,        /* ReinstateLicense */
-  20,        /* RenewLicense */
-  31,        /* RetireSigningKey */
-  19,        /* RevokeLicense */
-  30,        /* RotateSigningKey */
-  17,        /* SuspendLicense */
-  22,        /* TransferLicense */
-  24,        /* UnassignUser */
+  33,        /* ListPublicKeys */
+  27,        /* RecordPayment */
+  28,        /* RecordPaymentFailure */
+  19,        /* ReinstateLicense */
+  21,        /* RenewLicense */
+  32,        /* RetireSigningKey */
+  16,        /* RevealKey */
+  20,        /* RevokeLicense */
+  31,        /* RotateSigningKey */
+  18,        /* SuspendLicense */
+  23,        /* TransferLicense */
+  25,        /* UnassignUser */
   9,        /* UpdateCustomer */
   5,        /* UpdatePolicy */
   1,        /* UpdateProduct */
-  35,        /* VerifyAuditChain */
-  37         /* WatchChanges */
+  36,        /* VerifyAuditChain */
+  38         /* WatchChanges */
 };
 const ProtobufCServiceDescriptor licensing__v1__issuance__descriptor =
 {
@@ -4911,7 +5131,7 @@ const ProtobufCServiceDescriptor licensing__v1__issuance__descriptor =
   "Issuance",
   "Licensing__V1__Issuance",
   "licensing.v1",
-  39,
+  40,
   licensing__v1__issuance__method_descriptors,
   licensing__v1__issuance__method_indices_by_name
 };
@@ -5043,13 +5263,21 @@ void licensing__v1__issuance__get_license(ProtobufCService *service,
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
   service->invoke(service, 15, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
+void licensing__v1__issuance__reveal_key(ProtobufCService *service,
+                                         const Licensing__V1__RevealKeyRequest *input,
+                                         Licensing__V1__RevealKeyResponse_Closure closure,
+                                         void *closure_data)
+{
+  assert(service->descriptor == &licensing__v1__issuance__descriptor);
+  service->invoke(service, 16, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
 void licensing__v1__issuance__list_licenses(ProtobufCService *service,
                                             const Licensing__V1__ListLicensesRequest *input,
                                             Licensing__V1__ListLicensesResponse_Closure closure,
                                             void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 16, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 17, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__suspend_license(ProtobufCService *service,
                                               const Licensing__V1__LicenseTransitionRequest *input,
@@ -5057,7 +5285,7 @@ void licensing__v1__issuance__suspend_license(ProtobufCService *service,
                                               void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 17, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 18, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__reinstate_license(ProtobufCService *service,
                                                 const Licensing__V1__LicenseTransitionRequest *input,
@@ -5065,7 +5293,7 @@ void licensing__v1__issuance__reinstate_license(ProtobufCService *service,
                                                 void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 18, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 19, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__revoke_license(ProtobufCService *service,
                                              const Licensing__V1__LicenseTransitionRequest *input,
@@ -5073,7 +5301,7 @@ void licensing__v1__issuance__revoke_license(ProtobufCService *service,
                                              void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 19, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 20, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__renew_license(ProtobufCService *service,
                                             const Licensing__V1__RenewLicenseRequest *input,
@@ -5081,7 +5309,7 @@ void licensing__v1__issuance__renew_license(ProtobufCService *service,
                                             void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 20, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 21, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__change_entitlements(ProtobufCService *service,
                                                   const Licensing__V1__ChangeEntitlementsRequest *input,
@@ -5089,7 +5317,7 @@ void licensing__v1__issuance__change_entitlements(ProtobufCService *service,
                                                   void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 21, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 22, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__transfer_license(ProtobufCService *service,
                                                const Licensing__V1__TransferLicenseRequest *input,
@@ -5097,7 +5325,7 @@ void licensing__v1__issuance__transfer_license(ProtobufCService *service,
                                                void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 22, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 23, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__assign_user(ProtobufCService *service,
                                           const Licensing__V1__AssignUserRequest *input,
@@ -5105,7 +5333,7 @@ void licensing__v1__issuance__assign_user(ProtobufCService *service,
                                           void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 23, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 24, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__unassign_user(ProtobufCService *service,
                                             const Licensing__V1__AssignUserRequest *input,
@@ -5113,7 +5341,7 @@ void licensing__v1__issuance__unassign_user(ProtobufCService *service,
                                             void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 24, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 25, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__get_subscription(ProtobufCService *service,
                                                const Licensing__V1__GetByIdRequest *input,
@@ -5121,7 +5349,7 @@ void licensing__v1__issuance__get_subscription(ProtobufCService *service,
                                                void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 25, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 26, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__record_payment(ProtobufCService *service,
                                              const Licensing__V1__RecordPaymentRequest *input,
@@ -5129,7 +5357,7 @@ void licensing__v1__issuance__record_payment(ProtobufCService *service,
                                              void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 26, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 27, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__record_payment_failure(ProtobufCService *service,
                                                      const Licensing__V1__RecordPaymentFailureRequest *input,
@@ -5137,7 +5365,7 @@ void licensing__v1__issuance__record_payment_failure(ProtobufCService *service,
                                                      void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 27, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 28, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__cancel_subscription(ProtobufCService *service,
                                                   const Licensing__V1__CancelSubscriptionRequest *input,
@@ -5145,7 +5373,7 @@ void licensing__v1__issuance__cancel_subscription(ProtobufCService *service,
                                                   void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 28, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 29, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__create_signing_key(ProtobufCService *service,
                                                  const Licensing__V1__CreateSigningKeyRequest *input,
@@ -5153,7 +5381,7 @@ void licensing__v1__issuance__create_signing_key(ProtobufCService *service,
                                                  void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 29, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 30, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__rotate_signing_key(ProtobufCService *service,
                                                  const Licensing__V1__CreateSigningKeyRequest *input,
@@ -5161,7 +5389,7 @@ void licensing__v1__issuance__rotate_signing_key(ProtobufCService *service,
                                                  void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 30, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 31, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__retire_signing_key(ProtobufCService *service,
                                                  const Licensing__V1__GetByIdRequest *input,
@@ -5169,7 +5397,7 @@ void licensing__v1__issuance__retire_signing_key(ProtobufCService *service,
                                                  void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 31, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 32, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__list_public_keys(ProtobufCService *service,
                                                const Licensing__V1__ListPublicKeysRequest *input,
@@ -5177,7 +5405,7 @@ void licensing__v1__issuance__list_public_keys(ProtobufCService *service,
                                                void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 32, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 33, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__issue_certificate(ProtobufCService *service,
                                                 const Licensing__V1__IssueCertificateRequest *input,
@@ -5185,7 +5413,7 @@ void licensing__v1__issuance__issue_certificate(ProtobufCService *service,
                                                 void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 33, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 34, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__list_audit_events(ProtobufCService *service,
                                                 const Licensing__V1__ListAuditEventsRequest *input,
@@ -5193,7 +5421,7 @@ void licensing__v1__issuance__list_audit_events(ProtobufCService *service,
                                                 void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 34, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 35, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__verify_audit_chain(ProtobufCService *service,
                                                  const Licensing__V1__VerifyAuditChainRequest *input,
@@ -5201,7 +5429,7 @@ void licensing__v1__issuance__verify_audit_chain(ProtobufCService *service,
                                                  void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 35, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 36, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__changes(ProtobufCService *service,
                                       const Licensing__V1__ChangesRequest *input,
@@ -5209,7 +5437,7 @@ void licensing__v1__issuance__changes(ProtobufCService *service,
                                       void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 36, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 37, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__watch_changes(ProtobufCService *service,
                                             const Licensing__V1__ChangesRequest *input,
@@ -5217,7 +5445,7 @@ void licensing__v1__issuance__watch_changes(ProtobufCService *service,
                                             void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 37, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 38, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__erase_customer(ProtobufCService *service,
                                              const Licensing__V1__EraseCustomerRequest *input,
@@ -5225,7 +5453,7 @@ void licensing__v1__issuance__erase_customer(ProtobufCService *service,
                                              void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 38, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 39, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__init (Licensing__V1__Issuance_Service *service,
                                     Licensing__V1__Issuance_ServiceDestroy destroy)

@@ -2715,7 +2715,7 @@ const ProtobufCMessageDescriptor licensing__v1__activate_response__descriptor =
   (ProtobufCMessageInit) licensing__v1__activate_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor licensing__v1__deactivate_request__field_descriptors[2] =
+static const ProtobufCFieldDescriptor licensing__v1__deactivate_request__field_descriptors[4] =
 {
   {
     "license_key",
@@ -2741,15 +2741,41 @@ static const ProtobufCFieldDescriptor licensing__v1__deactivate_request__field_d
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "license_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__DeactivateRequest, license_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "machine_id",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__DeactivateRequest, machine_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned licensing__v1__deactivate_request__field_indices_by_name[] = {
   1,   /* field[1] = fingerprint */
+  2,   /* field[2] = license_id */
   0,   /* field[0] = license_key */
+  3,   /* field[3] = machine_id */
 };
 static const ProtobufCIntRange licensing__v1__deactivate_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor licensing__v1__deactivate_request__descriptor =
 {
@@ -2759,7 +2785,7 @@ const ProtobufCMessageDescriptor licensing__v1__deactivate_request__descriptor =
   "Licensing__V1__DeactivateRequest",
   "licensing.v1",
   sizeof(Licensing__V1__DeactivateRequest),
-  2,
+  4,
   licensing__v1__deactivate_request__field_descriptors,
   licensing__v1__deactivate_request__field_indices_by_name,
   1,  licensing__v1__deactivate_request__number_ranges,
@@ -3342,7 +3368,7 @@ const ProtobufCMessageDescriptor licensing__v1__list_seats_response__descriptor 
   (ProtobufCMessageInit) licensing__v1__list_seats_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor licensing__v1__create_offline_license_request__field_descriptors[4] =
+static const ProtobufCFieldDescriptor licensing__v1__create_offline_license_request__field_descriptors[5] =
 {
   {
     "license_key",
@@ -3392,17 +3418,30 @@ static const ProtobufCFieldDescriptor licensing__v1__create_offline_license_requ
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "license_id",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__CreateOfflineLicenseRequest, license_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned licensing__v1__create_offline_license_request__field_indices_by_name[] = {
   3,   /* field[3] = encrypt */
   1,   /* field[1] = fingerprint */
+  4,   /* field[4] = license_id */
   0,   /* field[0] = license_key */
   2,   /* field[2] = valid_seconds */
 };
 static const ProtobufCIntRange licensing__v1__create_offline_license_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor licensing__v1__create_offline_license_request__descriptor =
 {
@@ -3412,7 +3451,7 @@ const ProtobufCMessageDescriptor licensing__v1__create_offline_license_request__
   "Licensing__V1__CreateOfflineLicenseRequest",
   "licensing.v1",
   sizeof(Licensing__V1__CreateOfflineLicenseRequest),
-  4,
+  5,
   licensing__v1__create_offline_license_request__field_descriptors,
   licensing__v1__create_offline_license_request__field_indices_by_name,
   1,  licensing__v1__create_offline_license_request__number_ranges,

@@ -20,7 +20,15 @@ struct GatewayAdmission: ServerInterceptor {
         metadata.removeAll(prefixed: RPCMetadata.gatewayPrefix)
         call = call.with(metadata: metadata)
         guard call.method != HealthMethods.check.name else { return }
-        let key = try gateway.authenticate(call)
+        let source = try gateway.failedAuthSource(call)
+        if let secret = call.metadata[RPCMetadata.apiKey], secret.hasPrefix("lmh_") {
+            let scope = try gateway.authenticateHolder(secret, call, source: source)
+            call = gateway.forwarded(call, scope)
+            if let refusal = Permissions.holderRefusal(call.method) { throw refusal }
+            if let wait = gateway.holderBuckets.take(scope.actor) { throw GatewayService.exhausted("this sign-in is over its rate limit", wait) }
+            return
+        }
+        let key = try gateway.authenticate(call, source: source)
         call = gateway.forwarded(call, key)
         if let refusal = Permissions.refusal(key, call.method) { throw refusal }
         try gateway.checkRateLimits(call, key)
@@ -37,6 +45,9 @@ struct Caller: Sendable {
     let id: String
     let tenantId: String
     let role: Role
+    /// For a holder token: the license, or the customer, it reaches.
+    let holderLicense: String
+    let holderCustomer: String
 
     init(_ call: ServerCall) throws(RPCError) {
         guard let id = call.metadata[RPCMetadata.actor], let tenant = call.metadata[RPCMetadata.tenant],
@@ -45,22 +56,54 @@ struct Caller: Sendable {
         self.id = id
         self.tenantId = tenant
         self.role = role
+        self.holderLicense = call.metadata[RPCMetadata.holderLicense] ?? ""
+        self.holderCustomer = call.metadata[RPCMetadata.holderCustomer] ?? ""
     }
 }
 
 extension GatewayService {
-    func authenticate(_ call: ServerCall) throws(RPCError) -> ApiKey {
-        let localUser = call.localUser
-        if failedAuthBuckets.isEmpty(call.peer) || localUser.map(failedAuthUserBuckets.isEmpty) == true {
-            let source = localUser == nil ? "this address" : "this process or user"
-            throw RPCError(.resourceExhausted, "too many failed authentications from \(source); wait and try again",
+    /// Whom failed sign-ins count against: the person behind the console when the console's
+    /// own credential vouches for their address, else the caller's address or process.
+    func failedAuthSource(_ call: ServerCall) throws(RPCError) -> String {
+        guard let consoleSecret = call.metadata[RPCMetadata.consoleKey] else { return call.peer }
+        guard let console = credentials.authenticate(consoleSecret, now: clock.now), console.role == .console else {
+            _ = failedAuthBuckets.take(call.peer)
+            throw RPCError(.unauthenticated, "the console credential (\(RPCMetadata.consoleKey)) is unknown, expired, revoked or not a CONSOLE key")
+        }
+        guard let address = call.metadata[RPCMetadata.endUserAddress], !address.isEmpty, address.utf8.count <= 64 else {
+            return "console:\(console.id)"
+        }
+        return "end-user:\(address)"
+    }
+
+    /// Refuses a source over its failed sign-in limit.
+    func checkFailedAuth(_ source: String, _ call: ServerCall) throws(RPCError) {
+        let localUser = call.metadata[RPCMetadata.consoleKey] == nil ? call.localUser : nil
+        if failedAuthBuckets.isEmpty(source) || localUser.map(failedAuthUserBuckets.isEmpty) == true {
+            let who = source.hasPrefix("end-user:") ? "you" : localUser == nil ? "this address" : "this process or user"
+            throw RPCError(.resourceExhausted, "too many failed authentications from \(who); wait and try again",
                            metadata: [RPCMetadata.retryAfter: "\(Int(ceil(1 / failedAuthBuckets.rate)))"])
         }
-        func failed(_ message: String) -> RPCError {
-            _ = failedAuthBuckets.take(call.peer)
-            if let localUser { _ = failedAuthUserBuckets.take(localUser) }
-            return RPCError(.unauthenticated, message)
+    }
+
+    /// Counts a failed sign-in against its source.
+    func failedAuth(_ source: String, _ call: ServerCall, _ message: String) -> RPCError {
+        _ = failedAuthBuckets.take(source)
+        if call.metadata[RPCMetadata.consoleKey] == nil, let localUser = call.localUser { _ = failedAuthUserBuckets.take(localUser) }
+        return RPCError(.unauthenticated, message)
+    }
+
+    func authenticateHolder(_ token: String, _ call: ServerCall, source: String) throws(RPCError) -> HolderScope {
+        try checkFailedAuth(source, call)
+        guard let scope = holderTokens.scope(of: token, now: clock.now) else {
+            throw failedAuth(source, call, "the sign-in has expired or is not valid: sign in again")
         }
+        return scope
+    }
+
+    func authenticate(_ call: ServerCall, source: String) throws(RPCError) -> ApiKey {
+        try checkFailedAuth(source, call)
+        func failed(_ message: String) -> RPCError { failedAuth(source, call, message) }
         guard let secret = call.metadata[RPCMetadata.apiKey], !secret.isEmpty else {
             throw failed("no API key: send one in the '\(RPCMetadata.apiKey)' metadata")
         }
@@ -88,7 +131,7 @@ extension GatewayService {
         }
     }
 
-    private static func exhausted(_ message: String, _ wait: Double) -> RPCError {
+    static func exhausted(_ message: String, _ wait: Double) -> RPCError {
         RPCError(.resourceExhausted, "\(message); retry after \(Int(ceil(wait))) s", metadata: [RPCMetadata.retryAfter: "\(Int(ceil(wait)))"])
     }
 
@@ -103,9 +146,23 @@ extension GatewayService {
     func forwarded(_ call: ServerCall, _ key: ApiKey) -> ServerCall {
         var metadata = call.metadata
         metadata[RPCMetadata.apiKey] = nil
+        metadata[RPCMetadata.consoleKey] = nil
         metadata[RPCMetadata.tenant] = key.tenantId
         metadata[RPCMetadata.actor] = key.id
         metadata[RPCMetadata.role] = key.role.description
+        return call.with(metadata: metadata)
+    }
+
+    /// A holder's call: the tenant and scope of the token, nothing the caller set.
+    func forwarded(_ call: ServerCall, _ scope: HolderScope) -> ServerCall {
+        var metadata = call.metadata
+        metadata[RPCMetadata.apiKey] = nil
+        metadata[RPCMetadata.consoleKey] = nil
+        metadata[RPCMetadata.tenant] = scope.tenant
+        metadata[RPCMetadata.actor] = scope.actor
+        metadata[RPCMetadata.role] = Role.holder.description
+        metadata[RPCMetadata.holderLicense] = scope.licenseID
+        metadata[RPCMetadata.holderCustomer] = scope.customerID
         return call.with(metadata: metadata)
     }
 

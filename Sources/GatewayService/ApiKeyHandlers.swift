@@ -8,8 +8,8 @@ extension GatewayService {
     /// Admins create keys in their own tenant; operators (admins of the operator tenant) in any.
     func createApiKey(_ request: CreateApiKeyRequest, _ call: ServerCall, _ key: Caller) async throws -> CreateApiKeyResponse {
         guard !request.name.isEmpty, request.name.count <= 200 else { throw RPCError.invalidArgument("name is required (at most 200 characters)") }
-        guard Role.allKnown.contains(request.role), request.role != .unspecified else {
-            throw RPCError.invalidArgument("role must be ADMIN, ISSUER, SUPPORT, AUDITOR, INTEGRATION or PRODUCT")
+        guard Role.allKnown.contains(request.role), request.role != .unspecified, request.role != .holder else {
+            throw RPCError.invalidArgument("role must be ADMIN, ISSUER, SUPPORT, AUDITOR, INTEGRATION, PRODUCT or CONSOLE")
         }
         let tenant = request.tenantId.isEmpty ? key.tenantId : request.tenantId
         guard tenant == key.tenantId || key.tenantId == CredentialStore.operatorTenant else {
@@ -33,5 +33,14 @@ extension GatewayService {
     func revokeApiKey(_ request: GetByIdRequest, _ call: ServerCall, _ key: Caller) async throws -> ApiKey {
         guard !request.id.isEmpty else { throw RPCError.invalidArgument("id is required") }
         return try await credentials.revoke(id: request.id, tenant: key.tenantId == CredentialStore.operatorTenant ? nil : key.tenantId, now: clock.now)
+    }
+}
+
+extension GatewayService {
+    func whoAmI(_ request: WhoAmIRequest, _ call: ServerCall, _ caller: Caller) async throws -> WhoAmIResponse {
+        guard let key = credentials.list(tenant: caller.tenantId).first(where: { $0.id == caller.id }) else {
+            throw RPCError(.unauthenticated, "the credential of this call is no longer known")
+        }
+        return WhoAmIResponse(apiKey: key, allowedMethods: Permissions.allowed(key))
     }
 }

@@ -35,7 +35,10 @@ public final class GatewayService: Sendable {
         /// Calls per second (and burst) per credential, by role; admins are not limited.
         public var perRole: [Role: (rate: Double, burst: Double)] = [
             .product: (500, 1000), .issuer: (100, 200), .support: (50, 100), .auditor: (20, 40), .integration: (100, 200),
+            .console: (100, 200),
         ]
+        /// Calls per second (and burst) per signed-in license holder.
+        public var perHolder: (rate: Double, burst: Double) = (10, 40)
         /// Validations and activations per second (and burst) per license key.
         public var validatePerKey: (rate: Double, burst: Double) = (20, 40)
         public var activatePerKey: (rate: Double, burst: Double) = (1, 5)
@@ -54,6 +57,10 @@ public final class GatewayService: Sendable {
     let reporting: Backend
     let integrations: Backend?
     let credentials: CredentialStore
+    let holderTokens: HolderTokens
+    let database: DatabasePool
+    /// By holder scope (license or customer).
+    let holderBuckets: TokenBuckets<String>
     let clock: any LicenseClock
     let logger: Logger
     let reporter = HealthReporter(service: "gateway")
@@ -78,6 +85,9 @@ public final class GatewayService: Sendable {
         self.reporting = Backend(name: "reporting", client: backends.reporting)
         self.integrations = backends.integrations.map { Backend(name: "integrations", client: $0) }
         self.credentials = try CredentialStore(database: database)
+        self.holderTokens = try HolderTokens.load(from: database)
+        self.database = database
+        self.holderBuckets = TokenBuckets(rate: limits.perHolder.rate, burst: limits.perHolder.burst)
         self.clock = clock
         self.logger = logger
         self.roleBuckets = limits.perRole.mapValues { TokenBuckets(rate: $0.rate, burst: $0.burst) }
@@ -102,6 +112,29 @@ public final class GatewayService: Sendable {
                     expires_at INTEGER NOT NULL DEFAULT 0,
                     revoked_at INTEGER NOT NULL DEFAULT 0
                 );
+                """)
+        }
+        migrator.registerMigration("v2: console credentials, holder sign-in") { db in
+            try db.execute(sql: """
+                CREATE TABLE api_key_v2 (
+                    id TEXT PRIMARY KEY,
+                    tenant_id TEXT NOT NULL,
+                    name TEXT NOT NULL,
+                    -- 1 admin .. 7 console; 8 (holder) is a holder token's, never a key's.
+                    role INTEGER NOT NULL CHECK (role BETWEEN 1 AND 7),
+                    secret_hash TEXT NOT NULL UNIQUE,
+                    prefix TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    expires_at INTEGER NOT NULL DEFAULT 0,
+                    revoked_at INTEGER NOT NULL DEFAULT 0
+                );
+                INSERT INTO api_key_v2 SELECT id, tenant_id, name, role, secret_hash, prefix, created_at, expires_at, revoked_at FROM api_key;
+                DROP TABLE api_key;
+                ALTER TABLE api_key_v2 RENAME TO api_key;
+                -- The key holder tokens and sign-in links are signed with.
+                CREATE TABLE gateway_secret (name TEXT PRIMARY KEY, secret BLOB NOT NULL);
+                -- Sign-in links are single use: each used one, until it would have expired.
+                CREATE TABLE used_sign_in_link (id TEXT PRIMARY KEY, expires_at INTEGER NOT NULL);
                 """)
         }
         return try ServiceDatabase.open(path: path, durability: .full, migrator: migrator)
@@ -199,6 +232,34 @@ extension GatewayService: GatewayServiceProtocol {
 
     public func eraseCustomer(_ request: EraseCustomerRequest, _ call: ServerCall) async throws -> GatewayEraseCustomerResponse {
         try await eraseCustomer(request, call, try Caller(call))
+    }
+
+    public func whoAmI(_ request: WhoAmIRequest, _ call: ServerCall) async throws -> WhoAmIResponse {
+        try await whoAmI(request, call, try Caller(call))
+    }
+
+    public func signInHolder(_ request: SignInHolderRequest, _ call: ServerCall) async throws -> SignInHolderResponse {
+        try await signInHolder(request, call, try Caller(call))
+    }
+
+    public func createSignInLink(_ request: CreateSignInLinkRequest, _ call: ServerCall) async throws -> CreateSignInLinkResponse {
+        try await createSignInLink(request, call, try Caller(call))
+    }
+
+    public func holderLicenses(_ request: HolderLicensesRequest, _ call: ServerCall) async throws -> HolderLicensesResponse {
+        try await holderLicenses(request, call, try Caller(call))
+    }
+
+    public func holderDeactivate(_ request: HolderDeactivateRequest, _ call: ServerCall) async throws -> DeactivateResponse {
+        try await holderDeactivate(request, call, try Caller(call))
+    }
+
+    public func holderOfflineLicense(_ request: HolderOfflineLicenseRequest, _ call: ServerCall) async throws -> OfflineLicense {
+        try await holderOfflineLicense(request, call, try Caller(call))
+    }
+
+    public func revealLicenseKey(_ request: RevealLicenseKeyRequest, _ call: ServerCall) async throws -> RevealLicenseKeyResponse {
+        try await revealLicenseKey(request, call, try Caller(call))
     }
 }
 

@@ -15,7 +15,14 @@ enum Permissions {
         IssuanceMethods.changes.name, IssuanceMethods.watchChanges.name, UsageMethods.feed.name, ValidationMethods.events.name,
         IssuanceMethods.eraseCustomer.name, ValidationMethods.eraseCustomer.name, UsageMethods.eraseCustomer.name,
         ReportingMethods.eraseCustomer.name, IntegrationsMethods.eraseCustomer.name, ValidationMethods.resolveLicenses.name,
+        IssuanceMethods.revealKey.name,
     ]
+    /// A holder token reaches these and nothing else; no API key reaches them.
+    static let holderOnly: Set<String> = [
+        GatewayMethods.holderLicenses.name, GatewayMethods.holderDeactivate.name, GatewayMethods.holderOfflineLicense.name,
+    ]
+    /// license-console's own credential reaches these and nothing else, and no other key does.
+    static let consoleOnly: Set<String> = [GatewayMethods.signInHolder.name, GatewayMethods.revealLicenseKey.name]
     /// Signing keys are shared by every tenant, and the audit chain spans them all.
     static let operatorOnly: Set<String> = [
         IssuanceMethods.createSigningKey.name, IssuanceMethods.rotateSigningKey.name, IssuanceMethods.retireSigningKey.name,
@@ -45,6 +52,10 @@ enum Permissions {
             IssuanceMethods.changeEntitlements.info, IssuanceMethods.transferLicense.info, IssuanceMethods.assignUser.info,
             IssuanceMethods.unassignUser.info, IssuanceMethods.issueCertificate.info, ValidationMethods.createOfflineLicense.info,
         ])
+        allow([.console], [GatewayMethods.signInHolder.info, GatewayMethods.revealLicenseKey.info])
+        allow([.issuer, .support, .auditor, .integration, .product], [GatewayMethods.whoAmI.info])
+        // Support helps customers: frees a machine, sends a sign-in link to the portal.
+        allow([.issuer, .support], [ValidationMethods.deactivate.info, GatewayMethods.createSignInLink.info])
         // Billing, CRM and ERP systems: customers, departments, licenses from orders, payments.
         allow([.integration], [
             IssuanceMethods.createCustomer.info, IssuanceMethods.updateCustomer.info, IssuanceMethods.createDepartment.info,
@@ -78,7 +89,11 @@ enum Permissions {
 
     /// Whether the role may call the method (in the operator tenant, for operator methods).
     static func allows(_ role: Role, _ method: String) -> Bool {
-        !servicesOnly.contains(method) && roleAllows(role, method)
+        switch role {
+        case .holder: return holderOnly.contains(method)
+        case .console: return consoleOnly.contains(method)
+        default: return !servicesOnly.contains(method) && !holderOnly.contains(method) && !consoleOnly.contains(method) && roleAllows(role, method)
+        }
     }
 
     /// The table alone: admins may call everything it does not keep from them.
@@ -86,10 +101,28 @@ enum Permissions {
         role == .admin || (table[method]?.contains(role) ?? false)
     }
 
+    /// Every method the role may call, for WhoAmI (operator-only methods need the operator tenant too).
+    static func allowed(_ key: ApiKey) -> [String] {
+        WireServices.all.flatMap { service in service.methods.map(\.fullName) }.filter { refusal(key, $0) == nil }.sorted()
+    }
+
+    /// Why a holder token may not call the method, or nil when it may.
+    static func holderRefusal(_ method: String) -> RPCError? {
+        holderOnly.contains(method) ? nil : RPCError(.permissionDenied, "a license holder's sign-in may not call \(method)")
+    }
+
     /// Why this credential may not call the method, or nil when it may.
     static func refusal(_ key: ApiKey, _ method: String) -> RPCError? {
         if servicesOnly.contains(method) {
             return RPCError(.permissionDenied, "\(method) is for the services behind the gateway; no API key may call it")
+        }
+        if holderOnly.contains(method) {
+            return RPCError(.permissionDenied, "\(method) is for signed-in license holders; an API key may not call it")
+        }
+        if consoleOnly.contains(method) != (key.role == .console) {
+            return RPCError(.permissionDenied, key.role == .console
+                ? "a CONSOLE key may only sign license holders in and reveal purchased keys, not call \(method)"
+                : "\(method) is for license-console's own CONSOLE key")
         }
         guard roleAllows(key.role, method) else {
             return RPCError(.permissionDenied, "role \(key.role) may not call \(method)")

@@ -159,11 +159,14 @@ struct Inbound: Sendable {
                 IssuanceMethods.issueLicense,
                 IssueLicenseRequest(
                     policyId: policy, customerId: customer.id, billingRef: subscription, amountMinor: number("amount_total"),
-                    currency: string("currency").uppercased()),
+                    currency: string("currency").uppercased(), sealKeyForReveal: true),
                 step: "license")
-            // The key is in the answer; it goes nowhere from here (not stored, not logged).
+            // Issuance keeps the key sealed; the buyer gets a link that reveals it once.
             let license = issued.license?.id ?? ""
             try await remember([string("payment_intent"), subscription, string("id")], license: license, tenant: call.tenant)
+            try await KeyMails.enqueue(
+                license: license, tenant: call.tenant, customer: customer.id, product: issued.license?.productId ?? "", token: issued.revealToken,
+                expiresAt: issued.revealExpiresAt, now: clock.now, in: database)
             return .applied("license \(license) issued under policy \(policy) to customer \(customer.id)")
         case "invoice.paid":
             let subscription = string("subscription")

@@ -127,6 +127,26 @@ enum IntegrationsSchema {
                 );
                 """)
         }
+        // A purchase's key-reveal link, held only until the buyer's e-mail is sent.
+        migrator.registerMigration("v3: key-reveal e-mails") { db in
+            try db.execute(sql: """
+                CREATE TABLE key_mail (
+                    license_id TEXT PRIMARY KEY,
+                    tenant_id TEXT NOT NULL,
+                    customer_id TEXT NOT NULL,
+                    product_id TEXT NOT NULL DEFAULT '',
+                    -- Emptied once sent: the link reveals the key, so it is not kept.
+                    reveal_token TEXT NOT NULL,
+                    expires_at INTEGER NOT NULL,
+                    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'failed')),
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    error TEXT NOT NULL DEFAULT '',
+                    created_at INTEGER NOT NULL,
+                    sent_at INTEGER NOT NULL DEFAULT 0
+                );
+                CREATE INDEX key_mail_pending ON key_mail(status) WHERE status = 'pending';
+                """)
+        }
         return migrator
     }
 }

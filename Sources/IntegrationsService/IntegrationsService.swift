@@ -27,6 +27,7 @@ public final class IntegrationsService: IntegrationsServiceProtocol {
     let inbound: Inbound
     let deliverer: Deliverer
     let reminders: Reminders
+    let keyMails: KeyMails
     let followers: [any Service & Sendable]
     let positions: @Sendable () -> [FeedPosition]
     private let boundHTTP = NIOLockedValueBox<SocketAddress?>(nil)
@@ -54,6 +55,9 @@ public final class IntegrationsService: IntegrationsServiceProtocol {
         /// The renewal link, unless a policy has its own; "{license_id}" is replaced.
         public var renewalURL = "https://example.com/renew?license={license_id}"
         public var reminderInterval: Duration = .seconds(60)
+        /// The console's address: a buyer's key-reveal link points there.
+        public var consoleURL = "http://127.0.0.1:7402"
+        public var keyMailInterval: Duration = .seconds(2)
 
         public init() {}
 
@@ -95,6 +99,12 @@ public final class IntegrationsService: IntegrationsServiceProtocol {
             }
             renewalURL = settings["renewal-url"] ?? renewalURL
             reminderInterval = .seconds(try settings.int("reminder-interval-seconds", default: 60, in: 1...86400))
+            if let url = settings["console-url"] {
+                guard url.count <= 300, let parsed = URL(string: url), parsed.scheme == "https" || parsed.scheme == "http", parsed.host != nil else {
+                    throw RPCError.invalidArgument("console-url must be the console's http(s) address, e.g. https://licenses.example.com")
+                }
+                consoleURL = url
+            }
         }
     }
 
@@ -118,6 +128,9 @@ public final class IntegrationsService: IntegrationsServiceProtocol {
             database: database, issuance: issuance, mailer: options.smtp.map { SMTPMailer(settings: $0) },
             options: Reminders.Options(days: options.reminderDays, renewalURL: options.renewalURL, interval: options.reminderInterval),
             clock: clock, logger: logger)
+        self.keyMails = KeyMails(
+            database: database, issuance: issuance, mailer: options.smtp.map { SMTPMailer(settings: $0) }, consoleURL: options.consoleURL,
+            interval: options.keyMailInterval, clock: clock, logger: logger)
         let interval = options.followInterval
         let issuanceFeed = FeedFollower<ChangeEvent>(feed: "issuance", database: database, idleInterval: interval, logger: logger) { after in
             let response = try await issuance.call(IssuanceMethods.changes, ChangesRequest(afterSeq: after, limit: 1000), timeout: .seconds(10))
@@ -169,7 +182,7 @@ public final class IntegrationsService: IntegrationsServiceProtocol {
     /// The RPC server, the HTTP listener, the followers, the deliverer and the checkpoints;
     /// stopped in reverse order.
     public func services(configuration: RPCServerConfiguration) throws -> [any Service] {
-        [try WALMaintenance(pool: database, logger: logger), deliverer, reminders] + followers.map { $0 as any Service }
+        [try WALMaintenance(pool: database, logger: logger), deliverer, reminders, keyMails] + followers.map { $0 as any Service }
             + [try httpApplication(), RPCServer(router: router(), configuration: configuration, logger: logger)]
     }
 

@@ -170,10 +170,26 @@ extension IntegrationsService {
             try db.execute(
                 sql: "UPDATE outbox SET payload = '{\"erased\":true}' WHERE customer_id = ? AND (? IS NULL OR tenant_id = ?)",
                 arguments: [request.customerId, call.metadata[RPCMetadata.tenant], call.metadata[RPCMetadata.tenant]])
-            return db.changesCount
+            var erased = db.changesCount
+            try db.execute(
+                sql: "DELETE FROM key_mail WHERE customer_id = ? AND (? IS NULL OR tenant_id = ?)",
+                arguments: [request.customerId, call.metadata[RPCMetadata.tenant], call.metadata[RPCMetadata.tenant]])
+            erased += db.changesCount
+            return erased
         }
         return EraseCustomerResponse(
             service: "integrations", recordsErased: UInt64(erased), detail: "the outbox events about customer \(request.customerId) no longer carry their data")
+    }
+
+    /// A policy's schedule and renewal link as they apply (the defaults where none was set).
+    public func getRenewalOptions(_ request: GetByIdRequest, _ call: ServerCall) async throws -> RenewalOptions {
+        guard !request.id.isEmpty, request.id.count <= 200 else { throw RPCError.invalidArgument("id (the policy id) is required") }
+        let tenant = tenant(call)
+        let row = try await database.read { db in
+            try Row.fetchOne(db, sql: "SELECT days, renewal_url FROM renewal_option WHERE tenant_id = ? AND policy_id = ?", arguments: [tenant, request.id])
+        }
+        let days = (row?["days"] as String?).map { $0.split(separator: ",").compactMap { UInt32($0) } } ?? options.reminderDays.map(UInt32.init)
+        return RenewalOptions(policyId: request.id, days: days, renewalUrl: (row?["renewal_url"] as String?) ?? options.renewalURL)
     }
 
     /// A policy's reminder schedule and renewal link (an empty `days` and URL: the defaults).

@@ -21,6 +21,9 @@ extension IssuanceService {
             }
             let licenseIDs = try String.fetchAll(db, sql: "SELECT id FROM license WHERE customer_id = ?", arguments: [customer.id])
             for id in licenseIDs {
+                // An unrevealed purchased key goes too: its link was sent to the erased address.
+                try db.execute(sql: "DELETE FROM sealed_key WHERE license_id = ?", arguments: [id])
+                erased += UInt64(db.changesCount)
                 try db.execute(sql: "DELETE FROM license_user WHERE license_id = ?", arguments: [id])
                 if db.changesCount > 0 {
                     erased += UInt64(db.changesCount)

@@ -172,6 +172,20 @@ enum IssuanceSchema {
                 ALTER TABLE idempotency ADD COLUMN sealed INTEGER NOT NULL DEFAULT 0;
                 """)
         }
+        migrator.registerMigration("v4: keys sealed for one reveal") { db in
+            try db.execute(sql: """
+                -- A purchased license's key, sealed under the master key until the buyer
+                -- reveals it once (KeyReveal); the token is stored only as its hash.
+                CREATE TABLE sealed_key (
+                    token_hash TEXT PRIMARY KEY,
+                    tenant_id TEXT NOT NULL,
+                    license_id TEXT NOT NULL,
+                    sealed BLOB NOT NULL,
+                    expires_at INTEGER NOT NULL
+                );
+                CREATE INDEX sealed_key_by_license ON sealed_key(license_id);
+                """)
+        }
         return migrator
     }
 }

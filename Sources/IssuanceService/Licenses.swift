@@ -23,6 +23,7 @@ extension IssuanceService {
         }
         let key = LicenseKey.generate()
         let keyHash = key.hash(secret: keyHashSecret)
+        let masterKey = self.masterKey
         let response = try await mutate(call, action: "license.issue", target: { $0.license?.id ?? "" }) { db, context in
             guard let policy = try Tables.policies.find(request.policyId, tenant: context.tenant, in: db) else {
                 throw RPCError.notFound("no policy \(request.policyId)")
@@ -81,6 +82,10 @@ extension IssuanceService {
                     amountMinor: request.amountMinor, currency: request.currency)
                 try Subscriptions.insert(subscription, tenant: context.tenant, in: db)
                 answered.feedSeq = try ChangeFeed.append(ChangeEvent(action: "subscription.started", .subscription(subscription)), at: context.now, in: db)
+            }
+            if request.sealKeyForReveal {
+                let (token, expiresAt) = try KeyReveal.seal(key, license: license.id, masterKey: masterKey, context: context, in: db)
+                return IssueLicenseResponse(license: answered, revealToken: token, revealExpiresAt: expiresAt)
             }
             return IssueLicenseResponse(license: answered, licenseKey: key.description)
         }

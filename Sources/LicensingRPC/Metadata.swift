@@ -40,4 +40,12 @@ extension RPCMetadata {
     public static let actor = "x-lm-actor"
     public static let role = "x-lm-role"
     public static let gatewayPrefix = "x-lm-"
+    /// A holder token's scope, set by the gateway: one license, or one customer's licenses.
+    public static let holderLicense = "x-lm-holder-license"
+    public static let holderCustomer = "x-lm-holder-customer"
+    /// license-console's own credential, beside the operator's or holder's `authorization`:
+    /// with it the gateway trusts `end-user-address` as the person's address for its
+    /// failed sign-in limits.
+    public static let consoleKey = "console-key"
+    public static let endUserAddress = "end-user-address"
 }

@@ -96,6 +96,9 @@ extension ValidationService {
     }
 
     public func deactivate(_ request: DeactivateRequest, _ call: ServerCall) async throws -> DeactivateResponse {
+        if request.licenseKey.isEmpty, !request.licenseId.isEmpty {
+            return try await deactivate(license: request.licenseId, machine: request.machineId, call)
+        }
         try Check.fingerprint(request.fingerprint)
         guard let (_, facts) = try await lookUp(request.licenseKey, call) else {
             throw RPCError.notFound("no license has this key")
@@ -111,6 +114,35 @@ extension ValidationService {
         // Safe to repeat: a machine already deactivated is not activated, so a retry after a
         // lost answer succeeds; `deactivated` says whether this call freed it.
         return DeactivateResponse(deactivated: removed > 0)
+    }
+
+    /// Operators and license holders free a machine by its id (they do not hold its fingerprint).
+    private func deactivate(license: String, machine: String, _ call: ServerCall) async throws -> DeactivateResponse {
+        try Check.nonEmpty(machine, "machine_id")
+        try Check.length(machine, "machine_id")
+        guard let facts = try await self.facts(license: license, call) else { throw RPCError.notFound("no license \(license)") }
+        let now = clock.now
+        let removed = try await writes.write { db -> Int in
+            guard let row = try Row.fetchOne(db, sql: "SELECT fingerprint_hash FROM machine WHERE id = ? AND license_id = ?", arguments: [machine, facts.licenseID]) else {
+                return 0
+            }
+            try db.execute(sql: "DELETE FROM machine WHERE id = ?", arguments: [machine])
+            try ValidationEvents.machine(facts, id: machine, fingerprintHash: row["fingerprint_hash"], activated: false, offline: false, now: now, in: db)
+            return 1
+        }
+        return DeactivateResponse(deactivated: removed > 0)
+    }
+
+    /// A license's facts by id, within the caller's tenant; a miss pulls the feed once.
+    func facts(license: String, _ call: ServerCall) async throws -> LicenseFacts? {
+        try Check.length(license, "license_id")
+        let tenant = call.metadata[RPCMetadata.tenant]
+        func read() throws -> LicenseFacts? {
+            try database.read { db in try LicenseReplica.facts(licenseID: license, in: db) }.flatMap { tenant == nil || $0.tenantID == tenant ? $0 : nil }
+        }
+        if let found = try read() { return found }
+        await feed.catchUp()
+        return try read()
     }
 
     public func listMachines(_ request: ListMachinesRequest, _ call: ServerCall) async throws -> ListMachinesResponse {

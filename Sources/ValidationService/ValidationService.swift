@@ -335,7 +335,18 @@ public final class ValidationService: ValidationServiceProtocol {
         try Check.fingerprint(request.fingerprint)
         guard request.validSeconds >= 0 else { throw RPCError.invalidArgument("valid_seconds must not be negative") }
         let now = clock.now
-        guard let (key, facts) = try await lookUp(request.licenseKey, call) else { throw RPCError.notFound("no license has this key") }
+        let key: LicenseKey?
+        let facts: LicenseFacts
+        if request.licenseKey.isEmpty, !request.licenseId.isEmpty {
+            guard !request.encrypt else {
+                throw RPCError.invalidArgument("encrypt needs license_key: an encrypted file opens only with the key it was made with")
+            }
+            guard let found = try await self.facts(license: request.licenseId, call) else { throw RPCError.notFound("no license \(request.licenseId)") }
+            (key, facts) = (nil, found)
+        } else {
+            guard let found = try await lookUp(request.licenseKey, call) else { throw RPCError.notFound("no license has this key") }
+            (key, facts) = found
+        }
         var usable = facts
         usable.licenseType = .unspecified
         let decision = LicenseDecider.decide(usable, ValidationQuery(), now: now)
@@ -361,7 +372,7 @@ public final class ValidationService: ValidationServiceProtocol {
         guard bound.0 == .valid else {
             throw RPCError.failedPrecondition("\(bound.0): \(bound.2)")
         }
-        let armored = request.encrypt ? OfflineLicenseFile.encrypt(certificate.armored, licenseKey: key) : certificate.armored
+        let armored = if request.encrypt, let key { OfflineLicenseFile.encrypt(certificate.armored, licenseKey: key) } else { certificate.armored }
         return OfflineLicense(
             armored: armored, notBefore: certificate.payload?.notBefore ?? now, notAfter: certificate.payload?.notAfter ?? now, kid: certificate.kid)
     }

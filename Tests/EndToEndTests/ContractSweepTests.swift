@@ -105,11 +105,32 @@ import Testing
         }
     }
 
-    /// A client per process: the gateway with the operator's key, the services directly.
-    static func clients(_ stack: Stack) -> [String: RPCClient] {
-        var clients: [String: RPCClient] = ["gateway": stack.gatewayClient()]
+    /// A client per process: the gateway with the operator's key, the services directly;
+    /// and the gateway with the credentials its holder and console methods take (a holder
+    /// token, the console's key), so that the sweep reaches their request checks.
+    static func clients(_ stack: Stack) async throws -> [String: RPCClient] {
+        let admin = stack.gatewayClient()
+        var clients: [String: RPCClient] = ["gateway": admin]
         for service in ["issuance", "validation", "usage", "reporting", "integrations"] { clients[service] = RPCClient(endpoint: stack.endpoint(service)) }
+        let console = try await admin.call(GatewayMethods.createApiKey, CreateApiKeyRequest(name: "console", role: .console)).secret
+        clients["gateway:console"] = stack.gatewayClient(apiKey: console)
+        let product = try await admin.call(IssuanceMethods.createProduct, CreateProductRequest(name: "Sweep", code: "SWEEP"))
+        let policy = try await admin.call(IssuanceMethods.createPolicy, CreatePolicyRequest(policy: Policy(productId: product.id, name: "Sweep", licenseType: .perDevice, maxMachines: 2)))
+        let customer = try await admin.call(IssuanceMethods.createCustomer, CreateCustomerRequest(name: "Sweep"))
+        let issued = try await admin.call(IssuanceMethods.issueLicense, IssueLicenseRequest(policyId: policy.id, customerId: customer.id))
+        let holder = try await clients["gateway:console"]!.call(GatewayMethods.signInHolder, SignInHolderRequest(licenseKey: issued.licenseKey)).holderToken
+        clients["gateway:holder"] = stack.gatewayClient(apiKey: holder)
         return clients
+    }
+
+    /// The client a method is swept through.
+    static func client(_ clients: [String: RPCClient], _ service: WireServiceShape, _ method: String) -> RPCClient? {
+        let owner = owner(service) ?? "gateway"
+        guard owner == "gateway" else { return clients[owner] }
+        let name = method.split(separator: "/").last.map(String.init) ?? ""
+        if name.hasPrefix("Holder") { return clients["gateway:holder"] }
+        if name == "SignInHolder" || name == "RevealLicenseKey" { return clients["gateway:console"] }
+        return clients["gateway"]
     }
 
     static let streamingMethods: Set<String> = Set(
@@ -119,7 +140,7 @@ import Testing
     @Test func everyIntegerFieldOfEveryRequestAtItsExtremes() async throws {
         let stack = try Stack()
         try await stack.startAll()
-        let clients = Self.clients(stack)
+        let clients = try await Self.clients(stack)
         defer { for client in clients.values { Task { await client.close() } } }
 
         var calls = 0
@@ -127,8 +148,8 @@ import Testing
         for service in WireServices.all {
             let owner = Self.owner(service) ?? "gateway"
             #expect(owner != "unknown", "a new service, \(service.name), needs its owner in this sweep")
-            let client = try #require(clients[owner])
             for method in service.methods {
+                let client = try #require(Self.client(clients, service, method.fullName))
                 for path in Self.paths(method.request, where: Self.isInteger) {
                     let dotted = path.map(\.name).joined(separator: ".")
                     for extreme in Self.extremes(path.last!.kind) {
@@ -161,7 +182,7 @@ import Testing
     @Test func everyStringFieldRefusesNulInvalidUTF8AndOversizedText() async throws {
         let stack = try Stack()
         try await stack.startAll()
-        let clients = Self.clients(stack)
+        let clients = try await Self.clients(stack)
         defer { for client in clients.values { Task { await client.close() } } }
 
         let bad: [(String, [UInt8], String)] = [
@@ -171,8 +192,8 @@ import Testing
         ]
         var calls = 0
         for service in WireServices.all {
-            let client = try #require(clients[Self.owner(service) ?? "gateway"])
             for method in service.methods {
+                let client = try #require(Self.client(clients, service, method.fullName))
                 for path in Self.paths(method.request, where: Self.isString) {
                     let dotted = path.map(\.name).joined(separator: ".")
                     for (label, bytes, problem) in bad {

@@ -87,11 +87,11 @@ final class Stack: @unchecked Sendable {
         ((try? String(contentsOfFile: "\(folder)/secrets/admin-api-key", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    /// A client of the gateway that sends the admin key with every call.
-    func gatewayClient(connections: Int = 2, connectTimeout: Duration = .seconds(1)) -> RPCClient {
+    /// A client of the gateway that sends the admin key (or `apiKey`) with every call.
+    func gatewayClient(apiKey: String? = nil, connections: Int = 2, connectTimeout: Duration = .seconds(1)) -> RPCClient {
         RPCClient(
             endpoint: endpoint("gateway"),
-            configuration: RPCClientConfiguration(connections: connections, connectTimeout: connectTimeout, metadata: [RPCMetadata.apiKey: adminKey]))
+            configuration: RPCClientConfiguration(connections: connections, connectTimeout: connectTimeout, metadata: [RPCMetadata.apiKey: apiKey ?? adminKey]))
     }
 
     /// Environment variables a service starts with (settings as LM_* variables), by service.

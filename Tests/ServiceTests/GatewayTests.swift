@@ -48,7 +48,7 @@ func withGateway<T>(
 
 @Suite struct GatewayTests {
     static let publicMethods: [WireMethodInfo] = IssuanceMethods.all + ValidationMethods.all + UsageMethods.all + ReportingMethods.all + GatewayMethods.all
-    static let roles: [Role] = [.admin, .issuer, .support, .auditor, .integration, .product]
+    static let roles: [Role] = [.admin, .issuer, .support, .auditor, .integration, .product, .console]
 
     /// Every public method for every role: refused with PERMISSION_DENIED exactly where the
     /// table says so. (The services behind are down, so admitted calls end UNAVAILABLE or,
@@ -93,6 +93,7 @@ func withGateway<T>(
                     code = error.code
                 }
                 let kept = Permissions.servicesOnly.contains(method.name) || Permissions.operatorOnly.contains(method.name)
+                    || Permissions.holderOnly.contains(method.name) || Permissions.consoleOnly.contains(method.name)
                 #expect((code == .permissionDenied) == kept, "a tenant admin calling \(method.name): \(code)")
             }
             await tenantAdmin.close()

@@ -20,6 +20,7 @@ PROTOBUF_C__BEGIN_DECLS
 #include "issuance.pb-c.h"
 #include "validation.pb-c.h"
 #include "usage.pb-c.h"
+#include "integrations.pb-c.h"
 
 typedef struct Licensing__V1__ApiKey Licensing__V1__ApiKey;
 typedef struct Licensing__V1__CreateApiKeyRequest Licensing__V1__CreateApiKeyRequest;
@@ -30,6 +31,19 @@ typedef struct Licensing__V1__PartStatus Licensing__V1__PartStatus;
 typedef struct Licensing__V1__LicenseOverviewResponse Licensing__V1__LicenseOverviewResponse;
 typedef struct Licensing__V1__GatewayHealthResponse Licensing__V1__GatewayHealthResponse;
 typedef struct Licensing__V1__GatewayEraseCustomerResponse Licensing__V1__GatewayEraseCustomerResponse;
+typedef struct Licensing__V1__SignInHolderRequest Licensing__V1__SignInHolderRequest;
+typedef struct Licensing__V1__SignInHolderResponse Licensing__V1__SignInHolderResponse;
+typedef struct Licensing__V1__CreateSignInLinkRequest Licensing__V1__CreateSignInLinkRequest;
+typedef struct Licensing__V1__CreateSignInLinkResponse Licensing__V1__CreateSignInLinkResponse;
+typedef struct Licensing__V1__HolderLicensesRequest Licensing__V1__HolderLicensesRequest;
+typedef struct Licensing__V1__HolderLicense Licensing__V1__HolderLicense;
+typedef struct Licensing__V1__HolderLicensesResponse Licensing__V1__HolderLicensesResponse;
+typedef struct Licensing__V1__HolderDeactivateRequest Licensing__V1__HolderDeactivateRequest;
+typedef struct Licensing__V1__HolderOfflineLicenseRequest Licensing__V1__HolderOfflineLicenseRequest;
+typedef struct Licensing__V1__RevealLicenseKeyRequest Licensing__V1__RevealLicenseKeyRequest;
+typedef struct Licensing__V1__RevealLicenseKeyResponse Licensing__V1__RevealLicenseKeyResponse;
+typedef struct Licensing__V1__WhoAmIRequest Licensing__V1__WhoAmIRequest;
+typedef struct Licensing__V1__WhoAmIResponse Licensing__V1__WhoAmIResponse;
 
 
 /* --- enums --- */
@@ -41,7 +55,16 @@ typedef enum _Licensing__V1__Role {
   LICENSING__V1__ROLE__ROLE_SUPPORT = 3,
   LICENSING__V1__ROLE__ROLE_AUDITOR = 4,
   LICENSING__V1__ROLE__ROLE_INTEGRATION = 5,
-  LICENSING__V1__ROLE__ROLE_PRODUCT = 6
+  LICENSING__V1__ROLE__ROLE_PRODUCT = 6,
+  /*
+   * license-console's own credential: signs holders in, reveals purchased keys, and
+   * vouches for the end user's address (x-lm-console-key, end-user-address).
+   */
+  LICENSING__V1__ROLE__ROLE_CONSOLE = 7,
+  /*
+   * A holder token's role; never an API key's.
+   */
+  LICENSING__V1__ROLE__ROLE_HOLDER = 8
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(LICENSING__V1__ROLE)
 } Licensing__V1__Role;
 
@@ -170,6 +193,190 @@ struct  Licensing__V1__GatewayEraseCustomerResponse
 #define LICENSING__V1__GATEWAY_ERASE_CUSTOMER_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__gateway_erase_customer_response__descriptor) \
     , 0,NULL, 0,NULL }
+
+
+struct  Licensing__V1__SignInHolderRequest
+{
+  ProtobufCMessage base;
+  /*
+   * One of: the license key, or a sign-in link's token.
+   */
+  char *license_key;
+  char *link_token;
+};
+#define LICENSING__V1__SIGN_IN_HOLDER_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__sign_in_holder_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+struct  Licensing__V1__SignInHolderResponse
+{
+  ProtobufCMessage base;
+  /*
+   * Sent as the api-key of the holder's calls; valid until expires_at.
+   */
+  char *holder_token;
+  int64_t expires_at;
+  /*
+   * The scope: one license (signed in with its key) or a customer's licenses (a link).
+   */
+  char *license_id;
+  char *customer_id;
+};
+#define LICENSING__V1__SIGN_IN_HOLDER_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__sign_in_holder_response__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+struct  Licensing__V1__CreateSignInLinkRequest
+{
+  ProtobufCMessage base;
+  char *customer_id;
+  /*
+   * 0 = one day; at most 7 days.
+   */
+  int64_t valid_seconds;
+};
+#define LICENSING__V1__CREATE_SIGN_IN_LINK_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__create_sign_in_link_request__descriptor) \
+    , (char *)protobuf_c_empty_string, 0 }
+
+
+struct  Licensing__V1__CreateSignInLinkResponse
+{
+  ProtobufCMessage base;
+  /*
+   * Single use: goes into the console's /sign-in/link/<token>.
+   */
+  char *token;
+  int64_t expires_at;
+};
+#define LICENSING__V1__CREATE_SIGN_IN_LINK_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__create_sign_in_link_response__descriptor) \
+    , (char *)protobuf_c_empty_string, 0 }
+
+
+struct  Licensing__V1__HolderLicensesRequest
+{
+  ProtobufCMessage base;
+};
+#define LICENSING__V1__HOLDER_LICENSES_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__holder_licenses_request__descriptor) \
+     }
+
+
+/*
+ * A license as its holder sees it.
+ */
+struct  Licensing__V1__HolderLicense
+{
+  ProtobufCMessage base;
+  Licensing__V1__License *license;
+  Licensing__V1__Policy *policy;
+  Licensing__V1__Product *product;
+  Licensing__V1__Subscription *subscription;
+  size_t n_machines;
+  Licensing__V1__Machine **machines;
+  size_t n_seats;
+  Licensing__V1__SeatLease **seats;
+  Licensing__V1__UsageSummary *usage;
+  size_t n_quotas;
+  Licensing__V1__Quota **quotas;
+  Licensing__V1__RenewalOptions *renewal;
+};
+#define LICENSING__V1__HOLDER_LICENSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__holder_license__descriptor) \
+    , NULL, NULL, NULL, NULL, 0,NULL, 0,NULL, NULL, 0,NULL, NULL }
+
+
+struct  Licensing__V1__HolderLicensesResponse
+{
+  ProtobufCMessage base;
+  size_t n_licenses;
+  Licensing__V1__HolderLicense **licenses;
+  /*
+   * Parts that could not be shown, with why.
+   */
+  size_t n_parts;
+  Licensing__V1__PartStatus **parts;
+};
+#define LICENSING__V1__HOLDER_LICENSES_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__holder_licenses_response__descriptor) \
+    , 0,NULL, 0,NULL }
+
+
+struct  Licensing__V1__HolderDeactivateRequest
+{
+  ProtobufCMessage base;
+  char *license_id;
+  char *machine_id;
+};
+#define LICENSING__V1__HOLDER_DEACTIVATE_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__holder_deactivate_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+struct  Licensing__V1__HolderOfflineLicenseRequest
+{
+  ProtobufCMessage base;
+  char *license_id;
+  /*
+   * The machine's fingerprint as the product shows it.
+   */
+  char *fingerprint;
+  /*
+   * 0 = the longest the service allows.
+   */
+  int64_t valid_seconds;
+};
+#define LICENSING__V1__HOLDER_OFFLINE_LICENSE_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__holder_offline_license_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
+
+
+struct  Licensing__V1__RevealLicenseKeyRequest
+{
+  ProtobufCMessage base;
+  char *token;
+};
+#define LICENSING__V1__REVEAL_LICENSE_KEY_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__reveal_license_key_request__descriptor) \
+    , (char *)protobuf_c_empty_string }
+
+
+struct  Licensing__V1__RevealLicenseKeyResponse
+{
+  ProtobufCMessage base;
+  char *license_id;
+  char *license_key;
+};
+#define LICENSING__V1__REVEAL_LICENSE_KEY_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__reveal_license_key_response__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+struct  Licensing__V1__WhoAmIRequest
+{
+  ProtobufCMessage base;
+};
+#define LICENSING__V1__WHO_AM_IREQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__who_am_irequest__descriptor) \
+     }
+
+
+struct  Licensing__V1__WhoAmIResponse
+{
+  ProtobufCMessage base;
+  Licensing__V1__ApiKey *api_key;
+  /*
+   * Full method names ("licensing.v1.Issuance/RevokeLicense", ...), sorted.
+   */
+  size_t n_allowed_methods;
+  char **allowed_methods;
+};
+#define LICENSING__V1__WHO_AM_IRESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__who_am_iresponse__descriptor) \
+    , NULL, 0,NULL }
 
 
 /* Licensing__V1__ApiKey methods */
@@ -343,6 +550,253 @@ Licensing__V1__GatewayEraseCustomerResponse *
 void   licensing__v1__gateway_erase_customer_response__free_unpacked
                      (Licensing__V1__GatewayEraseCustomerResponse *message,
                       ProtobufCAllocator *allocator);
+/* Licensing__V1__SignInHolderRequest methods */
+void   licensing__v1__sign_in_holder_request__init
+                     (Licensing__V1__SignInHolderRequest         *message);
+size_t licensing__v1__sign_in_holder_request__get_packed_size
+                     (const Licensing__V1__SignInHolderRequest   *message);
+size_t licensing__v1__sign_in_holder_request__pack
+                     (const Licensing__V1__SignInHolderRequest   *message,
+                      uint8_t             *out);
+size_t licensing__v1__sign_in_holder_request__pack_to_buffer
+                     (const Licensing__V1__SignInHolderRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__SignInHolderRequest *
+       licensing__v1__sign_in_holder_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__sign_in_holder_request__free_unpacked
+                     (Licensing__V1__SignInHolderRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__SignInHolderResponse methods */
+void   licensing__v1__sign_in_holder_response__init
+                     (Licensing__V1__SignInHolderResponse         *message);
+size_t licensing__v1__sign_in_holder_response__get_packed_size
+                     (const Licensing__V1__SignInHolderResponse   *message);
+size_t licensing__v1__sign_in_holder_response__pack
+                     (const Licensing__V1__SignInHolderResponse   *message,
+                      uint8_t             *out);
+size_t licensing__v1__sign_in_holder_response__pack_to_buffer
+                     (const Licensing__V1__SignInHolderResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__SignInHolderResponse *
+       licensing__v1__sign_in_holder_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__sign_in_holder_response__free_unpacked
+                     (Licensing__V1__SignInHolderResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__CreateSignInLinkRequest methods */
+void   licensing__v1__create_sign_in_link_request__init
+                     (Licensing__V1__CreateSignInLinkRequest         *message);
+size_t licensing__v1__create_sign_in_link_request__get_packed_size
+                     (const Licensing__V1__CreateSignInLinkRequest   *message);
+size_t licensing__v1__create_sign_in_link_request__pack
+                     (const Licensing__V1__CreateSignInLinkRequest   *message,
+                      uint8_t             *out);
+size_t licensing__v1__create_sign_in_link_request__pack_to_buffer
+                     (const Licensing__V1__CreateSignInLinkRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__CreateSignInLinkRequest *
+       licensing__v1__create_sign_in_link_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__create_sign_in_link_request__free_unpacked
+                     (Licensing__V1__CreateSignInLinkRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__CreateSignInLinkResponse methods */
+void   licensing__v1__create_sign_in_link_response__init
+                     (Licensing__V1__CreateSignInLinkResponse         *message);
+size_t licensing__v1__create_sign_in_link_response__get_packed_size
+                     (const Licensing__V1__CreateSignInLinkResponse   *message);
+size_t licensing__v1__create_sign_in_link_response__pack
+                     (const Licensing__V1__CreateSignInLinkResponse   *message,
+                      uint8_t             *out);
+size_t licensing__v1__create_sign_in_link_response__pack_to_buffer
+                     (const Licensing__V1__CreateSignInLinkResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__CreateSignInLinkResponse *
+       licensing__v1__create_sign_in_link_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__create_sign_in_link_response__free_unpacked
+                     (Licensing__V1__CreateSignInLinkResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__HolderLicensesRequest methods */
+void   licensing__v1__holder_licenses_request__init
+                     (Licensing__V1__HolderLicensesRequest         *message);
+size_t licensing__v1__holder_licenses_request__get_packed_size
+                     (const Licensing__V1__HolderLicensesRequest   *message);
+size_t licensing__v1__holder_licenses_request__pack
+                     (const Licensing__V1__HolderLicensesRequest   *message,
+                      uint8_t             *out);
+size_t licensing__v1__holder_licenses_request__pack_to_buffer
+                     (const Licensing__V1__HolderLicensesRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__HolderLicensesRequest *
+       licensing__v1__holder_licenses_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__holder_licenses_request__free_unpacked
+                     (Licensing__V1__HolderLicensesRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__HolderLicense methods */
+void   licensing__v1__holder_license__init
+                     (Licensing__V1__HolderLicense         *message);
+size_t licensing__v1__holder_license__get_packed_size
+                     (const Licensing__V1__HolderLicense   *message);
+size_t licensing__v1__holder_license__pack
+                     (const Licensing__V1__HolderLicense   *message,
+                      uint8_t             *out);
+size_t licensing__v1__holder_license__pack_to_buffer
+                     (const Licensing__V1__HolderLicense   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__HolderLicense *
+       licensing__v1__holder_license__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__holder_license__free_unpacked
+                     (Licensing__V1__HolderLicense *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__HolderLicensesResponse methods */
+void   licensing__v1__holder_licenses_response__init
+                     (Licensing__V1__HolderLicensesResponse         *message);
+size_t licensing__v1__holder_licenses_response__get_packed_size
+                     (const Licensing__V1__HolderLicensesResponse   *message);
+size_t licensing__v1__holder_licenses_response__pack
+                     (const Licensing__V1__HolderLicensesResponse   *message,
+                      uint8_t             *out);
+size_t licensing__v1__holder_licenses_response__pack_to_buffer
+                     (const Licensing__V1__HolderLicensesResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__HolderLicensesResponse *
+       licensing__v1__holder_licenses_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__holder_licenses_response__free_unpacked
+                     (Licensing__V1__HolderLicensesResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__HolderDeactivateRequest methods */
+void   licensing__v1__holder_deactivate_request__init
+                     (Licensing__V1__HolderDeactivateRequest         *message);
+size_t licensing__v1__holder_deactivate_request__get_packed_size
+                     (const Licensing__V1__HolderDeactivateRequest   *message);
+size_t licensing__v1__holder_deactivate_request__pack
+                     (const Licensing__V1__HolderDeactivateRequest   *message,
+                      uint8_t             *out);
+size_t licensing__v1__holder_deactivate_request__pack_to_buffer
+                     (const Licensing__V1__HolderDeactivateRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__HolderDeactivateRequest *
+       licensing__v1__holder_deactivate_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__holder_deactivate_request__free_unpacked
+                     (Licensing__V1__HolderDeactivateRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__HolderOfflineLicenseRequest methods */
+void   licensing__v1__holder_offline_license_request__init
+                     (Licensing__V1__HolderOfflineLicenseRequest         *message);
+size_t licensing__v1__holder_offline_license_request__get_packed_size
+                     (const Licensing__V1__HolderOfflineLicenseRequest   *message);
+size_t licensing__v1__holder_offline_license_request__pack
+                     (const Licensing__V1__HolderOfflineLicenseRequest   *message,
+                      uint8_t             *out);
+size_t licensing__v1__holder_offline_license_request__pack_to_buffer
+                     (const Licensing__V1__HolderOfflineLicenseRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__HolderOfflineLicenseRequest *
+       licensing__v1__holder_offline_license_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__holder_offline_license_request__free_unpacked
+                     (Licensing__V1__HolderOfflineLicenseRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__RevealLicenseKeyRequest methods */
+void   licensing__v1__reveal_license_key_request__init
+                     (Licensing__V1__RevealLicenseKeyRequest         *message);
+size_t licensing__v1__reveal_license_key_request__get_packed_size
+                     (const Licensing__V1__RevealLicenseKeyRequest   *message);
+size_t licensing__v1__reveal_license_key_request__pack
+                     (const Licensing__V1__RevealLicenseKeyRequest   *message,
+                      uint8_t             *out);
+size_t licensing__v1__reveal_license_key_request__pack_to_buffer
+                     (const Licensing__V1__RevealLicenseKeyRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__RevealLicenseKeyRequest *
+       licensing__v1__reveal_license_key_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__reveal_license_key_request__free_unpacked
+                     (Licensing__V1__RevealLicenseKeyRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__RevealLicenseKeyResponse methods */
+void   licensing__v1__reveal_license_key_response__init
+                     (Licensing__V1__RevealLicenseKeyResponse         *message);
+size_t licensing__v1__reveal_license_key_response__get_packed_size
+                     (const Licensing__V1__RevealLicenseKeyResponse   *message);
+size_t licensing__v1__reveal_license_key_response__pack
+                     (const Licensing__V1__RevealLicenseKeyResponse   *message,
+                      uint8_t             *out);
+size_t licensing__v1__reveal_license_key_response__pack_to_buffer
+                     (const Licensing__V1__RevealLicenseKeyResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__RevealLicenseKeyResponse *
+       licensing__v1__reveal_license_key_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__reveal_license_key_response__free_unpacked
+                     (Licensing__V1__RevealLicenseKeyResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__WhoAmIRequest methods */
+void   licensing__v1__who_am_irequest__init
+                     (Licensing__V1__WhoAmIRequest         *message);
+size_t licensing__v1__who_am_irequest__get_packed_size
+                     (const Licensing__V1__WhoAmIRequest   *message);
+size_t licensing__v1__who_am_irequest__pack
+                     (const Licensing__V1__WhoAmIRequest   *message,
+                      uint8_t             *out);
+size_t licensing__v1__who_am_irequest__pack_to_buffer
+                     (const Licensing__V1__WhoAmIRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__WhoAmIRequest *
+       licensing__v1__who_am_irequest__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__who_am_irequest__free_unpacked
+                     (Licensing__V1__WhoAmIRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__WhoAmIResponse methods */
+void   licensing__v1__who_am_iresponse__init
+                     (Licensing__V1__WhoAmIResponse         *message);
+size_t licensing__v1__who_am_iresponse__get_packed_size
+                     (const Licensing__V1__WhoAmIResponse   *message);
+size_t licensing__v1__who_am_iresponse__pack
+                     (const Licensing__V1__WhoAmIResponse   *message,
+                      uint8_t             *out);
+size_t licensing__v1__who_am_iresponse__pack_to_buffer
+                     (const Licensing__V1__WhoAmIResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__WhoAmIResponse *
+       licensing__v1__who_am_iresponse__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__who_am_iresponse__free_unpacked
+                     (Licensing__V1__WhoAmIResponse *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Licensing__V1__ApiKey_Closure)
@@ -371,6 +825,45 @@ typedef void (*Licensing__V1__GatewayHealthResponse_Closure)
                   void *closure_data);
 typedef void (*Licensing__V1__GatewayEraseCustomerResponse_Closure)
                  (const Licensing__V1__GatewayEraseCustomerResponse *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__SignInHolderRequest_Closure)
+                 (const Licensing__V1__SignInHolderRequest *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__SignInHolderResponse_Closure)
+                 (const Licensing__V1__SignInHolderResponse *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__CreateSignInLinkRequest_Closure)
+                 (const Licensing__V1__CreateSignInLinkRequest *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__CreateSignInLinkResponse_Closure)
+                 (const Licensing__V1__CreateSignInLinkResponse *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__HolderLicensesRequest_Closure)
+                 (const Licensing__V1__HolderLicensesRequest *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__HolderLicense_Closure)
+                 (const Licensing__V1__HolderLicense *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__HolderLicensesResponse_Closure)
+                 (const Licensing__V1__HolderLicensesResponse *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__HolderDeactivateRequest_Closure)
+                 (const Licensing__V1__HolderDeactivateRequest *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__HolderOfflineLicenseRequest_Closure)
+                 (const Licensing__V1__HolderOfflineLicenseRequest *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__RevealLicenseKeyRequest_Closure)
+                 (const Licensing__V1__RevealLicenseKeyRequest *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__RevealLicenseKeyResponse_Closure)
+                 (const Licensing__V1__RevealLicenseKeyResponse *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__WhoAmIRequest_Closure)
+                 (const Licensing__V1__WhoAmIRequest *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__WhoAmIResponse_Closure)
+                 (const Licensing__V1__WhoAmIResponse *message,
                   void *closure_data);
 
 /* --- services --- */
@@ -403,6 +896,34 @@ struct Licensing__V1__Gateway_Service
                          const Licensing__V1__EraseCustomerRequest *input,
                          Licensing__V1__GatewayEraseCustomerResponse_Closure closure,
                          void *closure_data);
+  void (*who_am_i)(Licensing__V1__Gateway_Service *service,
+                   const Licensing__V1__WhoAmIRequest *input,
+                   Licensing__V1__WhoAmIResponse_Closure closure,
+                   void *closure_data);
+  void (*sign_in_holder)(Licensing__V1__Gateway_Service *service,
+                         const Licensing__V1__SignInHolderRequest *input,
+                         Licensing__V1__SignInHolderResponse_Closure closure,
+                         void *closure_data);
+  void (*create_sign_in_link)(Licensing__V1__Gateway_Service *service,
+                              const Licensing__V1__CreateSignInLinkRequest *input,
+                              Licensing__V1__CreateSignInLinkResponse_Closure closure,
+                              void *closure_data);
+  void (*holder_licenses)(Licensing__V1__Gateway_Service *service,
+                          const Licensing__V1__HolderLicensesRequest *input,
+                          Licensing__V1__HolderLicensesResponse_Closure closure,
+                          void *closure_data);
+  void (*holder_deactivate)(Licensing__V1__Gateway_Service *service,
+                            const Licensing__V1__HolderDeactivateRequest *input,
+                            Licensing__V1__DeactivateResponse_Closure closure,
+                            void *closure_data);
+  void (*holder_offline_license)(Licensing__V1__Gateway_Service *service,
+                                 const Licensing__V1__HolderOfflineLicenseRequest *input,
+                                 Licensing__V1__OfflineLicense_Closure closure,
+                                 void *closure_data);
+  void (*reveal_license_key)(Licensing__V1__Gateway_Service *service,
+                             const Licensing__V1__RevealLicenseKeyRequest *input,
+                             Licensing__V1__RevealLicenseKeyResponse_Closure closure,
+                             void *closure_data);
 };
 typedef void (*Licensing__V1__Gateway_ServiceDestroy)(Licensing__V1__Gateway_Service *);
 void licensing__v1__gateway__init (Licensing__V1__Gateway_Service *service,
@@ -416,7 +937,14 @@ void licensing__v1__gateway__init (Licensing__V1__Gateway_Service *service,
       function_prefix__ ## revoke_api_key,\
       function_prefix__ ## license_overview,\
       function_prefix__ ## health,\
-      function_prefix__ ## erase_customer  }
+      function_prefix__ ## erase_customer,\
+      function_prefix__ ## who_am_i,\
+      function_prefix__ ## sign_in_holder,\
+      function_prefix__ ## create_sign_in_link,\
+      function_prefix__ ## holder_licenses,\
+      function_prefix__ ## holder_deactivate,\
+      function_prefix__ ## holder_offline_license,\
+      function_prefix__ ## reveal_license_key  }
 void licensing__v1__gateway__create_api_key(ProtobufCService *service,
                                             const Licensing__V1__CreateApiKeyRequest *input,
                                             Licensing__V1__CreateApiKeyResponse_Closure closure,
@@ -441,6 +969,34 @@ void licensing__v1__gateway__erase_customer(ProtobufCService *service,
                                             const Licensing__V1__EraseCustomerRequest *input,
                                             Licensing__V1__GatewayEraseCustomerResponse_Closure closure,
                                             void *closure_data);
+void licensing__v1__gateway__who_am_i(ProtobufCService *service,
+                                      const Licensing__V1__WhoAmIRequest *input,
+                                      Licensing__V1__WhoAmIResponse_Closure closure,
+                                      void *closure_data);
+void licensing__v1__gateway__sign_in_holder(ProtobufCService *service,
+                                            const Licensing__V1__SignInHolderRequest *input,
+                                            Licensing__V1__SignInHolderResponse_Closure closure,
+                                            void *closure_data);
+void licensing__v1__gateway__create_sign_in_link(ProtobufCService *service,
+                                                 const Licensing__V1__CreateSignInLinkRequest *input,
+                                                 Licensing__V1__CreateSignInLinkResponse_Closure closure,
+                                                 void *closure_data);
+void licensing__v1__gateway__holder_licenses(ProtobufCService *service,
+                                             const Licensing__V1__HolderLicensesRequest *input,
+                                             Licensing__V1__HolderLicensesResponse_Closure closure,
+                                             void *closure_data);
+void licensing__v1__gateway__holder_deactivate(ProtobufCService *service,
+                                               const Licensing__V1__HolderDeactivateRequest *input,
+                                               Licensing__V1__DeactivateResponse_Closure closure,
+                                               void *closure_data);
+void licensing__v1__gateway__holder_offline_license(ProtobufCService *service,
+                                                    const Licensing__V1__HolderOfflineLicenseRequest *input,
+                                                    Licensing__V1__OfflineLicense_Closure closure,
+                                                    void *closure_data);
+void licensing__v1__gateway__reveal_license_key(ProtobufCService *service,
+                                                const Licensing__V1__RevealLicenseKeyRequest *input,
+                                                Licensing__V1__RevealLicenseKeyResponse_Closure closure,
+                                                void *closure_data);
 typedef struct Licensing__V1__Health_Service Licensing__V1__Health_Service;
 struct Licensing__V1__Health_Service
 {
@@ -475,6 +1031,19 @@ extern const ProtobufCMessageDescriptor licensing__v1__part_status__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__license_overview_response__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__gateway_health_response__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__gateway_erase_customer_response__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__sign_in_holder_request__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__sign_in_holder_response__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__create_sign_in_link_request__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__create_sign_in_link_response__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__holder_licenses_request__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__holder_license__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__holder_licenses_response__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__holder_deactivate_request__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__holder_offline_license_request__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__reveal_license_key_request__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__reveal_license_key_response__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__who_am_irequest__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__who_am_iresponse__descriptor;
 extern const ProtobufCServiceDescriptor licensing__v1__gateway__descriptor;
 extern const ProtobufCServiceDescriptor licensing__v1__health__descriptor;
 

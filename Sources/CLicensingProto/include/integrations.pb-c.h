@@ -756,6 +756,10 @@ struct Licensing__V1__Integrations_Service
                               const Licensing__V1__RenewalOptions *input,
                               Licensing__V1__RenewalOptions_Closure closure,
                               void *closure_data);
+  void (*get_renewal_options)(Licensing__V1__Integrations_Service *service,
+                              const Licensing__V1__GetByIdRequest *input,
+                              Licensing__V1__RenewalOptions_Closure closure,
+                              void *closure_data);
   void (*list_reminders)(Licensing__V1__Integrations_Service *service,
                          const Licensing__V1__ListRemindersRequest *input,
                          Licensing__V1__ListRemindersResponse_Closure closure,
@@ -781,6 +785,7 @@ void licensing__v1__integrations__init (Licensing__V1__Integrations_Service *ser
       function_prefix__ ## list_price_mappings,\
       function_prefix__ ## rotate_inbound_secret,\
       function_prefix__ ## set_renewal_options,\
+      function_prefix__ ## get_renewal_options,\
       function_prefix__ ## list_reminders,\
       function_prefix__ ## erase_customer  }
 void licensing__v1__integrations__create_webhook_endpoint(ProtobufCService *service,
@@ -817,6 +822,10 @@ void licensing__v1__integrations__rotate_inbound_secret(ProtobufCService *servic
                                                         void *closure_data);
 void licensing__v1__integrations__set_renewal_options(ProtobufCService *service,
                                                       const Licensing__V1__RenewalOptions *input,
+                                                      Licensing__V1__RenewalOptions_Closure closure,
+                                                      void *closure_data);
+void licensing__v1__integrations__get_renewal_options(ProtobufCService *service,
+                                                      const Licensing__V1__GetByIdRequest *input,
                                                       Licensing__V1__RenewalOptions_Closure closure,
                                                       void *closure_data);
 void licensing__v1__integrations__list_reminders(ProtobufCService *service,

@@ -34,6 +34,8 @@ typedef struct Licensing__V1__ListDepartmentsResponse Licensing__V1__ListDepartm
 typedef struct Licensing__V1__LicenseOverrides Licensing__V1__LicenseOverrides;
 typedef struct Licensing__V1__IssueLicenseRequest Licensing__V1__IssueLicenseRequest;
 typedef struct Licensing__V1__IssueLicenseResponse Licensing__V1__IssueLicenseResponse;
+typedef struct Licensing__V1__RevealKeyRequest Licensing__V1__RevealKeyRequest;
+typedef struct Licensing__V1__RevealKeyResponse Licensing__V1__RevealKeyResponse;
 typedef struct Licensing__V1__GetLicenseRequest Licensing__V1__GetLicenseRequest;
 typedef struct Licensing__V1__ListLicensesRequest Licensing__V1__ListLicensesRequest;
 typedef struct Licensing__V1__ListLicensesResponse Licensing__V1__ListLicensesResponse;
@@ -281,10 +283,15 @@ struct  Licensing__V1__IssueLicenseRequest
   char *billing_ref;
   int64_t amount_minor;
   char *currency;
+  /*
+   * Keep the key sealed for one reveal (a purchase: the buyer reveals it through the
+   * console) instead of answering it: license_key stays empty, reveal_token is set.
+   */
+  protobuf_c_boolean seal_key_for_reveal;
 };
 #define LICENSING__V1__ISSUE_LICENSE_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__issue_license_request__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0 }
 
 
 struct  Licensing__V1__IssueLicenseResponse
@@ -295,10 +302,36 @@ struct  Licensing__V1__IssueLicenseResponse
    * The typed key, shown once: only its keyed hash is stored.
    */
   char *license_key;
+  /*
+   * With seal_key_for_reveal: reveals the key once, until reveal_expires_at.
+   */
+  char *reveal_token;
+  int64_t reveal_expires_at;
 };
 #define LICENSING__V1__ISSUE_LICENSE_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__issue_license_response__descriptor) \
-    , NULL, (char *)protobuf_c_empty_string }
+    , NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
+
+
+struct  Licensing__V1__RevealKeyRequest
+{
+  ProtobufCMessage base;
+  char *token;
+};
+#define LICENSING__V1__REVEAL_KEY_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__reveal_key_request__descriptor) \
+    , (char *)protobuf_c_empty_string }
+
+
+struct  Licensing__V1__RevealKeyResponse
+{
+  ProtobufCMessage base;
+  char *license_id;
+  char *license_key;
+};
+#define LICENSING__V1__REVEAL_KEY_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__reveal_key_response__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 struct  Licensing__V1__GetLicenseRequest
@@ -1023,6 +1056,44 @@ Licensing__V1__IssueLicenseResponse *
 void   licensing__v1__issue_license_response__free_unpacked
                      (Licensing__V1__IssueLicenseResponse *message,
                       ProtobufCAllocator *allocator);
+/* Licensing__V1__RevealKeyRequest methods */
+void   licensing__v1__reveal_key_request__init
+                     (Licensing__V1__RevealKeyRequest         *message);
+size_t licensing__v1__reveal_key_request__get_packed_size
+                     (const Licensing__V1__RevealKeyRequest   *message);
+size_t licensing__v1__reveal_key_request__pack
+                     (const Licensing__V1__RevealKeyRequest   *message,
+                      uint8_t             *out);
+size_t licensing__v1__reveal_key_request__pack_to_buffer
+                     (const Licensing__V1__RevealKeyRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__RevealKeyRequest *
+       licensing__v1__reveal_key_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__reveal_key_request__free_unpacked
+                     (Licensing__V1__RevealKeyRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__RevealKeyResponse methods */
+void   licensing__v1__reveal_key_response__init
+                     (Licensing__V1__RevealKeyResponse         *message);
+size_t licensing__v1__reveal_key_response__get_packed_size
+                     (const Licensing__V1__RevealKeyResponse   *message);
+size_t licensing__v1__reveal_key_response__pack
+                     (const Licensing__V1__RevealKeyResponse   *message,
+                      uint8_t             *out);
+size_t licensing__v1__reveal_key_response__pack_to_buffer
+                     (const Licensing__V1__RevealKeyResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__RevealKeyResponse *
+       licensing__v1__reveal_key_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__reveal_key_response__free_unpacked
+                     (Licensing__V1__RevealKeyResponse *message,
+                      ProtobufCAllocator *allocator);
 /* Licensing__V1__GetLicenseRequest methods */
 void   licensing__v1__get_license_request__init
                      (Licensing__V1__GetLicenseRequest         *message);
@@ -1573,6 +1644,12 @@ typedef void (*Licensing__V1__IssueLicenseRequest_Closure)
 typedef void (*Licensing__V1__IssueLicenseResponse_Closure)
                  (const Licensing__V1__IssueLicenseResponse *message,
                   void *closure_data);
+typedef void (*Licensing__V1__RevealKeyRequest_Closure)
+                 (const Licensing__V1__RevealKeyRequest *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__RevealKeyResponse_Closure)
+                 (const Licensing__V1__RevealKeyResponse *message,
+                  void *closure_data);
 typedef void (*Licensing__V1__GetLicenseRequest_Closure)
                  (const Licensing__V1__GetLicenseRequest *message,
                   void *closure_data);
@@ -1722,6 +1799,10 @@ struct Licensing__V1__Issuance_Service
                       const Licensing__V1__GetLicenseRequest *input,
                       Licensing__V1__License_Closure closure,
                       void *closure_data);
+  void (*reveal_key)(Licensing__V1__Issuance_Service *service,
+                     const Licensing__V1__RevealKeyRequest *input,
+                     Licensing__V1__RevealKeyResponse_Closure closure,
+                     void *closure_data);
   void (*list_licenses)(Licensing__V1__Issuance_Service *service,
                         const Licensing__V1__ListLicensesRequest *input,
                         Licensing__V1__ListLicensesResponse_Closure closure,
@@ -1838,6 +1919,7 @@ void licensing__v1__issuance__init (Licensing__V1__Issuance_Service *service,
       function_prefix__ ## list_departments,\
       function_prefix__ ## issue_license,\
       function_prefix__ ## get_license,\
+      function_prefix__ ## reveal_key,\
       function_prefix__ ## list_licenses,\
       function_prefix__ ## suspend_license,\
       function_prefix__ ## reinstate_license,\
@@ -1925,6 +2007,10 @@ void licensing__v1__issuance__get_license(ProtobufCService *service,
                                           const Licensing__V1__GetLicenseRequest *input,
                                           Licensing__V1__License_Closure closure,
                                           void *closure_data);
+void licensing__v1__issuance__reveal_key(ProtobufCService *service,
+                                         const Licensing__V1__RevealKeyRequest *input,
+                                         Licensing__V1__RevealKeyResponse_Closure closure,
+                                         void *closure_data);
 void licensing__v1__issuance__list_licenses(ProtobufCService *service,
                                             const Licensing__V1__ListLicensesRequest *input,
                                             Licensing__V1__ListLicensesResponse_Closure closure,
@@ -2038,6 +2124,8 @@ extern const ProtobufCMessageDescriptor licensing__v1__list_departments_response
 extern const ProtobufCMessageDescriptor licensing__v1__license_overrides__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__issue_license_request__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__issue_license_response__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__reveal_key_request__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__reveal_key_response__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__get_license_request__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__list_licenses_request__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__list_licenses_response__descriptor;

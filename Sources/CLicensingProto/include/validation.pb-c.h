@@ -401,10 +401,15 @@ struct  Licensing__V1__DeactivateRequest
   ProtobufCMessage base;
   char *license_key;
   char *fingerprint;
+  /*
+   * Or, for operators and license holders: the license and the machine's id.
+   */
+  char *license_id;
+  char *machine_id;
 };
 #define LICENSING__V1__DEACTIVATE_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__deactivate_request__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 struct  Licensing__V1__DeactivateResponse
@@ -542,10 +547,14 @@ struct  Licensing__V1__CreateOfflineLicenseRequest
    * Encrypt so only the holder of the license key can read it.
    */
   protobuf_c_boolean encrypt;
+  /*
+   * Or, instead of the key (operators and license holders; not with encrypt): the license.
+   */
+  char *license_id;
 };
 #define LICENSING__V1__CREATE_OFFLINE_LICENSE_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__create_offline_license_request__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string }
 
 
 struct  Licensing__V1__OfflineLicense

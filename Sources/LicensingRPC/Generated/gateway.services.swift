@@ -11,6 +11,13 @@ public protocol GatewayServiceProtocol: Sendable {
     func licenseOverview(_ request: GetByIdRequest, _ call: ServerCall) async throws -> LicenseOverviewResponse
     func health(_ request: HealthCheckRequest, _ call: ServerCall) async throws -> GatewayHealthResponse
     func eraseCustomer(_ request: EraseCustomerRequest, _ call: ServerCall) async throws -> GatewayEraseCustomerResponse
+    func whoAmI(_ request: WhoAmIRequest, _ call: ServerCall) async throws -> WhoAmIResponse
+    func signInHolder(_ request: SignInHolderRequest, _ call: ServerCall) async throws -> SignInHolderResponse
+    func createSignInLink(_ request: CreateSignInLinkRequest, _ call: ServerCall) async throws -> CreateSignInLinkResponse
+    func holderLicenses(_ request: HolderLicensesRequest, _ call: ServerCall) async throws -> HolderLicensesResponse
+    func holderDeactivate(_ request: HolderDeactivateRequest, _ call: ServerCall) async throws -> DeactivateResponse
+    func holderOfflineLicense(_ request: HolderOfflineLicenseRequest, _ call: ServerCall) async throws -> OfflineLicense
+    func revealLicenseKey(_ request: RevealLicenseKeyRequest, _ call: ServerCall) async throws -> RevealLicenseKeyResponse
 }
 
 extension GatewayServiceProtocol {
@@ -22,6 +29,13 @@ extension GatewayServiceProtocol {
         router.register(GatewayMethods.licenseOverview) { try await self.licenseOverview($0, $1) }
         router.register(GatewayMethods.health) { try await self.health($0, $1) }
         router.register(GatewayMethods.eraseCustomer) { try await self.eraseCustomer($0, $1) }
+        router.register(GatewayMethods.whoAmI) { try await self.whoAmI($0, $1) }
+        router.register(GatewayMethods.signInHolder) { try await self.signInHolder($0, $1) }
+        router.register(GatewayMethods.createSignInLink) { try await self.createSignInLink($0, $1) }
+        router.register(GatewayMethods.holderLicenses) { try await self.holderLicenses($0, $1) }
+        router.register(GatewayMethods.holderDeactivate) { try await self.holderDeactivate($0, $1) }
+        router.register(GatewayMethods.holderOfflineLicense) { try await self.holderOfflineLicense($0, $1) }
+        router.register(GatewayMethods.revealLicenseKey) { try await self.revealLicenseKey($0, $1) }
     }
 }
 

@@ -14,6 +14,7 @@ public protocol IntegrationsServiceProtocol: Sendable {
     func listPriceMappings(_ request: ListPriceMappingsRequest, _ call: ServerCall) async throws -> ListPriceMappingsResponse
     func rotateInboundSecret(_ request: RotateInboundSecretRequest, _ call: ServerCall) async throws -> RotateInboundSecretResponse
     func setRenewalOptions(_ request: RenewalOptions, _ call: ServerCall) async throws -> RenewalOptions
+    func getRenewalOptions(_ request: GetByIdRequest, _ call: ServerCall) async throws -> RenewalOptions
     func listReminders(_ request: ListRemindersRequest, _ call: ServerCall) async throws -> ListRemindersResponse
     func eraseCustomer(_ request: EraseCustomerRequest, _ call: ServerCall) async throws -> EraseCustomerResponse
 }
@@ -30,6 +31,7 @@ extension IntegrationsServiceProtocol {
         router.register(IntegrationsMethods.listPriceMappings) { try await self.listPriceMappings($0, $1) }
         router.register(IntegrationsMethods.rotateInboundSecret) { try await self.rotateInboundSecret($0, $1) }
         router.register(IntegrationsMethods.setRenewalOptions) { try await self.setRenewalOptions($0, $1) }
+        router.register(IntegrationsMethods.getRenewalOptions) { try await self.getRenewalOptions($0, $1) }
         router.register(IntegrationsMethods.listReminders) { try await self.listReminders($0, $1) }
         router.register(IntegrationsMethods.eraseCustomer) { try await self.eraseCustomer($0, $1) }
     }

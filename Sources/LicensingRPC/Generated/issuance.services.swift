@@ -21,6 +21,7 @@ public protocol IssuanceServiceProtocol: Sendable {
     func listDepartments(_ request: GetByIdRequest, _ call: ServerCall) async throws -> ListDepartmentsResponse
     func issueLicense(_ request: IssueLicenseRequest, _ call: ServerCall) async throws -> IssueLicenseResponse
     func getLicense(_ request: GetLicenseRequest, _ call: ServerCall) async throws -> License
+    func revealKey(_ request: RevealKeyRequest, _ call: ServerCall) async throws -> RevealKeyResponse
     func listLicenses(_ request: ListLicensesRequest, _ call: ServerCall) async throws -> ListLicensesResponse
     func suspendLicense(_ request: LicenseTransitionRequest, _ call: ServerCall) async throws -> License
     func reinstateLicense(_ request: LicenseTransitionRequest, _ call: ServerCall) async throws -> License
@@ -65,6 +66,7 @@ extension IssuanceServiceProtocol {
         router.register(IssuanceMethods.listDepartments) { try await self.listDepartments($0, $1) }
         router.register(IssuanceMethods.issueLicense) { try await self.issueLicense($0, $1) }
         router.register(IssuanceMethods.getLicense) { try await self.getLicense($0, $1) }
+        router.register(IssuanceMethods.revealKey) { try await self.revealKey($0, $1) }
         router.register(IssuanceMethods.listLicenses) { try await self.listLicenses($0, $1) }
         router.register(IssuanceMethods.suspendLicense) { try await self.suspendLicense($0, $1) }
         router.register(IssuanceMethods.reinstateLicense) { try await self.reinstateLicense($0, $1) }

@@ -13,11 +13,13 @@ public struct Role: RawRepresentable, Hashable, Sendable, CustomStringConvertibl
     public static let auditor = Role(rawValue: 4)
     public static let integration = Role(rawValue: 5)
     public static let product = Role(rawValue: 6)
+    public static let console = Role(rawValue: 7)
+    public static let holder = Role(rawValue: 8)
 
     /// Every value this contract names.
-    public static let allKnown: [Role] = [.unspecified, .admin, .issuer, .support, .auditor, .integration, .product]
+    public static let allKnown: [Role] = [.unspecified, .admin, .issuer, .support, .auditor, .integration, .product, .console, .holder]
 
-    /// The contract's name of the value, e.g. "ROLE_PRODUCT".
+    /// The contract's name of the value, e.g. "ROLE_HOLDER".
     public var protoName: String {
         switch rawValue {
         case 0: return "ROLE_UNSPECIFIED"
@@ -27,11 +29,13 @@ public struct Role: RawRepresentable, Hashable, Sendable, CustomStringConvertibl
         case 4: return "ROLE_AUDITOR"
         case 5: return "ROLE_INTEGRATION"
         case 6: return "ROLE_PRODUCT"
+        case 7: return "ROLE_CONSOLE"
+        case 8: return "ROLE_HOLDER"
         default: return "Role(\(rawValue))"
         }
     }
 
-    /// The value's short name as used on command lines and in logs, e.g. "PRODUCT".
+    /// The value's short name as used on command lines and in logs, e.g. "HOLDER".
     public var description: String {
         let full = protoName
         let prefix = "ROLE_"
@@ -488,6 +492,600 @@ extension GatewayEraseCustomerResponse: ProtobufCMessageBinding {
     }
 }
 
+public struct SignInHolderRequest: WireMessage, Encodable {
+    public var licenseKey: String = ""
+    public var linkToken: String = ""
+
+    public init() {}
+
+    public init(licenseKey: String = "", linkToken: String = "") {
+        self.licenseKey = licenseKey
+        self.linkToken = linkToken
+    }
+}
+
+extension SignInHolderRequest: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.SignInHolderRequest"
+
+    public static func cNew() -> Licensing__V1__SignInHolderRequest {
+        var c = Licensing__V1__SignInHolderRequest()
+        licensing__v1__sign_in_holder_request__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__SignInHolderRequest>? {
+        licensing__v1__sign_in_holder_request__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__SignInHolderRequest>) {
+        licensing__v1__sign_in_holder_request__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__SignInHolderRequest>) -> Int {
+        licensing__v1__sign_in_holder_request__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__SignInHolderRequest>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__sign_in_holder_request__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__SignInHolderRequest) {
+        self.licenseKey = WireArena.string(c.license_key)
+        self.linkToken = WireArena.string(c.link_token)
+    }
+
+    public func fill(_ c: inout Licensing__V1__SignInHolderRequest, _ arena: WireArena) {
+        c.license_key = arena.string(self.licenseKey)
+        c.link_token = arena.string(self.linkToken)
+    }
+}
+
+public struct SignInHolderResponse: WireMessage, Encodable {
+    public var holderToken: String = ""
+    public var expiresAt: Int64 = 0
+    public var licenseId: String = ""
+    public var customerId: String = ""
+
+    public init() {}
+
+    public init(holderToken: String = "", expiresAt: Int64 = 0, licenseId: String = "", customerId: String = "") {
+        self.holderToken = holderToken
+        self.expiresAt = expiresAt
+        self.licenseId = licenseId
+        self.customerId = customerId
+    }
+}
+
+extension SignInHolderResponse: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.SignInHolderResponse"
+
+    public static func cNew() -> Licensing__V1__SignInHolderResponse {
+        var c = Licensing__V1__SignInHolderResponse()
+        licensing__v1__sign_in_holder_response__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__SignInHolderResponse>? {
+        licensing__v1__sign_in_holder_response__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__SignInHolderResponse>) {
+        licensing__v1__sign_in_holder_response__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__SignInHolderResponse>) -> Int {
+        licensing__v1__sign_in_holder_response__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__SignInHolderResponse>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__sign_in_holder_response__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__SignInHolderResponse) {
+        self.holderToken = WireArena.string(c.holder_token)
+        self.expiresAt = c.expires_at
+        self.licenseId = WireArena.string(c.license_id)
+        self.customerId = WireArena.string(c.customer_id)
+    }
+
+    public func fill(_ c: inout Licensing__V1__SignInHolderResponse, _ arena: WireArena) {
+        c.holder_token = arena.string(self.holderToken)
+        c.expires_at = self.expiresAt
+        c.license_id = arena.string(self.licenseId)
+        c.customer_id = arena.string(self.customerId)
+    }
+}
+
+public struct CreateSignInLinkRequest: WireMessage, Encodable {
+    public var customerId: String = ""
+    public var validSeconds: Int64 = 0
+
+    public init() {}
+
+    public init(customerId: String = "", validSeconds: Int64 = 0) {
+        self.customerId = customerId
+        self.validSeconds = validSeconds
+    }
+}
+
+extension CreateSignInLinkRequest: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.CreateSignInLinkRequest"
+
+    public static func cNew() -> Licensing__V1__CreateSignInLinkRequest {
+        var c = Licensing__V1__CreateSignInLinkRequest()
+        licensing__v1__create_sign_in_link_request__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__CreateSignInLinkRequest>? {
+        licensing__v1__create_sign_in_link_request__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__CreateSignInLinkRequest>) {
+        licensing__v1__create_sign_in_link_request__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__CreateSignInLinkRequest>) -> Int {
+        licensing__v1__create_sign_in_link_request__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__CreateSignInLinkRequest>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__create_sign_in_link_request__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__CreateSignInLinkRequest) {
+        self.customerId = WireArena.string(c.customer_id)
+        self.validSeconds = c.valid_seconds
+    }
+
+    public func fill(_ c: inout Licensing__V1__CreateSignInLinkRequest, _ arena: WireArena) {
+        c.customer_id = arena.string(self.customerId)
+        c.valid_seconds = self.validSeconds
+    }
+}
+
+public struct CreateSignInLinkResponse: WireMessage, Encodable {
+    public var token: String = ""
+    public var expiresAt: Int64 = 0
+
+    public init() {}
+
+    public init(token: String = "", expiresAt: Int64 = 0) {
+        self.token = token
+        self.expiresAt = expiresAt
+    }
+}
+
+extension CreateSignInLinkResponse: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.CreateSignInLinkResponse"
+
+    public static func cNew() -> Licensing__V1__CreateSignInLinkResponse {
+        var c = Licensing__V1__CreateSignInLinkResponse()
+        licensing__v1__create_sign_in_link_response__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__CreateSignInLinkResponse>? {
+        licensing__v1__create_sign_in_link_response__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__CreateSignInLinkResponse>) {
+        licensing__v1__create_sign_in_link_response__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__CreateSignInLinkResponse>) -> Int {
+        licensing__v1__create_sign_in_link_response__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__CreateSignInLinkResponse>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__create_sign_in_link_response__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__CreateSignInLinkResponse) {
+        self.token = WireArena.string(c.token)
+        self.expiresAt = c.expires_at
+    }
+
+    public func fill(_ c: inout Licensing__V1__CreateSignInLinkResponse, _ arena: WireArena) {
+        c.token = arena.string(self.token)
+        c.expires_at = self.expiresAt
+    }
+}
+
+public struct HolderLicensesRequest: WireMessage, Encodable {
+
+    public init() {}
+}
+
+extension HolderLicensesRequest: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.HolderLicensesRequest"
+
+    public static func cNew() -> Licensing__V1__HolderLicensesRequest {
+        var c = Licensing__V1__HolderLicensesRequest()
+        licensing__v1__holder_licenses_request__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__HolderLicensesRequest>? {
+        licensing__v1__holder_licenses_request__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__HolderLicensesRequest>) {
+        licensing__v1__holder_licenses_request__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__HolderLicensesRequest>) -> Int {
+        licensing__v1__holder_licenses_request__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__HolderLicensesRequest>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__holder_licenses_request__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__HolderLicensesRequest) {
+        self.init()
+    }
+
+    public func fill(_ c: inout Licensing__V1__HolderLicensesRequest, _ arena: WireArena) {
+    }
+}
+
+public struct HolderLicense: WireMessage, Encodable {
+    public var license: License? = nil
+    public var policy: Policy? = nil
+    public var product: Product? = nil
+    public var subscription: Subscription? = nil
+    public var machines: [Machine] = []
+    public var seats: [SeatLease] = []
+    public var usage: UsageSummary? = nil
+    public var quotas: [Quota] = []
+    public var renewal: RenewalOptions? = nil
+
+    public init() {}
+
+    public init(license: License? = nil, policy: Policy? = nil, product: Product? = nil, subscription: Subscription? = nil, machines: [Machine] = [], seats: [SeatLease] = [], usage: UsageSummary? = nil, quotas: [Quota] = [], renewal: RenewalOptions? = nil) {
+        self.license = license
+        self.policy = policy
+        self.product = product
+        self.subscription = subscription
+        self.machines = machines
+        self.seats = seats
+        self.usage = usage
+        self.quotas = quotas
+        self.renewal = renewal
+    }
+}
+
+extension HolderLicense: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.HolderLicense"
+
+    public static func cNew() -> Licensing__V1__HolderLicense {
+        var c = Licensing__V1__HolderLicense()
+        licensing__v1__holder_license__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__HolderLicense>? {
+        licensing__v1__holder_license__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__HolderLicense>) {
+        licensing__v1__holder_license__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__HolderLicense>) -> Int {
+        licensing__v1__holder_license__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__HolderLicense>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__holder_license__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__HolderLicense) {
+        self.license = c.license.map { License(c: $0.pointee) }
+        self.policy = c.policy.map { Policy(c: $0.pointee) }
+        self.product = c.product.map { Product(c: $0.pointee) }
+        self.subscription = c.subscription.map { Subscription(c: $0.pointee) }
+        self.machines = WireArena.array(c.n_machines, c.machines) { Machine(c: $0!.pointee) }
+        self.seats = WireArena.array(c.n_seats, c.seats) { SeatLease(c: $0!.pointee) }
+        self.usage = c.usage.map { UsageSummary(c: $0.pointee) }
+        self.quotas = WireArena.array(c.n_quotas, c.quotas) { Quota(c: $0!.pointee) }
+        self.renewal = c.renewal.map { RenewalOptions(c: $0.pointee) }
+    }
+
+    public func fill(_ c: inout Licensing__V1__HolderLicense, _ arena: WireArena) {
+        c.license = self.license.map { arena.message($0) }
+        c.policy = self.policy.map { arena.message($0) }
+        c.product = self.product.map { arena.message($0) }
+        c.subscription = self.subscription.map { arena.message($0) }
+        c.n_machines = self.machines.count
+        c.machines = arena.array(self.machines) { Optional(arena.message($0)) }
+        c.n_seats = self.seats.count
+        c.seats = arena.array(self.seats) { Optional(arena.message($0)) }
+        c.usage = self.usage.map { arena.message($0) }
+        c.n_quotas = self.quotas.count
+        c.quotas = arena.array(self.quotas) { Optional(arena.message($0)) }
+        c.renewal = self.renewal.map { arena.message($0) }
+    }
+}
+
+public struct HolderLicensesResponse: WireMessage, Encodable {
+    public var licenses: [HolderLicense] = []
+    public var parts: [PartStatus] = []
+
+    public init() {}
+
+    public init(licenses: [HolderLicense] = [], parts: [PartStatus] = []) {
+        self.licenses = licenses
+        self.parts = parts
+    }
+}
+
+extension HolderLicensesResponse: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.HolderLicensesResponse"
+
+    public static func cNew() -> Licensing__V1__HolderLicensesResponse {
+        var c = Licensing__V1__HolderLicensesResponse()
+        licensing__v1__holder_licenses_response__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__HolderLicensesResponse>? {
+        licensing__v1__holder_licenses_response__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__HolderLicensesResponse>) {
+        licensing__v1__holder_licenses_response__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__HolderLicensesResponse>) -> Int {
+        licensing__v1__holder_licenses_response__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__HolderLicensesResponse>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__holder_licenses_response__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__HolderLicensesResponse) {
+        self.licenses = WireArena.array(c.n_licenses, c.licenses) { HolderLicense(c: $0!.pointee) }
+        self.parts = WireArena.array(c.n_parts, c.parts) { PartStatus(c: $0!.pointee) }
+    }
+
+    public func fill(_ c: inout Licensing__V1__HolderLicensesResponse, _ arena: WireArena) {
+        c.n_licenses = self.licenses.count
+        c.licenses = arena.array(self.licenses) { Optional(arena.message($0)) }
+        c.n_parts = self.parts.count
+        c.parts = arena.array(self.parts) { Optional(arena.message($0)) }
+    }
+}
+
+public struct HolderDeactivateRequest: WireMessage, Encodable {
+    public var licenseId: String = ""
+    public var machineId: String = ""
+
+    public init() {}
+
+    public init(licenseId: String = "", machineId: String = "") {
+        self.licenseId = licenseId
+        self.machineId = machineId
+    }
+}
+
+extension HolderDeactivateRequest: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.HolderDeactivateRequest"
+
+    public static func cNew() -> Licensing__V1__HolderDeactivateRequest {
+        var c = Licensing__V1__HolderDeactivateRequest()
+        licensing__v1__holder_deactivate_request__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__HolderDeactivateRequest>? {
+        licensing__v1__holder_deactivate_request__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__HolderDeactivateRequest>) {
+        licensing__v1__holder_deactivate_request__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__HolderDeactivateRequest>) -> Int {
+        licensing__v1__holder_deactivate_request__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__HolderDeactivateRequest>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__holder_deactivate_request__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__HolderDeactivateRequest) {
+        self.licenseId = WireArena.string(c.license_id)
+        self.machineId = WireArena.string(c.machine_id)
+    }
+
+    public func fill(_ c: inout Licensing__V1__HolderDeactivateRequest, _ arena: WireArena) {
+        c.license_id = arena.string(self.licenseId)
+        c.machine_id = arena.string(self.machineId)
+    }
+}
+
+public struct HolderOfflineLicenseRequest: WireMessage, Encodable {
+    public var licenseId: String = ""
+    public var fingerprint: String = ""
+    public var validSeconds: Int64 = 0
+
+    public init() {}
+
+    public init(licenseId: String = "", fingerprint: String = "", validSeconds: Int64 = 0) {
+        self.licenseId = licenseId
+        self.fingerprint = fingerprint
+        self.validSeconds = validSeconds
+    }
+}
+
+extension HolderOfflineLicenseRequest: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.HolderOfflineLicenseRequest"
+
+    public static func cNew() -> Licensing__V1__HolderOfflineLicenseRequest {
+        var c = Licensing__V1__HolderOfflineLicenseRequest()
+        licensing__v1__holder_offline_license_request__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__HolderOfflineLicenseRequest>? {
+        licensing__v1__holder_offline_license_request__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__HolderOfflineLicenseRequest>) {
+        licensing__v1__holder_offline_license_request__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__HolderOfflineLicenseRequest>) -> Int {
+        licensing__v1__holder_offline_license_request__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__HolderOfflineLicenseRequest>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__holder_offline_license_request__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__HolderOfflineLicenseRequest) {
+        self.licenseId = WireArena.string(c.license_id)
+        self.fingerprint = WireArena.string(c.fingerprint)
+        self.validSeconds = c.valid_seconds
+    }
+
+    public func fill(_ c: inout Licensing__V1__HolderOfflineLicenseRequest, _ arena: WireArena) {
+        c.license_id = arena.string(self.licenseId)
+        c.fingerprint = arena.string(self.fingerprint)
+        c.valid_seconds = self.validSeconds
+    }
+}
+
+public struct RevealLicenseKeyRequest: WireMessage, Encodable {
+    public var token: String = ""
+
+    public init() {}
+
+    public init(token: String = "") {
+        self.token = token
+    }
+}
+
+extension RevealLicenseKeyRequest: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.RevealLicenseKeyRequest"
+
+    public static func cNew() -> Licensing__V1__RevealLicenseKeyRequest {
+        var c = Licensing__V1__RevealLicenseKeyRequest()
+        licensing__v1__reveal_license_key_request__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__RevealLicenseKeyRequest>? {
+        licensing__v1__reveal_license_key_request__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__RevealLicenseKeyRequest>) {
+        licensing__v1__reveal_license_key_request__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__RevealLicenseKeyRequest>) -> Int {
+        licensing__v1__reveal_license_key_request__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__RevealLicenseKeyRequest>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__reveal_license_key_request__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__RevealLicenseKeyRequest) {
+        self.token = WireArena.string(c.token)
+    }
+
+    public func fill(_ c: inout Licensing__V1__RevealLicenseKeyRequest, _ arena: WireArena) {
+        c.token = arena.string(self.token)
+    }
+}
+
+public struct RevealLicenseKeyResponse: WireMessage, Encodable {
+    public var licenseId: String = ""
+    public var licenseKey: String = ""
+
+    public init() {}
+
+    public init(licenseId: String = "", licenseKey: String = "") {
+        self.licenseId = licenseId
+        self.licenseKey = licenseKey
+    }
+}
+
+extension RevealLicenseKeyResponse: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.RevealLicenseKeyResponse"
+
+    public static func cNew() -> Licensing__V1__RevealLicenseKeyResponse {
+        var c = Licensing__V1__RevealLicenseKeyResponse()
+        licensing__v1__reveal_license_key_response__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__RevealLicenseKeyResponse>? {
+        licensing__v1__reveal_license_key_response__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__RevealLicenseKeyResponse>) {
+        licensing__v1__reveal_license_key_response__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__RevealLicenseKeyResponse>) -> Int {
+        licensing__v1__reveal_license_key_response__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__RevealLicenseKeyResponse>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__reveal_license_key_response__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__RevealLicenseKeyResponse) {
+        self.licenseId = WireArena.string(c.license_id)
+        self.licenseKey = WireArena.string(c.license_key)
+    }
+
+    public func fill(_ c: inout Licensing__V1__RevealLicenseKeyResponse, _ arena: WireArena) {
+        c.license_id = arena.string(self.licenseId)
+        c.license_key = arena.string(self.licenseKey)
+    }
+}
+
+public struct WhoAmIRequest: WireMessage, Encodable {
+
+    public init() {}
+}
+
+extension WhoAmIRequest: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.WhoAmIRequest"
+
+    public static func cNew() -> Licensing__V1__WhoAmIRequest {
+        var c = Licensing__V1__WhoAmIRequest()
+        licensing__v1__who_am_irequest__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__WhoAmIRequest>? {
+        licensing__v1__who_am_irequest__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__WhoAmIRequest>) {
+        licensing__v1__who_am_irequest__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__WhoAmIRequest>) -> Int {
+        licensing__v1__who_am_irequest__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__WhoAmIRequest>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__who_am_irequest__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__WhoAmIRequest) {
+        self.init()
+    }
+
+    public func fill(_ c: inout Licensing__V1__WhoAmIRequest, _ arena: WireArena) {
+    }
+}
+
+public struct WhoAmIResponse: WireMessage, Encodable {
+    public var apiKey: ApiKey? = nil
+    public var allowedMethods: [String] = []
+
+    public init() {}
+
+    public init(apiKey: ApiKey? = nil, allowedMethods: [String] = []) {
+        self.apiKey = apiKey
+        self.allowedMethods = allowedMethods
+    }
+}
+
+extension WhoAmIResponse: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.WhoAmIResponse"
+
+    public static func cNew() -> Licensing__V1__WhoAmIResponse {
+        var c = Licensing__V1__WhoAmIResponse()
+        licensing__v1__who_am_iresponse__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__WhoAmIResponse>? {
+        licensing__v1__who_am_iresponse__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__WhoAmIResponse>) {
+        licensing__v1__who_am_iresponse__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__WhoAmIResponse>) -> Int {
+        licensing__v1__who_am_iresponse__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__WhoAmIResponse>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__who_am_iresponse__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__WhoAmIResponse) {
+        self.apiKey = c.api_key.map { ApiKey(c: $0.pointee) }
+        self.allowedMethods = WireArena.array(c.n_allowed_methods, c.allowed_methods) { WireArena.string($0) }
+    }
+
+    public func fill(_ c: inout Licensing__V1__WhoAmIResponse, _ arena: WireArena) {
+        c.api_key = self.apiKey.map { arena.message($0) }
+        c.n_allowed_methods = self.allowedMethods.count
+        c.allowed_methods = arena.array(self.allowedMethods) { arena.string($0) }
+    }
+}
+
 /// Methods of `licensing.v1.Gateway`.
 public enum GatewayMethods {
     /// The service as protobuf-c describes it: every method and the fields of its request.
@@ -498,9 +1096,16 @@ public enum GatewayMethods {
     public static let licenseOverview = WireMethod<GetByIdRequest, LicenseOverviewResponse>("licensing.v1.Gateway/LicenseOverview", serverStreaming: false)
     public static let health = WireMethod<HealthCheckRequest, GatewayHealthResponse>("licensing.v1.Gateway/Health", serverStreaming: false)
     public static let eraseCustomer = WireMethod<EraseCustomerRequest, GatewayEraseCustomerResponse>("licensing.v1.Gateway/EraseCustomer", serverStreaming: false)
+    public static let whoAmI = WireMethod<WhoAmIRequest, WhoAmIResponse>("licensing.v1.Gateway/WhoAmI", serverStreaming: false)
+    public static let signInHolder = WireMethod<SignInHolderRequest, SignInHolderResponse>("licensing.v1.Gateway/SignInHolder", serverStreaming: false)
+    public static let createSignInLink = WireMethod<CreateSignInLinkRequest, CreateSignInLinkResponse>("licensing.v1.Gateway/CreateSignInLink", serverStreaming: false)
+    public static let holderLicenses = WireMethod<HolderLicensesRequest, HolderLicensesResponse>("licensing.v1.Gateway/HolderLicenses", serverStreaming: false)
+    public static let holderDeactivate = WireMethod<HolderDeactivateRequest, DeactivateResponse>("licensing.v1.Gateway/HolderDeactivate", serverStreaming: false)
+    public static let holderOfflineLicense = WireMethod<HolderOfflineLicenseRequest, OfflineLicense>("licensing.v1.Gateway/HolderOfflineLicense", serverStreaming: false)
+    public static let revealLicenseKey = WireMethod<RevealLicenseKeyRequest, RevealLicenseKeyResponse>("licensing.v1.Gateway/RevealLicenseKey", serverStreaming: false)
 
     /// Every method of the service.
-    public static let all: [WireMethodInfo] = [createApiKey.info, listApiKeys.info, revokeApiKey.info, licenseOverview.info, health.info, eraseCustomer.info]
+    public static let all: [WireMethodInfo] = [createApiKey.info, listApiKeys.info, revokeApiKey.info, licenseOverview.info, health.info, eraseCustomer.info, whoAmI.info, signInHolder.info, createSignInLink.info, holderLicenses.info, holderDeactivate.info, holderOfflineLicense.info, revealLicenseKey.info]
 }
 
 /// Methods of `licensing.v1.Health`.

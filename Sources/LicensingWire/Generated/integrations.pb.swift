@@ -878,9 +878,10 @@ public enum IntegrationsMethods {
     public static let listPriceMappings = WireMethod<ListPriceMappingsRequest, ListPriceMappingsResponse>("licensing.v1.Integrations/ListPriceMappings", serverStreaming: false)
     public static let rotateInboundSecret = WireMethod<RotateInboundSecretRequest, RotateInboundSecretResponse>("licensing.v1.Integrations/RotateInboundSecret", serverStreaming: false)
     public static let setRenewalOptions = WireMethod<RenewalOptions, RenewalOptions>("licensing.v1.Integrations/SetRenewalOptions", serverStreaming: false)
+    public static let getRenewalOptions = WireMethod<GetByIdRequest, RenewalOptions>("licensing.v1.Integrations/GetRenewalOptions", serverStreaming: false)
     public static let listReminders = WireMethod<ListRemindersRequest, ListRemindersResponse>("licensing.v1.Integrations/ListReminders", serverStreaming: false)
     public static let eraseCustomer = WireMethod<EraseCustomerRequest, EraseCustomerResponse>("licensing.v1.Integrations/EraseCustomer", serverStreaming: false)
 
     /// Every method of the service.
-    public static let all: [WireMethodInfo] = [createWebhookEndpoint.info, listWebhookEndpoints.info, deleteWebhookEndpoint.info, listDeliveries.info, redeliver.info, mapPrice.info, listPriceMappings.info, rotateInboundSecret.info, setRenewalOptions.info, listReminders.info, eraseCustomer.info]
+    public static let all: [WireMethodInfo] = [createWebhookEndpoint.info, listWebhookEndpoints.info, deleteWebhookEndpoint.info, listDeliveries.info, redeliver.info, mapPrice.info, listPriceMappings.info, rotateInboundSecret.info, setRenewalOptions.info, getRenewalOptions.info, listReminders.info, eraseCustomer.info]
 }

@@ -751,10 +751,11 @@ public struct IssueLicenseRequest: WireMessage, Encodable {
     public var billingRef: String = ""
     public var amountMinor: Int64 = 0
     public var currency: String = ""
+    public var sealKeyForReveal: Bool = false
 
     public init() {}
 
-    public init(policyId: String = "", customerId: String = "", departmentId: String = "", overrides: LicenseOverrides? = nil, billingRef: String = "", amountMinor: Int64 = 0, currency: String = "") {
+    public init(policyId: String = "", customerId: String = "", departmentId: String = "", overrides: LicenseOverrides? = nil, billingRef: String = "", amountMinor: Int64 = 0, currency: String = "", sealKeyForReveal: Bool = false) {
         self.policyId = policyId
         self.customerId = customerId
         self.departmentId = departmentId
@@ -762,6 +763,7 @@ public struct IssueLicenseRequest: WireMessage, Encodable {
         self.billingRef = billingRef
         self.amountMinor = amountMinor
         self.currency = currency
+        self.sealKeyForReveal = sealKeyForReveal
     }
 }
 
@@ -794,6 +796,7 @@ extension IssueLicenseRequest: ProtobufCMessageBinding {
         self.billingRef = WireArena.string(c.billing_ref)
         self.amountMinor = c.amount_minor
         self.currency = WireArena.string(c.currency)
+        self.sealKeyForReveal = c.seal_key_for_reveal != 0
     }
 
     public func fill(_ c: inout Licensing__V1__IssueLicenseRequest, _ arena: WireArena) {
@@ -804,18 +807,23 @@ extension IssueLicenseRequest: ProtobufCMessageBinding {
         c.billing_ref = arena.string(self.billingRef)
         c.amount_minor = self.amountMinor
         c.currency = arena.string(self.currency)
+        c.seal_key_for_reveal = (self.sealKeyForReveal ? 1 : 0)
     }
 }
 
 public struct IssueLicenseResponse: WireMessage, Encodable {
     public var license: License? = nil
     public var licenseKey: String = ""
+    public var revealToken: String = ""
+    public var revealExpiresAt: Int64 = 0
 
     public init() {}
 
-    public init(license: License? = nil, licenseKey: String = "") {
+    public init(license: License? = nil, licenseKey: String = "", revealToken: String = "", revealExpiresAt: Int64 = 0) {
         self.license = license
         self.licenseKey = licenseKey
+        self.revealToken = revealToken
+        self.revealExpiresAt = revealExpiresAt
     }
 }
 
@@ -843,10 +851,98 @@ extension IssueLicenseResponse: ProtobufCMessageBinding {
     public init(c: Licensing__V1__IssueLicenseResponse) {
         self.license = c.license.map { License(c: $0.pointee) }
         self.licenseKey = WireArena.string(c.license_key)
+        self.revealToken = WireArena.string(c.reveal_token)
+        self.revealExpiresAt = c.reveal_expires_at
     }
 
     public func fill(_ c: inout Licensing__V1__IssueLicenseResponse, _ arena: WireArena) {
         c.license = self.license.map { arena.message($0) }
+        c.license_key = arena.string(self.licenseKey)
+        c.reveal_token = arena.string(self.revealToken)
+        c.reveal_expires_at = self.revealExpiresAt
+    }
+}
+
+public struct RevealKeyRequest: WireMessage, Encodable {
+    public var token: String = ""
+
+    public init() {}
+
+    public init(token: String = "") {
+        self.token = token
+    }
+}
+
+extension RevealKeyRequest: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.RevealKeyRequest"
+
+    public static func cNew() -> Licensing__V1__RevealKeyRequest {
+        var c = Licensing__V1__RevealKeyRequest()
+        licensing__v1__reveal_key_request__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__RevealKeyRequest>? {
+        licensing__v1__reveal_key_request__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__RevealKeyRequest>) {
+        licensing__v1__reveal_key_request__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__RevealKeyRequest>) -> Int {
+        licensing__v1__reveal_key_request__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__RevealKeyRequest>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__reveal_key_request__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__RevealKeyRequest) {
+        self.token = WireArena.string(c.token)
+    }
+
+    public func fill(_ c: inout Licensing__V1__RevealKeyRequest, _ arena: WireArena) {
+        c.token = arena.string(self.token)
+    }
+}
+
+public struct RevealKeyResponse: WireMessage, Encodable {
+    public var licenseId: String = ""
+    public var licenseKey: String = ""
+
+    public init() {}
+
+    public init(licenseId: String = "", licenseKey: String = "") {
+        self.licenseId = licenseId
+        self.licenseKey = licenseKey
+    }
+}
+
+extension RevealKeyResponse: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.RevealKeyResponse"
+
+    public static func cNew() -> Licensing__V1__RevealKeyResponse {
+        var c = Licensing__V1__RevealKeyResponse()
+        licensing__v1__reveal_key_response__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__RevealKeyResponse>? {
+        licensing__v1__reveal_key_response__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__RevealKeyResponse>) {
+        licensing__v1__reveal_key_response__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__RevealKeyResponse>) -> Int {
+        licensing__v1__reveal_key_response__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__RevealKeyResponse>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__reveal_key_response__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__RevealKeyResponse) {
+        self.licenseId = WireArena.string(c.license_id)
+        self.licenseKey = WireArena.string(c.license_key)
+    }
+
+    public func fill(_ c: inout Licensing__V1__RevealKeyResponse, _ arena: WireArena) {
+        c.license_id = arena.string(self.licenseId)
         c.license_key = arena.string(self.licenseKey)
     }
 }
@@ -2150,6 +2246,7 @@ public enum IssuanceMethods {
     public static let listDepartments = WireMethod<GetByIdRequest, ListDepartmentsResponse>("licensing.v1.Issuance/ListDepartments", serverStreaming: false)
     public static let issueLicense = WireMethod<IssueLicenseRequest, IssueLicenseResponse>("licensing.v1.Issuance/IssueLicense", serverStreaming: false)
     public static let getLicense = WireMethod<GetLicenseRequest, License>("licensing.v1.Issuance/GetLicense", serverStreaming: false)
+    public static let revealKey = WireMethod<RevealKeyRequest, RevealKeyResponse>("licensing.v1.Issuance/RevealKey", serverStreaming: false)
     public static let listLicenses = WireMethod<ListLicensesRequest, ListLicensesResponse>("licensing.v1.Issuance/ListLicenses", serverStreaming: false)
     public static let suspendLicense = WireMethod<LicenseTransitionRequest, License>("licensing.v1.Issuance/SuspendLicense", serverStreaming: false)
     public static let reinstateLicense = WireMethod<LicenseTransitionRequest, License>("licensing.v1.Issuance/ReinstateLicense", serverStreaming: false)
@@ -2175,5 +2272,5 @@ public enum IssuanceMethods {
     public static let eraseCustomer = WireMethod<EraseCustomerRequest, EraseCustomerResponse>("licensing.v1.Issuance/EraseCustomer", serverStreaming: false)
 
     /// Every method of the service.
-    public static let all: [WireMethodInfo] = [createProduct.info, updateProduct.info, getProduct.info, listProducts.info, createPolicy.info, updatePolicy.info, getPolicy.info, listPolicies.info, createCustomer.info, updateCustomer.info, getCustomer.info, listCustomers.info, createDepartment.info, listDepartments.info, issueLicense.info, getLicense.info, listLicenses.info, suspendLicense.info, reinstateLicense.info, revokeLicense.info, renewLicense.info, changeEntitlements.info, transferLicense.info, assignUser.info, unassignUser.info, getSubscription.info, recordPayment.info, recordPaymentFailure.info, cancelSubscription.info, createSigningKey.info, rotateSigningKey.info, retireSigningKey.info, listPublicKeys.info, issueCertificate.info, listAuditEvents.info, verifyAuditChain.info, changes.info, watchChanges.info, eraseCustomer.info]
+    public static let all: [WireMethodInfo] = [createProduct.info, updateProduct.info, getProduct.info, listProducts.info, createPolicy.info, updatePolicy.info, getPolicy.info, listPolicies.info, createCustomer.info, updateCustomer.info, getCustomer.info, listCustomers.info, createDepartment.info, listDepartments.info, issueLicense.info, getLicense.info, revealKey.info, listLicenses.info, suspendLicense.info, reinstateLicense.info, revokeLicense.info, renewLicense.info, changeEntitlements.info, transferLicense.info, assignUser.info, unassignUser.info, getSubscription.info, recordPayment.info, recordPaymentFailure.info, cancelSubscription.info, createSigningKey.info, rotateSigningKey.info, retireSigningKey.info, listPublicKeys.info, issueCertificate.info, listAuditEvents.info, verifyAuditChain.info, changes.info, watchChanges.info, eraseCustomer.info]
 }

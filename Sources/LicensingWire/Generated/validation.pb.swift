@@ -957,12 +957,16 @@ extension ActivateResponse: ProtobufCMessageBinding {
 public struct DeactivateRequest: WireMessage, Encodable {
     public var licenseKey: String = ""
     public var fingerprint: String = ""
+    public var licenseId: String = ""
+    public var machineId: String = ""
 
     public init() {}
 
-    public init(licenseKey: String = "", fingerprint: String = "") {
+    public init(licenseKey: String = "", fingerprint: String = "", licenseId: String = "", machineId: String = "") {
         self.licenseKey = licenseKey
         self.fingerprint = fingerprint
+        self.licenseId = licenseId
+        self.machineId = machineId
     }
 }
 
@@ -990,11 +994,15 @@ extension DeactivateRequest: ProtobufCMessageBinding {
     public init(c: Licensing__V1__DeactivateRequest) {
         self.licenseKey = WireArena.string(c.license_key)
         self.fingerprint = WireArena.string(c.fingerprint)
+        self.licenseId = WireArena.string(c.license_id)
+        self.machineId = WireArena.string(c.machine_id)
     }
 
     public func fill(_ c: inout Licensing__V1__DeactivateRequest, _ arena: WireArena) {
         c.license_key = arena.string(self.licenseKey)
         c.fingerprint = arena.string(self.fingerprint)
+        c.license_id = arena.string(self.licenseId)
+        c.machine_id = arena.string(self.machineId)
     }
 }
 
@@ -1437,14 +1445,16 @@ public struct CreateOfflineLicenseRequest: WireMessage, Encodable {
     public var fingerprint: String = ""
     public var validSeconds: Int64 = 0
     public var encrypt: Bool = false
+    public var licenseId: String = ""
 
     public init() {}
 
-    public init(licenseKey: String = "", fingerprint: String = "", validSeconds: Int64 = 0, encrypt: Bool = false) {
+    public init(licenseKey: String = "", fingerprint: String = "", validSeconds: Int64 = 0, encrypt: Bool = false, licenseId: String = "") {
         self.licenseKey = licenseKey
         self.fingerprint = fingerprint
         self.validSeconds = validSeconds
         self.encrypt = encrypt
+        self.licenseId = licenseId
     }
 }
 
@@ -1474,6 +1484,7 @@ extension CreateOfflineLicenseRequest: ProtobufCMessageBinding {
         self.fingerprint = WireArena.string(c.fingerprint)
         self.validSeconds = c.valid_seconds
         self.encrypt = c.encrypt != 0
+        self.licenseId = WireArena.string(c.license_id)
     }
 
     public func fill(_ c: inout Licensing__V1__CreateOfflineLicenseRequest, _ arena: WireArena) {
@@ -1481,6 +1492,7 @@ extension CreateOfflineLicenseRequest: ProtobufCMessageBinding {
         c.fingerprint = arena.string(self.fingerprint)
         c.valid_seconds = self.validSeconds
         c.encrypt = (self.encrypt ? 1 : 0)
+        c.license_id = arena.string(self.licenseId)
     }
 }
 
