@@ -15,6 +15,7 @@ let package = Package(
         .executable(name: "license-reporting", targets: ["license-reporting"]),
         .executable(name: "license-gateway", targets: ["license-gateway"]),
         .executable(name: "license-integrations", targets: ["license-integrations"]),
+        .executable(name: "license-console", targets: ["license-console"]),
         .executable(name: "licensectl", targets: ["licensectl"]),
         .executable(name: "license-bench", targets: ["license-bench"]),
         // For client products: key parsing, certificate, offline-file and signed-answer verification.
@@ -138,6 +139,23 @@ let package = Package(
         .executableTarget(
             name: "license-integrations",
             dependencies: ["IntegrationsService", .product(name: "ArgumentParser", package: "swift-argument-parser")], swiftSettings: swiftSettings),
+        // license-console: the web console for license holders and operators, a client of the gateway.
+        .target(
+            name: "ConsoleService",
+            dependencies: [
+                "LicensingRuntime",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Mustache", package: "swift-mustache"),
+            ],
+            swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "license-console",
+            dependencies: ["ConsoleService", .product(name: "ArgumentParser", package: "swift-argument-parser")], swiftSettings: swiftSettings),
         .executableTarget(
             name: "licensectl",
             dependencies: [
@@ -201,7 +219,7 @@ let package = Package(
         .testTarget(
             name: "ServiceTests",
             dependencies: ["LicensingTestSupport", 
-                "IssuanceService", "ValidationService", "UsageService", "ReportingService", "GatewayService", "IntegrationsService",
+                "IssuanceService", "ValidationService", "UsageService", "ReportingService", "GatewayService", "IntegrationsService", "ConsoleService",
                 "LicensingRPC", "LicensingCore", "LicensingWire",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -1834,7 +1834,7 @@ const ProtobufCMessageDescriptor licensing__v1__holder_licenses_request__descrip
   (ProtobufCMessageInit) licensing__v1__holder_licenses_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor licensing__v1__holder_license__field_descriptors[9] =
+static const ProtobufCFieldDescriptor licensing__v1__holder_license__field_descriptors[10] =
 {
   {
     "license",
@@ -1944,8 +1944,21 @@ static const ProtobufCFieldDescriptor licensing__v1__holder_license__field_descr
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "features_not_included",
+    10,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Licensing__V1__HolderLicense, n_features_not_included),
+    offsetof(Licensing__V1__HolderLicense, features_not_included),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned licensing__v1__holder_license__field_indices_by_name[] = {
+  9,   /* field[9] = features_not_included */
   0,   /* field[0] = license */
   4,   /* field[4] = machines */
   1,   /* field[1] = policy */
@@ -1959,7 +1972,7 @@ static const unsigned licensing__v1__holder_license__field_indices_by_name[] = {
 static const ProtobufCIntRange licensing__v1__holder_license__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 9 }
+  { 0, 10 }
 };
 const ProtobufCMessageDescriptor licensing__v1__holder_license__descriptor =
 {
@@ -1969,7 +1982,7 @@ const ProtobufCMessageDescriptor licensing__v1__holder_license__descriptor =
   "Licensing__V1__HolderLicense",
   "licensing.v1",
   sizeof(Licensing__V1__HolderLicense),
-  9,
+  10,
   licensing__v1__holder_license__field_descriptors,
   licensing__v1__holder_license__field_indices_by_name,
   1,  licensing__v1__holder_license__number_ranges,

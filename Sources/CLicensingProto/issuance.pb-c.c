@@ -4753,7 +4753,7 @@ const ProtobufCMessageDescriptor licensing__v1__audit_event__descriptor =
   (ProtobufCMessageInit) licensing__v1__audit_event__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor licensing__v1__list_audit_events_request__field_descriptors[2] =
+static const ProtobufCFieldDescriptor licensing__v1__list_audit_events_request__field_descriptors[3] =
 {
   {
     "after_seq",
@@ -4779,15 +4779,28 @@ static const ProtobufCFieldDescriptor licensing__v1__list_audit_events_request__
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "target",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ListAuditEventsRequest, target),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned licensing__v1__list_audit_events_request__field_indices_by_name[] = {
   0,   /* field[0] = after_seq */
   1,   /* field[1] = limit */
+  2,   /* field[2] = target */
 };
 static const ProtobufCIntRange licensing__v1__list_audit_events_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 3 }
 };
 const ProtobufCMessageDescriptor licensing__v1__list_audit_events_request__descriptor =
 {
@@ -4797,7 +4810,7 @@ const ProtobufCMessageDescriptor licensing__v1__list_audit_events_request__descr
   "Licensing__V1__ListAuditEventsRequest",
   "licensing.v1",
   sizeof(Licensing__V1__ListAuditEventsRequest),
-  2,
+  3,
   licensing__v1__list_audit_events_request__field_descriptors,
   licensing__v1__list_audit_events_request__field_indices_by_name,
   1,  licensing__v1__list_audit_events_request__number_ranges,

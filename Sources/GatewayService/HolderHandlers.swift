@@ -109,14 +109,23 @@ extension GatewayService {
             guard let integrations = self.integrations else { throw RPCError.unavailable("this installation runs without license-integrations") }
             return try await integrations.call(IntegrationsMethods.getRenewalOptions, GetByIdRequest(id: license.policyId), metadata: metadata, deadline: deadline)
         }
+        async let plans = part("issuance") {
+            try await self.issuance.call(IssuanceMethods.listPolicies, ListPoliciesRequest(productId: license.productId), metadata: metadata, deadline: deadline)
+        }
         let (policyPart, productPart, subscriptionPart, machinesPart, seatsPart, usagePart, quotasPart, renewalPart) =
             await (policy, product, subscription, machines, seats, usage, quotas, renewal)
+        let included = Set(license.features)
+        var notIncluded: [String] = []
+        for feature in ((try? await plans.result.get())?.policies ?? []).flatMap(\.features) where !included.contains(feature) && !notIncluded.contains(feature) {
+            notIncluded.append(feature)
+        }
         var failures = [policyPart.status, machinesPart.status, usagePart.status, quotasPart.status, renewalPart.status, seatsPart.status, productPart.status]
         if case .failure(let error) = subscriptionPart.result, error.code != .notFound { failures.append(subscriptionPart.status) }
         let view = HolderLicense(
             license: license, policy: try? policyPart.result.get(), product: try? productPart.result.get(), subscription: try? subscriptionPart.result.get(),
             machines: (try? machinesPart.result.get())?.machines ?? [], seats: (try? seatsPart.result.get())?.leases ?? [],
-            usage: try? usagePart.result.get(), quotas: (try? quotasPart.result.get())?.quotas ?? [], renewal: try? renewalPart.result.get())
+            usage: try? usagePart.result.get(), quotas: (try? quotasPart.result.get())?.quotas ?? [], renewal: try? renewalPart.result.get(),
+            featuresNotIncluded: notIncluded.sorted())
         return (view, failures.filter { $0.code != .ok })
     }
 

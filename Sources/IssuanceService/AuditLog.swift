@@ -39,11 +39,21 @@ enum AuditLog {
         try Row.fetchAll(
             db, sql: "SELECT * FROM audit_event WHERE seq > ? AND (? IS NULL OR tenant_id = ?) ORDER BY seq LIMIT ?",
             arguments: [Int64(clamping: seq), tenant, tenant, limit]
-        ).map { row in
-            AuditEvent(
-                seq: UInt64(row["seq"] as Int64), actor: row["actor"], action: row["action"], target: row["target"],
-                requestDigest: row["request_digest"], occurredAt: row["occurred_at"], prevHash: row["prev_hash"], hash: row["hash"])
-        }
+        ).map(event)
+    }
+
+    /// One target's history, newest first (a license's timeline).
+    static func events(about target: String, tenant: String?, limit: Int, in db: Database) throws -> [AuditEvent] {
+        try Row.fetchAll(
+            db, sql: "SELECT * FROM audit_event WHERE target = ? AND (? IS NULL OR tenant_id = ?) ORDER BY seq DESC LIMIT ?",
+            arguments: [target, tenant, tenant, limit]
+        ).map(event)
+    }
+
+    private static func event(_ row: Row) -> AuditEvent {
+        AuditEvent(
+            seq: UInt64(row["seq"] as Int64), actor: row["actor"], action: row["action"], target: row["target"],
+            requestDigest: row["request_digest"], occurredAt: row["occurred_at"], prevHash: row["prev_hash"], hash: row["hash"])
     }
 
     /// Walks the whole chain; names the first row that does not match.

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import LicensingRPC
+import LicensingRuntime
 import LicensingWire
 
 // The change feed and the audit log, as callers read them.
@@ -38,6 +39,12 @@ extension IssuanceService {
     public func listAuditEvents(_ request: ListAuditEventsRequest, _ call: ServerCall) async throws -> ListAuditEventsResponse {
         let limit = request.limit == 0 ? 100 : min(Int(request.limit), 1000)
         let scope = isOperator(call) ? nil : tenant(call)
+        try Check.length(request.target, "target")
+        if !request.target.isEmpty {
+            return try await database.read { db in
+                ListAuditEventsResponse(events: try AuditLog.events(about: request.target, tenant: scope, limit: limit, in: db))
+            }
+        }
         return try await database.read { db in
             ListAuditEventsResponse(events: try AuditLog.events(after: request.afterSeq, tenant: scope, limit: limit, in: db))
         }

@@ -184,6 +184,8 @@ enum IssuanceSchema {
                     expires_at INTEGER NOT NULL
                 );
                 CREATE INDEX sealed_key_by_license ON sealed_key(license_id);
+                -- A license's timeline in the console.
+                CREATE INDEX audit_by_target ON audit_event(target, seq);
                 """)
         }
         return migrator

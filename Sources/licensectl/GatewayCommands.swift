@@ -8,6 +8,7 @@ struct ApiKeyCommand: AsyncParsableCommand {
 
     static let roles: [String: Role] = [
         "admin": .admin, "issuer": .issuer, "support": .support, "auditor": .auditor, "integration": .integration, "product": .product,
+        "console": .console,
     ]
 
     static func expiry(_ key: ApiKey, now: Int64 = Int64(Date().timeIntervalSince1970)) -> String {
@@ -23,15 +24,21 @@ struct ApiKeyCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create an API key; its secret is shown once.")
         @OptionGroup var global: GlobalOptions
         @Option(help: "What it is for.") var name: String
-        @Option(help: "admin, issuer, support, auditor, integration or product.") var role: String
+        @Option(help: "admin, issuer, support, auditor, integration, product or console (license-console's own key).") var role: String
         @Option(help: "Tenant (default: your own).") var tenant: String = ""
         @Option(help: "Expiry: 2027-12-31 or Unix seconds.") var expires: String?
+        @Option(help: "Write the secret to this file (mode 0600) instead of printing it.") var secretFile: String?
 
         func run() async throws {
             guard let role = ApiKeyCommand.roles[role] else { throw ValidationError("--role must be one of \(ApiKeyCommand.roles.keys.sorted().joined(separator: ", "))") }
             let request = CreateApiKeyRequest(name: name, tenantId: tenant, role: role, expiresAt: try expires.map(parseTime) ?? 0)
+            let secretFile = self.secretFile
             _ = try await global.run(GatewayMethods.createApiKey, request) { response in
-                "secret       \(response.secret)   (shown once: store it now)\n" + ApiKeyCommand.describe(response.apiKey ?? ApiKey())
+                if let secretFile {
+                    FileManager.default.createFile(atPath: secretFile, contents: Data((response.secret + "\n").utf8), attributes: [.posixPermissions: 0o600])
+                    return "secret       written to \(secretFile)\n" + ApiKeyCommand.describe(response.apiKey ?? ApiKey())
+                }
+                return "secret       \(response.secret)   (shown once: store it now)\n" + ApiKeyCommand.describe(response.apiKey ?? ApiKey())
             }
         }
     }
@@ -53,6 +60,23 @@ struct ApiKeyCommand: AsyncParsableCommand {
 
         func run() async throws {
             _ = try await global.run(GatewayMethods.revokeApiKey, GetByIdRequest(id: id)) { ApiKeyCommand.describe($0) }
+        }
+    }
+}
+
+struct SignInLinkCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "signin-link", abstract: "A single-use link that signs a customer in to the license holders' portal.")
+    @OptionGroup var global: GlobalOptions
+    @Option(help: "Customer id.") var customer: String
+    @Option(help: "Hours the link works (default 24, at most 168).") var hours: Int64 = 24
+    @Option(help: "The console's address.") var console: String = "http://127.0.0.1:7402"
+
+    func run() async throws {
+        guard (1...168).contains(hours) else { throw ValidationError("--hours must be 1 to 168") }
+        let console = self.console.hasSuffix("/") ? String(self.console.dropLast()) : self.console
+        _ = try await global.run(GatewayMethods.createSignInLink, CreateSignInLinkRequest(customerId: customer, validSeconds: hours * 3600)) { response in
+            "link         \(console)/sign-in/link/\(response.token)\nworks until  \(Output.time(response.expiresAt)), once"
         }
     }
 }

@@ -283,10 +283,15 @@ struct  Licensing__V1__HolderLicense
   size_t n_quotas;
   Licensing__V1__Quota **quotas;
   Licensing__V1__RenewalOptions *renewal;
+  /*
+   * Features other plans of the product have and this license has not.
+   */
+  size_t n_features_not_included;
+  char **features_not_included;
 };
 #define LICENSING__V1__HOLDER_LICENSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__holder_license__descriptor) \
-    , NULL, NULL, NULL, NULL, 0,NULL, 0,NULL, NULL, 0,NULL, NULL }
+    , NULL, NULL, NULL, NULL, 0,NULL, 0,NULL, NULL, 0,NULL, NULL, 0,NULL }
 
 
 struct  Licensing__V1__HolderLicensesResponse

@@ -650,10 +650,14 @@ struct  Licensing__V1__ListAuditEventsRequest
   ProtobufCMessage base;
   uint64_t after_seq;
   uint32_t limit;
+  /*
+   * Only the rows about this target (a license, customer, product... id), newest first.
+   */
+  char *target;
 };
 #define LICENSING__V1__LIST_AUDIT_EVENTS_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__list_audit_events_request__descriptor) \
-    , 0, 0 }
+    , 0, 0, (char *)protobuf_c_empty_string }
 
 
 struct  Licensing__V1__ListAuditEventsResponse

@@ -720,10 +720,11 @@ public struct HolderLicense: WireMessage, Encodable {
     public var usage: UsageSummary? = nil
     public var quotas: [Quota] = []
     public var renewal: RenewalOptions? = nil
+    public var featuresNotIncluded: [String] = []
 
     public init() {}
 
-    public init(license: License? = nil, policy: Policy? = nil, product: Product? = nil, subscription: Subscription? = nil, machines: [Machine] = [], seats: [SeatLease] = [], usage: UsageSummary? = nil, quotas: [Quota] = [], renewal: RenewalOptions? = nil) {
+    public init(license: License? = nil, policy: Policy? = nil, product: Product? = nil, subscription: Subscription? = nil, machines: [Machine] = [], seats: [SeatLease] = [], usage: UsageSummary? = nil, quotas: [Quota] = [], renewal: RenewalOptions? = nil, featuresNotIncluded: [String] = []) {
         self.license = license
         self.policy = policy
         self.product = product
@@ -733,6 +734,7 @@ public struct HolderLicense: WireMessage, Encodable {
         self.usage = usage
         self.quotas = quotas
         self.renewal = renewal
+        self.featuresNotIncluded = featuresNotIncluded
     }
 }
 
@@ -767,6 +769,7 @@ extension HolderLicense: ProtobufCMessageBinding {
         self.usage = c.usage.map { UsageSummary(c: $0.pointee) }
         self.quotas = WireArena.array(c.n_quotas, c.quotas) { Quota(c: $0!.pointee) }
         self.renewal = c.renewal.map { RenewalOptions(c: $0.pointee) }
+        self.featuresNotIncluded = WireArena.array(c.n_features_not_included, c.features_not_included) { WireArena.string($0) }
     }
 
     public func fill(_ c: inout Licensing__V1__HolderLicense, _ arena: WireArena) {
@@ -782,6 +785,8 @@ extension HolderLicense: ProtobufCMessageBinding {
         c.n_quotas = self.quotas.count
         c.quotas = arena.array(self.quotas) { Optional(arena.message($0)) }
         c.renewal = self.renewal.map { arena.message($0) }
+        c.n_features_not_included = self.featuresNotIncluded.count
+        c.features_not_included = arena.array(self.featuresNotIncluded) { arena.string($0) }
     }
 }
 

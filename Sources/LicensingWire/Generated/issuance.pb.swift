@@ -1970,12 +1970,14 @@ extension AuditEvent: ProtobufCMessageBinding {
 public struct ListAuditEventsRequest: WireMessage, Encodable {
     public var afterSeq: UInt64 = 0
     public var limit: UInt32 = 0
+    public var target: String = ""
 
     public init() {}
 
-    public init(afterSeq: UInt64 = 0, limit: UInt32 = 0) {
+    public init(afterSeq: UInt64 = 0, limit: UInt32 = 0, target: String = "") {
         self.afterSeq = afterSeq
         self.limit = limit
+        self.target = target
     }
 }
 
@@ -2003,11 +2005,13 @@ extension ListAuditEventsRequest: ProtobufCMessageBinding {
     public init(c: Licensing__V1__ListAuditEventsRequest) {
         self.afterSeq = c.after_seq
         self.limit = c.limit
+        self.target = WireArena.string(c.target)
     }
 
     public func fill(_ c: inout Licensing__V1__ListAuditEventsRequest, _ arena: WireArena) {
         c.after_seq = self.afterSeq
         c.limit = self.limit
+        c.target = arena.string(self.target)
     }
 }
 
