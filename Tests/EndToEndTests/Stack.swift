@@ -174,6 +174,29 @@ final class Stack: @unchecked Sendable {
         process.waitUntilExit()
     }
 
+    /// Starts license-console on a free port with its own CONSOLE key (made with the admin
+    /// key); returns its address. Plain HTTP, cookies without Secure: a loopback test setup.
+    func startConsole() async throws -> String {
+        let admin = gatewayClient()
+        defer { Task { await admin.close() } }
+        let made = try await admin.call(GatewayMethods.createApiKey, CreateApiKeyRequest(name: "console", role: .console))
+        let file = "\(folder)/secrets/console-api-key"
+        FileManager.default.createFile(atPath: file, contents: Data((made.secret + "\n").utf8), attributes: [.posixPermissions: 0o600])
+        environment["console", default: [:]]["LM_SECURE_COOKIES"] = "false"
+        try start("console", extraArguments: ["--http-listen", "127.0.0.1:0"])
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < deadline {
+            let lines = log("console").split(separator: "\n").filter { $0.contains("console ready") }
+            if let line = lines.last, let range = line.range(of: "address="),
+               let port = line[range.upperBound...].split(separator: " ").first?.split(separator: ":").last {
+                return "http://127.0.0.1:\(port)"
+            }
+            if processes["console"]?.isRunning == false { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw RPCError(.unavailable, "license-console did not start; log: \(log("console"))")
+    }
+
     /// Where license-integrations listens for webhooks, from its log (its last start).
     var integrationsHTTP: String? {
         let lines = log("integrations").split(separator: "\n").filter { $0.contains("webhook listener ready") }
