@@ -43,13 +43,14 @@ final class Stack: @unchecked Sendable {
         return URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../.build/debug").standardized
     }
 
-    /// Runs one of the built executables to its end: its exit status and everything it printed.
-    static func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) async throws -> (Int32, String) {
+    /// Runs one of the built executables (or, with `absolute`, any program) to its end: its
+    /// exit status and everything it printed.
+    static func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:], absolute: Bool = false) async throws -> (Int32, String) {
         // Waiting for a process blocks a thread: not one of the few the tests' tasks share.
         try await withCheckedThrowingContinuation { continuation in
             DispatchQueue.global().async {
                 let process = Process()
-                process.executableURL = binaries.appendingPathComponent(executable)
+                process.executableURL = absolute ? URL(fileURLWithPath: executable) : binaries.appendingPathComponent(executable)
                 process.arguments = arguments
                 process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
                 let pipe = Pipe()
