@@ -39,7 +39,7 @@ enum Templates {
         <form method="post" action="/sign-in/holder">
         <input type="hidden" name="_csrf" value="{{csrf}}">
         <label for="license_key">License key</label>
-        <input id="license_key" name="license_key" autocomplete="off" spellcheck="false" required maxlength="100" placeholder="XXXXX-XXXXX-XXXXX-XXXXX-XXXXX-XXXXX">
+        <input id="license_key" name="license_key" autocomplete="off" spellcheck="false" required maxlength="100" placeholder="XXXX-XXXX-XXXX-XXXX-XXXX-XXXX-XXXX">
         <button type="submit">Sign in with license key</button>
         </form>
         <p class="hint">Your vendor can also send you a sign-in link that shows every license of your company.</p>

@@ -22,7 +22,7 @@ extension GatewayService {
         switch (request.licenseKey.isEmpty, request.linkToken.isEmpty) {
         case (false, true):
             guard request.licenseKey.utf8.count <= 100, (try? LicenseKey(parsing: request.licenseKey)) != nil else {
-                throw failedAuth(source, call, "this is not a license key: check it for typing mistakes (it looks like XXXXX-XXXXX-…)")
+                throw failedAuth(source, call, "this is not a license key: check it for typing mistakes (it looks like XXXX-XXXX-XXXX-XXXX-XXXX-XXXX-XXXX)")
             }
             let license: License
             do {
