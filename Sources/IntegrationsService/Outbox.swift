@@ -54,9 +54,22 @@ enum Outbox {
         try write(try events(issuance: changes, in: db), now: now, in: db)
     }
 
+    /// The webhook a change is, if any. A failed payment that moves the license into grace
+    /// (or past it) is that state's event: the receiver hears of grace however it began.
+    static func type(of change: ChangeEvent) -> String? {
+        if change.action == "license.payment_failed", case .license(let license)? = change.subject {
+            switch license.state {
+            case .inGrace: return "license.in_grace"
+            case .expired: return "license.expired"
+            default: return nil
+            }
+        }
+        return issuanceTypes[change.action]
+    }
+
     static func events(issuance changes: [ChangeEvent], in db: Database) throws -> [Event] {
         try changes.compactMap { change in
-            guard let type = issuanceTypes[change.action] else { return nil }
+            guard let type = type(of: change) else { return nil }
             switch change.subject {
             case .license(let license)?:
                 var data: [String: Any] = [

@@ -133,7 +133,7 @@ final class Reminders: Service, Sendable {
             let daysLeft = max(0, (expires - now + 86399) / 86400)
             let values: [String: Any] = [
                 "license_id": id, "product": product?.name ?? "your", "expires": ISODate.day(expires), "grace_ends": ISODate.day(expires + grace),
-                "days_left": daysLeft, "one_day": daysLeft == 1, "expiring": step.name.hasSuffix("d"), "in_grace": step.name == "grace",
+                "days_left": daysLeft, "one_day": daysLeft == 1, "expiring": step.name != "grace" && step.name != "ended", "in_grace": step.name == "grace",
                 "ended": step.name == "ended", "has_features": !features.isEmpty,
                 "features": features.enumerated().map { ["name": $1, "last": $0 == features.count - 1] },
                 "renewal_url": url.replacingOccurrences(of: "{license_id}", with: id),

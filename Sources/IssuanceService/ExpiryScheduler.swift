@@ -30,6 +30,11 @@ final class ExpiryScheduler: Service, Sendable {
 }
 
 extension IssuanceService {
+    /// The scheduler for a service run in-process (tests with a manual clock).
+    public func expiryScheduler(interval: Duration) -> any Service {
+        ExpiryScheduler(service: self, interval: interval)
+    }
+
     /// Applies every due transition; returns how many licenses moved.
     @discardableResult
     func applyTimeTransitions(batch: Int = 500) async throws -> Int {

@@ -318,4 +318,30 @@ struct ConsoleFixture {
         for _ in 0..<12 { statuses.append(try await guesser.post("/sign-in/holder", ["license_key": LicenseKey.generate().description]).status) }
         #expect(statuses.contains(429), "\(statuses)")
     }
+
+    @Test func aPurchasedKeyIsRevealedOnceThroughTheConsole() async throws {
+        let fixture = try await ConsoleFixture.make()
+        let policy = try #require(try await fixture.admin.call(IssuanceMethods.listPolicies, ListPoliciesRequest(productId: fixture.product.id)).policies.first)
+        let sealed = try await fixture.admin.call(IssuanceMethods.issueLicense, IssueLicenseRequest(policyId: policy.id, customerId: fixture.customer.id, sealKeyForReveal: true))
+        #expect(sealed.licenseKey.isEmpty && sealed.revealToken.hasPrefix("lmr_") && sealed.revealExpiresAt > 0)
+        let browser = ConsoleBrowser(fixture.console)
+        // Opening the link shows a button only: a mail scanner's visit reveals nothing.
+        let landing = try await browser.get("/reveal/\(sealed.revealToken)")
+        #expect(landing.status == 200 && landing.body.contains("Show my key once") && !landing.body.contains("revealed-key"))
+        let shown = try await browser.post("/reveal", ["token": sealed.revealToken])
+        let range = try #require(shown.body.range(of: #"id="revealed-key">[0-9A-Z-]+<"#, options: .regularExpression))
+        let key = String(shown.body[range].dropFirst(#"id="revealed-key">"#.count).dropLast())
+        #expect(try await fixture.admin.call(IssuanceMethods.getLicense, GetLicenseRequest(licenseKey: key)).id == sealed.license?.id)
+        #expect(shown.headers.first(name: "cache-control") == "no-store")
+        let again = try await ConsoleBrowser(fixture.console).get("/reveal/\(sealed.revealToken)")
+        #expect(again.status == 200)
+        let second = try await browser.post("/reveal", ["token": sealed.revealToken])
+        #expect(second.status == 404 && second.body.contains("used already") && !second.body.contains(key))
+        // Nothing but the console's own key may reveal.
+        let issuerClient = fixture.stack.gatewayClient(apiKey: try await fixture.key(.issuer))
+        await #expect(throws: RPCError.self) {
+            _ = try await issuerClient.call(GatewayMethods.revealLicenseKey, RevealLicenseKeyRequest(token: sealed.revealToken))
+        }
+        await issuerClient.close()
+    }
 }

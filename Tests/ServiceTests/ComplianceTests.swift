@@ -24,7 +24,7 @@ struct ComplianceStack {
 
     static func run<T>(
         clock: ManualLicenseClock = ManualLicenseClock(1_800_000_000), rules: ComplianceRules = ComplianceRules(),
-        _ body: (ComplianceStack) async throws -> T
+        expiryInterval: Duration? = nil, _ body: (ComplianceStack) async throws -> T
     ) async throws -> T {
         let folder = TemporaryFolder()
         let logger = Logger(label: "test")
@@ -51,6 +51,7 @@ struct ComplianceStack {
                 clock: clock, options: usageOptions, logger: logger)
             let parts = validationService.services(configuration: RPCServerConfiguration(endpoints: [validationEndpoint]))
                 + (try usageService.services(configuration: RPCServerConfiguration(endpoints: [usageEndpoint])))
+                + (expiryInterval.map { [issuanceService.expiryScheduler(interval: $0)] } ?? [])
             let running = Task {
                 try await withThrowingDiscardingTaskGroup { group in
                     for part in parts { group.addTask { try await part.run() } }

@@ -110,8 +110,11 @@ struct IntegrationsStack {
     let service: IntegrationsService
     let http: String
 
-    static func run<T>(clock: ManualLicenseClock = ManualLicenseClock(1_800_000_000), _ body: (IntegrationsStack) async throws -> T) async throws -> T {
-        try await ComplianceStack.run(clock: clock) { stack in
+    static func run<T>(
+        clock: ManualLicenseClock = ManualLicenseClock(1_800_000_000), expiryInterval: Duration? = nil,
+        configure: (inout IntegrationsService.Options) -> Void = { _ in }, _ body: (IntegrationsStack) async throws -> T
+    ) async throws -> T {
+        try await ComplianceStack.run(clock: clock, expiryInterval: expiryInterval) { stack in
             var options = IntegrationsService.Options()
             options.httpPort = 0
             options.allowPrivateAddresses = true
@@ -120,6 +123,7 @@ struct IntegrationsStack {
             options.disableAfterSeconds = 3600
             options.deliveryInterval = .milliseconds(20)
             options.followInterval = .milliseconds(20)
+            configure(&options)
             let folder = stack.folder.path
             let service = IntegrationsService(
                 database: try IntegrationsService.openDatabase(path: "\(folder)/integrations.sqlite"), issuance: RPCClient(endpoint: stack.issuance.endpoint),
