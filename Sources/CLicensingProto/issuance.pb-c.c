@@ -2997,7 +2997,7 @@ const ProtobufCMessageDescriptor licensing__v1__license_overrides__descriptor =
   (ProtobufCMessageInit) licensing__v1__license_overrides__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor licensing__v1__issue_license_request__field_descriptors[8] =
+static const ProtobufCFieldDescriptor licensing__v1__issue_license_request__field_descriptors[9] =
 {
   {
     "policy_id",
@@ -3095,6 +3095,18 @@ static const ProtobufCFieldDescriptor licensing__v1__issue_license_request__fiel
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "imported_key",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__IssueLicenseRequest, imported_key),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned licensing__v1__issue_license_request__field_indices_by_name[] = {
   5,   /* field[5] = amount_minor */
@@ -3102,6 +3114,7 @@ static const unsigned licensing__v1__issue_license_request__field_indices_by_nam
   6,   /* field[6] = currency */
   1,   /* field[1] = customer_id */
   2,   /* field[2] = department_id */
+  8,   /* field[8] = imported_key */
   3,   /* field[3] = overrides */
   0,   /* field[0] = policy_id */
   7,   /* field[7] = seal_key_for_reveal */
@@ -3109,7 +3122,7 @@ static const unsigned licensing__v1__issue_license_request__field_indices_by_nam
 static const ProtobufCIntRange licensing__v1__issue_license_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 8 }
+  { 0, 9 }
 };
 const ProtobufCMessageDescriptor licensing__v1__issue_license_request__descriptor =
 {
@@ -3119,7 +3132,7 @@ const ProtobufCMessageDescriptor licensing__v1__issue_license_request__descripto
   "Licensing__V1__IssueLicenseRequest",
   "licensing.v1",
   sizeof(Licensing__V1__IssueLicenseRequest),
-  8,
+  9,
   licensing__v1__issue_license_request__field_descriptors,
   licensing__v1__issue_license_request__field_indices_by_name,
   1,  licensing__v1__issue_license_request__number_ranges,

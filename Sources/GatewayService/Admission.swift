@@ -138,6 +138,7 @@ extension GatewayService {
     /// The same key typed differently counts as one; a key that does not parse counts by its text.
     private static func normalized(_ key: String) -> LicenseKeyIdentity {
         if let parsed = try? LicenseKey(parsing: key) { return LicenseKeyIdentity(key: parsed.bits) }
+        if let imported = try? ImportedKey(parsing: key) { return LicenseKeyIdentity(text: "imported:" + imported.normalized) }
         return LicenseKeyIdentity(text: key)
     }
 

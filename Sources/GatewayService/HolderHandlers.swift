@@ -21,7 +21,7 @@ extension GatewayService {
         let expiresAt = now + HolderTokens.holderTokenSeconds
         switch (request.licenseKey.isEmpty, request.linkToken.isEmpty) {
         case (false, true):
-            guard request.licenseKey.utf8.count <= 100, (try? LicenseKey(parsing: request.licenseKey)) != nil else {
+            guard request.licenseKey.utf8.count <= 100, (try? LicenseKey(parsing: request.licenseKey)) != nil || (try? ImportedKey(parsing: request.licenseKey)) != nil else {
                 throw failedAuth(source, call, "this is not a license key: check it for typing mistakes (it looks like XXXX-XXXX-XXXX-XXXX-XXXX-XXXX-XXXX)")
             }
             let license: License

@@ -22,7 +22,7 @@ extension IssuanceService {
             throw RPCError.invalidArgument("overrides.overage_permille must be between 1000 and 10000")
         }
         let key = LicenseKey.generate()
-        let keyHash = key.hash(secret: keyHashSecret)
+        let (keyHash, keyPrefix) = try importedKey(request) ?? (key.hash(secret: keyHashSecret), key.prefix)
         let masterKey = self.masterKey
         let response = try await mutate(call, action: "license.issue", target: { $0.license?.id ?? "" }) { db, context in
             guard let policy = try Tables.policies.find(request.policyId, tenant: context.tenant, in: db) else {
@@ -36,6 +36,9 @@ extension IssuanceService {
                     throw RPCError.notFound("customer \(customer.id) has no department \(request.departmentId)")
                 }
             }
+            if !request.importedKey.isEmpty, let holder = try Row.fetchOne(db, sql: "SELECT id, tenant_id FROM license WHERE key_hash = ?", arguments: [keyHash]) {
+                throw RPCError(.alreadyExists, holder["tenant_id"] == context.tenant ? "license \(holder["id"] as String) already has this key" : "this key is already in use")
+            }
             if overrides.expiresAt != 0, overrides.expiresAt <= context.now {
                 throw RPCError.invalidArgument("overrides.expires_at \(ISODate.format(overrides.expiresAt)) is not in the future")
             }
@@ -45,7 +48,7 @@ extension IssuanceService {
             let license = License(
                 id: EntityID.make("lic"), productId: policy.productId, policyId: policy.id,
                 customerId: customer.id, departmentId: request.departmentId,
-                licenseType: policy.licenseType, state: .active, keyPrefix: key.prefix,
+                licenseType: policy.licenseType, state: .active, keyPrefix: keyPrefix,
                 issuedAt: context.now, startsAt: context.now,
                 expiresAt: overrides.expiresAt != 0 ? overrides.expiresAt : (policy.durationSeconds == 0 ? 0 : context.now.saturatingAdd(policy.durationSeconds)),
                 graceSeconds: policy.graceSeconds,
@@ -87,22 +90,33 @@ extension IssuanceService {
                 let (token, expiresAt) = try KeyReveal.seal(key, license: license.id, masterKey: masterKey, context: context, in: db)
                 return IssueLicenseResponse(license: answered, revealToken: token, revealExpiresAt: expiresAt)
             }
-            return IssueLicenseResponse(license: answered, licenseKey: key.description)
+            return IssueLicenseResponse(license: answered, licenseKey: request.importedKey.isEmpty ? key.description : "")
         }
-        call.logger.info("license issued", metadata: ["license": "\(response.license?.id ?? "")", "prefix": "\(key.prefix)"])
+        call.logger.info("license issued", metadata: ["license": "\(response.license?.id ?? "")", "prefix": "\(keyPrefix)"])
         return response
+    }
+
+    /// An imported key's hash and prefix (nil when the license gets a new key).
+    private func importedKey(_ request: IssueLicenseRequest) throws -> (String, String)? {
+        guard !request.importedKey.isEmpty else { return nil }
+        guard !request.sealKeyForReveal else { throw RPCError.invalidArgument("an imported key is the holder's already: it cannot be sealed for a reveal") }
+        do {
+            let imported = try ImportedKey(parsing: request.importedKey)
+            return (imported.hash(secret: keyHashSecret), imported.prefix)
+        } catch {
+            throw RPCError.invalidArgument("imported_key: \(error)")
+        }
     }
 
     public func getLicense(_ request: GetLicenseRequest, _ call: ServerCall) async throws -> License {
         let tenant = tenant(call)
         if !request.licenseKey.isEmpty {
-            let key: LicenseKey
+            let hash: String
             do {
-                key = try LicenseKey(parsing: request.licenseKey)
+                hash = try KeyReference(parsing: request.licenseKey, secret: keyHashSecret).hash
             } catch {
                 throw RPCError.invalidArgument("license_key: \(error)")
             }
-            let hash = key.hash(secret: keyHashSecret)
             let found = try await database.read { db in
                 try LicenseRecord.fetch(db, sql: "key_hash = ?", [hash], tenant: tenant)?.license
             }

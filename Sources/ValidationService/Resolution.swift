@@ -45,8 +45,8 @@ extension ValidationService {
     private func lookUpReference(_ reference: LicenseReference) throws -> ResolvedLicense? {
         var licenseID = reference.licenseId
         if !reference.licenseKey.isEmpty {
-            guard let key = try? LicenseKey(parsing: reference.licenseKey),
-                let facts = try replica.facts(keyHash: key.hash(secret: keyHashSecret))
+            guard let key = try? KeyReference(parsing: reference.licenseKey, secret: keyHashSecret),
+                let facts = try replica.facts(keyHash: key.hash)
             else { return nil }
             licenseID = facts.licenseID
         }

@@ -154,21 +154,21 @@ public final class ValidationService: ValidationServiceProtocol {
 
     /// The key and its license's facts, or nil when no license of the caller's tenant has
     /// the key. A malformed key is the caller's error.
-    func lookUp(_ text: String, _ call: ServerCall) async throws -> (LicenseKey, LicenseFacts)? {
-        let key: LicenseKey
+    func lookUp(_ text: String, _ call: ServerCall) async throws -> (LicenseKey?, LicenseFacts)? {
+        let key: KeyReference
         do {
-            key = try LicenseKey(parsing: text)
+            key = try KeyReference(parsing: text, secret: keyHashSecret)
         } catch {
             throw RPCError.invalidArgument("license_key: \(error)")
         }
-        return try await find(key, fingerprintHash: "", call).map { (key, $0.0) }
+        return try await find(key, fingerprintHash: "", call).map { (key.native, $0.0) }
     }
 
     /// The facts for a key and, for a node-locked license, where the fingerprint stands.
     /// A miss pulls the feed once (the key may have been issued a moment ago) before it is
     /// NOT_FOUND.
-    func find(_ key: LicenseKey, fingerprintHash: String, _ call: ServerCall) async throws -> (LicenseFacts, MachineStanding)? {
-        let keyHash = key.hash(secret: keyHashSecret)
+    func find(_ key: KeyReference, fingerprintHash: String, _ call: ServerCall) async throws -> (LicenseFacts, MachineStanding)? {
+        let keyHash = key.hash
         var found = try replica.factsAndMachine(keyHash: keyHash, fingerprintHash: fingerprintHash)
         if found == nil {
             await feed.catchUp()
@@ -192,11 +192,16 @@ public final class ValidationService: ValidationServiceProtocol {
     }
 
     /// What a validation works out before its look-up.
-    private struct ValidationContext {
+    struct ValidationContext {
         let now: Int64
         let fingerprintHash: String
         let region: String
-        let key: Result<LicenseKey, LicenseKeyError>
+        /// The key's stored hash (and whether it is an imported key), or why it is malformed.
+        let key: Result<KeyReference, LicenseKeyError>
+
+        /// A miss on an imported key is final at once: imports are bulk loads, not keys
+        /// issued a moment ago, and text that merely looks like one must not cost a pull.
+        var importedKey: Bool { (try? key.get())?.imported ?? false }
     }
 
     private func context(_ request: ValidateRequest) throws -> ValidationContext {
@@ -204,7 +209,7 @@ public final class ValidationService: ValidationServiceProtocol {
         try Check.statedRegion(request.region)
         return ValidationContext(
             now: clock.now, fingerprintHash: request.fingerprint.isEmpty ? "" : LicenseCertificates.fingerprintHash(request.fingerprint),
-            region: region(stated: request.region, clientIP: request.clientIp), key: Result { () throws(LicenseKeyError) in try LicenseKey(parsing: request.licenseKey) })
+            region: region(stated: request.region, clientIP: request.clientIp), key: Result { () throws(LicenseKeyError) in try KeyReference(parsing: request.licenseKey, secret: keyHashSecret) })
     }
 
     /// Validates on the event loop, as the request is read: the key, one indexed read of
@@ -220,14 +225,15 @@ public final class ValidationService: ValidationServiceProtocol {
         }
         var found: (LicenseFacts, MachineStanding)?
         if case .success(let key) = context.key {
-            guard let hit = try replica.factsAndMachine(keyHash: key.hash(secret: keyHashSecret), fingerprintHash: context.fingerprintHash) else {
+            if let hit = try replica.factsAndMachine(keyHash: key.hash, fingerprintHash: context.fingerprintHash) {
+                found = visible(hit, to: call)
+            } else if !key.imported {
                 return .later { try await self.validateAfterWaiting(request, call) }
             }
-            found = visible(hit, to: call)
         }
         let (response, entry) = answer(request, context, found, signedBy: signingKey)
         // A denial is given only once the replica has caught up (see `validateAfterWaiting`).
-        if Self.mayBeStale(response) { return .later { try await self.validateAfterWaiting(request, call, denied: response.reason) } }
+        if Self.mayBeStale(response, context) { return .later { try await self.validateAfterWaiting(request, call, denied: response.reason) } }
         outcomes[entry.reason.rawValue]?.increment()
         guard log.tryAppend(entry) else {
             return .later {
@@ -253,7 +259,7 @@ public final class ValidationService: ValidationServiceProtocol {
         func decided() throws -> (ValidateResponse, ValidationLog.Entry) {
             var found: (LicenseFacts, MachineStanding)?
             if case .success(let key) = context.key,
-                let hit = try replica.factsAndMachine(keyHash: key.hash(secret: keyHashSecret), fingerprintHash: context.fingerprintHash)
+                let hit = try replica.factsAndMachine(keyHash: key.hash, fingerprintHash: context.fingerprintHash)
             {
                 found = visible(hit, to: call)
             }
@@ -261,7 +267,7 @@ public final class ValidationService: ValidationServiceProtocol {
         }
         if let denied { await catchUp(before: denied) }
         var (response, entry) = try decided()
-        if Self.mayBeStale(response), response.reason != denied {
+        if Self.mayBeStale(response, context), response.reason != denied {
             await catchUp(before: response.reason)
             (response, entry) = try decided()
         }
@@ -271,9 +277,10 @@ public final class ValidationService: ValidationServiceProtocol {
     }
 
     /// A denial that a change not yet replicated could turn into a grant; a malformed key
-    /// stays malformed whatever issuance knows.
-    static func mayBeStale(_ response: ValidateResponse) -> Bool {
-        !response.valid && response.reason != .malformedKey
+    /// stays malformed whatever issuance knows, and an imported key that is not found is
+    /// not waited for (see `ValidationContext.importedKey`).
+    static func mayBeStale(_ response: ValidateResponse, _ context: ValidationContext) -> Bool {
+        !response.valid && response.reason != .malformedKey && !(context.importedKey && response.reason == .notFound)
     }
 
     /// Catches up with the source of a denial: usage's feed for a quota (a limit raised a
@@ -346,6 +353,9 @@ public final class ValidationService: ValidationServiceProtocol {
         } else {
             guard let found = try await lookUp(request.licenseKey, call) else { throw RPCError.notFound("no license has this key") }
             (key, facts) = found
+        }
+        if request.encrypt, key == nil {
+            throw RPCError.invalidArgument("encrypt works only with this system's own key format; this license's key was imported")
         }
         var usable = facts
         usable.licenseType = .unspecified

@@ -288,10 +288,16 @@ struct  Licensing__V1__IssueLicenseRequest
    * console) instead of answering it: license_key stays empty, reveal_token is set.
    */
   protobuf_c_boolean seal_key_for_reveal;
+  /*
+   * A key brought from another licensing system (licensectl import): the license keeps
+   * working with it. Hashed on the way in, never stored; license_key stays empty. A key a
+   * license already has is refused with ALREADY_EXISTS.
+   */
+  char *imported_key;
 };
 #define LICENSING__V1__ISSUE_LICENSE_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__issue_license_request__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
 
 
 struct  Licensing__V1__IssueLicenseResponse

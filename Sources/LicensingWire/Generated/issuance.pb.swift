@@ -752,10 +752,11 @@ public struct IssueLicenseRequest: WireMessage, Encodable {
     public var amountMinor: Int64 = 0
     public var currency: String = ""
     public var sealKeyForReveal: Bool = false
+    public var importedKey: String = ""
 
     public init() {}
 
-    public init(policyId: String = "", customerId: String = "", departmentId: String = "", overrides: LicenseOverrides? = nil, billingRef: String = "", amountMinor: Int64 = 0, currency: String = "", sealKeyForReveal: Bool = false) {
+    public init(policyId: String = "", customerId: String = "", departmentId: String = "", overrides: LicenseOverrides? = nil, billingRef: String = "", amountMinor: Int64 = 0, currency: String = "", sealKeyForReveal: Bool = false, importedKey: String = "") {
         self.policyId = policyId
         self.customerId = customerId
         self.departmentId = departmentId
@@ -764,6 +765,7 @@ public struct IssueLicenseRequest: WireMessage, Encodable {
         self.amountMinor = amountMinor
         self.currency = currency
         self.sealKeyForReveal = sealKeyForReveal
+        self.importedKey = importedKey
     }
 }
 
@@ -797,6 +799,7 @@ extension IssueLicenseRequest: ProtobufCMessageBinding {
         self.amountMinor = c.amount_minor
         self.currency = WireArena.string(c.currency)
         self.sealKeyForReveal = c.seal_key_for_reveal != 0
+        self.importedKey = WireArena.string(c.imported_key)
     }
 
     public func fill(_ c: inout Licensing__V1__IssueLicenseRequest, _ arena: WireArena) {
@@ -808,6 +811,7 @@ extension IssueLicenseRequest: ProtobufCMessageBinding {
         c.amount_minor = self.amountMinor
         c.currency = arena.string(self.currency)
         c.seal_key_for_reveal = (self.sealKeyForReveal ? 1 : 0)
+        c.imported_key = arena.string(self.importedKey)
     }
 }
 
