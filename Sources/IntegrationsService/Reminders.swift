@@ -94,8 +94,11 @@ final class Reminders: Service, Sendable {
             let id: String = license["license_id"]
             let done = try await database.read { db in
                 // A step that failed is tried again on later rounds, up to ten attempts in all.
+                // An end date moved by less than a day (a failed payment starts grace from
+                // the failure, not from the period's end) is the same end: its steps are not
+                // sent again; a renewal moves it by a period and starts the schedule anew.
                 Set(try String.fetchAll(
-                    db, sql: "SELECT step FROM reminder WHERE license_id = ? AND expires_at = ? AND (status != 'failed' OR attempts >= 10)",
+                    db, sql: "SELECT step FROM reminder WHERE license_id = ? AND abs(expires_at - ?) < 86400 AND (status != 'failed' OR attempts >= 10)",
                     arguments: [id, expires]))
             }
             guard !done.contains(latest.name) else { continue }

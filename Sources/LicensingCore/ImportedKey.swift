@@ -1,7 +1,7 @@
 import Crypto
 
 /// A license key brought over from another licensing system, kept working as its holders
-/// know it. Dashes and spaces are dropped and letters upper-cased; what remains must be 8
+/// know it. Dashes and spaces are dropped and letters upper-cased; what remains must be 12
 /// to 64 letters and digits, and must not look like this system's own format (28 symbols
 /// starting with its version symbol: those get this system's check-symbol errors). Stored
 /// like a native key: only its keyed hash (under a label of its own, so the two kinds
@@ -17,7 +17,7 @@ public struct ImportedKey: Hashable, Sendable {
             else { throw .invalidSymbol(Character(scalar)) }
             normalized.unicodeScalars.append(Unicode.Scalar(byte >= 0x61 ? byte - 0x20 : byte))
         }
-        guard (8...64).contains(normalized.count) else { throw .wrongLength(normalized.count) }
+        guard (12...64).contains(normalized.count) else { throw .wrongLength(normalized.count) }
         guard !(normalized.count == LicenseKey.length && normalized.first == LicenseKey.version) else { throw .nativeFormat }
         self.normalized = normalized
     }
@@ -37,7 +37,7 @@ public enum ImportedKeyError: Error, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .invalidSymbol(let c): return "'\(c)' is not a letter or digit; an imported key may hold only letters, digits, dashes and spaces"
-        case .wrongLength(let n): return "an imported key has 8 to 64 letters and digits, this one has \(n)"
+        case .wrongLength(let n): return "an imported key has 12 to 64 letters and digits, this one has \(n)"
         case .nativeFormat: return "this is in this system's own key format (28 symbols starting with 1): it cannot be imported as another system's key"
         }
     }

@@ -34,7 +34,7 @@ import Testing
         #expect(output.contains("would create 2 customers, 2 licenses, 1 machine activations"), "\(output)")
         #expect(output.contains("line 5: no policy is named \"Enterprise\""), "\(output)")
         #expect(output.contains("line 6: customer OLD-9 is not in the file"), "\(output)")
-        #expect(output.contains("line 7: key: an imported key has 8 to 64 letters and digits"), "\(output)")
+        #expect(output.contains("line 7: key: an imported key has 12 to 64 letters and digits"), "\(output)")
         #expect(output.contains("line 8: not a JSON object"), "\(output)")
         #expect(try await admin.call(IssuanceMethods.listCustomers, ListCustomersRequest()).customers.isEmpty)
 

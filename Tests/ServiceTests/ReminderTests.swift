@@ -63,11 +63,16 @@ final class SMTPServer: @unchecked Sendable {
         process.waitUntilExit()
     }
 
-    /// Every message received so far, raw.
+    /// Every message received so far, raw, in the order they arrived (Maildir names sort by
+    /// second only: two messages in one second are ordered by their files' times).
     var messages: [String] {
         let new = "\(maildir)/new"
         let names = (try? FileManager.default.contentsOfDirectory(atPath: new)) ?? []
-        return names.sorted().compactMap { try? String(contentsOfFile: "\(new)/\($0)", encoding: .utf8) }
+        func arrived(_ name: String) -> Date {
+            ((try? FileManager.default.attributesOfItem(atPath: "\(new)/\(name)"))?[.modificationDate] as? Date) ?? .distantPast
+        }
+        return names.map { ($0, arrived($0)) }.sorted { ($0.1, $0.0) < ($1.1, $1.0) }
+            .compactMap { try? String(contentsOfFile: "\(new)/\($0.0)", encoding: .utf8) }
     }
 
     func waitUntilListening() async -> Bool {
