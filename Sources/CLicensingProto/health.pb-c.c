@@ -282,7 +282,7 @@ const ProtobufCMessageDescriptor licensing__v1__health_check_request__descriptor
   (ProtobufCMessageInit) licensing__v1__health_check_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor licensing__v1__health_check_response__field_descriptors[5] =
+static const ProtobufCFieldDescriptor licensing__v1__health_check_response__field_descriptors[6] =
 {
   {
     "service",
@@ -344,9 +344,22 @@ static const ProtobufCFieldDescriptor licensing__v1__health_check_response__fiel
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "problems",
+    6,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Licensing__V1__HealthCheckResponse, n_problems),
+    offsetof(Licensing__V1__HealthCheckResponse, problems),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned licensing__v1__health_check_response__field_indices_by_name[] = {
   4,   /* field[4] = feeds */
+  5,   /* field[5] = problems */
   0,   /* field[0] = service */
   1,   /* field[1] = status */
   3,   /* field[3] = uptime_seconds */
@@ -355,7 +368,7 @@ static const unsigned licensing__v1__health_check_response__field_indices_by_nam
 static const ProtobufCIntRange licensing__v1__health_check_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor licensing__v1__health_check_response__descriptor =
 {
@@ -365,7 +378,7 @@ const ProtobufCMessageDescriptor licensing__v1__health_check_response__descripto
   "Licensing__V1__HealthCheckResponse",
   "licensing.v1",
   sizeof(Licensing__V1__HealthCheckResponse),
-  5,
+  6,
   licensing__v1__health_check_response__field_descriptors,
   licensing__v1__health_check_response__field_indices_by_name,
   1,  licensing__v1__health_check_response__number_ranges,

@@ -637,6 +637,51 @@ void   licensing__v1__create_department_request__free_unpacked
   assert(message->base.descriptor == &licensing__v1__create_department_request__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   licensing__v1__update_department_request__init
+                     (Licensing__V1__UpdateDepartmentRequest         *message)
+{
+  static const Licensing__V1__UpdateDepartmentRequest init_value = LICENSING__V1__UPDATE_DEPARTMENT_REQUEST__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__update_department_request__get_packed_size
+                     (const Licensing__V1__UpdateDepartmentRequest *message)
+{
+  assert(message->base.descriptor == &licensing__v1__update_department_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__update_department_request__pack
+                     (const Licensing__V1__UpdateDepartmentRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__update_department_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__update_department_request__pack_to_buffer
+                     (const Licensing__V1__UpdateDepartmentRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__update_department_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__UpdateDepartmentRequest *
+       licensing__v1__update_department_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__UpdateDepartmentRequest *)
+     protobuf_c_message_unpack (&licensing__v1__update_department_request__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__update_department_request__free_unpacked
+                     (Licensing__V1__UpdateDepartmentRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__update_department_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   licensing__v1__list_departments_response__init
                      (Licensing__V1__ListDepartmentsResponse         *message)
 {
@@ -2856,6 +2901,135 @@ const ProtobufCMessageDescriptor licensing__v1__create_department_request__descr
   (ProtobufCMessageInit) licensing__v1__create_department_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor licensing__v1__update_department_request__field_descriptors[8] =
+{
+  {
+    "id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__UpdateDepartmentRequest, id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "name",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__UpdateDepartmentRequest, name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "new_name",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__UpdateDepartmentRequest, new_name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "cost_center",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__UpdateDepartmentRequest, cost_center),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "customer_id",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__UpdateDepartmentRequest, customer_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "max_seats",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__UpdateDepartmentRequest, max_seats),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "max_machines",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__UpdateDepartmentRequest, max_machines),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "update_limits",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__UpdateDepartmentRequest, update_limits),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__update_department_request__field_indices_by_name[] = {
+  3,   /* field[3] = cost_center */
+  4,   /* field[4] = customer_id */
+  0,   /* field[0] = id */
+  6,   /* field[6] = max_machines */
+  5,   /* field[5] = max_seats */
+  1,   /* field[1] = name */
+  2,   /* field[2] = new_name */
+  7,   /* field[7] = update_limits */
+};
+static const ProtobufCIntRange licensing__v1__update_department_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 8 }
+};
+const ProtobufCMessageDescriptor licensing__v1__update_department_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.UpdateDepartmentRequest",
+  "UpdateDepartmentRequest",
+  "Licensing__V1__UpdateDepartmentRequest",
+  "licensing.v1",
+  sizeof(Licensing__V1__UpdateDepartmentRequest),
+  8,
+  licensing__v1__update_department_request__field_descriptors,
+  licensing__v1__update_department_request__field_indices_by_name,
+  1,  licensing__v1__update_department_request__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__update_department_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCFieldDescriptor licensing__v1__list_departments_response__field_descriptors[1] =
 {
   {
@@ -5065,7 +5239,7 @@ const ProtobufCMessageDescriptor licensing__v1__erase_customer_response__descrip
   (ProtobufCMessageInit) licensing__v1__erase_customer_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCMethodDescriptor licensing__v1__issuance__method_descriptors[40] =
+static const ProtobufCMethodDescriptor licensing__v1__issuance__method_descriptors[41] =
 {
   { "CreateProduct", &licensing__v1__create_product_request__descriptor, &licensing__v1__product__descriptor },
   { "UpdateProduct", &licensing__v1__update_product_request__descriptor, &licensing__v1__product__descriptor },
@@ -5081,6 +5255,7 @@ static const ProtobufCMethodDescriptor licensing__v1__issuance__method_descripto
   { "ListCustomers", &licensing__v1__list_customers_request__descriptor, &licensing__v1__list_customers_response__descriptor },
   { "CreateDepartment", &licensing__v1__create_department_request__descriptor, &licensing__v1__department__descriptor },
   { "ListDepartments", &licensing__v1__get_by_id_request__descriptor, &licensing__v1__list_departments_response__descriptor },
+  { "UpdateDepartment", &licensing__v1__update_department_request__descriptor, &licensing__v1__department__descriptor },
   { "IssueLicense", &licensing__v1__issue_license_request__descriptor, &licensing__v1__issue_license_response__descriptor },
   { "GetLicense", &licensing__v1__get_license_request__descriptor, &licensing__v1__license__descriptor },
   { "RevealKey", &licensing__v1__reveal_key_request__descriptor, &licensing__v1__reveal_key_response__descriptor },
@@ -5109,46 +5284,47 @@ static const ProtobufCMethodDescriptor licensing__v1__issuance__method_descripto
   { "EraseCustomer", &licensing__v1__erase_customer_request__descriptor, &licensing__v1__erase_customer_response__descriptor },
 };
 const unsigned licensing__v1__issuance__method_indices_by_name[] = {
-  24,        /* AssignUser */
-  29,        /* CancelSubscription */
-  22,        /* ChangeEntitlements */
-  37,        /* Changes */
+  25,        /* AssignUser */
+  30,        /* CancelSubscription */
+  23,        /* ChangeEntitlements */
+  38,        /* Changes */
   8,        /* CreateCustomer */
   12,        /* CreateDepartment */
   4,        /* CreatePolicy */
   0,        /* CreateProduct */
-  30,        /* CreateSigningKey */
-  39,        /* EraseCustomer */
+  31,        /* CreateSigningKey */
+  40,        /* EraseCustomer */
   10,        /* GetCustomer */
-  15,        /* GetLicense */
+  16,        /* GetLicense */
   6,        /* GetPolicy */
   2,        /* GetProduct */
-  26,        /* GetSubscription */
-  34,        /* IssueCertificate */
-  14,        /* IssueLicense */
-  35,        /* ListAuditEvents */
+  27,        /* GetSubscription */
+  35,        /* IssueCertificate */
+  15,        /* IssueLicense */
+  36,        /* ListAuditEvents */
   11,        /* ListCustomers */
   13,        /* ListDepartments */
-  17,        /* ListLicenses */
+  18,        /* ListLicenses */
   7,        /* ListPolicies */
   3,        /* ListProducts */
-  33,        /* ListPublicKeys */
-  27,        /* RecordPayment */
-  28,        /* RecordPaymentFailure */
-  19,        /* ReinstateLicense */
-  21,        /* RenewLicense */
-  32,        /* RetireSigningKey */
-  16,        /* RevealKey */
-  20,        /* RevokeLicense */
-  31,        /* RotateSigningKey */
-  18,        /* SuspendLicense */
-  23,        /* TransferLicense */
-  25,        /* UnassignUser */
+  34,        /* ListPublicKeys */
+  28,        /* RecordPayment */
+  29,        /* RecordPaymentFailure */
+  20,        /* ReinstateLicense */
+  22,        /* RenewLicense */
+  33,        /* RetireSigningKey */
+  17,        /* RevealKey */
+  21,        /* RevokeLicense */
+  32,        /* RotateSigningKey */
+  19,        /* SuspendLicense */
+  24,        /* TransferLicense */
+  26,        /* UnassignUser */
   9,        /* UpdateCustomer */
+  14,        /* UpdateDepartment */
   5,        /* UpdatePolicy */
   1,        /* UpdateProduct */
-  36,        /* VerifyAuditChain */
-  38         /* WatchChanges */
+  37,        /* VerifyAuditChain */
+  39         /* WatchChanges */
 };
 const ProtobufCServiceDescriptor licensing__v1__issuance__descriptor =
 {
@@ -5157,7 +5333,7 @@ const ProtobufCServiceDescriptor licensing__v1__issuance__descriptor =
   "Issuance",
   "Licensing__V1__Issuance",
   "licensing.v1",
-  40,
+  41,
   licensing__v1__issuance__method_descriptors,
   licensing__v1__issuance__method_indices_by_name
 };
@@ -5273,13 +5449,21 @@ void licensing__v1__issuance__list_departments(ProtobufCService *service,
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
   service->invoke(service, 13, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
+void licensing__v1__issuance__update_department(ProtobufCService *service,
+                                                const Licensing__V1__UpdateDepartmentRequest *input,
+                                                Licensing__V1__Department_Closure closure,
+                                                void *closure_data)
+{
+  assert(service->descriptor == &licensing__v1__issuance__descriptor);
+  service->invoke(service, 14, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
 void licensing__v1__issuance__issue_license(ProtobufCService *service,
                                             const Licensing__V1__IssueLicenseRequest *input,
                                             Licensing__V1__IssueLicenseResponse_Closure closure,
                                             void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 14, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 15, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__get_license(ProtobufCService *service,
                                           const Licensing__V1__GetLicenseRequest *input,
@@ -5287,7 +5471,7 @@ void licensing__v1__issuance__get_license(ProtobufCService *service,
                                           void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 15, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 16, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__reveal_key(ProtobufCService *service,
                                          const Licensing__V1__RevealKeyRequest *input,
@@ -5295,7 +5479,7 @@ void licensing__v1__issuance__reveal_key(ProtobufCService *service,
                                          void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 16, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 17, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__list_licenses(ProtobufCService *service,
                                             const Licensing__V1__ListLicensesRequest *input,
@@ -5303,7 +5487,7 @@ void licensing__v1__issuance__list_licenses(ProtobufCService *service,
                                             void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 17, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 18, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__suspend_license(ProtobufCService *service,
                                               const Licensing__V1__LicenseTransitionRequest *input,
@@ -5311,7 +5495,7 @@ void licensing__v1__issuance__suspend_license(ProtobufCService *service,
                                               void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 18, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 19, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__reinstate_license(ProtobufCService *service,
                                                 const Licensing__V1__LicenseTransitionRequest *input,
@@ -5319,7 +5503,7 @@ void licensing__v1__issuance__reinstate_license(ProtobufCService *service,
                                                 void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 19, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 20, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__revoke_license(ProtobufCService *service,
                                              const Licensing__V1__LicenseTransitionRequest *input,
@@ -5327,7 +5511,7 @@ void licensing__v1__issuance__revoke_license(ProtobufCService *service,
                                              void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 20, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 21, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__renew_license(ProtobufCService *service,
                                             const Licensing__V1__RenewLicenseRequest *input,
@@ -5335,7 +5519,7 @@ void licensing__v1__issuance__renew_license(ProtobufCService *service,
                                             void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 21, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 22, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__change_entitlements(ProtobufCService *service,
                                                   const Licensing__V1__ChangeEntitlementsRequest *input,
@@ -5343,7 +5527,7 @@ void licensing__v1__issuance__change_entitlements(ProtobufCService *service,
                                                   void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 22, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 23, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__transfer_license(ProtobufCService *service,
                                                const Licensing__V1__TransferLicenseRequest *input,
@@ -5351,7 +5535,7 @@ void licensing__v1__issuance__transfer_license(ProtobufCService *service,
                                                void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 23, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 24, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__assign_user(ProtobufCService *service,
                                           const Licensing__V1__AssignUserRequest *input,
@@ -5359,7 +5543,7 @@ void licensing__v1__issuance__assign_user(ProtobufCService *service,
                                           void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 24, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 25, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__unassign_user(ProtobufCService *service,
                                             const Licensing__V1__AssignUserRequest *input,
@@ -5367,7 +5551,7 @@ void licensing__v1__issuance__unassign_user(ProtobufCService *service,
                                             void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 25, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 26, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__get_subscription(ProtobufCService *service,
                                                const Licensing__V1__GetByIdRequest *input,
@@ -5375,7 +5559,7 @@ void licensing__v1__issuance__get_subscription(ProtobufCService *service,
                                                void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 26, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 27, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__record_payment(ProtobufCService *service,
                                              const Licensing__V1__RecordPaymentRequest *input,
@@ -5383,7 +5567,7 @@ void licensing__v1__issuance__record_payment(ProtobufCService *service,
                                              void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 27, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 28, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__record_payment_failure(ProtobufCService *service,
                                                      const Licensing__V1__RecordPaymentFailureRequest *input,
@@ -5391,7 +5575,7 @@ void licensing__v1__issuance__record_payment_failure(ProtobufCService *service,
                                                      void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 28, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 29, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__cancel_subscription(ProtobufCService *service,
                                                   const Licensing__V1__CancelSubscriptionRequest *input,
@@ -5399,7 +5583,7 @@ void licensing__v1__issuance__cancel_subscription(ProtobufCService *service,
                                                   void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 29, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 30, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__create_signing_key(ProtobufCService *service,
                                                  const Licensing__V1__CreateSigningKeyRequest *input,
@@ -5407,7 +5591,7 @@ void licensing__v1__issuance__create_signing_key(ProtobufCService *service,
                                                  void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 30, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 31, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__rotate_signing_key(ProtobufCService *service,
                                                  const Licensing__V1__CreateSigningKeyRequest *input,
@@ -5415,7 +5599,7 @@ void licensing__v1__issuance__rotate_signing_key(ProtobufCService *service,
                                                  void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 31, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 32, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__retire_signing_key(ProtobufCService *service,
                                                  const Licensing__V1__GetByIdRequest *input,
@@ -5423,7 +5607,7 @@ void licensing__v1__issuance__retire_signing_key(ProtobufCService *service,
                                                  void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 32, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 33, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__list_public_keys(ProtobufCService *service,
                                                const Licensing__V1__ListPublicKeysRequest *input,
@@ -5431,7 +5615,7 @@ void licensing__v1__issuance__list_public_keys(ProtobufCService *service,
                                                void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 33, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 34, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__issue_certificate(ProtobufCService *service,
                                                 const Licensing__V1__IssueCertificateRequest *input,
@@ -5439,7 +5623,7 @@ void licensing__v1__issuance__issue_certificate(ProtobufCService *service,
                                                 void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 34, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 35, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__list_audit_events(ProtobufCService *service,
                                                 const Licensing__V1__ListAuditEventsRequest *input,
@@ -5447,7 +5631,7 @@ void licensing__v1__issuance__list_audit_events(ProtobufCService *service,
                                                 void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 35, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 36, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__verify_audit_chain(ProtobufCService *service,
                                                  const Licensing__V1__VerifyAuditChainRequest *input,
@@ -5455,7 +5639,7 @@ void licensing__v1__issuance__verify_audit_chain(ProtobufCService *service,
                                                  void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 36, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 37, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__changes(ProtobufCService *service,
                                       const Licensing__V1__ChangesRequest *input,
@@ -5463,7 +5647,7 @@ void licensing__v1__issuance__changes(ProtobufCService *service,
                                       void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 37, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 38, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__watch_changes(ProtobufCService *service,
                                             const Licensing__V1__ChangesRequest *input,
@@ -5471,7 +5655,7 @@ void licensing__v1__issuance__watch_changes(ProtobufCService *service,
                                             void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 38, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 39, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__erase_customer(ProtobufCService *service,
                                              const Licensing__V1__EraseCustomerRequest *input,
@@ -5479,7 +5663,7 @@ void licensing__v1__issuance__erase_customer(ProtobufCService *service,
                                              void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
-  service->invoke(service, 39, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 40, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__init (Licensing__V1__Issuance_Service *service,
                                     Licensing__V1__Issuance_ServiceDestroy destroy)

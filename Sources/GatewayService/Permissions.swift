@@ -47,7 +47,7 @@ enum Permissions {
         allow([.issuer], [
             IssuanceMethods.createProduct.info, IssuanceMethods.updateProduct.info, IssuanceMethods.createPolicy.info,
             IssuanceMethods.updatePolicy.info, IssuanceMethods.createCustomer.info, IssuanceMethods.updateCustomer.info,
-            IssuanceMethods.createDepartment.info, IssuanceMethods.issueLicense.info, IssuanceMethods.suspendLicense.info,
+            IssuanceMethods.createDepartment.info, IssuanceMethods.updateDepartment.info, IssuanceMethods.issueLicense.info, IssuanceMethods.suspendLicense.info,
             IssuanceMethods.reinstateLicense.info, IssuanceMethods.revokeLicense.info, IssuanceMethods.renewLicense.info,
             IssuanceMethods.changeEntitlements.info, IssuanceMethods.transferLicense.info, IssuanceMethods.assignUser.info,
             IssuanceMethods.unassignUser.info, IssuanceMethods.issueCertificate.info, ValidationMethods.createOfflineLicense.info,
@@ -59,7 +59,7 @@ enum Permissions {
         // Billing, CRM and ERP systems: customers, departments, licenses from orders, payments.
         allow([.integration], [
             IssuanceMethods.createCustomer.info, IssuanceMethods.updateCustomer.info, IssuanceMethods.createDepartment.info,
-            IssuanceMethods.issueLicense.info, IssuanceMethods.renewLicense.info, IssuanceMethods.recordPayment.info,
+            IssuanceMethods.updateDepartment.info, IssuanceMethods.issueLicense.info, IssuanceMethods.renewLicense.info, IssuanceMethods.recordPayment.info,
             IssuanceMethods.recordPaymentFailure.info, IssuanceMethods.cancelSubscription.info,
         ])
         // Auditors: reports and the audit log.

@@ -28,7 +28,7 @@ struct Inbound: Sendable {
         "checkout.session.completed", "invoice.paid", "invoice.payment_failed", "customer.subscription.deleted", "customer.subscription.updated",
         "charge.refunded",
     ]
-    static let genericTypes = ["crm": ["customer.created", "customer.updated", "deal.won"], "erp": ["department.created"]]
+    static let genericTypes = ["crm": ["customer.created", "customer.updated", "deal.won"], "erp": ["department.created", "department.updated"]]
 
     /// An applied event's outcome: stored, answered 200.
     enum Outcome {
@@ -289,6 +289,23 @@ struct Inbound: Sendable {
                     maxSeats: UInt32(clamping: (data["max_seats"] as? NSNumber)?.intValue ?? 0),
                     maxMachines: UInt32(clamping: (data["max_machines"] as? NSNumber)?.intValue ?? 0)))
             return .applied("department \(department.id) created for customer \(owner.id)")
+        case "department.updated":
+            let external = try string("customer_external_id")
+            guard let owner = try await customer(external: external) else {
+                return .unknownObject("no customer has CRM id \(external)")
+            }
+            let limits = data["max_seats"] != nil || data["max_machines"] != nil
+            do {
+                let department = try await call(
+                    IssuanceMethods.updateDepartment,
+                    UpdateDepartmentRequest(
+                        customerId: owner.id, name: try string("name"), newName: (data["new_name"] as? String) ?? "", costCenter: (data["cost_center"] as? String) ?? "",
+                        maxSeats: UInt32(clamping: (data["max_seats"] as? NSNumber)?.intValue ?? 0),
+                        maxMachines: UInt32(clamping: (data["max_machines"] as? NSNumber)?.intValue ?? 0), updateLimits: limits))
+                return .applied("department \(department.id) of customer \(owner.id) updated")
+            } catch let error as RPCError where error.code == .notFound {
+                return .unknownObject(error.message)
+            }
         default:
             throw Rejection(status: 400, message: "unknown event type \(type)")
         }

@@ -189,9 +189,36 @@ public final class IntegrationsService: IntegrationsServiceProtocol {
     public func router() -> RPCRouter {
         var router = RPCRouter()
         let positions = self.positions
-        HealthReporter(service: "integrations", feeds: { positions() }).register(in: &router)
+        let database = self.database
+        let clock = self.clock
+        HealthReporter(service: "integrations", feeds: { positions() }, problems: {
+            (try? await Self.problems(database: database, now: clock.now)) ?? ["the integrations database cannot be read"]
+        }).register(in: &router)
         registerMethods(with: &router)
         return router
+    }
+
+    /// What health reports as degraded: reminders failing for licenses ending about now,
+    /// buyers' e-mails failing in the last day, disabled endpoints.
+    static func problems(database: DatabasePool, now: Int64) async throws -> [String] {
+        try await database.read { db in
+            var problems: [String] = []
+            let since = now - 86400
+            if let row = try Row.fetchOne(
+                db, sql: "SELECT COUNT(*) AS n, MAX(error) AS error FROM reminder WHERE status = 'failed' AND expires_at >= ?", arguments: [now - 30 * 86400]),
+                (row["n"] as Int) > 0
+            {
+                problems.append("\(row["n"] as Int) renewal reminder(s) could not be sent: \((row["error"] as String?) ?? "")")
+            }
+            if let row = try Row.fetchOne(db, sql: "SELECT COUNT(*) AS n, MAX(error) AS error FROM key_mail WHERE status != 'sent' AND attempts > 0 AND created_at >= ?", arguments: [since]),
+                (row["n"] as Int) > 0
+            {
+                problems.append("\(row["n"] as Int) key-reveal e-mail(s) to buyers could not be sent: \((row["error"] as String?) ?? "")")
+            }
+            let disabled = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM webhook_endpoint WHERE disabled_reason != '' AND deleted = 0") ?? 0
+            if disabled > 0 { problems.append("\(disabled) webhook endpoint(s) disabled after failing for a day: licensectl webhook list") }
+            return problems
+        }
     }
 
     /// Where the HTTP listener is bound, once it is (tests bind port 0).

@@ -250,6 +250,43 @@ extension IssuanceService {
         }
     }
 
+    public func updateDepartment(_ request: UpdateDepartmentRequest, _ call: ServerCall) async throws -> Department {
+        try Check.length(request.newName, "new_name")
+        try Check.length(request.costCenter, "cost_center")
+        guard !request.id.isEmpty || (!request.customerId.isEmpty && !request.name.isEmpty) else {
+            throw RPCError.invalidArgument("name the department by id, or by customer_id and name")
+        }
+        return try await mutate(call, action: "department.update", target: \.id) { db, context in
+            let row = try Row.fetchOne(
+                db,
+                sql: """
+                    SELECT d.* FROM department d JOIN customer c ON c.id = d.customer_id
+                    WHERE c.tenant_id = ? AND (d.id = ? OR (d.customer_id = ? AND d.name = ?))
+                    """,
+                arguments: [context.tenant, request.id, request.customerId, request.name])
+            guard let row else {
+                throw RPCError.notFound(request.id.isEmpty ? "customer \(request.customerId) has no department named \(request.name)" : "no department \(request.id)")
+            }
+            var department = Department(row: row)
+            if !request.newName.isEmpty, request.newName != department.name {
+                if try Bool.fetchOne(db, sql: "SELECT 1 FROM department WHERE customer_id = ? AND name = ?", arguments: [department.customerId, request.newName]) == true {
+                    throw RPCError.alreadyExists("customer \(department.customerId) already has a department named \(request.newName)")
+                }
+                department.name = request.newName
+            }
+            if !request.costCenter.isEmpty { department.costCenter = request.costCenter }
+            if request.updateLimits {
+                department.maxSeats = request.maxSeats
+                department.maxMachines = request.maxMachines
+            }
+            try db.execute(
+                sql: "UPDATE department SET name = ?, cost_center = ?, max_seats = ?, max_machines = ? WHERE id = ?",
+                arguments: [department.name, department.costCenter, department.maxSeats, department.maxMachines, department.id])
+            try ChangeFeed.append(ChangeEvent(action: "department.updated", .department(department)), at: context.now, in: db)
+            return department
+        }
+    }
+
     public func listDepartments(_ request: GetByIdRequest, _ call: ServerCall) async throws -> ListDepartmentsResponse {
         let departments = try await database.read { db in
             try Row.fetchAll(

@@ -7,21 +7,28 @@ public struct HealthReporter: Sendable {
     public let version: String
     private let started: ContinuousClock.Instant
     private let feeds: @Sendable () async -> [FeedPosition]
+    private let problems: @Sendable () async -> [String]
 
-    public init(service: String, version: String = LicenseManager.version, feeds: @escaping @Sendable () async -> [FeedPosition] = { [] }) {
+    /// `problems`: what is wrong without stopping the service; any makes the status DEGRADED.
+    public init(
+        service: String, version: String = LicenseManager.version, feeds: @escaping @Sendable () async -> [FeedPosition] = { [] },
+        problems: @escaping @Sendable () async -> [String] = { [] }
+    ) {
         self.service = service
         self.version = version
         self.started = .now
         self.feeds = feeds
+        self.problems = problems
     }
 
     public func check() async -> HealthCheckResponse {
-        HealthCheckResponse(
+        let problems = await problems()
+        return HealthCheckResponse(
             service: service,
-            status: .serving,
+            status: problems.isEmpty ? .serving : .degraded,
             version: version,
             uptimeSeconds: (ContinuousClock.now - started).components.seconds,
-            feeds: await feeds())
+            feeds: await feeds(), problems: problems)
     }
 
     public func register(in router: inout RPCRouter) {

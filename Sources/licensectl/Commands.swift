@@ -18,6 +18,7 @@ struct HealthCommand: AsyncParsableCommand {
                 for feed in health.feeds {
                     line += "  feed \(feed.feed): applied \(feed.appliedSeq) of \(feed.sourceSeq)"
                 }
+                for problem in health.problems { line += "\n             problem: \(problem)" }
                 return line
             }.joined(separator: "\n")
         }

@@ -261,6 +261,17 @@ struct IntegrationsStack {
             #expect(departmentStatus == 200, "\(departmentText)")
             let departments = try await stack.issuance.call(IssuanceMethods.listDepartments, GetByIdRequest(id: customers[0].id)).departments
             #expect(departments.map { "\($0.name) \($0.maxSeats) \($0.maxMachines)" } == ["Design 5 10"])
+            // The ERP renames it and changes its limits; a replay changes nothing more.
+            let changed: [String: Any] = ["id": "erp-2", "type": "department.updated",
+                                          "data": ["customer_external_id": "acct-77", "name": "Design", "new_name": "Product Design", "max_seats": 8, "max_machines": 12]]
+            let (changedStatus, changedText) = try await world.post(erp.path, changed, secret: erp.secret)
+            #expect(changedStatus == 200 && changedText.contains("updated"), "\(changedText)")
+            #expect(try await world.post(erp.path, changed, secret: erp.secret).1.contains("applied before"))
+            let renamed = try await stack.issuance.call(IssuanceMethods.listDepartments, GetByIdRequest(id: customers[0].id)).departments
+            #expect(renamed.map { "\($0.name) \($0.maxSeats) \($0.maxMachines)" } == ["Product Design 8 12"])
+            let missing: [String: Any] = ["id": "erp-3", "type": "department.updated", "data": ["customer_external_id": "acct-77", "name": "Nowhere"]]
+            let (missingStatus, missingText) = try await world.post(erp.path, missing, secret: erp.secret)
+            #expect(missingStatus == 200 && missingText.contains("no department named Nowhere"), "\(missingText)")
             // A CRM secret does not sign ERP events; missing fields are named.
             #expect(try await world.post(erp.path, department, secret: crm.secret).0 == 401)
             let incomplete: [String: Any] = ["id": "crm-4", "type": "customer.created", "data": ["name": "No id"]]

@@ -149,4 +149,32 @@ import Testing
             }
         }
     }
+
+    /// When the SMTP server cannot be reached, the buyer's e-mail is retried and health
+    /// says so (DEGRADED, with the error), instead of failing silently.
+    @Test func undeliverableEMailsShowInHealth() async throws {
+        let clock = ManualLicenseClock(1_800_000_000)
+        try await IntegrationsStack.run(clock: clock) { options in
+            // Nothing listens on port 9 (discard) on a test machine's loopback.
+            options.smtp = SMTPMailer.Settings(host: "127.0.0.1", port: 9, startTLS: false, from: "licenses@vendor.test")
+            options.keyMailInterval = .milliseconds(50)
+        } _: { world in
+            let (policy, _) = try await seedCatalogue(world.stack.issuance, type: .subscription, duration: 30 * Self.day)
+            _ = try await world.integrations.call(IntegrationsMethods.rotateInboundSecret, RotateInboundSecretRequest(source: "stripe", secret: "whsec_health_secret_01"))
+            _ = try await world.integrations.call(IntegrationsMethods.mapPrice, MapPriceRequest(priceId: "price_h", policyId: policy))
+            #expect(try await world.integrations.call(HealthMethods.check, HealthCheckRequest()).status == .serving)
+            let (status, text) = try await world.post("/webhooks/stripe/default", [
+                "id": "evt_h", "type": "checkout.session.completed",
+                "data": ["object": ["id": "cs_h", "customer": "cus_h", "subscription": "sub_h", "metadata": ["price_id": "price_h"],
+                                    "customer_details": ["email": "buyer@h.test"]]],
+            ], secret: "whsec_health_secret_01")
+            #expect(status == 200, "\(text)")
+            var health = HealthCheckResponse()
+            #expect(await eventually(within: .seconds(30)) {
+                health = (try? await world.integrations.call(HealthMethods.check, HealthCheckRequest())) ?? health
+                return health.status == .degraded
+            })
+            #expect(health.problems.contains { $0.contains("key-reveal e-mail(s) to buyers could not be sent") }, "\(health.problems)")
+        }
+    }
 }

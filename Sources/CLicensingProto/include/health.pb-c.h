@@ -77,10 +77,16 @@ struct  Licensing__V1__HealthCheckResponse
   int64_t uptime_seconds;
   size_t n_feeds;
   Licensing__V1__FeedPosition **feeds;
+  /*
+   * What is wrong without stopping the service (status DEGRADED): e-mails that cannot be
+   * sent, webhook endpoints disabled, ...
+   */
+  size_t n_problems;
+  char **problems;
 };
 #define LICENSING__V1__HEALTH_CHECK_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__health_check_response__descriptor) \
-    , (char *)protobuf_c_empty_string, LICENSING__V1__SERVING_STATUS__SERVING_STATUS_UNKNOWN, (char *)protobuf_c_empty_string, 0, 0,NULL }
+    , (char *)protobuf_c_empty_string, LICENSING__V1__SERVING_STATUS__SERVING_STATUS_UNKNOWN, (char *)protobuf_c_empty_string, 0, 0,NULL, 0,NULL }
 
 
 /*

@@ -30,6 +30,7 @@ typedef struct Licensing__V1__UpdateCustomerRequest Licensing__V1__UpdateCustome
 typedef struct Licensing__V1__ListCustomersRequest Licensing__V1__ListCustomersRequest;
 typedef struct Licensing__V1__ListCustomersResponse Licensing__V1__ListCustomersResponse;
 typedef struct Licensing__V1__CreateDepartmentRequest Licensing__V1__CreateDepartmentRequest;
+typedef struct Licensing__V1__UpdateDepartmentRequest Licensing__V1__UpdateDepartmentRequest;
 typedef struct Licensing__V1__ListDepartmentsResponse Licensing__V1__ListDepartmentsResponse;
 typedef struct Licensing__V1__LicenseOverrides Licensing__V1__LicenseOverrides;
 typedef struct Licensing__V1__IssueLicenseRequest Licensing__V1__IssueLicenseRequest;
@@ -238,6 +239,32 @@ struct  Licensing__V1__CreateDepartmentRequest
 #define LICENSING__V1__CREATE_DEPARTMENT_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__create_department_request__descriptor) \
     , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0 }
+
+
+struct  Licensing__V1__UpdateDepartmentRequest
+{
+  ProtobufCMessage base;
+  /*
+   * The department, or (from an ERP) its customer and current name.
+   */
+  char *id;
+  char *customer_id;
+  char *name;
+  /*
+   * Empty: unchanged.
+   */
+  char *new_name;
+  char *cost_center;
+  /*
+   * The new limits (0 = none); set with update_limits.
+   */
+  uint32_t max_seats;
+  uint32_t max_machines;
+  protobuf_c_boolean update_limits;
+};
+#define LICENSING__V1__UPDATE_DEPARTMENT_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__update_department_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0 }
 
 
 struct  Licensing__V1__ListDepartmentsResponse
@@ -990,6 +1017,25 @@ Licensing__V1__CreateDepartmentRequest *
 void   licensing__v1__create_department_request__free_unpacked
                      (Licensing__V1__CreateDepartmentRequest *message,
                       ProtobufCAllocator *allocator);
+/* Licensing__V1__UpdateDepartmentRequest methods */
+void   licensing__v1__update_department_request__init
+                     (Licensing__V1__UpdateDepartmentRequest         *message);
+size_t licensing__v1__update_department_request__get_packed_size
+                     (const Licensing__V1__UpdateDepartmentRequest   *message);
+size_t licensing__v1__update_department_request__pack
+                     (const Licensing__V1__UpdateDepartmentRequest   *message,
+                      uint8_t             *out);
+size_t licensing__v1__update_department_request__pack_to_buffer
+                     (const Licensing__V1__UpdateDepartmentRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__UpdateDepartmentRequest *
+       licensing__v1__update_department_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__update_department_request__free_unpacked
+                     (Licensing__V1__UpdateDepartmentRequest *message,
+                      ProtobufCAllocator *allocator);
 /* Licensing__V1__ListDepartmentsResponse methods */
 void   licensing__v1__list_departments_response__init
                      (Licensing__V1__ListDepartmentsResponse         *message);
@@ -1642,6 +1688,9 @@ typedef void (*Licensing__V1__ListCustomersResponse_Closure)
 typedef void (*Licensing__V1__CreateDepartmentRequest_Closure)
                  (const Licensing__V1__CreateDepartmentRequest *message,
                   void *closure_data);
+typedef void (*Licensing__V1__UpdateDepartmentRequest_Closure)
+                 (const Licensing__V1__UpdateDepartmentRequest *message,
+                  void *closure_data);
 typedef void (*Licensing__V1__ListDepartmentsResponse_Closure)
                  (const Licensing__V1__ListDepartmentsResponse *message,
                   void *closure_data);
@@ -1801,6 +1850,10 @@ struct Licensing__V1__Issuance_Service
                            const Licensing__V1__GetByIdRequest *input,
                            Licensing__V1__ListDepartmentsResponse_Closure closure,
                            void *closure_data);
+  void (*update_department)(Licensing__V1__Issuance_Service *service,
+                            const Licensing__V1__UpdateDepartmentRequest *input,
+                            Licensing__V1__Department_Closure closure,
+                            void *closure_data);
   void (*issue_license)(Licensing__V1__Issuance_Service *service,
                         const Licensing__V1__IssueLicenseRequest *input,
                         Licensing__V1__IssueLicenseResponse_Closure closure,
@@ -1927,6 +1980,7 @@ void licensing__v1__issuance__init (Licensing__V1__Issuance_Service *service,
       function_prefix__ ## list_customers,\
       function_prefix__ ## create_department,\
       function_prefix__ ## list_departments,\
+      function_prefix__ ## update_department,\
       function_prefix__ ## issue_license,\
       function_prefix__ ## get_license,\
       function_prefix__ ## reveal_key,\
@@ -2009,6 +2063,10 @@ void licensing__v1__issuance__list_departments(ProtobufCService *service,
                                                const Licensing__V1__GetByIdRequest *input,
                                                Licensing__V1__ListDepartmentsResponse_Closure closure,
                                                void *closure_data);
+void licensing__v1__issuance__update_department(ProtobufCService *service,
+                                                const Licensing__V1__UpdateDepartmentRequest *input,
+                                                Licensing__V1__Department_Closure closure,
+                                                void *closure_data);
 void licensing__v1__issuance__issue_license(ProtobufCService *service,
                                             const Licensing__V1__IssueLicenseRequest *input,
                                             Licensing__V1__IssueLicenseResponse_Closure closure,
@@ -2130,6 +2188,7 @@ extern const ProtobufCMessageDescriptor licensing__v1__update_customer_request__
 extern const ProtobufCMessageDescriptor licensing__v1__list_customers_request__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__list_customers_response__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__create_department_request__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__update_department_request__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__list_departments_response__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__license_overrides__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__issue_license_request__descriptor;

@@ -19,6 +19,7 @@ public protocol IssuanceServiceProtocol: Sendable {
     func listCustomers(_ request: ListCustomersRequest, _ call: ServerCall) async throws -> ListCustomersResponse
     func createDepartment(_ request: CreateDepartmentRequest, _ call: ServerCall) async throws -> Department
     func listDepartments(_ request: GetByIdRequest, _ call: ServerCall) async throws -> ListDepartmentsResponse
+    func updateDepartment(_ request: UpdateDepartmentRequest, _ call: ServerCall) async throws -> Department
     func issueLicense(_ request: IssueLicenseRequest, _ call: ServerCall) async throws -> IssueLicenseResponse
     func getLicense(_ request: GetLicenseRequest, _ call: ServerCall) async throws -> License
     func revealKey(_ request: RevealKeyRequest, _ call: ServerCall) async throws -> RevealKeyResponse
@@ -64,6 +65,7 @@ extension IssuanceServiceProtocol {
         router.register(IssuanceMethods.listCustomers) { try await self.listCustomers($0, $1) }
         router.register(IssuanceMethods.createDepartment) { try await self.createDepartment($0, $1) }
         router.register(IssuanceMethods.listDepartments) { try await self.listDepartments($0, $1) }
+        router.register(IssuanceMethods.updateDepartment) { try await self.updateDepartment($0, $1) }
         router.register(IssuanceMethods.issueLicense) { try await self.issueLicense($0, $1) }
         router.register(IssuanceMethods.getLicense) { try await self.getLicense($0, $1) }
         router.register(IssuanceMethods.revealKey) { try await self.revealKey($0, $1) }

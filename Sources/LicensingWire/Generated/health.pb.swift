@@ -131,15 +131,17 @@ public struct HealthCheckResponse: WireMessage, Encodable {
     public var version: String = ""
     public var uptimeSeconds: Int64 = 0
     public var feeds: [FeedPosition] = []
+    public var problems: [String] = []
 
     public init() {}
 
-    public init(service: String = "", status: ServingStatus = ServingStatus(rawValue: 0), version: String = "", uptimeSeconds: Int64 = 0, feeds: [FeedPosition] = []) {
+    public init(service: String = "", status: ServingStatus = ServingStatus(rawValue: 0), version: String = "", uptimeSeconds: Int64 = 0, feeds: [FeedPosition] = [], problems: [String] = []) {
         self.service = service
         self.status = status
         self.version = version
         self.uptimeSeconds = uptimeSeconds
         self.feeds = feeds
+        self.problems = problems
     }
 }
 
@@ -170,6 +172,7 @@ extension HealthCheckResponse: ProtobufCMessageBinding {
         self.version = WireArena.string(c.version)
         self.uptimeSeconds = c.uptime_seconds
         self.feeds = WireArena.array(c.n_feeds, c.feeds) { FeedPosition(c: $0!.pointee) }
+        self.problems = WireArena.array(c.n_problems, c.problems) { WireArena.string($0) }
     }
 
     public func fill(_ c: inout Licensing__V1__HealthCheckResponse, _ arena: WireArena) {
@@ -179,6 +182,8 @@ extension HealthCheckResponse: ProtobufCMessageBinding {
         c.uptime_seconds = self.uptimeSeconds
         c.n_feeds = self.feeds.count
         c.feeds = arena.array(self.feeds) { Optional(arena.message($0)) }
+        c.n_problems = self.problems.count
+        c.problems = arena.array(self.problems) { arena.string($0) }
     }
 }
 

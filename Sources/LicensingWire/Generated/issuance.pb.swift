@@ -641,6 +641,74 @@ extension CreateDepartmentRequest: ProtobufCMessageBinding {
     }
 }
 
+public struct UpdateDepartmentRequest: WireMessage, Encodable {
+    public var id: String = ""
+    public var customerId: String = ""
+    public var name: String = ""
+    public var newName: String = ""
+    public var costCenter: String = ""
+    public var maxSeats: UInt32 = 0
+    public var maxMachines: UInt32 = 0
+    public var updateLimits: Bool = false
+
+    public init() {}
+
+    public init(id: String = "", customerId: String = "", name: String = "", newName: String = "", costCenter: String = "", maxSeats: UInt32 = 0, maxMachines: UInt32 = 0, updateLimits: Bool = false) {
+        self.id = id
+        self.customerId = customerId
+        self.name = name
+        self.newName = newName
+        self.costCenter = costCenter
+        self.maxSeats = maxSeats
+        self.maxMachines = maxMachines
+        self.updateLimits = updateLimits
+    }
+}
+
+extension UpdateDepartmentRequest: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.UpdateDepartmentRequest"
+
+    public static func cNew() -> Licensing__V1__UpdateDepartmentRequest {
+        var c = Licensing__V1__UpdateDepartmentRequest()
+        licensing__v1__update_department_request__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__UpdateDepartmentRequest>? {
+        licensing__v1__update_department_request__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__UpdateDepartmentRequest>) {
+        licensing__v1__update_department_request__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__UpdateDepartmentRequest>) -> Int {
+        licensing__v1__update_department_request__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__UpdateDepartmentRequest>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__update_department_request__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__UpdateDepartmentRequest) {
+        self.id = WireArena.string(c.id)
+        self.customerId = WireArena.string(c.customer_id)
+        self.name = WireArena.string(c.name)
+        self.newName = WireArena.string(c.new_name)
+        self.costCenter = WireArena.string(c.cost_center)
+        self.maxSeats = c.max_seats
+        self.maxMachines = c.max_machines
+        self.updateLimits = c.update_limits != 0
+    }
+
+    public func fill(_ c: inout Licensing__V1__UpdateDepartmentRequest, _ arena: WireArena) {
+        c.id = arena.string(self.id)
+        c.customer_id = arena.string(self.customerId)
+        c.name = arena.string(self.name)
+        c.new_name = arena.string(self.newName)
+        c.cost_center = arena.string(self.costCenter)
+        c.max_seats = self.maxSeats
+        c.max_machines = self.maxMachines
+        c.update_limits = (self.updateLimits ? 1 : 0)
+    }
+}
+
 public struct ListDepartmentsResponse: WireMessage, Encodable {
     public var departments: [Department] = []
 
@@ -2252,6 +2320,7 @@ public enum IssuanceMethods {
     public static let listCustomers = WireMethod<ListCustomersRequest, ListCustomersResponse>("licensing.v1.Issuance/ListCustomers", serverStreaming: false)
     public static let createDepartment = WireMethod<CreateDepartmentRequest, Department>("licensing.v1.Issuance/CreateDepartment", serverStreaming: false)
     public static let listDepartments = WireMethod<GetByIdRequest, ListDepartmentsResponse>("licensing.v1.Issuance/ListDepartments", serverStreaming: false)
+    public static let updateDepartment = WireMethod<UpdateDepartmentRequest, Department>("licensing.v1.Issuance/UpdateDepartment", serverStreaming: false)
     public static let issueLicense = WireMethod<IssueLicenseRequest, IssueLicenseResponse>("licensing.v1.Issuance/IssueLicense", serverStreaming: false)
     public static let getLicense = WireMethod<GetLicenseRequest, License>("licensing.v1.Issuance/GetLicense", serverStreaming: false)
     public static let revealKey = WireMethod<RevealKeyRequest, RevealKeyResponse>("licensing.v1.Issuance/RevealKey", serverStreaming: false)
@@ -2280,5 +2349,5 @@ public enum IssuanceMethods {
     public static let eraseCustomer = WireMethod<EraseCustomerRequest, EraseCustomerResponse>("licensing.v1.Issuance/EraseCustomer", serverStreaming: false)
 
     /// Every method of the service.
-    public static let all: [WireMethodInfo] = [createProduct.info, updateProduct.info, getProduct.info, listProducts.info, createPolicy.info, updatePolicy.info, getPolicy.info, listPolicies.info, createCustomer.info, updateCustomer.info, getCustomer.info, listCustomers.info, createDepartment.info, listDepartments.info, issueLicense.info, getLicense.info, revealKey.info, listLicenses.info, suspendLicense.info, reinstateLicense.info, revokeLicense.info, renewLicense.info, changeEntitlements.info, transferLicense.info, assignUser.info, unassignUser.info, getSubscription.info, recordPayment.info, recordPaymentFailure.info, cancelSubscription.info, createSigningKey.info, rotateSigningKey.info, retireSigningKey.info, listPublicKeys.info, issueCertificate.info, listAuditEvents.info, verifyAuditChain.info, changes.info, watchChanges.info, eraseCustomer.info]
+    public static let all: [WireMethodInfo] = [createProduct.info, updateProduct.info, getProduct.info, listProducts.info, createPolicy.info, updatePolicy.info, getPolicy.info, listPolicies.info, createCustomer.info, updateCustomer.info, getCustomer.info, listCustomers.info, createDepartment.info, listDepartments.info, updateDepartment.info, issueLicense.info, getLicense.info, revealKey.info, listLicenses.info, suspendLicense.info, reinstateLicense.info, revokeLicense.info, renewLicense.info, changeEntitlements.info, transferLicense.info, assignUser.info, unassignUser.info, getSubscription.info, recordPayment.info, recordPaymentFailure.info, cancelSubscription.info, createSigningKey.info, rotateSigningKey.info, retireSigningKey.info, listPublicKeys.info, issueCertificate.info, listAuditEvents.info, verifyAuditChain.info, changes.info, watchChanges.info, eraseCustomer.info]
 }
