@@ -23,13 +23,13 @@ struct GatewayAdmission: ServerInterceptor {
         let source = try gateway.failedAuthSource(call)
         if let secret = call.metadata[RPCMetadata.apiKey], secret.hasPrefix("lmh_") {
             let scope = try gateway.authenticateHolder(secret, call, source: source)
-            call = gateway.forwarded(call, scope)
+            call = gateway.forwarded(call, scope, source: source)
             if let refusal = Permissions.holderRefusal(call.method) { throw refusal }
             if let wait = gateway.holderBuckets.take(scope.actor) { throw GatewayService.exhausted("this sign-in is over its rate limit", wait) }
             return
         }
         let key = try gateway.authenticate(call, source: source)
-        call = gateway.forwarded(call, key)
+        call = gateway.forwarded(call, key, source: source)
         if let refusal = Permissions.refusal(key, call.method) { throw refusal }
         try gateway.checkRateLimits(call, key)
     }
@@ -65,6 +65,8 @@ extension GatewayService {
     /// Whom failed sign-ins count against: the person behind the console when the console's
     /// own credential vouches for their address, else the caller's address or process.
     func failedAuthSource(_ call: ServerCall) throws(RPCError) -> String {
+        // An admitted call carries what admission worked out (the console key is gone by then).
+        if let admitted = call.metadata[RPCMetadata.authSource] { return admitted }
         guard let consoleSecret = call.metadata[RPCMetadata.consoleKey] else { return call.peer }
         guard let console = credentials.authenticate(consoleSecret, now: clock.now), console.role == .console else {
             _ = failedAuthBuckets.take(call.peer)
@@ -77,8 +79,13 @@ extension GatewayService {
     }
 
     /// Refuses a source over its failed sign-in limit.
+    /// A local caller's user, unless a person behind the console is the source.
+    private func localUser(_ source: String, _ call: ServerCall) -> String? {
+        source.hasPrefix("end-user:") || source.hasPrefix("console:") ? nil : call.localUser
+    }
+
     func checkFailedAuth(_ source: String, _ call: ServerCall) throws(RPCError) {
-        let localUser = call.metadata[RPCMetadata.consoleKey] == nil ? call.localUser : nil
+        let localUser = localUser(source, call)
         if failedAuthBuckets.isEmpty(source) || localUser.map(failedAuthUserBuckets.isEmpty) == true {
             let who = source.hasPrefix("end-user:") ? "you" : localUser == nil ? "this address" : "this process or user"
             throw RPCError(.resourceExhausted, "too many failed authentications from \(who); wait and try again",
@@ -89,7 +96,7 @@ extension GatewayService {
     /// Counts a failed sign-in against its source.
     func failedAuth(_ source: String, _ call: ServerCall, _ message: String) -> RPCError {
         _ = failedAuthBuckets.take(source)
-        if call.metadata[RPCMetadata.consoleKey] == nil, let localUser = call.localUser { _ = failedAuthUserBuckets.take(localUser) }
+        if let localUser = localUser(source, call) { _ = failedAuthUserBuckets.take(localUser) }
         return RPCError(.unauthenticated, message)
     }
 
@@ -144,8 +151,9 @@ extension GatewayService {
 
     /// The call as the services see it: the identity the gateway vouches for (admission has
     /// already removed what the caller set under `x-lm-`).
-    func forwarded(_ call: ServerCall, _ key: ApiKey) -> ServerCall {
+    func forwarded(_ call: ServerCall, _ key: ApiKey, source: String? = nil) -> ServerCall {
         var metadata = call.metadata
+        if let source, source != call.peer { metadata[RPCMetadata.authSource] = source }
         metadata[RPCMetadata.apiKey] = nil
         metadata[RPCMetadata.consoleKey] = nil
         metadata[RPCMetadata.tenant] = key.tenantId
@@ -155,8 +163,9 @@ extension GatewayService {
     }
 
     /// A holder's call: the tenant and scope of the token, nothing the caller set.
-    func forwarded(_ call: ServerCall, _ scope: HolderScope) -> ServerCall {
+    func forwarded(_ call: ServerCall, _ scope: HolderScope, source: String) -> ServerCall {
         var metadata = call.metadata
+        if source != call.peer { metadata[RPCMetadata.authSource] = source }
         metadata[RPCMetadata.apiKey] = nil
         metadata[RPCMetadata.consoleKey] = nil
         metadata[RPCMetadata.tenant] = scope.tenant

@@ -202,7 +202,14 @@ public final class GatewayService: Sendable {
                     for try await message in messages { try await stream.send(message) }
                 })
             } else {
-                router.register(name: method.name, .immediate { call in .future(backend.callRawFuture(call)) })
+                // The person's address behind the console is for the gateway's limits only.
+                router.register(name: method.name, .immediate { call in
+                    guard call.metadata[RPCMetadata.authSource] != nil else { return .future(backend.callRawFuture(call)) }
+                    var metadata = call.metadata
+                    metadata[RPCMetadata.authSource] = nil
+                    metadata[RPCMetadata.endUserAddress] = nil
+                    return .future(backend.callRawFuture(call.with(metadata: metadata)))
+                })
             }
         }
     }

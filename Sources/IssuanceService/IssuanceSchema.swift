@@ -174,8 +174,9 @@ enum IssuanceSchema {
         }
         migrator.registerMigration("v4: keys sealed for one reveal") { db in
             try db.execute(sql: """
-                -- A purchased license's key, sealed under the master key until the buyer
-                -- reveals it once (KeyReveal); the token is stored only as its hash.
+                -- A purchased license's key until the buyer reveals it once (KeyReveal),
+                -- encrypted under a key only the buyer's link carries; its token is stored
+                -- only as a hash.
                 CREATE TABLE sealed_key (
                     token_hash TEXT PRIMARY KEY,
                     tenant_id TEXT NOT NULL,

@@ -5,9 +5,10 @@ import LicensingCore
 import LicensingRPC
 import LicensingWire
 
-/// A key issued from a purchase is not answered to the billing integration: it is kept
-/// sealed under the master key for one reveal by the buyer, through a link that carries a
-/// random token (stored only as its hash). The reveal deletes it; an unrevealed key is
+/// A key issued from a purchase is not answered to the billing integration: it is kept for
+/// one reveal by the buyer, encrypted (AES-GCM) under a key derived from a random token
+/// that only the buyer's link carries — issuance keeps the token's hash, so neither its
+/// database nor its master key can open it. The reveal deletes it; an unrevealed key is
 /// deleted when its link expires or its customer is erased.
 enum KeyReveal {
     static let validSeconds: Int64 = 14 * 86400
@@ -16,9 +17,12 @@ enum KeyReveal {
         Hex.encode(SHA256.hash(data: Array(token.utf8)))
     }
 
-    /// Binds the sealed key to its tenant, license and token: a row copied elsewhere opens nowhere.
-    static func context(tenant: String, license: String, tokenHash: String) -> String {
-        "key-reveal\u{0}\(tenant)\u{0}\(license)\u{0}\(tokenHash)"
+    /// The encryption key: from the token alone, bound to the tenant and license (a row
+    /// copied elsewhere opens nowhere).
+    static func sealingKey(token: String, tenant: String, license: String) -> SymmetricKey {
+        HKDF<SHA256>.deriveKey(
+            inputKeyMaterial: SymmetricKey(data: Array(token.utf8)), salt: Array("license-manager key reveal".utf8),
+            info: Array("\(tenant)\u{0}\(license)".utf8), outputByteCount: 32)
     }
 
     static func newToken() -> String {
@@ -29,15 +33,15 @@ enum KeyReveal {
     }
 
     /// Seals `key` for one reveal; returns the token and when it expires.
-    static func seal(_ key: LicenseKey, license: String, masterKey: MasterKey, context: MutationContext, in db: Database) throws -> (String, Int64) {
+    static func seal(_ key: LicenseKey, license: String, context: MutationContext, in db: Database) throws -> (String, Int64) {
         let token = newToken()
         let hash = tokenHash(token)
         let expiresAt = context.now + validSeconds
-        let sealed = masterKey.seal(Array(key.description.utf8), context: Self.context(tenant: context.tenant, license: license, tokenHash: hash))
+        let sealed = try AES.GCM.seal(Array(key.description.utf8), using: sealingKey(token: token, tenant: context.tenant, license: license)).combined ?? Data()
         try db.execute(sql: "DELETE FROM sealed_key WHERE expires_at <= ?", arguments: [context.now])
         try db.execute(
             sql: "INSERT INTO sealed_key (token_hash, tenant_id, license_id, sealed, expires_at) VALUES (?, ?, ?, ?, ?)",
-            arguments: [hash, context.tenant, license, Data(sealed), expiresAt])
+            arguments: [hash, context.tenant, license, sealed, expiresAt])
         return (token, expiresAt)
     }
 }
@@ -49,7 +53,6 @@ extension IssuanceService {
             throw RPCError.invalidArgument("this is not a key reveal link")
         }
         let hash = KeyReveal.tokenHash(request.token)
-        let masterKey = self.masterKey
         return try await mutate(call, action: "license.key_revealed", target: { $0.licenseId }) { db, context in
             guard let row = try Row.fetchOne(
                 db, sql: "SELECT license_id, sealed FROM sealed_key WHERE token_hash = ? AND tenant_id = ? AND expires_at > ?",
@@ -58,7 +61,8 @@ extension IssuanceService {
                 throw RPCError.notFound("this link has been used already or has expired: a key is shown only once; ask the vendor for a new link")
             }
             let license: String = row["license_id"]
-            let opened = try masterKey.open(Array(row["sealed"] as Data), context: KeyReveal.context(tenant: context.tenant, license: license, tokenHash: hash))
+            let opened = try AES.GCM.open(
+                AES.GCM.SealedBox(combined: row["sealed"] as Data), using: KeyReveal.sealingKey(token: request.token, tenant: context.tenant, license: license))
             try db.execute(sql: "DELETE FROM sealed_key WHERE token_hash = ?", arguments: [hash])
             return RevealKeyResponse(licenseId: license, licenseKey: String(decoding: opened, as: UTF8.self))
         }

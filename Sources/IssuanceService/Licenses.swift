@@ -23,7 +23,6 @@ extension IssuanceService {
         }
         let key = LicenseKey.generate()
         let (keyHash, keyPrefix) = try importedKey(request) ?? (key.hash(secret: keyHashSecret), key.prefix)
-        let masterKey = self.masterKey
         let response = try await mutate(call, action: "license.issue", target: { $0.license?.id ?? "" }) { db, context in
             guard let policy = try Tables.policies.find(request.policyId, tenant: context.tenant, in: db) else {
                 throw RPCError.notFound("no policy \(request.policyId)")
@@ -87,7 +86,7 @@ extension IssuanceService {
                 answered.feedSeq = try ChangeFeed.append(ChangeEvent(action: "subscription.started", .subscription(subscription)), at: context.now, in: db)
             }
             if request.sealKeyForReveal {
-                let (token, expiresAt) = try KeyReveal.seal(key, license: license.id, masterKey: masterKey, context: context, in: db)
+                let (token, expiresAt) = try KeyReveal.seal(key, license: license.id, context: context, in: db)
                 return IssueLicenseResponse(license: answered, revealToken: token, revealExpiresAt: expiresAt)
             }
             return IssueLicenseResponse(license: answered, licenseKey: request.importedKey.isEmpty ? key.description : "")

@@ -48,4 +48,6 @@ extension RPCMetadata {
     /// failed sign-in limits.
     public static let consoleKey = "console-key"
     public static let endUserAddress = "end-user-address"
+    /// Set by the gateway's admission: whom failed sign-ins in the call count against.
+    public static let authSource = "x-lm-auth-source"
 }

@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import LicensingCore
 import LicensingRPC
+import LicensingTestSupport
 import LicensingWire
 import NIOCore
 import NIOHTTP1
@@ -81,6 +82,8 @@ struct ConsoleFixture {
 
     static func make(productName: String = "Studio") async throws -> ConsoleFixture {
         let stack = try Stack()
+        // Webhook endpoints on this machine (a closed port): nothing leaves it.
+        stack.environment["integrations"] = ["LM_WEBHOOK_ALLOW_PRIVATE_ADDRESSES": "true"]
         try await stack.startAll()
         let console = try await stack.startConsole()
         let admin = stack.gatewayClient()
@@ -343,5 +346,94 @@ struct ConsoleFixture {
             _ = try await issuerClient.call(GatewayMethods.revealLicenseKey, RevealLicenseKeyRequest(token: sealed.revealToken))
         }
         await issuerClient.close()
+    }
+
+    @Test func reportsAlertsAndWebhooksPages() async throws {
+        let fixture = try await ConsoleFixture.make()
+        let id = fixture.license.license!.id
+        _ = try await fixture.admin.call(UsageMethods.recordUsage, RecordUsageRequest(events: [
+            UsageEvent(eventId: "u-1", licenseKey: fixture.license.licenseKey, feature: "render", quantity: 42, occurredAt: Int64(Date().timeIntervalSince1970)),
+        ]))
+        _ = try await fixture.admin.call(UsageMethods.reportTamper, TamperReport(licenseKey: fixture.license.licenseKey, kind: "clock-rollback", detail: "clock moved back 3 days"))
+        let auditor = ConsoleBrowser(fixture.console)
+        _ = try await auditor.signInOperator(try await fixture.key(.auditor))
+        // The usage report: a chart drawn on the server, and the same rows as CSV.
+        var page = ConsoleBrowser.Page(status: 0, body: "", headers: [:])
+        // Polled slowly: an auditor's key may make 20 calls a second.
+        let charted = await eventually(within: .seconds(30), every: .milliseconds(300)) {
+            page = (try? await auditor.get("/reports?kind=usage")) ?? page
+            return page.body.contains("<svg") && page.body.contains(">render<")
+        }
+        #expect(charted, "\(page.body.suffix(1500))")
+        let csv = try await auditor.get("/reports/usage.csv")
+        #expect(csv.status == 200, "\(csv.status) \(csv.body.prefix(300))")
+        #expect(csv.headers.first(name: "content-type")?.hasPrefix("text/csv") == true)
+        #expect(csv.body.hasPrefix("License,Customer,Feature,Quantity") && csv.body.contains("\(id),Acme Films,render,42"), "\(csv.body.prefix(400))")
+        for kind in ["compliance", "revenue", "renewals"] {
+            let report = try await auditor.get("/reports?kind=\(kind)")
+            #expect(report.status == 200 && report.body.contains("Download CSV"), "\(kind)")
+        }
+        // Alerts: the auditor reads them; an issuer acknowledges.
+        var alerts = ConsoleBrowser.Page(status: 0, body: "", headers: [:])
+        #expect(await eventually(within: .seconds(30), every: .milliseconds(300)) {
+            alerts = (try? await auditor.get("/alerts")) ?? alerts
+            return alerts.body.contains("The machine&#39;s clock was turned back") || alerts.body.contains("The machine's clock was turned back")
+        }, "\(alerts.body.suffix(800))")
+        #expect(!alerts.body.contains(">Acknowledge<"), "an auditor may not acknowledge")
+        let issuer = ConsoleBrowser(fixture.console)
+        _ = try await issuer.signInOperator(try await fixture.key(.issuer))
+        let open = try await issuer.get("/alerts")
+        let range = try #require(open.body.range(of: #"/alerts/[a-z0-9_]+/acknowledge"#, options: .regularExpression))
+        #expect(try await issuer.post(String(open.body[range]), [:]).status == 303)
+        #expect(try await issuer.get("/alerts").body.contains("Acknowledged"))
+        // Webhooks: an integration key reads the endpoints.
+        _ = try await fixture.admin.call(IntegrationsMethods.createWebhookEndpoint, CreateWebhookEndpointRequest(url: "http://127.0.0.1:9/in"))
+        let integration = ConsoleBrowser(fixture.console)
+        _ = try await integration.signInOperator(try await fixture.key(.integration))
+        let hooks = try await integration.get("/webhooks")
+        #expect(hooks.status == 200 && hooks.body.contains("http://127.0.0.1:9/in"), "\(hooks.body.suffix(600))")
+    }
+
+    /// The gateway counts failed sign-ins per person only when the console's own key vouches
+    /// for the address: anyone else sending an address is counted by their own.
+    @Test func onlyTheConsoleKeyMakesTheGatewayTrustAnEndUsersAddress() async throws {
+        let fixture = try await ConsoleFixture.make()
+        let console = try await fixture.key(.console)
+        func signIn(_ metadata: RPCMetadata, credential: String) async -> StatusCode {
+            let client = fixture.stack.gatewayClient(apiKey: credential)
+            defer { Task { await client.close() } }
+            do {
+                _ = try await client.call(GatewayMethods.signInHolder, SignInHolderRequest(licenseKey: LicenseKey.generate().description), metadata: metadata, timeout: .seconds(10))
+                return .ok
+            } catch let error as RPCError {
+                return error.code
+            } catch {
+                return .unknown
+            }
+        }
+        // Twelve wrong keys, each claiming a new address, from a caller without the console key:
+        // a forged console key is refused outright.
+        var forged: [StatusCode] = []
+        for index in 0..<3 {
+            var metadata = RPCMetadata()
+            metadata[RPCMetadata.consoleKey] = "lmk_" + String(repeating: "x", count: 52)
+            metadata[RPCMetadata.endUserAddress] = "203.0.113.\(index)"
+            forged.append(await signIn(metadata, credential: console))
+        }
+        #expect(forged.allSatisfy { $0 == .unauthenticated }, "\(forged)")
+        // With the console key: one person's failures lock that person out, not the next one.
+        var person: [StatusCode] = []
+        for _ in 0..<12 {
+            var metadata = RPCMetadata()
+            metadata[RPCMetadata.consoleKey] = console
+            metadata[RPCMetadata.endUserAddress] = "198.51.100.7"
+            person.append(await signIn(metadata, credential: console))
+        }
+        #expect(person.contains(.resourceExhausted), "\(person)")
+        var other = RPCMetadata()
+        other[RPCMetadata.consoleKey] = console
+        other[RPCMetadata.endUserAddress] = "198.51.100.8"
+        let otherCode = await signIn(other, credential: console)
+        #expect(otherCode == .unauthenticated, "another person is not locked out: \(otherCode)")
     }
 }
