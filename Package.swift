@@ -20,6 +20,8 @@ let package = Package(
         .executable(name: "license-bench", targets: ["license-bench"]),
         // For client products: key parsing, certificate, offline-file and signed-answer verification.
         .library(name: "LicensingCore", targets: ["LicensingCore", "LicensingWire"]),
+        // For Swift products and backends: the gateway's calls, signed answers verified.
+        .library(name: "LicenseClient", targets: ["LicenseClient"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
@@ -139,6 +141,14 @@ let package = Package(
         .executableTarget(
             name: "license-integrations",
             dependencies: ["IntegrationsService", .product(name: "ArgumentParser", package: "swift-argument-parser")], swiftSettings: swiftSettings),
+        // The Swift client library (sdk/README.md): products and backends over the gateway.
+        .target(
+            name: "LicenseClient",
+            dependencies: [
+                "LicensingRPC", "LicensingCore", "LicensingWire",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings),
         // license-console: the web console for license holders and operators, a client of the gateway.
         .target(
             name: "ConsoleService",
@@ -236,7 +246,7 @@ let package = Package(
         .testTarget(
             name: "EndToEndTests",
             dependencies: [
-                "LicensingTestSupport", "LicensingRPC", "LicensingCore", "LicensingWire", .product(name: "Hummingbird", package: "hummingbird"),
+                "LicensingTestSupport", "LicensingRPC", "LicensingCore", "LicensingWire", "LicenseClient", .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"), .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],

@@ -54,6 +54,10 @@ struct GeneratedCodeTests {
                 files.append("\(swiftDir)/\(name)")
             }
         }
+        let python = "sdk/python/licensing_client/_generated"
+        for name in (try? fm.contentsOfDirectory(atPath: root.appendingPathComponent(python).path)) ?? [] where name.hasSuffix("_pb2.py") {
+            files.append("\(python)/\(name)")
+        }
         return files.sorted()
     }
 
