@@ -31,7 +31,7 @@ import Testing
         let issuerKey = try await key(.issuer)
         let sdk = root.appendingPathComponent("sdk/c").path
         for target in ["test", "asan", "tsan"] {
-            // Each run revokes its license: a fresh one for each.
+            // The suite issues (and revokes) its own license; the offline file is for this one.
             let issued = try await admin.call(IssuanceMethods.issueLicense, IssueLicenseRequest(policyId: policy.id, customerId: customer.id))
             let offline = try await admin.call(ValidationMethods.createOfflineLicense, CreateOfflineLicenseRequest(licenseKey: issued.licenseKey, fingerprint: "c-fp-offline"))
             let file = "\(stack.folder)/offline-\(target).lic"
@@ -40,7 +40,7 @@ import Testing
                 "/usr/bin/make", ["-s", "-C", sdk, target],
                 environment: [
                     "LM_GATEWAY": "unix:\(stack.folder)/run/gateway.sock", "LM_PRODUCT_KEY": productKey, "LM_ISSUER_KEY": issuerKey,
-                    "LM_LICENSE_KEY": issued.licenseKey, "LM_LICENSE_ID": issued.license!.id, "LM_KID": signing.kid,
+                    "LM_POLICY": policy.id, "LM_CUSTOMER": customer.id, "LM_KID": signing.kid,
                     "LM_PUBLIC_KEY": signing.publicKey.map { String(format: "%02x", $0) }.joined(), "LM_OFFLINE_FILE": file, "LM_CERTS": certificates,
                     "ASAN_OPTIONS": "detect_leaks=1:halt_on_error=1", "TSAN_OPTIONS": "halt_on_error=1",
                 ],

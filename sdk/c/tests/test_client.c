@@ -331,8 +331,42 @@ static void tls_refusal(const char *certificates) {
 
 /* ---- the live stack ---------------------------------------------------------------------- */
 
+/* The issuer's side through lc_call: a license for the policy and customer the harness made. */
+static char *issue(const char *gateway, char *license_id, size_t id_size) {
+    lc_config config = {.endpoint = gateway, .api_key = env("LM_ISSUER_KEY"), .timeout_ms = 5000};
+    lc_client *issuer = NULL;
+    lc_error error;
+    if (lc_client_new(&config, &issuer, &error) != LC_OK) return NULL;
+    Licensing__V1__IssueLicenseRequest request = LICENSING__V1__ISSUE_LICENSE_REQUEST__INIT;
+    request.policy_id = (char *)env("LM_POLICY");
+    request.customer_id = (char *)env("LM_CUSTOMER");
+    uint8_t bytes[512];
+    size_t length = licensing__v1__issue_license_request__pack(&request, bytes);
+    uint8_t *response = NULL;
+    size_t response_length = 0;
+    char *key = NULL;
+    if (lc_call(issuer, "licensing.v1.Issuance/IssueLicense", bytes, length, &response, &response_length, &error) == LC_OK) {
+        Licensing__V1__IssueLicenseResponse *issued = licensing__v1__issue_license_response__unpack(NULL, response_length, response);
+        if (issued && issued->license) {
+            key = strdup(issued->license_key);
+            snprintf(license_id, id_size, "%s", issued->license->id);
+        }
+        if (issued) licensing__v1__issue_license_response__free_unpacked(issued, NULL);
+    } else {
+        fprintf(stderr, "issue: %s\n", error.message);
+    }
+    free(response);
+    lc_client_free(issuer);
+    return key;
+}
+
 static void live(void) {
-    const char *gateway = env("LM_GATEWAY"), *license_key = env("LM_LICENSE_KEY");
+    const char *gateway = env("LM_GATEWAY");
+    char license_id[64] = {0};
+    char *issued_key = issue(gateway, license_id, sizeof license_id);
+    CHECK(issued_key != NULL, "the issuer issues a license");
+    if (!issued_key) return;
+    const char *license_key = issued_key;
     unsigned char public_key[32];
     hex_key(env("LM_PUBLIC_KEY"), public_key);
     lc_config config = {.endpoint = gateway, .api_key = env("LM_PRODUCT_KEY"), .timeout_ms = 5000};
@@ -345,7 +379,7 @@ static void live(void) {
     lc_validation answer;
     CHECK(lc_validate(client, license_key, "c-fp-1", "render", &answer, &error) == LC_OK && answer.valid && answer.reason == LC_REASON_VALID,
           "validate: %s", error.message);
-    CHECK(strcmp(answer.license_id, env("LM_LICENSE_ID")) == 0, "license id %s", answer.license_id);
+    CHECK(strcmp(answer.license_id, license_id) == 0, "license id %s", answer.license_id);
     lc_validation_clear(&answer);
     /* A seat kept past its 3-second lease by the heartbeat thread. */
     lc_seat *seat = NULL, *second = NULL;
@@ -358,7 +392,7 @@ static void live(void) {
     for (int index = 0; index < 3; index++) lc_usage_record(client, license_key, "render", 5, &error);
     uint32_t accepted = 0;
     CHECK(lc_usage_flush(client, &accepted, &error) == LC_OK && accepted == 3, "usage: %u %s", accepted, error.message);
-    /* The offline file the harness made for c-fp-offline. */
+    /* The offline file the harness made for its own license and c-fp-offline. */
     FILE *file = fopen(env("LM_OFFLINE_FILE"), "r");
     char text[8192] = {0};
     size_t read_bytes = file ? fread(text, 1, sizeof text - 1, file) : 0;
@@ -376,7 +410,7 @@ static void live(void) {
     lc_client *issuer = NULL;
     lc_client_new(&issuer_config, &issuer, &error);
     Licensing__V1__LicenseTransitionRequest revoke = LICENSING__V1__LICENSE_TRANSITION_REQUEST__INIT;
-    revoke.id = (char *)env("LM_LICENSE_ID");
+    revoke.id = license_id;
     revoke.reason = "refund";
     uint8_t request[256];
     size_t request_length = licensing__v1__license_transition_request__pack(&revoke, request);
@@ -397,6 +431,7 @@ static void live(void) {
           "errors are codes with messages: %d %s", error.code, error.message);
     lc_client_free(issuer);
     lc_client_free(client);
+    free(issued_key);
 }
 
 int main(void) {
