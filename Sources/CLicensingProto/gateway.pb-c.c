@@ -997,6 +997,51 @@ void   licensing__v1__who_am_iresponse__free_unpacked
   assert(message->base.descriptor == &licensing__v1__who_am_iresponse__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   licensing__v1__gateway_customer_export__init
+                     (Licensing__V1__GatewayCustomerExport         *message)
+{
+  static const Licensing__V1__GatewayCustomerExport init_value = LICENSING__V1__GATEWAY_CUSTOMER_EXPORT__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__gateway_customer_export__get_packed_size
+                     (const Licensing__V1__GatewayCustomerExport *message)
+{
+  assert(message->base.descriptor == &licensing__v1__gateway_customer_export__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__gateway_customer_export__pack
+                     (const Licensing__V1__GatewayCustomerExport *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__gateway_customer_export__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__gateway_customer_export__pack_to_buffer
+                     (const Licensing__V1__GatewayCustomerExport *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__gateway_customer_export__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__GatewayCustomerExport *
+       licensing__v1__gateway_customer_export__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__GatewayCustomerExport *)
+     protobuf_c_message_unpack (&licensing__v1__gateway_customer_export__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__gateway_customer_export__free_unpacked
+                     (Licensing__V1__GatewayCustomerExport *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__gateway_customer_export__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor licensing__v1__api_key__field_descriptors[8] =
 {
   {
@@ -2313,6 +2358,57 @@ const ProtobufCMessageDescriptor licensing__v1__who_am_iresponse__descriptor =
   (ProtobufCMessageInit) licensing__v1__who_am_iresponse__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor licensing__v1__gateway_customer_export__field_descriptors[2] =
+{
+  {
+    "json",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__GatewayCustomerExport, json),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "parts",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Licensing__V1__GatewayCustomerExport, n_parts),
+    offsetof(Licensing__V1__GatewayCustomerExport, parts),
+    &licensing__v1__part_status__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__gateway_customer_export__field_indices_by_name[] = {
+  0,   /* field[0] = json */
+  1,   /* field[1] = parts */
+};
+static const ProtobufCIntRange licensing__v1__gateway_customer_export__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor licensing__v1__gateway_customer_export__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.GatewayCustomerExport",
+  "GatewayCustomerExport",
+  "Licensing__V1__GatewayCustomerExport",
+  "licensing.v1",
+  sizeof(Licensing__V1__GatewayCustomerExport),
+  2,
+  licensing__v1__gateway_customer_export__field_descriptors,
+  licensing__v1__gateway_customer_export__field_indices_by_name,
+  1,  licensing__v1__gateway_customer_export__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__gateway_customer_export__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCEnumValue licensing__v1__role__enum_values_by_number[9] =
 {
   { "ROLE_UNSPECIFIED", "LICENSING__V1__ROLE__ROLE_UNSPECIFIED", 0 },
@@ -2355,7 +2451,7 @@ const ProtobufCEnumDescriptor licensing__v1__role__descriptor =
   licensing__v1__role__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCMethodDescriptor licensing__v1__gateway__method_descriptors[13] =
+static const ProtobufCMethodDescriptor licensing__v1__gateway__method_descriptors[14] =
 {
   { "CreateApiKey", &licensing__v1__create_api_key_request__descriptor, &licensing__v1__create_api_key_response__descriptor },
   { "ListApiKeys", &licensing__v1__list_api_keys_request__descriptor, &licensing__v1__list_api_keys_response__descriptor },
@@ -2363,6 +2459,7 @@ static const ProtobufCMethodDescriptor licensing__v1__gateway__method_descriptor
   { "LicenseOverview", &licensing__v1__get_by_id_request__descriptor, &licensing__v1__license_overview_response__descriptor },
   { "Health", &licensing__v1__health_check_request__descriptor, &licensing__v1__gateway_health_response__descriptor },
   { "EraseCustomer", &licensing__v1__erase_customer_request__descriptor, &licensing__v1__gateway_erase_customer_response__descriptor },
+  { "ExportCustomer", &licensing__v1__export_customer_request__descriptor, &licensing__v1__gateway_customer_export__descriptor },
   { "WhoAmI", &licensing__v1__who_am_irequest__descriptor, &licensing__v1__who_am_iresponse__descriptor },
   { "SignInHolder", &licensing__v1__sign_in_holder_request__descriptor, &licensing__v1__sign_in_holder_response__descriptor },
   { "CreateSignInLink", &licensing__v1__create_sign_in_link_request__descriptor, &licensing__v1__create_sign_in_link_response__descriptor },
@@ -2373,18 +2470,19 @@ static const ProtobufCMethodDescriptor licensing__v1__gateway__method_descriptor
 };
 const unsigned licensing__v1__gateway__method_indices_by_name[] = {
   0,        /* CreateApiKey */
-  8,        /* CreateSignInLink */
+  9,        /* CreateSignInLink */
   5,        /* EraseCustomer */
+  6,        /* ExportCustomer */
   4,        /* Health */
-  10,        /* HolderDeactivate */
-  9,        /* HolderLicenses */
-  11,        /* HolderOfflineLicense */
+  11,        /* HolderDeactivate */
+  10,        /* HolderLicenses */
+  12,        /* HolderOfflineLicense */
   3,        /* LicenseOverview */
   1,        /* ListApiKeys */
-  12,        /* RevealLicenseKey */
+  13,        /* RevealLicenseKey */
   2,        /* RevokeApiKey */
-  7,        /* SignInHolder */
-  6         /* WhoAmI */
+  8,        /* SignInHolder */
+  7         /* WhoAmI */
 };
 const ProtobufCServiceDescriptor licensing__v1__gateway__descriptor =
 {
@@ -2393,7 +2491,7 @@ const ProtobufCServiceDescriptor licensing__v1__gateway__descriptor =
   "Gateway",
   "Licensing__V1__Gateway",
   "licensing.v1",
-  13,
+  14,
   licensing__v1__gateway__method_descriptors,
   licensing__v1__gateway__method_indices_by_name
 };
@@ -2445,13 +2543,21 @@ void licensing__v1__gateway__erase_customer(ProtobufCService *service,
   assert(service->descriptor == &licensing__v1__gateway__descriptor);
   service->invoke(service, 5, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
+void licensing__v1__gateway__export_customer(ProtobufCService *service,
+                                             const Licensing__V1__ExportCustomerRequest *input,
+                                             Licensing__V1__GatewayCustomerExport_Closure closure,
+                                             void *closure_data)
+{
+  assert(service->descriptor == &licensing__v1__gateway__descriptor);
+  service->invoke(service, 6, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
 void licensing__v1__gateway__who_am_i(ProtobufCService *service,
                                       const Licensing__V1__WhoAmIRequest *input,
                                       Licensing__V1__WhoAmIResponse_Closure closure,
                                       void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__gateway__descriptor);
-  service->invoke(service, 6, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 7, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__gateway__sign_in_holder(ProtobufCService *service,
                                             const Licensing__V1__SignInHolderRequest *input,
@@ -2459,7 +2565,7 @@ void licensing__v1__gateway__sign_in_holder(ProtobufCService *service,
                                             void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__gateway__descriptor);
-  service->invoke(service, 7, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 8, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__gateway__create_sign_in_link(ProtobufCService *service,
                                                  const Licensing__V1__CreateSignInLinkRequest *input,
@@ -2467,7 +2573,7 @@ void licensing__v1__gateway__create_sign_in_link(ProtobufCService *service,
                                                  void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__gateway__descriptor);
-  service->invoke(service, 8, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 9, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__gateway__holder_licenses(ProtobufCService *service,
                                              const Licensing__V1__HolderLicensesRequest *input,
@@ -2475,7 +2581,7 @@ void licensing__v1__gateway__holder_licenses(ProtobufCService *service,
                                              void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__gateway__descriptor);
-  service->invoke(service, 9, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 10, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__gateway__holder_deactivate(ProtobufCService *service,
                                                const Licensing__V1__HolderDeactivateRequest *input,
@@ -2483,7 +2589,7 @@ void licensing__v1__gateway__holder_deactivate(ProtobufCService *service,
                                                void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__gateway__descriptor);
-  service->invoke(service, 10, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 11, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__gateway__holder_offline_license(ProtobufCService *service,
                                                     const Licensing__V1__HolderOfflineLicenseRequest *input,
@@ -2491,7 +2597,7 @@ void licensing__v1__gateway__holder_offline_license(ProtobufCService *service,
                                                     void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__gateway__descriptor);
-  service->invoke(service, 11, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 12, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__gateway__reveal_license_key(ProtobufCService *service,
                                                 const Licensing__V1__RevealLicenseKeyRequest *input,
@@ -2499,7 +2605,7 @@ void licensing__v1__gateway__reveal_license_key(ProtobufCService *service,
                                                 void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__gateway__descriptor);
-  service->invoke(service, 12, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 13, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__gateway__init (Licensing__V1__Gateway_Service *service,
                                    Licensing__V1__Gateway_ServiceDestroy destroy)

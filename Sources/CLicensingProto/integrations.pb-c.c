@@ -1942,7 +1942,7 @@ const ProtobufCMessageDescriptor licensing__v1__list_reminders_response__descrip
   (ProtobufCMessageInit) licensing__v1__list_reminders_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCMethodDescriptor licensing__v1__integrations__method_descriptors[12] =
+static const ProtobufCMethodDescriptor licensing__v1__integrations__method_descriptors[13] =
 {
   { "CreateWebhookEndpoint", &licensing__v1__create_webhook_endpoint_request__descriptor, &licensing__v1__create_webhook_endpoint_response__descriptor },
   { "ListWebhookEndpoints", &licensing__v1__list_webhook_endpoints_request__descriptor, &licensing__v1__list_webhook_endpoints_response__descriptor },
@@ -1956,11 +1956,13 @@ static const ProtobufCMethodDescriptor licensing__v1__integrations__method_descr
   { "GetRenewalOptions", &licensing__v1__get_by_id_request__descriptor, &licensing__v1__renewal_options__descriptor },
   { "ListReminders", &licensing__v1__list_reminders_request__descriptor, &licensing__v1__list_reminders_response__descriptor },
   { "EraseCustomer", &licensing__v1__erase_customer_request__descriptor, &licensing__v1__erase_customer_response__descriptor },
+  { "ExportCustomer", &licensing__v1__export_customer_request__descriptor, &licensing__v1__customer_export__descriptor },
 };
 const unsigned licensing__v1__integrations__method_indices_by_name[] = {
   0,        /* CreateWebhookEndpoint */
   2,        /* DeleteWebhookEndpoint */
   11,        /* EraseCustomer */
+  12,        /* ExportCustomer */
   9,        /* GetRenewalOptions */
   3,        /* ListDeliveries */
   6,        /* ListPriceMappings */
@@ -1978,7 +1980,7 @@ const ProtobufCServiceDescriptor licensing__v1__integrations__descriptor =
   "Integrations",
   "Licensing__V1__Integrations",
   "licensing.v1",
-  12,
+  13,
   licensing__v1__integrations__method_descriptors,
   licensing__v1__integrations__method_indices_by_name
 };
@@ -2077,6 +2079,14 @@ void licensing__v1__integrations__erase_customer(ProtobufCService *service,
 {
   assert(service->descriptor == &licensing__v1__integrations__descriptor);
   service->invoke(service, 11, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void licensing__v1__integrations__export_customer(ProtobufCService *service,
+                                                  const Licensing__V1__ExportCustomerRequest *input,
+                                                  Licensing__V1__CustomerExport_Closure closure,
+                                                  void *closure_data)
+{
+  assert(service->descriptor == &licensing__v1__integrations__descriptor);
+  service->invoke(service, 12, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__integrations__init (Licensing__V1__Integrations_Service *service,
                                         Licensing__V1__Integrations_ServiceDestroy destroy)

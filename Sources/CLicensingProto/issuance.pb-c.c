@@ -2122,6 +2122,96 @@ void   licensing__v1__erase_customer_response__free_unpacked
   assert(message->base.descriptor == &licensing__v1__erase_customer_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   licensing__v1__export_customer_request__init
+                     (Licensing__V1__ExportCustomerRequest         *message)
+{
+  static const Licensing__V1__ExportCustomerRequest init_value = LICENSING__V1__EXPORT_CUSTOMER_REQUEST__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__export_customer_request__get_packed_size
+                     (const Licensing__V1__ExportCustomerRequest *message)
+{
+  assert(message->base.descriptor == &licensing__v1__export_customer_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__export_customer_request__pack
+                     (const Licensing__V1__ExportCustomerRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__export_customer_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__export_customer_request__pack_to_buffer
+                     (const Licensing__V1__ExportCustomerRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__export_customer_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__ExportCustomerRequest *
+       licensing__v1__export_customer_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__ExportCustomerRequest *)
+     protobuf_c_message_unpack (&licensing__v1__export_customer_request__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__export_customer_request__free_unpacked
+                     (Licensing__V1__ExportCustomerRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__export_customer_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__customer_export__init
+                     (Licensing__V1__CustomerExport         *message)
+{
+  static const Licensing__V1__CustomerExport init_value = LICENSING__V1__CUSTOMER_EXPORT__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__customer_export__get_packed_size
+                     (const Licensing__V1__CustomerExport *message)
+{
+  assert(message->base.descriptor == &licensing__v1__customer_export__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__customer_export__pack
+                     (const Licensing__V1__CustomerExport *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__customer_export__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__customer_export__pack_to_buffer
+                     (const Licensing__V1__CustomerExport *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__customer_export__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__CustomerExport *
+       licensing__v1__customer_export__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__CustomerExport *)
+     protobuf_c_message_unpack (&licensing__v1__customer_export__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__customer_export__free_unpacked
+                     (Licensing__V1__CustomerExport *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__customer_export__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor licensing__v1__get_by_id_request__field_descriptors[1] =
 {
   {
@@ -5239,7 +5329,122 @@ const ProtobufCMessageDescriptor licensing__v1__erase_customer_response__descrip
   (ProtobufCMessageInit) licensing__v1__erase_customer_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCMethodDescriptor licensing__v1__issuance__method_descriptors[41] =
+static const ProtobufCFieldDescriptor licensing__v1__export_customer_request__field_descriptors[2] =
+{
+  {
+    "customer_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ExportCustomerRequest, customer_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "license_ids",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Licensing__V1__ExportCustomerRequest, n_license_ids),
+    offsetof(Licensing__V1__ExportCustomerRequest, license_ids),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__export_customer_request__field_indices_by_name[] = {
+  0,   /* field[0] = customer_id */
+  1,   /* field[1] = license_ids */
+};
+static const ProtobufCIntRange licensing__v1__export_customer_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor licensing__v1__export_customer_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.ExportCustomerRequest",
+  "ExportCustomerRequest",
+  "Licensing__V1__ExportCustomerRequest",
+  "licensing.v1",
+  sizeof(Licensing__V1__ExportCustomerRequest),
+  2,
+  licensing__v1__export_customer_request__field_descriptors,
+  licensing__v1__export_customer_request__field_indices_by_name,
+  1,  licensing__v1__export_customer_request__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__export_customer_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__customer_export__field_descriptors[3] =
+{
+  {
+    "service",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__CustomerExport, service),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "json",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__CustomerExport, json),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "records",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__CustomerExport, records),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__customer_export__field_indices_by_name[] = {
+  1,   /* field[1] = json */
+  2,   /* field[2] = records */
+  0,   /* field[0] = service */
+};
+static const ProtobufCIntRange licensing__v1__customer_export__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor licensing__v1__customer_export__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.CustomerExport",
+  "CustomerExport",
+  "Licensing__V1__CustomerExport",
+  "licensing.v1",
+  sizeof(Licensing__V1__CustomerExport),
+  3,
+  licensing__v1__customer_export__field_descriptors,
+  licensing__v1__customer_export__field_indices_by_name,
+  1,  licensing__v1__customer_export__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__customer_export__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCMethodDescriptor licensing__v1__issuance__method_descriptors[42] =
 {
   { "CreateProduct", &licensing__v1__create_product_request__descriptor, &licensing__v1__product__descriptor },
   { "UpdateProduct", &licensing__v1__update_product_request__descriptor, &licensing__v1__product__descriptor },
@@ -5282,6 +5487,7 @@ static const ProtobufCMethodDescriptor licensing__v1__issuance__method_descripto
   { "Changes", &licensing__v1__changes_request__descriptor, &licensing__v1__changes_response__descriptor },
   { "WatchChanges", &licensing__v1__changes_request__descriptor, &licensing__v1__change_event__descriptor },
   { "EraseCustomer", &licensing__v1__erase_customer_request__descriptor, &licensing__v1__erase_customer_response__descriptor },
+  { "ExportCustomer", &licensing__v1__export_customer_request__descriptor, &licensing__v1__customer_export__descriptor },
 };
 const unsigned licensing__v1__issuance__method_indices_by_name[] = {
   25,        /* AssignUser */
@@ -5294,6 +5500,7 @@ const unsigned licensing__v1__issuance__method_indices_by_name[] = {
   0,        /* CreateProduct */
   31,        /* CreateSigningKey */
   40,        /* EraseCustomer */
+  41,        /* ExportCustomer */
   10,        /* GetCustomer */
   16,        /* GetLicense */
   6,        /* GetPolicy */
@@ -5333,7 +5540,7 @@ const ProtobufCServiceDescriptor licensing__v1__issuance__descriptor =
   "Issuance",
   "Licensing__V1__Issuance",
   "licensing.v1",
-  41,
+  42,
   licensing__v1__issuance__method_descriptors,
   licensing__v1__issuance__method_indices_by_name
 };
@@ -5664,6 +5871,14 @@ void licensing__v1__issuance__erase_customer(ProtobufCService *service,
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
   service->invoke(service, 40, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void licensing__v1__issuance__export_customer(ProtobufCService *service,
+                                              const Licensing__V1__ExportCustomerRequest *input,
+                                              Licensing__V1__CustomerExport_Closure closure,
+                                              void *closure_data)
+{
+  assert(service->descriptor == &licensing__v1__issuance__descriptor);
+  service->invoke(service, 41, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__init (Licensing__V1__Issuance_Service *service,
                                     Licensing__V1__Issuance_ServiceDestroy destroy)

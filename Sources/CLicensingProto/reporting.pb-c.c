@@ -2580,7 +2580,7 @@ const ProtobufCMessageDescriptor licensing__v1__export_chunk__descriptor =
   (ProtobufCMessageInit) licensing__v1__export_chunk__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCMethodDescriptor licensing__v1__reporting__method_descriptors[6] =
+static const ProtobufCMethodDescriptor licensing__v1__reporting__method_descriptors[7] =
 {
   { "UsageReport", &licensing__v1__report_request__descriptor, &licensing__v1__usage_report_response__descriptor },
   { "ComplianceReport", &licensing__v1__report_request__descriptor, &licensing__v1__compliance_report_response__descriptor },
@@ -2588,11 +2588,13 @@ static const ProtobufCMethodDescriptor licensing__v1__reporting__method_descript
   { "RenewalPipeline", &licensing__v1__report_request__descriptor, &licensing__v1__renewal_pipeline_response__descriptor },
   { "Export", &licensing__v1__export_request__descriptor, &licensing__v1__export_chunk__descriptor },
   { "EraseCustomer", &licensing__v1__erase_customer_request__descriptor, &licensing__v1__erase_customer_response__descriptor },
+  { "ExportCustomer", &licensing__v1__export_customer_request__descriptor, &licensing__v1__customer_export__descriptor },
 };
 const unsigned licensing__v1__reporting__method_indices_by_name[] = {
   1,        /* ComplianceReport */
   5,        /* EraseCustomer */
   4,        /* Export */
+  6,        /* ExportCustomer */
   3,        /* RenewalPipeline */
   2,        /* RevenueReport */
   0         /* UsageReport */
@@ -2604,7 +2606,7 @@ const ProtobufCServiceDescriptor licensing__v1__reporting__descriptor =
   "Reporting",
   "Licensing__V1__Reporting",
   "licensing.v1",
-  6,
+  7,
   licensing__v1__reporting__method_descriptors,
   licensing__v1__reporting__method_indices_by_name
 };
@@ -2655,6 +2657,14 @@ void licensing__v1__reporting__erase_customer(ProtobufCService *service,
 {
   assert(service->descriptor == &licensing__v1__reporting__descriptor);
   service->invoke(service, 5, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void licensing__v1__reporting__export_customer(ProtobufCService *service,
+                                               const Licensing__V1__ExportCustomerRequest *input,
+                                               Licensing__V1__CustomerExport_Closure closure,
+                                               void *closure_data)
+{
+  assert(service->descriptor == &licensing__v1__reporting__descriptor);
+  service->invoke(service, 6, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__reporting__init (Licensing__V1__Reporting_Service *service,
                                      Licensing__V1__Reporting_ServiceDestroy destroy)

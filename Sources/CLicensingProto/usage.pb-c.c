@@ -2816,7 +2816,7 @@ const ProtobufCMessageDescriptor licensing__v1__usage_feed_response__descriptor 
   (ProtobufCMessageInit) licensing__v1__usage_feed_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCMethodDescriptor licensing__v1__usage__method_descriptors[9] =
+static const ProtobufCMethodDescriptor licensing__v1__usage__method_descriptors[10] =
 {
   { "RecordUsage", &licensing__v1__record_usage_request__descriptor, &licensing__v1__record_usage_response__descriptor },
   { "GetUsage", &licensing__v1__get_usage_request__descriptor, &licensing__v1__usage_summary__descriptor },
@@ -2827,10 +2827,12 @@ static const ProtobufCMethodDescriptor licensing__v1__usage__method_descriptors[
   { "ReportTamper", &licensing__v1__tamper_report__descriptor, &licensing__v1__tamper_report_response__descriptor },
   { "Feed", &licensing__v1__feed_request__descriptor, &licensing__v1__usage_feed_response__descriptor },
   { "EraseCustomer", &licensing__v1__erase_customer_request__descriptor, &licensing__v1__erase_customer_response__descriptor },
+  { "ExportCustomer", &licensing__v1__export_customer_request__descriptor, &licensing__v1__customer_export__descriptor },
 };
 const unsigned licensing__v1__usage__method_indices_by_name[] = {
   5,        /* AcknowledgeAlert */
   8,        /* EraseCustomer */
+  9,        /* ExportCustomer */
   7,        /* Feed */
   1,        /* GetUsage */
   4,        /* ListAlerts */
@@ -2846,7 +2848,7 @@ const ProtobufCServiceDescriptor licensing__v1__usage__descriptor =
   "Usage",
   "Licensing__V1__Usage",
   "licensing.v1",
-  9,
+  10,
   licensing__v1__usage__method_descriptors,
   licensing__v1__usage__method_indices_by_name
 };
@@ -2921,6 +2923,14 @@ void licensing__v1__usage__erase_customer(ProtobufCService *service,
 {
   assert(service->descriptor == &licensing__v1__usage__descriptor);
   service->invoke(service, 8, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void licensing__v1__usage__export_customer(ProtobufCService *service,
+                                           const Licensing__V1__ExportCustomerRequest *input,
+                                           Licensing__V1__CustomerExport_Closure closure,
+                                           void *closure_data)
+{
+  assert(service->descriptor == &licensing__v1__usage__descriptor);
+  service->invoke(service, 9, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__usage__init (Licensing__V1__Usage_Service *service,
                                  Licensing__V1__Usage_ServiceDestroy destroy)

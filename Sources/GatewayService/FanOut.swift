@@ -1,3 +1,4 @@
+import Foundation
 import LicensingCore
 import LicensingRPC
 import LicensingWire
@@ -77,6 +78,44 @@ extension GatewayService {
             return results.sorted { $0.0 < $1.0 }.map(\.1)
         }
         return GatewayEraseCustomerResponse(erased: results.compactMap { try? $0.result.get() }, parts: results.map(\.status))
+    }
+
+    /// GDPR right of access: issuance answers first (the customer must exist in the caller's
+    /// tenant; it names the licenses), then every other service in parallel; one JSON
+    /// document, with the services that could not answer listed.
+    func exportCustomer(_ request: ExportCustomerRequest, _ call: ServerCall, _ key: Caller) async throws -> GatewayCustomerExport {
+        guard !request.customerId.isEmpty else { throw RPCError.invalidArgument("customer_id is required") }
+        let metadata = call.metadata
+        let deadline = call.deadline
+        let own = try await issuance.call(IssuanceMethods.exportCustomer, ExportCustomerRequest(customerId: request.customerId), metadata: metadata, deadline: deadline)
+        var licenses: [String] = []
+        if let object = try? JSONSerialization.jsonObject(with: Data(own.json.utf8)) as? [String: Any], let rows = object["licenses"] as? [[String: Any]] {
+            licenses = rows.compactMap { $0["id"] as? String }
+        }
+        let forwarded = ExportCustomerRequest(customerId: request.customerId, licenseIds: licenses)
+        let others = backends.filter { $0.name != "issuance" }
+        let results = await withTaskGroup(of: (Int, Part<CustomerExport>).self) { group in
+            for (index, backend) in others.enumerated() {
+                group.addTask {
+                    (index, await self.part(backend.name) {
+                        try await backend.call(IssuanceMethods.exportCustomer.renamed(for: backend.name), forwarded, metadata: metadata, deadline: deadline)
+                    })
+                }
+            }
+            var results: [(Int, Part<CustomerExport>)] = []
+            for await result in group { results.append(result) }
+            return results.sorted { $0.0 < $1.0 }.map(\.1)
+        }
+        var services: [String: Any] = [:]
+        for export in [own] + results.compactMap({ try? $0.result.get() }) {
+            services[export.service] = (try? JSONSerialization.jsonObject(with: Data(export.json.utf8))) ?? [:]
+        }
+        let document: [String: Any] = [
+            "customer_id": request.customerId, "tenant_id": key.tenantId, "exported_at": ISODate.format(clock.now), "services": services,
+            "missing": results.filter { (try? $0.result.get()) == nil }.map { $0.status.service },
+        ]
+        let json = (try? JSONSerialization.data(withJSONObject: document, options: [.sortedKeys, .prettyPrinted])).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+        return GatewayCustomerExport(json: json, parts: results.map(\.status).filter { $0.code != .ok })
     }
 
     struct Part<T: Sendable>: Sendable {

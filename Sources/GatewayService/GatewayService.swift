@@ -241,6 +241,10 @@ extension GatewayService: GatewayServiceProtocol {
         try await eraseCustomer(request, call, try Caller(call))
     }
 
+    public func exportCustomer(_ request: ExportCustomerRequest, _ call: ServerCall) async throws -> GatewayCustomerExport {
+        try await exportCustomer(request, call, try Caller(call))
+    }
+
     public func whoAmI(_ request: WhoAmIRequest, _ call: ServerCall) async throws -> WhoAmIResponse {
         try await whoAmI(request, call, try Caller(call))
     }

@@ -15,7 +15,8 @@ enum Permissions {
         IssuanceMethods.changes.name, IssuanceMethods.watchChanges.name, UsageMethods.feed.name, ValidationMethods.events.name,
         IssuanceMethods.eraseCustomer.name, ValidationMethods.eraseCustomer.name, UsageMethods.eraseCustomer.name,
         ReportingMethods.eraseCustomer.name, IntegrationsMethods.eraseCustomer.name, ValidationMethods.resolveLicenses.name,
-        IssuanceMethods.revealKey.name,
+        IssuanceMethods.revealKey.name, IssuanceMethods.exportCustomer.name, ValidationMethods.exportCustomer.name, UsageMethods.exportCustomer.name,
+        ReportingMethods.exportCustomer.name, IntegrationsMethods.exportCustomer.name,
     ]
     /// A holder token reaches these and nothing else; no API key reaches them.
     static let holderOnly: Set<String> = [

@@ -181,6 +181,29 @@ extension IntegrationsService {
             service: "integrations", recordsErased: UInt64(erased), detail: "the outbox events about customer \(request.customerId) no longer carry their data")
     }
 
+    /// What integrations holds about a customer: the events about them in the outbox and
+    /// their deliveries, the reminders and key-reveal e-mails of their licenses (never the
+    /// link itself), and the billing references of their licenses.
+    public func exportCustomer(_ request: ExportCustomerRequest, _ call: ServerCall) async throws -> CustomerExport {
+        guard !request.customerId.isEmpty else { throw RPCError.invalidArgument("customer_id is required") }
+        let tenant = tenant(call)
+        let sections = try await database.read { db -> CustomerExportSections.Output in
+            let licenses = try String.fetchAll(
+                db, sql: "SELECT license_id FROM license_ref WHERE customer_id = ? AND tenant_id = ?", arguments: [request.customerId, tenant])
+            let inList = CustomerExportSections.placeholders(licenses.count)
+            var sections = CustomerExportSections()
+            try sections.add("webhook_events", db, sql: "SELECT * FROM outbox WHERE customer_id = ? AND tenant_id = ?", arguments: [request.customerId, tenant])
+            try sections.add(
+                "webhook_deliveries", db,
+                sql: "SELECT d.* FROM delivery d JOIN outbox o ON o.seq = d.outbox_seq WHERE o.customer_id = ? AND o.tenant_id = ?", arguments: [request.customerId, tenant])
+            try sections.add("reminders", db, sql: "SELECT * FROM reminder WHERE license_id IN (\(inList)) AND tenant_id = ?", arguments: StatementArguments(licenses + [tenant]))
+            try sections.add("key_emails", db, sql: "SELECT * FROM key_mail WHERE customer_id = ? AND tenant_id = ?", arguments: [request.customerId, tenant])
+            try sections.add("billing_references", db, sql: "SELECT * FROM payment_ref WHERE license_id IN (\(inList)) AND tenant_id = ?", arguments: StatementArguments(licenses + [tenant]))
+            return sections.output
+        }
+        return CustomerExport(service: "integrations", json: sections.json, records: UInt64(sections.records))
+    }
+
     /// A policy's schedule and renewal link as they apply (the defaults where none was set).
     public func getRenewalOptions(_ request: GetByIdRequest, _ call: ServerCall) async throws -> RenewalOptions {
         guard !request.id.isEmpty, request.id.count <= 200 else { throw RPCError.invalidArgument("id (the policy id) is required") }

@@ -37,6 +37,34 @@ extension IssuanceService {
     }
 
     static let erasedName = "(erased)"
+
+    /// What issuance holds about a customer: the customer, departments, licenses with
+    /// their named users, subscriptions and payments, and the audit rows about them.
+    public func exportCustomer(_ request: ExportCustomerRequest, _ call: ServerCall) async throws -> CustomerExport {
+        try Check.nonEmpty(request.customerId, "customer_id")
+        let tenant = tenant(call)
+        let sections = try await database.read { db -> CustomerExportSections.Output? in
+            guard try Tables.customers.find(request.customerId, tenant: tenant, in: db) != nil else { return nil }
+            let licenses = try String.fetchAll(db, sql: "SELECT id FROM license WHERE customer_id = ? AND tenant_id = ?", arguments: [request.customerId, tenant])
+            let inList = CustomerExportSections.placeholders(licenses.count)
+            var sections = CustomerExportSections()
+            try sections.add("customer", db, sql: "SELECT * FROM customer WHERE id = ? AND tenant_id = ?", arguments: [request.customerId, tenant])
+            try sections.add("departments", db, sql: "SELECT * FROM department WHERE customer_id = ?", arguments: [request.customerId])
+            try sections.add("licenses", db, sql: "SELECT * FROM license WHERE customer_id = ? AND tenant_id = ?", arguments: [request.customerId, tenant])
+            try sections.add("named_users", db, sql: "SELECT * FROM license_user WHERE license_id IN (\(inList))", arguments: StatementArguments(licenses))
+            try sections.add("subscriptions", db, sql: "SELECT * FROM subscription WHERE license_id IN (\(inList)) AND tenant_id = ?", arguments: StatementArguments(licenses + [tenant]))
+            try sections.add(
+                "payments", db,
+                sql: "SELECT p.* FROM payment p JOIN subscription s ON s.id = p.subscription_id WHERE s.license_id IN (\(inList)) AND p.tenant_id = ?",
+                arguments: StatementArguments(licenses + [tenant]))
+            try sections.add(
+                "audit_events", db, sql: "SELECT seq, actor, action, target, occurred_at FROM audit_event WHERE target IN (\(CustomerExportSections.placeholders(licenses.count + 1))) AND tenant_id = ? ORDER BY seq",
+                arguments: StatementArguments([request.customerId] + licenses + [tenant]))
+            return sections.output
+        }
+        guard let sections else { throw RPCError.notFound("no customer \(request.customerId)") }
+        return CustomerExport(service: "issuance", json: sections.json, records: UInt64(sections.records))
+    }
 }
 
 extension ChangeFeed {

@@ -103,6 +103,26 @@ public final class ReportingService: ReportingServiceProtocol {
     public func eraseCustomer(_ request: EraseCustomerRequest, _ call: ServerCall) async throws -> EraseCustomerResponse {
         EraseCustomerResponse(service: "reporting", recordsErased: 0, detail: "holds no personal data: customers are ids")
     }
+
+    /// What the read model holds about a customer's licenses: the license facts, its
+    /// subscriptions, payments and movements, daily outcomes, activity and usage, alerts.
+    public func exportCustomer(_ request: ExportCustomerRequest, _ call: ServerCall) async throws -> CustomerExport {
+        guard !request.customerId.isEmpty else { throw RPCError.invalidArgument("customer_id is required") }
+        let tenant = call.metadata[RPCMetadata.tenant]
+        let sections = try await database.read { db -> CustomerExportSections.Output in
+            let licenses = try String.fetchAll(
+                db, sql: "SELECT id FROM r_license WHERE customer_id = ? AND (? IS NULL OR tenant_id = ?)", arguments: [request.customerId, tenant, tenant])
+            let inList = CustomerExportSections.placeholders(licenses.count)
+            let arguments = StatementArguments(licenses)
+            var sections = CustomerExportSections()
+            try sections.add("licenses", db, sql: "SELECT * FROM r_license WHERE id IN (\(inList))", arguments: arguments)
+            for table in ["r_subscription", "r_payment", "r_movement", "r_outcome_daily", "r_activity_daily", "r_usage_daily", "r_alert", "r_quota_exceeded"] {
+                try sections.add(String(table.dropFirst(2)), db, sql: "SELECT * FROM \(table) WHERE license_id IN (\(inList))", arguments: arguments)
+            }
+            return sections.output
+        }
+        return CustomerExport(service: "reporting", json: sections.json, records: UInt64(sections.records))
+    }
 }
 
 /// A feed follower, whatever its events.

@@ -300,6 +300,27 @@ public final class UsageService: UsageServiceProtocol {
         EraseCustomerResponse(service: "usage", recordsErased: 0, detail: "holds no personal data")
     }
 
+    /// What usage holds about a customer's licenses (named by the gateway): usage events
+    /// (users as pseudonyms), daily figures, quotas and compliance alerts.
+    public func exportCustomer(_ request: ExportCustomerRequest, _ call: ServerCall) async throws -> CustomerExport {
+        try Check.nonEmpty(request.customerId, "customer_id")
+        guard request.licenseIds.count <= 10_000 else { throw RPCError.invalidArgument("license_ids: at most 10,000") }
+        let tenant = call.metadata[RPCMetadata.tenant]
+        let licenses = request.licenseIds
+        let sections = try await database.read { db -> CustomerExportSections.Output in
+            let inList = CustomerExportSections.placeholders(licenses.count)
+            let arguments: StatementArguments = StatementArguments(licenses) + [tenant, tenant]
+            var sections = CustomerExportSections()
+            try sections.add("usage_events", db, sql: "SELECT * FROM usage_event WHERE license_id IN (\(inList)) AND (? IS NULL OR tenant_id = ?)", arguments: arguments)
+            try sections.add("usage_daily", db, sql: "SELECT * FROM usage_daily WHERE license_id IN (\(inList)) AND (? IS NULL OR tenant_id = ?)", arguments: arguments)
+            try sections.add("concurrency_daily", db, sql: "SELECT * FROM concurrency_daily WHERE license_id IN (\(inList)) AND (? IS NULL OR tenant_id = ?)", arguments: arguments)
+            try sections.add("quota_states", db, sql: "SELECT * FROM quota_state WHERE license_id IN (\(inList)) AND (? IS NULL OR tenant_id = ?)", arguments: arguments)
+            try sections.add("alerts", db, sql: "SELECT * FROM alert WHERE license_id IN (\(inList)) AND (? IS NULL OR tenant_id = ?)", arguments: arguments)
+            return sections.output
+        }
+        return CustomerExport(service: "usage", json: sections.json, records: UInt64(sections.records))
+    }
+
 }
 
 extension UsageService: LicenseManagerService {

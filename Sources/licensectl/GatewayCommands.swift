@@ -105,6 +105,38 @@ struct OverviewCommand: AsyncParsableCommand {
     }
 }
 
+struct ExportCustomerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "export-customer", abstract: "GDPR right of access: everything every service holds about a customer, as one JSON document.")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "Customer id.") var customer: String
+    @Option(help: "Write the document to this file (mode 0600) instead of printing it.") var out: String?
+
+    func run() async throws {
+        let client = try global.client()
+        let answer: GatewayCustomerExport
+        do {
+            answer = try await client.call(GatewayMethods.exportCustomer, ExportCustomerRequest(customerId: customer), timeout: .seconds(Int64(max(global.timeout, 60))))
+        } catch let error as RPCError {
+            await client.close()
+            Output.error("\(error.code): \(FlagNames.speak(error.message))")
+            throw ExitCode(2)
+        }
+        await client.close()
+        if let out {
+            guard FileManager.default.createFile(atPath: out, contents: Data(answer.json.utf8), attributes: [.posixPermissions: 0o600]) else {
+                Output.error("cannot write \(out)")
+                throw ExitCode(2)
+            }
+            print("written to \(out)")
+        } else {
+            print(answer.json)
+        }
+        for part in answer.parts { Output.error("\(part.service) did not answer (\(part.code): \(part.message)); its part is missing") }
+        if !answer.parts.isEmpty { throw ExitCode(1) }
+    }
+}
+
 struct EraseCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "erase-customer", abstract: "GDPR erasure of a customer's personal data in every service.")
     @OptionGroup var global: GlobalOptions

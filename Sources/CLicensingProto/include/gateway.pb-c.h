@@ -44,6 +44,7 @@ typedef struct Licensing__V1__RevealLicenseKeyRequest Licensing__V1__RevealLicen
 typedef struct Licensing__V1__RevealLicenseKeyResponse Licensing__V1__RevealLicenseKeyResponse;
 typedef struct Licensing__V1__WhoAmIRequest Licensing__V1__WhoAmIRequest;
 typedef struct Licensing__V1__WhoAmIResponse Licensing__V1__WhoAmIResponse;
+typedef struct Licensing__V1__GatewayCustomerExport Licensing__V1__GatewayCustomerExport;
 
 
 /* --- enums --- */
@@ -382,6 +383,24 @@ struct  Licensing__V1__WhoAmIResponse
 #define LICENSING__V1__WHO_AM_IRESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__who_am_iresponse__descriptor) \
     , NULL, 0,NULL }
+
+
+struct  Licensing__V1__GatewayCustomerExport
+{
+  ProtobufCMessage base;
+  /*
+   * {"customer_id", "tenant_id", "exported_at", "services": {"issuance": {...}, ...}}
+   */
+  char *json;
+  /*
+   * Services that could not answer: the document lacks their part.
+   */
+  size_t n_parts;
+  Licensing__V1__PartStatus **parts;
+};
+#define LICENSING__V1__GATEWAY_CUSTOMER_EXPORT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__gateway_customer_export__descriptor) \
+    , (char *)protobuf_c_empty_string, 0,NULL }
 
 
 /* Licensing__V1__ApiKey methods */
@@ -802,6 +821,25 @@ Licensing__V1__WhoAmIResponse *
 void   licensing__v1__who_am_iresponse__free_unpacked
                      (Licensing__V1__WhoAmIResponse *message,
                       ProtobufCAllocator *allocator);
+/* Licensing__V1__GatewayCustomerExport methods */
+void   licensing__v1__gateway_customer_export__init
+                     (Licensing__V1__GatewayCustomerExport         *message);
+size_t licensing__v1__gateway_customer_export__get_packed_size
+                     (const Licensing__V1__GatewayCustomerExport   *message);
+size_t licensing__v1__gateway_customer_export__pack
+                     (const Licensing__V1__GatewayCustomerExport   *message,
+                      uint8_t             *out);
+size_t licensing__v1__gateway_customer_export__pack_to_buffer
+                     (const Licensing__V1__GatewayCustomerExport   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__GatewayCustomerExport *
+       licensing__v1__gateway_customer_export__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__gateway_customer_export__free_unpacked
+                     (Licensing__V1__GatewayCustomerExport *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Licensing__V1__ApiKey_Closure)
@@ -870,6 +908,9 @@ typedef void (*Licensing__V1__WhoAmIRequest_Closure)
 typedef void (*Licensing__V1__WhoAmIResponse_Closure)
                  (const Licensing__V1__WhoAmIResponse *message,
                   void *closure_data);
+typedef void (*Licensing__V1__GatewayCustomerExport_Closure)
+                 (const Licensing__V1__GatewayCustomerExport *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -901,6 +942,10 @@ struct Licensing__V1__Gateway_Service
                          const Licensing__V1__EraseCustomerRequest *input,
                          Licensing__V1__GatewayEraseCustomerResponse_Closure closure,
                          void *closure_data);
+  void (*export_customer)(Licensing__V1__Gateway_Service *service,
+                          const Licensing__V1__ExportCustomerRequest *input,
+                          Licensing__V1__GatewayCustomerExport_Closure closure,
+                          void *closure_data);
   void (*who_am_i)(Licensing__V1__Gateway_Service *service,
                    const Licensing__V1__WhoAmIRequest *input,
                    Licensing__V1__WhoAmIResponse_Closure closure,
@@ -943,6 +988,7 @@ void licensing__v1__gateway__init (Licensing__V1__Gateway_Service *service,
       function_prefix__ ## license_overview,\
       function_prefix__ ## health,\
       function_prefix__ ## erase_customer,\
+      function_prefix__ ## export_customer,\
       function_prefix__ ## who_am_i,\
       function_prefix__ ## sign_in_holder,\
       function_prefix__ ## create_sign_in_link,\
@@ -974,6 +1020,10 @@ void licensing__v1__gateway__erase_customer(ProtobufCService *service,
                                             const Licensing__V1__EraseCustomerRequest *input,
                                             Licensing__V1__GatewayEraseCustomerResponse_Closure closure,
                                             void *closure_data);
+void licensing__v1__gateway__export_customer(ProtobufCService *service,
+                                             const Licensing__V1__ExportCustomerRequest *input,
+                                             Licensing__V1__GatewayCustomerExport_Closure closure,
+                                             void *closure_data);
 void licensing__v1__gateway__who_am_i(ProtobufCService *service,
                                       const Licensing__V1__WhoAmIRequest *input,
                                       Licensing__V1__WhoAmIResponse_Closure closure,
@@ -1049,6 +1099,7 @@ extern const ProtobufCMessageDescriptor licensing__v1__reveal_license_key_reques
 extern const ProtobufCMessageDescriptor licensing__v1__reveal_license_key_response__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__who_am_irequest__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__who_am_iresponse__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__gateway_customer_export__descriptor;
 extern const ProtobufCServiceDescriptor licensing__v1__gateway__descriptor;
 extern const ProtobufCServiceDescriptor licensing__v1__health__descriptor;
 

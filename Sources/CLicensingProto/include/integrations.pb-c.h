@@ -768,6 +768,10 @@ struct Licensing__V1__Integrations_Service
                          const Licensing__V1__EraseCustomerRequest *input,
                          Licensing__V1__EraseCustomerResponse_Closure closure,
                          void *closure_data);
+  void (*export_customer)(Licensing__V1__Integrations_Service *service,
+                          const Licensing__V1__ExportCustomerRequest *input,
+                          Licensing__V1__CustomerExport_Closure closure,
+                          void *closure_data);
 };
 typedef void (*Licensing__V1__Integrations_ServiceDestroy)(Licensing__V1__Integrations_Service *);
 void licensing__v1__integrations__init (Licensing__V1__Integrations_Service *service,
@@ -787,7 +791,8 @@ void licensing__v1__integrations__init (Licensing__V1__Integrations_Service *ser
       function_prefix__ ## set_renewal_options,\
       function_prefix__ ## get_renewal_options,\
       function_prefix__ ## list_reminders,\
-      function_prefix__ ## erase_customer  }
+      function_prefix__ ## erase_customer,\
+      function_prefix__ ## export_customer  }
 void licensing__v1__integrations__create_webhook_endpoint(ProtobufCService *service,
                                                           const Licensing__V1__CreateWebhookEndpointRequest *input,
                                                           Licensing__V1__CreateWebhookEndpointResponse_Closure closure,
@@ -836,6 +841,10 @@ void licensing__v1__integrations__erase_customer(ProtobufCService *service,
                                                  const Licensing__V1__EraseCustomerRequest *input,
                                                  Licensing__V1__EraseCustomerResponse_Closure closure,
                                                  void *closure_data);
+void licensing__v1__integrations__export_customer(ProtobufCService *service,
+                                                  const Licensing__V1__ExportCustomerRequest *input,
+                                                  Licensing__V1__CustomerExport_Closure closure,
+                                                  void *closure_data);
 
 /* --- descriptors --- */
 

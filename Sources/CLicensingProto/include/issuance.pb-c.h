@@ -63,6 +63,8 @@ typedef struct Licensing__V1__VerifyAuditChainRequest Licensing__V1__VerifyAudit
 typedef struct Licensing__V1__VerifyAuditChainResponse Licensing__V1__VerifyAuditChainResponse;
 typedef struct Licensing__V1__EraseCustomerRequest Licensing__V1__EraseCustomerRequest;
 typedef struct Licensing__V1__EraseCustomerResponse Licensing__V1__EraseCustomerResponse;
+typedef struct Licensing__V1__ExportCustomerRequest Licensing__V1__ExportCustomerRequest;
+typedef struct Licensing__V1__CustomerExport Licensing__V1__CustomerExport;
 
 
 /* --- enums --- */
@@ -749,6 +751,40 @@ struct  Licensing__V1__EraseCustomerResponse
 #define LICENSING__V1__ERASE_CUSTOMER_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__erase_customer_response__descriptor) \
     , (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
+
+
+/*
+ * GDPR article 15: what one service holds about a customer.
+ */
+struct  Licensing__V1__ExportCustomerRequest
+{
+  ProtobufCMessage base;
+  char *customer_id;
+  /*
+   * The customer's licenses (the gateway asks issuance first and passes them on: the
+   * other services know licenses, not customers).
+   */
+  size_t n_license_ids;
+  char **license_ids;
+};
+#define LICENSING__V1__EXPORT_CUSTOMER_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__export_customer_request__descriptor) \
+    , (char *)protobuf_c_empty_string, 0,NULL }
+
+
+struct  Licensing__V1__CustomerExport
+{
+  ProtobufCMessage base;
+  char *service;
+  /*
+   * A JSON object: table-like sections of what the service holds, with field names.
+   */
+  char *json;
+  uint64_t records;
+};
+#define LICENSING__V1__CUSTOMER_EXPORT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__customer_export__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
 
 
 /* Licensing__V1__GetByIdRequest methods */
@@ -1644,6 +1680,44 @@ Licensing__V1__EraseCustomerResponse *
 void   licensing__v1__erase_customer_response__free_unpacked
                      (Licensing__V1__EraseCustomerResponse *message,
                       ProtobufCAllocator *allocator);
+/* Licensing__V1__ExportCustomerRequest methods */
+void   licensing__v1__export_customer_request__init
+                     (Licensing__V1__ExportCustomerRequest         *message);
+size_t licensing__v1__export_customer_request__get_packed_size
+                     (const Licensing__V1__ExportCustomerRequest   *message);
+size_t licensing__v1__export_customer_request__pack
+                     (const Licensing__V1__ExportCustomerRequest   *message,
+                      uint8_t             *out);
+size_t licensing__v1__export_customer_request__pack_to_buffer
+                     (const Licensing__V1__ExportCustomerRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__ExportCustomerRequest *
+       licensing__v1__export_customer_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__export_customer_request__free_unpacked
+                     (Licensing__V1__ExportCustomerRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__CustomerExport methods */
+void   licensing__v1__customer_export__init
+                     (Licensing__V1__CustomerExport         *message);
+size_t licensing__v1__customer_export__get_packed_size
+                     (const Licensing__V1__CustomerExport   *message);
+size_t licensing__v1__customer_export__pack
+                     (const Licensing__V1__CustomerExport   *message,
+                      uint8_t             *out);
+size_t licensing__v1__customer_export__pack_to_buffer
+                     (const Licensing__V1__CustomerExport   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__CustomerExport *
+       licensing__v1__customer_export__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__customer_export__free_unpacked
+                     (Licensing__V1__CustomerExport *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Licensing__V1__GetByIdRequest_Closure)
@@ -1786,6 +1860,12 @@ typedef void (*Licensing__V1__EraseCustomerRequest_Closure)
                   void *closure_data);
 typedef void (*Licensing__V1__EraseCustomerResponse_Closure)
                  (const Licensing__V1__EraseCustomerResponse *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__ExportCustomerRequest_Closure)
+                 (const Licensing__V1__ExportCustomerRequest *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__CustomerExport_Closure)
+                 (const Licensing__V1__CustomerExport *message,
                   void *closure_data);
 
 /* --- services --- */
@@ -1958,6 +2038,10 @@ struct Licensing__V1__Issuance_Service
                          const Licensing__V1__EraseCustomerRequest *input,
                          Licensing__V1__EraseCustomerResponse_Closure closure,
                          void *closure_data);
+  void (*export_customer)(Licensing__V1__Issuance_Service *service,
+                          const Licensing__V1__ExportCustomerRequest *input,
+                          Licensing__V1__CustomerExport_Closure closure,
+                          void *closure_data);
 };
 typedef void (*Licensing__V1__Issuance_ServiceDestroy)(Licensing__V1__Issuance_Service *);
 void licensing__v1__issuance__init (Licensing__V1__Issuance_Service *service,
@@ -2006,7 +2090,8 @@ void licensing__v1__issuance__init (Licensing__V1__Issuance_Service *service,
       function_prefix__ ## verify_audit_chain,\
       function_prefix__ ## changes,\
       function_prefix__ ## watch_changes,\
-      function_prefix__ ## erase_customer  }
+      function_prefix__ ## erase_customer,\
+      function_prefix__ ## export_customer  }
 void licensing__v1__issuance__create_product(ProtobufCService *service,
                                              const Licensing__V1__CreateProductRequest *input,
                                              Licensing__V1__Product_Closure closure,
@@ -2171,6 +2256,10 @@ void licensing__v1__issuance__erase_customer(ProtobufCService *service,
                                              const Licensing__V1__EraseCustomerRequest *input,
                                              Licensing__V1__EraseCustomerResponse_Closure closure,
                                              void *closure_data);
+void licensing__v1__issuance__export_customer(ProtobufCService *service,
+                                              const Licensing__V1__ExportCustomerRequest *input,
+                                              Licensing__V1__CustomerExport_Closure closure,
+                                              void *closure_data);
 
 /* --- descriptors --- */
 
@@ -2221,6 +2310,8 @@ extern const ProtobufCMessageDescriptor licensing__v1__verify_audit_chain_reques
 extern const ProtobufCMessageDescriptor licensing__v1__verify_audit_chain_response__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__erase_customer_request__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__erase_customer_response__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__export_customer_request__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__customer_export__descriptor;
 extern const ProtobufCServiceDescriptor licensing__v1__issuance__descriptor;
 
 PROTOBUF_C__END_DECLS

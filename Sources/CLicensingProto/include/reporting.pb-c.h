@@ -811,6 +811,10 @@ struct Licensing__V1__Reporting_Service
                          const Licensing__V1__EraseCustomerRequest *input,
                          Licensing__V1__EraseCustomerResponse_Closure closure,
                          void *closure_data);
+  void (*export_customer)(Licensing__V1__Reporting_Service *service,
+                          const Licensing__V1__ExportCustomerRequest *input,
+                          Licensing__V1__CustomerExport_Closure closure,
+                          void *closure_data);
 };
 typedef void (*Licensing__V1__Reporting_ServiceDestroy)(Licensing__V1__Reporting_Service *);
 void licensing__v1__reporting__init (Licensing__V1__Reporting_Service *service,
@@ -824,7 +828,8 @@ void licensing__v1__reporting__init (Licensing__V1__Reporting_Service *service,
       function_prefix__ ## revenue_report,\
       function_prefix__ ## renewal_pipeline,\
       function_prefix__ ## export,\
-      function_prefix__ ## erase_customer  }
+      function_prefix__ ## erase_customer,\
+      function_prefix__ ## export_customer  }
 void licensing__v1__reporting__usage_report(ProtobufCService *service,
                                             const Licensing__V1__ReportRequest *input,
                                             Licensing__V1__UsageReportResponse_Closure closure,
@@ -849,6 +854,10 @@ void licensing__v1__reporting__erase_customer(ProtobufCService *service,
                                               const Licensing__V1__EraseCustomerRequest *input,
                                               Licensing__V1__EraseCustomerResponse_Closure closure,
                                               void *closure_data);
+void licensing__v1__reporting__export_customer(ProtobufCService *service,
+                                               const Licensing__V1__ExportCustomerRequest *input,
+                                               Licensing__V1__CustomerExport_Closure closure,
+                                               void *closure_data);
 
 /* --- descriptors --- */
 

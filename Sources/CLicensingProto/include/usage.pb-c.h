@@ -938,6 +938,10 @@ struct Licensing__V1__Usage_Service
                          const Licensing__V1__EraseCustomerRequest *input,
                          Licensing__V1__EraseCustomerResponse_Closure closure,
                          void *closure_data);
+  void (*export_customer)(Licensing__V1__Usage_Service *service,
+                          const Licensing__V1__ExportCustomerRequest *input,
+                          Licensing__V1__CustomerExport_Closure closure,
+                          void *closure_data);
 };
 typedef void (*Licensing__V1__Usage_ServiceDestroy)(Licensing__V1__Usage_Service *);
 void licensing__v1__usage__init (Licensing__V1__Usage_Service *service,
@@ -954,7 +958,8 @@ void licensing__v1__usage__init (Licensing__V1__Usage_Service *service,
       function_prefix__ ## acknowledge_alert,\
       function_prefix__ ## report_tamper,\
       function_prefix__ ## feed,\
-      function_prefix__ ## erase_customer  }
+      function_prefix__ ## erase_customer,\
+      function_prefix__ ## export_customer  }
 void licensing__v1__usage__record_usage(ProtobufCService *service,
                                         const Licensing__V1__RecordUsageRequest *input,
                                         Licensing__V1__RecordUsageResponse_Closure closure,
@@ -991,6 +996,10 @@ void licensing__v1__usage__erase_customer(ProtobufCService *service,
                                           const Licensing__V1__EraseCustomerRequest *input,
                                           Licensing__V1__EraseCustomerResponse_Closure closure,
                                           void *closure_data);
+void licensing__v1__usage__export_customer(ProtobufCService *service,
+                                           const Licensing__V1__ExportCustomerRequest *input,
+                                           Licensing__V1__CustomerExport_Closure closure,
+                                           void *closure_data);
 
 /* --- descriptors --- */
 

@@ -1217,6 +1217,10 @@ struct Licensing__V1__Validation_Service
                          const Licensing__V1__EraseCustomerRequest *input,
                          Licensing__V1__EraseCustomerResponse_Closure closure,
                          void *closure_data);
+  void (*export_customer)(Licensing__V1__Validation_Service *service,
+                          const Licensing__V1__ExportCustomerRequest *input,
+                          Licensing__V1__CustomerExport_Closure closure,
+                          void *closure_data);
   void (*resolve_licenses)(Licensing__V1__Validation_Service *service,
                            const Licensing__V1__ResolveLicensesRequest *input,
                            Licensing__V1__ResolveLicensesResponse_Closure closure,
@@ -1243,6 +1247,7 @@ void licensing__v1__validation__init (Licensing__V1__Validation_Service *service
       function_prefix__ ## list_seats,\
       function_prefix__ ## create_offline_license,\
       function_prefix__ ## erase_customer,\
+      function_prefix__ ## export_customer,\
       function_prefix__ ## resolve_licenses,\
       function_prefix__ ## events  }
 void licensing__v1__validation__validate(ProtobufCService *service,
@@ -1285,6 +1290,10 @@ void licensing__v1__validation__erase_customer(ProtobufCService *service,
                                                const Licensing__V1__EraseCustomerRequest *input,
                                                Licensing__V1__EraseCustomerResponse_Closure closure,
                                                void *closure_data);
+void licensing__v1__validation__export_customer(ProtobufCService *service,
+                                                const Licensing__V1__ExportCustomerRequest *input,
+                                                Licensing__V1__CustomerExport_Closure closure,
+                                                void *closure_data);
 void licensing__v1__validation__resolve_licenses(ProtobufCService *service,
                                                  const Licensing__V1__ResolveLicensesRequest *input,
                                                  Licensing__V1__ResolveLicensesResponse_Closure closure,

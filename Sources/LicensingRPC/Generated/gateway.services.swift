@@ -11,6 +11,7 @@ public protocol GatewayServiceProtocol: Sendable {
     func licenseOverview(_ request: GetByIdRequest, _ call: ServerCall) async throws -> LicenseOverviewResponse
     func health(_ request: HealthCheckRequest, _ call: ServerCall) async throws -> GatewayHealthResponse
     func eraseCustomer(_ request: EraseCustomerRequest, _ call: ServerCall) async throws -> GatewayEraseCustomerResponse
+    func exportCustomer(_ request: ExportCustomerRequest, _ call: ServerCall) async throws -> GatewayCustomerExport
     func whoAmI(_ request: WhoAmIRequest, _ call: ServerCall) async throws -> WhoAmIResponse
     func signInHolder(_ request: SignInHolderRequest, _ call: ServerCall) async throws -> SignInHolderResponse
     func createSignInLink(_ request: CreateSignInLinkRequest, _ call: ServerCall) async throws -> CreateSignInLinkResponse
@@ -29,6 +30,7 @@ extension GatewayServiceProtocol {
         router.register(GatewayMethods.licenseOverview) { try await self.licenseOverview($0, $1) }
         router.register(GatewayMethods.health) { try await self.health($0, $1) }
         router.register(GatewayMethods.eraseCustomer) { try await self.eraseCustomer($0, $1) }
+        router.register(GatewayMethods.exportCustomer) { try await self.exportCustomer($0, $1) }
         router.register(GatewayMethods.whoAmI) { try await self.whoAmI($0, $1) }
         router.register(GatewayMethods.signInHolder) { try await self.signInHolder($0, $1) }
         router.register(GatewayMethods.createSignInLink) { try await self.createSignInLink($0, $1) }

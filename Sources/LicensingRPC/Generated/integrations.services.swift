@@ -17,6 +17,7 @@ public protocol IntegrationsServiceProtocol: Sendable {
     func getRenewalOptions(_ request: GetByIdRequest, _ call: ServerCall) async throws -> RenewalOptions
     func listReminders(_ request: ListRemindersRequest, _ call: ServerCall) async throws -> ListRemindersResponse
     func eraseCustomer(_ request: EraseCustomerRequest, _ call: ServerCall) async throws -> EraseCustomerResponse
+    func exportCustomer(_ request: ExportCustomerRequest, _ call: ServerCall) async throws -> CustomerExport
 }
 
 extension IntegrationsServiceProtocol {
@@ -34,5 +35,6 @@ extension IntegrationsServiceProtocol {
         router.register(IntegrationsMethods.getRenewalOptions) { try await self.getRenewalOptions($0, $1) }
         router.register(IntegrationsMethods.listReminders) { try await self.listReminders($0, $1) }
         router.register(IntegrationsMethods.eraseCustomer) { try await self.eraseCustomer($0, $1) }
+        router.register(IntegrationsMethods.exportCustomer) { try await self.exportCustomer($0, $1) }
     }
 }

@@ -46,6 +46,7 @@ public protocol IssuanceServiceProtocol: Sendable {
     func changes(_ request: ChangesRequest, _ call: ServerCall) async throws -> ChangesResponse
     func watchChanges(_ request: ChangesRequest, _ call: ServerCall, _ stream: TypedResponseStream<ChangeEvent>) async throws
     func eraseCustomer(_ request: EraseCustomerRequest, _ call: ServerCall) async throws -> EraseCustomerResponse
+    func exportCustomer(_ request: ExportCustomerRequest, _ call: ServerCall) async throws -> CustomerExport
 }
 
 extension IssuanceServiceProtocol {
@@ -92,5 +93,6 @@ extension IssuanceServiceProtocol {
         router.register(IssuanceMethods.changes) { try await self.changes($0, $1) }
         router.registerStream(IssuanceMethods.watchChanges) { try await self.watchChanges($0, $1, $2) }
         router.register(IssuanceMethods.eraseCustomer) { try await self.eraseCustomer($0, $1) }
+        router.register(IssuanceMethods.exportCustomer) { try await self.exportCustomer($0, $1) }
     }
 }

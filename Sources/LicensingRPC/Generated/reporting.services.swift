@@ -11,6 +11,7 @@ public protocol ReportingServiceProtocol: Sendable {
     func renewalPipeline(_ request: ReportRequest, _ call: ServerCall) async throws -> RenewalPipelineResponse
     func export(_ request: ExportRequest, _ call: ServerCall, _ stream: TypedResponseStream<ExportChunk>) async throws
     func eraseCustomer(_ request: EraseCustomerRequest, _ call: ServerCall) async throws -> EraseCustomerResponse
+    func exportCustomer(_ request: ExportCustomerRequest, _ call: ServerCall) async throws -> CustomerExport
 }
 
 extension ReportingServiceProtocol {
@@ -22,5 +23,6 @@ extension ReportingServiceProtocol {
         router.register(ReportingMethods.renewalPipeline) { try await self.renewalPipeline($0, $1) }
         router.registerStream(ReportingMethods.export) { try await self.export($0, $1, $2) }
         router.register(ReportingMethods.eraseCustomer) { try await self.eraseCustomer($0, $1) }
+        router.register(ReportingMethods.exportCustomer) { try await self.exportCustomer($0, $1) }
     }
 }

@@ -14,6 +14,7 @@ public protocol UsageServiceProtocol: Sendable {
     func reportTamper(_ request: TamperReport, _ call: ServerCall) async throws -> TamperReportResponse
     func feed(_ request: FeedRequest, _ call: ServerCall) async throws -> UsageFeedResponse
     func eraseCustomer(_ request: EraseCustomerRequest, _ call: ServerCall) async throws -> EraseCustomerResponse
+    func exportCustomer(_ request: ExportCustomerRequest, _ call: ServerCall) async throws -> CustomerExport
 }
 
 extension UsageServiceProtocol {
@@ -28,5 +29,6 @@ extension UsageServiceProtocol {
         router.register(UsageMethods.reportTamper) { try await self.reportTamper($0, $1) }
         router.register(UsageMethods.feed) { try await self.feed($0, $1) }
         router.register(UsageMethods.eraseCustomer) { try await self.eraseCustomer($0, $1) }
+        router.register(UsageMethods.exportCustomer) { try await self.exportCustomer($0, $1) }
     }
 }

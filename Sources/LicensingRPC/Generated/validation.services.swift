@@ -16,6 +16,7 @@ public protocol ValidationServiceProtocol: Sendable {
     func listSeats(_ request: ListSeatsRequest, _ call: ServerCall) async throws -> ListSeatsResponse
     func createOfflineLicense(_ request: CreateOfflineLicenseRequest, _ call: ServerCall) async throws -> OfflineLicense
     func eraseCustomer(_ request: EraseCustomerRequest, _ call: ServerCall) async throws -> EraseCustomerResponse
+    func exportCustomer(_ request: ExportCustomerRequest, _ call: ServerCall) async throws -> CustomerExport
     func resolveLicenses(_ request: ResolveLicensesRequest, _ call: ServerCall) async throws -> ResolveLicensesResponse
     func events(_ request: FeedRequest, _ call: ServerCall) async throws -> ValidationEventsResponse
 }
@@ -33,6 +34,7 @@ extension ValidationServiceProtocol {
         router.register(ValidationMethods.listSeats) { try await self.listSeats($0, $1) }
         router.register(ValidationMethods.createOfflineLicense) { try await self.createOfflineLicense($0, $1) }
         router.register(ValidationMethods.eraseCustomer) { try await self.eraseCustomer($0, $1) }
+        router.register(ValidationMethods.exportCustomer) { try await self.exportCustomer($0, $1) }
         router.register(ValidationMethods.resolveLicenses) { try await self.resolveLicenses($0, $1) }
         router.register(ValidationMethods.events) { try await self.events($0, $1) }
     }

@@ -1091,6 +1091,51 @@ extension WhoAmIResponse: ProtobufCMessageBinding {
     }
 }
 
+public struct GatewayCustomerExport: WireMessage, Encodable {
+    public var json: String = ""
+    public var parts: [PartStatus] = []
+
+    public init() {}
+
+    public init(json: String = "", parts: [PartStatus] = []) {
+        self.json = json
+        self.parts = parts
+    }
+}
+
+extension GatewayCustomerExport: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.GatewayCustomerExport"
+
+    public static func cNew() -> Licensing__V1__GatewayCustomerExport {
+        var c = Licensing__V1__GatewayCustomerExport()
+        licensing__v1__gateway_customer_export__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__GatewayCustomerExport>? {
+        licensing__v1__gateway_customer_export__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__GatewayCustomerExport>) {
+        licensing__v1__gateway_customer_export__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__GatewayCustomerExport>) -> Int {
+        licensing__v1__gateway_customer_export__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__GatewayCustomerExport>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__gateway_customer_export__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__GatewayCustomerExport) {
+        self.json = WireArena.string(c.json)
+        self.parts = WireArena.array(c.n_parts, c.parts) { PartStatus(c: $0!.pointee) }
+    }
+
+    public func fill(_ c: inout Licensing__V1__GatewayCustomerExport, _ arena: WireArena) {
+        c.json = arena.string(self.json)
+        c.n_parts = self.parts.count
+        c.parts = arena.array(self.parts) { Optional(arena.message($0)) }
+    }
+}
+
 /// Methods of `licensing.v1.Gateway`.
 public enum GatewayMethods {
     /// The service as protobuf-c describes it: every method and the fields of its request.
@@ -1101,6 +1146,7 @@ public enum GatewayMethods {
     public static let licenseOverview = WireMethod<GetByIdRequest, LicenseOverviewResponse>("licensing.v1.Gateway/LicenseOverview", serverStreaming: false)
     public static let health = WireMethod<HealthCheckRequest, GatewayHealthResponse>("licensing.v1.Gateway/Health", serverStreaming: false)
     public static let eraseCustomer = WireMethod<EraseCustomerRequest, GatewayEraseCustomerResponse>("licensing.v1.Gateway/EraseCustomer", serverStreaming: false)
+    public static let exportCustomer = WireMethod<ExportCustomerRequest, GatewayCustomerExport>("licensing.v1.Gateway/ExportCustomer", serverStreaming: false)
     public static let whoAmI = WireMethod<WhoAmIRequest, WhoAmIResponse>("licensing.v1.Gateway/WhoAmI", serverStreaming: false)
     public static let signInHolder = WireMethod<SignInHolderRequest, SignInHolderResponse>("licensing.v1.Gateway/SignInHolder", serverStreaming: false)
     public static let createSignInLink = WireMethod<CreateSignInLinkRequest, CreateSignInLinkResponse>("licensing.v1.Gateway/CreateSignInLink", serverStreaming: false)
@@ -1110,7 +1156,7 @@ public enum GatewayMethods {
     public static let revealLicenseKey = WireMethod<RevealLicenseKeyRequest, RevealLicenseKeyResponse>("licensing.v1.Gateway/RevealLicenseKey", serverStreaming: false)
 
     /// Every method of the service.
-    public static let all: [WireMethodInfo] = [createApiKey.info, listApiKeys.info, revokeApiKey.info, licenseOverview.info, health.info, eraseCustomer.info, whoAmI.info, signInHolder.info, createSignInLink.info, holderLicenses.info, holderDeactivate.info, holderOfflineLicense.info, revealLicenseKey.info]
+    public static let all: [WireMethodInfo] = [createApiKey.info, listApiKeys.info, revokeApiKey.info, licenseOverview.info, health.info, eraseCustomer.info, exportCustomer.info, whoAmI.info, signInHolder.info, createSignInLink.info, holderLicenses.info, holderDeactivate.info, holderOfflineLicense.info, revealLicenseKey.info]
 }
 
 /// Methods of `licensing.v1.Health`.

@@ -881,7 +881,8 @@ public enum IntegrationsMethods {
     public static let getRenewalOptions = WireMethod<GetByIdRequest, RenewalOptions>("licensing.v1.Integrations/GetRenewalOptions", serverStreaming: false)
     public static let listReminders = WireMethod<ListRemindersRequest, ListRemindersResponse>("licensing.v1.Integrations/ListReminders", serverStreaming: false)
     public static let eraseCustomer = WireMethod<EraseCustomerRequest, EraseCustomerResponse>("licensing.v1.Integrations/EraseCustomer", serverStreaming: false)
+    public static let exportCustomer = WireMethod<ExportCustomerRequest, CustomerExport>("licensing.v1.Integrations/ExportCustomer", serverStreaming: false)
 
     /// Every method of the service.
-    public static let all: [WireMethodInfo] = [createWebhookEndpoint.info, listWebhookEndpoints.info, deleteWebhookEndpoint.info, listDeliveries.info, redeliver.info, mapPrice.info, listPriceMappings.info, rotateInboundSecret.info, setRenewalOptions.info, getRenewalOptions.info, listReminders.info, eraseCustomer.info]
+    public static let all: [WireMethodInfo] = [createWebhookEndpoint.info, listWebhookEndpoints.info, deleteWebhookEndpoint.info, listDeliveries.info, redeliver.info, mapPrice.info, listPriceMappings.info, rotateInboundSecret.info, setRenewalOptions.info, getRenewalOptions.info, listReminders.info, eraseCustomer.info, exportCustomer.info]
 }

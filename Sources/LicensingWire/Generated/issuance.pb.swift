@@ -2302,6 +2302,99 @@ extension EraseCustomerResponse: ProtobufCMessageBinding {
     }
 }
 
+public struct ExportCustomerRequest: WireMessage, Encodable {
+    public var customerId: String = ""
+    public var licenseIds: [String] = []
+
+    public init() {}
+
+    public init(customerId: String = "", licenseIds: [String] = []) {
+        self.customerId = customerId
+        self.licenseIds = licenseIds
+    }
+}
+
+extension ExportCustomerRequest: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.ExportCustomerRequest"
+
+    public static func cNew() -> Licensing__V1__ExportCustomerRequest {
+        var c = Licensing__V1__ExportCustomerRequest()
+        licensing__v1__export_customer_request__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__ExportCustomerRequest>? {
+        licensing__v1__export_customer_request__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__ExportCustomerRequest>) {
+        licensing__v1__export_customer_request__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__ExportCustomerRequest>) -> Int {
+        licensing__v1__export_customer_request__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__ExportCustomerRequest>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__export_customer_request__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__ExportCustomerRequest) {
+        self.customerId = WireArena.string(c.customer_id)
+        self.licenseIds = WireArena.array(c.n_license_ids, c.license_ids) { WireArena.string($0) }
+    }
+
+    public func fill(_ c: inout Licensing__V1__ExportCustomerRequest, _ arena: WireArena) {
+        c.customer_id = arena.string(self.customerId)
+        c.n_license_ids = self.licenseIds.count
+        c.license_ids = arena.array(self.licenseIds) { arena.string($0) }
+    }
+}
+
+public struct CustomerExport: WireMessage, Encodable {
+    public var service: String = ""
+    public var json: String = ""
+    public var records: UInt64 = 0
+
+    public init() {}
+
+    public init(service: String = "", json: String = "", records: UInt64 = 0) {
+        self.service = service
+        self.json = json
+        self.records = records
+    }
+}
+
+extension CustomerExport: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.CustomerExport"
+
+    public static func cNew() -> Licensing__V1__CustomerExport {
+        var c = Licensing__V1__CustomerExport()
+        licensing__v1__customer_export__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__CustomerExport>? {
+        licensing__v1__customer_export__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__CustomerExport>) {
+        licensing__v1__customer_export__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__CustomerExport>) -> Int {
+        licensing__v1__customer_export__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__CustomerExport>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__customer_export__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__CustomerExport) {
+        self.service = WireArena.string(c.service)
+        self.json = WireArena.string(c.json)
+        self.records = c.records
+    }
+
+    public func fill(_ c: inout Licensing__V1__CustomerExport, _ arena: WireArena) {
+        c.service = arena.string(self.service)
+        c.json = arena.string(self.json)
+        c.records = self.records
+    }
+}
+
 /// Methods of `licensing.v1.Issuance`.
 public enum IssuanceMethods {
     /// The service as protobuf-c describes it: every method and the fields of its request.
@@ -2347,7 +2440,8 @@ public enum IssuanceMethods {
     public static let changes = WireMethod<ChangesRequest, ChangesResponse>("licensing.v1.Issuance/Changes", serverStreaming: false)
     public static let watchChanges = WireMethod<ChangesRequest, ChangeEvent>("licensing.v1.Issuance/WatchChanges", serverStreaming: true)
     public static let eraseCustomer = WireMethod<EraseCustomerRequest, EraseCustomerResponse>("licensing.v1.Issuance/EraseCustomer", serverStreaming: false)
+    public static let exportCustomer = WireMethod<ExportCustomerRequest, CustomerExport>("licensing.v1.Issuance/ExportCustomer", serverStreaming: false)
 
     /// Every method of the service.
-    public static let all: [WireMethodInfo] = [createProduct.info, updateProduct.info, getProduct.info, listProducts.info, createPolicy.info, updatePolicy.info, getPolicy.info, listPolicies.info, createCustomer.info, updateCustomer.info, getCustomer.info, listCustomers.info, createDepartment.info, listDepartments.info, updateDepartment.info, issueLicense.info, getLicense.info, revealKey.info, listLicenses.info, suspendLicense.info, reinstateLicense.info, revokeLicense.info, renewLicense.info, changeEntitlements.info, transferLicense.info, assignUser.info, unassignUser.info, getSubscription.info, recordPayment.info, recordPaymentFailure.info, cancelSubscription.info, createSigningKey.info, rotateSigningKey.info, retireSigningKey.info, listPublicKeys.info, issueCertificate.info, listAuditEvents.info, verifyAuditChain.info, changes.info, watchChanges.info, eraseCustomer.info]
+    public static let all: [WireMethodInfo] = [createProduct.info, updateProduct.info, getProduct.info, listProducts.info, createPolicy.info, updatePolicy.info, getPolicy.info, listPolicies.info, createCustomer.info, updateCustomer.info, getCustomer.info, listCustomers.info, createDepartment.info, listDepartments.info, updateDepartment.info, issueLicense.info, getLicense.info, revealKey.info, listLicenses.info, suspendLicense.info, reinstateLicense.info, revokeLicense.info, renewLicense.info, changeEntitlements.info, transferLicense.info, assignUser.info, unassignUser.info, getSubscription.info, recordPayment.info, recordPaymentFailure.info, cancelSubscription.info, createSigningKey.info, rotateSigningKey.info, retireSigningKey.info, listPublicKeys.info, issueCertificate.info, listAuditEvents.info, verifyAuditChain.info, changes.info, watchChanges.info, eraseCustomer.info, exportCustomer.info]
 }

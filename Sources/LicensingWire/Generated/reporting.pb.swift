@@ -1076,7 +1076,8 @@ public enum ReportingMethods {
     public static let renewalPipeline = WireMethod<ReportRequest, RenewalPipelineResponse>("licensing.v1.Reporting/RenewalPipeline", serverStreaming: false)
     public static let export = WireMethod<ExportRequest, ExportChunk>("licensing.v1.Reporting/Export", serverStreaming: true)
     public static let eraseCustomer = WireMethod<EraseCustomerRequest, EraseCustomerResponse>("licensing.v1.Reporting/EraseCustomer", serverStreaming: false)
+    public static let exportCustomer = WireMethod<ExportCustomerRequest, CustomerExport>("licensing.v1.Reporting/ExportCustomer", serverStreaming: false)
 
     /// Every method of the service.
-    public static let all: [WireMethodInfo] = [usageReport.info, complianceReport.info, revenueReport.info, renewalPipeline.info, export.info, eraseCustomer.info]
+    public static let all: [WireMethodInfo] = [usageReport.info, complianceReport.info, revenueReport.info, renewalPipeline.info, export.info, eraseCustomer.info, exportCustomer.info]
 }

@@ -1212,7 +1212,8 @@ public enum UsageMethods {
     public static let reportTamper = WireMethod<TamperReport, TamperReportResponse>("licensing.v1.Usage/ReportTamper", serverStreaming: false)
     public static let feed = WireMethod<FeedRequest, UsageFeedResponse>("licensing.v1.Usage/Feed", serverStreaming: false)
     public static let eraseCustomer = WireMethod<EraseCustomerRequest, EraseCustomerResponse>("licensing.v1.Usage/EraseCustomer", serverStreaming: false)
+    public static let exportCustomer = WireMethod<ExportCustomerRequest, CustomerExport>("licensing.v1.Usage/ExportCustomer", serverStreaming: false)
 
     /// Every method of the service.
-    public static let all: [WireMethodInfo] = [recordUsage.info, getUsage.info, setQuota.info, listQuotas.info, listAlerts.info, acknowledgeAlert.info, reportTamper.info, feed.info, eraseCustomer.info]
+    public static let all: [WireMethodInfo] = [recordUsage.info, getUsage.info, setQuota.info, listQuotas.info, listAlerts.info, acknowledgeAlert.info, reportTamper.info, feed.info, eraseCustomer.info, exportCustomer.info]
 }
