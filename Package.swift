@@ -171,7 +171,10 @@ let package = Package(
             dependencies: [
                 "LicensingRPC",
                 "LicensingCore",
+                "LicensingRuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "GRDB", package: "GRDB.swift"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -2364,11 +2364,11 @@ static const ProtobufCFieldDescriptor licensing__v1__gateway_customer_export__fi
     "json",
     1,
     PROTOBUF_C_LABEL_NONE,
-    PROTOBUF_C_TYPE_STRING,
+    PROTOBUF_C_TYPE_BYTES,
     0,   /* quantifier_offset */
     offsetof(Licensing__V1__GatewayCustomerExport, json),
     NULL,
-    &protobuf_c_empty_string,
+    NULL,
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
@@ -2451,7 +2451,7 @@ const ProtobufCEnumDescriptor licensing__v1__role__descriptor =
   licensing__v1__role__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCMethodDescriptor licensing__v1__gateway__method_descriptors[14] =
+static const ProtobufCMethodDescriptor licensing__v1__gateway__method_descriptors[15] =
 {
   { "CreateApiKey", &licensing__v1__create_api_key_request__descriptor, &licensing__v1__create_api_key_response__descriptor },
   { "ListApiKeys", &licensing__v1__list_api_keys_request__descriptor, &licensing__v1__list_api_keys_response__descriptor },
@@ -2461,6 +2461,7 @@ static const ProtobufCMethodDescriptor licensing__v1__gateway__method_descriptor
   { "EraseCustomer", &licensing__v1__erase_customer_request__descriptor, &licensing__v1__gateway_erase_customer_response__descriptor },
   { "ExportCustomer", &licensing__v1__export_customer_request__descriptor, &licensing__v1__gateway_customer_export__descriptor },
   { "WhoAmI", &licensing__v1__who_am_irequest__descriptor, &licensing__v1__who_am_iresponse__descriptor },
+  { "Backup", &licensing__v1__snapshot_request__descriptor, &licensing__v1__snapshot_chunk__descriptor },
   { "SignInHolder", &licensing__v1__sign_in_holder_request__descriptor, &licensing__v1__sign_in_holder_response__descriptor },
   { "CreateSignInLink", &licensing__v1__create_sign_in_link_request__descriptor, &licensing__v1__create_sign_in_link_response__descriptor },
   { "HolderLicenses", &licensing__v1__holder_licenses_request__descriptor, &licensing__v1__holder_licenses_response__descriptor },
@@ -2469,19 +2470,20 @@ static const ProtobufCMethodDescriptor licensing__v1__gateway__method_descriptor
   { "RevealLicenseKey", &licensing__v1__reveal_license_key_request__descriptor, &licensing__v1__reveal_license_key_response__descriptor },
 };
 const unsigned licensing__v1__gateway__method_indices_by_name[] = {
+  8,        /* Backup */
   0,        /* CreateApiKey */
-  9,        /* CreateSignInLink */
+  10,        /* CreateSignInLink */
   5,        /* EraseCustomer */
   6,        /* ExportCustomer */
   4,        /* Health */
-  11,        /* HolderDeactivate */
-  10,        /* HolderLicenses */
-  12,        /* HolderOfflineLicense */
+  12,        /* HolderDeactivate */
+  11,        /* HolderLicenses */
+  13,        /* HolderOfflineLicense */
   3,        /* LicenseOverview */
   1,        /* ListApiKeys */
-  13,        /* RevealLicenseKey */
+  14,        /* RevealLicenseKey */
   2,        /* RevokeApiKey */
-  8,        /* SignInHolder */
+  9,        /* SignInHolder */
   7         /* WhoAmI */
 };
 const ProtobufCServiceDescriptor licensing__v1__gateway__descriptor =
@@ -2491,7 +2493,7 @@ const ProtobufCServiceDescriptor licensing__v1__gateway__descriptor =
   "Gateway",
   "Licensing__V1__Gateway",
   "licensing.v1",
-  14,
+  15,
   licensing__v1__gateway__method_descriptors,
   licensing__v1__gateway__method_indices_by_name
 };
@@ -2559,13 +2561,21 @@ void licensing__v1__gateway__who_am_i(ProtobufCService *service,
   assert(service->descriptor == &licensing__v1__gateway__descriptor);
   service->invoke(service, 7, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
+void licensing__v1__gateway__backup(ProtobufCService *service,
+                                    const Licensing__V1__SnapshotRequest *input,
+                                    Licensing__V1__SnapshotChunk_Closure closure,
+                                    void *closure_data)
+{
+  assert(service->descriptor == &licensing__v1__gateway__descriptor);
+  service->invoke(service, 8, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
 void licensing__v1__gateway__sign_in_holder(ProtobufCService *service,
                                             const Licensing__V1__SignInHolderRequest *input,
                                             Licensing__V1__SignInHolderResponse_Closure closure,
                                             void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__gateway__descriptor);
-  service->invoke(service, 8, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 9, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__gateway__create_sign_in_link(ProtobufCService *service,
                                                  const Licensing__V1__CreateSignInLinkRequest *input,
@@ -2573,7 +2583,7 @@ void licensing__v1__gateway__create_sign_in_link(ProtobufCService *service,
                                                  void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__gateway__descriptor);
-  service->invoke(service, 9, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 10, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__gateway__holder_licenses(ProtobufCService *service,
                                              const Licensing__V1__HolderLicensesRequest *input,
@@ -2581,7 +2591,7 @@ void licensing__v1__gateway__holder_licenses(ProtobufCService *service,
                                              void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__gateway__descriptor);
-  service->invoke(service, 10, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 11, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__gateway__holder_deactivate(ProtobufCService *service,
                                                const Licensing__V1__HolderDeactivateRequest *input,
@@ -2589,7 +2599,7 @@ void licensing__v1__gateway__holder_deactivate(ProtobufCService *service,
                                                void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__gateway__descriptor);
-  service->invoke(service, 11, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 12, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__gateway__holder_offline_license(ProtobufCService *service,
                                                     const Licensing__V1__HolderOfflineLicenseRequest *input,
@@ -2597,7 +2607,7 @@ void licensing__v1__gateway__holder_offline_license(ProtobufCService *service,
                                                     void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__gateway__descriptor);
-  service->invoke(service, 12, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 13, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__gateway__reveal_license_key(ProtobufCService *service,
                                                 const Licensing__V1__RevealLicenseKeyRequest *input,
@@ -2605,7 +2615,7 @@ void licensing__v1__gateway__reveal_license_key(ProtobufCService *service,
                                                 void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__gateway__descriptor);
-  service->invoke(service, 13, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 14, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__gateway__init (Licensing__V1__Gateway_Service *service,
                                    Licensing__V1__Gateway_ServiceDestroy destroy)

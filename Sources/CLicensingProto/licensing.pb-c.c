@@ -1980,7 +1980,7 @@ const ProtobufCMessageDescriptor licensing__v1__changes_request__descriptor =
   (ProtobufCMessageInit) licensing__v1__changes_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor licensing__v1__changes_response__field_descriptors[2] =
+static const ProtobufCFieldDescriptor licensing__v1__changes_response__field_descriptors[4] =
 {
   {
     "events",
@@ -2006,15 +2006,41 @@ static const ProtobufCFieldDescriptor licensing__v1__changes_response__field_des
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "epoch",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ChangesResponse, epoch),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "epoch_since_seq",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ChangesResponse, epoch_since_seq),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned licensing__v1__changes_response__field_indices_by_name[] = {
+  2,   /* field[2] = epoch */
+  3,   /* field[3] = epoch_since_seq */
   0,   /* field[0] = events */
   1,   /* field[1] = last_seq */
 };
 static const ProtobufCIntRange licensing__v1__changes_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor licensing__v1__changes_response__descriptor =
 {
@@ -2024,7 +2050,7 @@ const ProtobufCMessageDescriptor licensing__v1__changes_response__descriptor =
   "Licensing__V1__ChangesResponse",
   "licensing.v1",
   sizeof(Licensing__V1__ChangesResponse),
-  2,
+  4,
   licensing__v1__changes_response__field_descriptors,
   licensing__v1__changes_response__field_indices_by_name,
   1,  licensing__v1__changes_response__number_ranges,

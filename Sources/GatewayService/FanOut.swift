@@ -89,7 +89,7 @@ extension GatewayService {
         let deadline = call.deadline
         let own = try await issuance.call(IssuanceMethods.exportCustomer, ExportCustomerRequest(customerId: request.customerId), metadata: metadata, deadline: deadline)
         var licenses: [String] = []
-        if let object = try? JSONSerialization.jsonObject(with: Data(own.json.utf8)) as? [String: Any], let rows = object["licenses"] as? [[String: Any]] {
+        if let object = try? JSONSerialization.jsonObject(with: Data(own.json)) as? [String: Any], let rows = object["licenses"] as? [[String: Any]] {
             licenses = rows.compactMap { $0["id"] as? String }
         }
         let forwarded = ExportCustomerRequest(customerId: request.customerId, licenseIds: licenses)
@@ -108,13 +108,13 @@ extension GatewayService {
         }
         var services: [String: Any] = [:]
         for export in [own] + results.compactMap({ try? $0.result.get() }) {
-            services[export.service] = (try? JSONSerialization.jsonObject(with: Data(export.json.utf8))) ?? [:]
+            services[export.service] = (try? JSONSerialization.jsonObject(with: Data(export.json))) ?? [:]
         }
         let document: [String: Any] = [
             "customer_id": request.customerId, "tenant_id": key.tenantId, "exported_at": ISODate.format(clock.now), "services": services,
             "missing": results.filter { (try? $0.result.get()) == nil }.map { $0.status.service },
         ]
-        let json = (try? JSONSerialization.data(withJSONObject: document, options: [.sortedKeys, .prettyPrinted])).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+        let json = (try? JSONSerialization.data(withJSONObject: document, options: [.sortedKeys, .prettyPrinted])).map(Array.init) ?? Array("{}".utf8)
         return GatewayCustomerExport(json: json, parts: results.map(\.status).filter { $0.code != .ok })
     }
 

@@ -245,6 +245,19 @@ extension GatewayService: GatewayServiceProtocol {
         try await exportCustomer(request, call, try Caller(call))
     }
 
+    /// One service's database, or the gateway's own, streamed for licensectl backup.
+    public func backup(_ request: SnapshotRequest, _ call: ServerCall, _ stream: TypedResponseStream<SnapshotChunk>) async throws {
+        _ = try Caller(call)
+        if request.service == "gateway" {
+            return try await DatabaseSnapshot(service: "gateway", database: database).send { try await stream.send($0) }
+        }
+        guard let backend = backends.first(where: { $0.name == request.service }) else {
+            throw RPCError.invalidArgument("service must be one of: \((backends.map(\.name) + ["gateway"]).joined(separator: ", "))")
+        }
+        let chunks = try await backend.streamRaw(BackupMethods.snapshot.name, payload: SnapshotRequest().serializedBytes(), metadata: call.metadata, deadline: call.deadline)
+        for try await chunk in chunks { try await stream.send(try SnapshotChunk(serializedBytes: chunk)) }
+    }
+
     public func whoAmI(_ request: WhoAmIRequest, _ call: ServerCall) async throws -> WhoAmIResponse {
         try await whoAmI(request, call, try Caller(call))
     }

@@ -132,12 +132,24 @@ public final class IntegrationsService: IntegrationsServiceProtocol {
             database: database, issuance: issuance, mailer: options.smtp.map { SMTPMailer(settings: $0) }, consoleURL: options.consoleURL,
             interval: options.keyMailInterval, clock: clock, logger: logger)
         let interval = options.followInterval
+        // After a restore of issuance (a new epoch), its history up to where this service had
+        // followed the old epoch is applied again for what it remembers of licenses, but not
+        // sent again (receivers had it); what it had not reached yet is sent.
+        let epochStart = NIOLockedValueBox<UInt64>(0)
         let issuanceFeed = FeedFollower<ChangeEvent>(feed: "issuance", database: database, idleInterval: interval, logger: logger) { after in
             let response = try await issuance.call(IssuanceMethods.changes, ChangesRequest(afterSeq: after, limit: 1000), timeout: .seconds(10))
-            return FeedPage(events: response.events, lastSeq: response.lastSeq, nextAfter: response.events.last?.seq ?? after, epoch: "")
-        } apply: { events, cursor, _ in
+            epochStart.withLockedValue { $0 = response.epochSinceSeq }
+            return FeedPage(events: response.events, lastSeq: response.lastSeq, nextAfter: response.events.last?.seq ?? after, epoch: response.epoch)
+        } apply: { events, cursor, restart in
+            let restoredAt = epochStart.withLockedValue { $0 }
             try await database.write { db in
-                try Outbox.apply(issuance: events, now: clock.now, in: db)
+                if restart {
+                    let reached = try FeedCursor.load(feed: "issuance", in: db).appliedSeq
+                    try FeedCursor(appliedSeq: min(reached, restoredAt), epoch: cursor.epoch).store(feed: "issuance-history", in: db)
+                }
+                let history = try FeedCursor.load(feed: "issuance-history", in: db)
+                try Outbox.apply(
+                    issuance: events, epoch: cursor.epoch, silentThrough: history.epoch == cursor.epoch ? history.appliedSeq : 0, now: clock.now, in: db)
                 try cursor.store(feed: "issuance", in: db)
             }
         }
@@ -194,6 +206,7 @@ public final class IntegrationsService: IntegrationsServiceProtocol {
         HealthReporter(service: "integrations", feeds: { positions() }, problems: {
             (try? await Self.problems(database: database, now: clock.now)) ?? ["the integrations database cannot be read"]
         }).register(in: &router)
+        DatabaseSnapshot(service: "integrations", database: database).register(in: &router)
         registerMethods(with: &router)
         return router
     }

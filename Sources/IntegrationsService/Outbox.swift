@@ -35,7 +35,9 @@ enum Outbox {
 
     /// Issuance's changes: licenses are remembered (tenant, customer) for the subscription
     /// events that name only a license; the events go to the outbox.
-    static func apply(issuance changes: [ChangeEvent], now: Int64, in db: Database) throws {
+    /// `epoch`: the feed's epoch, part of each event's id (a restored issuance reuses sequence
+    /// numbers). Events up to `silentThrough` update what is remembered but are not sent.
+    static func apply(issuance changes: [ChangeEvent], epoch: String = "", silentThrough: UInt64 = 0, now: Int64, in db: Database) throws {
         for change in changes {
             guard case .license(let license)? = change.subject else { continue }
             try db.execute(
@@ -51,7 +53,7 @@ enum Outbox {
                     license.graceSeconds, license.features.joined(separator: ","),
                 ])
         }
-        try write(try events(issuance: changes, in: db), now: now, in: db)
+        try write(try events(issuance: changes.filter { $0.seq > silentThrough }, epoch: epoch, in: db), now: now, in: db)
     }
 
     /// The webhook a change is, if any. A failed payment that moves the license into grace
@@ -67,8 +69,11 @@ enum Outbox {
         return issuanceTypes[change.action]
     }
 
-    static func events(issuance changes: [ChangeEvent], in db: Database) throws -> [Event] {
-        try changes.compactMap { change in
+    static func events(issuance changes: [ChangeEvent], epoch: String = "", in db: Database) throws -> [Event] {
+        // Ids carry the feed's epoch: a restored issuance reuses sequence numbers. (Events
+        // written before epochs existed keep their ids of the sequence alone.)
+        func eventID(_ seq: UInt64) -> String { epoch.isEmpty ? "evt_iss_\(seq)" : "evt_iss_\(epoch.prefix(8))_\(seq)" }
+        return try changes.compactMap { change -> Event? in
             guard let type = type(of: change) else { return nil }
             switch change.subject {
             case .license(let license)?:
@@ -77,7 +82,7 @@ enum Outbox {
                     "state": license.state.description, "expires_at": license.expiresAt == 0 ? NSNull() : ISODate.format(license.expiresAt) as Any,
                 ]
                 if !license.stateReason.isEmpty { data["reason"] = license.stateReason }
-                return Event(id: "evt_iss_\(change.seq)", tenant: license.tenantId, type: type, customer: license.customerId, data: data, at: change.occurredAt)
+                return Event(id: eventID(change.seq), tenant: license.tenantId, type: type, customer: license.customerId, data: data, at: change.occurredAt)
             case .subscription(let subscription)?:
                 let owner = try Row.fetchOne(db, sql: "SELECT tenant_id, customer_id FROM license_ref WHERE license_id = ?", arguments: [subscription.licenseId])
                 let data: [String: Any] = [
@@ -86,7 +91,7 @@ enum Outbox {
                     "amount_minor": subscription.amountMinor, "currency": subscription.currency,
                 ]
                 return Event(
-                    id: "evt_iss_\(change.seq)", tenant: owner?["tenant_id"] ?? "default", type: type, customer: owner?["customer_id"] ?? "", data: data,
+                    id: eventID(change.seq), tenant: owner?["tenant_id"] ?? "default", type: type, customer: owner?["customer_id"] ?? "", data: data,
                     at: change.occurredAt)
             default:
                 return nil

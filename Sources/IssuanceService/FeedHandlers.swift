@@ -11,9 +11,11 @@ extension IssuanceService {
         try requireService(call)
         let limit = request.limit == 0 ? 500 : min(Int(request.limit), 5000)
         return try await database.read { db in
-            ChangesResponse(
+            let epoch = try Row.fetchOne(db, sql: "SELECT epoch, since_seq FROM feed_epoch")
+            return ChangesResponse(
                 events: try ChangeFeed.read(after: request.afterSeq, limit: limit, in: db),
-                lastSeq: try ChangeFeed.lastSeq(in: db))
+                lastSeq: try ChangeFeed.lastSeq(in: db),
+                epoch: epoch?["epoch"] ?? "", epochSinceSeq: UInt64(epoch?["since_seq"] as Int64? ?? 0))
         }
     }
 

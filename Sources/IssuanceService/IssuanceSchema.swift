@@ -189,6 +189,13 @@ enum IssuanceSchema {
                 CREATE INDEX audit_by_target ON audit_event(target, seq);
                 """)
         }
+        // The change feed's epoch: a restored database gets a new one (licensectl restore),
+        // so followers know the feed went back and follow it again.
+        migrator.registerMigration("v5: change feed epoch") { db in
+            // since_seq: the feed's last sequence when this epoch began (a restore's point).
+            try db.execute(sql: "CREATE TABLE feed_epoch (epoch TEXT NOT NULL, since_seq INTEGER NOT NULL DEFAULT 0)")
+            try db.execute(sql: "INSERT INTO feed_epoch (epoch) VALUES (lower(hex(randomblob(16))))")
+        }
         return migrator
     }
 }

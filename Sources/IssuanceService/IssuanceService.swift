@@ -73,6 +73,7 @@ public final class IssuanceService: Sendable {
     public func router() -> RPCRouter {
         var router = RPCRouter()
         HealthReporter(service: "issuance").register(in: &router)
+        DatabaseSnapshot(service: "issuance", database: database).register(in: &router)
         registerMethods(with: &router)
         return router
     }

@@ -10,7 +10,8 @@ public struct CustomerExportSections {
     private var notes: [String] = []
     public private(set) var records = 0
     /// Sections larger than this keep their newest rows and say how many were left out.
-    public static let maxRowsPerSection = 50_000
+    /// (An answer travels in one frame of at most 4 MiB.)
+    public static let maxRowsPerSection = 2_000
 
     static let secretColumns: Set<String> = ["key_hash", "secret", "secret_hash", "sealed", "sealed_private_key", "reveal_token", "response", "token_hash"]
 
@@ -39,11 +40,11 @@ public struct CustomerExportSections {
 
     /// What a service answers: the document and its row count.
     public struct Output: Sendable {
-        public let json: String
+        public let json: [UInt8]
         public let records: Int
     }
 
-    public var output: Output { Output(json: json, records: records) }
+    public var output: Output { Output(json: Array(json.utf8), records: records) }
 
     public var json: String {
         var document: [String: Any] = sections

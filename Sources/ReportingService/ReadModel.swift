@@ -164,8 +164,13 @@ public struct ReadModelWriter: Sendable {
         self.database = database
     }
 
-    public func apply(issuance events: [ChangeEvent], cursor: FeedCursor? = nil) async throws {
+    /// `restart`: issuance was restored to an earlier point; what came from its feed is
+    /// rebuilt from the start of the new epoch.
+    public func apply(issuance events: [ChangeEvent], cursor: FeedCursor? = nil, restart: Bool = false) async throws {
         try await database.write { db in
+            if restart {
+                try db.execute(sql: "DELETE FROM r_license; DELETE FROM r_subscription; DELETE FROM r_payment; DELETE FROM r_movement; DELETE FROM r_product")
+            }
             try ReadModel.apply(issuance: events, in: db)
             try cursor?.store(feed: ReadModel.issuanceFeed, in: db)
         }

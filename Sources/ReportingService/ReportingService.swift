@@ -39,9 +39,9 @@ public final class ReportingService: ReportingServiceProtocol {
         self.followers = [
             FeedFollower<ChangeEvent>(feed: ReadModel.issuanceFeed, database: database, idleInterval: interval, logger: logger) { after in
                 let response = try await issuance.call(IssuanceMethods.changes, ChangesRequest(afterSeq: after, limit: 2000), timeout: .seconds(10))
-                return FeedPage(events: response.events, lastSeq: response.lastSeq, nextAfter: response.events.last?.seq ?? after, epoch: "")
-            } apply: { events, cursor, _ in
-                try await writer.apply(issuance: events, cursor: cursor)
+                return FeedPage(events: response.events, lastSeq: response.lastSeq, nextAfter: response.events.last?.seq ?? after, epoch: response.epoch)
+            } apply: { events, cursor, restart in
+                try await writer.apply(issuance: events, cursor: cursor, restart: restart)
             },
             FeedFollower<ValidationEvent>(feed: ReadModel.validationFeed, database: database, idleInterval: interval, logger: logger) { after in
                 let response = try await validation.call(ValidationMethods.events, FeedRequest(afterSeq: after, limit: 5000), timeout: .seconds(10))
@@ -84,6 +84,7 @@ public final class ReportingService: ReportingServiceProtocol {
         var router = RPCRouter()
         let followers = self.followers
         HealthReporter(service: "reporting", feeds: { followers.map { $0.position() } }).register(in: &router)
+        DatabaseSnapshot(service: "reporting", database: database).register(in: &router)
         registerMethods(with: &router)
         return router
     }

@@ -93,6 +93,7 @@ public final class UsageService: UsageServiceProtocol {
         var router = RPCRouter()
         let compliance = self.compliance
         HealthReporter(service: "usage", feeds: { [compliance.position()] }).register(in: &router)
+        DatabaseSnapshot(service: "usage", database: database).register(in: &router)
         registerMethods(with: &router)
         return router
     }

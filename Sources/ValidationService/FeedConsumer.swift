@@ -71,7 +71,13 @@ final class FeedConsumer: Service, Sendable {
         let batch: UInt32 = 1000
         let after = state.withLockedValue { $0.appliedSeq }
         let response = try await client.call(IssuanceMethods.changes, ChangesRequest(afterSeq: after, limit: batch), timeout: .seconds(5))
-        let position = try await replica.apply(response.events)
+        let position = try await replica.apply(response.events, epoch: response.epoch)
+        if position == LicenseReplica.restarted {
+            logger.warning("issuance's feed started a new epoch (a restore): the replica is rebuilt from its start", metadata: ["epoch": "\(response.epoch)"])
+            signingKeys.invalidate()
+            state.withLockedValue { $0.appliedSeq = 0 }
+            return true
+        }
         if response.events.contains(where: { if case .signingKey? = $0.subject { true } else { false } }) { signingKeys.invalidate() }
         let applied = state.withLockedValue {
             $0.appliedSeq = max($0.appliedSeq, position)

@@ -22,9 +22,25 @@ struct LicenseReplica: Sendable {
     /// Applies a batch of events and the new feed position in one transaction; events at
     /// or below the stored position were applied before and are skipped.
     /// Returns the position after the batch.
-    func apply(_ events: [ChangeEvent]) async throws -> UInt64 {
+    func apply(_ events: [ChangeEvent], epoch: String = "") async throws -> UInt64 {
         try await database.write { db in
             var position = try Self.position(in: db)
+            let stored = try String.fetchOne(db, sql: "SELECT epoch FROM feed_position WHERE feed = ?", arguments: [Self.feed]) ?? ""
+            if !epoch.isEmpty, epoch != stored {
+                if !stored.isEmpty {
+                    // Issuance was restored to an earlier point: its facts are the truth again.
+                    // The replica is rebuilt from the start of the new epoch; machines and seats
+                    // of licenses that no longer exist are left to no one (their keys find nothing).
+                    try db.execute(sql: "DELETE FROM replica_license; DELETE FROM replica_department; DELETE FROM replica_signing_key")
+                    try db.execute(
+                        sql: "INSERT INTO feed_position (feed, applied_seq, epoch) VALUES (?, 0, ?) ON CONFLICT(feed) DO UPDATE SET applied_seq = 0, epoch = excluded.epoch",
+                        arguments: [Self.feed, epoch])
+                    return Self.restarted
+                }
+                try db.execute(
+                    sql: "INSERT INTO feed_position (feed, applied_seq, epoch) VALUES (?, ?, ?) ON CONFLICT(feed) DO UPDATE SET epoch = excluded.epoch",
+                    arguments: [Self.feed, Int64(position), epoch])
+            }
             for event in events where event.seq > position {
                 switch event.subject {
                 case .license(let license)? where !event.keyHash.isEmpty:
@@ -44,6 +60,9 @@ struct LicenseReplica: Sendable {
             return position
         }
     }
+
+    /// What `apply` answers when the source's epoch changed and the replica was reset.
+    static let restarted = UInt64.max
 
     func position() async throws -> UInt64 {
         try await database.read { db in try Self.position(in: db) }

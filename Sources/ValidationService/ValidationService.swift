@@ -148,6 +148,7 @@ public final class ValidationService: ValidationServiceProtocol {
         let feed = self.feed
         let quotaFeed = self.quotaFeed
         HealthReporter(service: "validation", feeds: { [feed.position()] + (quotaFeed.map { [$0.position()] } ?? []) }).register(in: &router)
+        DatabaseSnapshot(service: "validation", database: database).register(in: &router)
         registerMethods(with: &router)
         return router
     }

@@ -124,13 +124,13 @@ struct ExportCustomerCommand: AsyncParsableCommand {
         }
         await client.close()
         if let out {
-            guard FileManager.default.createFile(atPath: out, contents: Data(answer.json.utf8), attributes: [.posixPermissions: 0o600]) else {
+            guard FileManager.default.createFile(atPath: out, contents: Data(answer.json), attributes: [.posixPermissions: 0o600]) else {
                 Output.error("cannot write \(out)")
                 throw ExitCode(2)
             }
             print("written to \(out)")
         } else {
-            print(answer.json)
+            print(String(decoding: answer.json, as: UTF8.self))
         }
         for part in answer.parts { Output.error("\(part.service) did not answer (\(part.code): \(part.message)); its part is missing") }
         if !answer.parts.isEmpty { throw ExitCode(1) }

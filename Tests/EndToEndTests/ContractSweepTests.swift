@@ -81,7 +81,7 @@ import Testing
         case "licensing.v1.Reporting": return "reporting"
         case "licensing.v1.Integrations": return "integrations"
         case "licensing.v1.Gateway": return "gateway"
-        case "licensing.v1.Health": return nil  // every process; swept at the gateway
+        case "licensing.v1.Health", "licensing.v1.Backup": return nil  // every process; swept at the gateway
         default: return "unknown"
         }
     }

@@ -40,7 +40,7 @@ import Testing
         func section(_ service: String, _ name: String) -> [[String: Any]] { ((services[service] as? [String: Any])?[name] as? [[String: Any]]) ?? [] }
         let complete = await eventually(within: .seconds(30), every: .milliseconds(300)) {
             guard let answer = try? await admin.call(GatewayMethods.exportCustomer, ExportCustomerRequest(customerId: dana.id), timeout: .seconds(30)),
-                let parsed = try? JSONSerialization.jsonObject(with: Data(answer.json.utf8)) as? [String: Any]
+                let parsed = try? JSONSerialization.jsonObject(with: Data(answer.json)) as? [String: Any]
             else { return false }
             document = parsed
             services = (parsed["services"] as? [String: Any]) ?? [:]

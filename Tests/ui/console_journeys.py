@@ -7,7 +7,7 @@ import os
 import sys
 
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException
+from selenium.common.exceptions import NoAlertPresentException, NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -32,7 +32,8 @@ def browser(width=1280, height=1000):
 def wait_for(driver, text, seconds=30):
     """Waits until the page shows `text` (a click's navigation may still be loading)."""
     try:
-        WebDriverWait(driver, seconds).until(lambda d: text in d.find_element(By.TAG_NAME, "body").text)
+        # The page source, not an element: a page that is being replaced has no stale elements.
+        WebDriverWait(driver, seconds, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)).until(lambda d: text in d.page_source)
         return True
     except Exception:
         return False

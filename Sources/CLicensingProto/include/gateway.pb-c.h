@@ -21,6 +21,7 @@ PROTOBUF_C__BEGIN_DECLS
 #include "validation.pb-c.h"
 #include "usage.pb-c.h"
 #include "integrations.pb-c.h"
+#include "backup.pb-c.h"
 
 typedef struct Licensing__V1__ApiKey Licensing__V1__ApiKey;
 typedef struct Licensing__V1__CreateApiKeyRequest Licensing__V1__CreateApiKeyRequest;
@@ -389,9 +390,9 @@ struct  Licensing__V1__GatewayCustomerExport
 {
   ProtobufCMessage base;
   /*
-   * {"customer_id", "tenant_id", "exported_at", "services": {"issuance": {...}, ...}}
+   * UTF-8 JSON: {"customer_id", "tenant_id", "exported_at", "services": {"issuance": {...}, ...}}
    */
-  char *json;
+  ProtobufCBinaryData json;
   /*
    * Services that could not answer: the document lacks their part.
    */
@@ -400,7 +401,7 @@ struct  Licensing__V1__GatewayCustomerExport
 };
 #define LICENSING__V1__GATEWAY_CUSTOMER_EXPORT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__gateway_customer_export__descriptor) \
-    , (char *)protobuf_c_empty_string, 0,NULL }
+    , {0,NULL}, 0,NULL }
 
 
 /* Licensing__V1__ApiKey methods */
@@ -950,6 +951,10 @@ struct Licensing__V1__Gateway_Service
                    const Licensing__V1__WhoAmIRequest *input,
                    Licensing__V1__WhoAmIResponse_Closure closure,
                    void *closure_data);
+  void (*backup)(Licensing__V1__Gateway_Service *service,
+                 const Licensing__V1__SnapshotRequest *input,
+                 Licensing__V1__SnapshotChunk_Closure closure,
+                 void *closure_data);
   void (*sign_in_holder)(Licensing__V1__Gateway_Service *service,
                          const Licensing__V1__SignInHolderRequest *input,
                          Licensing__V1__SignInHolderResponse_Closure closure,
@@ -990,6 +995,7 @@ void licensing__v1__gateway__init (Licensing__V1__Gateway_Service *service,
       function_prefix__ ## erase_customer,\
       function_prefix__ ## export_customer,\
       function_prefix__ ## who_am_i,\
+      function_prefix__ ## backup,\
       function_prefix__ ## sign_in_holder,\
       function_prefix__ ## create_sign_in_link,\
       function_prefix__ ## holder_licenses,\
@@ -1028,6 +1034,10 @@ void licensing__v1__gateway__who_am_i(ProtobufCService *service,
                                       const Licensing__V1__WhoAmIRequest *input,
                                       Licensing__V1__WhoAmIResponse_Closure closure,
                                       void *closure_data);
+void licensing__v1__gateway__backup(ProtobufCService *service,
+                                    const Licensing__V1__SnapshotRequest *input,
+                                    Licensing__V1__SnapshotChunk_Closure closure,
+                                    void *closure_data);
 void licensing__v1__gateway__sign_in_holder(ProtobufCService *service,
                                             const Licensing__V1__SignInHolderRequest *input,
                                             Licensing__V1__SignInHolderResponse_Closure closure,

@@ -777,14 +777,15 @@ struct  Licensing__V1__CustomerExport
   ProtobufCMessage base;
   char *service;
   /*
-   * A JSON object: table-like sections of what the service holds, with field names.
+   * A JSON object (UTF-8): table-like sections of what the service holds, with field names.
+   * Bytes, not a string: a document is larger than the 8 KiB a string field may hold.
    */
-  char *json;
+  ProtobufCBinaryData json;
   uint64_t records;
 };
 #define LICENSING__V1__CUSTOMER_EXPORT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__customer_export__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
+    , (char *)protobuf_c_empty_string, {0,NULL}, 0 }
 
 
 /* Licensing__V1__GetByIdRequest methods */

@@ -353,10 +353,19 @@ struct  Licensing__V1__ChangesResponse
    * Highest sequence the producer has written, so a consumer can report its lag.
    */
   uint64_t last_seq;
+  /*
+   * Fixed when the producer's database was made; a restore from a backup makes a new one,
+   * and a consumer that sees it change follows the feed again (see FeedFollower).
+   */
+  char *epoch;
+  /*
+   * The last sequence the feed had when this epoch began (a restore's point; 0 for the first).
+   */
+  uint64_t epoch_since_seq;
 };
 #define LICENSING__V1__CHANGES_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__changes_response__descriptor) \
-    , 0,NULL, 0 }
+    , 0,NULL, 0, (char *)protobuf_c_empty_string, 0 }
 
 
 /*

@@ -13,6 +13,7 @@ public protocol GatewayServiceProtocol: Sendable {
     func eraseCustomer(_ request: EraseCustomerRequest, _ call: ServerCall) async throws -> GatewayEraseCustomerResponse
     func exportCustomer(_ request: ExportCustomerRequest, _ call: ServerCall) async throws -> GatewayCustomerExport
     func whoAmI(_ request: WhoAmIRequest, _ call: ServerCall) async throws -> WhoAmIResponse
+    func backup(_ request: SnapshotRequest, _ call: ServerCall, _ stream: TypedResponseStream<SnapshotChunk>) async throws
     func signInHolder(_ request: SignInHolderRequest, _ call: ServerCall) async throws -> SignInHolderResponse
     func createSignInLink(_ request: CreateSignInLinkRequest, _ call: ServerCall) async throws -> CreateSignInLinkResponse
     func holderLicenses(_ request: HolderLicensesRequest, _ call: ServerCall) async throws -> HolderLicensesResponse
@@ -32,6 +33,7 @@ extension GatewayServiceProtocol {
         router.register(GatewayMethods.eraseCustomer) { try await self.eraseCustomer($0, $1) }
         router.register(GatewayMethods.exportCustomer) { try await self.exportCustomer($0, $1) }
         router.register(GatewayMethods.whoAmI) { try await self.whoAmI($0, $1) }
+        router.registerStream(GatewayMethods.backup) { try await self.backup($0, $1, $2) }
         router.register(GatewayMethods.signInHolder) { try await self.signInHolder($0, $1) }
         router.register(GatewayMethods.createSignInLink) { try await self.createSignInLink($0, $1) }
         router.register(GatewayMethods.holderLicenses) { try await self.holderLicenses($0, $1) }

@@ -2,5 +2,5 @@
 
 /// Every service of the contracts.
 public enum WireServices {
-    public static let all: [WireServiceShape] = [IssuanceMethods.shape, ValidationMethods.shape, UsageMethods.shape, IntegrationsMethods.shape, GatewayMethods.shape, HealthMethods.shape, ReportingMethods.shape]
+    public static let all: [WireServiceShape] = [BackupMethods.shape, IssuanceMethods.shape, ValidationMethods.shape, UsageMethods.shape, IntegrationsMethods.shape, GatewayMethods.shape, HealthMethods.shape, ReportingMethods.shape]
 }

@@ -1092,12 +1092,12 @@ extension WhoAmIResponse: ProtobufCMessageBinding {
 }
 
 public struct GatewayCustomerExport: WireMessage, Encodable {
-    public var json: String = ""
+    public var json: [UInt8] = []
     public var parts: [PartStatus] = []
 
     public init() {}
 
-    public init(json: String = "", parts: [PartStatus] = []) {
+    public init(json: [UInt8] = [], parts: [PartStatus] = []) {
         self.json = json
         self.parts = parts
     }
@@ -1125,12 +1125,12 @@ extension GatewayCustomerExport: ProtobufCMessageBinding {
     }
 
     public init(c: Licensing__V1__GatewayCustomerExport) {
-        self.json = WireArena.string(c.json)
+        self.json = WireArena.bytes(c.json)
         self.parts = WireArena.array(c.n_parts, c.parts) { PartStatus(c: $0!.pointee) }
     }
 
     public func fill(_ c: inout Licensing__V1__GatewayCustomerExport, _ arena: WireArena) {
-        c.json = arena.string(self.json)
+        c.json = arena.bytes(self.json)
         c.n_parts = self.parts.count
         c.parts = arena.array(self.parts) { Optional(arena.message($0)) }
     }
@@ -1148,6 +1148,7 @@ public enum GatewayMethods {
     public static let eraseCustomer = WireMethod<EraseCustomerRequest, GatewayEraseCustomerResponse>("licensing.v1.Gateway/EraseCustomer", serverStreaming: false)
     public static let exportCustomer = WireMethod<ExportCustomerRequest, GatewayCustomerExport>("licensing.v1.Gateway/ExportCustomer", serverStreaming: false)
     public static let whoAmI = WireMethod<WhoAmIRequest, WhoAmIResponse>("licensing.v1.Gateway/WhoAmI", serverStreaming: false)
+    public static let backup = WireMethod<SnapshotRequest, SnapshotChunk>("licensing.v1.Gateway/Backup", serverStreaming: true)
     public static let signInHolder = WireMethod<SignInHolderRequest, SignInHolderResponse>("licensing.v1.Gateway/SignInHolder", serverStreaming: false)
     public static let createSignInLink = WireMethod<CreateSignInLinkRequest, CreateSignInLinkResponse>("licensing.v1.Gateway/CreateSignInLink", serverStreaming: false)
     public static let holderLicenses = WireMethod<HolderLicensesRequest, HolderLicensesResponse>("licensing.v1.Gateway/HolderLicenses", serverStreaming: false)
@@ -1156,7 +1157,7 @@ public enum GatewayMethods {
     public static let revealLicenseKey = WireMethod<RevealLicenseKeyRequest, RevealLicenseKeyResponse>("licensing.v1.Gateway/RevealLicenseKey", serverStreaming: false)
 
     /// Every method of the service.
-    public static let all: [WireMethodInfo] = [createApiKey.info, listApiKeys.info, revokeApiKey.info, licenseOverview.info, health.info, eraseCustomer.info, exportCustomer.info, whoAmI.info, signInHolder.info, createSignInLink.info, holderLicenses.info, holderDeactivate.info, holderOfflineLicense.info, revealLicenseKey.info]
+    public static let all: [WireMethodInfo] = [createApiKey.info, listApiKeys.info, revokeApiKey.info, licenseOverview.info, health.info, eraseCustomer.info, exportCustomer.info, whoAmI.info, backup.info, signInHolder.info, createSignInLink.info, holderLicenses.info, holderDeactivate.info, holderOfflineLicense.info, revealLicenseKey.info]
 }
 
 /// Methods of `licensing.v1.Health`.

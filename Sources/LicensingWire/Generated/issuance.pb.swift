@@ -2349,12 +2349,12 @@ extension ExportCustomerRequest: ProtobufCMessageBinding {
 
 public struct CustomerExport: WireMessage, Encodable {
     public var service: String = ""
-    public var json: String = ""
+    public var json: [UInt8] = []
     public var records: UInt64 = 0
 
     public init() {}
 
-    public init(service: String = "", json: String = "", records: UInt64 = 0) {
+    public init(service: String = "", json: [UInt8] = [], records: UInt64 = 0) {
         self.service = service
         self.json = json
         self.records = records
@@ -2384,13 +2384,13 @@ extension CustomerExport: ProtobufCMessageBinding {
 
     public init(c: Licensing__V1__CustomerExport) {
         self.service = WireArena.string(c.service)
-        self.json = WireArena.string(c.json)
+        self.json = WireArena.bytes(c.json)
         self.records = c.records
     }
 
     public func fill(_ c: inout Licensing__V1__CustomerExport, _ arena: WireArena) {
         c.service = arena.string(self.service)
-        c.json = arena.string(self.json)
+        c.json = arena.bytes(self.json)
         c.records = self.records
     }
 }

@@ -989,12 +989,16 @@ extension ChangesRequest: ProtobufCMessageBinding {
 public struct ChangesResponse: WireMessage, Encodable {
     public var events: [ChangeEvent] = []
     public var lastSeq: UInt64 = 0
+    public var epoch: String = ""
+    public var epochSinceSeq: UInt64 = 0
 
     public init() {}
 
-    public init(events: [ChangeEvent] = [], lastSeq: UInt64 = 0) {
+    public init(events: [ChangeEvent] = [], lastSeq: UInt64 = 0, epoch: String = "", epochSinceSeq: UInt64 = 0) {
         self.events = events
         self.lastSeq = lastSeq
+        self.epoch = epoch
+        self.epochSinceSeq = epochSinceSeq
     }
 }
 
@@ -1022,12 +1026,16 @@ extension ChangesResponse: ProtobufCMessageBinding {
     public init(c: Licensing__V1__ChangesResponse) {
         self.events = WireArena.array(c.n_events, c.events) { ChangeEvent(c: $0!.pointee) }
         self.lastSeq = c.last_seq
+        self.epoch = WireArena.string(c.epoch)
+        self.epochSinceSeq = c.epoch_since_seq
     }
 
     public func fill(_ c: inout Licensing__V1__ChangesResponse, _ arena: WireArena) {
         c.n_events = self.events.count
         c.events = arena.array(self.events) { Optional(arena.message($0)) }
         c.last_seq = self.lastSeq
+        c.epoch = arena.string(self.epoch)
+        c.epoch_since_seq = self.epochSinceSeq
     }
 }
 

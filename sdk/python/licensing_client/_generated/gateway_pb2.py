@@ -18,65 +18,66 @@ import issuance_pb2 as issuance__pb2
 import validation_pb2 as validation__pb2
 import usage_pb2 as usage__pb2
 import integrations_pb2 as integrations__pb2
+import backup_pb2 as backup__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rgateway.proto\x12\x0clicensing.v1\x1a\x0e\x65nvelope.proto\x1a\x0chealth.proto\x1a\x0flicensing.proto\x1a\x0eissuance.proto\x1a\x10validation.proto\x1a\x0busage.proto\x1a\x12integrations.proto\"\xa3\x01\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12 \n\x04role\x18\x04 \x01(\x0e\x32\x12.licensing.v1.Role\x12\x12\n\ncreated_at\x18\x05 \x01(\x03\x12\x12\n\nexpires_at\x18\x06 \x01(\x03\x12\x12\n\nrevoked_at\x18\x07 \x01(\x03\x12\x0e\n\x06prefix\x18\x08 \x01(\t\"l\n\x13\x43reateApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12 \n\x04role\x18\x03 \x01(\x0e\x32\x12.licensing.v1.Role\x12\x12\n\nexpires_at\x18\x04 \x01(\x03\"M\n\x14\x43reateApiKeyResponse\x12%\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x14.licensing.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"\'\n\x12ListApiKeysRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\"=\n\x13ListApiKeysResponse\x12&\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x14.licensing.v1.ApiKey\"V\n\nPartStatus\x12\x0f\n\x07service\x18\x01 \x01(\t\x12&\n\x04\x63ode\x18\x02 \x01(\x0e\x32\x18.licensing.v1.StatusCode\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x98\x02\n\x17LicenseOverviewResponse\x12&\n\x07license\x18\x01 \x01(\x0b\x32\x15.licensing.v1.License\x12\x30\n\x0csubscription\x18\x02 \x01(\x0b\x32\x1a.licensing.v1.Subscription\x12\'\n\x08machines\x18\x03 \x03(\x0b\x32\x15.licensing.v1.Machine\x12&\n\x05seats\x18\x04 \x03(\x0b\x32\x17.licensing.v1.SeatLease\x12)\n\x05usage\x18\x05 \x01(\x0b\x32\x1a.licensing.v1.UsageSummary\x12\'\n\x05parts\x18\x06 \x03(\x0b\x32\x18.licensing.v1.PartStatus\"J\n\x15GatewayHealthResponse\x12\x31\n\ncomponents\x18\x01 \x03(\x0b\x32\x1d.licensing.v1.ComponentHealth\"|\n\x1cGatewayEraseCustomerResponse\x12\x33\n\x06\x65rased\x18\x01 \x03(\x0b\x32#.licensing.v1.EraseCustomerResponse\x12\'\n\x05parts\x18\x02 \x03(\x0b\x32\x18.licensing.v1.PartStatus\">\n\x13SignInHolderRequest\x12\x13\n\x0blicense_key\x18\x01 \x01(\t\x12\x12\n\nlink_token\x18\x02 \x01(\t\"i\n\x14SignInHolderResponse\x12\x14\n\x0cholder_token\x18\x01 \x01(\t\x12\x12\n\nexpires_at\x18\x02 \x01(\x03\x12\x12\n\nlicense_id\x18\x03 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x04 \x01(\t\"E\n\x17\x43reateSignInLinkRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x15\n\rvalid_seconds\x18\x02 \x01(\x03\"=\n\x18\x43reateSignInLinkResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x12\n\nexpires_at\x18\x02 \x01(\x03\"\x17\n\x15HolderLicensesRequest\"\xa6\x03\n\rHolderLicense\x12&\n\x07license\x18\x01 \x01(\x0b\x32\x15.licensing.v1.License\x12$\n\x06policy\x18\x02 \x01(\x0b\x32\x14.licensing.v1.Policy\x12&\n\x07product\x18\x03 \x01(\x0b\x32\x15.licensing.v1.Product\x12\x30\n\x0csubscription\x18\x04 \x01(\x0b\x32\x1a.licensing.v1.Subscription\x12\'\n\x08machines\x18\x05 \x03(\x0b\x32\x15.licensing.v1.Machine\x12&\n\x05seats\x18\x06 \x03(\x0b\x32\x17.licensing.v1.SeatLease\x12)\n\x05usage\x18\x07 \x01(\x0b\x32\x1a.licensing.v1.UsageSummary\x12#\n\x06quotas\x18\x08 \x03(\x0b\x32\x13.licensing.v1.Quota\x12-\n\x07renewal\x18\t \x01(\x0b\x32\x1c.licensing.v1.RenewalOptions\x12\x1d\n\x15\x66\x65\x61tures_not_included\x18\n \x03(\t\"p\n\x16HolderLicensesResponse\x12-\n\x08licenses\x18\x01 \x03(\x0b\x32\x1b.licensing.v1.HolderLicense\x12\'\n\x05parts\x18\x02 \x03(\x0b\x32\x18.licensing.v1.PartStatus\"A\n\x17HolderDeactivateRequest\x12\x12\n\nlicense_id\x18\x01 \x01(\t\x12\x12\n\nmachine_id\x18\x02 \x01(\t\"]\n\x1bHolderOfflineLicenseRequest\x12\x12\n\nlicense_id\x18\x01 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12\x15\n\rvalid_seconds\x18\x03 \x01(\x03\"(\n\x17RevealLicenseKeyRequest\x12\r\n\x05token\x18\x01 \x01(\t\"C\n\x18RevealLicenseKeyResponse\x12\x12\n\nlicense_id\x18\x01 \x01(\t\x12\x13\n\x0blicense_key\x18\x02 \x01(\t\"\x0f\n\rWhoAmIRequest\"P\n\x0eWhoAmIResponse\x12%\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x14.licensing.v1.ApiKey\x12\x17\n\x0f\x61llowed_methods\x18\x02 \x03(\t\"N\n\x15GatewayCustomerExport\x12\x0c\n\x04json\x18\x01 \x01(\t\x12\'\n\x05parts\x18\x02 \x03(\x0b\x32\x18.licensing.v1.PartStatus*\xac\x01\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0e\n\nROLE_ADMIN\x10\x01\x12\x0f\n\x0bROLE_ISSUER\x10\x02\x12\x10\n\x0cROLE_SUPPORT\x10\x03\x12\x10\n\x0cROLE_AUDITOR\x10\x04\x12\x14\n\x10ROLE_INTEGRATION\x10\x05\x12\x10\n\x0cROLE_PRODUCT\x10\x06\x12\x10\n\x0cROLE_CONSOLE\x10\x07\x12\x0f\n\x0bROLE_HOLDER\x10\x08\x32\xdb\t\n\x07Gateway\x12U\n\x0c\x43reateApiKey\x12!.licensing.v1.CreateApiKeyRequest\x1a\".licensing.v1.CreateApiKeyResponse\x12R\n\x0bListApiKeys\x12 .licensing.v1.ListApiKeysRequest\x1a!.licensing.v1.ListApiKeysResponse\x12\x42\n\x0cRevokeApiKey\x12\x1c.licensing.v1.GetByIdRequest\x1a\x14.licensing.v1.ApiKey\x12V\n\x0fLicenseOverview\x12\x1c.licensing.v1.GetByIdRequest\x1a%.licensing.v1.LicenseOverviewResponse\x12O\n\x06Health\x12 .licensing.v1.HealthCheckRequest\x1a#.licensing.v1.GatewayHealthResponse\x12_\n\rEraseCustomer\x12\".licensing.v1.EraseCustomerRequest\x1a*.licensing.v1.GatewayEraseCustomerResponse\x12Z\n\x0e\x45xportCustomer\x12#.licensing.v1.ExportCustomerRequest\x1a#.licensing.v1.GatewayCustomerExport\x12\x43\n\x06WhoAmI\x12\x1b.licensing.v1.WhoAmIRequest\x1a\x1c.licensing.v1.WhoAmIResponse\x12U\n\x0cSignInHolder\x12!.licensing.v1.SignInHolderRequest\x1a\".licensing.v1.SignInHolderResponse\x12\x61\n\x10\x43reateSignInLink\x12%.licensing.v1.CreateSignInLinkRequest\x1a&.licensing.v1.CreateSignInLinkResponse\x12[\n\x0eHolderLicenses\x12#.licensing.v1.HolderLicensesRequest\x1a$.licensing.v1.HolderLicensesResponse\x12[\n\x10HolderDeactivate\x12%.licensing.v1.HolderDeactivateRequest\x1a .licensing.v1.DeactivateResponse\x12_\n\x14HolderOfflineLicense\x12).licensing.v1.HolderOfflineLicenseRequest\x1a\x1c.licensing.v1.OfflineLicense\x12\x61\n\x10RevealLicenseKey\x12%.licensing.v1.RevealLicenseKeyRequest\x1a&.licensing.v1.RevealLicenseKeyResponse2V\n\x06Health\x12L\n\x05\x43heck\x12 .licensing.v1.HealthCheckRequest\x1a!.licensing.v1.HealthCheckResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rgateway.proto\x12\x0clicensing.v1\x1a\x0e\x65nvelope.proto\x1a\x0chealth.proto\x1a\x0flicensing.proto\x1a\x0eissuance.proto\x1a\x10validation.proto\x1a\x0busage.proto\x1a\x12integrations.proto\x1a\x0c\x62\x61\x63kup.proto\"\xa3\x01\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12 \n\x04role\x18\x04 \x01(\x0e\x32\x12.licensing.v1.Role\x12\x12\n\ncreated_at\x18\x05 \x01(\x03\x12\x12\n\nexpires_at\x18\x06 \x01(\x03\x12\x12\n\nrevoked_at\x18\x07 \x01(\x03\x12\x0e\n\x06prefix\x18\x08 \x01(\t\"l\n\x13\x43reateApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12 \n\x04role\x18\x03 \x01(\x0e\x32\x12.licensing.v1.Role\x12\x12\n\nexpires_at\x18\x04 \x01(\x03\"M\n\x14\x43reateApiKeyResponse\x12%\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x14.licensing.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"\'\n\x12ListApiKeysRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\"=\n\x13ListApiKeysResponse\x12&\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x14.licensing.v1.ApiKey\"V\n\nPartStatus\x12\x0f\n\x07service\x18\x01 \x01(\t\x12&\n\x04\x63ode\x18\x02 \x01(\x0e\x32\x18.licensing.v1.StatusCode\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x98\x02\n\x17LicenseOverviewResponse\x12&\n\x07license\x18\x01 \x01(\x0b\x32\x15.licensing.v1.License\x12\x30\n\x0csubscription\x18\x02 \x01(\x0b\x32\x1a.licensing.v1.Subscription\x12\'\n\x08machines\x18\x03 \x03(\x0b\x32\x15.licensing.v1.Machine\x12&\n\x05seats\x18\x04 \x03(\x0b\x32\x17.licensing.v1.SeatLease\x12)\n\x05usage\x18\x05 \x01(\x0b\x32\x1a.licensing.v1.UsageSummary\x12\'\n\x05parts\x18\x06 \x03(\x0b\x32\x18.licensing.v1.PartStatus\"J\n\x15GatewayHealthResponse\x12\x31\n\ncomponents\x18\x01 \x03(\x0b\x32\x1d.licensing.v1.ComponentHealth\"|\n\x1cGatewayEraseCustomerResponse\x12\x33\n\x06\x65rased\x18\x01 \x03(\x0b\x32#.licensing.v1.EraseCustomerResponse\x12\'\n\x05parts\x18\x02 \x03(\x0b\x32\x18.licensing.v1.PartStatus\">\n\x13SignInHolderRequest\x12\x13\n\x0blicense_key\x18\x01 \x01(\t\x12\x12\n\nlink_token\x18\x02 \x01(\t\"i\n\x14SignInHolderResponse\x12\x14\n\x0cholder_token\x18\x01 \x01(\t\x12\x12\n\nexpires_at\x18\x02 \x01(\x03\x12\x12\n\nlicense_id\x18\x03 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x04 \x01(\t\"E\n\x17\x43reateSignInLinkRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x15\n\rvalid_seconds\x18\x02 \x01(\x03\"=\n\x18\x43reateSignInLinkResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x12\n\nexpires_at\x18\x02 \x01(\x03\"\x17\n\x15HolderLicensesRequest\"\xa6\x03\n\rHolderLicense\x12&\n\x07license\x18\x01 \x01(\x0b\x32\x15.licensing.v1.License\x12$\n\x06policy\x18\x02 \x01(\x0b\x32\x14.licensing.v1.Policy\x12&\n\x07product\x18\x03 \x01(\x0b\x32\x15.licensing.v1.Product\x12\x30\n\x0csubscription\x18\x04 \x01(\x0b\x32\x1a.licensing.v1.Subscription\x12\'\n\x08machines\x18\x05 \x03(\x0b\x32\x15.licensing.v1.Machine\x12&\n\x05seats\x18\x06 \x03(\x0b\x32\x17.licensing.v1.SeatLease\x12)\n\x05usage\x18\x07 \x01(\x0b\x32\x1a.licensing.v1.UsageSummary\x12#\n\x06quotas\x18\x08 \x03(\x0b\x32\x13.licensing.v1.Quota\x12-\n\x07renewal\x18\t \x01(\x0b\x32\x1c.licensing.v1.RenewalOptions\x12\x1d\n\x15\x66\x65\x61tures_not_included\x18\n \x03(\t\"p\n\x16HolderLicensesResponse\x12-\n\x08licenses\x18\x01 \x03(\x0b\x32\x1b.licensing.v1.HolderLicense\x12\'\n\x05parts\x18\x02 \x03(\x0b\x32\x18.licensing.v1.PartStatus\"A\n\x17HolderDeactivateRequest\x12\x12\n\nlicense_id\x18\x01 \x01(\t\x12\x12\n\nmachine_id\x18\x02 \x01(\t\"]\n\x1bHolderOfflineLicenseRequest\x12\x12\n\nlicense_id\x18\x01 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12\x15\n\rvalid_seconds\x18\x03 \x01(\x03\"(\n\x17RevealLicenseKeyRequest\x12\r\n\x05token\x18\x01 \x01(\t\"C\n\x18RevealLicenseKeyResponse\x12\x12\n\nlicense_id\x18\x01 \x01(\t\x12\x13\n\x0blicense_key\x18\x02 \x01(\t\"\x0f\n\rWhoAmIRequest\"P\n\x0eWhoAmIResponse\x12%\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x14.licensing.v1.ApiKey\x12\x17\n\x0f\x61llowed_methods\x18\x02 \x03(\t\"N\n\x15GatewayCustomerExport\x12\x0c\n\x04json\x18\x01 \x01(\x0c\x12\'\n\x05parts\x18\x02 \x03(\x0b\x32\x18.licensing.v1.PartStatus*\xac\x01\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0e\n\nROLE_ADMIN\x10\x01\x12\x0f\n\x0bROLE_ISSUER\x10\x02\x12\x10\n\x0cROLE_SUPPORT\x10\x03\x12\x10\n\x0cROLE_AUDITOR\x10\x04\x12\x14\n\x10ROLE_INTEGRATION\x10\x05\x12\x10\n\x0cROLE_PRODUCT\x10\x06\x12\x10\n\x0cROLE_CONSOLE\x10\x07\x12\x0f\n\x0bROLE_HOLDER\x10\x08\x32\xa3\n\n\x07Gateway\x12U\n\x0c\x43reateApiKey\x12!.licensing.v1.CreateApiKeyRequest\x1a\".licensing.v1.CreateApiKeyResponse\x12R\n\x0bListApiKeys\x12 .licensing.v1.ListApiKeysRequest\x1a!.licensing.v1.ListApiKeysResponse\x12\x42\n\x0cRevokeApiKey\x12\x1c.licensing.v1.GetByIdRequest\x1a\x14.licensing.v1.ApiKey\x12V\n\x0fLicenseOverview\x12\x1c.licensing.v1.GetByIdRequest\x1a%.licensing.v1.LicenseOverviewResponse\x12O\n\x06Health\x12 .licensing.v1.HealthCheckRequest\x1a#.licensing.v1.GatewayHealthResponse\x12_\n\rEraseCustomer\x12\".licensing.v1.EraseCustomerRequest\x1a*.licensing.v1.GatewayEraseCustomerResponse\x12Z\n\x0e\x45xportCustomer\x12#.licensing.v1.ExportCustomerRequest\x1a#.licensing.v1.GatewayCustomerExport\x12\x43\n\x06WhoAmI\x12\x1b.licensing.v1.WhoAmIRequest\x1a\x1c.licensing.v1.WhoAmIResponse\x12\x46\n\x06\x42\x61\x63kup\x12\x1d.licensing.v1.SnapshotRequest\x1a\x1b.licensing.v1.SnapshotChunk0\x01\x12U\n\x0cSignInHolder\x12!.licensing.v1.SignInHolderRequest\x1a\".licensing.v1.SignInHolderResponse\x12\x61\n\x10\x43reateSignInLink\x12%.licensing.v1.CreateSignInLinkRequest\x1a&.licensing.v1.CreateSignInLinkResponse\x12[\n\x0eHolderLicenses\x12#.licensing.v1.HolderLicensesRequest\x1a$.licensing.v1.HolderLicensesResponse\x12[\n\x10HolderDeactivate\x12%.licensing.v1.HolderDeactivateRequest\x1a .licensing.v1.DeactivateResponse\x12_\n\x14HolderOfflineLicense\x12).licensing.v1.HolderOfflineLicenseRequest\x1a\x1c.licensing.v1.OfflineLicense\x12\x61\n\x10RevealLicenseKey\x12%.licensing.v1.RevealLicenseKeyRequest\x1a&.licensing.v1.RevealLicenseKeyResponse2V\n\x06Health\x12L\n\x05\x43heck\x12 .licensing.v1.HealthCheckRequest\x1a!.licensing.v1.HealthCheckResponseb\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gateway_pb2', globals())
 if _descriptor._USE_C_DESCRIPTORS == False:
 
   DESCRIPTOR._options = None
-  _ROLE._serialized_start=2499
-  _ROLE._serialized_end=2671
-  _APIKEY._serialized_start=146
-  _APIKEY._serialized_end=309
-  _CREATEAPIKEYREQUEST._serialized_start=311
-  _CREATEAPIKEYREQUEST._serialized_end=419
-  _CREATEAPIKEYRESPONSE._serialized_start=421
-  _CREATEAPIKEYRESPONSE._serialized_end=498
-  _LISTAPIKEYSREQUEST._serialized_start=500
-  _LISTAPIKEYSREQUEST._serialized_end=539
-  _LISTAPIKEYSRESPONSE._serialized_start=541
-  _LISTAPIKEYSRESPONSE._serialized_end=602
-  _PARTSTATUS._serialized_start=604
-  _PARTSTATUS._serialized_end=690
-  _LICENSEOVERVIEWRESPONSE._serialized_start=693
-  _LICENSEOVERVIEWRESPONSE._serialized_end=973
-  _GATEWAYHEALTHRESPONSE._serialized_start=975
-  _GATEWAYHEALTHRESPONSE._serialized_end=1049
-  _GATEWAYERASECUSTOMERRESPONSE._serialized_start=1051
-  _GATEWAYERASECUSTOMERRESPONSE._serialized_end=1175
-  _SIGNINHOLDERREQUEST._serialized_start=1177
-  _SIGNINHOLDERREQUEST._serialized_end=1239
-  _SIGNINHOLDERRESPONSE._serialized_start=1241
-  _SIGNINHOLDERRESPONSE._serialized_end=1346
-  _CREATESIGNINLINKREQUEST._serialized_start=1348
-  _CREATESIGNINLINKREQUEST._serialized_end=1417
-  _CREATESIGNINLINKRESPONSE._serialized_start=1419
-  _CREATESIGNINLINKRESPONSE._serialized_end=1480
-  _HOLDERLICENSESREQUEST._serialized_start=1482
-  _HOLDERLICENSESREQUEST._serialized_end=1505
-  _HOLDERLICENSE._serialized_start=1508
-  _HOLDERLICENSE._serialized_end=1930
-  _HOLDERLICENSESRESPONSE._serialized_start=1932
-  _HOLDERLICENSESRESPONSE._serialized_end=2044
-  _HOLDERDEACTIVATEREQUEST._serialized_start=2046
-  _HOLDERDEACTIVATEREQUEST._serialized_end=2111
-  _HOLDEROFFLINELICENSEREQUEST._serialized_start=2113
-  _HOLDEROFFLINELICENSEREQUEST._serialized_end=2206
-  _REVEALLICENSEKEYREQUEST._serialized_start=2208
-  _REVEALLICENSEKEYREQUEST._serialized_end=2248
-  _REVEALLICENSEKEYRESPONSE._serialized_start=2250
-  _REVEALLICENSEKEYRESPONSE._serialized_end=2317
-  _WHOAMIREQUEST._serialized_start=2319
-  _WHOAMIREQUEST._serialized_end=2334
-  _WHOAMIRESPONSE._serialized_start=2336
-  _WHOAMIRESPONSE._serialized_end=2416
-  _GATEWAYCUSTOMEREXPORT._serialized_start=2418
-  _GATEWAYCUSTOMEREXPORT._serialized_end=2496
-  _GATEWAY._serialized_start=2674
-  _GATEWAY._serialized_end=3917
-  _HEALTH._serialized_start=3919
-  _HEALTH._serialized_end=4005
+  _ROLE._serialized_start=2513
+  _ROLE._serialized_end=2685
+  _APIKEY._serialized_start=160
+  _APIKEY._serialized_end=323
+  _CREATEAPIKEYREQUEST._serialized_start=325
+  _CREATEAPIKEYREQUEST._serialized_end=433
+  _CREATEAPIKEYRESPONSE._serialized_start=435
+  _CREATEAPIKEYRESPONSE._serialized_end=512
+  _LISTAPIKEYSREQUEST._serialized_start=514
+  _LISTAPIKEYSREQUEST._serialized_end=553
+  _LISTAPIKEYSRESPONSE._serialized_start=555
+  _LISTAPIKEYSRESPONSE._serialized_end=616
+  _PARTSTATUS._serialized_start=618
+  _PARTSTATUS._serialized_end=704
+  _LICENSEOVERVIEWRESPONSE._serialized_start=707
+  _LICENSEOVERVIEWRESPONSE._serialized_end=987
+  _GATEWAYHEALTHRESPONSE._serialized_start=989
+  _GATEWAYHEALTHRESPONSE._serialized_end=1063
+  _GATEWAYERASECUSTOMERRESPONSE._serialized_start=1065
+  _GATEWAYERASECUSTOMERRESPONSE._serialized_end=1189
+  _SIGNINHOLDERREQUEST._serialized_start=1191
+  _SIGNINHOLDERREQUEST._serialized_end=1253
+  _SIGNINHOLDERRESPONSE._serialized_start=1255
+  _SIGNINHOLDERRESPONSE._serialized_end=1360
+  _CREATESIGNINLINKREQUEST._serialized_start=1362
+  _CREATESIGNINLINKREQUEST._serialized_end=1431
+  _CREATESIGNINLINKRESPONSE._serialized_start=1433
+  _CREATESIGNINLINKRESPONSE._serialized_end=1494
+  _HOLDERLICENSESREQUEST._serialized_start=1496
+  _HOLDERLICENSESREQUEST._serialized_end=1519
+  _HOLDERLICENSE._serialized_start=1522
+  _HOLDERLICENSE._serialized_end=1944
+  _HOLDERLICENSESRESPONSE._serialized_start=1946
+  _HOLDERLICENSESRESPONSE._serialized_end=2058
+  _HOLDERDEACTIVATEREQUEST._serialized_start=2060
+  _HOLDERDEACTIVATEREQUEST._serialized_end=2125
+  _HOLDEROFFLINELICENSEREQUEST._serialized_start=2127
+  _HOLDEROFFLINELICENSEREQUEST._serialized_end=2220
+  _REVEALLICENSEKEYREQUEST._serialized_start=2222
+  _REVEALLICENSEKEYREQUEST._serialized_end=2262
+  _REVEALLICENSEKEYRESPONSE._serialized_start=2264
+  _REVEALLICENSEKEYRESPONSE._serialized_end=2331
+  _WHOAMIREQUEST._serialized_start=2333
+  _WHOAMIREQUEST._serialized_end=2348
+  _WHOAMIRESPONSE._serialized_start=2350
+  _WHOAMIRESPONSE._serialized_end=2430
+  _GATEWAYCUSTOMEREXPORT._serialized_start=2432
+  _GATEWAYCUSTOMEREXPORT._serialized_end=2510
+  _GATEWAY._serialized_start=2688
+  _GATEWAY._serialized_end=4003
+  _HEALTH._serialized_start=4005
+  _HEALTH._serialized_end=4091
 # @@protoc_insertion_point(module_scope)
