@@ -56,7 +56,7 @@ public final class IntegrationsService: IntegrationsServiceProtocol {
         public var renewalURL = "https://example.com/renew?license={license_id}"
         public var reminderInterval: Duration = .seconds(60)
         /// The console's address: a buyer's key-reveal link points there.
-        public var consoleURL = "http://127.0.0.1:7402"
+        public var consoleURL = "https://127.0.0.1:7402"
         public var keyMailInterval: Duration = .seconds(2)
 
         public init() {}

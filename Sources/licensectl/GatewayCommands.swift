@@ -70,7 +70,7 @@ struct SignInLinkCommand: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
     @Option(help: "Customer id.") var customer: String
     @Option(help: "Hours the link works (default 24, at most 168).") var hours: Int64 = 24
-    @Option(help: "The console's address.") var console: String = "http://127.0.0.1:7402"
+    @Option(help: "The console's address.") var console: String = "https://127.0.0.1:7402"
 
     func run() async throws {
         guard (1...168).contains(hours) else { throw ValidationError("--hours must be 1 to 168") }
