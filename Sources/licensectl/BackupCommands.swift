@@ -57,14 +57,46 @@ struct BackupCommand: AsyncParsableCommand {
             schema, SHA-256, size, time, which master key). Restore with licensectl restore.
             """)
     @OptionGroup var global: GlobalOptions
-    @Option(help: "The folder to write (created; must be empty).") var to: String
+    @Option(help: "The folder to write (created; must be empty). With --every: the folder each backup gets a dated folder in.") var to: String
     @Option(help: "The master key file (default: LM_MASTER_KEY, or the local stack's).") var masterKey: String?
     @Option(help: "Only these services, comma-separated.") var services: String?
+    @Option(help: "Keep running and take a backup this often (e.g. 24h, 30m); stop with Ctrl-C or SIGTERM.") var every: String?
+    @Option(help: "With --every: how many backups to keep (the oldest are removed).") var keep: Int = 7
 
     func run() async throws {
         let master = try BackupFormat.masterKey(masterKey)
         let wanted = services.map { $0.split(separator: ",").map(String.init) } ?? BackupFormat.services
         for name in wanted where !BackupFormat.services.contains(name) { throw ValidationError("no service \(name); services: \(BackupFormat.services.joined(separator: ", "))") }
+        guard let every else { return try await backup(into: to, wanted: wanted, master: master) }
+        let interval = try parseDuration(every)
+        guard interval >= 1, (1...10_000).contains(keep) else { throw ValidationError("--every must be at least 1s and --keep 1 to 10000") }
+        try FileManager.default.createDirectory(atPath: to, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        while !Task.isCancelled {
+            let started = Date()
+            let folder = "\(to)/\(ISODate.format(Int64(started.timeIntervalSince1970)).replacingOccurrences(of: ":", with: "-"))"
+            do {
+                try await backup(into: folder, wanted: wanted, master: master)
+                try prune(root: to)
+            } catch {
+                // A failed run is said and the schedule goes on; the next one may work.
+                Output.error("backup into \(folder) failed: \(error)")
+            }
+            let wait = max(0, Double(interval) - Date().timeIntervalSince(started))
+            try await Task.sleep(for: .seconds(wait))
+        }
+    }
+
+    /// Removes the oldest complete backups beyond `keep`.
+    func prune(root: String) throws {
+        let backups = try FileManager.default.contentsOfDirectory(atPath: root)
+            .filter { FileManager.default.fileExists(atPath: "\(root)/\($0)/manifest.json") }.sorted()
+        for old in backups.dropLast(keep) {
+            try FileManager.default.removeItem(atPath: "\(root)/\(old)")
+            print("removed the old backup \(root)/\(old)")
+        }
+    }
+
+    func backup(into to: String, wanted: [String], master: [UInt8]) async throws {
         try FileManager.default.createDirectory(atPath: to, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         guard (try FileManager.default.contentsOfDirectory(atPath: to)).isEmpty else { throw ValidationError("\(to) is not empty: give a new folder") }
         var generator = SystemRandomNumberGenerator()

@@ -110,4 +110,38 @@ import Testing
         issuedEvents = await issuedDeliveries()
         #expect(issuedEvents.count == 3 && Set(issuedEvents).count == 3, "\(issuedEvents)")
     }
+
+    /// `backup --every` keeps taking backups on a schedule and keeps the newest `--keep`.
+    @Test func scheduledBackupsKeepTheNewest() async throws {
+        let stack = try Stack()
+        try await stack.startAll()
+        let root = "\(stack.folder)/scheduled"
+        let process = Process()
+        process.executableURL = Stack.binaries.appendingPathComponent("licensectl")
+        process.arguments = [
+            "backup", "--to", root, "--every", "1s", "--keep", "2", "--services", "issuance,gateway", "--master-key", "\(stack.folder)/secrets/master-key",
+            "--gateway", "unix:\(stack.folder)/run/gateway.sock",
+        ]
+        process.environment = ProcessInfo.processInfo.environment.merging(["LM_API_KEY": stack.adminKey]) { $1 }
+        let log = "\(stack.folder)/scheduled.log"
+        FileManager.default.createFile(atPath: log, contents: nil)
+        process.standardOutput = FileHandle(forWritingAtPath: log)
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        func complete() -> [String] {
+            ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).filter { FileManager.default.fileExists(atPath: "\(root)/\($0)/manifest.json") }
+        }
+        // Four runs or more: two are left.
+        let removed = await eventually(within: .seconds(60), every: .milliseconds(200)) { complete().count == 2 && ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).count >= 2 }
+        try await Task.sleep(for: .seconds(3))
+        process.terminate()
+        process.waitUntilExit()
+        #expect(removed && complete().count == 2, "\(complete())")
+        let printed = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        #expect(printed.contains("removed the old backup"), "\(printed)")
+        // Each is a whole backup that restores (checked by the manifest and its files).
+        for folder in complete() {
+            #expect(FileManager.default.fileExists(atPath: "\(root)/\(folder)/issuance.db.enc") && FileManager.default.fileExists(atPath: "\(root)/\(folder)/manifest.mac"))
+        }
+    }
 }
