@@ -69,6 +69,8 @@ struct BackupCommand: AsyncParsableCommand {
         for name in wanted where !BackupFormat.services.contains(name) { throw ValidationError("no service \(name); services: \(BackupFormat.services.joined(separator: ", "))") }
         guard let every else { return try await backup(into: to, wanted: wanted, master: master) }
         let interval = try parseDuration(every)
+        // A long-running command: each line reaches a log file as it is printed.
+        setvbuf(stdout, nil, _IOLBF, 0)
         guard interval >= 1, (1...10_000).contains(keep) else { throw ValidationError("--every must be at least 1s and --keep 1 to 10000") }
         try FileManager.default.createDirectory(atPath: to, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         while !Task.isCancelled {
