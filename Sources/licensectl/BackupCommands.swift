@@ -69,8 +69,6 @@ struct BackupCommand: AsyncParsableCommand {
         for name in wanted where !BackupFormat.services.contains(name) { throw ValidationError("no service \(name); services: \(BackupFormat.services.joined(separator: ", "))") }
         guard let every else { return try await backup(into: to, wanted: wanted, master: master) }
         let interval = try parseDuration(every)
-        // A long-running command: each line reaches a log file as it is printed.
-        setvbuf(stdout, nil, _IOLBF, 0)
         guard interval >= 1, (1...10_000).contains(keep) else { throw ValidationError("--every must be at least 1s and --keep 1 to 10000") }
         try FileManager.default.createDirectory(atPath: to, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         while !Task.isCancelled {
@@ -88,13 +86,18 @@ struct BackupCommand: AsyncParsableCommand {
         }
     }
 
+    /// Unbuffered: under --every, each line reaches a log file as it happens.
+    func say(_ line: String) {
+        FileHandle.standardOutput.write(Data((line + "\n").utf8))
+    }
+
     /// Removes the oldest complete backups beyond `keep`.
     func prune(root: String) throws {
         let backups = try FileManager.default.contentsOfDirectory(atPath: root)
             .filter { FileManager.default.fileExists(atPath: "\(root)/\($0)/manifest.json") }.sorted()
         for old in backups.dropLast(keep) {
             try FileManager.default.removeItem(atPath: "\(root)/\(old)")
-            print("removed the old backup \(root)/\(old)")
+            say("removed the old backup \(root)/\(old)")
         }
     }
 
@@ -149,7 +152,7 @@ struct BackupCommand: AsyncParsableCommand {
             try out.close()
             guard entry["sha256"] != nil else { throw ValidationError("\(service): the copy ended early") }
             entries.append(entry)
-            print("\(service)  \(entry["bytes"] ?? 0) bytes  \((entry["migrations"] as? [String])?.last ?? "")")
+            say("\(service)  \(entry["bytes"] ?? 0) bytes  \((entry["migrations"] as? [String])?.last ?? "")")
         }
         let manifest: [String: Any] = [
             "version": 1, "created_at": ISODate.format(Int64(Date().timeIntervalSince1970)), "master_key_id": BackupFormat.keyID(master),
@@ -159,7 +162,7 @@ struct BackupCommand: AsyncParsableCommand {
         let mac = HMAC<SHA256>.authenticationCode(for: body, using: BackupFormat.key(master, salt: salt, purpose: "manifest"))
         FileManager.default.createFile(atPath: "\(to)/manifest.json", contents: body, attributes: [.posixPermissions: 0o600])
         FileManager.default.createFile(atPath: "\(to)/manifest.mac", contents: Data(Hex.encode(Array(mac)).utf8), attributes: [.posixPermissions: 0o600])
-        print("backup in \(to), master key \(BackupFormat.keyID(master))")
+        say("backup in \(to), master key \(BackupFormat.keyID(master))")
     }
 }
 
