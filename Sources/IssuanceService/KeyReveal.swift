@@ -28,8 +28,7 @@ enum KeyReveal {
     static func newToken() -> String {
         var generator = SystemRandomNumberGenerator()
         let bytes = (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
-        return "lmr_" + Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
+        return "lmr_" + Base64URL.encode(bytes)
     }
 
     /// Seals `key` for one reveal; returns the token and when it expires.
