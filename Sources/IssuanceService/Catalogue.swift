@@ -181,10 +181,8 @@ extension IssuanceService {
             let customer = Customer(
                 id: EntityID.make("cus"), name: request.name, email: request.email, crmId: request.crmId,
                 enterprise: request.enterprise, createdAt: context.now, tenantId: context.tenant)
-            try db.execute(
-                sql: "INSERT INTO customer (id, tenant_id, name, email, crm_id, enterprise, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                arguments: [customer.id, customer.tenantId, customer.name, customer.email, customer.crmId, customer.enterprise, customer.createdAt])
-            try ChangeFeed.append(ChangeEvent(action: "customer.created", .customer(customer)), at: context.now, in: db)
+            try self.vault.insert(customer, in: db)
+            try ChangeFeed.append(ChangeEvent(action: "customer.created", .customer(CustomerVault.published(customer))), at: context.now, in: db)
             return customer
         }
     }
@@ -193,23 +191,21 @@ extension IssuanceService {
         try Check.nonEmpty(request.id, "id")
         try checkContact(name: request.name, email: request.email, crmId: request.crmId, nameRequired: false)
         return try await mutate(call, action: "customer.update", target: \.id) { db, context in
-            guard var customer = try Tables.customers.find(request.id, tenant: context.tenant, in: db) else {
+            guard var customer = try self.vault.findCustomer(request.id, tenant: context.tenant, in: db) else {
                 throw RPCError.notFound("no customer \(request.id)")
             }
             if !request.name.isEmpty { customer.name = request.name }
             if !request.email.isEmpty { customer.email = request.email }
             if !request.crmId.isEmpty { customer.crmId = request.crmId }
-            try db.execute(
-                sql: "UPDATE customer SET name = ?, email = ?, crm_id = ? WHERE id = ?",
-                arguments: [customer.name, customer.email, customer.crmId, customer.id])
-            try ChangeFeed.append(ChangeEvent(action: "customer.updated", .customer(customer)), at: context.now, in: db)
+            try self.vault.updateContact(customer, in: db)
+            try ChangeFeed.append(ChangeEvent(action: "customer.updated", .customer(CustomerVault.published(customer))), at: context.now, in: db)
             return customer
         }
     }
 
     public func getCustomer(_ request: GetByIdRequest, _ call: ServerCall) async throws -> Customer {
         let found = try await database.read { db in
-            try Tables.customers.find(request.id, tenant: self.tenant(call), in: db)
+            try self.vault.findCustomer(request.id, tenant: self.tenant(call), in: db)
         }
         guard let found else { throw RPCError.notFound("no customer \(request.id)") }
         return found
@@ -218,7 +214,7 @@ extension IssuanceService {
     public func listCustomers(_ request: ListCustomersRequest, _ call: ServerCall) async throws -> ListCustomersResponse {
         let page = Page(request.page)
         let customers = try await database.read { db in
-            try Tables.customers.page(tenant: self.tenant(call), page, where: "crm_id", is: request.crmId, in: db)
+            try self.vault.customers(tenant: self.tenant(call), page, crmId: request.crmId, in: db)
         }
         return ListCustomersResponse(customers: customers, nextPageToken: page.nextToken(customers.map(\.id)))
     }
@@ -230,7 +226,7 @@ extension IssuanceService {
         try Check.length(request.name, "name")
         try Check.length(request.costCenter, "cost_center")
         return try await mutate(call, action: "department.create", target: \.id) { db, context in
-            guard let customer = try Tables.customers.find(request.customerId, tenant: context.tenant, in: db) else {
+            guard let customer = try self.vault.findCustomer(request.customerId, tenant: context.tenant, in: db) else {
                 throw RPCError.notFound("no customer \(request.customerId)")
             }
             guard customer.enterprise else {

@@ -28,6 +28,12 @@ enum ChangeFeed {
         }
     }
 
+    /// A new epoch: followers drop what they derived from the feed and read it again
+    /// (after a restore took it back, or history was rewritten).
+    static func beginEpoch(in db: Database) throws {
+        try db.execute(sql: "UPDATE feed_epoch SET epoch = lower(hex(randomblob(16))), since_seq = (SELECT COALESCE(MAX(seq), 0) FROM change_event)")
+    }
+
     static func lastSeq(in db: Database) throws -> UInt64 {
         UInt64(try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(seq), 0) FROM change_event") ?? 0)
     }

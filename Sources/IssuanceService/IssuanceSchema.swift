@@ -196,6 +196,50 @@ enum IssuanceSchema {
             try db.execute(sql: "CREATE TABLE feed_epoch (epoch TEXT NOT NULL, since_seq INTEGER NOT NULL DEFAULT 0)")
             try db.execute(sql: "INSERT INTO feed_epoch (epoch) VALUES (lower(hex(randomblob(16))))")
         }
+        // Personal data sealed per customer (CustomerVault). Rows written before are moved
+        // here marked unsealed (a JSON contact, a "legacy:" user hash) and sealed by the
+        // service at its next start, before it serves anything.
+        migrator.registerMigration("v6: personal data sealed per customer") { db in
+            try db.execute(sql: """
+                -- Data keys, wrapped by the master key: one per customer, and the CRM index key.
+                CREATE TABLE data_key (
+                    owner TEXT PRIMARY KEY,
+                    wrapped BLOB NOT NULL,
+                    created_at INTEGER NOT NULL
+                );
+                CREATE TABLE customer_sealed (
+                    id TEXT PRIMARY KEY,
+                    tenant_id TEXT NOT NULL,
+                    -- Name, e-mail and CRM id under the customer's data key; NULL once erased.
+                    contact BLOB,
+                    -- Keyed hash of the CRM id, for look-ups.
+                    crm_hash TEXT NOT NULL DEFAULT '',
+                    enterprise INTEGER NOT NULL DEFAULT 0 CHECK (enterprise IN (0, 1)),
+                    created_at INTEGER NOT NULL
+                );
+                INSERT INTO customer_sealed (id, tenant_id, contact, enterprise, created_at)
+                    SELECT id, tenant_id, CASE WHEN name = '(erased)' AND email = '' AND crm_id = '' THEN NULL
+                        ELSE CAST(json_object('name', name, 'email', email, 'crm_id', crm_id) AS BLOB) END, enterprise, created_at
+                    FROM customer;
+                DROP TABLE customer;
+                ALTER TABLE customer_sealed RENAME TO customer;
+                CREATE INDEX customer_by_crm ON customer(tenant_id, crm_hash) WHERE crm_hash != '';
+                CREATE TABLE license_user_sealed (
+                    license_id TEXT NOT NULL REFERENCES license(id),
+                    -- Keyed hash of the user under the customer's data key; the user sealed with it.
+                    user_hash TEXT NOT NULL,
+                    user BLOB NOT NULL,
+                    -- What the change feed carries (validation compares these).
+                    pseudonym TEXT NOT NULL DEFAULT '',
+                    assigned_at INTEGER NOT NULL,
+                    PRIMARY KEY (license_id, user_hash)
+                );
+                INSERT INTO license_user_sealed (license_id, user_hash, user, assigned_at)
+                    SELECT license_id, 'legacy:' || user, CAST(user AS BLOB), assigned_at FROM license_user;
+                DROP TABLE license_user;
+                ALTER TABLE license_user_sealed RENAME TO license_user;
+                """)
+        }
         return migrator
     }
 }

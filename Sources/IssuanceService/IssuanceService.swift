@@ -15,6 +15,8 @@ public final class IssuanceService: Sendable {
     let clock: any LicenseClock
     let keyHashSecret: KeyHashSecret
     let masterKey: MasterKey
+    let vault: CustomerVault
+    let erasures: ErasureLedger
     let idempotencyTTL: Int64
     let logger: Logger
     let committer: GroupCommitter
@@ -22,10 +24,12 @@ public final class IssuanceService: Sendable {
     public init(
         database: DatabasePool, keyHashSecret: KeyHashSecret, masterKey: MasterKey,
         clock: any LicenseClock = SystemLicenseClock(), idempotencyTTL: Int64 = 86400, logger: Logger
-    ) {
+    ) throws {
         self.database = database
+        self.erasures = try ErasureLedger(path: ErasureLedger.path(besides: database.path))
         self.keyHashSecret = keyHashSecret
         self.masterKey = masterKey
+        self.vault = CustomerVault(masterKey: masterKey, keyHashSecret: keyHashSecret)
         self.clock = clock
         self.idempotencyTTL = idempotencyTTL
         self.logger = logger
@@ -41,15 +45,19 @@ public final class IssuanceService: Sendable {
     /// Everything the executable runs, from its environment.
     public static func services(_ environment: ServiceEnvironment) throws -> [any Service] {
         let settings = environment.settings
-        let service = IssuanceService(
+        let service = try IssuanceService(
             database: try openDatabase(path: environment.databasePath),
             keyHashSecret: try Secrets.keyHashSecret(settings: settings, developmentMode: environment.developmentMode),
-            masterKey: try MasterKey(bytes: try Secrets.load(name: "master-key", settings: settings, developmentMode: environment.developmentMode)),
+            masterKey: try Secrets.masterKey(settings: settings, developmentMode: environment.developmentMode),
             idempotencyTTL: Int64(try settings.int("idempotency-ttl-seconds", default: 86400, in: 60...30 * 86400)),
             logger: environment.logger)
         try service.database.write { db in
             try SigningKeyStore.ensureCurrent(masterKey: service.masterKey, at: service.clock.now, in: db)
             try IdempotencyStore.sealLegacyRows(masterKey: service.masterKey, in: db)
+            try service.vault.sealLegacyRows(in: db)
+        }
+        if try service.replayErasures() > 0 {
+            environment.logger.notice("erasures recorded after the data was written (a restore) were carried out again")
         }
         let scheduler = ExpiryScheduler(
             service: service, interval: .seconds(Int64(try settings.int("scheduler-interval-seconds", default: 5, in: 1...3600))))

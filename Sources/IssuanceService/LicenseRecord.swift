@@ -10,21 +10,21 @@ struct LicenseRecord {
     var license: License
     let keyHash: String
 
-    static func fetch(_ db: Database, sql condition: String, _ arguments: StatementArguments, tenant: String) throws -> LicenseRecord? {
+    static func fetch(_ db: Database, sql condition: String, _ arguments: StatementArguments, tenant: String, vault: CustomerVault) throws -> LicenseRecord? {
         guard let row = try Row.fetchOne(db, sql: "SELECT * FROM license WHERE \(condition) AND tenant_id = ?", arguments: arguments + [tenant]) else {
             return nil
         }
         var license = License(row: row)
-        license.namedUsers = try String.fetchAll(db, sql: "SELECT user FROM license_user WHERE license_id = ? ORDER BY assigned_at, user", arguments: [license.id])
+        license.namedUsers = try vault.namedUsers(license: license.id, customer: license.customerId, in: db)
         return LicenseRecord(license: license, keyHash: row["key_hash"])
     }
 
-    static func fetch(_ db: Database, id: String, tenant: String) throws -> LicenseRecord? {
-        try fetch(db, sql: "id = ?", [id], tenant: tenant)
+    static func fetch(_ db: Database, id: String, tenant: String, vault: CustomerVault) throws -> LicenseRecord? {
+        try fetch(db, sql: "id = ?", [id], tenant: tenant, vault: vault)
     }
 
-    static func require(_ db: Database, id: String, tenant: String) throws -> LicenseRecord {
-        guard let record = try fetch(db, id: id, tenant: tenant) else { throw RPCError.notFound("no license \(id)") }
+    static func require(_ db: Database, id: String, tenant: String, vault: CustomerVault) throws -> LicenseRecord {
+        guard let record = try fetch(db, id: id, tenant: tenant, vault: vault) else { throw RPCError.notFound("no license \(id)") }
         return record
     }
 
@@ -39,6 +39,14 @@ struct LicenseRecord {
         var facts = self.facts
         facts.state = .active
         return facts.effectiveState(at: now)
+    }
+
+    /// A license as the change feed carries it: named users as pseudonyms (personal data
+    /// stays in issuance; validation compares pseudonyms).
+    static func published(_ license: License, in db: Database) throws -> License {
+        var published = license
+        published.namedUsers = try CustomerVault.pseudonyms(license: license.id, in: db)
+        return published
     }
 
     /// Writes every mutable column and publishes the new state on the change feed.
@@ -56,8 +64,7 @@ struct LicenseRecord {
                 license.graceSeconds, license.maxMachines, license.maxUsers, license.maxSeats, NameList.encode(license.features),
                 now, license.id,
             ])
-        let seq = try ChangeFeed.append(ChangeEvent(action: action, .license(license), keyHash: keyHash), at: now, in: db)
-        license.feedSeq = seq
+        license.feedSeq = try ChangeFeed.append(ChangeEvent(action: action, .license(Self.published(license, in: db)), keyHash: keyHash), at: now, in: db)
         return license
     }
 }

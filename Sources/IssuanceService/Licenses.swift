@@ -27,7 +27,7 @@ extension IssuanceService {
             guard let policy = try Tables.policies.find(request.policyId, tenant: context.tenant, in: db) else {
                 throw RPCError.notFound("no policy \(request.policyId)")
             }
-            guard let customer = try Tables.customers.find(request.customerId, tenant: context.tenant, in: db) else {
+            guard let customer = try self.vault.findCustomer(request.customerId, tenant: context.tenant, in: db) else {
                 throw RPCError.notFound("no customer \(request.customerId)")
             }
             if !request.departmentId.isEmpty {
@@ -117,13 +117,13 @@ extension IssuanceService {
                 throw RPCError.invalidArgument("license_key: \(error)")
             }
             let found = try await database.read { db in
-                try LicenseRecord.fetch(db, sql: "key_hash = ?", [hash], tenant: tenant)?.license
+                try LicenseRecord.fetch(db, sql: "key_hash = ?", [hash], tenant: tenant, vault: self.vault)?.license
             }
             guard let found else { throw RPCError.notFound("no license has this key") }
             return found
         }
         try Check.nonEmpty(request.id, "id (or license_key)")
-        let found = try await database.read { db in try LicenseRecord.fetch(db, id: request.id, tenant: tenant)?.license }
+        let found = try await database.read { db in try LicenseRecord.fetch(db, id: request.id, tenant: tenant, vault: self.vault)?.license }
         guard let found else { throw RPCError.notFound("no license \(request.id)") }
         return found
     }
@@ -165,7 +165,7 @@ extension IssuanceService {
         try Check.length(request.reason, "reason", max: 500)
         let verb = target == .suspended ? "suspend" : target == .revoked ? "revoke" : "reinstate"
         return try await mutate(call, action: "license.\(verb)", target: \.id) { db, context in
-            var record = try LicenseRecord.require(db, id: request.id, tenant: context.tenant)
+            var record = try LicenseRecord.require(db, id: request.id, tenant: context.tenant, vault: self.vault)
             let current = record.effectiveState(at: context.now)
             let action: String
             switch (current, target) {
@@ -197,7 +197,7 @@ extension IssuanceService {
         try Check.nonEmpty(request.id, "id")
         try Check.nonNegative(request.extendTo, "extend_to")
         return try await mutate(call, action: "license.renew", target: \.id) { db, context in
-            var record = try LicenseRecord.require(db, id: request.id, tenant: context.tenant)
+            var record = try LicenseRecord.require(db, id: request.id, tenant: context.tenant, vault: self.vault)
             if record.license.state == .revoked {
                 throw RPCError.failedPrecondition("license \(request.id) is revoked and cannot be renewed")
             }
@@ -233,7 +233,7 @@ extension IssuanceService {
             throw RPCError.invalidArgument("a limit is either a number or unlimited, not both")
         }
         return try await mutate(call, action: "license.change_entitlements", target: \.id) { db, context -> Mutation<License> in
-            var record = try LicenseRecord.require(db, id: request.id, tenant: context.tenant)
+            var record = try LicenseRecord.require(db, id: request.id, tenant: context.tenant, vault: self.vault)
             if record.license.state == .revoked {
                 throw RPCError.failedPrecondition("license \(request.id) is revoked; its entitlements are final")
             }
@@ -267,7 +267,7 @@ extension IssuanceService {
         try Check.nonEmpty(request.id, "id")
         try Check.nonEmpty(request.toCustomerId, "to_customer_id")
         return try await mutate(call, action: "license.transfer", target: \.id) { db, context in
-            var record = try LicenseRecord.require(db, id: request.id, tenant: context.tenant)
+            var record = try LicenseRecord.require(db, id: request.id, tenant: context.tenant, vault: self.vault)
             if record.license.state == .revoked {
                 throw RPCError.failedPrecondition("license \(request.id) is revoked and cannot be transferred")
             }
@@ -301,7 +301,7 @@ extension IssuanceService {
         try Check.nonEmpty(request.user, "user")
         try Check.length(request.user, "user")
         return try await mutate(call, action: assign ? "license.assign_user" : "license.unassign_user", target: \.id) { db, context in
-            var record = try LicenseRecord.require(db, id: request.id, tenant: context.tenant)
+            var record = try LicenseRecord.require(db, id: request.id, tenant: context.tenant, vault: self.vault)
             guard record.license.licenseType == .perUser || record.license.licenseType == .enterprise else {
                 throw RPCError.failedPrecondition("license \(request.id) is \(record.license.licenseType); only per-user and enterprise licenses have named users")
             }
@@ -316,15 +316,13 @@ extension IssuanceService {
                 guard limit == 0 || record.license.namedUsers.count < Int(limit) else {
                     throw RPCError.failedPrecondition("USER_LIMIT: license \(request.id) already has its \(limit) named users")
                 }
-                try db.execute(
-                    sql: "INSERT INTO license_user (license_id, user, assigned_at) VALUES (?, ?, ?)",
-                    arguments: [record.license.id, request.user, context.now])
+                _ = try self.vault.assign(request.user, license: record.license.id, customer: record.license.customerId, at: context.now, in: db)
                 record.license.namedUsers.append(request.user)
             } else {
                 guard record.license.namedUsers.contains(request.user) else {
                     throw RPCError.notFound("\(request.user) is not assigned to license \(request.id)")
                 }
-                try db.execute(sql: "DELETE FROM license_user WHERE license_id = ? AND user = ?", arguments: [record.license.id, request.user])
+                _ = try self.vault.unassign(request.user, license: record.license.id, customer: record.license.customerId, in: db)
                 record.license.namedUsers.removeAll { $0 == request.user }
             }
             return try record.save(action: assign ? "license.user_assigned" : "license.user_unassigned", at: context.now, in: db)

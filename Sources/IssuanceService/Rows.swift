@@ -33,14 +33,6 @@ extension Policy {
     }
 }
 
-extension Customer {
-    init(row: Row) {
-        self.init(
-            id: row["id"], name: row["name"], email: row["email"], crmId: row["crm_id"],
-            enterprise: row["enterprise"], createdAt: row["created_at"], tenantId: row["tenant_id"])
-    }
-}
-
 extension License {
     init(row: Row) {
         self.init(
@@ -118,5 +110,4 @@ struct TenantTable<Message: Sendable>: Sendable {
 enum Tables {
     static let products = TenantTable<Product>(name: "product", decode: Product.init(row:))
     static let policies = TenantTable<Policy>(name: "policy", decode: Policy.init(row:))
-    static let customers = TenantTable<Customer>(name: "customer", decode: Customer.init(row:))
 }

@@ -51,7 +51,7 @@ extension IssuanceService {
         try Check.length(request.fingerprint, "fingerprint", max: 1000)
         let masterKey = self.masterKey
         return try await mutate(call, action: "certificate.issue", target: { $0.payload?.licenseId ?? "" }) { db, context in
-            let record = try LicenseRecord.require(db, id: request.licenseId, tenant: context.tenant)
+            let record = try LicenseRecord.require(db, id: request.licenseId, tenant: context.tenant, vault: self.vault)
             let state = record.effectiveState(at: context.now)
             guard state == .active || state == .inGrace else {
                 throw RPCError.failedPrecondition("license \(request.licenseId) is \(state); certificates are issued only for usable licenses")

@@ -78,7 +78,7 @@ extension IssuanceService {
             guard subscription.status != .canceled else {
                 throw RPCError.failedPrecondition("subscription \(subscription.id) is canceled; start a new one")
             }
-            var record = try LicenseRecord.require(db, id: subscription.licenseId, tenant: context.tenant)
+            var record = try LicenseRecord.require(db, id: subscription.licenseId, tenant: context.tenant, vault: self.vault)
             if record.license.state == .revoked {
                 throw RPCError.failedPrecondition("license \(record.license.id) of subscription \(subscription.id) is revoked")
             }
@@ -123,7 +123,7 @@ extension IssuanceService {
             }
             subscription.status = .pastDue
             try Subscriptions.save(subscription, action: "subscription.past_due", at: context.now, in: db)
-            var record = try LicenseRecord.require(db, id: subscription.licenseId, tenant: context.tenant)
+            var record = try LicenseRecord.require(db, id: subscription.licenseId, tenant: context.tenant, vault: self.vault)
             if record.license.state != .revoked, record.license.state != .suspended {
                 if record.license.expiresAt != 0, record.license.expiresAt < context.now {
                     // The period has ended: grace runs from the failure.
@@ -149,7 +149,7 @@ extension IssuanceService {
             subscription.status = .canceled
             subscription.autoRenew = false
             try Subscriptions.save(subscription, action: "subscription.canceled", at: context.now, in: db)
-            var record = try LicenseRecord.require(db, id: subscription.licenseId, tenant: context.tenant)
+            var record = try LicenseRecord.require(db, id: subscription.licenseId, tenant: context.tenant, vault: self.vault)
             guard record.license.state != .revoked else { return subscription }
             if request.immediately {
                 record.license.expiresAt = min(max(record.license.startsAt + 1, context.now), record.license.expiresAt)

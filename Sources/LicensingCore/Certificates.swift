@@ -33,45 +33,6 @@ public struct CertificateSigningKey: Sendable {
     }
 }
 
-/// Seals secrets at rest (signing keys) with AES-256-GCM under the master key, which
-/// comes from a file or the environment and never enters the database.
-public struct MasterKey: Sendable {
-    private let bytes: [UInt8]
-
-    public init(bytes: [UInt8]) throws(MasterKeyError) {
-        guard bytes.count == 32 else { throw .wrongLength(bytes.count) }
-        self.bytes = bytes
-    }
-
-    /// nonce ‖ ciphertext ‖ tag. `context` is bound as associated data, so a sealed value
-    /// moved to another row does not open.
-    public func seal(_ plaintext: [UInt8], context: String) -> [UInt8] {
-        let box = try! AES.GCM.seal(plaintext, using: SymmetricKey(data: bytes), authenticating: Array(context.utf8))
-        return Array(box.combined!)
-    }
-
-    public func open(_ sealed: [UInt8], context: String) throws(MasterKeyError) -> [UInt8] {
-        do {
-            let box = try AES.GCM.SealedBox(combined: sealed)
-            return Array(try AES.GCM.open(box, using: SymmetricKey(data: bytes), authenticating: Array(context.utf8)))
-        } catch {
-            throw .cannotOpen
-        }
-    }
-}
-
-public enum MasterKeyError: Error, Equatable, CustomStringConvertible {
-    case wrongLength(Int)
-    case cannotOpen
-
-    public var description: String {
-        switch self {
-        case .wrongLength(let n): return "the master key must be 32 bytes (64 hex digits), got \(n) bytes"
-        case .cannotOpen: return "a sealed secret does not open with this master key (wrong key, or the data was altered)"
-        }
-    }
-}
-
 /// Signed license certificates: Ed25519 over the encoded `CertificatePayload`, armoured as
 /// text so a person can mail or paste it. Verifying needs only the public keys.
 public enum LicenseCertificates {

@@ -33,3 +33,12 @@ public enum KeyHashSecretError: Error, CustomStringConvertible {
         }
     }
 }
+
+extension KeyHashSecret {
+    /// What the change feed carries for a named user of a license: a keyed hash, so the
+    /// services that check named users (validation) compare without holding the name.
+    public func namedUserPseudonym(license: String, user: String) -> String {
+        let mac = HMAC<SHA256>.authenticationCode(for: Array("named-user\u{0}\(license)\u{0}\(user)".utf8), using: key)
+        return Hex.encode(Array(mac).prefix(16))
+    }
+}

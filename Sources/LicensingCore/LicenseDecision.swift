@@ -82,13 +82,17 @@ public struct ValidationQuery: Sendable {
     /// ISO 3166-1 alpha-2, upper case; empty = unknown.
     public var region: String
     public var user: String
+    /// The user as the license's named users are written: the user itself, or its
+    /// pseudonym where the facts hold pseudonyms (``KeyHashSecret/namedUserPseudonym(license:user:)``).
+    public var userKey: String
     /// What the store knows of the caller's machine, for node-locked licenses.
     public var machine: MachineStanding
 
-    public init(feature: String = "", region: String = "", user: String = "", machine: MachineStanding = .unknown) {
+    public init(feature: String = "", region: String = "", user: String = "", userKey: String? = nil, machine: MachineStanding = .unknown) {
         self.feature = feature
         self.region = region.uppercased()
         self.user = user
+        self.userKey = userKey ?? user
         self.machine = machine
     }
 }
@@ -159,7 +163,7 @@ public enum LicenseDecider {
             }
         }
         if facts.needsNamedUser {
-            if query.user.isEmpty || !facts.namedUsers.contains(query.user) {
+            if query.user.isEmpty || !facts.namedUsers.contains(query.userKey) {
                 if let limit = facts.allowance(facts.maxUsers), facts.namedUsers.count >= limit, !query.user.isEmpty {
                     return LicenseDecision(reason: .userLimit, state: state, detail: "the license's \(facts.maxUsers) named users do not include \(query.user)")
                 }

@@ -13,9 +13,15 @@ public struct CustomerExportSections {
     /// (An answer travels in one frame of at most 4 MiB.)
     public static let maxRowsPerSection = 2_000
 
-    static let secretColumns: Set<String> = ["key_hash", "secret", "secret_hash", "sealed", "sealed_private_key", "reveal_token", "response", "token_hash"]
+    static let secretColumns: Set<String> = ["key_hash", "secret", "secret_hash", "sealed", "sealed_private_key", "reveal_token", "response", "token_hash", "contact", "crm_hash", "user_hash", "user", "pseudonym", "wrapped"]
 
     public init() {}
+
+    /// Rows made by the service itself (values it had to open first).
+    public mutating func add(_ name: String, objects: [[String: Any]]) {
+        sections[name, default: []] += objects.prefix(Self.maxRowsPerSection)
+        records += min(objects.count, Self.maxRowsPerSection)
+    }
 
     public mutating func add(_ name: String, _ db: Database, sql: String, arguments: StatementArguments = []) throws {
         let rows = try Row.fetchAll(db, sql: sql, arguments: arguments)

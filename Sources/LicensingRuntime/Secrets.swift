@@ -20,6 +20,46 @@ public enum Secrets {
         return try KeyHashSecret(bytes: bytes)
     }
 
+    /// The master key ring: one 64-hex-digit version per line (or separated by commas in
+    /// `LM_MASTER_KEY`), oldest first; the last one seals. Read again on `MasterKey.reload()`.
+    public static func masterKey(settings: Settings, developmentMode: Bool) throws -> MasterKey {
+        if settings["master-key"] == nil, !FileManager.default.fileExists(atPath: masterKeyFile(settings)) {
+            // Generates one in development mode, or says what is missing.
+            _ = try load(name: "master-key", settings: settings, developmentMode: developmentMode)
+        }
+        let loader: @Sendable () throws -> [[UInt8]] = {
+            try masterKeyVersions(settings: settings)
+        }
+        return try MasterKey(versions: try loader(), loader: loader)
+    }
+
+    static func masterKeyVersions(settings: Settings) throws -> [[UInt8]] {
+        let text: String
+        if let value = settings["master-key"] {
+            text = value
+        } else {
+            text = try String(contentsOfFile: masterKeyFile(settings), encoding: .utf8)
+        }
+        return try parseVersions(text)
+    }
+
+    public static func masterKeyFile(_ settings: Settings) -> String {
+        settings["master-key-file"] ?? "\(settings.dataDirectory)/secrets/master-key"
+    }
+
+    /// Hex lines (or comma-separated), blank lines and `#` comments ignored.
+    public static func parseVersions(_ text: String) throws -> [[UInt8]] {
+        try text.split(whereSeparator: { $0 == "\n" || $0 == "," }).compactMap { line -> [UInt8]? in
+            let entry = line.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
+            let hex = entry.trimmingCharacters(in: .whitespacesAndNewlines)
+            if hex.isEmpty { return nil }
+            guard let bytes = Hex.decode(hex), bytes.count == 32 else {
+                throw Missing(name: "master-key", file: "(a version is not 64 hex digits)")
+            }
+            return bytes
+        }
+    }
+
     public static func load(name: String, settings: Settings, developmentMode: Bool) throws -> [UInt8] {
         if let hex = settings[name] {
             guard let bytes = Hex.decode(hex.trimmingCharacters(in: .whitespacesAndNewlines)) else {

@@ -26,7 +26,7 @@ extension ValidationService {
         let decision = LicenseDecider.decide(usable, ValidationQuery(region: region), now: now)
         guard decision.allows else { return ActivateResponse(reason: decision.reason, detail: decision.detail) }
         if facts.licenseType == .perUser {
-            let userCheck = LicenseDecider.decide(facts, ValidationQuery(region: region, user: request.user), now: now)
+            let userCheck = LicenseDecider.decide(facts, ValidationQuery(region: region, user: request.user, userKey: userKey(request.user, facts)), now: now)
             guard userCheck.allows else { return ActivateResponse(reason: userCheck.reason, detail: userCheck.detail) }
         }
         guard activationLimiter.allow(facts.licenseID) else {

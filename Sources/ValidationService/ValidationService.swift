@@ -122,7 +122,7 @@ public final class ValidationService: ValidationServiceProtocol {
         let service = try ValidationService(
             database: try openDatabase(path: environment.databasePath), issuance: issuance, usage: usage,
             keyHashSecret: try Secrets.keyHashSecret(settings: settings, developmentMode: environment.developmentMode),
-            masterKey: try MasterKey(bytes: try Secrets.load(name: "master-key", settings: settings, developmentMode: environment.developmentMode)),
+            masterKey: try Secrets.masterKey(settings: settings, developmentMode: environment.developmentMode),
             options: options, logger: environment.logger)
         environment.sampler?.add { [database = service.database, clock = service.clock] in
             let held = try await database.read { db in
@@ -297,6 +297,12 @@ public final class ValidationService: ValidationServiceProtocol {
     /// The decision on what the look-up found (nil: no license of the caller's tenant has
     /// the key), the answer, signed when the client sent a nonce (and a signing key
     /// exists), and its entry for the validation log.
+    /// Named users arrive from issuance as pseudonyms: the caller's user is compared as one.
+    func userKey(_ user: String, _ facts: LicenseFacts?) -> String? {
+        guard let facts, facts.needsNamedUser, !user.isEmpty else { return nil }
+        return keyHashSecret.namedUserPseudonym(license: facts.licenseID, user: user)
+    }
+
     private func answer(
         _ request: ValidateRequest, _ context: ValidationContext, _ found: (LicenseFacts, MachineStanding)?,
         signedBy key: CertificateSigningKey?
@@ -309,7 +315,8 @@ public final class ValidationService: ValidationServiceProtocol {
             decision = LicenseDecision(reason: .malformedKey, state: .unspecified, detail: "license_key: \(error)")
         case .success:
             facts = found?.0
-            let query = ValidationQuery(feature: request.feature, region: region, user: request.user, machine: found?.1 ?? .unknown)
+            let query = ValidationQuery(
+                feature: request.feature, region: region, user: request.user, userKey: userKey(request.user, facts), machine: found?.1 ?? .unknown)
             var decided = LicenseDecider.decide(facts, query, now: now)
             if decided.allows, !request.feature.isEmpty, let facts, let block = quotas.block(license: facts.licenseID, feature: request.feature, now: now) {
                 decided = LicenseDecision(

@@ -16,25 +16,32 @@ enum BackupFormat {
     static let services = ["issuance", "validation", "usage", "reporting", "integrations", "gateway"]
     static let magic = Array("LMBACKUP1\n".utf8)
 
-    static func masterKey(_ option: String?) throws -> [UInt8] {
-        if let hex = ProcessInfo.processInfo.environment["LM_MASTER_KEY"], option == nil {
-            guard let bytes = Hex.decode(hex.trimmingCharacters(in: .whitespacesAndNewlines)), bytes.count == 32 else {
-                throw ValidationError("LM_MASTER_KEY is not 64 hex digits")
+    /// The master key's versions, oldest first: backups are sealed with the newest, and a
+    /// restore finds the version its manifest names.
+    static func masterKeys(_ option: String?) throws -> [[UInt8]] {
+        let text: String
+        if let value = ProcessInfo.processInfo.environment["LM_MASTER_KEY"], option == nil {
+            text = value
+        } else {
+            guard let file = option ?? LocalStack.file("secrets/master-key") else {
+                throw ValidationError("give --master-key FILE (or LM_MASTER_KEY): backups are encrypted with a key derived from it")
             }
-            return bytes
+            guard let read = try? String(contentsOfFile: file, encoding: .utf8) else { throw ValidationError("cannot read the master key file \(file)") }
+            text = read
         }
-        guard let file = option ?? LocalStack.file("secrets/master-key") else {
-            throw ValidationError("give --master-key FILE (or LM_MASTER_KEY): backups are encrypted with a key derived from it")
+        guard let versions = try? Secrets.parseVersions(text), !versions.isEmpty else {
+            throw ValidationError("the master key must be 64 hex digits per version, one per line")
         }
-        guard let text = try? String(contentsOfFile: file, encoding: .utf8), let bytes = Hex.decode(text.trimmingCharacters(in: .whitespacesAndNewlines)),
-            bytes.count == 32
-        else { throw ValidationError("\(file) does not hold a master key (64 hex digits)") }
-        return bytes
+        return versions
     }
 
-    /// Names the master key without revealing it: which key a backup needs.
+    static func masterKey(_ option: String?) throws -> [UInt8] {
+        try masterKeys(option).last!
+    }
+
+    /// Names a master key version without revealing it: which version a backup needs.
     static func keyID(_ master: [UInt8]) -> String {
-        String(Hex.encode(SHA256.hash(data: Array("license-manager key id".utf8) + master)).prefix(16))
+        MasterKey.versionID(of: master)
     }
 
     static func key(_ master: [UInt8], salt: [UInt8], purpose: String) -> SymmetricKey {
@@ -182,14 +189,17 @@ struct RestoreCommand: AsyncParsableCommand {
     @Option(help: "Only these services, comma-separated (default: all in the backup).") var services: String?
 
     func run() async throws {
-        let master = try BackupFormat.masterKey(masterKey)
+        let versions = try BackupFormat.masterKeys(masterKey)
         guard let body = FileManager.default.contents(atPath: "\(from)/manifest.json"),
             let macText = try? String(contentsOfFile: "\(from)/manifest.mac", encoding: .utf8),
             let manifest = try JSONSerialization.jsonObject(with: body) as? [String: Any],
             let saltText = manifest["salt"] as? String, let salt = Data(base64Encoded: saltText), let entries = manifest["services"] as? [[String: Any]]
         else { throw ValidationError("\(from) holds no backup manifest") }
-        if let id = manifest["master_key_id"] as? String, id != BackupFormat.keyID(master) {
-            throw ValidationError("this backup was made with master key \(id); the key given is \(BackupFormat.keyID(master))")
+        // The version that sealed the backup (older backups: the only one there was).
+        let sealedWith = manifest["master_key_id"] as? String ?? BackupFormat.keyID(versions.last!)
+        guard let master = versions.first(where: { BackupFormat.keyID($0) == sealedWith }) else {
+            throw ValidationError(
+                "this backup was made with master key version \(sealedWith); the key file holds \(versions.map(BackupFormat.keyID).joined(separator: ", "))")
         }
         guard let mac = Hex.decode(macText.trimmingCharacters(in: .whitespacesAndNewlines)),
             HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: body, using: BackupFormat.key(master, salt: Array(salt), purpose: "manifest"))

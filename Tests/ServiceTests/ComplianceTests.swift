@@ -7,6 +7,7 @@ import LicensingRuntime
 import LicensingTestSupport
 import LicensingWire
 import Logging
+import NIOConcurrencyHelpers
 import ServiceLifecycle
 import Testing
 import UsageService
@@ -21,6 +22,8 @@ struct ComplianceStack {
     let usage: RPCClient
     let clock: ManualLicenseClock
     let folder: TemporaryFolder
+    /// Validations made through `validate`, which `closeTheMinute` waits to see in the log.
+    let validations = NIOLockedValueBox(0)
 
     static func run<T>(
         clock: ManualLicenseClock = ManualLicenseClock(1_800_000_000), rules: ComplianceRules = ComplianceRules(),
@@ -28,7 +31,7 @@ struct ComplianceStack {
     ) async throws -> T {
         let folder = TemporaryFolder()
         let logger = Logger(label: "test")
-        let issuanceService = IssuanceService(
+        let issuanceService = try IssuanceService(
             database: try IssuanceService.openDatabase(path: "\(folder.path)/issuance.sqlite"),
             keyHashSecret: testSecret, masterKey: testMasterKey, clock: clock, logger: logger)
         return try await withServer(issuanceService.router(), in: folder, name: "issuance") { issuance in
@@ -79,7 +82,8 @@ struct ComplianceStack {
     }
 
     func validate(_ key: String, feature: String = "", fingerprint: String = "", region: String = "") async throws -> ValidateResponse {
-        try await validation.call(ValidationMethods.validate, ValidateRequest(licenseKey: key, fingerprint: fingerprint, feature: feature, region: region))
+        validations.withLockedValue { $0 += 1 }
+        return try await validation.call(ValidationMethods.validate, ValidateRequest(licenseKey: key, fingerprint: fingerprint, feature: feature, region: region))
     }
 
     func alerts(_ license: String, rule: String = "", all: Bool = false) async throws -> [ComplianceAlert] {
@@ -90,7 +94,13 @@ struct ComplianceStack {
     /// once the validation log (written every few milliseconds) holds them: the rollup
     /// waits 10 s of clock time for late log writes, which a jump of the test's clock skips.
     func closeTheMinute() async throws {
-        try await Task.sleep(for: .milliseconds(150))
+        let expected = validations.withLockedValue { $0 }
+        let log = try DatabaseQueue(path: "\(folder.path)/validation.sqlite")
+        let logged = try await eventually(within: .seconds(20)) {
+            try await log.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM validation_log") ?? 0 } >= expected
+        }
+        try log.close()
+        #expect(logged, "the validation log did not reach \(expected) rows")
         clock.advance(by: 60 + 15)
     }
 

@@ -9,7 +9,7 @@ import Testing
 
 @Suite struct IssuanceTests {
     func service(_ folder: TemporaryFolder, clock: ManualLicenseClock = ManualLicenseClock()) throws -> IssuanceService {
-        IssuanceService(
+        try IssuanceService(
             database: try IssuanceService.openDatabase(path: "\(folder.path)/issuance.sqlite"),
             keyHashSecret: testSecret, masterKey: testMasterKey, clock: clock, logger: Logger(label: "test"))
     }

@@ -93,7 +93,7 @@ struct TestCertificates {
     @Test func mutualTLSBetweenTheGatewayAndAService() async throws {
         let folder = TemporaryFolder()
         let certificates = try TestCertificates(folder)
-        let issuance = IssuanceService(
+        let issuance = try IssuanceService(
             database: try IssuanceService.openDatabase(path: "\(folder.path)/issuance.sqlite"), keyHashSecret: testSecret,
             masterKey: testMasterKey, logger: Logger(label: "test"))
         let mutual = try RPCTLS.server(certificateChain: "\(certificates.folder)/server.pem", privateKey: "\(certificates.folder)/server.key", clientCA: certificates.ca)

@@ -46,7 +46,7 @@ func withIssuanceAndValidation<T>(
     _ body: (_ issuance: RPCClient, _ validation: RPCClient) async throws -> T
 ) async throws -> T {
     let folder = TemporaryFolder()
-    let issuance = IssuanceService(
+    let issuance = try IssuanceService(
         database: try IssuanceService.openDatabase(path: "\(folder.path)/issuance.sqlite"),
         keyHashSecret: testSecret, masterKey: testMasterKey, clock: clock, logger: Logger(label: "test"))
     return try await withServer(issuance.router(), in: folder, name: "issuance") { issuanceClient in

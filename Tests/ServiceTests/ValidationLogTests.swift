@@ -14,7 +14,7 @@ import ValidationService
     /// Every validation answered before SIGTERM is in the log after the service stops.
     @Test func nothingAcceptedIsLostOnGracefulShutdown() async throws {
         let folder = TemporaryFolder()
-        let issuance = IssuanceService(
+        let issuance = try IssuanceService(
             database: try IssuanceService.openDatabase(path: "\(folder.path)/issuance.sqlite"),
             keyHashSecret: testSecret, masterKey: testMasterKey, logger: Logger(label: "test"))
         try await withServer(issuance.router(), in: folder, name: "issuance") { issuanceClient in

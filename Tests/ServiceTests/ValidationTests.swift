@@ -13,7 +13,7 @@ import ValidationService
     @Test func validationFollowsTheFeedAndAnswersEveryReason() async throws {
         let folder = TemporaryFolder()
         let clock = ManualLicenseClock(SystemLicenseClock().now)
-        let issuance = IssuanceService(
+        let issuance = try IssuanceService(
             database: try IssuanceService.openDatabase(path: "\(folder.path)/issuance.sqlite"),
             keyHashSecret: testSecret, masterKey: testMasterKey, clock: clock, logger: Logger(label: "test"))
         try await withServer(issuance.router(), in: folder, name: "issuance") { issuanceClient in
@@ -82,7 +82,7 @@ import ValidationService
     /// With the poll an hour away, only the catch-up on a miss can find a new key.
     @Test func aKeyIssuedAMomentAgoIsFoundAtOnce() async throws {
         let folder = TemporaryFolder()
-        let issuance = IssuanceService(
+        let issuance = try IssuanceService(
             database: try IssuanceService.openDatabase(path: "\(folder.path)/issuance.sqlite"),
             keyHashSecret: testSecret, masterKey: testMasterKey, logger: Logger(label: "test"))
         try await withServer(issuance.router(), in: folder, name: "issuance") { issuanceClient in
