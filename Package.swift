@@ -249,7 +249,7 @@ let package = Package(
         .testTarget(
             name: "EndToEndTests",
             dependencies: [
-                "LicensingTestSupport", "LicensingRPC", "LicensingCore", "LicensingWire", "LicenseClient", .product(name: "Hummingbird", package: "hummingbird"),
+                "LicensingTestSupport", "LicensingRPC", "LicensingCore", "LicensingWire", "LicenseClient", .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"), .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],

@@ -251,10 +251,13 @@ extension GatewayService: GatewayServiceProtocol {
         if request.service == "gateway" {
             return try await DatabaseSnapshot(service: "gateway", database: database).send { try await stream.send($0) }
         }
-        guard let backend = backends.first(where: { $0.name == request.service }) else {
-            throw RPCError.invalidArgument("service must be one of: \((backends.map(\.name) + ["gateway"]).joined(separator: ", "))")
+        // Issuance's list of erased customers is its own copy (see IssuanceService.router).
+        let (name, part) = request.service == "issuance-erasures" ? ("issuance", "erasures") : (request.service, "")
+        guard let backend = backends.first(where: { $0.name == name }) else {
+            throw RPCError.invalidArgument("service must be one of: \((backends.map(\.name) + ["issuance-erasures", "gateway"]).joined(separator: ", "))")
         }
-        let chunks = try await backend.streamRaw(BackupMethods.snapshot.name, payload: SnapshotRequest().serializedBytes(), metadata: call.metadata, deadline: call.deadline)
+        let chunks = try await backend.streamRaw(
+            BackupMethods.snapshot.name, payload: SnapshotRequest(service: part).serializedBytes(), metadata: call.metadata, deadline: call.deadline)
         for try await chunk in chunks { try await stream.send(try SnapshotChunk(serializedBytes: chunk)) }
     }
 

@@ -30,7 +30,7 @@ struct ErasureLedger: Sendable {
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1: erased customers") { db in
             try db.execute(sql: """
-                CREATE TABLE erased_customer (
+                CREATE TABLE IF NOT EXISTS erased_customer (
                     tenant_id TEXT NOT NULL,
                     customer_id TEXT NOT NULL,
                     erased_at INTEGER NOT NULL,

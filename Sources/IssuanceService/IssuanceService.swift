@@ -81,7 +81,15 @@ public final class IssuanceService: Sendable {
     public func router() -> RPCRouter {
         var router = RPCRouter()
         HealthReporter(service: "issuance").register(in: &router)
-        DatabaseSnapshot(service: "issuance", database: database).register(in: &router)
+        // The erasure list is copied on its own ("erasures"), after the data, so a backup's
+        // list is never older than its data.
+        router.registerStream(BackupMethods.snapshot) { [database, erasures] request, _, stream in
+            switch request.service {
+            case "", "issuance": try await DatabaseSnapshot(service: "issuance", database: database).send { try await stream.send($0) }
+            case "erasures": try await DatabaseSnapshot(service: "issuance-erasures", database: erasures.queue).send { try await stream.send($0) }
+            default: throw RPCError.invalidArgument("issuance copies \"issuance\" or \"erasures\", not \"\(request.service)\"")
+            }
+        }
         registerMethods(with: &router)
         return router
     }

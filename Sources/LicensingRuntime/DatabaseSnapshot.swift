@@ -10,10 +10,10 @@ import LicensingWire
 /// caller (licensectl backup) encrypts it.
 public struct DatabaseSnapshot: Sendable {
     public let service: String
-    public let database: DatabasePool
+    public let database: any DatabaseReader
     static let chunkSize = 1 << 20
 
-    public init(service: String, database: DatabasePool) {
+    public init(service: String, database: any DatabaseReader) {
         self.service = service
         self.database = database
     }

@@ -15,6 +15,8 @@ import LicensingWire
 enum BackupFormat {
     static let services = ["issuance", "validation", "usage", "reporting", "integrations", "gateway"]
     static let magic = Array("LMBACKUP1\n".utf8)
+    /// Issuance's list of erased customers, copied beside its data and merged on restore.
+    static let erasures = "issuance-erasures"
 
     /// The master key's versions, oldest first: backups are sealed with the newest, and a
     /// restore finds the version its manifest names.
@@ -116,7 +118,9 @@ struct BackupCommand: AsyncParsableCommand {
         let client = try global.client()
         defer { Task { await client.close() } }
         var entries: [[String: Any]] = []
-        for service in wanted {
+        // Issuance's list of erased customers is copied right after its data, so it is never
+        // older than the data it will be replayed on.
+        for service in wanted.flatMap({ $0 == "issuance" ? [$0, BackupFormat.erasures] : [$0] }) {
             let key = BackupFormat.key(master, salt: salt, purpose: service)
             let file = "\(service).db.enc"
             FileManager.default.createFile(atPath: "\(to)/\(file)", contents: Data(BackupFormat.magic), attributes: [.posixPermissions: 0o600])
@@ -205,7 +209,7 @@ struct RestoreCommand: AsyncParsableCommand {
             HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: body, using: BackupFormat.key(master, salt: Array(salt), purpose: "manifest"))
         else { throw ValidationError("the manifest was altered (its authentication code does not match)") }
         let wanted = services.map { Set($0.split(separator: ",").map(String.init)) }
-        let chosen = entries.filter { wanted == nil || wanted!.contains(($0["service"] as? String) ?? "") }
+        let chosen = entries.filter { ($0["service"] as? String) != BackupFormat.erasures && (wanted == nil || wanted!.contains(($0["service"] as? String) ?? "")) }
         guard !chosen.isEmpty else { throw ValidationError("the backup holds none of the services asked for") }
         for entry in chosen {
             let service = entry["service"] as? String ?? ""
@@ -228,18 +232,63 @@ struct RestoreCommand: AsyncParsableCommand {
             for suffix in ["-wal", "-shm"] { try? FileManager.default.removeItem(atPath: target + suffix) }
             _ = rename(staging, target)
             if service == "issuance" {
-                // A new epoch: followers see the feed went back and follow it again.
-                let queue = try DatabaseQueue(path: target)
+                let erased = try mergeErasures(entries: entries, master: master, salt: Array(salt))
+                // A new epoch: followers see the feed went back and follow it again. Customers
+                // erased since (or in) the backup lose their data keys before anything reads it.
+                var zeroing = Configuration()
+                zeroing.prepareDatabase { db in try db.execute(sql: "PRAGMA secure_delete = ON") }
+                let queue = try DatabaseQueue(path: target, configuration: zeroing)
                 try await queue.write { db in
                     if try db.tableExists("feed_epoch") {
                         try db.execute(sql: "UPDATE feed_epoch SET epoch = lower(hex(randomblob(16))), since_seq = (SELECT COALESCE(MAX(seq), 0) FROM change_event)")
                     }
+                    if try db.tableExists("data_key") {
+                        for customer in erased { try db.execute(sql: "DELETE FROM data_key WHERE owner = ?", arguments: [customer]) }
+                    }
                 }
                 try queue.close()
+                if !erased.isEmpty { print("\(erased.count) erased customer(s) stay erased: their data keys are not restored") }
             }
             _ = lock
             print("\(service) restored from \(entry["taken_at"] ?? "the backup") (\(plain.count) bytes)")
         }
+    }
+
+    /// Adds the backup's erased customers to the data folder's list (which a restore never
+    /// shortens or replaces) and returns the whole list's customers.
+    func mergeErasures(entries: [[String: Any]], master: [UInt8], salt: [UInt8]) throws -> [String] {
+        var durable = Configuration()
+        durable.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
+        let ledger = try DatabaseQueue(path: "\(dataDir)/\(BackupFormat.erasures).sqlite", configuration: durable)
+        defer { try? ledger.close() }
+        try ledger.write { db in
+            try db.execute(sql: """
+                CREATE TABLE IF NOT EXISTS erased_customer (
+                    tenant_id TEXT NOT NULL, customer_id TEXT NOT NULL, erased_at INTEGER NOT NULL, PRIMARY KEY (tenant_id, customer_id))
+                """)
+        }
+        if let entry = entries.first(where: { $0["service"] as? String == BackupFormat.erasures }),
+            let file = entry["file"] as? String, !file.contains("/"), let sum = entry["sha256"] as? String
+        {
+            let plain = try decrypt("\(from)/\(file)", service: BackupFormat.erasures, key: BackupFormat.key(master, salt: salt, purpose: BackupFormat.erasures))
+            guard SHA256.hash(data: plain).map({ String(format: "%02x", $0) }).joined() == sum else {
+                throw ValidationError("\(BackupFormat.erasures): the decrypted copy does not match its checksum")
+            }
+            let copy = "\(dataDir)/\(BackupFormat.erasures).restoring"
+            FileManager.default.createFile(atPath: copy, contents: plain, attributes: [.posixPermissions: 0o600])
+            defer { try? FileManager.default.removeItem(atPath: copy) }
+            let backup = try DatabaseQueue(path: copy)
+            let rows = try backup.read { db in try Row.fetchAll(db, sql: "SELECT tenant_id, customer_id, erased_at FROM erased_customer") }
+            try backup.close()
+            try ledger.write { db in
+                for row in rows {
+                    try db.execute(
+                        sql: "INSERT OR IGNORE INTO erased_customer (tenant_id, customer_id, erased_at) VALUES (?, ?, ?)",
+                        arguments: [row["tenant_id"] as String, row["customer_id"] as String, row["erased_at"] as Int64])
+                }
+            }
+        }
+        return try ledger.read { db in try String.fetchAll(db, sql: "SELECT customer_id FROM erased_customer") }
     }
 
     func decrypt(_ path: String, service: String, key: SymmetricKey) throws -> Data {

@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import LicensingCore
 import LicensingRPC
 import LicensingTestSupport
@@ -109,6 +110,78 @@ import Testing
         try await Task.sleep(for: .seconds(1))
         issuedEvents = await issuedDeliveries()
         #expect(issuedEvents.count == 3 && Set(issuedEvents).count == 3, "\(issuedEvents)")
+    }
+
+    /// Crypto-shredding: a customer's name, e-mail, CRM id and named users are sealed with
+    /// its own data key, so no database file holds them in clear, and erasing the customer
+    /// destroys the key. Restoring a backup taken before the erasure does not bring the
+    /// customer back: the restore carries the list of erased customers forward and the
+    /// restored file never gets their keys.
+    @Test func anErasedCustomerStaysUnreadableAfterAnOlderBackupIsRestored() async throws {
+        let stack = try Stack()
+        try await stack.startAll()
+        let admin = stack.gatewayClient()
+        defer { Task { await admin.close() } }
+        let product = try await admin.call(IssuanceMethods.createProduct, CreateProductRequest(name: "Studio", code: "STU"))
+        let policy = try await admin.call(IssuanceMethods.createPolicy, CreatePolicyRequest(policy: Policy(
+            productId: product.id, name: "Named", licenseType: .perUser, durationSeconds: 365 * 86400, maxUsers: 5)))
+        let erin = try await admin.call(IssuanceMethods.createCustomer, CreateCustomerRequest(name: "Erin Shredded", email: "erin@shred.test", crmId: "crm-erin-77"))
+        let kept = try await admin.call(IssuanceMethods.createCustomer, CreateCustomerRequest(name: "Kept Customer", email: "kept@shred.test"))
+        let issued = try await admin.call(IssuanceMethods.issueLicense, IssueLicenseRequest(policyId: policy.id, customerId: erin.id))
+        _ = try await admin.call(IssuanceMethods.assignUser, AssignUserRequest(id: issued.license!.id, user: "erin.named.user"))
+        // Validation knows the named user by a pseudonym, and still answers for it.
+        #expect(await eventually(within: .seconds(20), every: .milliseconds(100)) {
+            (try? await admin.call(ValidationMethods.validate, ValidateRequest(licenseKey: issued.licenseKey, user: "erin.named.user")))?.reason == .valid
+        })
+        #expect(try await admin.call(ValidationMethods.validate, ValidateRequest(licenseKey: issued.licenseKey, user: "mallory")).reason == .notActivated)
+        let personal = ["Erin Shredded", "erin@shred.test", "crm-erin-77", "erin.named.user"]
+
+        /// Every database file of every service (with its WAL), searched byte for byte.
+        func filesHolding(_ needles: [String]) throws -> [String] {
+            try FileManager.default.contentsOfDirectory(atPath: stack.folder).filter { $0.contains(".sqlite") }.flatMap { name -> [String] in
+                let bytes = try Data(contentsOf: URL(fileURLWithPath: "\(stack.folder)/\(name)"))
+                return needles.filter { bytes.range(of: Data($0.utf8)) != nil }.map { "\(name): \($0)" }
+            }
+        }
+        #expect(try filesHolding(personal).isEmpty, "personal data in clear before erasure")
+
+        let backup = "\(stack.folder)/before-erasure"
+        let masterKey = "\(stack.folder)/secrets/master-key"
+        var (status, output) = try await stack.ctl(["backup", "--to", backup, "--master-key", masterKey, "--services", "issuance"])
+        #expect(status == 0 && output.contains("issuance-erasures"), "\(output)")
+
+        let erased = try await admin.call(GatewayMethods.eraseCustomer, EraseCustomerRequest(customerId: erin.id))
+        #expect(erased.parts.allSatisfy { $0.code == .ok }, "\(erased.parts)")
+        var after = try await admin.call(IssuanceMethods.getCustomer, GetByIdRequest(id: erin.id))
+        #expect(after.name == "(erased)" && after.email.isEmpty && after.crmId.isEmpty)
+        #expect(await eventually(within: .seconds(20), every: .milliseconds(100)) {
+            (try? await admin.call(ValidationMethods.validate, ValidateRequest(licenseKey: issued.licenseKey, user: "erin.named.user")))?.reason == .notActivated
+        })
+        #expect(try filesHolding(personal).isEmpty, "personal data in clear after erasure")
+
+        // Issuance back to the point before the erasure.
+        await stack.stop("issuance")
+        (status, output) = try await Stack.run("licensectl", ["restore", "--from", backup, "--data-dir", stack.folder, "--services", "issuance", "--master-key", masterKey])
+        #expect(status == 0 && output.contains("1 erased customer(s) stay erased"), "\(output)")
+        // The restored file has no data key for the erased customer: nothing can open its fields.
+        let restored = try DatabaseQueue(path: "\(stack.folder)/issuance.sqlite")
+        let (keys, sealed) = try await restored.read { db in
+            (try Int.fetchOne(db, sql: "SELECT count(*) FROM data_key WHERE owner = ?", arguments: [erin.id]) ?? -1,
+             try Int.fetchOne(db, sql: "SELECT count(*) FROM data_key WHERE owner = ?", arguments: [kept.id]) ?? -1)
+        }
+        try restored.close()
+        #expect(keys == 0 && sealed == 1)
+        try stack.start("issuance")
+        try await stack.waitUntilServing("issuance")
+        try await stack.waitUntilGatewaySees("issuance")
+        after = try await admin.call(IssuanceMethods.getCustomer, GetByIdRequest(id: erin.id))
+        #expect(after.name == "(erased)" && after.email.isEmpty && after.crmId.isEmpty, "\(after)")
+        #expect(try await admin.call(IssuanceMethods.getCustomer, GetByIdRequest(id: kept.id)).name == "Kept Customer")
+        #expect(try await admin.call(IssuanceMethods.getLicense, GetLicenseRequest(id: issued.license!.id)).namedUsers.isEmpty)
+        #expect(try filesHolding(personal).isEmpty, "personal data in clear after the restore")
+        // The erased customer's named user does not come back to validation either.
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(try await admin.call(ValidationMethods.validate, ValidateRequest(licenseKey: issued.licenseKey, user: "erin.named.user")).reason == .notActivated)
     }
 
     /// `backup --every` keeps taking backups on a schedule and keeps the newest `--keep`.
