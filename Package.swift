@@ -54,6 +54,8 @@ let package = Package(
         ),
         // One process-wide SQLite setting Swift cannot reach (sqlite3_config is variadic).
         .target(name: "CSQLiteTuning", linkerSettings: [.linkedLibrary("sqlite3")]),
+        // Ed25519 signing inside a PKCS#11 token (HSM); the vendor's module is loaded at run time.
+        .target(name: "CPKCS11", linkerSettings: [.linkedLibrary("dl")]),
         // Swift bindings over the generated C: the only module that touches C pointers.
         .target(
             name: "LicensingWire",
@@ -95,6 +97,7 @@ let package = Package(
                 "LicensingRPC",
                 "LicensingCore",
                 "CSQLiteTuning",
+                "CPKCS11",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -220,7 +223,7 @@ let package = Package(
         .testTarget(
             name: "LicensingRuntimeTests",
             dependencies: ["LicensingTestSupport", 
-                "LicensingRuntime", "LicensingRPC",
+                "LicensingRuntime", "LicensingRPC", "LicensingCore",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),
@@ -249,7 +252,7 @@ let package = Package(
         .testTarget(
             name: "EndToEndTests",
             dependencies: [
-                "LicensingTestSupport", "LicensingRPC", "LicensingCore", "LicensingWire", "LicenseClient", .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Hummingbird", package: "hummingbird"),
+                "LicensingTestSupport", "LicensingRPC", "LicensingCore", "LicensingWire", "LicenseClient", "LicensingRuntime", .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"), .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],

@@ -32,7 +32,9 @@ final class Backend: Sendable {
     }
 
     private func observe(_ error: any Error) {
-        if let error = error as? RPCError, error.code == .unavailable { markDown() }
+        // A backend that answers UNAVAILABLE itself (its HSM is down, say) is up: only a call
+        // that could not reach it marks it down.
+        if let error = error as? RPCError, error.code == .unavailable, !error.fromPeer { markDown() }
     }
 
     func callRaw(_ method: String, payload: [UInt8], metadata: RPCMetadata, deadline: ContinuousClock.Instant) async throws -> [UInt8] {

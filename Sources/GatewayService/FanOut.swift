@@ -19,7 +19,7 @@ extension GatewayService {
                         backend.markUp()
                         return (index, ComponentHealth(name: backend.name, code: .ok, health: health))
                     } catch let error as RPCError {
-                        if error.code == .unavailable { backend.markDown() }
+                        if error.code == .unavailable, !error.fromPeer { backend.markDown() }
                         return (index, ComponentHealth(name: backend.name, code: error.code, message: error.message))
                     } catch {
                         return (index, ComponentHealth(name: backend.name, code: .unavailable, message: "\(error)"))

@@ -15,6 +15,7 @@ public final class IssuanceService: Sendable {
     let clock: any LicenseClock
     let keyHashSecret: KeyHashSecret
     let masterKey: MasterKey
+    let signing: SigningCustody
     let vault: CustomerVault
     let erasures: ErasureLedger
     let idempotencyTTL: Int64
@@ -23,8 +24,9 @@ public final class IssuanceService: Sendable {
 
     public init(
         database: DatabasePool, keyHashSecret: KeyHashSecret, masterKey: MasterKey,
-        clock: any LicenseClock = SystemLicenseClock(), idempotencyTTL: Int64 = 86400, logger: Logger
+        signing: SigningCustody? = nil, clock: any LicenseClock = SystemLicenseClock(), idempotencyTTL: Int64 = 86400, logger: Logger
     ) throws {
+        self.signing = signing ?? SigningCustody(masterKey: masterKey)
         self.database = database
         self.erasures = try ErasureLedger(path: ErasureLedger.path(besides: database.path))
         self.keyHashSecret = keyHashSecret
@@ -45,14 +47,20 @@ public final class IssuanceService: Sendable {
     /// Everything the executable runs, from its environment.
     public static func services(_ environment: ServiceEnvironment) throws -> [any Service] {
         let settings = environment.settings
+        let masterKey = try Secrets.masterKey(settings: settings, developmentMode: environment.developmentMode)
         let service = try IssuanceService(
             database: try openDatabase(path: environment.databasePath),
             keyHashSecret: try Secrets.keyHashSecret(settings: settings, developmentMode: environment.developmentMode),
-            masterKey: try Secrets.masterKey(settings: settings, developmentMode: environment.developmentMode),
+            masterKey: masterKey, signing: try SigningCustody.from(settings: settings, masterKey: masterKey),
             idempotencyTTL: Int64(try settings.int("idempotency-ttl-seconds", default: 86400, in: 60...30 * 86400)),
             logger: environment.logger)
+        do {
+            try service.ensureSigningKey()
+        } catch {
+            // A token that is down must not stop issuance: only signing waits for it.
+            environment.logger.warning("no signing key could be made yet; certificates wait for it", metadata: ["error": "\(error)"])
+        }
         try service.database.write { db in
-            try SigningKeyStore.ensureCurrent(masterKey: service.masterKey, at: service.clock.now, in: db)
             try IdempotencyStore.sealLegacyRows(masterKey: service.masterKey, in: db)
             try service.vault.sealLegacyRows(in: db)
         }

@@ -5,23 +5,24 @@ import LicensingRPC
 import LicensingRuntime
 import LicensingWire
 
-// Ed25519 signing keys for license certificates. Private keys are stored sealed under the
-// master key; rotation makes a new key current while older ones keep verifying until
-// they are retired.
+// Ed25519 signing keys for license certificates. Private keys are sealed under the master
+// key or live in a PKCS#11 token (`SigningCustody`); rotation makes a new key current while
+// older ones keep verifying until they are retired.
 
 extension IssuanceService {
     public func createSigningKey(_ request: CreateSigningKeyRequest, _ call: ServerCall) async throws -> SigningKey {
         try requireOperator(call)
-        let masterKey = self.masterKey
+        // Generated before the transaction: a token call must not hold the writer.
+        let made = try signing.newKey()
         return try await mutate(call, action: call.method.hasSuffix("/RotateSigningKey") ? "signing_key.rotate" : "signing_key.create", target: \.kid) { db, context in
-            try SigningKeyStore.create(masterKey: masterKey, at: context.now, in: db)
+            try SigningKeyStore.insert(made, at: context.now, in: db)
         }
     }
 
     public func retireSigningKey(_ request: GetByIdRequest, _ call: ServerCall) async throws -> SigningKey {
         try requireOperator(call)
         try Check.nonEmpty(request.id, "id (the kid)")
-        return try await mutate(call, action: "signing_key.retire", target: \.kid) { db, context in
+        let retired = try await mutate(call, action: "signing_key.retire", target: \.kid) { db, context in
             guard var key = try SigningKeyStore.fetch(kid: request.id, in: db) else {
                 throw RPCError.notFound("no signing key \(request.id)")
             }
@@ -35,6 +36,14 @@ extension IssuanceService {
             try ChangeFeed.append(ChangeEvent(action: "signing_key.retired", .signingKey(replicated)), at: context.now, in: db)
             return key
         }
+        // A token key is destroyed once the retirement is committed: it can never sign again.
+        let sealed = try await database.read { db in try Data.fetchOne(db, sql: "SELECT sealed_private_key FROM signing_key WHERE kid = ?", arguments: [retired.kid]) }
+        do {
+            if let sealed { try signing.destroy(kid: retired.kid, sealed: Array(sealed)) }
+        } catch {
+            logger.warning("retired signing key could not be destroyed in the token; destroy it there by hand", metadata: ["kid": "\(retired.kid)", "error": "\(error)"])
+        }
+        return retired
     }
 
     /// The keys that verify certificates: every key not retired.
@@ -49,14 +58,13 @@ extension IssuanceService {
         try Check.nonEmpty(request.licenseId, "license_id")
         try Check.nonNegative(request.validSeconds, "valid_seconds")
         try Check.length(request.fingerprint, "fingerprint", max: 1000)
-        let masterKey = self.masterKey
+        let signer = try await currentSigner()
         return try await mutate(call, action: "certificate.issue", target: { $0.payload?.licenseId ?? "" }) { db, context in
             let record = try LicenseRecord.require(db, id: request.licenseId, tenant: context.tenant, vault: self.vault)
             let state = record.effectiveState(at: context.now)
             guard state == .active || state == .inGrace else {
                 throw RPCError.failedPrecondition("license \(request.licenseId) is \(state); certificates are issued only for usable licenses")
             }
-            let key = try SigningKeyStore.current(masterKey: masterKey, at: context.now, in: db)
             let licenseEnd = record.facts.graceEndsAt
             var notAfter = request.validSeconds != 0 ? context.now + request.validSeconds : (licenseEnd != 0 ? licenseEnd : context.now + 365 * 86400)
             if licenseEnd != 0 { notAfter = min(notAfter, licenseEnd) }
@@ -67,47 +75,66 @@ extension IssuanceService {
                 notBefore: context.now, notAfter: notAfter, licenseExpiresAt: license.expiresAt, graceSeconds: license.graceSeconds,
                 fingerprintSha256: request.fingerprint.isEmpty ? "" : LicenseCertificates.fingerprintHash(request.fingerprint),
                 issuedAt: context.now, maxMachines: license.maxMachines, maxSeats: license.maxSeats)
-            return LicenseCertificates.sign(payload, with: key)
+            return try LicenseCertificates.sign(payload, with: signer)
         }
+    }
+
+    /// The current key's signer; the first key is made if there is none yet.
+    func currentSigner() async throws -> any CertificateSigner {
+        if let current = try await database.read(SigningKeyStore.current) { return try signing.signer(current) }
+        try ensureSigningKey()
+        guard let current = try await database.read(SigningKeyStore.current) else { throw RPCError(.internal, "no current signing key") }
+        return try signing.signer(current)
+    }
+
+    /// Makes the first signing key if there is none, so certificates can always be signed.
+    func ensureSigningKey() throws {
+        guard try database.read(SigningKeyStore.current) == nil else { return }
+        let made = try signing.newKey()
+        let kept = try database.write { db in
+            // Another caller may have made one meanwhile: keep theirs.
+            guard try SigningKeyStore.current(db) == nil else { return false }
+            _ = try SigningKeyStore.insert(made, at: self.clock.now, in: db)
+            return true
+        }
+        if !kept { try? signing.destroy(kid: made.kid, sealed: made.sealed) }
+    }
+}
+
+extension SigningCustody {
+    func signer(_ stored: SigningKeyStore.Stored) throws -> any CertificateSigner {
+        try signer(kid: stored.kid, publicKey: stored.publicKey, sealed: stored.sealed)
     }
 }
 
 enum SigningKeyStore {
-    static func create(masterKey: MasterKey, at now: Int64, in db: Database) throws -> SigningKey {
-        let key = CertificateSigningKey.generate()
+    struct Stored {
+        let kid: String
+        let publicKey: [UInt8]
+        /// The private key sealed under the master key; empty for a key in the PKCS#11 token.
+        let sealed: [UInt8]
+    }
+
+    /// Stores a new key as the current one and publishes it to validation (which signs
+    /// activation certificates and answers with the same keys: it receives the sealed key,
+    /// or for a token key only its kid, and signs through the same token).
+    static func insert(_ made: (kid: String, publicKey: [UInt8], sealed: [UInt8]), at now: Int64, in db: Database) throws -> SigningKey {
         try db.execute(sql: "UPDATE signing_key SET current = 0 WHERE current = 1")
-        let sealed = masterKey.seal(key.privateKey, context: key.kid)
         try db.execute(
             sql: "INSERT INTO signing_key (kid, algorithm, public_key, sealed_private_key, created_at, current) VALUES (?, 'Ed25519', ?, ?, ?, 1)",
-            arguments: [key.kid, Data(key.publicKey), Data(sealed), now])
-        // Validation signs activation certificates and answers with the same keys; it
-        // receives them sealed and opens them with the master key the two share.
-        let replicated = SealedSigningKey(kid: key.kid, publicKey: key.publicKey, sealedPrivateKey: sealed, createdAt: now, current: true)
+            arguments: [made.kid, Data(made.publicKey), Data(made.sealed), now])
+        let replicated = SealedSigningKey(kid: made.kid, publicKey: made.publicKey, sealedPrivateKey: made.sealed, createdAt: now, current: true)
         try ChangeFeed.append(ChangeEvent(action: "signing_key.created", .signingKey(replicated)), at: now, in: db)
-        return SigningKey(kid: key.kid, algorithm: "Ed25519", publicKey: key.publicKey, createdAt: now, current: true)
+        return SigningKey(kid: made.kid, algorithm: "Ed25519", publicKey: made.publicKey, createdAt: now, current: true)
     }
 
     static func fetch(kid: String, in db: Database) throws -> SigningKey? {
         try Row.fetchOne(db, sql: "SELECT * FROM signing_key WHERE kid = ?", arguments: [kid]).map(SigningKey.init(row:))
     }
 
-    /// Creates the first key if there is none, so certificates can always be signed.
-    static func ensureCurrent(masterKey: MasterKey, at now: Int64, in db: Database) throws {
-        if try Row.fetchOne(db, sql: "SELECT 1 FROM signing_key WHERE current = 1") == nil {
-            _ = try create(masterKey: masterKey, at: now, in: db)
-        }
-    }
-
-    /// The current key, opened with the master key.
-    static func current(masterKey: MasterKey, at now: Int64, in db: Database) throws -> CertificateSigningKey {
-        try ensureCurrent(masterKey: masterKey, at: now, in: db)
-        let row = try Row.fetchOne(db, sql: "SELECT kid, sealed_private_key FROM signing_key WHERE current = 1")!
-        let kid: String = row["kid"]
-        let sealed: Data = row["sealed_private_key"]
-        do {
-            return try CertificateSigningKey(privateKey: try masterKey.open(Array(sealed), context: kid))
-        } catch {
-            throw RPCError(.internal, "signing key \(kid) does not open with the configured master key")
+    static func current(_ db: Database) throws -> Stored? {
+        try Row.fetchOne(db, sql: "SELECT kid, public_key, sealed_private_key FROM signing_key WHERE current = 1").map {
+            Stored(kid: $0["kid"], publicKey: Array($0["public_key"] as Data), sealed: Array($0["sealed_private_key"] as Data))
         }
     }
 }

@@ -4,7 +4,15 @@ import LicensingWire
 
 /// An Ed25519 signing key with its id. The id is derived from the public key, so the
 /// same key always has the same id.
-public struct CertificateSigningKey: Sendable {
+/// Something that signs certificates and answers with an Ed25519 key named by `kid`: a key
+/// opened in this process, or one that never leaves a hardware token.
+public protocol CertificateSigner: Sendable {
+    var kid: String { get }
+    var publicKey: [UInt8] { get }
+    func sign(_ message: [UInt8]) throws -> [UInt8]
+}
+
+public struct CertificateSigningKey: CertificateSigner {
     public let kid: String
     public let publicKey: [UInt8]
     // Raw 32-byte private key: Curve25519 key types are not Sendable in swift-crypto 3.
@@ -39,9 +47,9 @@ public enum LicenseCertificates {
     public static let label = "LICENSE CERTIFICATE"
     public static let currentVersion: UInt32 = 1
 
-    public static func sign(_ payload: CertificatePayload, with key: CertificateSigningKey) -> LicenseCertificate {
+    public static func sign(_ payload: CertificatePayload, with key: some CertificateSigner) throws -> LicenseCertificate {
         let bytes = payload.serializedBytes()
-        let signed = SignedCertificate(payload: bytes, kid: key.kid, signature: key.sign(bytes))
+        let signed = SignedCertificate(payload: bytes, kid: key.kid, signature: try key.sign(bytes))
         return LicenseCertificate(payload: payload, kid: key.kid, armored: Armor.encode(label, signed.serializedBytes()))
     }
 

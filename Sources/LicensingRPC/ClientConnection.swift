@@ -42,7 +42,7 @@ final class PendingCalls: Sendable {
             case .stream(let continuation, let timer):
                 timer?.cancel()
                 if let status = envelope.status, status.code != .ok {
-                    continuation.finish(throwing: RPCError(status: status, metadata: RPCMetadata(envelope.metadata)))
+                    continuation.finish(throwing: RPCError.answered(status, metadata: RPCMetadata(envelope.metadata)))
                 } else {
                     continuation.finish()
                 }

@@ -141,7 +141,7 @@ public final class RPCClient: Sendable {
     /// The payload of an answer, or its status as an error.
     private static func answer(_ reply: Envelope) throws(RPCError) -> [UInt8] {
         if let status = reply.status, status.code != .ok {
-            throw RPCError(status: status, metadata: RPCMetadata(reply.metadata))
+            throw RPCError.answered(status, metadata: RPCMetadata(reply.metadata))
         }
         return reply.payload
     }

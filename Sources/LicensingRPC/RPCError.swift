@@ -6,6 +6,9 @@ public struct RPCError: Error, Equatable, Sendable, CustomStringConvertible {
     public var message: String
     /// Sent with the status, e.g. `retry-after` on RESOURCE_EXHAUSTED.
     public var metadata: RPCMetadata
+    /// The server answered with this status (it is up, and said so), rather than the call
+    /// failing on the way (no connection, closed, TLS). Not part of equality.
+    public var fromPeer = false
 
     public init(_ code: StatusCode, _ message: String, metadata: RPCMetadata = [:]) {
         self.code = code
@@ -18,6 +21,17 @@ public struct RPCError: Error, Equatable, Sendable, CustomStringConvertible {
     }
 
     public var status: Status { Status(code: code, message: message) }
+
+    public static func == (lhs: RPCError, rhs: RPCError) -> Bool {
+        lhs.code == rhs.code && lhs.message == rhs.message && lhs.metadata == rhs.metadata
+    }
+
+    /// A status a server answered with.
+    public static func answered(_ status: Status, metadata: RPCMetadata) -> RPCError {
+        var error = RPCError(status: status, metadata: metadata)
+        error.fromPeer = true
+        return error
+    }
 
     public var description: String { "\(code): \(message)" }
 

@@ -173,7 +173,7 @@ extension ValidationService {
             features: facts.features, notBefore: now, notAfter: notAfter, licenseExpiresAt: facts.expiresAt,
             graceSeconds: facts.graceSeconds, fingerprintSha256: fingerprintHash, issuedAt: now,
             maxMachines: facts.maxMachines, maxSeats: facts.maxSeats)
-        return LicenseCertificates.sign(payload, with: key)
+        return try LicenseCertificates.sign(payload, with: key)
     }
 }
 

@@ -198,10 +198,10 @@ struct LicenseReplica: Sendable {
     }
 
     /// The current signing key, sealed; nil until issuance's first key has arrived.
-    func currentSealedKey() async throws -> (kid: String, sealed: [UInt8])? {
+    func currentSealedKey() async throws -> (kid: String, publicKey: [UInt8], sealed: [UInt8])? {
         try await database.read { db in
-            try Row.fetchOne(db, sql: "SELECT kid, sealed_private_key FROM replica_signing_key WHERE current = 1 AND retired_at = 0").map {
-                ($0["kid"] as String, Array($0["sealed_private_key"] as Data))
+            try Row.fetchOne(db, sql: "SELECT kid, public_key, sealed_private_key FROM replica_signing_key WHERE current = 1 AND retired_at = 0").map {
+                ($0["kid"] as String, Array($0["public_key"] as Data), Array($0["sealed_private_key"] as Data))
             }
         }
     }
@@ -215,24 +215,26 @@ struct LicenseReplica: Sendable {
     }
 }
 
-/// The opened current signing key, kept so a signature costs no decryption.
+/// The current signing key, kept opened so a signature costs no decryption (or, for a key in
+/// a PKCS#11 token, the token's signer).
 final class SigningKeyCache: Sendable {
     private let replica: LicenseReplica
-    private let masterKey: MasterKey
-    private let opened = NIOLockedValueBox<CertificateSigningKey?>(nil)
+    private let custody: SigningCustody
+    private let opened = NIOLockedValueBox<(any CertificateSigner)?>(nil)
 
-    init(replica: LicenseReplica, masterKey: MasterKey) {
+    init(replica: LicenseReplica, custody: SigningCustody) {
         self.replica = replica
-        self.masterKey = masterKey
+        self.custody = custody
     }
 
-    /// The opened key if it is loaded; nil means ask `current()`.
-    var loaded: CertificateSigningKey? { opened.withLockedValue { $0 } }
+    /// The key if it is loaded and signs in this process, so a signature can be made on the
+    /// event loop; nil means ask `current()` off the loop (a token call may wait on a device).
+    var loaded: CertificateSigningKey? { opened.withLockedValue { $0 } as? CertificateSigningKey }
 
-    func current() async throws -> CertificateSigningKey? {
+    func current() async throws -> (any CertificateSigner)? {
         if let key = opened.withLockedValue({ $0 }) { return key }
-        guard let sealed = try await replica.currentSealedKey() else { return nil }
-        let key = try CertificateSigningKey(privateKey: try masterKey.open(sealed.sealed, context: sealed.kid))
+        guard let stored = try await replica.currentSealedKey() else { return nil }
+        let key = try custody.signer(kid: stored.kid, publicKey: stored.publicKey, sealed: stored.sealed)
         opened.withLockedValue { $0 = key }
         return key
     }

@@ -74,13 +74,13 @@ public final class ValidationService: ValidationServiceProtocol {
 
     public init(
         database: DatabasePool, issuance: RPCClient, usage: RPCClient? = nil, keyHashSecret: KeyHashSecret, masterKey: MasterKey,
-        clock: any LicenseClock = SystemLicenseClock(), options: Options = Options(), logger: Logger
+        signing: SigningCustody? = nil, clock: any LicenseClock = SystemLicenseClock(), options: Options = Options(), logger: Logger
     ) throws {
         self.database = database
         self.writes = GroupCommitter(database: database, name: "validation")
         self.replica = try LicenseReplica(database: database)
         self.maintenance = try WALMaintenance(pool: database, lookups: replica.lookups, logger: logger)
-        self.signingKeys = SigningKeyCache(replica: replica, masterKey: masterKey)
+        self.signingKeys = SigningKeyCache(replica: replica, custody: signing ?? SigningCustody(masterKey: masterKey))
         self.feed = FeedConsumer(client: issuance, replica: replica, signingKeys: signingKeys, logger: logger, idleInterval: options.feedPollInterval)
         self.log = ValidationLog(database: database, logger: logger)
         self.keyHashSecret = keyHashSecret
@@ -119,10 +119,11 @@ public final class ValidationService: ValidationServiceProtocol {
         let issuance = RPCClient(endpoint: try settings.endpoint("issuance", default: settings.defaultSocket("issuance")))
         let usage = RPCClient(endpoint: try settings.endpoint("usage", default: settings.defaultSocket("usage")))
         let options = try Options(settings: settings, logger: environment.logger)
+        let masterKey = try Secrets.masterKey(settings: settings, developmentMode: environment.developmentMode)
         let service = try ValidationService(
             database: try openDatabase(path: environment.databasePath), issuance: issuance, usage: usage,
             keyHashSecret: try Secrets.keyHashSecret(settings: settings, developmentMode: environment.developmentMode),
-            masterKey: try Secrets.masterKey(settings: settings, developmentMode: environment.developmentMode),
+            masterKey: masterKey, signing: try SigningCustody.from(settings: settings, masterKey: masterKey),
             options: options, logger: environment.logger)
         environment.sampler?.add { [database = service.database, clock = service.clock] in
             let held = try await database.read { db in
@@ -219,7 +220,7 @@ public final class ValidationService: ValidationServiceProtocol {
     /// validation log.
     public func validate(_ request: ValidateRequest, _ call: ServerCall) throws -> Immediate<ValidateResponse> {
         let context = try context(request)
-        var signingKey: CertificateSigningKey?
+        var signingKey: (any CertificateSigner)?
         if !request.nonce.isEmpty {
             guard let loaded = signingKeys.loaded else { return .later { try await self.validateAfterWaiting(request, call) } }
             signingKey = loaded
@@ -232,7 +233,7 @@ public final class ValidationService: ValidationServiceProtocol {
                 return .later { try await self.validateAfterWaiting(request, call) }
             }
         }
-        let (response, entry) = answer(request, context, found, signedBy: signingKey)
+        let (response, entry) = try answer(request, context, found, signedBy: signingKey)
         // A denial is given only once the replica has caught up (see `validateAfterWaiting`).
         if Self.mayBeStale(response, context) { return .later { try await self.validateAfterWaiting(request, call, denied: response.reason) } }
         outcomes[entry.reason.rawValue]?.increment()
@@ -256,7 +257,7 @@ public final class ValidationService: ValidationServiceProtocol {
     /// `denied`: the denial the event loop already found, so its catch-up comes first.
     func validateAfterWaiting(_ request: ValidateRequest, _ call: ServerCall, denied: ReasonCode? = nil) async throws -> ValidateResponse {
         let context = try context(request)
-        let signingKey = request.nonce.isEmpty ? nil : try await signingKeys.current()
+        var signingKey = request.nonce.isEmpty ? nil : try await signingKeys.current()
         func decided() throws -> (ValidateResponse, ValidationLog.Entry) {
             var found: (LicenseFacts, MachineStanding)?
             if case .success(let key) = context.key,
@@ -264,12 +265,17 @@ public final class ValidationService: ValidationServiceProtocol {
             {
                 found = visible(hit, to: call)
             }
-            return answer(request, context, found, signedBy: signingKey)
+            return try answer(request, context, found, signedBy: signingKey)
         }
-        if let denied { await catchUp(before: denied) }
+        if let denied {
+            await catchUp(before: denied)
+            if signingKey == nil, !request.nonce.isEmpty { signingKey = try await signingKeys.current() }
+        }
         var (response, entry) = try decided()
         if Self.mayBeStale(response, context), response.reason != denied {
             await catchUp(before: response.reason)
+            // Just after a start the first signing key may have arrived with the catch-up too.
+            if signingKey == nil, !request.nonce.isEmpty { signingKey = try await signingKeys.current() }
             (response, entry) = try decided()
         }
         outcomes[entry.reason.rawValue]?.increment()
@@ -305,8 +311,8 @@ public final class ValidationService: ValidationServiceProtocol {
 
     private func answer(
         _ request: ValidateRequest, _ context: ValidationContext, _ found: (LicenseFacts, MachineStanding)?,
-        signedBy key: CertificateSigningKey?
-    ) -> (ValidateResponse, ValidationLog.Entry) {
+        signedBy key: (any CertificateSigner)?
+    ) throws -> (ValidateResponse, ValidationLog.Entry) {
         let (now, fingerprintHash, region) = (context.now, context.fingerprintHash, context.region)
         let decision: LicenseDecision
         var facts: LicenseFacts?
@@ -338,7 +344,7 @@ public final class ValidationService: ValidationServiceProtocol {
                 fingerprintSha256: fingerprintHash)
             response.statement = statement.serializedBytes()
             response.kid = key.kid
-            response.signature = key.sign(response.statement)
+            response.signature = try key.sign(response.statement)
         }
         let entry = ValidationLog.Entry(
             occurredAt: now, licenseID: facts?.licenseID ?? "", reason: decision.reason, fingerprintHash: fingerprintHash,

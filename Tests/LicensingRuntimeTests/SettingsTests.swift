@@ -1,4 +1,5 @@
 import Foundation
+import LicensingCore
 import LicensingRPC
 import LicensingRuntime
 import Testing
@@ -46,5 +47,34 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: broken) }
         #expect(throws: (any Error).self) { try Settings.load(flags: [:], configFile: broken, environment: [:]) }
         #expect(throws: (any Error).self) { try Settings.load(flags: [:], configFile: "/no/such/file", environment: [:]) }
+    }
+
+    /// Where signing keys live: each missing or wrong PKCS#11 setting is named, with what to set.
+    @Test func signingKeyCustodySettingsSayWhatIsMissing() throws {
+        let master = try MasterKey(bytes: Array(repeating: 7, count: 32))
+        func message(_ values: [String: String]) -> String {
+            do {
+                _ = try SigningCustody.from(settings: Settings(values: values), masterKey: master)
+                return "accepted"
+            } catch {
+                return "\(error)"
+            }
+        }
+        #expect(message([:]) == "accepted")
+        #expect(message(["signing-keys": "database"]) == "accepted")
+        #expect(message(["signing-keys": "hsm"]).contains("signing-keys must be database or pkcs11"))
+        #expect(message(["signing-keys": "pkcs11"]).contains("needs pkcs11-module"))
+        #expect(message(["signing-keys": "pkcs11", "pkcs11-module": "/m.so"]).contains("needs pkcs11-token"))
+        #expect(message(["signing-keys": "pkcs11", "pkcs11-module": "/m.so", "pkcs11-token": "t"]).contains("PIN"))
+        #expect(message(["signing-keys": "pkcs11", "pkcs11-module": "/m.so", "pkcs11-token": "t", "pkcs11-pin-file": "/no/such/pin"]).contains("cannot read"))
+        // A module that is not there: the service starts, and signing says why it cannot.
+        let custody = try SigningCustody.from(
+            settings: Settings(values: ["signing-keys": "pkcs11", "pkcs11-module": "/no/such/module.so", "pkcs11-token": "t", "pkcs11-pin": "1"]), masterKey: master)
+        do {
+            _ = try custody.newKey()
+            Issue.record("a key was made without a module")
+        } catch let error as RPCError {
+            #expect(error.code == .unavailable && error.message.contains("LM_P11_MODULE_LOAD_FAILED"), "\(error)")
+        }
     }
 }
