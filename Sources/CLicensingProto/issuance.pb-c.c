@@ -5444,7 +5444,7 @@ const ProtobufCMessageDescriptor licensing__v1__customer_export__descriptor =
   (ProtobufCMessageInit) licensing__v1__customer_export__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCMethodDescriptor licensing__v1__issuance__method_descriptors[42] =
+static const ProtobufCMethodDescriptor licensing__v1__issuance__method_descriptors[43] =
 {
   { "CreateProduct", &licensing__v1__create_product_request__descriptor, &licensing__v1__product__descriptor },
   { "UpdateProduct", &licensing__v1__update_product_request__descriptor, &licensing__v1__product__descriptor },
@@ -5488,6 +5488,7 @@ static const ProtobufCMethodDescriptor licensing__v1__issuance__method_descripto
   { "WatchChanges", &licensing__v1__changes_request__descriptor, &licensing__v1__change_event__descriptor },
   { "EraseCustomer", &licensing__v1__erase_customer_request__descriptor, &licensing__v1__erase_customer_response__descriptor },
   { "ExportCustomer", &licensing__v1__export_customer_request__descriptor, &licensing__v1__customer_export__descriptor },
+  { "RewrapSecrets", &licensing__v1__rewrap_secrets_request__descriptor, &licensing__v1__rewrap_secrets_response__descriptor },
 };
 const unsigned licensing__v1__issuance__method_indices_by_name[] = {
   25,        /* AssignUser */
@@ -5522,6 +5523,7 @@ const unsigned licensing__v1__issuance__method_indices_by_name[] = {
   33,        /* RetireSigningKey */
   17,        /* RevealKey */
   21,        /* RevokeLicense */
+  42,        /* RewrapSecrets */
   32,        /* RotateSigningKey */
   19,        /* SuspendLicense */
   24,        /* TransferLicense */
@@ -5540,7 +5542,7 @@ const ProtobufCServiceDescriptor licensing__v1__issuance__descriptor =
   "Issuance",
   "Licensing__V1__Issuance",
   "licensing.v1",
-  42,
+  43,
   licensing__v1__issuance__method_descriptors,
   licensing__v1__issuance__method_indices_by_name
 };
@@ -5879,6 +5881,14 @@ void licensing__v1__issuance__export_customer(ProtobufCService *service,
 {
   assert(service->descriptor == &licensing__v1__issuance__descriptor);
   service->invoke(service, 41, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void licensing__v1__issuance__rewrap_secrets(ProtobufCService *service,
+                                             const Licensing__V1__RewrapSecretsRequest *input,
+                                             Licensing__V1__RewrapSecretsResponse_Closure closure,
+                                             void *closure_data)
+{
+  assert(service->descriptor == &licensing__v1__issuance__descriptor);
+  service->invoke(service, 42, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__issuance__init (Licensing__V1__Issuance_Service *service,
                                     Licensing__V1__Issuance_ServiceDestroy destroy)

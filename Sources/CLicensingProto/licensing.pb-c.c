@@ -547,6 +547,141 @@ void   licensing__v1__feed_request__free_unpacked
   assert(message->base.descriptor == &licensing__v1__feed_request__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   licensing__v1__rewrap_secrets_request__init
+                     (Licensing__V1__RewrapSecretsRequest         *message)
+{
+  static const Licensing__V1__RewrapSecretsRequest init_value = LICENSING__V1__REWRAP_SECRETS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__rewrap_secrets_request__get_packed_size
+                     (const Licensing__V1__RewrapSecretsRequest *message)
+{
+  assert(message->base.descriptor == &licensing__v1__rewrap_secrets_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__rewrap_secrets_request__pack
+                     (const Licensing__V1__RewrapSecretsRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__rewrap_secrets_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__rewrap_secrets_request__pack_to_buffer
+                     (const Licensing__V1__RewrapSecretsRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__rewrap_secrets_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__RewrapSecretsRequest *
+       licensing__v1__rewrap_secrets_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__RewrapSecretsRequest *)
+     protobuf_c_message_unpack (&licensing__v1__rewrap_secrets_request__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__rewrap_secrets_request__free_unpacked
+                     (Licensing__V1__RewrapSecretsRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__rewrap_secrets_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__master_key_use__init
+                     (Licensing__V1__MasterKeyUse         *message)
+{
+  static const Licensing__V1__MasterKeyUse init_value = LICENSING__V1__MASTER_KEY_USE__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__master_key_use__get_packed_size
+                     (const Licensing__V1__MasterKeyUse *message)
+{
+  assert(message->base.descriptor == &licensing__v1__master_key_use__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__master_key_use__pack
+                     (const Licensing__V1__MasterKeyUse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__master_key_use__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__master_key_use__pack_to_buffer
+                     (const Licensing__V1__MasterKeyUse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__master_key_use__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__MasterKeyUse *
+       licensing__v1__master_key_use__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__MasterKeyUse *)
+     protobuf_c_message_unpack (&licensing__v1__master_key_use__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__master_key_use__free_unpacked
+                     (Licensing__V1__MasterKeyUse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__master_key_use__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__rewrap_secrets_response__init
+                     (Licensing__V1__RewrapSecretsResponse         *message)
+{
+  static const Licensing__V1__RewrapSecretsResponse init_value = LICENSING__V1__REWRAP_SECRETS_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__rewrap_secrets_response__get_packed_size
+                     (const Licensing__V1__RewrapSecretsResponse *message)
+{
+  assert(message->base.descriptor == &licensing__v1__rewrap_secrets_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__rewrap_secrets_response__pack
+                     (const Licensing__V1__RewrapSecretsResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__rewrap_secrets_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__rewrap_secrets_response__pack_to_buffer
+                     (const Licensing__V1__RewrapSecretsResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__rewrap_secrets_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__RewrapSecretsResponse *
+       licensing__v1__rewrap_secrets_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__RewrapSecretsResponse *)
+     protobuf_c_message_unpack (&licensing__v1__rewrap_secrets_response__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__rewrap_secrets_response__free_unpacked
+                     (Licensing__V1__RewrapSecretsResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__rewrap_secrets_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor licensing__v1__page_request__field_descriptors[2] =
 {
   {
@@ -2119,6 +2254,185 @@ const ProtobufCMessageDescriptor licensing__v1__feed_request__descriptor =
   licensing__v1__feed_request__field_indices_by_name,
   1,  licensing__v1__feed_request__number_ranges,
   (ProtobufCMessageInit) licensing__v1__feed_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__rewrap_secrets_request__field_descriptors[1] =
+{
+  {
+    "rewrap",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__RewrapSecretsRequest, rewrap),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__rewrap_secrets_request__field_indices_by_name[] = {
+  0,   /* field[0] = rewrap */
+};
+static const ProtobufCIntRange licensing__v1__rewrap_secrets_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor licensing__v1__rewrap_secrets_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.RewrapSecretsRequest",
+  "RewrapSecretsRequest",
+  "Licensing__V1__RewrapSecretsRequest",
+  "licensing.v1",
+  sizeof(Licensing__V1__RewrapSecretsRequest),
+  1,
+  licensing__v1__rewrap_secrets_request__field_descriptors,
+  licensing__v1__rewrap_secrets_request__field_indices_by_name,
+  1,  licensing__v1__rewrap_secrets_request__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__rewrap_secrets_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__master_key_use__field_descriptors[2] =
+{
+  {
+    "version",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__MasterKeyUse, version),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "sealed",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__MasterKeyUse, sealed),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__master_key_use__field_indices_by_name[] = {
+  1,   /* field[1] = sealed */
+  0,   /* field[0] = version */
+};
+static const ProtobufCIntRange licensing__v1__master_key_use__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor licensing__v1__master_key_use__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.MasterKeyUse",
+  "MasterKeyUse",
+  "Licensing__V1__MasterKeyUse",
+  "licensing.v1",
+  sizeof(Licensing__V1__MasterKeyUse),
+  2,
+  licensing__v1__master_key_use__field_descriptors,
+  licensing__v1__master_key_use__field_indices_by_name,
+  1,  licensing__v1__master_key_use__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__master_key_use__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__rewrap_secrets_response__field_descriptors[5] =
+{
+  {
+    "service",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__RewrapSecretsResponse, service),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "current_version",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__RewrapSecretsResponse, current_version),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "versions",
+    3,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Licensing__V1__RewrapSecretsResponse, n_versions),
+    offsetof(Licensing__V1__RewrapSecretsResponse, versions),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "rewrapped",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__RewrapSecretsResponse, rewrapped),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "uses",
+    5,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Licensing__V1__RewrapSecretsResponse, n_uses),
+    offsetof(Licensing__V1__RewrapSecretsResponse, uses),
+    &licensing__v1__master_key_use__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__rewrap_secrets_response__field_indices_by_name[] = {
+  1,   /* field[1] = current_version */
+  3,   /* field[3] = rewrapped */
+  0,   /* field[0] = service */
+  4,   /* field[4] = uses */
+  2,   /* field[2] = versions */
+};
+static const ProtobufCIntRange licensing__v1__rewrap_secrets_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor licensing__v1__rewrap_secrets_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.RewrapSecretsResponse",
+  "RewrapSecretsResponse",
+  "Licensing__V1__RewrapSecretsResponse",
+  "licensing.v1",
+  sizeof(Licensing__V1__RewrapSecretsResponse),
+  5,
+  licensing__v1__rewrap_secrets_response__field_descriptors,
+  licensing__v1__rewrap_secrets_response__field_indices_by_name,
+  1,  licensing__v1__rewrap_secrets_response__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__rewrap_secrets_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCEnumValue licensing__v1__license_type__enum_values_by_number[5] =

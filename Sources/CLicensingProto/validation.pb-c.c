@@ -3571,7 +3571,7 @@ const ProtobufCEnumDescriptor licensing__v1__seat_action__descriptor =
   licensing__v1__seat_action__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCMethodDescriptor licensing__v1__validation__method_descriptors[13] =
+static const ProtobufCMethodDescriptor licensing__v1__validation__method_descriptors[14] =
 {
   { "Validate", &licensing__v1__validate_request__descriptor, &licensing__v1__validate_response__descriptor },
   { "Activate", &licensing__v1__activate_request__descriptor, &licensing__v1__activate_response__descriptor },
@@ -3584,6 +3584,7 @@ static const ProtobufCMethodDescriptor licensing__v1__validation__method_descrip
   { "CreateOfflineLicense", &licensing__v1__create_offline_license_request__descriptor, &licensing__v1__offline_license__descriptor },
   { "EraseCustomer", &licensing__v1__erase_customer_request__descriptor, &licensing__v1__erase_customer_response__descriptor },
   { "ExportCustomer", &licensing__v1__export_customer_request__descriptor, &licensing__v1__customer_export__descriptor },
+  { "RewrapSecrets", &licensing__v1__rewrap_secrets_request__descriptor, &licensing__v1__rewrap_secrets_response__descriptor },
   { "ResolveLicenses", &licensing__v1__resolve_licenses_request__descriptor, &licensing__v1__resolve_licenses_response__descriptor },
   { "Events", &licensing__v1__feed_request__descriptor, &licensing__v1__validation_events_response__descriptor },
 };
@@ -3594,12 +3595,13 @@ const unsigned licensing__v1__validation__method_indices_by_name[] = {
   8,        /* CreateOfflineLicense */
   2,        /* Deactivate */
   9,        /* EraseCustomer */
-  12,        /* Events */
+  13,        /* Events */
   10,        /* ExportCustomer */
   5,        /* HeartbeatSeat */
   3,        /* ListMachines */
   7,        /* ListSeats */
-  11,        /* ResolveLicenses */
+  12,        /* ResolveLicenses */
+  11,        /* RewrapSecrets */
   0         /* Validate */
 };
 const ProtobufCServiceDescriptor licensing__v1__validation__descriptor =
@@ -3609,7 +3611,7 @@ const ProtobufCServiceDescriptor licensing__v1__validation__descriptor =
   "Validation",
   "Licensing__V1__Validation",
   "licensing.v1",
-  13,
+  14,
   licensing__v1__validation__method_descriptors,
   licensing__v1__validation__method_indices_by_name
 };
@@ -3701,13 +3703,21 @@ void licensing__v1__validation__export_customer(ProtobufCService *service,
   assert(service->descriptor == &licensing__v1__validation__descriptor);
   service->invoke(service, 10, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
+void licensing__v1__validation__rewrap_secrets(ProtobufCService *service,
+                                               const Licensing__V1__RewrapSecretsRequest *input,
+                                               Licensing__V1__RewrapSecretsResponse_Closure closure,
+                                               void *closure_data)
+{
+  assert(service->descriptor == &licensing__v1__validation__descriptor);
+  service->invoke(service, 11, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
 void licensing__v1__validation__resolve_licenses(ProtobufCService *service,
                                                  const Licensing__V1__ResolveLicensesRequest *input,
                                                  Licensing__V1__ResolveLicensesResponse_Closure closure,
                                                  void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__validation__descriptor);
-  service->invoke(service, 11, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 12, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__validation__events(ProtobufCService *service,
                                        const Licensing__V1__FeedRequest *input,
@@ -3715,7 +3725,7 @@ void licensing__v1__validation__events(ProtobufCService *service,
                                        void *closure_data)
 {
   assert(service->descriptor == &licensing__v1__validation__descriptor);
-  service->invoke(service, 12, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 13, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__validation__init (Licensing__V1__Validation_Service *service,
                                       Licensing__V1__Validation_ServiceDestroy destroy)

@@ -27,7 +27,7 @@ enum Permissions {
     /// Signing keys are shared by every tenant, and the audit chain spans them all.
     static let operatorOnly: Set<String> = [
         IssuanceMethods.createSigningKey.name, IssuanceMethods.rotateSigningKey.name, IssuanceMethods.retireSigningKey.name,
-        IssuanceMethods.verifyAuditChain.name, GatewayMethods.backup.name,
+        IssuanceMethods.verifyAuditChain.name, GatewayMethods.backup.name, IssuanceMethods.rewrapSecrets.name, ValidationMethods.rewrapSecrets.name,
     ]
 
     static let table: [String: Set<Role>] = {

@@ -146,3 +146,58 @@ extension SigningKey {
             createdAt: row["created_at"], retiredAt: row["retired_at"], current: row["current"])
     }
 }
+
+// Master-key rotation: what issuance keeps sealed under the master key.
+extension IssuanceService {
+    var masterKeyRotation: MasterKeyRotation {
+        MasterKeyRotation(
+            service: "issuance", masterKey: masterKey, database: database,
+            columns: [
+                SealedColumn(table: "data_key", column: "wrapped", reads: ["owner"]) { CustomerVault.context($0["owner"]) },
+                SealedColumn(table: "signing_key", column: "sealed_private_key", reads: ["kid"]) { $0["kid"] },
+                SealedColumn(table: "idempotency", column: "response", reads: ["tenant_id", "key"], filter: "sealed = 1") {
+                    IdempotencyStore.context($0["tenant_id"], $0["key"])
+                },
+            ])
+    }
+
+    public func rewrapSecrets(_ request: RewrapSecretsRequest, _ call: ServerCall) async throws -> RewrapSecretsResponse {
+        try requireOperator(call)
+        let (database, masterKey) = (self.database, self.masterKey)
+        // The feed's history carries signing keys sealed as they were published: validation
+        // reads them again when it rebuilds, so they are sealed again too.
+        return try await masterKeyRotation.answer(
+            request,
+            extra: (
+                rewrap: { try await database.write { db in try ChangeFeed.rewrapSigningKeys(masterKey: masterKey, in: db) } },
+                census: { try await database.read { db in try ChangeFeed.signingKeyVersions(in: db) } }
+            ))
+    }
+}
+
+extension ChangeFeed {
+    /// Published signing-key events, found by the sealed value's header.
+    static func sealedSigningKeyEvents(in db: Database) throws -> [(seq: Int64, event: ChangeEvent, key: SealedSigningKey)] {
+        try Row.fetchAll(db, sql: "SELECT seq, event FROM change_event WHERE instr(event, X'4D4B01') > 0").compactMap { row in
+            let event = try ChangeEvent(serializedBytes: Array(row["event"] as Data))
+            guard case .signingKey(let key)? = event.subject, !key.sealedPrivateKey.isEmpty else { return nil }
+            return (row["seq"], event, key)
+        }
+    }
+
+    static func rewrapSigningKeys(masterKey: MasterKey, in db: Database) throws -> UInt64 {
+        var done: UInt64 = 0
+        for (seq, var event, var key) in try sealedSigningKeyEvents(in: db) {
+            guard let fresh = try masterKey.rewrap(key.sealedPrivateKey, context: key.kid) else { continue }
+            key.sealedPrivateKey = fresh
+            event.subject = .signingKey(key)
+            try db.execute(sql: "UPDATE change_event SET event = ? WHERE seq = ?", arguments: [Data(event.serializedBytes()), seq])
+            done += 1
+        }
+        return done
+    }
+
+    static func signingKeyVersions(in db: Database) throws -> [String: UInt64] {
+        try sealedSigningKeyEvents(in: db).reduce(into: [:]) { uses, found in uses[MasterKey.version(of: found.key.sealedPrivateKey), default: 0] += 1 }
+    }
+}

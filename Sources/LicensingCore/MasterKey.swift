@@ -75,6 +75,12 @@ public struct MasterKey: Sendable {
         return seal(try open(sealed, context: context), context: context)
     }
 
+    /// An SQLite expression giving the version that sealed the value in `column`, as
+    /// `version(of:)` does: for counting what each version still seals without reading it out.
+    public static func versionExpression(_ column: String) -> String {
+        "CASE WHEN length(\(column)) > \(headerLength + 28) AND substr(\(column), 1, 3) = X'4D4B01' THEN lower(hex(substr(\(column), 4, 8))) ELSE '' END"
+    }
+
     private static let magic: [UInt8] = [0x4D, 0x4B, 0x01]
     private static let headerLength = 3 + 8
 

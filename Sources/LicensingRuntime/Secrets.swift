@@ -86,6 +86,15 @@ public enum Secrets {
     /// private temporary file that is then linked into place, so a service starting at the
     /// same moment never reads a half-written secret. If the file exists already, it is kept.
     public static func writePrivate(_ text: String, to path: String) throws {
+        try writePrivate(text, to: path, replacing: false)
+    }
+
+    /// Replaces a secret file (mode 0600) in one step: readers see the old text or the new.
+    public static func replacePrivate(_ text: String, at path: String) throws {
+        try writePrivate(text, to: path, replacing: true)
+    }
+
+    private static func writePrivate(_ text: String, to path: String, replacing: Bool) throws {
         let directory = (path as NSString).deletingLastPathComponent
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let temporary = "\(path).\(getpid()).tmp"
@@ -97,6 +106,10 @@ public enum Secrets {
         fsync(descriptor)
         close(descriptor)
         guard written == bytes.count else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+        if replacing {
+            guard rename(temporary, path) == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+            return
+        }
         // link(2) fails if the name exists: the first writer wins, atomically.
         if link(temporary, path) != 0, errno != EEXIST {
             throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO)

@@ -15,32 +15,41 @@ extension ValidationService {
         try Check.length(request.platform, "platform")
         try Check.statedRegion(request.region)
         let now = clock.now
-        guard let (key, facts) = try await lookUp(request.licenseKey, call) else {
-            return ActivateResponse(reason: .notFound, detail: "no license has this key")
-        }
-        _ = key
         let region = region(stated: request.region, clientIP: request.clientIp)
-        // The license must be usable here and now; machine and user checks come next.
-        var usable = facts
-        usable.licenseType = .unspecified
-        let decision = LicenseDecider.decide(usable, ValidationQuery(region: region), now: now)
-        guard decision.allows else { return ActivateResponse(reason: decision.reason, detail: decision.detail) }
-        if facts.licenseType == .perUser {
-            let userCheck = LicenseDecider.decide(facts, ValidationQuery(region: region, user: request.user, userKey: userKey(request.user, facts)), now: now)
-            guard userCheck.allows else { return ActivateResponse(reason: userCheck.reason, detail: userCheck.detail) }
-        }
-        guard activationLimiter.allow(facts.licenseID) else {
-            throw RPCError(.resourceExhausted, "too many activations of license \(facts.licenseID); try again later")
-        }
         let fingerprintHash = LicenseCertificates.fingerprintHash(request.fingerprint)
-        let outcome = try await writes.write { db in
-            try Self.bind(facts, fingerprintHash, name: request.machineName, platform: request.platform, offlineUntil: 0, now: now, in: db)
+        // The license must be usable here and now, then the user and the machine limits.
+        func attempt() async throws -> (LicenseFacts?, ActivateResponse?, (Machine, ReasonCode)?) {
+            guard let (_, facts) = try await lookUp(request.licenseKey, call) else {
+                return (nil, ActivateResponse(reason: .notFound, detail: "no license has this key"), nil)
+            }
+            var usable = facts
+            usable.licenseType = .unspecified
+            let decision = LicenseDecider.decide(usable, ValidationQuery(region: region), now: now)
+            guard decision.allows else { return (facts, ActivateResponse(reason: decision.reason, detail: decision.detail), nil) }
+            if facts.licenseType == .perUser {
+                let userCheck = LicenseDecider.decide(facts, ValidationQuery(region: region, user: request.user, userKey: userKey(request.user, facts)), now: now)
+                guard userCheck.allows else { return (facts, ActivateResponse(reason: userCheck.reason, detail: userCheck.detail), nil) }
+            }
+            guard activationLimiter.allow(facts.licenseID) else {
+                throw RPCError(.resourceExhausted, "too many activations of license \(facts.licenseID); try again later")
+            }
+            let outcome = try await writes.write { db in
+                try Self.bind(facts, fingerprintHash, name: request.machineName, platform: request.platform, offlineUntil: 0, now: now, in: db)
+            }
+            guard outcome.0 == .valid, let machine = outcome.1 else { return (facts, ActivateResponse(reason: outcome.0, detail: outcome.2), nil) }
+            return (facts, nil, (machine, decision.reason))
         }
-        guard outcome.0 == .valid, let machine = outcome.1 else {
-            return ActivateResponse(reason: outcome.0, detail: outcome.2)
+        // Read-your-writes: a denial is given only once the replica has caught up with
+        // issuance (a license reinstated or a limit raised a moment ago grants).
+        var (found, denial, bound) = try await attempt()
+        if denial != nil {
+            await feed.catchUp()
+            (found, denial, bound) = try await attempt()
         }
+        if let denial { return denial }
+        guard let facts = found, let (machine, reason) = bound else { throw RPCError(.internal, "activation ended without an answer") }
         let certificate = try await certificate(for: facts, fingerprintHash: fingerprintHash, validFor: 0, now: now)
-        return ActivateResponse(reason: decision.reason, machine: machine, certificate: certificate?.armored ?? "",
+        return ActivateResponse(reason: reason, machine: machine, certificate: certificate?.armored ?? "",
                                 detail: certificate == nil ? "no signing key has reached validation yet; the certificate follows on the next activation" : "")
     }
 
@@ -188,5 +197,21 @@ extension Machine {
         try Row.fetchOne(
             db, sql: "SELECT * FROM machine WHERE license_id = ? AND fingerprint_hash = ?", arguments: [license, fingerprintHash]
         ).map(Machine.init(row:))
+    }
+}
+
+// Master-key rotation: validation keeps the signing keys it received sealed.
+extension ValidationService {
+    public func rewrapSecrets(_ request: RewrapSecretsRequest, _ call: ServerCall) async throws -> RewrapSecretsResponse {
+        if let tenant = call.metadata[RPCMetadata.tenant], tenant != "default" {
+            throw RPCError(.permissionDenied, "\(call.method) acts on every tenant: only the operator may call it")
+        }
+        let rotation = MasterKeyRotation(
+            service: "validation", masterKey: masterKey, database: database,
+            columns: [SealedColumn(table: "replica_signing_key", column: "sealed_private_key", reads: ["kid"]) { $0["kid"] }])
+        let answer = try await rotation.answer(request)
+        // The opened key is the same key: nothing to reload, but a fresh open proves the new wrap.
+        if answer.rewrapped > 0 { signingKeys.invalidate() }
+        return answer
     }
 }

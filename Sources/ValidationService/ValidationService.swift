@@ -20,6 +20,7 @@ public final class ValidationService: ValidationServiceProtocol {
     let maintenance: WALMaintenance
     let feed: FeedConsumer
     let signingKeys: SigningKeyCache
+    let masterKey: MasterKey
     let log: ValidationLog
     let keyHashSecret: KeyHashSecret
     let geo: GeoTable
@@ -80,6 +81,7 @@ public final class ValidationService: ValidationServiceProtocol {
         self.writes = GroupCommitter(database: database, name: "validation")
         self.replica = try LicenseReplica(database: database)
         self.maintenance = try WALMaintenance(pool: database, lookups: replica.lookups, logger: logger)
+        self.masterKey = masterKey
         self.signingKeys = SigningKeyCache(replica: replica, custody: signing ?? SigningCustody(masterKey: masterKey))
         self.feed = FeedConsumer(client: issuance, replica: replica, signingKeys: signingKeys, logger: logger, idleInterval: options.feedPollInterval)
         self.log = ValidationLog(database: database, logger: logger)

@@ -17,7 +17,7 @@ struct Licensectl: AsyncParsableCommand {
             HealthCommand.self, ProductCommand.self, PolicyCommand.self, CustomerCommand.self, DepartmentCommand.self,
             LicenseCommand.self, SubscriptionCommand.self, KeysCommand.self, CertificateCommand.self, AuditCommand.self,
             ValidateCommand.self, ActivateCommand.self, DeactivateCommand.self, MachinesCommand.self, SeatsCommand.self,
-            OfflineFileCommand.self, VerifyFileCommand.self, UsageCommand.self, QuotaCommand.self, AlertsCommand.self, ReportCommand.self, ExportCommand.self, WebhookCommand.self, IntegrationCommand.self, RemindersCommand.self, ApiKeyCommand.self, SignInLinkCommand.self, ImportCommand.self, OverviewCommand.self, BackupCommand.self, RestoreCommand.self, ExportCustomerCommand.self, EraseCommand.self,
+            OfflineFileCommand.self, VerifyFileCommand.self, UsageCommand.self, QuotaCommand.self, AlertsCommand.self, ReportCommand.self, ExportCommand.self, WebhookCommand.self, IntegrationCommand.self, RemindersCommand.self, ApiKeyCommand.self, SignInLinkCommand.self, ImportCommand.self, OverviewCommand.self, BackupCommand.self, RestoreCommand.self, MasterKeyCommand.self, ExportCustomerCommand.self, EraseCommand.self,
         ])
 
     /// Exit codes, one rule for every command (the README states it):

@@ -111,4 +111,43 @@ import ValidationService
             #expect(answer.licenseId == issued.license?.id)
         }
     }
+
+    /// Read-your-writes for activation: with the poll an hour away, a license reinstated a
+    /// moment ago (and a machine limit raised a moment ago) activates at once, because a
+    /// denial is given only after catching up with issuance.
+    @Test func anActivationRightAfterAReinstatementOrARaisedLimitSucceeds() async throws {
+        let folder = TemporaryFolder()
+        let issuance = try IssuanceService(
+            database: try IssuanceService.openDatabase(path: "\(folder.path)/issuance.sqlite"),
+            keyHashSecret: testSecret, masterKey: testMasterKey, logger: Logger(label: "test"))
+        try await withServer(issuance.router(), in: folder, name: "issuance") { issuanceClient in
+            let validation = try ValidationService(
+                database: try ValidationService.openDatabase(path: "\(folder.path)/validation.sqlite"),
+                issuance: RPCClient(endpoint: issuanceClient.endpoint), keyHashSecret: testSecret, masterKey: testMasterKey,
+                options: { var options = ValidationService.Options(); options.feedPollInterval = .seconds(3600); return options }(),
+                logger: Logger(label: "test"))
+            let parts = validation.services(configuration: RPCServerConfiguration(endpoints: [.unix(path: "\(folder.path)/validation.sock")]))
+            let running = Task {
+                try await withThrowingDiscardingTaskGroup { group in
+                    for part in parts { group.addTask { try await part.run() } }
+                }
+            }
+            defer { running.cancel() }
+            _ = try await (parts.last as! RPCServer).listeningEndpoints
+            let client = RPCClient(endpoint: .unix(path: "\(folder.path)/validation.sock"))
+            defer { Task { await client.close() } }
+
+            let (policy, customer) = try await seedCatalogue(issuanceClient, maxMachines: 1)
+            let issued = try await issuanceClient.call(IssuanceMethods.issueLicense, IssueLicenseRequest(policyId: policy, customerId: customer))
+            let id = issued.license!.id
+            _ = try await issuanceClient.call(IssuanceMethods.suspendLicense, LicenseTransitionRequest(id: id, reason: "unpaid"))
+            #expect(try await client.call(ValidationMethods.activate, ActivateRequest(licenseKey: issued.licenseKey, fingerprint: "pc-1")).reason == .suspended)
+            _ = try await issuanceClient.call(IssuanceMethods.reinstateLicense, LicenseTransitionRequest(id: id, reason: "paid"))
+            #expect(try await client.call(ValidationMethods.activate, ActivateRequest(licenseKey: issued.licenseKey, fingerprint: "pc-1")).reason == .valid)
+            #expect(try await client.call(ValidationMethods.activate, ActivateRequest(licenseKey: issued.licenseKey, fingerprint: "pc-2")).reason == .machineLimit)
+            _ = try await issuanceClient.call(
+                IssuanceMethods.changeEntitlements, ChangeEntitlementsRequest(id: id, maxMachines: 2))
+            #expect(try await client.call(ValidationMethods.activate, ActivateRequest(licenseKey: issued.licenseKey, fingerprint: "pc-2")).reason == .valid)
+        }
+    }
 }

@@ -2043,6 +2043,10 @@ struct Licensing__V1__Issuance_Service
                           const Licensing__V1__ExportCustomerRequest *input,
                           Licensing__V1__CustomerExport_Closure closure,
                           void *closure_data);
+  void (*rewrap_secrets)(Licensing__V1__Issuance_Service *service,
+                         const Licensing__V1__RewrapSecretsRequest *input,
+                         Licensing__V1__RewrapSecretsResponse_Closure closure,
+                         void *closure_data);
 };
 typedef void (*Licensing__V1__Issuance_ServiceDestroy)(Licensing__V1__Issuance_Service *);
 void licensing__v1__issuance__init (Licensing__V1__Issuance_Service *service,
@@ -2092,7 +2096,8 @@ void licensing__v1__issuance__init (Licensing__V1__Issuance_Service *service,
       function_prefix__ ## changes,\
       function_prefix__ ## watch_changes,\
       function_prefix__ ## erase_customer,\
-      function_prefix__ ## export_customer  }
+      function_prefix__ ## export_customer,\
+      function_prefix__ ## rewrap_secrets  }
 void licensing__v1__issuance__create_product(ProtobufCService *service,
                                              const Licensing__V1__CreateProductRequest *input,
                                              Licensing__V1__Product_Closure closure,
@@ -2261,6 +2266,10 @@ void licensing__v1__issuance__export_customer(ProtobufCService *service,
                                               const Licensing__V1__ExportCustomerRequest *input,
                                               Licensing__V1__CustomerExport_Closure closure,
                                               void *closure_data);
+void licensing__v1__issuance__rewrap_secrets(ProtobufCService *service,
+                                             const Licensing__V1__RewrapSecretsRequest *input,
+                                             Licensing__V1__RewrapSecretsResponse_Closure closure,
+                                             void *closure_data);
 
 /* --- descriptors --- */
 

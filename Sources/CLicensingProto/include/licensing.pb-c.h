@@ -27,6 +27,9 @@ typedef struct Licensing__V1__ChangeEvent Licensing__V1__ChangeEvent;
 typedef struct Licensing__V1__ChangesRequest Licensing__V1__ChangesRequest;
 typedef struct Licensing__V1__ChangesResponse Licensing__V1__ChangesResponse;
 typedef struct Licensing__V1__FeedRequest Licensing__V1__FeedRequest;
+typedef struct Licensing__V1__RewrapSecretsRequest Licensing__V1__RewrapSecretsRequest;
+typedef struct Licensing__V1__MasterKeyUse Licensing__V1__MasterKeyUse;
+typedef struct Licensing__V1__RewrapSecretsResponse Licensing__V1__RewrapSecretsResponse;
 
 
 /* --- enums --- */
@@ -392,6 +395,61 @@ struct  Licensing__V1__FeedRequest
     , 0, 0, 0,NULL }
 
 
+/*
+ * Master-key rotation (issuance and validation, operators only): reloads the master key's
+ * versions from where they come from and, with `rewrap`, seals again under the newest
+ * version every value an older one sealed. Without `rewrap`: where things stand.
+ */
+struct  Licensing__V1__RewrapSecretsRequest
+{
+  ProtobufCMessage base;
+  protobuf_c_boolean rewrap;
+};
+#define LICENSING__V1__REWRAP_SECRETS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__rewrap_secrets_request__descriptor) \
+    , 0 }
+
+
+/*
+ * How many stored values one master-key version sealed ("" for values from before versions
+ * were recorded).
+ */
+struct  Licensing__V1__MasterKeyUse
+{
+  ProtobufCMessage base;
+  char *version;
+  uint64_t sealed;
+};
+#define LICENSING__V1__MASTER_KEY_USE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__master_key_use__descriptor) \
+    , (char *)protobuf_c_empty_string, 0 }
+
+
+struct  Licensing__V1__RewrapSecretsResponse
+{
+  ProtobufCMessage base;
+  char *service;
+  /*
+   * The version that seals new values, and every version loaded, oldest first.
+   */
+  char *current_version;
+  size_t n_versions;
+  char **versions;
+  /*
+   * Values sealed again by this call.
+   */
+  uint64_t rewrapped;
+  /*
+   * After the call: values per version still needed.
+   */
+  size_t n_uses;
+  Licensing__V1__MasterKeyUse **uses;
+};
+#define LICENSING__V1__REWRAP_SECRETS_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__rewrap_secrets_response__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, 0,NULL }
+
+
 /* Licensing__V1__PageRequest methods */
 void   licensing__v1__page_request__init
                      (Licensing__V1__PageRequest         *message);
@@ -620,6 +678,63 @@ Licensing__V1__FeedRequest *
 void   licensing__v1__feed_request__free_unpacked
                      (Licensing__V1__FeedRequest *message,
                       ProtobufCAllocator *allocator);
+/* Licensing__V1__RewrapSecretsRequest methods */
+void   licensing__v1__rewrap_secrets_request__init
+                     (Licensing__V1__RewrapSecretsRequest         *message);
+size_t licensing__v1__rewrap_secrets_request__get_packed_size
+                     (const Licensing__V1__RewrapSecretsRequest   *message);
+size_t licensing__v1__rewrap_secrets_request__pack
+                     (const Licensing__V1__RewrapSecretsRequest   *message,
+                      uint8_t             *out);
+size_t licensing__v1__rewrap_secrets_request__pack_to_buffer
+                     (const Licensing__V1__RewrapSecretsRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__RewrapSecretsRequest *
+       licensing__v1__rewrap_secrets_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__rewrap_secrets_request__free_unpacked
+                     (Licensing__V1__RewrapSecretsRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__MasterKeyUse methods */
+void   licensing__v1__master_key_use__init
+                     (Licensing__V1__MasterKeyUse         *message);
+size_t licensing__v1__master_key_use__get_packed_size
+                     (const Licensing__V1__MasterKeyUse   *message);
+size_t licensing__v1__master_key_use__pack
+                     (const Licensing__V1__MasterKeyUse   *message,
+                      uint8_t             *out);
+size_t licensing__v1__master_key_use__pack_to_buffer
+                     (const Licensing__V1__MasterKeyUse   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__MasterKeyUse *
+       licensing__v1__master_key_use__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__master_key_use__free_unpacked
+                     (Licensing__V1__MasterKeyUse *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__RewrapSecretsResponse methods */
+void   licensing__v1__rewrap_secrets_response__init
+                     (Licensing__V1__RewrapSecretsResponse         *message);
+size_t licensing__v1__rewrap_secrets_response__get_packed_size
+                     (const Licensing__V1__RewrapSecretsResponse   *message);
+size_t licensing__v1__rewrap_secrets_response__pack
+                     (const Licensing__V1__RewrapSecretsResponse   *message,
+                      uint8_t             *out);
+size_t licensing__v1__rewrap_secrets_response__pack_to_buffer
+                     (const Licensing__V1__RewrapSecretsResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__RewrapSecretsResponse *
+       licensing__v1__rewrap_secrets_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__rewrap_secrets_response__free_unpacked
+                     (Licensing__V1__RewrapSecretsResponse *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Licensing__V1__PageRequest_Closure)
@@ -658,6 +773,15 @@ typedef void (*Licensing__V1__ChangesResponse_Closure)
 typedef void (*Licensing__V1__FeedRequest_Closure)
                  (const Licensing__V1__FeedRequest *message,
                   void *closure_data);
+typedef void (*Licensing__V1__RewrapSecretsRequest_Closure)
+                 (const Licensing__V1__RewrapSecretsRequest *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__MasterKeyUse_Closure)
+                 (const Licensing__V1__MasterKeyUse *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__RewrapSecretsResponse_Closure)
+                 (const Licensing__V1__RewrapSecretsResponse *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -681,6 +805,9 @@ extern const ProtobufCMessageDescriptor licensing__v1__change_event__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__changes_request__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__changes_response__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__feed_request__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__rewrap_secrets_request__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__master_key_use__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__rewrap_secrets_response__descriptor;
 
 PROTOBUF_C__END_DECLS
 

@@ -1221,6 +1221,10 @@ struct Licensing__V1__Validation_Service
                           const Licensing__V1__ExportCustomerRequest *input,
                           Licensing__V1__CustomerExport_Closure closure,
                           void *closure_data);
+  void (*rewrap_secrets)(Licensing__V1__Validation_Service *service,
+                         const Licensing__V1__RewrapSecretsRequest *input,
+                         Licensing__V1__RewrapSecretsResponse_Closure closure,
+                         void *closure_data);
   void (*resolve_licenses)(Licensing__V1__Validation_Service *service,
                            const Licensing__V1__ResolveLicensesRequest *input,
                            Licensing__V1__ResolveLicensesResponse_Closure closure,
@@ -1248,6 +1252,7 @@ void licensing__v1__validation__init (Licensing__V1__Validation_Service *service
       function_prefix__ ## create_offline_license,\
       function_prefix__ ## erase_customer,\
       function_prefix__ ## export_customer,\
+      function_prefix__ ## rewrap_secrets,\
       function_prefix__ ## resolve_licenses,\
       function_prefix__ ## events  }
 void licensing__v1__validation__validate(ProtobufCService *service,
@@ -1294,6 +1299,10 @@ void licensing__v1__validation__export_customer(ProtobufCService *service,
                                                 const Licensing__V1__ExportCustomerRequest *input,
                                                 Licensing__V1__CustomerExport_Closure closure,
                                                 void *closure_data);
+void licensing__v1__validation__rewrap_secrets(ProtobufCService *service,
+                                               const Licensing__V1__RewrapSecretsRequest *input,
+                                               Licensing__V1__RewrapSecretsResponse_Closure closure,
+                                               void *closure_data);
 void licensing__v1__validation__resolve_licenses(ProtobufCService *service,
                                                  const Licensing__V1__ResolveLicensesRequest *input,
                                                  Licensing__V1__ResolveLicensesResponse_Closure closure,

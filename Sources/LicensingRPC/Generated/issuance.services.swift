@@ -47,6 +47,7 @@ public protocol IssuanceServiceProtocol: Sendable {
     func watchChanges(_ request: ChangesRequest, _ call: ServerCall, _ stream: TypedResponseStream<ChangeEvent>) async throws
     func eraseCustomer(_ request: EraseCustomerRequest, _ call: ServerCall) async throws -> EraseCustomerResponse
     func exportCustomer(_ request: ExportCustomerRequest, _ call: ServerCall) async throws -> CustomerExport
+    func rewrapSecrets(_ request: RewrapSecretsRequest, _ call: ServerCall) async throws -> RewrapSecretsResponse
 }
 
 extension IssuanceServiceProtocol {
@@ -94,5 +95,6 @@ extension IssuanceServiceProtocol {
         router.registerStream(IssuanceMethods.watchChanges) { try await self.watchChanges($0, $1, $2) }
         router.register(IssuanceMethods.eraseCustomer) { try await self.eraseCustomer($0, $1) }
         router.register(IssuanceMethods.exportCustomer) { try await self.exportCustomer($0, $1) }
+        router.register(IssuanceMethods.rewrapSecrets) { try await self.rewrapSecrets($0, $1) }
     }
 }

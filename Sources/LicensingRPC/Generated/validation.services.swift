@@ -17,6 +17,7 @@ public protocol ValidationServiceProtocol: Sendable {
     func createOfflineLicense(_ request: CreateOfflineLicenseRequest, _ call: ServerCall) async throws -> OfflineLicense
     func eraseCustomer(_ request: EraseCustomerRequest, _ call: ServerCall) async throws -> EraseCustomerResponse
     func exportCustomer(_ request: ExportCustomerRequest, _ call: ServerCall) async throws -> CustomerExport
+    func rewrapSecrets(_ request: RewrapSecretsRequest, _ call: ServerCall) async throws -> RewrapSecretsResponse
     func resolveLicenses(_ request: ResolveLicensesRequest, _ call: ServerCall) async throws -> ResolveLicensesResponse
     func events(_ request: FeedRequest, _ call: ServerCall) async throws -> ValidationEventsResponse
 }
@@ -35,6 +36,7 @@ extension ValidationServiceProtocol {
         router.register(ValidationMethods.createOfflineLicense) { try await self.createOfflineLicense($0, $1) }
         router.register(ValidationMethods.eraseCustomer) { try await self.eraseCustomer($0, $1) }
         router.register(ValidationMethods.exportCustomer) { try await self.exportCustomer($0, $1) }
+        router.register(ValidationMethods.rewrapSecrets) { try await self.rewrapSecrets($0, $1) }
         router.register(ValidationMethods.resolveLicenses) { try await self.resolveLicenses($0, $1) }
         router.register(ValidationMethods.events) { try await self.events($0, $1) }
     }

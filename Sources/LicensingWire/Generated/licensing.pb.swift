@@ -1087,3 +1087,145 @@ extension FeedRequest: ProtobufCMessageBinding {
         c.kinds = arena.array(self.kinds) { arena.string($0) }
     }
 }
+
+public struct RewrapSecretsRequest: WireMessage, Encodable {
+    public var rewrap: Bool = false
+
+    public init() {}
+
+    public init(rewrap: Bool = false) {
+        self.rewrap = rewrap
+    }
+}
+
+extension RewrapSecretsRequest: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.RewrapSecretsRequest"
+
+    public static func cNew() -> Licensing__V1__RewrapSecretsRequest {
+        var c = Licensing__V1__RewrapSecretsRequest()
+        licensing__v1__rewrap_secrets_request__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__RewrapSecretsRequest>? {
+        licensing__v1__rewrap_secrets_request__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__RewrapSecretsRequest>) {
+        licensing__v1__rewrap_secrets_request__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__RewrapSecretsRequest>) -> Int {
+        licensing__v1__rewrap_secrets_request__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__RewrapSecretsRequest>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__rewrap_secrets_request__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__RewrapSecretsRequest) {
+        self.rewrap = c.rewrap != 0
+    }
+
+    public func fill(_ c: inout Licensing__V1__RewrapSecretsRequest, _ arena: WireArena) {
+        c.rewrap = (self.rewrap ? 1 : 0)
+    }
+}
+
+public struct MasterKeyUse: WireMessage, Encodable {
+    public var version: String = ""
+    public var sealed: UInt64 = 0
+
+    public init() {}
+
+    public init(version: String = "", sealed: UInt64 = 0) {
+        self.version = version
+        self.sealed = sealed
+    }
+}
+
+extension MasterKeyUse: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.MasterKeyUse"
+
+    public static func cNew() -> Licensing__V1__MasterKeyUse {
+        var c = Licensing__V1__MasterKeyUse()
+        licensing__v1__master_key_use__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__MasterKeyUse>? {
+        licensing__v1__master_key_use__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__MasterKeyUse>) {
+        licensing__v1__master_key_use__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__MasterKeyUse>) -> Int {
+        licensing__v1__master_key_use__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__MasterKeyUse>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__master_key_use__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__MasterKeyUse) {
+        self.version = WireArena.string(c.version)
+        self.sealed = c.sealed
+    }
+
+    public func fill(_ c: inout Licensing__V1__MasterKeyUse, _ arena: WireArena) {
+        c.version = arena.string(self.version)
+        c.sealed = self.sealed
+    }
+}
+
+public struct RewrapSecretsResponse: WireMessage, Encodable {
+    public var service: String = ""
+    public var currentVersion: String = ""
+    public var versions: [String] = []
+    public var rewrapped: UInt64 = 0
+    public var uses: [MasterKeyUse] = []
+
+    public init() {}
+
+    public init(service: String = "", currentVersion: String = "", versions: [String] = [], rewrapped: UInt64 = 0, uses: [MasterKeyUse] = []) {
+        self.service = service
+        self.currentVersion = currentVersion
+        self.versions = versions
+        self.rewrapped = rewrapped
+        self.uses = uses
+    }
+}
+
+extension RewrapSecretsResponse: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.RewrapSecretsResponse"
+
+    public static func cNew() -> Licensing__V1__RewrapSecretsResponse {
+        var c = Licensing__V1__RewrapSecretsResponse()
+        licensing__v1__rewrap_secrets_response__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__RewrapSecretsResponse>? {
+        licensing__v1__rewrap_secrets_response__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__RewrapSecretsResponse>) {
+        licensing__v1__rewrap_secrets_response__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__RewrapSecretsResponse>) -> Int {
+        licensing__v1__rewrap_secrets_response__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__RewrapSecretsResponse>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__rewrap_secrets_response__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__RewrapSecretsResponse) {
+        self.service = WireArena.string(c.service)
+        self.currentVersion = WireArena.string(c.current_version)
+        self.versions = WireArena.array(c.n_versions, c.versions) { WireArena.string($0) }
+        self.rewrapped = c.rewrapped
+        self.uses = WireArena.array(c.n_uses, c.uses) { MasterKeyUse(c: $0!.pointee) }
+    }
+
+    public func fill(_ c: inout Licensing__V1__RewrapSecretsResponse, _ arena: WireArena) {
+        c.service = arena.string(self.service)
+        c.current_version = arena.string(self.currentVersion)
+        c.n_versions = self.versions.count
+        c.versions = arena.array(self.versions) { arena.string($0) }
+        c.rewrapped = self.rewrapped
+        c.n_uses = self.uses.count
+        c.uses = arena.array(self.uses) { Optional(arena.message($0)) }
+    }
+}

@@ -1563,9 +1563,10 @@ public enum ValidationMethods {
     public static let createOfflineLicense = WireMethod<CreateOfflineLicenseRequest, OfflineLicense>("licensing.v1.Validation/CreateOfflineLicense", serverStreaming: false)
     public static let eraseCustomer = WireMethod<EraseCustomerRequest, EraseCustomerResponse>("licensing.v1.Validation/EraseCustomer", serverStreaming: false)
     public static let exportCustomer = WireMethod<ExportCustomerRequest, CustomerExport>("licensing.v1.Validation/ExportCustomer", serverStreaming: false)
+    public static let rewrapSecrets = WireMethod<RewrapSecretsRequest, RewrapSecretsResponse>("licensing.v1.Validation/RewrapSecrets", serverStreaming: false)
     public static let resolveLicenses = WireMethod<ResolveLicensesRequest, ResolveLicensesResponse>("licensing.v1.Validation/ResolveLicenses", serverStreaming: false)
     public static let events = WireMethod<FeedRequest, ValidationEventsResponse>("licensing.v1.Validation/Events", serverStreaming: false)
 
     /// Every method of the service.
-    public static let all: [WireMethodInfo] = [validate.info, activate.info, deactivate.info, listMachines.info, checkoutSeat.info, heartbeatSeat.info, checkinSeat.info, listSeats.info, createOfflineLicense.info, eraseCustomer.info, exportCustomer.info, resolveLicenses.info, events.info]
+    public static let all: [WireMethodInfo] = [validate.info, activate.info, deactivate.info, listMachines.info, checkoutSeat.info, heartbeatSeat.info, checkinSeat.info, listSeats.info, createOfflineLicense.info, eraseCustomer.info, exportCustomer.info, rewrapSecrets.info, resolveLicenses.info, events.info]
 }
