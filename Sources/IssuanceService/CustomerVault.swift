@@ -124,12 +124,13 @@ struct CustomerVault: Sendable {
     /// feed's history; then starts a new feed epoch, so followers (validation's named users)
     /// read the history again. Does nothing once done.
     func sealLegacyRows(in db: Database) throws {
-        let customers = try Row.fetchAll(db, sql: "SELECT * FROM customer WHERE contact IS NOT NULL AND substr(contact, 1, 1) = '{'")
+        // A sealed contact starts with a random nonce, which may be "{" too: only JSON is legacy.
+        let customers = try Row.fetchAll(db, sql: "SELECT * FROM customer WHERE contact IS NOT NULL AND substr(contact, 1, 1) = X'7B'")
+            .compactMap { row in (try? JSONDecoder().decode(Contact.self, from: row["contact"] as Data)).map { (row, $0) } }
         let users = try Row.fetchAll(
             db, sql: "SELECT u.*, l.customer_id FROM license_user u JOIN license l ON l.id = u.license_id WHERE u.user_hash LIKE 'legacy:%'")
         guard !customers.isEmpty || !users.isEmpty else { return }
-        for row in customers {
-            let contact = try JSONDecoder().decode(Contact.self, from: row["contact"] as Data)
+        for (row, contact) in customers {
             try updateContact(
                 Customer(
                     id: row["id"], name: contact.name, email: contact.email, crmId: contact.crmId, enterprise: row["enterprise"],
