@@ -567,6 +567,85 @@ unsigned long lm_p11_is_extractable(lm_p11_session *s, const char *label, int *e
     return rv;
 }
 
+// --- Secret keys (AES-256-GCM, for wrapping the master key) ------------------------------
+
+unsigned long lm_p11_generate_aes256(lm_p11_session *s, const char *label) {
+    size_t len;
+    if (s == NULL || !label_ok(label, &len)) return CKR_ARGUMENTS_BAD;
+    pthread_mutex_lock(&s->lock);
+    CK_OBJECT_HANDLE h;
+    CK_ULONG n;
+    CK_RV rv = find(s, CKO_SECRET_KEY, label, len, &h, 1, &n);
+    if (rv == CKR_OK && n != 0) rv = LM_P11_LABEL_EXISTS;
+    if (rv == CKR_OK) {
+        CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+        CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+        CK_KEY_TYPE type = CKK_AES;
+        CK_ULONG bytes = 32;
+        CK_MECHANISM m = {CKM_AES_KEY_GEN, NULL, 0};
+        CK_ATTRIBUTE t[] = {
+            {CKA_CLASS, &cls, sizeof cls},         {CKA_KEY_TYPE, &type, sizeof type},
+            {CKA_TOKEN, &yes, sizeof yes},         {CKA_PRIVATE, &yes, sizeof yes},
+            {CKA_SENSITIVE, &yes, sizeof yes},     {CKA_EXTRACTABLE, &no, sizeof no},
+            {CKA_ENCRYPT, &yes, sizeof yes},       {CKA_DECRYPT, &yes, sizeof yes},
+            {CKA_VALUE_LEN, &bytes, sizeof bytes}, {CKA_LABEL, (void *)label, len},
+        };
+        rv = s->f->C_GenerateKey(s->h, &m, t, sizeof t / sizeof *t, &h);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rv;
+}
+
+// One AES-GCM operation, single-part: C_EncryptInit/C_Encrypt or C_DecryptInit/C_Decrypt.
+static CK_RV gcm(lm_p11_session *s, int encrypt, const char *label, const unsigned char iv[LM_P11_GCM_IV_LEN],
+                 const unsigned char *aad, size_t aad_len, const unsigned char *in, size_t in_len,
+                 unsigned char *out, size_t out_len) {
+    static const unsigned char empty[1];
+    size_t len;
+    if (s == NULL || !label_ok(label, &len) || iv == NULL || (aad == NULL && aad_len != 0) ||
+        (in == NULL && in_len != 0) || out == NULL)
+        return CKR_ARGUMENTS_BAD;
+    pthread_mutex_lock(&s->lock);
+    CK_OBJECT_HANDLE key;
+    CK_RV rv = find_one(s, CKO_SECRET_KEY, label, len, &key);
+    CK_GCM_PARAMS params = {(CK_BYTE_PTR)iv, LM_P11_GCM_IV_LEN, LM_P11_GCM_IV_LEN * 8,
+                            (CK_BYTE_PTR)(aad ? aad : empty), aad_len, LM_P11_GCM_TAG_LEN * 8};
+    CK_MECHANISM m = {CKM_AES_GCM, &params, sizeof params};
+    if (rv == CKR_OK) rv = encrypt ? s->f->C_EncryptInit(s->h, &m, key) : s->f->C_DecryptInit(s->h, &m, key);
+    // Some modules (SoftHSM) want room for the whole input before they know the output's
+    // size: work in a buffer as large as the input plus a tag, then copy out what is asked.
+    CK_ULONG room = in_len + LM_P11_GCM_TAG_LEN;
+    unsigned char *scratch = rv == CKR_OK ? malloc(room) : NULL;
+    if (rv == CKR_OK && scratch == NULL) rv = CKR_HOST_MEMORY;
+    if (rv == CKR_OK) {
+        CK_ULONG n = room;
+        CK_BYTE_PTR source = (CK_BYTE_PTR)(in ? in : empty);
+        rv = encrypt ? s->f->C_Encrypt(s->h, source, in_len, scratch, &n) : s->f->C_Decrypt(s->h, source, in_len, scratch, &n);
+        if (rv == CKR_OK && n != out_len) rv = CKR_FUNCTION_FAILED;
+        if (rv == CKR_OK) memcpy(out, scratch, out_len);
+    }
+    if (scratch) {
+        explicit_bzero(scratch, room);
+        free(scratch);
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (rv != CKR_OK) memset(out, 0, out_len);
+    return rv;
+}
+
+unsigned long lm_p11_aes_gcm_encrypt(lm_p11_session *s, const char *label, const unsigned char iv[LM_P11_GCM_IV_LEN],
+                                     const unsigned char *aad, size_t aad_len, const unsigned char *plaintext,
+                                     size_t plaintext_len, unsigned char *out) {
+    return gcm(s, 1, label, iv, aad, aad_len, plaintext, plaintext_len, out, plaintext_len + LM_P11_GCM_TAG_LEN);
+}
+
+unsigned long lm_p11_aes_gcm_decrypt(lm_p11_session *s, const char *label, const unsigned char iv[LM_P11_GCM_IV_LEN],
+                                     const unsigned char *aad, size_t aad_len, const unsigned char *sealed,
+                                     size_t sealed_len, unsigned char *out) {
+    if (sealed_len < LM_P11_GCM_TAG_LEN) return CKR_ENCRYPTED_DATA_LEN_RANGE;
+    return gcm(s, 0, label, iv, aad, aad_len, sealed, sealed_len, out, sealed_len - LM_P11_GCM_TAG_LEN);
+}
+
 // --- Codes -----------------------------------------------------------------------------
 
 int lm_p11_needs_reopen(unsigned long rv) {

@@ -85,6 +85,40 @@ public final class PKCS11Token: Sendable {
         }
     }
 
+    /// Generates an AES-256 key in the token under `label` (it never leaves the token).
+    public func generateSecretKey(label: String) throws(PKCS11Error) {
+        try call("generate an AES key") { session in (lm_p11_generate_aes256(session, label), ()) }
+    }
+
+    /// AES-256-GCM under the token's secret key `label`: iv (12 bytes) ‖ ciphertext ‖ tag.
+    public func seal(label: String, _ plaintext: [UInt8], aad: [UInt8]) throws(PKCS11Error) -> [UInt8] {
+        var generator = SystemRandomNumberGenerator()
+        let iv = (0..<Int(LM_P11_GCM_IV_LEN)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        let sealed = try call("encrypt with key \(label)") { session in Self.encrypt(session, label, iv, aad, plaintext) }
+        return iv + sealed
+    }
+
+    /// The reverse of `seal`.
+    public func open(label: String, _ sealed: [UInt8], aad: [UInt8]) throws(PKCS11Error) -> [UInt8] {
+        let ivLength = Int(LM_P11_GCM_IV_LEN)
+        let iv = Array(sealed.prefix(ivLength))
+        let body = Array(sealed.dropFirst(ivLength))
+        return try call("decrypt with key \(label)") { session in Self.decrypt(session, label, iv, aad, body) }
+    }
+
+    private static func encrypt(_ session: OpaquePointer, _ label: String, _ iv: [UInt8], _ aad: [UInt8], _ plaintext: [UInt8]) -> (UInt, [UInt8]) {
+        var out = [UInt8](repeating: 0, count: plaintext.count + Int(LM_P11_GCM_TAG_LEN))
+        let code = lm_p11_aes_gcm_encrypt(session, label, iv, aad, aad.count, plaintext, plaintext.count, &out)
+        return (code, out)
+    }
+
+    private static func decrypt(_ session: OpaquePointer, _ label: String, _ iv: [UInt8], _ aad: [UInt8], _ body: [UInt8]) -> (UInt, [UInt8]) {
+        guard iv.count == Int(LM_P11_GCM_IV_LEN), body.count >= Int(LM_P11_GCM_TAG_LEN) else { return (LM_P11_SEALED_TOO_SHORT, []) }
+        var out = [UInt8](repeating: 0, count: body.count - Int(LM_P11_GCM_TAG_LEN))
+        let code = lm_p11_aes_gcm_decrypt(session, label, iv, aad, aad.count, body, body.count, &out)
+        return (code, out)
+    }
+
     private func call<T>(_ action: String, _ body: (OpaquePointer) -> (UInt, T)) throws(PKCS11Error) -> T {
         let result: Result<T, PKCS11Error> = session.withLock { handle in
             if handle == nil {
@@ -131,6 +165,9 @@ public struct PKCS11Error: Error, Equatable, CustomStringConvertible {
         "could not \(action) in PKCS#11 token \"\(token)\" (\(name)\(detail.isEmpty ? "" : ": \(detail)"))"
     }
 }
+
+/// CKR_ENCRYPTED_DATA_LEN_RANGE: a value too short to have been sealed.
+private let LM_P11_SEALED_TOO_SHORT: UInt = 0x41
 
 /// A certificate signer whose private key stays in the token.
 public struct TokenSigner: CertificateSigner {

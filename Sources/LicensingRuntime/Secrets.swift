@@ -1,3 +1,4 @@
+import ArgumentParser
 import Foundation
 import LicensingCore
 
@@ -27,37 +28,95 @@ public enum Secrets {
             // Generates one in development mode, or says what is missing.
             _ = try load(name: "master-key", settings: settings, developmentMode: developmentMode)
         }
+        let token = try pkcs11Token(settings)
         let loader: @Sendable () throws -> [[UInt8]] = {
-            try masterKeyVersions(settings: settings)
+            try masterKeyVersions(settings: settings, token: token)
         }
         return try MasterKey(versions: try loader(), loader: loader)
     }
 
-    static func masterKeyVersions(settings: Settings) throws -> [[UInt8]] {
+    static func masterKeyVersions(settings: Settings, token: PKCS11Token?) throws -> [[UInt8]] {
         let text: String
         if let value = settings["master-key"] {
             text = value
         } else {
             text = try String(contentsOfFile: masterKeyFile(settings), encoding: .utf8)
         }
-        return try parseVersions(text)
+        return try parseVersions(text, token: token)
     }
 
     public static func masterKeyFile(_ settings: Settings) -> String {
         settings["master-key-file"] ?? "\(settings.dataDirectory)/secrets/master-key"
     }
 
-    /// Hex lines (or comma-separated), blank lines and `#` comments ignored.
-    public static func parseVersions(_ text: String) throws -> [[UInt8]] {
+    /// Hex lines (or comma-separated), blank lines and `#` comments ignored. A line
+    /// `pkcs11:LABEL:HEX` is a version kept wrapped by the AES key LABEL of the PKCS#11
+    /// token: the file alone does not open it, the token unwraps it into this process.
+    public static func parseVersions(_ text: String, token: PKCS11Token? = nil) throws -> [[UInt8]] {
         try text.split(whereSeparator: { $0 == "\n" || $0 == "," }).compactMap { line -> [UInt8]? in
             let entry = line.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
-            let hex = entry.trimmingCharacters(in: .whitespacesAndNewlines)
-            if hex.isEmpty { return nil }
-            guard let bytes = Hex.decode(hex), bytes.count == 32 else {
+            let field = entry.trimmingCharacters(in: .whitespacesAndNewlines)
+            if field.isEmpty { return nil }
+            if field.hasPrefix("pkcs11:") { return try unwrapVersion(field, token: token) }
+            guard let bytes = Hex.decode(field), bytes.count == 32 else {
                 throw Missing(name: "master-key", file: "(a version is not 64 hex digits)")
             }
             return bytes
         }
+    }
+
+    /// Associated data of a master-key version wrapped by a token key.
+    static let wrappedVersionContext = Array("license-manager master key".utf8)
+
+    static func unwrapVersion(_ field: String, token: PKCS11Token?) throws -> [UInt8] {
+        let parts = field.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 3, !parts[1].isEmpty, let sealed = Hex.decode(String(parts[2])) else {
+            throw ValidationError("a master key line must be 64 hex digits or pkcs11:LABEL:HEX, not \"\(field.prefix(20))…\"")
+        }
+        guard let token else {
+            throw ValidationError(
+                "the master key version wrapped by token key \(parts[1]) needs the PKCS#11 token: set pkcs11-module, pkcs11-token and pkcs11-pin-file")
+        }
+        do {
+            let bytes = try token.open(label: String(parts[1]), sealed, aad: wrappedVersionContext)
+            guard bytes.count == 32 else { throw ValidationError("token key \(parts[1]) unwrapped \(bytes.count) bytes, not a 32-byte master key version") }
+            return bytes
+        } catch let error as PKCS11Error {
+            throw ValidationError("the master key version wrapped by token key \(parts[1]) did not unwrap: \(error)")
+        }
+    }
+
+    /// A new master-key version, made here and wrapped by the token's AES key `label`
+    /// (generated in the token first if it has none): the line for the key file.
+    public static func wrappedVersionLine(label: String, token: PKCS11Token) throws -> (line: String, version: [UInt8]) {
+        do {
+            try token.generateSecretKey(label: label)
+        } catch {
+            // A key the token has already wraps this version too.
+            guard error.labelExists else { throw error }
+        }
+        let version = KeyHashSecret.generateBytes()
+        let sealed = try token.seal(label: label, version, aad: wrappedVersionContext)
+        return ("pkcs11:\(label):\(Hex.encode(sealed))", version)
+    }
+
+    /// The PKCS#11 token the settings name (`pkcs11-module`, `pkcs11-token`, and
+    /// `pkcs11-pin` or `pkcs11-pin-file`), or nil when they name none.
+    public static func pkcs11Token(_ settings: Settings) throws -> PKCS11Token? {
+        guard let module = settings["pkcs11-module"], !module.isEmpty else { return nil }
+        guard let label = settings["pkcs11-token"], !label.isEmpty else {
+            throw ValidationError("pkcs11-module is set: pkcs11-token must name the token (its label) that holds the keys")
+        }
+        let pin: String
+        if let value = settings["pkcs11-pin"] {
+            pin = value
+        } else if let file = settings["pkcs11-pin-file"] {
+            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { throw ValidationError("cannot read pkcs11-pin-file \(file)") }
+            pin = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        } else {
+            throw ValidationError("pkcs11-module is set: give the token's user PIN in pkcs11-pin-file (or LM_PKCS11_PIN)")
+        }
+        return PKCS11Token(.init(module: module, tokenLabel: label, pin: pin))
     }
 
     public static func load(name: String, settings: Settings, developmentMode: Bool) throws -> [UInt8] {

@@ -23,22 +23,11 @@ public struct SigningCustody: Sendable {
         case "database":
             return SigningCustody(masterKey: masterKey)
         case "pkcs11":
-            guard let module = settings["pkcs11-module"], !module.isEmpty else {
+            guard settings["pkcs11-module"]?.isEmpty == false else {
                 throw ValidationError("signing-keys = pkcs11 needs pkcs11-module: the path of the HSM vendor's PKCS#11 library")
             }
-            guard let label = settings["pkcs11-token"], !label.isEmpty else {
-                throw ValidationError("signing-keys = pkcs11 needs pkcs11-token: the label of the token that holds the signing keys")
-            }
-            let pin: String
-            if let value = settings["pkcs11-pin"] {
-                pin = value
-            } else if let file = settings["pkcs11-pin-file"] {
-                guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { throw ValidationError("cannot read pkcs11-pin-file \(file)") }
-                pin = text.trimmingCharacters(in: .whitespacesAndNewlines)
-            } else {
-                throw ValidationError("signing-keys = pkcs11 needs the token's user PIN: set pkcs11-pin-file (or LM_PKCS11_PIN)")
-            }
-            return SigningCustody(masterKey: masterKey, token: PKCS11Token(.init(module: module, tokenLabel: label, pin: pin)))
+            guard let token = try Secrets.pkcs11Token(settings) else { throw ValidationError("signing-keys = pkcs11 needs pkcs11-module") }
+            return SigningCustody(masterKey: masterKey, token: token)
         case let other:
             throw ValidationError("signing-keys must be database or pkcs11, not \(other)")
         }

@@ -31,10 +31,15 @@ enum BackupFormat {
             guard let read = try? String(contentsOfFile: file, encoding: .utf8) else { throw ValidationError("cannot read the master key file \(file)") }
             text = read
         }
-        guard let versions = try? Secrets.parseVersions(text), !versions.isEmpty else {
-            throw ValidationError("the master key must be 64 hex digits per version, one per line")
-        }
+        let versions = try Secrets.parseVersions(text, token: try token())
+        guard !versions.isEmpty else { throw ValidationError("the master key must be 64 hex digits per version, one per line") }
         return versions
+    }
+
+    /// The PKCS#11 token that wraps master-key versions, from LM_PKCS11_MODULE,
+    /// LM_PKCS11_TOKEN and LM_PKCS11_PIN_FILE (or LM_PKCS11_PIN), as the services read them.
+    static func token() throws -> PKCS11Token? {
+        try Secrets.pkcs11Token(Settings.load(flags: [:], configFile: nil))
     }
 
     static func masterKey(_ option: String?) throws -> [UInt8] {

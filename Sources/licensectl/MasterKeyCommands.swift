@@ -74,15 +74,32 @@ struct MasterKeyCommand: AsyncParsableCommand {
     }
 
     struct Add: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Append a new random version to the key file; it seals from the next rotate on.")
+        static let configuration = CommandConfiguration(
+            abstract: "Append a new random version to the key file; it seals from the next rotate on.",
+            discussion: """
+                With --pkcs11-key LABEL the version is written wrapped by that AES key of the PKCS#11 token \
+                (made in the token if it has none; LM_PKCS11_MODULE, LM_PKCS11_TOKEN, LM_PKCS11_PIN_FILE name \
+                the token): the file alone then opens nothing.
+                """)
         @Option(help: "The master key file (one version per line, oldest first).") var keyFile: String
+        @Option(help: "Wrap the new version with this AES key of the PKCS#11 token.") var pkcs11Key: String?
 
         func run() async throws {
             let text = (try? String(contentsOfFile: keyFile, encoding: .utf8)) ?? ""
-            guard (try? Secrets.parseVersions(text)) != nil else { throw ValidationError("\(keyFile) is not a master key file (64 hex digits per line)") }
-            let version = KeyHashSecret.generateBytes()
-            let line = Hex.encode(version) + "  # added \(ISODate.format(Int64(Date().timeIntervalSince1970)))\n"
-            try Secrets.replacePrivate((text.isEmpty || text.hasSuffix("\n") ? text : text + "\n") + line, at: keyFile)
+            _ = try Secrets.parseVersions(text, token: try BackupFormat.token())
+            let stamp = "  # added \(ISODate.format(Int64(Date().timeIntervalSince1970)))\n"
+            let line: String
+            let version: [UInt8]
+            if let label = pkcs11Key {
+                guard let token = try BackupFormat.token() else {
+                    throw ValidationError("--pkcs11-key needs the token: set LM_PKCS11_MODULE, LM_PKCS11_TOKEN and LM_PKCS11_PIN_FILE")
+                }
+                (line, version) = try Secrets.wrappedVersionLine(label: label, token: token)
+            } else {
+                version = KeyHashSecret.generateBytes()
+                line = Hex.encode(version)
+            }
+            try Secrets.replacePrivate((text.isEmpty || text.hasSuffix("\n") ? text : text + "\n") + line + stamp, at: keyFile)
             print("added master key version \(MasterKey.versionID(of: version)) to \(keyFile); copy the file to every host, then run licensectl master-key rotate")
         }
     }
@@ -110,9 +127,9 @@ struct MasterKeyCommand: AsyncParsableCommand {
         @Option(help: "Backup folders the retention keeps; repeatable. A backup made with the version keeps it.") var backups: [String] = []
 
         func run() async throws {
-            guard let text = try? String(contentsOfFile: keyFile, encoding: .utf8), let versions = try? Secrets.parseVersions(text) else {
-                throw ValidationError("cannot read the master key file \(keyFile)")
-            }
+            guard let text = try? String(contentsOfFile: keyFile, encoding: .utf8) else { throw ValidationError("cannot read the master key file \(keyFile)") }
+            let token = try BackupFormat.token()
+            let versions = try Secrets.parseVersions(text, token: token)
             let ids = versions.map(MasterKey.versionID(of:))
             guard ids.contains(version) else { throw ValidationError("\(keyFile) holds no version \(version); it holds \(ids.joined(separator: ", "))") }
             guard ids.last != version else { throw ValidationError("\(version) is the newest version, the one that seals: add a new one and rotate first") }
@@ -127,9 +144,8 @@ struct MasterKeyCommand: AsyncParsableCommand {
                 Output.error("not retired: values sealed with \(version) remain (\(stillSealed.joined(separator: ", "))): run licensectl master-key rotate first")
                 throw ExitCode(1)
             }
-            let kept = text.split(separator: "\n", omittingEmptySubsequences: false).filter { line in
-                let hex = line.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
-                return Hex.decode(hex).map { MasterKey.versionID(of: $0) != version } ?? true
+            let kept = try text.split(separator: "\n", omittingEmptySubsequences: false).filter { line in
+                try Secrets.parseVersions(String(line), token: token).allSatisfy { MasterKey.versionID(of: $0) != version }
             }
             try Secrets.replacePrivate(kept.joined(separator: "\n"), at: keyFile)
             print("retired master key version \(version) from \(keyFile); copy the file to every host (services read it at the next rotate or start)")

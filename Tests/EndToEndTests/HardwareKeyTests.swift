@@ -15,9 +15,16 @@ import Testing
 @Suite(.serialized) struct HardwareKeyTests {
     static let module = "/usr/lib/softhsm/libsofthsm2.so"
 
-    @Test(.enabled(if: FileManager.default.fileExists(atPath: module), "SoftHSM2 is installed by deploy/install-deps"))
-    func signingKeysLiveInTheTokenAndSigningWaitsForIt() async throws {
-        let stack = try Stack()
+    /// Key objects in a SoftHSM2 token directory.
+    static func keyObjects(_ tokens: String) throws -> Int {
+        try FileManager.default.contentsOfDirectory(atPath: tokens).reduce(0) { count, token in
+            count + (try FileManager.default.contentsOfDirectory(atPath: "\(tokens)/\(token)")).filter { $0.hasSuffix(".object") && $0 != "token.object" }.count
+        }
+    }
+
+    /// A SoftHSM2 token of the test's own, in its folder: the settings that name it, and
+    /// the token directory (moving it away takes the token away).
+    static func token(in stack: Stack) async throws -> (settings: [String: String], directory: String) {
         let tokens = "\(stack.folder)/hsm/tokens"
         try FileManager.default.createDirectory(atPath: tokens, withIntermediateDirectories: true)
         let conf = "\(stack.folder)/hsm/softhsm2.conf"
@@ -28,12 +35,19 @@ import Testing
         #expect(status == 0, "\(output)")
         let pinFile = "\(stack.folder)/hsm/pin"
         try "4321\n".write(toFile: pinFile, atomically: true, encoding: .utf8)
-        let hsm = [
-            "LM_SIGNING_KEYS": "pkcs11", "LM_PKCS11_MODULE": Self.module, "LM_PKCS11_TOKEN": "lm-signing", "LM_PKCS11_PIN_FILE": pinFile,
-            "SOFTHSM2_CONF": conf,
+        let settings = [
+            "LM_PKCS11_MODULE": module, "LM_PKCS11_TOKEN": "lm-signing", "LM_PKCS11_PIN_FILE": pinFile, "SOFTHSM2_CONF": conf,
         ]
-        stack.environment["issuance"] = hsm
-        stack.environment["validation"] = hsm
+        return (settings, tokens)
+    }
+
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: module), "SoftHSM2 is installed by deploy/install-deps"))
+    func signingKeysLiveInTheTokenAndSigningWaitsForIt() async throws {
+        let stack = try Stack()
+        let (hsm, tokens) = try await Self.token(in: stack)
+        let custody = hsm.merging(["LM_SIGNING_KEYS": "pkcs11"]) { $1 }
+        stack.environment["issuance"] = custody
+        stack.environment["validation"] = custody
         try await stack.startAll()
         try await stack.waitUntilGatewaySees("validation")
         let admin = stack.gatewayClient()
@@ -47,12 +61,10 @@ import Testing
         let sealed = try await database.read { db in try Data.fetchOne(db, sql: "SELECT sealed_private_key FROM signing_key WHERE kid = ?", arguments: [first.kid]) }
         try database.close()
         #expect(sealed?.isEmpty == true)
-        setenv("SOFTHSM2_CONF", conf, 1)
-        do {
-            let token = PKCS11Token(.init(module: Self.module, tokenLabel: "lm-signing", pin: "4321"))
-            #expect(try token.isExtractable(label: first.kid) == false)
-            #expect(try token.publicKey(label: first.kid) == first.publicKey)
-        }
+        // The token holds the pair (SoftHSM keeps one file per object; the token's own is
+        // token.object). That the private key is not extractable is checked on the C side
+        // (Tests/pkcs11), where the same generation code runs.
+        #expect(try Self.keyObjects(tokens) == 2)
 
         let product = try await admin.call(IssuanceMethods.createProduct, CreateProductRequest(name: "Studio", code: "STU"))
         let policy = try await admin.call(IssuanceMethods.createPolicy, CreatePolicyRequest(policy: Policy(
@@ -83,6 +95,7 @@ import Testing
         // Rotation makes the next key in the token; the older certificate still verifies.
         let rotated = try await admin.call(IssuanceMethods.rotateSigningKey, CreateSigningKeyRequest())
         #expect(rotated.kid != first.kid && rotated.current)
+        #expect(try Self.keyObjects(tokens) == 4)
         let next = try await admin.call(IssuanceMethods.issueCertificate, IssueCertificateRequest(licenseId: license))
         #expect(next.kid == rotated.kid)
         _ = try LicenseCertificates.verify(certificate.armored, publicKeys: try await publicKeys(), now: Int64(Date().timeIntervalSince1970))
@@ -102,11 +115,7 @@ import Testing
         #expect(verifies(answer, known))
         // Retiring the old key destroys it in the token.
         _ = try await admin.call(IssuanceMethods.retireSigningKey, GetByIdRequest(id: first.kid))
-        do {
-            let token = PKCS11Token(.init(module: Self.module, tokenLabel: "lm-signing", pin: "4321"))
-            #expect(throws: PKCS11Error.self) { try token.publicKey(label: first.kid) }
-            #expect(try token.isExtractable(label: rotated.kid) == false)
-        }
+        #expect(try Self.keyObjects(tokens) == 2, "the rotated pair stays, the retired pair is destroyed")
 
         // The token goes away: signing says so; unsigned validations go on.
         let away = "\(stack.folder)/hsm/away"
@@ -134,5 +143,55 @@ import Testing
         answer = try await signedValidation()
         known = try await publicKeys()
         #expect(answer.valid && answer.kid == rotated.kid && verifies(answer, known))
+    }
+
+    /// The master key from the token: the key file holds versions wrapped by an AES key
+    /// that never leaves the token, so the file alone opens nothing; the services unwrap
+    /// them at start and on rotation, and licensectl does for backups.
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: module), "SoftHSM2 is installed by deploy/install-deps"))
+    func theMasterKeyIsWrappedByAKeyInTheToken() async throws {
+        let stack = try Stack()
+        let (hsm, _) = try await Self.token(in: stack)
+        let keyFile = "\(stack.folder)/hsm/master-key"
+        var (status, output) = try await Stack.run("licensectl", ["master-key", "add", "--key-file", keyFile, "--pkcs11-key", "master-wrap"], environment: hsm)
+        #expect(status == 0 && output.contains("added master key version"), "\(output)")
+        let text = try String(contentsOfFile: keyFile, encoding: .utf8)
+        #expect(text.hasPrefix("pkcs11:master-wrap:") && text.split(separator: "\n").count == 1, "\(text)")
+        #expect(throws: (any Error).self) { try Secrets.parseVersions(text) }
+
+        let settings = hsm.merging(["LM_MASTER_KEY_FILE": keyFile]) { $1 }
+        stack.environment["issuance"] = settings
+        stack.environment["validation"] = settings
+        try await stack.startAll()
+        try await stack.waitUntilGatewaySees("validation")
+        let admin = stack.gatewayClient()
+        defer { Task { await admin.close() } }
+        let customer = try await admin.call(IssuanceMethods.createCustomer, CreateCustomerRequest(name: "Wrapped Co", email: "ops@wrapped.test"))
+        let product = try await admin.call(IssuanceMethods.createProduct, CreateProductRequest(name: "Studio", code: "STU"))
+        let policy = try await admin.call(IssuanceMethods.createPolicy, CreatePolicyRequest(policy: Policy(
+            productId: product.id, name: "Standard", licenseType: .enterprise, durationSeconds: 86400)))
+        let issued = try await admin.call(IssuanceMethods.issueLicense, IssueLicenseRequest(policyId: policy.id, customerId: customer.id))
+        let signed = try await admin.call(ValidationMethods.validate, ValidateRequest(licenseKey: issued.licenseKey, nonce: Array("n".utf8)))
+        #expect(signed.valid && !signed.signature.isEmpty)
+
+        // Rotation to a second wrapped version, online.
+        (status, output) = try await Stack.run("licensectl", ["master-key", "add", "--key-file", keyFile, "--pkcs11-key", "master-wrap"], environment: hsm)
+        #expect(status == 0, "\(output)")
+        let second = try #require(output.split(separator: " ").dropFirst(4).first.map(String.init), "\(output)")
+        (status, output) = try await stack.ctl(["master-key", "rotate"])
+        #expect(status == 0 && output.contains("issuance  current \(second)") && output.contains("validation  current \(second)"), "\(output)")
+
+        // licensectl needs the token too: without it the file opens nothing.
+        (status, output) = try await Stack.run("licensectl", ["backup", "--to", "\(stack.folder)/b1", "--master-key", keyFile, "--services", "issuance", "--gateway", "unix:\(stack.folder)/run/gateway.sock"], environment: ["LM_API_KEY": stack.adminKey])
+        #expect(status != 0 && output.contains("needs the PKCS#11 token"), "\(output)")
+        (status, output) = try await Stack.run("licensectl", ["backup", "--to", "\(stack.folder)/b2", "--master-key", keyFile, "--services", "issuance", "--gateway", "unix:\(stack.folder)/run/gateway.sock"], environment: hsm.merging(["LM_API_KEY": stack.adminKey]) { $1 })
+        #expect(status == 0 && output.contains("master key \(second)"), "\(output)")
+
+        // A restart unwraps the versions again.
+        await stack.stop("issuance")
+        try stack.start("issuance")
+        try await stack.waitUntilServing("issuance")
+        try await stack.waitUntilGatewaySees("issuance")
+        #expect(try await admin.call(IssuanceMethods.getCustomer, GetByIdRequest(id: customer.id)).email == "ops@wrapped.test")
     }
 }

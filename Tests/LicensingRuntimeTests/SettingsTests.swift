@@ -64,7 +64,7 @@ import Testing
         #expect(message(["signing-keys": "database"]) == "accepted")
         #expect(message(["signing-keys": "hsm"]).contains("signing-keys must be database or pkcs11"))
         #expect(message(["signing-keys": "pkcs11"]).contains("needs pkcs11-module"))
-        #expect(message(["signing-keys": "pkcs11", "pkcs11-module": "/m.so"]).contains("needs pkcs11-token"))
+        #expect(message(["signing-keys": "pkcs11", "pkcs11-module": "/m.so"]).contains("pkcs11-token must name the token"))
         #expect(message(["signing-keys": "pkcs11", "pkcs11-module": "/m.so", "pkcs11-token": "t"]).contains("PIN"))
         #expect(message(["signing-keys": "pkcs11", "pkcs11-module": "/m.so", "pkcs11-token": "t", "pkcs11-pin-file": "/no/such/pin"]).contains("cannot read"))
         // A module that is not there: the service starts, and signing says why it cannot.

@@ -113,6 +113,32 @@ int main(int argc, char **argv) {
     CHECK(rv == LM_P11_OK && extractable == 0 && sensitive == 1,
           "private key is not extractable (%d) and sensitive (%d): %s", extractable, sensitive, NAME(rv));
 
+    // AES-256-GCM under a secret key that stays in the token (it wraps the master key).
+    rv = lm_p11_generate_aes256(s, "wrap-1");
+    CHECK(rv == LM_P11_OK, "generate AES key 'wrap-1': %s", NAME(rv));
+    rv = lm_p11_generate_aes256(s, "wrap-1");
+    CHECK(rv == LM_P11_LABEL_EXISTS, "a second 'wrap-1' is refused: %s", NAME(rv));
+    {
+        const unsigned char iv[LM_P11_GCM_IV_LEN] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+        const unsigned char secret[32] = "thirty-two bytes of master key!";
+        const unsigned char aad[] = "license-manager master key";
+        unsigned char sealed[32 + LM_P11_GCM_TAG_LEN], opened[32];
+        rv = lm_p11_aes_gcm_encrypt(s, "wrap-1", iv, aad, sizeof aad, secret, 32, sealed);
+        CHECK(rv == LM_P11_OK && memcmp(sealed, secret, 32) != 0, "encrypt under 'wrap-1': %s", NAME(rv));
+        rv = lm_p11_aes_gcm_decrypt(s, "wrap-1", iv, aad, sizeof aad, sealed, sizeof sealed, opened);
+        CHECK(rv == LM_P11_OK && memcmp(opened, secret, 32) == 0, "decrypt gives it back: %s", NAME(rv));
+        sealed[3] ^= 1;
+        rv = lm_p11_aes_gcm_decrypt(s, "wrap-1", iv, aad, sizeof aad, sealed, sizeof sealed, opened);
+        CHECK(rv != LM_P11_OK && opened[0] == 0, "an altered ciphertext does not decrypt: %s", NAME(rv));
+        sealed[3] ^= 1;
+        rv = lm_p11_aes_gcm_decrypt(s, "wrap-1", iv, aad, sizeof aad - 1, sealed, sizeof sealed, opened);
+        CHECK(rv != LM_P11_OK, "other associated data does not decrypt: %s", NAME(rv));
+        rv = lm_p11_aes_gcm_decrypt(s, "wrap-1", iv, aad, sizeof aad, sealed, sizeof sealed, opened);
+        CHECK(rv == LM_P11_OK, "the session still works after refusals: %s", NAME(rv));
+        rv = lm_p11_aes_gcm_decrypt(s, "no-such-key", iv, aad, sizeof aad, sealed, sizeof sealed, opened);
+        CHECK(rv == LM_P11_KEY_NOT_FOUND, "no key, no decryption: %s", NAME(rv));
+    }
+
     // Two handles on the same module and token (no second C_Initialize), each shared by two
     // threads: calls on one handle are serialised inside, the two handles run in parallel.
     rv = lm_p11_open(module, token, pin, &s2, msg, sizeof msg);

@@ -108,4 +108,27 @@ unsigned long lm_p11_destroy(lm_p11_session *session, const char *label);
 unsigned long lm_p11_is_extractable(lm_p11_session *session, const char *label,
                                     int *extractable, int *sensitive);
 
+#define LM_P11_GCM_IV_LEN 12
+#define LM_P11_GCM_TAG_LEN 16
+
+/// Generates an AES-256 secret key in the token under `label`: a token object, private,
+/// sensitive, not extractable, for encryption and decryption only (it wraps the master
+/// key). LM_P11_LABEL_EXISTS if a secret key already has the label.
+unsigned long lm_p11_generate_aes256(lm_p11_session *session, const char *label);
+
+/// AES-256-GCM (CKM_AES_GCM, 96-bit IV, 128-bit tag) under the secret key `label`:
+/// `out` (plaintext_len + LM_P11_GCM_TAG_LEN bytes) gets ciphertext then tag.
+unsigned long lm_p11_aes_gcm_encrypt(lm_p11_session *session, const char *label,
+                                     const unsigned char iv[LM_P11_GCM_IV_LEN], const unsigned char *aad,
+                                     size_t aad_len, const unsigned char *plaintext, size_t plaintext_len,
+                                     unsigned char *out);
+
+/// The reverse: `sealed` is ciphertext then tag, `out` (sealed_len - LM_P11_GCM_TAG_LEN
+/// bytes) the plaintext; a tag that does not match fails (the module's code, e.g.
+/// CKR_ENCRYPTED_DATA_INVALID) and `out` is zeroed.
+unsigned long lm_p11_aes_gcm_decrypt(lm_p11_session *session, const char *label,
+                                     const unsigned char iv[LM_P11_GCM_IV_LEN], const unsigned char *aad,
+                                     size_t aad_len, const unsigned char *sealed, size_t sealed_len,
+                                     unsigned char *out);
+
 #endif
