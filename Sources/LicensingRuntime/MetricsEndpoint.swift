@@ -27,6 +27,12 @@ public final class MetricsEndpoint: Service, Sendable {
         get async throws { try await listening.futureResult.get() }
     }
 
+    /// An endpoint made but never run (its service failed to start, say on an unknown
+    /// setting) leaves no one waiting; a completed promise ignores this.
+    deinit {
+        listening.fail(RPCError(.unavailable, "the metrics endpoint was never started"))
+    }
+
     public func run() async throws {
         let registry = self.registry
         let server: any Channel

@@ -160,6 +160,13 @@ public enum Secrets {
         let descriptor = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         guard descriptor >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
         defer { unlink(temporary) }
+        // A replaced file keeps its owner and mode (a key file the services' group reads
+        // stays readable to them); never more than owner read-write plus group read.
+        var existing = stat()
+        if replacing, stat(path, &existing) == 0 {
+            _ = fchown(descriptor, existing.st_uid, existing.st_gid)
+            _ = fchmod(descriptor, existing.st_mode & 0o640)
+        }
         let bytes = Array(text.utf8)
         let written = write(descriptor, bytes, bytes.count)
         fsync(descriptor)

@@ -36,13 +36,15 @@ import Testing
         #expect(status == 0 && output.contains("issuance  current \(first)") && output.contains("validation  current \(first)"), "\(output)")
         #expect(output.contains("backup \(backups)/before needs \(first)"), "\(output)")
 
+        // Deployed, the key file is readable by the services' group: adding keeps that.
+        try FileManager.default.setAttributes([.posixPermissions: 0o640], ofItemAtPath: keyFile)
         (status, output) = try await Stack.run("licensectl", ["master-key", "add", "--key-file", keyFile])
         #expect(status == 0 && output.contains("added master key version"), "\(output)")
         let versions = try Secrets.parseVersions(String(contentsOfFile: keyFile, encoding: .utf8)).map(MasterKey.versionID(of:))
         #expect(versions.count == 2 && versions.first == first)
         let second = versions.last!
         let mode = try FileManager.default.attributesOfItem(atPath: keyFile)[.posixPermissions] as? Int
-        #expect(mode == 0o600)
+        #expect(mode == 0o640)
 
         // Not before the values are sealed again.
         (status, output) = try await stack.ctl(["master-key", "retire", first, "--key-file", keyFile])

@@ -73,6 +73,19 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: "\(folder)/usage.sqlite"), "a failed start left a database behind")
     }
 
+    /// The same with the metrics endpoint on: the start fails cleanly (exit 64 with the
+    /// message), it does not crash on the endpoint it never ran.
+    @Test func anUnknownKeyStopsAServiceWithMetricsOnCleanly() async throws {
+        let folder = Self.folder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let config = "\(folder)/usage.conf"
+        try "metrics = 127.0.0.1:0\nmetrix = 127.0.0.1:9100\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let (status, output) = try await Stack.run("license-usage", ["--config", config, "--data-dir", folder, "--dev"])
+        #expect(status == 64, "\(output)")
+        #expect(output.contains("unknown setting 'metrix'") && !output.contains("Fatal error"), "\(output)")
+    }
+
     @Test func aMissingSecretStopsIssuanceWithoutAHalfMadeDatabase() async throws {
         let folder = Self.folder()
         defer { try? FileManager.default.removeItem(atPath: folder) }
