@@ -59,3 +59,12 @@ public struct RPCError: Error, Equatable, Sendable, CustomStringConvertible {
         return Status(code: code, message: Self.quoted(message, limit: Self.maximumMessageBytes / 4))
     }
 }
+
+/// An error from below the RPC layer that knows the status a caller should get, such as a
+/// full disk (RESOURCE_EXHAUSTED) rather than an opaque INTERNAL. The server logs the
+/// error itself and answers with `rpcError(method:)`.
+public protocol RPCStatusConvertible: Error {
+    /// The status for the caller, or nil when the error is internal after all.
+    func rpcError(method: String) -> RPCError?
+}
+

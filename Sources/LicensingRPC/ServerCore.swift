@@ -43,6 +43,10 @@ final class ServerCore: Sendable {
             return error
         case is CancellationError:
             return RPCError(.cancelled, "\(method) was cancelled")
+        case let known as any RPCStatusConvertible:
+            guard let answer = known.rpcError(method: method) else { fallthrough }
+            logger.warning("call failed", metadata: ["method": "\(method)", "error": "\(error)", "status": "\(answer.code)"])
+            return answer
         default:
             // Internal details stay in the log; the caller learns only that it failed.
             logger.error("call failed", metadata: ["method": "\(method)", "error": "\(error)"])

@@ -16,6 +16,7 @@ public enum MetricHelp {
         "feed_applied_seq": "Position a follower has applied in another service's feed, by feed.",
         "feed_lag_events": "Events a source's feed has that this follower has not applied yet, by feed.",
         "validation_outcomes_total": "Validations answered, by reason code.",
+        "validation_log_dropped_entries": "Validation-log entries not kept while the log could not be written (disk full or read-only) and the memory buffer was full.",
         "reporting_exports_running": "Report exports streaming now.",
         "reporting_export_rows_total": "Report rows sent by exports.",
         "validation_seats_in_use": "Floating-seat leases held now.",

@@ -1,6 +1,7 @@
 import GRDB
 import LicensingWire
 import Logging
+import Metrics
 import NIOConcurrencyHelpers
 import ServiceLifecycle
 
@@ -8,6 +9,11 @@ import ServiceLifecycle
 /// transaction, one sync per batch) so the hot path never waits for a disk sync.
 /// Memory is bounded: when `capacity` entries are waiting, appends wait for the next
 /// write. On shutdown every waiting entry is written before the service stops.
+///
+/// When the log cannot be written at all (a full disk, a read-only file system),
+/// validations go on: entries are kept in memory up to `capacity` and retried, and beyond
+/// that they are counted (`validation_log_dropped_entries`) and said in the server log when
+/// writing works again. Answering products beats a complete log while the disk is full.
 final class ValidationLog: Service, Sendable {
     struct Entry: Sendable {
         let occurredAt: Int64
@@ -22,6 +28,9 @@ final class ValidationLog: Service, Sendable {
         var pending: [Entry] = []
         var waitingForRoom: [CheckedContinuation<Void, Never>] = []
         var stopped = false
+        /// The last write failed: appends beyond capacity are dropped, not waited for.
+        var failing = false
+        var dropped = 0
     }
 
     private let database: DatabasePool
@@ -40,7 +49,11 @@ final class ValidationLog: Service, Sendable {
     /// Appends without waiting; false when the log is full (then `append` waits for room).
     func tryAppend(_ entry: Entry) -> Bool {
         state.withLockedValue { state in
-            guard state.pending.count < capacity || state.stopped else { return false }
+            if state.pending.count >= capacity, !state.stopped {
+                guard state.failing else { return false }
+                state.dropped += 1
+                return true
+            }
             state.pending.append(entry)
             return true
         }
@@ -70,6 +83,7 @@ final class ValidationLog: Service, Sendable {
     }
 
     private static let rowsPerInsert = 64
+    static let droppedEntries = Counter(label: "validation_log_dropped_entries")
 
     private static func insert(rows: Int) -> String {
         "INSERT INTO validation_log (occurred_at, license_id, reason, fingerprint_hash, region, feature) VALUES "
@@ -101,14 +115,34 @@ final class ValidationLog: Service, Sendable {
                         start += count
                     }
                 }
+                let dropped = state.withLockedValue { state -> Int? in
+                    defer { (state.failing, state.dropped) = (false, 0) }
+                    return state.failing ? state.dropped : nil
+                }
+                if let dropped {
+                    logger.notice("validation log written again", metadata: ["dropped_entries": "\(dropped)"])
+                    if dropped > 0 { Self.droppedEntries.increment(by: dropped) }
+                }
             } catch {
-                // Put the batch back so it is retried, not lost.
-                logger.error("validation log write failed; will retry", metadata: ["entries": "\(batch.count)", "error": "\(error)"])
-                state.withLockedValue { $0.pending.insert(contentsOf: batch, at: 0) }
+                // Put the batch back so it is retried, not lost; said once, not every retry.
+                let first = state.withLockedValue { state -> Bool in
+                    state.pending.insert(contentsOf: batch, at: 0)
+                    if state.pending.count > capacity {
+                        state.dropped += state.pending.count - capacity
+                        state.pending.removeLast(state.pending.count - capacity)
+                    }
+                    defer { state.failing = true }
+                    return !state.failing
+                }
+                if first {
+                    logger.error(
+                        "validation log cannot be written; validations go on, entries are kept in memory and retried",
+                        metadata: ["entries": "\(batch.count)", "capacity": "\(capacity)", "error": "\(error)"])
+                }
             }
         }
         let waiting = state.withLockedValue { state -> [CheckedContinuation<Void, Never>] in
-            guard state.pending.count < capacity || state.stopped else { return [] }
+            guard state.pending.count < capacity || state.stopped || state.failing else { return [] }
             defer { state.waitingForRoom.removeAll() }
             return state.waitingForRoom
         }

@@ -168,6 +168,11 @@ final class Stack: @unchecked Sendable {
         }
     }
 
+    /// Stops every service that runs (SIGTERM), waiting for each to exit.
+    func stopAll() async {
+        for service in processes.keys where processes[service]?.isRunning == true { await stop(service) }
+    }
+
     /// SIGKILL: no shutdown code runs, as in a crash or power loss of the process.
     func kill(_ service: String) {
         guard let process = processes[service] else { return }
