@@ -110,7 +110,11 @@ import Testing
             }
         }
         #expect(recovered, "writes did not resume after space was freed")
-        #expect(await eventually(within: .seconds(10)) { stack.log("validation").contains("validation log written again") })
+        // If the validation log could not be written meanwhile (its WAL may have had room),
+        // it says so, and says when it writes again.
+        if stack.log("validation").contains("validation log cannot be written") {
+            #expect(await eventually(within: .seconds(30)) { stack.log("validation").contains("validation log written again") })
+        }
 
         // Nothing acknowledged is lost, and no database is damaged.
         await stack.stopAll()
