@@ -47,11 +47,13 @@ public final class IssuanceService: Sendable {
     /// Everything the executable runs, from its environment.
     public static func services(_ environment: ServiceEnvironment) throws -> [any Service] {
         let settings = environment.settings
-        let masterKey = try Secrets.masterKey(settings: settings, developmentMode: environment.developmentMode)
+        // One token (if any) for the master key and the signing keys: one session, one PIN read.
+        let token = try Secrets.pkcs11Token(settings)
+        let masterKey = try Secrets.masterKey(settings: settings, developmentMode: environment.developmentMode, token: token)
         let service = try IssuanceService(
             database: try openDatabase(path: environment.databasePath),
             keyHashSecret: try Secrets.keyHashSecret(settings: settings, developmentMode: environment.developmentMode),
-            masterKey: masterKey, signing: try SigningCustody.from(settings: settings, masterKey: masterKey),
+            masterKey: masterKey, signing: try SigningCustody.from(settings: settings, masterKey: masterKey, token: token),
             idempotencyTTL: Int64(try settings.int("idempotency-ttl-seconds", default: 86400, in: 60...30 * 86400)),
             logger: environment.logger)
         do {

@@ -63,26 +63,9 @@ public final class PKCS11Token: Sendable {
         }
     }
 
-    public func publicKey(label: String) throws(PKCS11Error) -> [UInt8] {
-        try call("read the public key \(label)") { session in
-            var publicKey = [UInt8](repeating: 0, count: Int(LM_P11_PUBLIC_KEY_LEN))
-            return (lm_p11_public_key(session, label, &publicKey), publicKey)
-        }
-    }
-
     /// Destroys the key pair under `label`: it can never sign again.
     public func destroy(label: String) throws(PKCS11Error) {
         try call("destroy key \(label)") { session in (lm_p11_destroy(session, label), ()) }
-    }
-
-    /// Whether the private key under `label` could leave the token (it never should).
-    public func isExtractable(label: String) throws(PKCS11Error) -> Bool {
-        try call("inspect key \(label)") { session in
-            var extractable: Int32 = 1
-            var sensitive: Int32 = 0
-            let code = lm_p11_is_extractable(session, label, &extractable, &sensitive)
-            return (code, extractable != 0 || sensitive == 0)
-        }
     }
 
     /// Generates an AES-256 key in the token under `label` (it never leaves the token).

@@ -24,11 +24,15 @@ public enum Secrets {
     /// The master key ring: one 64-hex-digit version per line (or separated by commas in
     /// `LM_MASTER_KEY`), oldest first; the last one seals. Read again on `MasterKey.reload()`.
     public static func masterKey(settings: Settings, developmentMode: Bool) throws -> MasterKey {
+        try masterKey(settings: settings, developmentMode: developmentMode, token: try pkcs11Token(settings))
+    }
+
+    /// `token` unwraps `pkcs11:` versions: the process's one token (``pkcs11Token(_:)``).
+    public static func masterKey(settings: Settings, developmentMode: Bool, token: PKCS11Token?) throws -> MasterKey {
         if settings["master-key"] == nil, !FileManager.default.fileExists(atPath: masterKeyFile(settings)) {
             // Generates one in development mode, or says what is missing.
             _ = try load(name: "master-key", settings: settings, developmentMode: developmentMode)
         }
-        let token = try pkcs11Token(settings)
         let loader: @Sendable () throws -> [[UInt8]] = {
             try masterKeyVersions(settings: settings, token: token)
         }

@@ -19,14 +19,18 @@ public struct SigningCustody: Sendable {
     }
 
     public static func from(settings: Settings, masterKey: MasterKey) throws -> SigningCustody {
+        try from(settings: settings, masterKey: masterKey, token: try Secrets.pkcs11Token(settings))
+    }
+
+    /// `token`: the process's token (``Secrets/pkcs11Token(_:)``), shared with the master key.
+    public static func from(settings: Settings, masterKey: MasterKey, token: PKCS11Token?) throws -> SigningCustody {
         switch settings.string("signing-keys", default: "database") {
         case "database":
             return SigningCustody(masterKey: masterKey)
         case "pkcs11":
-            guard settings["pkcs11-module"]?.isEmpty == false else {
+            guard let token else {
                 throw ValidationError("signing-keys = pkcs11 needs pkcs11-module: the path of the HSM vendor's PKCS#11 library")
             }
-            guard let token = try Secrets.pkcs11Token(settings) else { throw ValidationError("signing-keys = pkcs11 needs pkcs11-module") }
             return SigningCustody(masterKey: masterKey, token: token)
         case let other:
             throw ValidationError("signing-keys must be database or pkcs11, not \(other)")

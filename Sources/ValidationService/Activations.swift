@@ -17,18 +17,22 @@ extension ValidationService {
         let now = clock.now
         let region = region(stated: request.region, clientIP: request.clientIp)
         let fingerprintHash = LicenseCertificates.fingerprintHash(request.fingerprint)
+        enum Attempt {
+            case denied(ActivateResponse)
+            case bound(LicenseFacts, Machine, ReasonCode)
+        }
         // The license must be usable here and now, then the user and the machine limits.
-        func attempt() async throws -> (LicenseFacts?, ActivateResponse?, (Machine, ReasonCode)?) {
+        func attempt() async throws -> Attempt {
             guard let (_, facts) = try await lookUp(request.licenseKey, call) else {
-                return (nil, ActivateResponse(reason: .notFound, detail: "no license has this key"), nil)
+                return .denied(ActivateResponse(reason: .notFound, detail: "no license has this key"))
             }
             var usable = facts
             usable.licenseType = .unspecified
             let decision = LicenseDecider.decide(usable, ValidationQuery(region: region), now: now)
-            guard decision.allows else { return (facts, ActivateResponse(reason: decision.reason, detail: decision.detail), nil) }
+            guard decision.allows else { return .denied(ActivateResponse(reason: decision.reason, detail: decision.detail)) }
             if facts.licenseType == .perUser {
                 let userCheck = LicenseDecider.decide(facts, ValidationQuery(region: region, user: request.user, userKey: userKey(request.user, facts)), now: now)
-                guard userCheck.allows else { return (facts, ActivateResponse(reason: userCheck.reason, detail: userCheck.detail), nil) }
+                guard userCheck.allows else { return .denied(ActivateResponse(reason: userCheck.reason, detail: userCheck.detail)) }
             }
             guard activationLimiter.allow(facts.licenseID) else {
                 throw RPCError(.resourceExhausted, "too many activations of license \(facts.licenseID); try again later")
@@ -36,21 +40,25 @@ extension ValidationService {
             let outcome = try await writes.write { db in
                 try Self.bind(facts, fingerprintHash, name: request.machineName, platform: request.platform, offlineUntil: 0, now: now, in: db)
             }
-            guard outcome.0 == .valid, let machine = outcome.1 else { return (facts, ActivateResponse(reason: outcome.0, detail: outcome.2), nil) }
-            return (facts, nil, (machine, decision.reason))
+            guard outcome.0 == .valid, let machine = outcome.1 else { return .denied(ActivateResponse(reason: outcome.0, detail: outcome.2)) }
+            return .bound(facts, machine, decision.reason)
         }
         // Read-your-writes: a denial is given only once the replica has caught up with
         // issuance (a license reinstated or a limit raised a moment ago grants).
-        var (found, denial, bound) = try await attempt()
-        if denial != nil {
+        var outcome = try await attempt()
+        if case .denied = outcome {
             await feed.catchUp()
-            (found, denial, bound) = try await attempt()
+            outcome = try await attempt()
         }
-        if let denial { return denial }
-        guard let facts = found, let (machine, reason) = bound else { throw RPCError(.internal, "activation ended without an answer") }
-        let certificate = try await certificate(for: facts, fingerprintHash: fingerprintHash, validFor: 0, now: now)
-        return ActivateResponse(reason: reason, machine: machine, certificate: certificate?.armored ?? "",
-                                detail: certificate == nil ? "no signing key has reached validation yet; the certificate follows on the next activation" : "")
+        switch outcome {
+        case .denied(let answer):
+            return answer
+        case .bound(let facts, let machine, let reason):
+            let certificate = try await certificate(for: facts, fingerprintHash: fingerprintHash, validFor: 0, now: now)
+            return ActivateResponse(
+                reason: reason, machine: machine, certificate: certificate?.armored ?? "",
+                detail: certificate == nil ? "no signing key has reached validation yet; the certificate follows on the next activation" : "")
+        }
     }
 
     /// Binds a machine to the license within its machine limit, overage allowance and
@@ -197,21 +205,5 @@ extension Machine {
         try Row.fetchOne(
             db, sql: "SELECT * FROM machine WHERE license_id = ? AND fingerprint_hash = ?", arguments: [license, fingerprintHash]
         ).map(Machine.init(row:))
-    }
-}
-
-// Master-key rotation: validation keeps the signing keys it received sealed.
-extension ValidationService {
-    public func rewrapSecrets(_ request: RewrapSecretsRequest, _ call: ServerCall) async throws -> RewrapSecretsResponse {
-        if let tenant = call.metadata[RPCMetadata.tenant], tenant != "default" {
-            throw RPCError(.permissionDenied, "\(call.method) acts on every tenant: only the operator may call it")
-        }
-        let rotation = MasterKeyRotation(
-            service: "validation", masterKey: masterKey, database: database,
-            columns: [SealedColumn(table: "replica_signing_key", column: "sealed_private_key", reads: ["kid"]) { $0["kid"] }])
-        let answer = try await rotation.answer(request)
-        // The opened key is the same key: nothing to reload, but a fresh open proves the new wrap.
-        if answer.rewrapped > 0 { signingKeys.invalidate() }
-        return answer
     }
 }

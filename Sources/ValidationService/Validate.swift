@@ -72,8 +72,9 @@ extension ValidationService {
     /// `denied`: the denial the event loop already found, so its catch-up comes first.
     func validateAfterWaiting(_ request: ValidateRequest, _ call: ServerCall, denied: ReasonCode? = nil) async throws -> ValidateResponse {
         let context = try context(request)
-        var signingKey = request.nonce.isEmpty ? nil : try await signingKeys.current()
-        func decided() throws -> (ValidateResponse, ValidationLog.Entry) {
+        func decided() async throws -> (ValidateResponse, ValidationLog.Entry) {
+            // Loaded for each try: just after a start the first key may come with a catch-up.
+            let signingKey = request.nonce.isEmpty ? nil : try await signingKeys.current()
             var found: (LicenseFacts, MachineStanding)?
             if case .success(let key) = context.key,
                 let hit = try replica.factsAndMachine(keyHash: key.hash, fingerprintHash: context.fingerprintHash)
@@ -82,16 +83,11 @@ extension ValidationService {
             }
             return try answer(request, context, found, signedBy: signingKey)
         }
-        if let denied {
-            await catchUp(before: denied)
-            if signingKey == nil, !request.nonce.isEmpty { signingKey = try await signingKeys.current() }
-        }
-        var (response, entry) = try decided()
+        if let denied { await catchUp(before: denied) }
+        var (response, entry) = try await decided()
         if Self.mayBeStale(response, context), response.reason != denied {
             await catchUp(before: response.reason)
-            // Just after a start the first signing key may have arrived with the catch-up too.
-            if signingKey == nil, !request.nonce.isEmpty { signingKey = try await signingKeys.current() }
-            (response, entry) = try decided()
+            (response, entry) = try await decided()
         }
         outcomes[entry.reason.rawValue]?.increment()
         await log.append(entry)

@@ -121,11 +121,13 @@ public final class ValidationService: ValidationServiceProtocol {
         let issuance = RPCClient(endpoint: try settings.endpoint("issuance", default: settings.defaultSocket("issuance")))
         let usage = RPCClient(endpoint: try settings.endpoint("usage", default: settings.defaultSocket("usage")))
         let options = try Options(settings: settings, logger: environment.logger)
-        let masterKey = try Secrets.masterKey(settings: settings, developmentMode: environment.developmentMode)
+        // One token (if any) for the master key and the signing keys: one session, one PIN read.
+        let token = try Secrets.pkcs11Token(settings)
+        let masterKey = try Secrets.masterKey(settings: settings, developmentMode: environment.developmentMode, token: token)
         let service = try ValidationService(
             database: try openDatabase(path: environment.databasePath), issuance: issuance, usage: usage,
             keyHashSecret: try Secrets.keyHashSecret(settings: settings, developmentMode: environment.developmentMode),
-            masterKey: masterKey, signing: try SigningCustody.from(settings: settings, masterKey: masterKey),
+            masterKey: masterKey, signing: try SigningCustody.from(settings: settings, masterKey: masterKey, token: token),
             options: options, logger: environment.logger)
         environment.sampler?.add { [database = service.database, clock = service.clock] in
             let held = try await database.read { db in

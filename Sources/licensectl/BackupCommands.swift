@@ -262,16 +262,8 @@ struct RestoreCommand: AsyncParsableCommand {
     /// Adds the backup's erased customers to the data folder's list (which a restore never
     /// shortens or replaces) and returns the whole list's customers.
     func mergeErasures(entries: [[String: Any]], master: [UInt8], salt: [UInt8]) throws -> [String] {
-        var durable = Configuration()
-        durable.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
-        let ledger = try DatabaseQueue(path: "\(dataDir)/\(BackupFormat.erasures).sqlite", configuration: durable)
-        defer { try? ledger.close() }
-        try ledger.write { db in
-            try db.execute(sql: """
-                CREATE TABLE IF NOT EXISTS erased_customer (
-                    tenant_id TEXT NOT NULL, customer_id TEXT NOT NULL, erased_at INTEGER NOT NULL, PRIMARY KEY (tenant_id, customer_id))
-                """)
-        }
+        let ledger = try ErasureLedger(path: ErasureLedger.path(besides: "\(dataDir)/issuance.sqlite"))
+        defer { try? ledger.queue.close() }
         if let entry = entries.first(where: { $0["service"] as? String == BackupFormat.erasures }),
             let file = entry["file"] as? String, !file.contains("/"), let sum = entry["sha256"] as? String
         {
@@ -282,18 +274,11 @@ struct RestoreCommand: AsyncParsableCommand {
             let copy = "\(dataDir)/\(BackupFormat.erasures).restoring"
             FileManager.default.createFile(atPath: copy, contents: plain, attributes: [.posixPermissions: 0o600])
             defer { try? FileManager.default.removeItem(atPath: copy) }
-            let backup = try DatabaseQueue(path: copy)
-            let rows = try backup.read { db in try Row.fetchAll(db, sql: "SELECT tenant_id, customer_id, erased_at FROM erased_customer") }
-            try backup.close()
-            try ledger.write { db in
-                for row in rows {
-                    try db.execute(
-                        sql: "INSERT OR IGNORE INTO erased_customer (tenant_id, customer_id, erased_at) VALUES (?, ?, ?)",
-                        arguments: [row["tenant_id"] as String, row["customer_id"] as String, row["erased_at"] as Int64])
-                }
-            }
+            let backup = try ErasureLedger(path: copy)
+            try ledger.merge(try backup.entries())
+            try backup.queue.close()
         }
-        return try ledger.read { db in try String.fetchAll(db, sql: "SELECT customer_id FROM erased_customer") }
+        return try ledger.entries().map(\.customer)
     }
 
     func decrypt(_ path: String, service: String, key: SymmetricKey) throws -> Data {

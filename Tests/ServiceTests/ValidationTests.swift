@@ -116,27 +116,9 @@ import ValidationService
     /// moment ago (and a machine limit raised a moment ago) activates at once, because a
     /// denial is given only after catching up with issuance.
     @Test func anActivationRightAfterAReinstatementOrARaisedLimitSucceeds() async throws {
-        let folder = TemporaryFolder()
-        let issuance = try IssuanceService(
-            database: try IssuanceService.openDatabase(path: "\(folder.path)/issuance.sqlite"),
-            keyHashSecret: testSecret, masterKey: testMasterKey, logger: Logger(label: "test"))
-        try await withServer(issuance.router(), in: folder, name: "issuance") { issuanceClient in
-            let validation = try ValidationService(
-                database: try ValidationService.openDatabase(path: "\(folder.path)/validation.sqlite"),
-                issuance: RPCClient(endpoint: issuanceClient.endpoint), keyHashSecret: testSecret, masterKey: testMasterKey,
-                options: { var options = ValidationService.Options(); options.feedPollInterval = .seconds(3600); return options }(),
-                logger: Logger(label: "test"))
-            let parts = validation.services(configuration: RPCServerConfiguration(endpoints: [.unix(path: "\(folder.path)/validation.sock")]))
-            let running = Task {
-                try await withThrowingDiscardingTaskGroup { group in
-                    for part in parts { group.addTask { try await part.run() } }
-                }
-            }
-            defer { running.cancel() }
-            _ = try await (parts.last as! RPCServer).listeningEndpoints
-            let client = RPCClient(endpoint: .unix(path: "\(folder.path)/validation.sock"))
-            defer { Task { await client.close() } }
-
+        var options = ValidationService.Options()
+        options.feedPollInterval = .seconds(3600)
+        try await withIssuanceAndValidation(options: options) { issuanceClient, client in
             let (policy, customer) = try await seedCatalogue(issuanceClient, maxMachines: 1)
             let issued = try await issuanceClient.call(IssuanceMethods.issueLicense, IssueLicenseRequest(policyId: policy, customerId: customer))
             let id = issued.license!.id

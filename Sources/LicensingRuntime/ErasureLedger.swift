@@ -3,25 +3,31 @@ import GRDB
 
 /// The customers erased, kept in their own small database beside `issuance.sqlite`
 /// (`issuance-erasures.sqlite`), so restoring the data to an older point cannot roll it
-/// back. An erasure is written here first, durably, and then carried out; every start
-/// replays the list (``IssuanceService/replayErasures()``), so a restored backup or a crash
-/// between the two never brings an erased customer back. Backups carry a copy, and a
-/// restore only adds to the list.
-struct ErasureLedger: Sendable {
-    let queue: DatabaseQueue
+/// back. An erasure is written here first, durably, and then carried out; every start of
+/// issuance replays the list, so a restored backup or a crash between the two never brings
+/// an erased customer back. Backups carry a copy, and a restore (licensectl) only adds to
+/// the list.
+public struct ErasureLedger: Sendable {
+    public let queue: DatabaseQueue
 
-    struct Entry: Sendable, Equatable {
-        let tenant: String
-        let customer: String
-        let erasedAt: Int64
+    public struct Entry: Sendable, Equatable {
+        public let tenant: String
+        public let customer: String
+        public let erasedAt: Int64
+
+        public init(tenant: String, customer: String, erasedAt: Int64) {
+            self.tenant = tenant
+            self.customer = customer
+            self.erasedAt = erasedAt
+        }
     }
 
-    static func path(besides databasePath: String) -> String {
+    public static func path(besides databasePath: String) -> String {
         let base = databasePath.hasSuffix(".sqlite") ? String(databasePath.dropLast(".sqlite".count)) : databasePath
         return base + "-erasures.sqlite"
     }
 
-    init(path: String) throws {
+    public init(path: String) throws {
         var configuration = Configuration()
         configuration.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = FULL")
@@ -42,7 +48,7 @@ struct ErasureLedger: Sendable {
     }
 
     /// Durable before it returns (synchronous=FULL); recording a customer twice keeps the first time.
-    func record(_ entry: Entry) throws {
+    public func record(_ entry: Entry) throws {
         try queue.write { db in
             try db.execute(
                 sql: "INSERT OR IGNORE INTO erased_customer (tenant_id, customer_id, erased_at) VALUES (?, ?, ?)",
@@ -50,7 +56,7 @@ struct ErasureLedger: Sendable {
         }
     }
 
-    func entries() throws -> [Entry] {
+    public func entries() throws -> [Entry] {
         try queue.read { db in
             try Row.fetchAll(db, sql: "SELECT tenant_id, customer_id, erased_at FROM erased_customer ORDER BY erased_at, customer_id").map {
                 Entry(tenant: $0[0], customer: $0[1], erasedAt: $0[2])
@@ -59,7 +65,8 @@ struct ErasureLedger: Sendable {
     }
 
     /// Adds a backup's list to this one (a restore never shortens it). Returns how many were new.
-    func merge(_ entries: [Entry]) throws -> Int {
+    @discardableResult
+    public func merge(_ entries: [Entry]) throws -> Int {
         try queue.write { db in
             var added = 0
             for entry in entries {
