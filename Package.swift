@@ -65,10 +65,23 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        // Framing, envelopes, the server (Unix and TCP) and the multiplexing client.
+        // The RPC core, which knows no sockets: calls, the router, errors, interceptors,
+        // the generated service protocols, and the in-process transport.
+        .target(
+            name: "LicensingRPCCore",
+            dependencies: [
+                "LicensingWire",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // The socket transport: framing, envelopes, the server (Unix and TCP, TLS) and the
+        // multiplexing client, on SwiftNIO.
         .target(
             name: "LicensingRPC",
             dependencies: [
+                "LicensingRPCCore",
                 "LicensingWire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -260,7 +273,10 @@ let package = Package(
         // What the test targets share: folders, polling, counters, servers for a test's length.
         .target(
             name: "LicensingTestSupport",
-            dependencies: ["LicensingRPC", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "LicensingRPC", .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             path: "Tests/LicensingTestSupport",
             swiftSettings: swiftSettings
         ),

@@ -204,11 +204,11 @@ public final class GatewayService: Sendable {
             } else {
                 // The person's address behind the console is for the gateway's limits only.
                 router.register(name: method.name, .immediate { call in
-                    guard call.metadata[RPCMetadata.authSource] != nil else { return .future(backend.callRawFuture(call)) }
+                    guard call.metadata[RPCMetadata.authSource] != nil else { return .pending(backend.callRawFuture(call)) }
                     var metadata = call.metadata
                     metadata[RPCMetadata.authSource] = nil
                     metadata[RPCMetadata.endUserAddress] = nil
-                    return .future(backend.callRawFuture(call.with(metadata: metadata)))
+                    return .pending(backend.callRawFuture(call.with(metadata: metadata)))
                 })
             }
         }

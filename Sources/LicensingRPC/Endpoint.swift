@@ -1,8 +1,9 @@
 /// Where a server listens or a client connects: `unix:/path/to.sock` or `host:port`
-/// (also `tcp://host:port`).
+/// (also `tcp://host:port`); or a server in the same process, which tests call with no socket.
 public enum Endpoint: Hashable, Sendable, CustomStringConvertible {
     case unix(path: String)
     case tcp(host: String, port: Int)
+    case inProcess(InProcessServer)
 
     public init(parsing text: String) throws(RPCError) {
         if text.hasPrefix("unix:") {
@@ -42,6 +43,12 @@ public enum Endpoint: Hashable, Sendable, CustomStringConvertible {
         switch self {
         case .unix(let path): return "unix:\(path)"
         case .tcp(let host, let port): return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+        case .inProcess(let server): return "in-process:\(server.name)"
         }
     }
+}
+
+extension InProcessServer: Hashable {
+    public static func == (lhs: InProcessServer, rhs: InProcessServer) -> Bool { lhs === rhs }
+    public func hash(into hasher: inout Hasher) { hasher.combine(ObjectIdentifier(self)) }
 }

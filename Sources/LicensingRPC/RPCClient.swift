@@ -54,6 +54,8 @@ public final class RPCClient: Sendable {
     private let slotLoops: [any EventLoop]
     private let slotsByLoop: [ObjectIdentifier: [Int]]
     private let nextSlot = Atomic<Int>(0)
+    /// The server, when it runs in this process (``Endpoint/inProcess(_:)``): no connections.
+    private let local: InProcessServer?
 
     private enum Slot {
         case idle
@@ -76,6 +78,7 @@ public final class RPCClient: Sendable {
         var slotsByLoop: [ObjectIdentifier: [Int]] = [:]
         for (index, loop) in slotLoops.enumerated() { slotsByLoop[ObjectIdentifier(loop), default: []].append(index) }
         self.slotsByLoop = slotsByLoop
+        if case .inProcess(let server) = endpoint { local = server } else { local = nil }
     }
 
     // MARK: Calls
@@ -104,6 +107,12 @@ public final class RPCClient: Sendable {
         deadline: ContinuousClock.Instant,
         on eventLoop: (any EventLoop)?
     ) -> EventLoopFuture<[UInt8]> {
+        if let local {
+            let answer = (eventLoop ?? group.any()).makePromise(of: [UInt8].self)
+            let metadata = merged(metadata)
+            answer.completeWithTask { try await local.unary(method, payload: payload, metadata: metadata, deadline: deadline) }
+            return answer.futureResult
+        }
         let request: (envelope: Envelope, remaining: Duration)
         do {
             request = try envelope(method, payload, metadata, deadline)
@@ -122,6 +131,7 @@ public final class RPCClient: Sendable {
         metadata: RPCMetadata,
         deadline: ContinuousClock.Instant
     ) async throws -> [UInt8] {
+        if let local { return try await local.unary(method, payload: payload, metadata: merged(metadata), deadline: deadline) }
         let request = try envelope(method, payload, metadata, deadline)
         let connection = try await connectionFuture(preferring: MultiThreadedEventLoopGroup.currentEventLoop).get()
         return try Self.answer(try await connection.unary(request.envelope, timeout: request.remaining))
@@ -170,6 +180,7 @@ public final class RPCClient: Sendable {
         metadata: RPCMetadata,
         deadline: ContinuousClock.Instant
     ) async throws -> AsyncThrowingStream<[UInt8], any Error> {
+        if let local { return local.stream(method, payload: payload, metadata: merged(metadata), deadline: deadline) }
         let request = try envelope(method, payload, metadata, deadline)
         let connection = try await connectionFuture(preferring: MultiThreadedEventLoopGroup.currentEventLoop).get()
         return connection.stream(request.envelope, timeout: request.remaining)
@@ -310,6 +321,8 @@ public final class RPCClient: Sendable {
         switch endpoint {
         case .unix(let path): connected = bootstrap.connect(unixDomainSocketPath: path)
         case .tcp(let host, let port): connected = bootstrap.connect(host: host, port: port)
+        case .inProcess(let server):
+            return eventLoop.makeFailedFuture(RPCError(.invalidArgument, "\(server.name) is an in-process server: call it through RPCClient"))
         }
         guard tls != nil else { return connected }
         // A TLS connection is ready once its handshake is done: a failed one fails the

@@ -167,7 +167,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         let deadline = started + timeout
         var call = ServerCall(
             method: method, payload: request.payload, metadata: RPCMetadata(request.metadata), deadline: deadline, logger: core.logger,
-            peer: peer, localUser: localUser, eventLoop: executor.eventLoop)
+            peer: peer, localUser: localUser, transportSpecific: executor.eventLoop)
         if !core.router.interceptors.isEmpty {
             do {
                 for interceptor in core.router.interceptors {
@@ -192,11 +192,12 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
                 finishUnary(id, method, started, deadline, .success(payload))
             case .later(let work):
                 runUnary(id, method, started, deadline, work)
-            case .future(let future):
+            case .pending(let answer):
                 calls[id] = .unary
-                let handler = NIOLoopBound(self, eventLoop: executor.eventLoop)
-                future.hop(to: executor.eventLoop).whenComplete { result in
-                    handler.value.finishUnary(id, method, started, deadline, result)
+                let loop = executor.eventLoop
+                let handler = NIOLoopBound(self, eventLoop: loop)
+                answer.whenComplete { result in
+                    loop.onLoop { handler.value.finishUnary(id, method, started, deadline, result) }
                 }
             }
         case .unary(let body):
@@ -267,15 +268,9 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     private func finishUnary(
         _ id: UInt64, _ method: String, _ started: ContinuousClock.Instant, _ deadline: ContinuousClock.Instant, _ result: Result<[UInt8], any Error>
     ) {
-        switch result {
-        case .success(let payload):
-            if ContinuousClock.now > deadline {
-                finish(id, method, started, .response, error: RPCError(.deadlineExceeded, "\(method) finished after its deadline"))
-            } else {
-                finish(id, method, started, .response, payload: payload)
-            }
-        case .failure(let error):
-            finish(id, method, started, .response, error: core.status(for: error, method: method))
+        switch CallStatus.unary(result, method: method, deadline: deadline, logger: core.logger) {
+        case .success(let payload): finish(id, method, started, .response, payload: payload)
+        case .failure(let error): finish(id, method, started, .response, error: error)
         }
     }
 

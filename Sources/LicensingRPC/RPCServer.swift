@@ -147,6 +147,8 @@ public final class RPCServer: Service, Sendable {
             return channel
         case .tcp(let host, let port):
             return try await bootstrap.bind(host: host, port: port).get()
+        case .inProcess(let server):
+            throw RPCError(.invalidArgument, "\(server.name) is an in-process server: it has no address to listen on")
         }
     }
 

@@ -38,20 +38,7 @@ final class ServerCore: Sendable {
     }
 
     func status(for error: any Error, method: String) -> RPCError {
-        switch error {
-        case let error as RPCError:
-            return error
-        case is CancellationError:
-            return RPCError(.cancelled, "\(method) was cancelled")
-        case let known as any RPCStatusConvertible:
-            guard let answer = known.rpcError(method: method) else { fallthrough }
-            logger.warning("call failed", metadata: ["method": "\(method)", "error": "\(error)", "status": "\(answer.code)"])
-            return answer
-        default:
-            // Internal details stay in the log; the caller learns only that it failed.
-            logger.error("call failed", metadata: ["method": "\(method)", "error": "\(error)"])
-            return RPCError(.internal, "\(method) failed inside the server; see the server log")
-        }
+        CallStatus.of(error, method: method, logger: logger)
     }
 
     /// An answer too large for a frame would make the peer drop the whole connection,

@@ -138,14 +138,18 @@ public final class ValidationService: ValidationServiceProtocol {
         return service.services(configuration: try environment.serverConfiguration)
     }
 
-    /// The RPC server, the feed consumer and the validation log writer.
+    /// The RPC server after the background work.
     public func services(configuration: RPCServerConfiguration) -> [any Service] {
+        backgroundServices() + [RPCServer(router: router(), configuration: configuration, logger: logger)]
+    }
+
+    /// The feed consumers, the validation log writer, its rollups, retention and checkpoints.
+    public func backgroundServices() -> [any Service] {
         // Stopped in reverse order: the server first (no new validations), then the
         // feed, then the log's last write, then the checkpoints.
         // The rollups stop after the log's last write so they see it.
         let followers: [any Service] = quotaFeed.map { [$0] } ?? []
         return [maintenance, logRetention, eventRetention, rollups, log, feed] + followers
-            + [RPCServer(router: router(), configuration: configuration, logger: logger)]
     }
 
     public func router() -> RPCRouter {

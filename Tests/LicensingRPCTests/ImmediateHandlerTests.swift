@@ -37,7 +37,7 @@ func immediateRouter(running: Concurrency? = nil, laterDelay: Duration = .millis
     router.register(name: IssuanceMethods.getCustomer.name, .immediate { call in
         let request: GetByIdRequest = try call.decode()
         guard let loop = call.eventLoop else { throw RPCError(.internal, "no event loop on the call") }
-        return .future(loop.scheduleTask(in: .milliseconds(5)) { Customer(id: request.id, name: "future").serializedBytes() }.futureResult)
+        return .pending(loop.scheduleTask(in: .milliseconds(5)) { Customer(id: request.id, name: "future").serializedBytes() }.futureResult)
     })
     return router
 }

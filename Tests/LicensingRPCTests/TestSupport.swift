@@ -107,6 +107,7 @@ final class RawConnection: Sendable {
         switch endpoint {
         case .unix(let path): channel = try await bootstrap.connect(unixDomainSocketPath: path).get()
         case .tcp(let host, let port): channel = try await bootstrap.connect(host: host, port: port).get()
+        case .inProcess: throw RPCError(.invalidArgument, "a raw connection needs a socket")
         }
         return RawConnection(channel: channel, collector: collector)
     }

@@ -1,6 +1,7 @@
 import Foundation
 import LicensingRPC
 import Logging
+import ServiceLifecycle
 import Synchronization
 
 // What the test targets share: temporary folders, polling, small synchronised counters,
@@ -139,13 +140,31 @@ public func withServer<T>(
     }
 }
 
-/// Serves `router` on `<folder>/<name>.sock` for the length of `body`, which gets a client of it.
+/// Serves `router` in this process for the length of `body`, which gets a client of it:
+/// the service meets what a socket would give it (requests decoded and checked,
+/// interceptors, deadlines, statuses), with nothing bound. `folder` is where the service's
+/// files live; socket behaviour has its own tests (`withServer(_:on:)`).
 public func withServer<T>(
     _ router: RPCRouter, in folder: TemporaryFolder, name: String, _ body: (RPCClient) async throws -> T
 ) async throws -> T {
-    try await withServer(router, on: [.unix(path: folder.socket("\(name).sock"))], logger: Logger(label: "test.\(name)")) { bound in
-        let client = RPCClient(endpoint: bound[0])
-        defer { Task { await client.close() } }
-        return try await body(client)
+    let server = InProcessServer(name, router: router, logger: Logger(label: "test.\(name)"))
+    return try await body(RPCClient(endpoint: .inProcess(server)))
+}
+
+/// Runs a service's parts in the background, leaving out its socket servers: the test
+/// serves the service's router in-process (``InProcessServer``) instead. Cancel the task to stop them.
+public func runInBackground(_ parts: [any Service]) -> Task<Void, any Error> {
+    let background = parts.filter { !($0 is RPCServer) }
+    return Task {
+        try await withThrowingDiscardingTaskGroup { group in
+            for part in background { group.addTask { try await part.run() } }
+        }
     }
+}
+
+/// Runs a service's parts (see ``runInBackground(_:)``) for the length of `body`.
+public func whileRunning<T>(_ parts: [any Service], _ body: () async throws -> T) async throws -> T {
+    let running = runInBackground(parts)
+    defer { running.cancel() }
+    return try await body()
 }

@@ -48,7 +48,7 @@ struct GeneratedCodeTests {
         where name.hasSuffix(".pb-c.h") || name == "CLicensingProto.h" {
             files.append("\(include)/\(name)")
         }
-        for swiftDir in ["Sources/LicensingWire/Generated", "Sources/LicensingRPC/Generated"] {
+        for swiftDir in ["Sources/LicensingWire/Generated", "Sources/LicensingRPCCore/Generated"] {
             for name in (try? fm.contentsOfDirectory(atPath: root.appendingPathComponent(swiftDir).path)) ?? []
             where name.hasSuffix(".swift") {
                 files.append("\(swiftDir)/\(name)")

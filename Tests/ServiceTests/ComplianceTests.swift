@@ -13,7 +13,7 @@ import Testing
 import UsageService
 import ValidationService
 
-/// Issuance, validation and usage in-process on Unix sockets, each following the feeds it
+/// Issuance, validation and usage served in-process, each following the feeds it
 /// follows in a stack: validation issuance's and usage's quota states, usage validation's
 /// events. One manual clock for all; feeds polled every few milliseconds.
 struct ComplianceStack {
@@ -36,39 +36,33 @@ struct ComplianceStack {
             keyHashSecret: testSecret, masterKey: testMasterKey, clock: clock, logger: logger)
         return try await withServer(issuanceService.router(), in: folder, name: "issuance") { issuance in
             _ = try await issuance.call(IssuanceMethods.createSigningKey, CreateSigningKeyRequest())
-            let usageEndpoint = Endpoint.unix(path: "\(folder.path)/usage.sock")
-            let validationEndpoint = Endpoint.unix(path: "\(folder.path)/validation.sock")
+            let usageServer = InProcessServer("usage", logger: logger)
+            let validationServer = InProcessServer("validation", logger: logger)
             var validationOptions = ValidationService.Options()
             validationOptions.feedPollInterval = .milliseconds(20)
             validationOptions.rollupInterval = .milliseconds(20)
             let validationService = try ValidationService(
                 database: try ValidationService.openDatabase(path: "\(folder.path)/validation.sqlite"),
-                issuance: RPCClient(endpoint: issuance.endpoint), usage: RPCClient(endpoint: usageEndpoint),
+                issuance: RPCClient(endpoint: issuance.endpoint), usage: RPCClient(endpoint: .inProcess(usageServer)),
                 keyHashSecret: testSecret, masterKey: testMasterKey, clock: clock, options: validationOptions, logger: logger)
             var usageOptions = UsageService.Options()
             usageOptions.followInterval = .milliseconds(20)
             usageOptions.feedInterval = .milliseconds(20)
             usageOptions.rules = rules
             let usageService = UsageService(
-                database: try UsageService.openDatabase(path: "\(folder.path)/usage.sqlite"), validation: RPCClient(endpoint: validationEndpoint),
+                database: try UsageService.openDatabase(path: "\(folder.path)/usage.sqlite"), validation: RPCClient(endpoint: .inProcess(validationServer)),
                 clock: clock, options: usageOptions, logger: logger)
-            let parts = validationService.services(configuration: RPCServerConfiguration(endpoints: [validationEndpoint]))
-                + (try usageService.services(configuration: RPCServerConfiguration(endpoints: [usageEndpoint])))
+            validationServer.serve(validationService.router())
+            usageServer.serve(usageService.router())
+            let parts = validationService.backgroundServices()
+                + (try usageService.services(configuration: RPCServerConfiguration(endpoints: [])))
                 + (expiryInterval.map { [issuanceService.expiryScheduler(interval: $0)] } ?? [])
-            let running = Task {
-                try await withThrowingDiscardingTaskGroup { group in
-                    for part in parts { group.addTask { try await part.run() } }
-                }
+            return try await whileRunning(parts) {
+                let stack = ComplianceStack(
+                    issuance: issuance, validation: RPCClient(endpoint: .inProcess(validationServer)),
+                    usage: RPCClient(endpoint: .inProcess(usageServer)), clock: clock, folder: folder)
+                return try await body(stack)
             }
-            defer { running.cancel() }
-            for case let server as RPCServer in parts { _ = try await server.listeningEndpoints }
-            let stack = ComplianceStack(
-                issuance: issuance, validation: RPCClient(endpoint: validationEndpoint, configuration: .init(connections: 4)),
-                usage: RPCClient(endpoint: usageEndpoint), clock: clock, folder: folder)
-            let result = try await body(stack)
-            await stack.validation.close()
-            await stack.usage.close()
-            return result
         }
     }
 

@@ -127,17 +127,12 @@ struct IntegrationsStack {
             let folder = stack.folder.path
             let service = IntegrationsService(
                 database: try IntegrationsService.openDatabase(path: "\(folder)/integrations.sqlite"), issuance: RPCClient(endpoint: stack.issuance.endpoint),
-                validation: RPCClient(endpoint: .unix(path: "\(folder)/validation.sock")), usage: RPCClient(endpoint: .unix(path: "\(folder)/usage.sock")),
+                validation: RPCClient(endpoint: stack.validation.endpoint), usage: RPCClient(endpoint: stack.usage.endpoint),
                 clock: clock, options: options, logger: Logger(label: "test.integrations"))
-            let endpoint = Endpoint.unix(path: "\(folder)/integrations.sock")
+            let endpoint = Endpoint.inProcess(InProcessServer("integrations", router: service.router()))
             let parts = try service.services(configuration: RPCServerConfiguration(endpoints: [endpoint]))
-            let running = Task {
-                try await withThrowingDiscardingTaskGroup { group in
-                    for part in parts { group.addTask { try await part.run() } }
-                }
-            }
+            let running = runInBackground(parts)
             defer { running.cancel() }
-            for case let server as RPCServer in parts { _ = try await server.listeningEndpoints }
             #expect(await eventually { service.httpAddress != nil })
             let client = RPCClient(endpoint: endpoint)
             let result = try await body(IntegrationsStack(stack: stack, integrations: client, service: service, http: "http://127.0.0.1:\(service.httpAddress!.port!)"))

@@ -102,17 +102,12 @@ final class SMTPServer: @unchecked Sendable {
             let path = stack.folder.path
             let service = IntegrationsService(
                 database: try IntegrationsService.openDatabase(path: "\(path)/integrations.sqlite"), issuance: RPCClient(endpoint: stack.issuance.endpoint),
-                validation: RPCClient(endpoint: .unix(path: "\(path)/validation.sock")), usage: RPCClient(endpoint: .unix(path: "\(path)/usage.sock")),
+                validation: RPCClient(endpoint: stack.validation.endpoint), usage: RPCClient(endpoint: stack.usage.endpoint),
                 clock: stack.clock, options: options, logger: Logger(label: "test.integrations"))
-            let endpoint = Endpoint.unix(path: "\(path)/integrations.sock")
+            let endpoint = Endpoint.inProcess(InProcessServer("integrations", router: service.router()))
             let parts = try service.services(configuration: RPCServerConfiguration(endpoints: [endpoint]))
-            let running = Task {
-                try await withThrowingDiscardingTaskGroup { group in
-                    for part in parts { group.addTask { try await part.run() } }
-                }
-            }
+            let running = runInBackground(parts)
             defer { running.cancel() }
-            for case let server as RPCServer in parts { _ = try await server.listeningEndpoints }
             let client = RPCClient(endpoint: endpoint)
             defer { Task { await client.close() } }
 

@@ -18,13 +18,8 @@ struct ReportingStack {
     static func run<T>(clock: ManualLicenseClock, _ body: (ReportingStack) async throws -> T) async throws -> T {
         try await ComplianceStack.run(clock: clock) { stack in
             let (service, parts, endpoint) = try start(stack, name: "reporting")
-            let running = Task {
-                try await withThrowingDiscardingTaskGroup { group in
-                    for part in parts { group.addTask { try await part.run() } }
-                }
-            }
+            let running = runInBackground(parts)
             defer { running.cancel() }
-            for case let server as RPCServer in parts { _ = try await server.listeningEndpoints }
             let client = RPCClient(endpoint: endpoint)
             let result = try await body(ReportingStack(stack: stack, reporting: client, service: service))
             await client.close()
@@ -39,9 +34,9 @@ struct ReportingStack {
         let folder = stack.folder.path
         let service = ReportingService(
             database: try ReportingService.openDatabase(path: "\(folder)/\(name).sqlite"), issuance: RPCClient(endpoint: stack.issuance.endpoint),
-            validation: RPCClient(endpoint: .unix(path: "\(folder)/validation.sock")), usage: RPCClient(endpoint: .unix(path: "\(folder)/usage.sock")),
+            validation: RPCClient(endpoint: stack.validation.endpoint), usage: RPCClient(endpoint: stack.usage.endpoint),
             clock: stack.clock, options: options, logger: Logger(label: "test.\(name)"))
-        let endpoint = Endpoint.unix(path: "\(folder)/\(name).sock")
+        let endpoint = Endpoint.inProcess(InProcessServer(name, router: service.router()))
         return (service, try service.services(configuration: RPCServerConfiguration(endpoints: [endpoint])), endpoint)
     }
 }
@@ -209,13 +204,8 @@ struct ReportingStack {
 
             // A rebuild from empty, from the feeds alone, gives the same reports.
             let (rebuilt, parts, endpoint) = try ReportingStack.start(stack, name: "rebuilt")
-            let running = Task {
-                try await withThrowingDiscardingTaskGroup { group in
-                    for part in parts { group.addTask { try await part.run() } }
-                }
-            }
+            let running = runInBackground(parts)
             defer { running.cancel() }
-            for case let server as RPCServer in parts { _ = try await server.listeningEndpoints }
             _ = rebuilt
             let fresh = RPCClient(endpoint: endpoint)
             defer { Task { await fresh.close() } }

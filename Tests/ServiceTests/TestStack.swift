@@ -38,8 +38,8 @@ func expectCode(_ code: StatusCode, _ body: () async throws -> Void) async -> St
     }
 }
 
-/// Issuance and validation in-process on Unix sockets, validation following issuance's
-/// feed; issuance has a signing key.
+/// Issuance and validation served in-process, validation following issuance's feed;
+/// issuance has a signing key.
 func withIssuanceAndValidation<T>(
     clock: ManualLicenseClock = ManualLicenseClock(SystemLicenseClock().now),
     options: ValidationService.Options = ValidationService.Options(),
@@ -55,25 +55,16 @@ func withIssuanceAndValidation<T>(
             database: try ValidationService.openDatabase(path: "\(folder.path)/validation.sqlite"),
             issuance: RPCClient(endpoint: issuanceClient.endpoint), keyHashSecret: testSecret, masterKey: testMasterKey,
             clock: clock, options: options, logger: Logger(label: "test"))
-        let parts = validation.services(configuration: RPCServerConfiguration(endpoints: [.unix(path: "\(folder.path)/validation.sock")]))
+        let background = validation.backgroundServices()
         let running = Task {
             try await withThrowingDiscardingTaskGroup { group in
-                for part in parts { group.addTask { try await part.run() } }
+                for part in background { group.addTask { try await part.run() } }
             }
         }
         defer { running.cancel() }
-        _ = try await (parts.last as! RPCServer).listeningEndpoints
-        let client = RPCClient(endpoint: .unix(path: "\(folder.path)/validation.sock"), configuration: .init(connections: 4))
-        let result = try await body(issuanceClient, client)
-        await client.close()
-        return result
+        return try await withServer(validation.router(), in: folder, name: "validation") { client in
+            try await body(issuanceClient, client)
+        }
     }
 }
 
-extension Endpoint {
-    /// The socket's path, for tests that need one (nil for TCP).
-    var unixPath: String? {
-        if case .unix(let path) = self { return path }
-        return nil
-    }
-}

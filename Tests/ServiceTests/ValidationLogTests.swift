@@ -24,11 +24,11 @@ import ValidationService
             let validation = try ValidationService(
                 database: database, issuance: RPCClient(endpoint: issuanceClient.endpoint), keyHashSecret: testSecret,
                 masterKey: testMasterKey, logger: Logger(label: "test"))
-            let parts = validation.services(configuration: RPCServerConfiguration(endpoints: [.unix(path: "\(folder.path)/validation.sock")]))
+            let parts = validation.backgroundServices()
+            let server = InProcessServer("validation", router: validation.router())
             let group = ServiceGroup(configuration: .init(services: parts.map { .init(service: $0) }, logger: Logger(label: "test")))
             let running = Task { try await group.run() }
-            _ = try await (parts.last as! RPCServer).listeningEndpoints
-            let client = RPCClient(endpoint: .unix(path: "\(folder.path)/validation.sock"), configuration: .init(connections: 4))
+            let client = RPCClient(endpoint: .inProcess(server), configuration: .init(connections: 4))
             try await withThrowingTaskGroup(of: Void.self) { calls in
                 for index in 0..<300 {
                     calls.addTask {
@@ -54,7 +54,7 @@ import ValidationService
         let folder = TemporaryFolder()
         var router = RPCRouter()
         router.register(HealthMethods.check) { _, _ in HealthCheckResponse(service: "test") }
-        try await withServer(router, in: folder, name: "mode") { _ in
+        try await withServer(router, on: [.unix(path: "\(folder.path)/mode.sock")]) { _ in
             let attributes = try FileManager.default.attributesOfItem(atPath: "\(folder.path)/mode.sock")
             #expect((attributes[.posixPermissions] as? NSNumber)?.intValue == 0o660)
         }

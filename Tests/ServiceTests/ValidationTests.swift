@@ -21,15 +21,11 @@ import ValidationService
                 database: try ValidationService.openDatabase(path: "\(folder.path)/validation.sqlite"),
                 issuance: RPCClient(endpoint: issuanceClient.endpoint), keyHashSecret: testSecret, masterKey: testMasterKey, clock: clock,
                 logger: Logger(label: "test"))
-            let parts = validation.services(configuration: RPCServerConfiguration(endpoints: [.unix(path: "\(folder.path)/validation.sock")]))
-            let running = Task {
-                try await withThrowingDiscardingTaskGroup { group in
-                    for part in parts { group.addTask { try await part.run() } }
-                }
-            }
+            let parts = validation.backgroundServices()
+            let server = InProcessServer("validation", router: validation.router())
+            let running = runInBackground(parts)
             defer { running.cancel() }
-            _ = try await (parts.last as! RPCServer).listeningEndpoints
-            let client = RPCClient(endpoint: .unix(path: "\(folder.path)/validation.sock"))
+            let client = RPCClient(endpoint: .inProcess(server))
             defer { Task { await client.close() } }
 
             let (policy, customer) = try await seedCatalogue(issuanceClient, duration: 3600, grace: 600, features: ["export"])
@@ -91,15 +87,11 @@ import ValidationService
                 issuance: RPCClient(endpoint: issuanceClient.endpoint), keyHashSecret: testSecret, masterKey: testMasterKey,
                 options: { var options = ValidationService.Options(); options.feedPollInterval = .seconds(3600); return options }(),
                 logger: Logger(label: "test"))
-            let parts = validation.services(configuration: RPCServerConfiguration(endpoints: [.unix(path: "\(folder.path)/validation.sock")]))
-            let running = Task {
-                try await withThrowingDiscardingTaskGroup { group in
-                    for part in parts { group.addTask { try await part.run() } }
-                }
-            }
+            let parts = validation.backgroundServices()
+            let server = InProcessServer("validation", router: validation.router())
+            let running = runInBackground(parts)
             defer { running.cancel() }
-            _ = try await (parts.last as! RPCServer).listeningEndpoints
-            let client = RPCClient(endpoint: .unix(path: "\(folder.path)/validation.sock"))
+            let client = RPCClient(endpoint: .inProcess(server))
             defer { Task { await client.close() } }
             // Let the consumer make its first poll and fall asleep.
             _ = try await client.call(ValidationMethods.validate, ValidateRequest(licenseKey: LicenseKey.generate().description))

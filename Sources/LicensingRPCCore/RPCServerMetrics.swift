@@ -1,6 +1,6 @@
 import LicensingWire
 import Metrics
-import NIOConcurrencyHelpers
+import Synchronization
 
 /// Per-method call counts by status code and latency, as swift-metrics instruments.
 ///
@@ -8,12 +8,12 @@ import NIOConcurrencyHelpers
 /// an answered call takes no lock (counters for codes other than OK are made on first use).
 /// Calls to methods the server does not have share one "unknown" series: a client sending
 /// made-up method names cannot grow the metrics without bound.
-final class RPCServerMetrics: Sendable {
+package final class RPCServerMetrics: Sendable {
     private final class Instruments: Sendable {
         let method: String
         let ok: Counter
         let duration: Metrics.Timer
-        private let failures = NIOLockedValueBox<[Int32: Counter]>([:])
+        private let failures = Mutex<[Int32: Counter]>([:])
 
         init(method: String) {
             self.method = method
@@ -23,7 +23,7 @@ final class RPCServerMetrics: Sendable {
 
         func counter(_ code: StatusCode) -> Counter {
             if code == .ok { return ok }
-            return failures.withLockedValue { failures in
+            return failures.withLock { failures in
                 if let counter = failures[code.rawValue] { return counter }
                 let counter = Counter(label: "rpc_server_calls_total", dimensions: [("method", method), ("code", code.description)])
                 failures[code.rawValue] = counter
@@ -35,12 +35,12 @@ final class RPCServerMetrics: Sendable {
     private let byMethod: [String: Instruments]
     private let unknown: Instruments
 
-    init(methods: [String]) {
+    package init(methods: [String]) {
         byMethod = Dictionary(uniqueKeysWithValues: methods.map { ($0, Instruments(method: $0)) })
         unknown = Instruments(method: "unknown")
     }
 
-    func record(method: String, code: StatusCode, duration: Duration) {
+    package func record(method: String, code: StatusCode, duration: Duration) {
         let instruments = byMethod[method] ?? unknown
         instruments.counter(code).increment()
         instruments.duration.recordNanoseconds(duration.nanoseconds)
@@ -48,7 +48,7 @@ final class RPCServerMetrics: Sendable {
 }
 
 extension Duration {
-    var nanoseconds: Int64 {
+    package var nanoseconds: Int64 {
         let (seconds, attoseconds) = components
         return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
     }

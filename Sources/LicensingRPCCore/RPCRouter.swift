@@ -1,6 +1,5 @@
 import LicensingWire
 import Logging
-import NIOCore
 
 /// One incoming call as a handler sees it.
 public struct ServerCall: Sendable {
@@ -16,13 +15,14 @@ public struct ServerCall: Sendable {
     public let peer: String
     /// For a local caller, its user alone (`unix:uid=U`), for limits per user; nil for TCP.
     public let localUser: String?
-    /// The event loop of the caller's connection: calls this one makes prefer connections
-    /// on the same loop, so the answer needs no hop between threads.
-    public let eventLoop: (any EventLoop)?
+    /// What the transport that carried the call knows about it: for the socket transport,
+    /// the connection's event loop, so calls this one makes prefer connections on the same
+    /// loop and the answer needs no hop between threads.
+    public let transportSpecific: (any Sendable)?
 
     public init(
         method: String, payload: [UInt8], metadata: RPCMetadata, deadline: ContinuousClock.Instant, logger: Logger, peer: String = "unix",
-        localUser: String? = nil, eventLoop: (any EventLoop)? = nil
+        localUser: String? = nil, transportSpecific: (any Sendable)? = nil
     ) {
         self.localUser = localUser
         self.method = method
@@ -31,14 +31,14 @@ public struct ServerCall: Sendable {
         self.deadline = deadline
         self.serverLogger = logger
         self.peer = peer
-        self.eventLoop = eventLoop
+        self.transportSpecific = transportSpecific
     }
 
     /// The same call with other metadata (an interceptor's view of it).
     public func with(metadata: RPCMetadata) -> ServerCall {
         ServerCall(
             method: method, payload: payload, metadata: metadata, deadline: deadline, logger: serverLogger, peer: peer,
-            localUser: localUser, eventLoop: eventLoop)
+            localUser: localUser, transportSpecific: transportSpecific)
     }
 
     /// Built when asked for: most calls never log, and the metadata costs allocations.
@@ -67,7 +67,7 @@ public struct ServerCall: Sendable {
 
 /// Sends the messages of a server-streaming call.
 public struct ResponseStream: Sendable {
-    let sendPayload: @Sendable ([UInt8]) async throws -> Void
+    package let sendPayload: @Sendable ([UInt8]) async throws -> Void
 
     public init(_ send: @escaping @Sendable ([UInt8]) async throws -> Void) {
         self.sendPayload = send
@@ -97,8 +97,14 @@ public enum ImmediateReply: Sendable {
     case answer([UInt8])
     /// The answer needs waiting after all: it comes from a task on the connection's loop.
     case later(@Sendable () async throws -> [UInt8])
-    /// The answer comes from a future, e.g. a call forwarded to another service.
-    case future(EventLoopFuture<[UInt8]>)
+    /// The answer comes from a call already under way, e.g. one forwarded to another service.
+    case pending(any PendingAnswer)
+}
+
+/// An answer that arrives later by callback (the socket transport's futures are one): the
+/// gateway forwards a call without a task per call.
+public protocol PendingAnswer: Sendable {
+    func whenComplete(_ body: @escaping @Sendable (Result<[UInt8], any Error>) -> Void)
 }
 
 /// What a typed immediate handler gives back.
@@ -165,7 +171,7 @@ public struct RPCRouter: Sendable {
 }
 
 public struct TypedResponseStream<Response: WireMessage>: Sendable {
-    let stream: ResponseStream
-    init(_ stream: ResponseStream) { self.stream = stream }
+    package let stream: ResponseStream
+    package init(_ stream: ResponseStream) { self.stream = stream }
     public func send(_ message: Response) async throws { try await stream.send(message) }
 }

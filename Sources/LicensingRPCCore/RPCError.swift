@@ -54,7 +54,7 @@ public struct RPCError: Error, Equatable, Sendable, CustomStringConvertible {
     }
 
     /// The status as sent: a message cut to ``maximumMessageBytes``.
-    var boundedStatus: Status {
+    package var boundedStatus: Status {
         guard message.utf8.count > Self.maximumMessageBytes else { return status }
         return Status(code: code, message: Self.quoted(message, limit: Self.maximumMessageBytes / 4))
     }
