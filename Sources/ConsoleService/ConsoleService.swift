@@ -1,3 +1,4 @@
+import Synchronization
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -9,7 +10,6 @@ import LicensingRuntime
 import LicensingWire
 import Logging
 import NIOCore
-import NIOConcurrencyHelpers
 import ServiceLifecycle
 
 /// Each request's context: Hummingbird's, plus the browser's address (passed to the
@@ -47,7 +47,7 @@ public final class ConsoleService: Sendable {
     let options: Options
     let logger: Logger
     let clock: any LicenseClock
-    private let bound = NIOLockedValueBox<SocketAddress?>(nil)
+    private let bound = SharedValue<SocketAddress?>(nil)
 
     public init(gateway: RPCClient, consoleKey: String, options: Options, sessions: SessionStore = SessionStore(),
                 clock: any LicenseClock = SystemLicenseClock(), logger: Logger) {
@@ -59,7 +59,7 @@ public final class ConsoleService: Sendable {
     }
 
     /// Where the HTTP listener is bound, once it is (tests bind port 0).
-    public var address: SocketAddress? { bound.withLockedValue { $0 } }
+    public var address: SocketAddress? { bound.withLock { $0 } }
 
     public static func services(_ environment: ServiceEnvironment) throws -> [any Service] {
         let settings = environment.settings
@@ -117,7 +117,7 @@ public final class ConsoleService: Sendable {
             router: router, server: server,
             configuration: ApplicationConfiguration(address: .hostname(options.host, port: options.port), serverName: "license-console"),
             onServerRunning: { channel in
-                bound.withLockedValue { $0 = channel.localAddress }
+                bound.withLock { $0 = channel.localAddress }
                 logger.info("console ready", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
             },
             logger: logger)

@@ -1,7 +1,7 @@
+import Synchronization
 import Crypto
 import Foundation
 import LicensingWire
-import NIOConcurrencyHelpers
 
 /// Who a browser session belongs to.
 enum SessionSubject: Sendable {
@@ -47,7 +47,7 @@ public final class SessionStore: Sendable {
     static let cookie = "lm_session"
     let idleTimeout: Duration
     let absoluteTimeout: Duration
-    private let sessions = NIOLockedValueBox<[String: ConsoleSession]>([:])
+    private let sessions = Mutex<[String: ConsoleSession]>([:])
     static let maxSessions = 100_000
 
     public init(idleTimeout: Duration = .seconds(30 * 60), absoluteTimeout: Duration = .seconds(8 * 3600)) {
@@ -66,7 +66,7 @@ public final class SessionStore: Sendable {
     func create(_ subject: SessionSubject, replacing old: String? = nil) -> ConsoleSession {
         let now = ContinuousClock.now
         let session = ConsoleSession(id: Self.randomToken(), csrf: Self.randomToken(), subject: subject, createdAt: now, lastSeen: now)
-        sessions.withLockedValue { sessions in
+        sessions.withLock { sessions in
             if let old { sessions[old] = nil }
             if sessions.count >= Self.maxSessions { sweep(&sessions, now: now) }
             if sessions.count >= Self.maxSessions, let oldest = sessions.values.min(by: { $0.lastSeen < $1.lastSeen }) { sessions[oldest.id] = nil }
@@ -79,7 +79,7 @@ public final class SessionStore: Sendable {
     func find(_ id: String?, nowSeconds: Int64) -> ConsoleSession? {
         guard let id, id.utf8.count == 64 else { return nil }
         let now = ContinuousClock.now
-        return sessions.withLockedValue { sessions in
+        return sessions.withLock { sessions in
             guard var session = sessions[id] else { return nil }
             if expired(session, now: now, nowSeconds: nowSeconds) {
                 sessions[id] = nil
@@ -92,26 +92,26 @@ public final class SessionStore: Sendable {
     }
 
     func end(_ id: String) {
-        _ = sessions.withLockedValue { $0.removeValue(forKey: id) }
+        _ = sessions.withLock { $0.removeValue(forKey: id) }
     }
 
     func setNotice(_ id: String, _ notice: String?) {
-        sessions.withLockedValue { $0[id]?.notice = notice }
+        sessions.withLock { $0[id]?.notice = notice }
     }
 
     /// Takes the one-time notice.
     func takeNotice(_ id: String) -> String? {
-        sessions.withLockedValue { sessions in
+        sessions.withLock { sessions in
             defer { sessions[id]?.notice = nil }
             return sessions[id]?.notice
         }
     }
 
-    var count: Int { sessions.withLockedValue { $0.count } }
+    var count: Int { sessions.withLock { $0.count } }
 
     func sweep() {
         let now = ContinuousClock.now
-        sessions.withLockedValue { sweep(&$0, now: now) }
+        sessions.withLock { sweep(&$0, now: now) }
     }
 
     private func sweep(_ sessions: inout [String: ConsoleSession], now: ContinuousClock.Instant) {

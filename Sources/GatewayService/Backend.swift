@@ -1,8 +1,8 @@
+import Synchronization
 import LicensingRPC
 import LicensingRuntime
 import LicensingWire
 import Logging
-import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
@@ -13,17 +13,17 @@ import ServiceLifecycle
 final class Backend: Sendable {
     let name: String
     let client: RPCClient
-    private let down = NIOLockedValueBox(false)
+    private let down = Mutex(false)
 
     init(name: String, client: RPCClient) {
         self.name = name
         self.client = client
     }
 
-    var isDown: Bool { down.withLockedValue { $0 } }
+    var isDown: Bool { down.withLock { $0 } }
 
-    func markUp() { down.withLockedValue { $0 = false } }
-    func markDown() { down.withLockedValue { $0 = true } }
+    func markUp() { down.withLock { $0 = false } }
+    func markDown() { down.withLock { $0 = true } }
 
     private func checkUp() throws(RPCError) {
         if isDown {

@@ -1,10 +1,10 @@
+import Synchronization
 import Crypto
 import Foundation
 import GRDB
 import LicensingCore
 import LicensingRPC
 import LicensingWire
-import NIOConcurrencyHelpers
 
 /// API credentials: a high-entropy secret shown once at creation and stored only as its
 /// SHA-256 (a secret of 256 random bits needs no slow hash), bound to a tenant and a role.
@@ -15,12 +15,12 @@ final class CredentialStore: Sendable {
     static let operatorTenant = "default"
 
     private let database: DatabasePool
-    private let bySecretHash = NIOLockedValueBox<[String: ApiKey]>([:])
+    private let bySecretHash = Mutex<[String: ApiKey]>([:])
 
     init(database: DatabasePool) throws {
         self.database = database
         let keys = try database.read { db in try Row.fetchAll(db, sql: "SELECT * FROM api_key") }
-        bySecretHash.withLockedValue { map in
+        bySecretHash.withLock { map in
             for row in keys { map[row["secret_hash"]] = ApiKey(row: row) }
         }
     }
@@ -40,7 +40,7 @@ final class CredentialStore: Sendable {
         guard secret.hasPrefix("lmk_"), secret.utf8.count < 200 else { return nil }
         // Hashed before taking the lock: every call on every event loop passes here.
         let hash = Self.hash(secret)
-        guard let key = bySecretHash.withLockedValue({ $0[hash] }) else { return nil }
+        guard let key = bySecretHash.withLock({ $0[hash] }) else { return nil }
         guard key.revokedAt == 0, key.expiresAt == 0 || now < key.expiresAt else { return nil }
         return key
     }
@@ -56,19 +56,19 @@ final class CredentialStore: Sendable {
                 sql: "INSERT INTO api_key (id, tenant_id, name, role, secret_hash, prefix, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 arguments: [key.id, key.tenantId, key.name, key.role.rawValue, hash, key.prefix, key.createdAt, key.expiresAt])
         }
-        bySecretHash.withLockedValue { $0[hash] = key }
+        bySecretHash.withLock { $0[hash] = key }
         return (key, secret)
     }
 
     func list(tenant: String?) -> [ApiKey] {
-        bySecretHash.withLockedValue { map in
+        bySecretHash.withLock { map in
             map.values.filter { tenant == nil || $0.tenantId == tenant }.sorted { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) }
         }
     }
 
     /// Revokes at once: the next call with the key is refused.
     func revoke(id: String, tenant: String?, now: Int64) async throws -> ApiKey {
-        guard let (hash, key) = bySecretHash.withLockedValue({ map in map.first { $0.value.id == id && (tenant == nil || $0.value.tenantId == tenant) } }) else {
+        guard let (hash, key) = bySecretHash.withLock({ map in map.first { $0.value.id == id && (tenant == nil || $0.value.tenantId == tenant) } }) else {
             throw RPCError.notFound("no API key \(id)")
         }
         guard key.revokedAt == 0 else { return key }
@@ -77,14 +77,14 @@ final class CredentialStore: Sendable {
         try await database.write { db in
             try db.execute(sql: "UPDATE api_key SET revoked_at = ? WHERE id = ?", arguments: [now, id])
         }
-        bySecretHash.withLockedValue { $0[hash] = revoked }
+        bySecretHash.withLock { $0[hash] = revoked }
         return revoked
     }
 
     /// When no admin credential exists yet, creates one for the operator tenant and writes
     /// its secret to `file` (mode 0600) for the operator to pick up.
     func bootstrapAdmin(file: String, now: Int64) async throws -> Bool {
-        let hasAdmin = bySecretHash.withLockedValue { map in map.values.contains { $0.role == .admin && $0.revokedAt == 0 } }
+        let hasAdmin = bySecretHash.withLock { map in map.values.contains { $0.role == .admin && $0.revokedAt == 0 } }
         guard !hasAdmin else { return false }
         let (_, secret) = try await create(name: "bootstrap admin", tenant: Self.operatorTenant, role: .admin, expiresAt: 0, now: now)
         try? FileManager.default.removeItem(atPath: file)

@@ -1,5 +1,5 @@
+import Synchronization
 import Crypto
-import NIOConcurrencyHelpers
 
 /// Token buckets by key: `rate` tokens a second, up to `burst`. The buckets are spread
 /// over shards, each with its own lock, so event loops taking tokens for different keys
@@ -10,7 +10,7 @@ final class TokenBuckets<Key: Hashable & Sendable>: Sendable {
     let rate: Double
     let burst: Double
     private static var shardCount: Int { 16 }
-    private let shards: [NIOLockedValueBox<Shard>]
+    private let shards: [ShardLock]
     /// Milliseconds on a monotonic clock, wrapping after 49 days; tests pass their own.
     private let milliseconds: @Sendable () -> UInt32
 
@@ -18,6 +18,10 @@ final class TokenBuckets<Key: Hashable & Sendable>: Sendable {
         var tokens: Float
         /// `milliseconds()` when last touched; a bucket is swept long before the clock wraps.
         var at: UInt32
+    }
+
+    private final class ShardLock: Sendable {
+        let state = Mutex(Shard())
     }
 
     private struct Shard {
@@ -33,10 +37,10 @@ final class TokenBuckets<Key: Hashable & Sendable>: Sendable {
         self.burst = burst
         self.milliseconds = milliseconds ?? Self.monotonicMilliseconds()
         self.idleMilliseconds = rate > 0 ? UInt32(min(burst / rate * 1000, 3_600_000)) : 3_600_000
-        self.shards = (0..<Self.shardCount).map { _ in NIOLockedValueBox(Shard()) }
+        self.shards = (0..<Self.shardCount).map { _ in ShardLock() }
     }
 
-    private func shard(_ key: Key) -> NIOLockedValueBox<Shard> {
+    private func shard(_ key: Key) -> ShardLock {
         shards[Int(UInt(bitPattern: key.hashValue) % UInt(Self.shardCount))]
     }
 
@@ -59,7 +63,7 @@ final class TokenBuckets<Key: Hashable & Sendable>: Sendable {
     func take(_ key: Key, cost: Double = 1) -> Double? {
         let now = self.now
         let idle = idleMilliseconds
-        return shard(key).withLockedValue { shard in
+        return shard(key).state.withLock { shard in
             // Full buckets are dropped once per idle period (before this look-up, so no
             // bucket is older than that when read), and memory follows the active keys.
             if now &- shard.swept >= idle {
@@ -75,12 +79,12 @@ final class TokenBuckets<Key: Hashable & Sendable>: Sendable {
     }
 
     /// Buckets held (for tests and memory accounting).
-    var count: Int { shards.reduce(0) { $0 + $1.withLockedValue { $0.buckets.count } } }
+    var count: Int { shards.reduce(0) { $0 + $1.state.withLock { $0.buckets.count } } }
 
     /// Whether the bucket has a token, without taking one.
     func isEmpty(_ key: Key) -> Bool {
         let now = self.now
-        return shard(key).withLockedValue { shard in
+        return shard(key).state.withLock { shard in
             guard let bucket = shard.buckets[key] else { return false }
             return refilled(bucket, at: now) < 1
         }

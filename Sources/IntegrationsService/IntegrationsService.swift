@@ -1,3 +1,4 @@
+import Synchronization
 import Foundation
 import GRDB
 import HTTPTypes
@@ -9,7 +10,6 @@ import LicensingRPC
 import LicensingRuntime
 import LicensingWire
 import Logging
-import NIOConcurrencyHelpers
 import NIOCore
 import ServiceLifecycle
 
@@ -30,7 +30,7 @@ public final class IntegrationsService: IntegrationsServiceProtocol {
     let keyMails: KeyMails
     let followers: [any Service & Sendable]
     let positions: @Sendable () -> [FeedPosition]
-    private let boundHTTP = NIOLockedValueBox<SocketAddress?>(nil)
+    private let boundHTTP = SharedValue<SocketAddress?>(nil)
 
     public struct Options: Sendable {
         /// host:port of the HTTP listener (port 0: any free port).
@@ -135,13 +135,13 @@ public final class IntegrationsService: IntegrationsServiceProtocol {
         // After a restore of issuance (a new epoch), its history up to where this service had
         // followed the old epoch is applied again for what it remembers of licenses, but not
         // sent again (receivers had it); what it had not reached yet is sent.
-        let epochStart = NIOLockedValueBox<UInt64>(0)
+        let epochStart = SharedValue<UInt64>(0)
         let issuanceFeed = FeedFollower<ChangeEvent>(feed: "issuance", database: database, idleInterval: interval, logger: logger) { after in
             let response = try await issuance.call(IssuanceMethods.changes, ChangesRequest(afterSeq: after, limit: 1000), timeout: .seconds(10))
-            epochStart.withLockedValue { $0 = response.epochSinceSeq }
+            epochStart.withLock { $0 = response.epochSinceSeq }
             return FeedPage(events: response.events, lastSeq: response.lastSeq, nextAfter: response.events.last?.seq ?? after, epoch: response.epoch)
         } apply: { events, cursor, restart in
-            let restoredAt = epochStart.withLockedValue { $0 }
+            let restoredAt = epochStart.withLock { $0 }
             try await database.write { db in
                 if restart {
                     let reached = try FeedCursor.load(feed: "issuance", in: db).appliedSeq
@@ -235,7 +235,7 @@ public final class IntegrationsService: IntegrationsServiceProtocol {
     }
 
     /// Where the HTTP listener is bound, once it is (tests bind port 0).
-    public var httpAddress: SocketAddress? { boundHTTP.withLockedValue { $0 } }
+    public var httpAddress: SocketAddress? { boundHTTP.withLock { $0 } }
 
     /// The inbound webhook listener: `POST /webhooks/<source>/<tenant>`.
     func httpApplication() throws -> some Service {
@@ -270,7 +270,7 @@ public final class IntegrationsService: IntegrationsServiceProtocol {
             router: router, server: server,
             configuration: ApplicationConfiguration(address: .hostname(options.httpHost, port: options.httpPort), serverName: "license-integrations"),
             onServerRunning: { channel in
-                bound.withLockedValue { $0 = channel.localAddress }
+                bound.withLock { $0 = channel.localAddress }
                 logger.info("webhook listener ready", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
             },
             logger: logger)

@@ -1,8 +1,8 @@
+import Synchronization
 import Foundation
 import LicensingCore
 import LicensingRPC
 import LicensingWire
-import NIOConcurrencyHelpers
 
 /// A client of the license manager's gateway for Swift products and backends.
 ///
@@ -39,7 +39,7 @@ public final class LicenseClient: Sendable {
     let rpc: RPCClient
     let clock: any LicenseClock
     /// The last verified answer per (key, fingerprint, feature), for the offline grace.
-    private let lastVerified = NIOLockedValueBox<[String: (ValidationStatement, Int64)]>([:])
+    private let lastVerified = Mutex<[String: (ValidationStatement, Int64)]>([:])
 
     /// `clock`: the time offline grace and clock checks use (tests inject one).
     public init(_ configuration: Configuration, clock: any LicenseClock = SystemLicenseClock()) throws {
@@ -109,9 +109,9 @@ public final class LicenseClient: Sendable {
             reason: statement.reason, valid: statement.reason == .valid || statement.reason == .inGrace, licenseID: statement.licenseId,
             expiresAt: statement.expiresAt, graceEndsAt: statement.graceEndsAt, features: statement.features, serverTime: statement.serverTime, offlineSince: nil)
         if validation.valid {
-            lastVerified.withLockedValue { $0[graceKey] = (statement, clock.now) }
+            lastVerified.withLock { $0[graceKey] = (statement, clock.now) }
         } else {
-            _ = lastVerified.withLockedValue { $0.removeValue(forKey: graceKey) }
+            _ = lastVerified.withLock { $0.removeValue(forKey: graceKey) }
         }
         return validation
     }
@@ -128,7 +128,7 @@ public final class LicenseClient: Sendable {
 
     private func offline(_ graceKey: String, after error: LicenseClientError) throws(LicenseClientError) -> Validation {
         let now = clock.now
-        guard configuration.offlineGraceSeconds > 0, let (statement, at) = lastVerified.withLockedValue({ $0[graceKey] }) else { throw error }
+        guard configuration.offlineGraceSeconds > 0, let (statement, at) = lastVerified.withLock({ $0[graceKey] }) else { throw error }
         guard now - at <= configuration.offlineGraceSeconds else {
             throw LicenseClientError(
                 .unavailable,

@@ -1,5 +1,5 @@
+import Synchronization
 import LicensingWire
-import NIOConcurrencyHelpers
 
 /// A floating seat held by this process: a background task heartbeats it at a third of its
 /// time to live; `checkin()` stops that and frees the seat. A seat dropped without a
@@ -8,42 +8,42 @@ public final class Seat: Sendable {
     public let lease: SeatLease
     private let client: LicenseClient
     private let key: String
-    private let heartbeat: NIOLockedValueBox<Task<Void, Never>?>
+    private let heartbeat: Mutex<Task<Void, Never>?>
     /// The last heartbeat's failure, if the seat could not be kept.
-    private let lost = NIOLockedValueBox<LicenseClientError?>(nil)
+    private let lost = Mutex<LicenseClientError?>(nil)
 
     init(client: LicenseClient, key: String, lease: SeatLease) {
         self.client = client
         self.key = key
         self.lease = lease
-        self.heartbeat = NIOLockedValueBox(nil)
+        self.heartbeat = Mutex(nil)
         let ttl = max(lease.expiresAt - lease.acquiredAt, 3)
-        let lost = self.lost
-        let task = Task { [client, key, lease] in
+        // The task holds the seat weakly: a seat dropped without a check-in ends it.
+        let task = Task { [weak self, client, key, lease] in
             while !Task.isCancelled {
                 try? await Task.sleep(for: .seconds(Double(ttl) / 3))
                 if Task.isCancelled { return }
                 do throws(LicenseClientError) {
                     let answer = try await client.call(ValidationMethods.heartbeatSeat, SeatLeaseRequest(leaseId: lease.leaseId, licenseKey: key))
-                    lost.withLockedValue { $0 = answer.reason == .valid ? nil : LicenseClientError(.failedPrecondition, "the seat was lost: \(answer.reason)") }
+                    self?.lost.withLock { $0 = answer.reason == .valid ? nil : LicenseClientError(.failedPrecondition, "the seat was lost: \(answer.reason)") }
                 } catch {
-                    lost.withLockedValue { $0 = error }
+                    self?.lost.withLock { $0 = error }
                 }
             }
         }
-        heartbeat.withLockedValue { $0 = task }
+        heartbeat.withLock { $0 = task }
     }
 
     deinit {
-        heartbeat.withLockedValue { $0?.cancel() }
+        heartbeat.withLock { $0?.cancel() }
     }
 
     /// Nil while the seat is held; why it was lost otherwise.
-    public var problem: LicenseClientError? { lost.withLockedValue { $0 } }
+    public var problem: LicenseClientError? { lost.withLock { $0 } }
 
     /// Frees the seat now.
     public func checkin() async throws(LicenseClientError) {
-        heartbeat.withLockedValue { $0?.cancel() }
+        heartbeat.withLock { $0?.cancel() }
         _ = try await client.call(ValidationMethods.checkinSeat, SeatLeaseRequest(leaseId: lease.leaseId, licenseKey: key))
     }
 }

@@ -1,5 +1,4 @@
 import LicensingWire
-import NIOConcurrencyHelpers
 import NIOCore
 import NIOSSL
 import Synchronization
@@ -11,11 +10,11 @@ final class PendingCalls: Sendable {
         case stream(AsyncThrowingStream<[UInt8], any Error>.Continuation, Scheduled<Void>?)
     }
 
-    private let waiters = NIOLockedValueBox<(open: Bool, calls: [UInt64: Waiter])>((true, [:]))
+    private let waiters = Mutex<(open: Bool, calls: [UInt64: Waiter])>((true, [:]))
 
     /// Returns false when the connection has already closed.
     func insert(_ id: UInt64, _ waiter: Waiter) -> Bool {
-        waiters.withLockedValue { state in
+        waiters.withLock { state in
             guard state.open else { return false }
             state.calls[id] = waiter
             return true
@@ -23,7 +22,7 @@ final class PendingCalls: Sendable {
     }
 
     func remove(_ id: UInt64) -> Waiter? {
-        waiters.withLockedValue { $0.calls.removeValue(forKey: id) }
+        waiters.withLock { $0.calls.removeValue(forKey: id) }
     }
 
     /// Routes one frame from the server to its call.
@@ -31,7 +30,7 @@ final class PendingCalls: Sendable {
         let id = envelope.callId
         switch envelope.kind {
         case .streamMessage:
-            guard case .stream(let continuation, _) = waiters.withLockedValue({ $0.calls[id] }) else { return }
+            guard case .stream(let continuation, _) = waiters.withLock({ $0.calls[id] }) else { return }
             continuation.yield(envelope.payload)
         case .response, .streamEnd:
             guard let waiter = remove(id) else { return }
@@ -53,7 +52,7 @@ final class PendingCalls: Sendable {
     }
 
     func failAll(_ error: RPCError) {
-        let calls = waiters.withLockedValue { state in
+        let calls = waiters.withLock { state in
             state.open = false
             defer { state.calls = [:] }
             return state.calls

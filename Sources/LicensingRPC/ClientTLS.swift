@@ -2,7 +2,6 @@
 import Glibc
 #endif
 import LicensingWire
-import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -13,13 +12,13 @@ import Synchronization
 final class TLSHandshakeWaiter: ChannelInboundHandler, RemovableChannelHandler, Sendable {
     typealias InboundIn = Any
     let promise: EventLoopPromise<Void>
-    private let done = NIOLockedValueBox(false)
+    private let done = Mutex(false)
 
     init(promise: EventLoopPromise<Void>) { self.promise = promise }
 
     /// Completes the promise once; later outcomes are the connection's, not the handshake's.
     private func complete(_ result: Result<Void, RPCError>) {
-        guard done.withLockedValue({ done in defer { done = true }; return !done }) else { return }
+        guard done.withLock({ done in defer { done = true }; return !done }) else { return }
         promise.completeWith(result.mapError { $0 as any Error })
     }
 

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
+import Synchronization
 import Glibc
 #endif
-import NIOConcurrencyHelpers
 import NIOCore
 
 // Who calls on a Unix socket, for limits per local process and user.
@@ -19,12 +19,12 @@ extension RPCConnectionHandler {
     /// the channel's own loop, where the option is answered at once.
     static func localPeer(_ channel: any Channel) -> String {
         guard let provider = channel as? any SocketOptionProvider else { return "unix" }
-        let peer = NIOLockedValueBox("unix")
+        let peer = SharedValue("unix")
         let credentials: EventLoopFuture<PeerCredentials> = provider.unsafeGetSocketOption(
             level: .init(rawValue: SOL_SOCKET), name: .init(rawValue: SO_PEERCRED))
         credentials.whenSuccess { credentials in
-            peer.withLockedValue { $0 = "unix:uid=\(credentials.uid):pid=\(credentials.pid)" }
+            peer.withLock { $0 = "unix:uid=\(credentials.uid):pid=\(credentials.pid)" }
         }
-        return peer.withLockedValue { $0 }
+        return peer.withLock { $0 }
     }
 }

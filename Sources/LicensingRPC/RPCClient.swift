@@ -2,7 +2,6 @@
 import Glibc
 #endif
 import LicensingWire
-import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -48,7 +47,7 @@ public final class RPCClient: Sendable {
     public let endpoint: Endpoint
     private let configuration: RPCClientConfiguration
     private let group: any EventLoopGroup
-    private let slots: [NIOLockedValueBox<Slot>]
+    private let slots: [SlotBox]
     /// The event loop each slot's connection lives on, and the slots of each loop: a call
     /// made on an event loop uses a connection of that loop, so its answer needs no hop.
     private let slotLoops: [any EventLoop]
@@ -56,6 +55,11 @@ public final class RPCClient: Sendable {
     private let nextSlot = Atomic<Int>(0)
     /// The server, when it runs in this process (``Endpoint/inProcess(_:)``): no connections.
     private let local: InProcessServer?
+
+    /// One pooled connection's state, shared with the callbacks that complete its connect.
+    private final class SlotBox: Sendable {
+        let state = Mutex<Slot>(.idle)
+    }
 
     private enum Slot {
         case idle
@@ -72,7 +76,7 @@ public final class RPCClient: Sendable {
         self.endpoint = endpoint
         self.configuration = configuration
         self.group = group
-        self.slots = (0..<configuration.connections).map { _ in NIOLockedValueBox(.idle) }
+        self.slots = (0..<configuration.connections).map { _ in SlotBox() }
         let loops = Array(group.makeIterator())
         self.slotLoops = (0..<configuration.connections).map { loops[$0 % loops.count] }
         var slotsByLoop: [ObjectIdentifier: [Int]] = [:]
@@ -189,7 +193,7 @@ public final class RPCClient: Sendable {
     /// Closes every connection; calls in flight fail with `UNAVAILABLE`.
     public func close() async {
         for slot in slots {
-            let state = slot.withLockedValue { state in
+            let state = slot.state.withLock { state in
                 defer { state = .closed }
                 return state
             }
@@ -225,7 +229,7 @@ public final class RPCClient: Sendable {
         }
         let slot = slots[index]
         var started: EventLoopFuture<ClientConnection>?
-        let future: EventLoopFuture<ClientConnection> = slot.withLockedValue { state in
+        let future: EventLoopFuture<ClientConnection> = slot.state.withLock { state in
             switch state {
             case .ready(let connection) where connection.channel.isActive:
                 return connection.channel.eventLoop.makeSucceededFuture(connection)
@@ -243,7 +247,7 @@ public final class RPCClient: Sendable {
         // Registered outside the lock: a future that has already completed runs its
         // callback at once, and the callback takes the same lock.
         started?.whenComplete { result in
-            slot.withLockedValue { state in
+            slot.state.withLock { state in
                 guard case .connecting = state else { return }
                 switch result {
                 case .success(let connection): state = .ready(connection)

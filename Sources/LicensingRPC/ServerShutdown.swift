@@ -1,4 +1,5 @@
 #if canImport(Glibc)
+import Synchronization
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
@@ -22,14 +23,14 @@ extension EventLoop {
 /// Completes once, however many times it is signalled.
 final class StopSignal: Sendable {
     private let promise: EventLoopPromise<Void>
-    private let signalled = NIOLockedValueBox(false)
+    private let signalled = Mutex(false)
 
     init(_ eventLoop: any EventLoop) {
         promise = eventLoop.makePromise()
     }
 
     func signal() {
-        let first = signalled.withLockedValue { signalled in
+        let first = signalled.withLock { signalled in
             defer { signalled = true }
             return !signalled
         }
@@ -43,12 +44,12 @@ final class StopSignal: Sendable {
 
 /// The server's open connections, so that stopping can drain each and wait for it.
 final class OpenConnections: Sendable {
-    private let state = NIOLockedValueBox<(stopping: Bool, open: [ObjectIdentifier: (any Channel, NIOLoopBound<RPCConnectionHandler>)])>((false, [:]))
+    private let state = Mutex<(stopping: Bool, open: [ObjectIdentifier: (any Channel, NIOLoopBound<RPCConnectionHandler>)])>((false, [:]))
     private let gauge = Meter(label: "rpc_server_open_connections")
 
     func opened(_ channel: any Channel, handler: NIOLoopBound<RPCConnectionHandler>) {
         let id = ObjectIdentifier(channel)
-        let stopping = state.withLockedValue { state in
+        let stopping = state.withLock { state in
             if !state.stopping { state.open[id] = (channel, handler) }
             return state.stopping
         }
@@ -57,16 +58,16 @@ final class OpenConnections: Sendable {
             return
         }
         gauge.increment()
-        channel.closeFuture.whenComplete { [state, gauge] _ in
-            _ = state.withLockedValue { $0.open.removeValue(forKey: id) }
-            gauge.decrement()
+        channel.closeFuture.whenComplete { _ in
+            _ = self.state.withLock { $0.open.removeValue(forKey: id) }
+            self.gauge.decrement()
         }
     }
 
     /// Drains every connection and returns when all have closed. A connection still open
     /// after `limit` (a handler that does not return, a peer that reads nothing) is closed.
     func drainAll(within limit: Duration) async {
-        let open = state.withLockedValue { state in
+        let open = state.withLock { state in
             state.stopping = true
             return Array(state.open.values)
         }

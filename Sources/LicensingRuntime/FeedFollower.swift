@@ -1,9 +1,9 @@
+import Synchronization
 import GRDB
 import LicensingRPC
 import LicensingWire
 import Logging
 import Metrics
-import NIOConcurrencyHelpers
 import ServiceLifecycle
 
 /// Where a follower stands in a source's feed: the last sequence it applied and the
@@ -76,8 +76,8 @@ public final class FeedFollower<Event: Sendable>: Service, Sendable {
     private let apply: Apply
     private let idleInterval: Duration
     private let logger: Logger
-    private let state = NIOLockedValueBox(Progress())
-    private let pulls = NIOLockedValueBox(Pulls())
+    private let state = Mutex(Progress())
+    private let pulls = Mutex(Pulls())
     private let appliedGauge: Gauge
     private let lagGauge: Gauge
 
@@ -128,9 +128,9 @@ public final class FeedFollower<Event: Sendable>: Service, Sendable {
     }
 
     private func cursor() async throws -> FeedCursor {
-        if let cursor = state.withLockedValue({ $0.cursor }) { return cursor }
+        if let cursor = state.withLock({ $0.cursor }) { return cursor }
         let loaded = try await database.read { [feed] db in try FeedCursor.load(feed: feed, in: db) }
-        state.withLockedValue { $0.cursor = $0.cursor ?? loaded }
+        state.withLock { $0.cursor = $0.cursor ?? loaded }
         return loaded
     }
 
@@ -152,7 +152,7 @@ public final class FeedFollower<Event: Sendable>: Service, Sendable {
         if next != current || restart {
             try await apply(page.events, next, restart)
         }
-        state.withLockedValue {
+        state.withLock {
             $0.cursor = next
             $0.sourceSeq = page.lastSeq
             $0.lastContact = .now
@@ -165,16 +165,16 @@ public final class FeedFollower<Event: Sendable>: Service, Sendable {
     /// Pulls now rather than at the next poll, for a caller about to deny something a
     /// change not yet applied could allow. Callers that ask meanwhile share one pull.
     public func catchUp() async {
-        let wanted = pulls.withLockedValue { $0.started + 1 }
+        let wanted = pulls.withLock { $0.started + 1 }
         while true {
-            let pull = pulls.withLockedValue { state -> Task<Void, Never>? in
+            let pull = pulls.withLock { state -> Task<Void, Never>? in
                 if state.completed >= wanted { return nil }
                 if let running = state.running { return running }
                 state.started += 1
                 let generation = state.started
                 let task = Task {
                     _ = try? await self.pollOnce()
-                    self.pulls.withLockedValue {
+                    self.pulls.withLock {
                         $0.completed = max($0.completed, generation)
                         $0.running = nil
                     }
@@ -189,7 +189,7 @@ public final class FeedFollower<Event: Sendable>: Service, Sendable {
 
     /// For `Health`: how far this follower has applied, and how far the source has written.
     public func position() -> FeedPosition {
-        state.withLockedValue { progress in
+        state.withLock { progress in
             FeedPosition(
                 feed: feed, appliedSeq: progress.cursor?.appliedSeq ?? 0, sourceSeq: progress.sourceSeq,
                 secondsSinceContact: progress.lastContact.map { (ContinuousClock.now - $0).components.seconds } ?? -1)

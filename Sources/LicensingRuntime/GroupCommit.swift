@@ -1,6 +1,6 @@
+import Synchronization
 import GRDB
 import Metrics
-import NIOConcurrencyHelpers
 
 /// Group commit: mutations that arrive while a transaction is being written wait, then
 /// commit together in the next one — one disk sync for many — each inside its own
@@ -20,7 +20,7 @@ public final class GroupCommitter: Sendable {
 
     private let database: DatabasePool
     private let maxBatch: Int
-    private let state = NIOLockedValueBox(State())
+    private let state = Mutex(State())
     private let batchSizes: Recorder
     private let commitTime: Metrics.Timer
 
@@ -36,7 +36,7 @@ public final class GroupCommitter: Sendable {
     public func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
         let result = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<any Sendable, any Error>) in
             let job = Job(body: { try body($0) }, finish: { continuation.resume(with: $0) })
-            let start = state.withLockedValue { state -> Bool in
+            let start = state.withLock { state -> Bool in
                 state.queue.append(job)
                 guard !state.draining else { return false }
                 state.draining = true
@@ -49,7 +49,7 @@ public final class GroupCommitter: Sendable {
 
     private func drain() async {
         while true {
-            let batch = state.withLockedValue { state -> [Job] in
+            let batch = state.withLock { state -> [Job] in
                 let batch = Array(state.queue.prefix(maxBatch))
                 state.queue.removeFirst(batch.count)
                 if batch.isEmpty { state.draining = false }

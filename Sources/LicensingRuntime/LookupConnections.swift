@@ -1,7 +1,6 @@
 import CSQLiteTuning
 import Foundation
 import GRDB
-import NIOConcurrencyHelpers
 import NIOCore
 import Logging
 import NIOPosix

@@ -1,7 +1,7 @@
+import Synchronization
 import Foundation
 import Logging
 import Metrics
-import NIOConcurrencyHelpers
 import ServiceLifecycle
 
 /// What each metric the services record means: the `# HELP` line Prometheus shows beside it.
@@ -55,7 +55,7 @@ public final class MetricsSampler: Service, Sendable {
     private let interval: Duration
     private let databasePath: String
     private let logger: Logger
-    private let samples = NIOLockedValueBox<[@Sendable () async throws -> Void]>([])
+    private let samples = Mutex<[@Sendable () async throws -> Void]>([])
     private let resident = Gauge(label: "process_resident_memory_bytes")
     private let descriptors = Gauge(label: "process_open_fds")
     private let wal: Gauge
@@ -68,7 +68,7 @@ public final class MetricsSampler: Service, Sendable {
     }
 
     public func add(_ sample: @escaping @Sendable () async throws -> Void) {
-        samples.withLockedValue { $0.append(sample) }
+        samples.withLock { $0.append(sample) }
     }
 
     public func run() async throws {
@@ -87,7 +87,7 @@ public final class MetricsSampler: Service, Sendable {
         }
         let walSize = (try? FileManager.default.attributesOfItem(atPath: databasePath + "-wal")[.size] as? Int) ?? 0
         wal.record(walSize)
-        for sample in samples.withLockedValue({ $0 }) {
+        for sample in samples.withLock({ $0 }) {
             do {
                 try await sample()
             } catch {

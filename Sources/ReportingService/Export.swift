@@ -1,10 +1,10 @@
+import Synchronization
 import Foundation
 import GRDB
 import LicensingCore
 import LicensingRPC
 import LicensingWire
 import Metrics
-import NIOConcurrencyHelpers
 
 // Export: any report as CSV (RFC 4180, a header row) or JSON lines, streamed in chunks of
 // about 64 KiB. Rows are read a page at a time, so a report of millions of rows never sits
@@ -106,17 +106,17 @@ struct ExportWriter {
 /// Exports running now and rows sent, for operators (`reporting_exports_running`,
 /// `reporting_export_rows_total`) and for tests that check a cancelled export stops.
 public final class ExportActivity: Sendable {
-    private let state = NIOLockedValueBox((running: 0, rows: 0))
+    private let state = Mutex((running: 0, rows: 0))
     private let runningGauge = Gauge(label: "reporting_exports_running")
     private let rowsCounter = Counter(label: "reporting_export_rows_total")
 
-    public var running: Int { state.withLockedValue { $0.running } }
-    public var rowsSent: Int { state.withLockedValue { $0.rows } }
+    public var running: Int { state.withLock { $0.running } }
+    public var rowsSent: Int { state.withLock { $0.rows } }
 
-    func started() { runningGauge.record(state.withLockedValue { $0.running += 1; return $0.running }) }
-    func ended() { runningGauge.record(state.withLockedValue { $0.running -= 1; return $0.running }) }
+    func started() { runningGauge.record(state.withLock { $0.running += 1; return $0.running }) }
+    func ended() { runningGauge.record(state.withLock { $0.running -= 1; return $0.running }) }
     func sent(_ rows: Int) {
-        state.withLockedValue { $0.rows += rows }
+        state.withLock { $0.rows += rows }
         rowsCounter.increment(by: rows)
     }
 }

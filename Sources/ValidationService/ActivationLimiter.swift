@@ -1,5 +1,5 @@
+import Synchronization
 import LicensingCore
-import NIOConcurrencyHelpers
 
 /// Limits activations per license: a token bucket of `perHour` tokens refilled evenly,
 /// so a leaked key cannot be activated on machine after machine in a burst.
@@ -8,7 +8,7 @@ final class ActivationLimiter: Sendable {
     private let clock: any LicenseClock
     /// Keyed by a 64-bit hash of the license id, with small values: after a burst of
     /// activations across many licenses this stays a few MiB, not tens.
-    private let buckets = NIOLockedValueBox<[Int: (tokens: Float, at: Int32)]>([:])
+    private let buckets = Mutex<[Int: (tokens: Float, at: Int32)]>([:])
     private let epoch: Int64
 
     init(perHour: Int, clock: any LicenseClock) {
@@ -21,7 +21,7 @@ final class ActivationLimiter: Sendable {
         guard perHour > 0 else { return true }
         let now = Int32(clamping: clock.now - epoch)
         let full = Float(perHour)
-        return buckets.withLockedValue { buckets in
+        return buckets.withLock { buckets in
             let key = license.hashValue
             var bucket = buckets[key] ?? (full, now)
             bucket.tokens = min(full, bucket.tokens + Float(now - bucket.at) * full / 3600)

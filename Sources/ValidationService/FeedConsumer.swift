@@ -1,8 +1,8 @@
+import Synchronization
 import LicensingRPC
 import LicensingWire
 import Logging
 import Metrics
-import NIOConcurrencyHelpers
 import ServiceLifecycle
 
 /// Pulls issuance's change feed into the replica: asks for events after the stored
@@ -15,8 +15,8 @@ final class FeedConsumer: Service, Sendable {
     private let signingKeys: SigningKeyCache
     private let logger: Logger
     private let idleInterval: Duration
-    private let state = NIOLockedValueBox(Progress())
-    private let pulls = NIOLockedValueBox(Pulls())
+    private let state = Mutex(Progress())
+    private let pulls = Mutex(Pulls())
 
     /// On-demand pulls: how many were started and finished, and the one running.
     private struct Pulls {
@@ -44,7 +44,7 @@ final class FeedConsumer: Service, Sendable {
 
     func run() async throws {
         let start = try await replica.position()
-        state.withLockedValue { $0.appliedSeq = start }
+        state.withLock { $0.appliedSeq = start }
         var failures = 0
         while !Task.isCancelled, !Task.isShuttingDownGracefully {
             do {
@@ -69,17 +69,17 @@ final class FeedConsumer: Service, Sendable {
     /// Fetches and applies one batch; returns whether more are waiting.
     private func pollOnce() async throws -> Bool {
         let batch: UInt32 = 1000
-        let after = state.withLockedValue { $0.appliedSeq }
+        let after = state.withLock { $0.appliedSeq }
         let response = try await client.call(IssuanceMethods.changes, ChangesRequest(afterSeq: after, limit: batch), timeout: .seconds(5))
         let position = try await replica.apply(response.events, epoch: response.epoch)
         if position == LicenseReplica.restarted {
             logger.warning("issuance's feed started a new epoch (a restore): the replica is rebuilt from its start", metadata: ["epoch": "\(response.epoch)"])
             signingKeys.invalidate()
-            state.withLockedValue { $0.appliedSeq = 0 }
+            state.withLock { $0.appliedSeq = 0 }
             return true
         }
         if response.events.contains(where: { if case .signingKey? = $0.subject { true } else { false } }) { signingKeys.invalidate() }
-        let applied = state.withLockedValue {
+        let applied = state.withLock {
             $0.appliedSeq = max($0.appliedSeq, position)
             $0.sourceSeq = response.lastSeq
             $0.lastContact = .now
@@ -95,16 +95,16 @@ final class FeedConsumer: Service, Sendable {
     /// waits for a pull that started after it asked; callers that ask meanwhile share that
     /// pull, so unknown keys cannot multiply the load on issuance.
     func catchUp() async {
-        let wanted = pulls.withLockedValue { $0.started + 1 }
+        let wanted = pulls.withLock { $0.started + 1 }
         while true {
-            let pull = pulls.withLockedValue { state -> Task<Void, Never>? in
+            let pull = pulls.withLock { state -> Task<Void, Never>? in
                 if state.completed >= wanted { return nil }
                 if let running = state.running { return running }
                 state.started += 1
                 let generation = state.started
                 let task = Task {
                     _ = try? await self.pollOnce()
-                    self.pulls.withLockedValue {
+                    self.pulls.withLock {
                         $0.completed = max($0.completed, generation)
                         $0.running = nil
                     }
@@ -118,7 +118,7 @@ final class FeedConsumer: Service, Sendable {
     }
 
     func position() -> FeedPosition {
-        state.withLockedValue { progress in
+        state.withLock { progress in
             FeedPosition(
                 feed: LicenseReplica.feed, appliedSeq: progress.appliedSeq, sourceSeq: progress.sourceSeq,
                 secondsSinceContact: progress.lastContact.map { (ContinuousClock.now - $0).components.seconds } ?? -1)

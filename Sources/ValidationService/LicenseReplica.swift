@@ -1,9 +1,9 @@
+import Synchronization
 import Foundation
 import GRDB
 import LicensingCore
 import LicensingRuntime
 import LicensingWire
-import NIOConcurrencyHelpers
 
 /// Validation's copy of what it needs from issuance — license facts, departments, sealed
 /// signing keys — applied from issuance's change feed.
@@ -220,7 +220,7 @@ struct LicenseReplica: Sendable {
 final class SigningKeyCache: Sendable {
     private let replica: LicenseReplica
     private let custody: SigningCustody
-    private let opened = NIOLockedValueBox<(any CertificateSigner)?>(nil)
+    private let opened = Mutex<(any CertificateSigner)?>(nil)
 
     init(replica: LicenseReplica, custody: SigningCustody) {
         self.replica = replica
@@ -229,18 +229,18 @@ final class SigningKeyCache: Sendable {
 
     /// The key if it is loaded and signs in this process, so a signature can be made on the
     /// event loop; nil means ask `current()` off the loop (a token call may wait on a device).
-    var loaded: CertificateSigningKey? { opened.withLockedValue { $0 } as? CertificateSigningKey }
+    var loaded: CertificateSigningKey? { opened.withLock { $0 } as? CertificateSigningKey }
 
     func current() async throws -> (any CertificateSigner)? {
-        if let key = opened.withLockedValue({ $0 }) { return key }
+        if let key = opened.withLock({ $0 }) { return key }
         guard let stored = try await replica.currentSealedKey() else { return nil }
         let key = try custody.signer(kid: stored.kid, publicKey: stored.publicKey, sealed: stored.sealed)
-        opened.withLockedValue { $0 = key }
+        opened.withLock { $0 = key }
         return key
     }
 
     /// Called when the feed brought a key change: the next signature loads the new current key.
     func invalidate() {
-        opened.withLockedValue { $0 = nil }
+        opened.withLock { $0 = nil }
     }
 }

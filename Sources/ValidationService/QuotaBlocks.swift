@@ -1,10 +1,10 @@
+import Synchronization
 import GRDB
 import LicensingCore
 import LicensingRPC
 import LicensingRuntime
 import LicensingWire
 import Logging
-import NIOConcurrencyHelpers
 
 /// The quotas usage says are used up, applied from usage's feed: validation answers
 /// `QUOTA_EXCEEDED` for a license's feature until its period ends (or usage clears it).
@@ -19,7 +19,7 @@ final class QuotaBlocks: Sendable {
     }
 
     static let feed = "usage"
-    private let blocks: NIOLockedValueBox<[String: [String: Block]]>
+    private let blocks: Mutex<[String: [String: Block]]>
     private let database: DatabasePool
 
     init(database: DatabasePool) throws {
@@ -30,12 +30,12 @@ final class QuotaBlocks: Sendable {
                 loaded[row[0], default: [:]][row[1]] = Block(period: row[2], limit: UInt64(row[3] as Int64), used: UInt64(row[4] as Int64), until: row[5])
             }
         }
-        self.blocks = NIOLockedValueBox(loaded)
+        self.blocks = Mutex(loaded)
     }
 
     /// The block on this license's feature now, if any.
     func block(license: String, feature: String, now: Int64) -> Block? {
-        blocks.withLockedValue { blocks in
+        blocks.withLock { blocks in
             guard !blocks.isEmpty, let block = blocks[license]?[feature], block.until == 0 || now < block.until else { return nil }
             return block
         }
@@ -62,7 +62,7 @@ final class QuotaBlocks: Sendable {
             }
             try cursor.store(feed: Self.feed, in: db)
         }
-        blocks.withLockedValue { blocks in
+        blocks.withLock { blocks in
             if restart { blocks.removeAll() }
             for event in events {
                 guard case .quota(let state)? = event.event else { continue }

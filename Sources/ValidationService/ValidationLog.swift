@@ -1,8 +1,8 @@
+import Synchronization
 import GRDB
 import LicensingWire
 import Logging
 import Metrics
-import NIOConcurrencyHelpers
 import ServiceLifecycle
 
 /// The record of every validation: appended in memory, written in batches (one
@@ -37,7 +37,7 @@ final class ValidationLog: Service, Sendable {
     private let capacity: Int
     private let interval: Duration
     private let logger: Logger
-    private let state = NIOLockedValueBox(State())
+    private let state = Mutex(State())
 
     init(database: DatabasePool, capacity: Int = 50_000, interval: Duration = .milliseconds(20), logger: Logger) {
         self.database = database
@@ -48,7 +48,7 @@ final class ValidationLog: Service, Sendable {
 
     /// Appends without waiting; false when the log is full (then `append` waits for room).
     func tryAppend(_ entry: Entry) -> Bool {
-        state.withLockedValue { state in
+        state.withLock { state in
             if state.pending.count >= capacity, !state.stopped {
                 guard state.failing else { return false }
                 state.dropped += 1
@@ -62,7 +62,7 @@ final class ValidationLog: Service, Sendable {
     func append(_ entry: Entry) async {
         while !tryAppend(entry) {
             await withCheckedContinuation { continuation in
-                let wait = state.withLockedValue { state -> Bool in
+                let wait = state.withLock { state -> Bool in
                     guard state.pending.count >= capacity, !state.stopped else { return false }
                     state.waitingForRoom.append(continuation)
                     return true
@@ -78,7 +78,7 @@ final class ValidationLog: Service, Sendable {
             await flush()
         }
         // Stopping: what was accepted is written before the process exits.
-        state.withLockedValue { $0.stopped = true }
+        state.withLock { $0.stopped = true }
         await flush()
     }
 
@@ -92,7 +92,7 @@ final class ValidationLog: Service, Sendable {
 
     /// Writes everything pending in one transaction.
     func flush() async {
-        let batch = state.withLockedValue { state -> [Entry] in
+        let batch = state.withLock { state -> [Entry] in
             defer { state.pending.removeAll(keepingCapacity: true) }
             return state.pending
         }
@@ -115,7 +115,7 @@ final class ValidationLog: Service, Sendable {
                         start += count
                     }
                 }
-                let dropped = state.withLockedValue { state -> Int? in
+                let dropped = state.withLock { state -> Int? in
                     defer { (state.failing, state.dropped) = (false, 0) }
                     return state.failing ? state.dropped : nil
                 }
@@ -125,7 +125,7 @@ final class ValidationLog: Service, Sendable {
                 }
             } catch {
                 // Put the batch back so it is retried, not lost; said once, not every retry.
-                let first = state.withLockedValue { state -> Bool in
+                let first = state.withLock { state -> Bool in
                     state.pending.insert(contentsOf: batch, at: 0)
                     if state.pending.count > capacity {
                         state.dropped += state.pending.count - capacity
@@ -141,7 +141,7 @@ final class ValidationLog: Service, Sendable {
                 }
             }
         }
-        let waiting = state.withLockedValue { state -> [CheckedContinuation<Void, Never>] in
+        let waiting = state.withLock { state -> [CheckedContinuation<Void, Never>] in
             guard state.pending.count < capacity || state.stopped || state.failing else { return [] }
             defer { state.waitingForRoom.removeAll() }
             return state.waitingForRoom

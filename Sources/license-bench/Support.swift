@@ -1,4 +1,3 @@
-import NIOConcurrencyHelpers
 import Synchronization
 
 /// A shared counter for workers.
@@ -11,8 +10,8 @@ final class Counter: Sendable {
 
 /// Results written by index from many workers.
 final class SeededStore: Sendable {
-    private let slots: NIOLockedValueBox<[SeededLicense?]>
-    init(count: Int) { slots = NIOLockedValueBox(Array(repeating: nil, count: count)) }
-    func set(_ index: Int, _ license: SeededLicense) { slots.withLockedValue { $0[index] = license } }
-    var all: [SeededLicense] { slots.withLockedValue { $0.compactMap { $0 } } }
+    private let slots: Mutex<[SeededLicense?]>
+    init(count: Int) { slots = Mutex(Array(repeating: nil, count: count)) }
+    func set(_ index: Int, _ license: SeededLicense) { slots.withLock { $0[index] = license } }
+    var all: [SeededLicense] { slots.withLock { $0.compactMap { $0 } } }
 }

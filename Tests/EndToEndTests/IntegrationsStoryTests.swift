@@ -22,15 +22,15 @@ import Testing
 
     @Test func crmEventsBecomeLicensesAndEveryWebhookArrivesAcrossAKill() async throws {
         // The receiver: fails every delivery until told otherwise.
-        let received = NIOLockedValueBox<[(id: String, type: String, body: [UInt8], signature: String)]>([])
-        let failing = NIOLockedValueBox(true)
-        let bound = NIOLockedValueBox<Int?>(nil)
+        let received = SharedValue<[(id: String, type: String, body: [UInt8], signature: String)]>([])
+        let failing = SharedValue(true)
+        let bound = SharedValue<Int?>(nil)
         let router = Router()
         router.post("/hooks") { request, _ -> Response in
             var request = request
             let body = Array(buffer: try await request.collectBody(upTo: 1 << 20))
-            if failing.withLockedValue({ $0 }) { return Response(status: .serviceUnavailable) }
-            received.withLockedValue {
+            if failing.withLock({ $0 }) { return Response(status: .serviceUnavailable) }
+            received.withLock {
                 $0.append((request.headers[values: .init("LM-Event-Id")!].first ?? "", request.headers[values: .init("LM-Event-Type")!].first ?? "", body,
                            request.headers[values: .init("LM-Signature")!].first ?? ""))
             }
@@ -38,11 +38,11 @@ import Testing
         }
         let receiver = Application(
             router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-            onServerRunning: { channel in bound.withLockedValue { $0 = channel.localAddress?.port } })
+            onServerRunning: { channel in bound.withLock { $0 = channel.localAddress?.port } })
         let serving = Task { try await receiver.run() }
         defer { serving.cancel() }
-        #expect(await eventually(within: .seconds(60)) { bound.withLockedValue { $0 } != nil })
-        let receiverURL = "http://127.0.0.1:\(try #require(bound.withLockedValue { $0 }))/hooks"
+        #expect(await eventually(within: .seconds(60)) { bound.withLock { $0 } != nil })
+        let receiverURL = "http://127.0.0.1:\(try #require(bound.withLock { $0 }))/hooks"
 
         let stack = try Stack()
         // Loopback receivers are allowed in this test only; retries after a second.
@@ -78,9 +78,9 @@ import Testing
         stack.kill("integrations")
         try stack.start("integrations")
         try await stack.waitUntilServing("integrations")
-        failing.withLockedValue { $0 = false }
-        #expect(try await eventually(within: .seconds(30)) { Set(received.withLockedValue { $0.map(\.id) }).count == 5 }, "\(received.withLockedValue { $0.map(\.id) })")
-        for delivery in received.withLockedValue({ $0 }) {
+        failing.withLock { $0 = false }
+        #expect(try await eventually(within: .seconds(30)) { Set(received.withLock { $0.map(\.id) }).count == 5 }, "\(received.withLock { $0.map(\.id) })")
+        for delivery in received.withLock({ $0 }) {
             #expect(delivery.type == "license.issued")
             let time = Int64(delivery.signature.split(separator: ",").first?.dropFirst(2) ?? "0") ?? 0
             #expect(delivery.signature == Self.sign(delivery.body, secret: secret, at: time), "the delivery's signature verifies with the endpoint's secret")

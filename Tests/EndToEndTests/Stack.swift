@@ -222,11 +222,11 @@ final class Stack: @unchecked Sendable {
 /// of them starting together take longer to start than a test waits.
 enum StackSlots {
     static let limit = 2
-    private static let state = NIOLockedValueBox((inUse: 0, waiting: [CheckedContinuation<Void, Never>]()))
+    private static let state = SharedValue((inUse: 0, waiting: [CheckedContinuation<Void, Never>]()))
 
     static func acquire() async {
         await withCheckedContinuation { continuation in
-            let granted = state.withLockedValue { state -> Bool in
+            let granted = state.withLock { state -> Bool in
                 guard state.inUse < limit else {
                     state.waiting.append(continuation)
                     return false
@@ -239,7 +239,7 @@ enum StackSlots {
     }
 
     static func release() {
-        let next = state.withLockedValue { state -> CheckedContinuation<Void, Never>? in
+        let next = state.withLock { state -> CheckedContinuation<Void, Never>? in
             guard !state.waiting.isEmpty else {
                 state.inUse -= 1
                 return nil

@@ -23,7 +23,7 @@ struct ComplianceStack {
     let clock: ManualLicenseClock
     let folder: TemporaryFolder
     /// Validations made through `validate`, which `closeTheMinute` waits to see in the log.
-    let validations = NIOLockedValueBox(0)
+    let validations = SharedValue(0)
 
     static func run<T>(
         clock: ManualLicenseClock = ManualLicenseClock(1_800_000_000), rules: ComplianceRules = ComplianceRules(),
@@ -76,7 +76,7 @@ struct ComplianceStack {
     }
 
     func validate(_ key: String, feature: String = "", fingerprint: String = "", region: String = "") async throws -> ValidateResponse {
-        validations.withLockedValue { $0 += 1 }
+        validations.withLock { $0 += 1 }
         return try await validation.call(ValidationMethods.validate, ValidateRequest(licenseKey: key, fingerprint: fingerprint, feature: feature, region: region))
     }
 
@@ -88,7 +88,7 @@ struct ComplianceStack {
     /// once the validation log (written every few milliseconds) holds them: the rollup
     /// waits 10 s of clock time for late log writes, which a jump of the test's clock skips.
     func closeTheMinute() async throws {
-        let expected = validations.withLockedValue { $0 }
+        let expected = validations.withLock { $0 }
         let log = try DatabaseQueue(path: "\(folder.path)/validation.sqlite")
         let logged = try await eventually(within: .seconds(20)) {
             try await log.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM validation_log") ?? 0 } >= expected

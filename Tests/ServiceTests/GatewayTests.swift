@@ -106,17 +106,17 @@ func withGateway<T>(
     /// Buckets refuse past their burst, refill at their rate, and buckets left idle long
     /// enough to be full again are dropped, so memory follows the keys in use.
     @Test func tokenBucketsRefillAndForgetIdleKeys() throws {
-        let clock = NIOLockedValueBox<UInt32>(1_000)
-        let buckets = TokenBuckets<String>(rate: 100, burst: 2, milliseconds: { clock.withLockedValue { $0 } })
+        let clock = SharedValue<UInt32>(1_000)
+        let buckets = TokenBuckets<String>(rate: 100, burst: 2, milliseconds: { clock.withLock { $0 } })
         #expect(buckets.take("k") == nil)
         #expect(buckets.take("k") == nil)
         let wait = try #require(buckets.take("k"))
         #expect(wait > 0 && wait <= 0.01)
         for index in 0..<1_000 { _ = buckets.take("old-\(index)") }
         #expect(buckets.count == 1_001)
-        clock.withLockedValue { $0 += 9 }
+        clock.withLock { $0 += 9 }
         #expect(buckets.take("k") != nil, "not refilled 9 ms later (a token takes 10 ms)")
-        clock.withLockedValue { $0 += 60 }
+        clock.withLock { $0 += 60 }
         #expect(buckets.take("k") == nil, "refilled after the wait")
         for index in 0..<400 { _ = buckets.take("new-\(index)") }
         #expect(buckets.count <= 401, "\(buckets.count) buckets kept; idle ones should be gone")

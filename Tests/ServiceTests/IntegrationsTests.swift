@@ -74,32 +74,32 @@ final class WebhookReceiver: Sendable {
         let type: String
     }
 
-    let received = NIOLockedValueBox<[Received]>([])
+    let received = SharedValue<[Received]>([])
     /// Status codes to answer, in order; then 200.
-    let answers = NIOLockedValueBox<[Int]>([])
-    let address = NIOLockedValueBox<SocketAddress?>(nil)
+    let answers = SharedValue<[Int]>([])
+    let address = SharedValue<SocketAddress?>(nil)
 
     func application() -> some Service {
         let router = Router()
         router.post("/hooks") { request, _ -> Response in
             var request = request
             let body = try await request.collectBody(upTo: 1 << 20)
-            self.received.withLockedValue {
+            self.received.withLock {
                 $0.append(Received(
                     body: Array(buffer: body), signature: request.headers[values: .init("LM-Signature")!].first ?? "",
                     eventId: request.headers[values: .init("LM-Event-Id")!].first ?? "", type: request.headers[values: .init("LM-Event-Type")!].first ?? ""))
             }
-            let status = self.answers.withLockedValue { $0.isEmpty ? 200 : $0.removeFirst() }
+            let status = self.answers.withLock { $0.isEmpty ? 200 : $0.removeFirst() }
             return Response(status: .init(code: status))
         }
         var logger = Logger(label: "receiver")
         logger.logLevel = .warning
         return Application(
             router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-            onServerRunning: { channel in self.address.withLockedValue { $0 = channel.localAddress } }, logger: logger)
+            onServerRunning: { channel in self.address.withLock { $0 = channel.localAddress } }, logger: logger)
     }
 
-    var url: String { "http://127.0.0.1:\(address.withLockedValue { $0?.port ?? 0 })/hooks" }
+    var url: String { "http://127.0.0.1:\(address.withLock { $0?.port ?? 0 })/hooks" }
 }
 
 /// Issuance, validation, usage and integrations in-process; integrations' HTTP listener on
@@ -281,17 +281,17 @@ struct IntegrationsStack {
         let receiver = WebhookReceiver()
         let serving = Task { try await receiver.application().run() }
         defer { serving.cancel() }
-        #expect(await eventually(within: .seconds(60)) { receiver.address.withLockedValue { $0 } != nil })
+        #expect(await eventually(within: .seconds(60)) { receiver.address.withLock { $0 } != nil })
         try await IntegrationsStack.run { world in
             let stack = world.stack
             let created = try await world.integrations.call(
                 IntegrationsMethods.createWebhookEndpoint, CreateWebhookEndpointRequest(url: receiver.url, eventTypes: ["license.issued", "license.revoked", "machine.activated"]))
             #expect(created.secret.hasPrefix("whsec_") && created.endpoint?.url == receiver.url)
             // The receiver fails the first attempt: the delivery is retried.
-            receiver.answers.withLockedValue { $0 = [500] }
+            receiver.answers.withLock { $0 = [500] }
             let (policy, customer) = try await seedCatalogue(stack.issuance)
             let issued = try await stack.issuance.call(IssuanceMethods.issueLicense, IssueLicenseRequest(policyId: policy, customerId: customer))
-            #expect(try await eventually { receiver.received.withLockedValue { $0.count } >= 1 })
+            #expect(try await eventually { receiver.received.withLock { $0.count } >= 1 })
             // The attempt is logged once the receiver has answered.
             var deliveries: [WebhookDelivery] = []
             #expect(try await eventually {
@@ -311,15 +311,15 @@ struct IntegrationsStack {
 
             _ = try await stack.validation.call(ValidationMethods.activate, ActivateRequest(licenseKey: issued.licenseKey, fingerprint: "pc"))
             _ = try await stack.issuance.call(IssuanceMethods.revokeLicense, LicenseTransitionRequest(id: issued.license!.id, reason: "fraud"))
-            #expect(try await eventually { Set(receiver.received.withLockedValue { $0.map(\.type) }) == ["license.issued", "machine.activated", "license.revoked"] })
-            for delivery in receiver.received.withLockedValue({ $0 }) {
+            #expect(try await eventually { Set(receiver.received.withLock { $0.map(\.type) }) == ["license.issued", "machine.activated", "license.revoked"] })
+            for delivery in receiver.received.withLock({ $0 }) {
                 // Each is signed with the endpoint's secret, carries its id, names no key.
                 try WebhookSignature.verify(header: delivery.signature, body: delivery.body, secrets: [created.secret], now: stack.clock.now)
                 let event = try JSONSerialization.jsonObject(with: Data(delivery.body)) as? [String: Any]
                 #expect(event?["id"] as? String == delivery.eventId && event?["type"] as? String == delivery.type)
                 #expect(!String(decoding: delivery.body, as: UTF8.self).contains(issued.licenseKey))
             }
-            let revoked = receiver.received.withLockedValue { $0.first { $0.type == "license.revoked" } }
+            let revoked = receiver.received.withLock { $0.first { $0.type == "license.revoked" } }
             let data = (try JSONSerialization.jsonObject(with: Data(revoked!.body)) as? [String: Any])?["data"] as? [String: Any]
             #expect(data?["license_id"] as? String == issued.license!.id && data?["reason"] as? String == "fraud")
 
@@ -327,7 +327,7 @@ struct IntegrationsStack {
             let first = try #require(deliveries.first)
             let again = try await world.integrations.call(IntegrationsMethods.redeliver, GetByIdRequest(id: first.id))
             #expect(again.attempts == 3 && again.status == "delivered")
-            #expect(receiver.received.withLockedValue { $0.filter { $0.eventId == first.eventId }.count } == 3)
+            #expect(receiver.received.withLock { $0.filter { $0.eventId == first.eventId }.count } == 3)
         }
     }
 
@@ -335,14 +335,14 @@ struct IntegrationsStack {
         let receiver = WebhookReceiver()
         let serving = Task { try await receiver.application().run() }
         defer { serving.cancel() }
-        #expect(await eventually(within: .seconds(60)) { receiver.address.withLockedValue { $0 } != nil })
+        #expect(await eventually(within: .seconds(60)) { receiver.address.withLock { $0 } != nil })
         try await IntegrationsStack.run { world in
             let stack = world.stack
-            receiver.answers.withLockedValue { $0 = Array(repeating: 503, count: 100) }
+            receiver.answers.withLock { $0 = Array(repeating: 503, count: 100) }
             let endpoint = try await world.integrations.call(IntegrationsMethods.createWebhookEndpoint, CreateWebhookEndpointRequest(url: receiver.url)).endpoint!
             let (policy, customer) = try await seedCatalogue(stack.issuance)
             _ = try await stack.issuance.call(IssuanceMethods.issueLicense, IssueLicenseRequest(policyId: policy, customerId: customer))
-            #expect(try await eventually { receiver.received.withLockedValue { $0.count } >= 1 })
+            #expect(try await eventually { receiver.received.withLock { $0.count } >= 1 })
             // Three attempts, then the delivery has failed; an hour of failures disables the
             // endpoint. Each attempt waits for the clock to pass its retry time.
             var listed: [WebhookEndpoint] = []

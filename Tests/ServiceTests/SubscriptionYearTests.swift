@@ -22,7 +22,7 @@ import Testing
         let receiver = WebhookReceiver()
         let serving = Task { try await receiver.application().run() }
         defer { serving.cancel() }
-        #expect(await eventually(within: .seconds(60)) { receiver.address.withLockedValue { $0 } != nil })
+        #expect(await eventually(within: .seconds(60)) { receiver.address.withLock { $0 } != nil })
         let start: Int64 = 1_800_000_000 / Self.day * Self.day
         let clock = ManualLicenseClock(start)
         try await IntegrationsStack.run(clock: clock, expiryInterval: .milliseconds(50)) { options in
@@ -56,7 +56,7 @@ import Testing
                 let licenses = try await issuance.call(IssuanceMethods.listLicenses, ListLicensesRequest(customerId: customers.first?.id ?? "-")).licenses
                 return try #require(licenses.first)
             }
-            func webhooks() -> [String] { receiver.received.withLockedValue { $0.map(\.type) } }
+            func webhooks() -> [String] { receiver.received.withLock { $0.map(\.type) } }
             func waitForWebhook(_ type: String, count: Int = 1) async -> Bool {
                 await eventually(within: .seconds(30)) { webhooks().filter { $0 == type }.count >= count }
             }
@@ -144,7 +144,7 @@ import Testing
             #expect(smtp.messages.count == 4, "\(smtp.messages.count - 4) e-mails after the end")
             #expect(webhooks().filter { $0 == "license.renewed" }.count == 3, "\(webhooks())")
             // Every webhook was signed, and none carries the key.
-            for delivery in receiver.received.withLockedValue({ $0 }) {
+            for delivery in receiver.received.withLock({ $0 }) {
                 #expect(delivery.signature.hasPrefix("t=") && !String(decoding: delivery.body, as: UTF8.self).contains(revealed.licenseKey))
             }
         }
