@@ -87,10 +87,12 @@ public final class FeedFollower<Event: Sendable>: Service, Sendable {
         var lastContact: ContinuousClock.Instant?
     }
 
+    /// One pull at a time, shared by the run loop and catch-ups (two at once could store an
+    /// older cursor after a newer one): how many started and finished, and the one running.
     private struct Pulls {
         var started = 0
         var completed = 0
-        var running: Task<Void, Never>?
+        var running: Task<Bool, any Error>?
     }
 
     /// `feed`: the name the cursor is stored under and metrics and health show.
@@ -134,9 +136,37 @@ public final class FeedFollower<Event: Sendable>: Service, Sendable {
         return loaded
     }
 
-    /// Pulls and applies one page; returns whether more is waiting.
+    /// Pulls and applies one page, or waits for the pull already running; returns whether
+    /// more is waiting.
     @discardableResult
     public func pollOnce() async throws -> Bool {
+        let pull = shared()
+        // A follower being stopped stops its pull (a catch-up sharing it sees it fail).
+        return try await withTaskCancellationHandler { try await pull.value } onCancel: { pull.cancel() }
+    }
+
+    /// The pull running, or a new one.
+    private func shared() -> Task<Bool, any Error> {
+        pulls.withLock { state in
+            if let running = state.running { return running }
+            state.started += 1
+            let generation = state.started
+            // Made under the lock, so it is `running` before it can finish and clear it.
+            let task = Task {
+                defer {
+                    self.pulls.withLock {
+                        $0.completed = max($0.completed, generation)
+                        $0.running = nil
+                    }
+                }
+                return try await self.pullAndApply()
+            }
+            state.running = task
+            return task
+        }
+    }
+
+    private func pullAndApply() async throws -> Bool {
         var current = try await cursor()
         var page = try await pull(current.appliedSeq)
         var restart = false
@@ -165,25 +195,10 @@ public final class FeedFollower<Event: Sendable>: Service, Sendable {
     /// Pulls now rather than at the next poll, for a caller about to deny something a
     /// change not yet applied could allow. Callers that ask meanwhile share one pull.
     public func catchUp() async {
+        // A pull that started before this call may have missed what the caller looks for.
         let wanted = pulls.withLock { $0.started + 1 }
-        while true {
-            let pull = pulls.withLock { state -> Task<Void, Never>? in
-                if state.completed >= wanted { return nil }
-                if let running = state.running { return running }
-                state.started += 1
-                let generation = state.started
-                let task = Task {
-                    _ = try? await self.pollOnce()
-                    self.pulls.withLock {
-                        $0.completed = max($0.completed, generation)
-                        $0.running = nil
-                    }
-                }
-                state.running = task
-                return task
-            }
-            guard let pull else { return }
-            await pull.value
+        while pulls.withLock({ $0.completed < wanted }) {
+            _ = try? await shared().value
         }
     }
 

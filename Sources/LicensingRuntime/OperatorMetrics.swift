@@ -11,8 +11,6 @@ public enum MetricHelp {
         "rpc_server_calls_total": "Calls answered, by method and status code.",
         "rpc_server_duration_seconds": "Time from a request's arrival to its answer, by method.",
         "rpc_server_open_connections": "Connections open to this service now.",
-        "validation_feed_applied_seq": "Position in issuance's change feed that validation has applied.",
-        "validation_feed_lag_events": "Change-feed events issuance has that validation has not applied yet.",
         "feed_applied_seq": "Position a follower has applied in another service's feed, by feed.",
         "feed_lag_events": "Events a source's feed has that this follower has not applied yet, by feed.",
         "validation_outcomes_total": "Validations answered, by reason code.",

@@ -2,8 +2,10 @@ import Synchronization
 import Foundation
 import GRDB
 import LicensingCore
+import LicensingRPC
 import LicensingRuntime
 import LicensingWire
+import Logging
 
 /// Validation's copy of what it needs from issuance — license facts, departments, sealed
 /// signing keys — applied from issuance's change feed.
@@ -20,27 +22,18 @@ struct LicenseReplica: Sendable {
     }
 
     /// Applies a batch of events and the new feed position in one transaction; events at
-    /// or below the stored position were applied before and are skipped.
-    /// Returns the position after the batch.
-    func apply(_ events: [ChangeEvent], epoch: String = "") async throws -> UInt64 {
+    /// or below the stored position were applied before and are skipped. `restart`: issuance
+    /// was restored to an earlier point (a new epoch), so its facts are the truth again and the
+    /// replica is rebuilt from the start of the new epoch; machines and seats of licenses that
+    /// no longer exist are left to no one (their keys find nothing). Returns the position after.
+    @discardableResult
+    func apply(_ events: [ChangeEvent], through cursor: FeedCursor? = nil, restart: Bool = false) async throws -> UInt64 {
         try await database.write { db in
-            var position = try Self.position(in: db)
-            let stored = try String.fetchOne(db, sql: "SELECT epoch FROM feed_position WHERE feed = ?", arguments: [Self.feed]) ?? ""
-            if !epoch.isEmpty, epoch != stored {
-                if !stored.isEmpty {
-                    // Issuance was restored to an earlier point: its facts are the truth again.
-                    // The replica is rebuilt from the start of the new epoch; machines and seats
-                    // of licenses that no longer exist are left to no one (their keys find nothing).
-                    try db.execute(sql: "DELETE FROM replica_license; DELETE FROM replica_department; DELETE FROM replica_signing_key")
-                    try db.execute(
-                        sql: "INSERT INTO feed_position (feed, applied_seq, epoch) VALUES (?, 0, ?) ON CONFLICT(feed) DO UPDATE SET applied_seq = 0, epoch = excluded.epoch",
-                        arguments: [Self.feed, epoch])
-                    return Self.restarted
-                }
-                try db.execute(
-                    sql: "INSERT INTO feed_position (feed, applied_seq, epoch) VALUES (?, ?, ?) ON CONFLICT(feed) DO UPDATE SET epoch = excluded.epoch",
-                    arguments: [Self.feed, Int64(position), epoch])
+            let stored = try FeedCursor.load(feed: Self.feed, in: db)
+            if restart {
+                try db.execute(sql: "DELETE FROM replica_license; DELETE FROM replica_department; DELETE FROM replica_signing_key")
             }
+            var position = restart ? 0 : stored.appliedSeq
             for event in events where event.seq > position {
                 switch event.subject {
                 case .license(let license)? where !event.keyHash.isEmpty:
@@ -54,22 +47,26 @@ struct LicenseReplica: Sendable {
                 }
                 position = event.seq
             }
-            try db.execute(
-                sql: "INSERT INTO feed_position (feed, applied_seq) VALUES (?, ?) ON CONFLICT(feed) DO UPDATE SET applied_seq = excluded.applied_seq",
-                arguments: [Self.feed, Int64(position)])
+            position = max(position, cursor?.appliedSeq ?? 0)
+            try FeedCursor(appliedSeq: position, epoch: cursor?.epoch ?? stored.epoch).store(feed: Self.feed, in: db)
             return position
         }
     }
 
-    /// What `apply` answers when the source's epoch changed and the replica was reset.
-    static let restarted = UInt64.max
-
     func position() async throws -> UInt64 {
-        try await database.read { db in try Self.position(in: db) }
+        try await database.read { db in try FeedCursor.load(feed: Self.feed, in: db).appliedSeq }
     }
 
-    private static func position(in db: Database) throws -> UInt64 {
-        UInt64(try Int64.fetchOne(db, sql: "SELECT applied_seq FROM feed_position WHERE feed = ?", arguments: [feed]) ?? 0)
+    /// Follows issuance's change feed into the replica. A signing key among the events, or a
+    /// restart, makes `signingKeys` load again.
+    func follower(issuance: RPCClient, signingKeys: SigningKeyCache, idleInterval: Duration, logger: Logger) -> FeedFollower<ChangeEvent> {
+        FeedFollower(feed: Self.feed, database: database, idleInterval: idleInterval, logger: logger) { after in
+            let response = try await issuance.call(IssuanceMethods.changes, ChangesRequest(afterSeq: after, limit: 1000), timeout: .seconds(5))
+            return FeedPage(events: response.events, lastSeq: response.lastSeq, nextAfter: response.events.last?.seq ?? after, epoch: response.epoch)
+        } apply: { events, cursor, restart in
+            try await apply(events, through: cursor, restart: restart)
+            if restart || events.contains(where: { if case .signingKey? = $0.subject { true } else { false } }) { signingKeys.invalidate() }
+        }
     }
 
     private static func upsert(_ license: License, keyHash: String, seq: UInt64, in db: Database) throws {

@@ -18,7 +18,7 @@ public final class ValidationService: ValidationServiceProtocol {
     let writes: GroupCommitter
     let replica: LicenseReplica
     let maintenance: WALMaintenance
-    let feed: FeedConsumer
+    let feed: FeedFollower<ChangeEvent>
     let signingKeys: SigningKeyCache
     let masterKey: MasterKey
     let log: ValidationLog
@@ -83,7 +83,7 @@ public final class ValidationService: ValidationServiceProtocol {
         self.maintenance = try WALMaintenance(pool: database, lookups: replica.lookups, logger: logger)
         self.masterKey = masterKey
         self.signingKeys = SigningKeyCache(replica: replica, custody: signing ?? SigningCustody(masterKey: masterKey))
-        self.feed = FeedConsumer(client: issuance, replica: replica, signingKeys: signingKeys, logger: logger, idleInterval: options.feedPollInterval)
+        self.feed = replica.follower(issuance: issuance, signingKeys: signingKeys, idleInterval: options.feedPollInterval, logger: logger)
         self.log = ValidationLog(database: database, logger: logger)
         self.keyHashSecret = keyHashSecret
         self.geo = options.geo

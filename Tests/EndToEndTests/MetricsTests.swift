@@ -55,12 +55,13 @@ import Testing
         #expect(gatewayMetrics.contains(#"rpc_server_calls_total{method="unknown",code="UNIMPLEMENTED"} 3"#), "\(gatewayMetrics)")
         #expect(!gatewayMetrics.contains("made.up"))
         var validationMetrics = try await scrape(validationPort)
-        for _ in 0..<300 where !validationMetrics.contains("validation_feed_lag_events 0") {
+        let caughtUp = #"feed_lag_events{feed="issuance"} 0"#
+        for _ in 0..<300 where !validationMetrics.contains(caughtUp) {
             try await Task.sleep(for: .milliseconds(50))
             validationMetrics = try await scrape(validationPort)
         }
-        #expect(validationMetrics.contains("validation_feed_applied_seq"))
-        #expect(validationMetrics.contains("validation_feed_lag_events 0"))
+        #expect(validationMetrics.contains(#"feed_applied_seq{feed="issuance"}"#))
+        #expect(validationMetrics.contains(caughtUp))
     }
 
     /// The figures an operator alerts on, each with a `# HELP` line.
@@ -99,7 +100,7 @@ import Testing
         let validation = try await scrape(ports.validation, until: ["validation_seats_in_use 1", #"validation_outcomes_total{reason="VALID"} 1"#])
         #expect(validation.contains("validation_seats_in_use 1"), "\(validation)")
         #expect(validation.contains(#"validation_outcomes_total{reason="VALID"} 1"#))
-        #expect(validation.contains("# HELP validation_feed_lag_events"))
+        #expect(validation.contains("# HELP feed_lag_events"))
         let front = try await scrape(ports.gateway, until: ["rpc_server_open_connections"])
         for name in ["process_resident_memory_bytes", "process_open_fds", "rpc_server_open_connections"] {
             #expect(front.contains("# HELP \(name) "), "\(name): \(front)")
