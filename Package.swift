@@ -1,4 +1,5 @@
 // swift-tools-version:6.1
+import Foundation
 import PackageDescription
 
 let swiftSettings: [SwiftSetting] = [
@@ -76,12 +77,19 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        // The socket transport: framing, envelopes, the server (Unix and TCP, TLS) and the
-        // multiplexing client, on SwiftNIO.
+        // Length-prefixed frames and envelopes on a NIO channel.
+        .target(
+            name: "LicensingFraming",
+            dependencies: ["LicensingWire", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: swiftSettings
+        ),
+        // The socket transport: the server (Unix and TCP, TLS) and the multiplexing client,
+        // on SwiftNIO.
         .target(
             name: "LicensingRPC",
             dependencies: [
                 "LicensingRPCCore",
+                "LicensingFraming",
                 "LicensingWire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -223,7 +231,7 @@ let package = Package(
         .testTarget(
             name: "LicensingRPCTests",
             dependencies: ["LicensingTestSupport", 
-                "LicensingRPC",
+                "LicensingRPC", "LicensingCore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -282,3 +290,23 @@ let package = Package(
         ),
     ]
 )
+
+// libFuzzer targets (Tests/Fuzz), outside the product build: `deploy/fuzz` builds them with
+// LM_FUZZ=1 and `--sanitize=fuzzer --sanitize=address` in a build folder of their own.
+if ProcessInfo.processInfo.environment["LM_FUZZ"] == "1" {
+    let fuzzTargets: [(String, [Target.Dependency])] = [
+        ("frames", ["LicensingFraming", "LicensingWire", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio")]),
+        ("envelope", ["LicensingWire"]),
+        ("requests", ["LicensingRPCCore", "LicensingWire"]),
+        ("license-key", ["LicensingCore"]),
+        ("offline-file", ["LicensingCore", "LicensingWire"]),
+        ("geo-table", ["LicensingCore"]),
+    ]
+    for (name, dependencies) in fuzzTargets {
+        package.targets.append(
+            .executableTarget(
+                name: "fuzz-\(name)", dependencies: dependencies, path: "Tests/Fuzz/\(name)",
+                swiftSettings: swiftSettings + [.unsafeFlags(["-parse-as-library"])]))
+        package.products.append(.executable(name: "fuzz-\(name)", targets: ["fuzz-\(name)"]))
+    }
+}

@@ -1,3 +1,4 @@
+@_exported import LicensingFraming
 @_exported import LicensingRPCCore
 import NIOCore
 

@@ -88,3 +88,21 @@ extension WireServiceShape {
         return shape
     }
 }
+
+/// Decodes one method's request as its server does (strings checked, integers through the
+/// check given). Generated for every method (`WireServices.requestDecoders`), so the request
+/// fuzzer and the contract tests cover a new method without being told.
+public struct WireRequestDecoder: Sendable {
+    /// `licensing.v1.Issuance/IssueLicense`.
+    public let method: String
+    private let body: @Sendable ([UInt8], @escaping WireIntegerCheck) throws(WireError) -> Void
+
+    public init<Request, Response>(_ method: WireMethod<Request, Response>) {
+        self.method = method.name
+        self.body = { bytes, check throws(WireError) in _ = try Request(serializedBytes: bytes, integers: check) }
+    }
+
+    public func decode(_ bytes: [UInt8], integers: @escaping WireIntegerCheck) throws(WireError) {
+        try body(bytes, integers)
+    }
+}

@@ -3,4 +3,7 @@
 /// Every service of the contracts.
 public enum WireServices {
     public static let all: [WireServiceShape] = [BackupMethods.shape, IssuanceMethods.shape, ValidationMethods.shape, UsageMethods.shape, IntegrationsMethods.shape, GatewayMethods.shape, HealthMethods.shape, ReportingMethods.shape]
+
+    /// A decoder of every method's request, in the order of `all`.
+    public static let requestDecoders: [WireRequestDecoder] = BackupMethods.requestDecoders + IssuanceMethods.requestDecoders + ValidationMethods.requestDecoders + UsageMethods.requestDecoders + IntegrationsMethods.requestDecoders + GatewayMethods.requestDecoders + HealthMethods.requestDecoders + ReportingMethods.requestDecoders
 }

@@ -115,4 +115,7 @@ public enum BackupMethods {
 
     /// Every method of the service.
     public static let all: [WireMethodInfo] = [snapshot.info]
+
+    /// A decoder of each method's request, as its server decodes it.
+    public static let requestDecoders: [WireRequestDecoder] = [WireRequestDecoder(snapshot)]
 }

@@ -1158,6 +1158,9 @@ public enum GatewayMethods {
 
     /// Every method of the service.
     public static let all: [WireMethodInfo] = [createApiKey.info, listApiKeys.info, revokeApiKey.info, licenseOverview.info, health.info, eraseCustomer.info, exportCustomer.info, whoAmI.info, backup.info, signInHolder.info, createSignInLink.info, holderLicenses.info, holderDeactivate.info, holderOfflineLicense.info, revealLicenseKey.info]
+
+    /// A decoder of each method's request, as its server decodes it.
+    public static let requestDecoders: [WireRequestDecoder] = [WireRequestDecoder(createApiKey), WireRequestDecoder(listApiKeys), WireRequestDecoder(revokeApiKey), WireRequestDecoder(licenseOverview), WireRequestDecoder(health), WireRequestDecoder(eraseCustomer), WireRequestDecoder(exportCustomer), WireRequestDecoder(whoAmI), WireRequestDecoder(backup), WireRequestDecoder(signInHolder), WireRequestDecoder(createSignInLink), WireRequestDecoder(holderLicenses), WireRequestDecoder(holderDeactivate), WireRequestDecoder(holderOfflineLicense), WireRequestDecoder(revealLicenseKey)]
 }
 
 /// Methods of `licensing.v1.Health`.
@@ -1168,4 +1171,7 @@ public enum HealthMethods {
 
     /// Every method of the service.
     public static let all: [WireMethodInfo] = [check.info]
+
+    /// A decoder of each method's request, as its server decodes it.
+    public static let requestDecoders: [WireRequestDecoder] = [WireRequestDecoder(check)]
 }

@@ -885,4 +885,7 @@ public enum IntegrationsMethods {
 
     /// Every method of the service.
     public static let all: [WireMethodInfo] = [createWebhookEndpoint.info, listWebhookEndpoints.info, deleteWebhookEndpoint.info, listDeliveries.info, redeliver.info, mapPrice.info, listPriceMappings.info, rotateInboundSecret.info, setRenewalOptions.info, getRenewalOptions.info, listReminders.info, eraseCustomer.info, exportCustomer.info]
+
+    /// A decoder of each method's request, as its server decodes it.
+    public static let requestDecoders: [WireRequestDecoder] = [WireRequestDecoder(createWebhookEndpoint), WireRequestDecoder(listWebhookEndpoints), WireRequestDecoder(deleteWebhookEndpoint), WireRequestDecoder(listDeliveries), WireRequestDecoder(redeliver), WireRequestDecoder(mapPrice), WireRequestDecoder(listPriceMappings), WireRequestDecoder(rotateInboundSecret), WireRequestDecoder(setRenewalOptions), WireRequestDecoder(getRenewalOptions), WireRequestDecoder(listReminders), WireRequestDecoder(eraseCustomer), WireRequestDecoder(exportCustomer)]
 }

@@ -1080,4 +1080,7 @@ public enum ReportingMethods {
 
     /// Every method of the service.
     public static let all: [WireMethodInfo] = [usageReport.info, complianceReport.info, revenueReport.info, renewalPipeline.info, export.info, eraseCustomer.info, exportCustomer.info]
+
+    /// A decoder of each method's request, as its server decodes it.
+    public static let requestDecoders: [WireRequestDecoder] = [WireRequestDecoder(usageReport), WireRequestDecoder(complianceReport), WireRequestDecoder(revenueReport), WireRequestDecoder(renewalPipeline), WireRequestDecoder(export), WireRequestDecoder(eraseCustomer), WireRequestDecoder(exportCustomer)]
 }

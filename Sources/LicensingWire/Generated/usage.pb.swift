@@ -1216,4 +1216,7 @@ public enum UsageMethods {
 
     /// Every method of the service.
     public static let all: [WireMethodInfo] = [recordUsage.info, getUsage.info, setQuota.info, listQuotas.info, listAlerts.info, acknowledgeAlert.info, reportTamper.info, feed.info, eraseCustomer.info, exportCustomer.info]
+
+    /// A decoder of each method's request, as its server decodes it.
+    public static let requestDecoders: [WireRequestDecoder] = [WireRequestDecoder(recordUsage), WireRequestDecoder(getUsage), WireRequestDecoder(setQuota), WireRequestDecoder(listQuotas), WireRequestDecoder(listAlerts), WireRequestDecoder(acknowledgeAlert), WireRequestDecoder(reportTamper), WireRequestDecoder(feed), WireRequestDecoder(eraseCustomer), WireRequestDecoder(exportCustomer)]
 }

@@ -1569,4 +1569,7 @@ public enum ValidationMethods {
 
     /// Every method of the service.
     public static let all: [WireMethodInfo] = [validate.info, activate.info, deactivate.info, listMachines.info, checkoutSeat.info, heartbeatSeat.info, checkinSeat.info, listSeats.info, createOfflineLicense.info, eraseCustomer.info, exportCustomer.info, rewrapSecrets.info, resolveLicenses.info, events.info]
+
+    /// A decoder of each method's request, as its server decodes it.
+    public static let requestDecoders: [WireRequestDecoder] = [WireRequestDecoder(validate), WireRequestDecoder(activate), WireRequestDecoder(deactivate), WireRequestDecoder(listMachines), WireRequestDecoder(checkoutSeat), WireRequestDecoder(heartbeatSeat), WireRequestDecoder(checkinSeat), WireRequestDecoder(listSeats), WireRequestDecoder(createOfflineLicense), WireRequestDecoder(eraseCustomer), WireRequestDecoder(exportCustomer), WireRequestDecoder(rewrapSecrets), WireRequestDecoder(resolveLicenses), WireRequestDecoder(events)]
 }

@@ -29,9 +29,9 @@ public enum FrameError: Error, Equatable, CustomStringConvertible {
 }
 
 /// Splits the byte stream into frames: 4-byte big-endian length, then that many bytes.
-final class FrameReader: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = ByteBuffer
-    typealias InboundOut = ByteBuffer
+package final class FrameReader: ChannelInboundHandler, RemovableChannelHandler {
+    package typealias InboundIn = ByteBuffer
+    package typealias InboundOut = ByteBuffer
 
     private let limits: FrameLimits
     private var pending: ByteBuffer?
@@ -41,11 +41,11 @@ final class FrameReader: ChannelInboundHandler, RemovableChannelHandler {
     /// a frame left half read meanwhile is not the peer stalling.
     private var clockPaused = false
 
-    init(limits: FrameLimits) {
+    package init(limits: FrameLimits) {
         self.limits = limits
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var incoming = unwrapInboundIn(data)
         if pending == nil {
             pending = incoming
@@ -106,29 +106,29 @@ final class FrameReader: ChannelInboundHandler, RemovableChannelHandler {
         stallTimer = nil
     }
 
-    func handlerAdded(context: ChannelHandlerContext) {
+    package func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) {
+    package func handlerRemoved(context: ChannelHandlerContext) {
         cancelStallTimer()
         self.context = nil
     }
 
     /// Reading is held: the clock for a half-read frame stops.
-    func pauseStallClock() {
+    package func pauseStallClock() {
         clockPaused = true
         cancelStallTimer()
     }
 
     /// Reading goes on: a half-read frame gets the whole timeout again from now.
-    func resumeStallClock() {
+    package func resumeStallClock() {
         guard clockPaused else { return }
         clockPaused = false
         if let context, let buffer = pending, buffer.readableBytes > 0 { armStallTimer(context: context) }
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
+    package func channelInactive(context: ChannelHandlerContext) {
         cancelStallTimer()
         context.fireChannelInactive()
     }
@@ -142,13 +142,15 @@ public enum InboundFrame: Sendable {
 }
 
 /// Decodes frames into envelopes and frames outgoing envelopes with their length.
-final class EnvelopeCodec: ChannelDuplexHandler {
-    typealias InboundIn = ByteBuffer
-    typealias InboundOut = InboundFrame
-    typealias OutboundIn = Envelope
-    typealias OutboundOut = ByteBuffer
+package final class EnvelopeCodec: ChannelDuplexHandler {
+    package typealias InboundIn = ByteBuffer
+    package typealias InboundOut = InboundFrame
+    package typealias OutboundIn = Envelope
+    package typealias OutboundOut = ByteBuffer
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    package init() {}
+
+    package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
         do {
             let envelope = try Envelope(buffer: frame)
@@ -158,7 +160,7 @@ final class EnvelopeCodec: ChannelDuplexHandler {
         }
     }
 
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+    package func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let envelope = unwrapOutboundIn(data)
         var buffer = context.channel.allocator.buffer(capacity: 64 + envelope.payload.count)
         buffer.moveWriterIndex(forwardBy: 4)
