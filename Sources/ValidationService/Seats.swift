@@ -16,8 +16,8 @@ extension ValidationService {
         try Check.nonEmpty(request.clientId, "client_id")
         try Check.length(request.clientId, "client_id")
         try Check.length(request.user, "user")
-        guard request.ttlSeconds >= 0, request.ttlSeconds <= 86400 else {
-            throw RPCError.invalidArgument("ttl_seconds must be between 0 (the default, \(seatTTL) s) and 86400")
+        guard request.ttlSeconds >= 0, request.ttlSeconds <= Self.maxSeatTTL else {
+            throw RPCError.invalidArgument("ttl_seconds must be between 0 (the default, \(seatTTL) s) and \(Self.maxSeatTTL)")
         }
         let now = clock.now
         guard let (_, facts) = try await lookUp(request.licenseKey, call) else {
@@ -34,9 +34,10 @@ extension ValidationService {
             if let existing = try SeatLease.fetch(db, license: facts.licenseID, client: request.clientId) {
                 // The client already holds a seat: the checkout is a renewal.
                 var lease = existing
-                lease.expiresAt = now + ttl
+                lease.renew(now: now, ttl: ttl)
                 try db.execute(
-                    sql: "UPDATE seat_lease SET expires_at = ?, ttl_seconds = ? WHERE lease_id = ?", arguments: [lease.expiresAt, ttl, lease.leaseId])
+                    sql: "UPDATE seat_lease SET acquired_at = ?, expires_at = ?, ttl_seconds = ? WHERE lease_id = ?",
+                    arguments: [lease.acquiredAt, lease.expiresAt, ttl, lease.leaseId])
                 return try Self.response(.valid, lease: lease, limit: limit, license: facts.licenseID, in: db)
             }
             let inUse = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM seat_lease WHERE license_id = ?", arguments: [facts.licenseID]) ?? 0
@@ -95,8 +96,9 @@ extension ValidationService {
         let now = clock.now
         let tenant = call.metadata[RPCMetadata.tenant]
         return try await writes.write { db in
+            // A lease past its end that no checkout has reclaimed yet is still the client's: a
+            // wall clock stepped forward does not take a seat nobody else asked for.
             guard let row = try Row.fetchOne(db, sql: "SELECT * FROM seat_lease WHERE lease_id = ?", arguments: [request.leaseId]),
-                (row["expires_at"] as Int64) > now,
                 let facts = try LicenseReplica.facts(licenseID: row["license_id"], in: db), tenant == nil || facts.tenantID == tenant
             else {
                 throw RPCError.notFound("lease \(request.leaseId) has ended (checked in or expired); check out again")
@@ -112,8 +114,9 @@ extension ValidationService {
                 return SeatLeaseResponse(reason: decision.reason, lease: SeatLease(row: row))
             }
             var lease = SeatLease(row: row)
-            lease.expiresAt = now + (row["ttl_seconds"] as Int64)
-            try db.execute(sql: "UPDATE seat_lease SET expires_at = ? WHERE lease_id = ?", arguments: [lease.expiresAt, lease.leaseId])
+            lease.renew(now: now, ttl: row["ttl_seconds"])
+            try db.execute(
+                sql: "UPDATE seat_lease SET acquired_at = ?, expires_at = ? WHERE lease_id = ?", arguments: [lease.acquiredAt, lease.expiresAt, lease.leaseId])
             return try Self.response(.valid, lease: lease, limit: facts.allowance(facts.maxSeats), license: facts.licenseID, in: db)
         }
     }
@@ -157,7 +160,22 @@ extension ValidationService {
         return found
     }
 
+    /// The longest time to live a client may ask for (a day).
+    static let maxSeatTTL: Int64 = 86400
+
     static func reclaim(_ facts: LicenseFacts, now: Int64, in db: Database) throws {
+        // A lease ending more than its time to live from now was renewed before the wall clock
+        // was set back: it ends one time to live from now, not hours later, so the seat of a
+        // client that stopped heartbeating comes back within one TTL whatever the clock did.
+        try db.execute(
+            sql: """
+                UPDATE seat_lease SET acquired_at = MIN(acquired_at, ?), expires_at = ? + ttl_seconds
+                WHERE license_id = ? AND expires_at > ? + ttl_seconds
+                """,
+            arguments: [now, now, facts.licenseID, now])
+        try db.execute(
+            sql: "UPDATE seat_queue SET expires_at = ? WHERE license_id = ? AND expires_at > ?",
+            arguments: [now + Self.maxSeatTTL, facts.licenseID, now + Self.maxSeatTTL])
         try db.execute(sql: "DELETE FROM seat_lease WHERE license_id = ? AND expires_at <= ?", arguments: [facts.licenseID, now])
         let expired = db.changesCount
         if expired > 0 { try ValidationEvents.seat(facts, .expired, leases: expired, now: now, in: db) }
@@ -179,6 +197,14 @@ extension ValidationService {
 }
 
 extension SeatLease {
+    /// Extended to one time to live from now. A lease is never held from a time after now:
+    /// a clock set back since it was taken moves its start back too, so no duration a
+    /// report derives from it is negative (and the table's end-after-start check holds).
+    mutating func renew(now: Int64, ttl: Int64) {
+        acquiredAt = min(acquiredAt, now)
+        expiresAt = now + ttl
+    }
+
     init(row: Row) {
         self.init(
             leaseId: row["lease_id"], licenseId: row["license_id"], clientId: row["client_id"], user: row["user"],

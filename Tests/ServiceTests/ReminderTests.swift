@@ -142,6 +142,16 @@ final class SMTPServer: @unchecked Sendable {
                 return schedule.map(\.status) == ["sent", "skipped", "sent", "scheduled", "scheduled"]
             }, "\(schedule)")
 
+            // The wall clock set back ten days (before the 7-day step) and forward again:
+            // nothing goes out twice, and the schedule is unchanged.
+            stack.clock.advance(by: -10 * 86400)
+            try await Task.sleep(for: .milliseconds(400))
+            stack.clock.advance(by: 10 * 86400)
+            try await Task.sleep(for: .milliseconds(400))
+            #expect(smtp.messages.count == 2)
+            schedule = try await client.call(IntegrationsMethods.listReminders, ListRemindersRequest(licenseId: license.id)).reminders
+            #expect(schedule.map(\.status) == ["sent", "skipped", "sent", "scheduled", "scheduled"], "\(schedule)")
+
             // A renewal starts the schedule again: no grace reminder for the old end date.
             _ = try await stack.issuance.call(IssuanceMethods.renewLicense, RenewLicenseRequest(id: license.id))
             // Once integrations has the new end date (from issuance's feed), time moves on.
