@@ -174,6 +174,18 @@ final class Stack: @unchecked Sendable {
     }
 
     /// SIGKILL: no shutdown code runs, as in a crash or power loss of the process.
+    /// The process id of a running service.
+    func pid(_ service: String) -> Int32? {
+        processes[service].flatMap { $0.isRunning ? $0.processIdentifier : nil }
+    }
+
+    /// A running service's resident memory in KiB (VmRSS), from /proc.
+    func residentKiB(_ service: String) -> Int? {
+        guard let pid = pid(service), let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+        let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") }
+        return line.flatMap { Int($0.split(separator: " ").dropFirst().first ?? "") }
+    }
+
     func kill(_ service: String) {
         guard let process = processes[service] else { return }
         _ = Glibc.kill(process.processIdentifier, SIGKILL)
