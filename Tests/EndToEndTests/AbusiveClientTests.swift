@@ -20,7 +20,6 @@ import Testing
 
         let stack = try Stack()
         try await stack.startAll()
-        defer { Task { await stack.stopAll() } }
         let product = stack.gatewayClient()
         let (policy, customer) = (
             try await product.call(IssuanceMethods.createPolicy, CreatePolicyRequest(policy: Policy(

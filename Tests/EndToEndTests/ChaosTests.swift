@@ -46,7 +46,6 @@ private final class ChaosLedger: Sendable {
         let rounds = Int(ProcessInfo.processInfo.environment["LM_CHAOS_ROUNDS"] ?? "") ?? 1
         let stack = try Stack()
         try await stack.startAll()
-        defer { Task { await stack.stopAll() } }
         let gateway = stack.gatewayClient(connections: 4, connectTimeout: .milliseconds(300))
         let product = try await gateway.call(IssuanceMethods.createProduct, CreateProductRequest(name: "Chaos", code: "CHAOS"))
         let policy = try await gateway.call(IssuanceMethods.createPolicy, CreatePolicyRequest(policy: Policy(
