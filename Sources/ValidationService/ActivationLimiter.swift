@@ -24,7 +24,8 @@ final class ActivationLimiter: Sendable {
         return buckets.withLock { buckets in
             let key = license.hashValue
             var bucket = buckets[key] ?? (full, now)
-            bucket.tokens = min(full, bucket.tokens + Float(now - bucket.at) * full / 3600)
+            // A wall clock set back refills nothing (it must not drain the bucket for hours).
+            bucket.tokens = min(full, bucket.tokens + Float(max(0, now - bucket.at)) * full / 3600)
             bucket.at = now
             defer {
                 // Buckets untouched for an hour are full again: sweep them now and then.

@@ -3,6 +3,7 @@ import LicensingRPC
 import LicensingTestSupport
 import LicensingWire
 import Testing
+import ValidationService
 
 /// The wall clock stepped by hours (an operator, a bad NTP source, a restored VM) while seats
 /// are held: seats never exceed the limit, a dead client's seat comes back within one time
@@ -75,6 +76,25 @@ import Testing
                     ValidationMethods.checkoutSeat, CheckoutSeatRequest(licenseKey: key, clientId: "c\(step % 5)", ttlSeconds: 60))
                 #expect(answer.seatsInUse <= 1, "step \(step): \(answer.seatsInUse) seats in use of 1")
             }
+        }
+    }
+
+    /// The activation limit (a token bucket per license) is not drained by a step back: the
+    /// activations it still allows are allowed at once, not hours later.
+    @Test func aClockSetBackDoesNotBlockActivations() async throws {
+        let clock = ManualLicenseClock()
+        var options = ValidationService.Options()
+        options.activationsPerHour = 5
+        try await withIssuanceAndValidation(clock: clock, options: options) { issuance, validation in
+            clock.advance(by: -86400)
+            let (policy, customer) = try await seedCatalogue(issuance, type: .perDevice, maxMachines: 100)
+            let key = try await issuance.call(IssuanceMethods.issueLicense, IssueLicenseRequest(policyId: policy, customerId: customer)).licenseKey
+            clock.advance(by: 86400)
+            for machine in 0..<2 {
+                #expect(try await validation.call(ValidationMethods.activate, ActivateRequest(licenseKey: key, fingerprint: "m\(machine)")).reason == .valid)
+            }
+            clock.advance(by: -3 * 3600)
+            #expect(try await validation.call(ValidationMethods.activate, ActivateRequest(licenseKey: key, fingerprint: "m2")).reason == .valid)
         }
     }
 }
