@@ -284,6 +284,7 @@ let package = Package(
             dependencies: [
                 "LicensingRPC", .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             path: "Tests/LicensingTestSupport",
             swiftSettings: swiftSettings

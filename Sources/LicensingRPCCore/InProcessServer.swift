@@ -9,6 +9,9 @@ import Synchronization
 public final class InProcessServer: Sendable {
     public let name: String
     private let logger: Logger
+    /// Where handlers run (a socket server runs them on its connection's event loop); nil:
+    /// the global executor.
+    private let executor: (any TaskExecutor)?
     private let served = Mutex<Served?>(nil)
 
     private struct Served: Sendable {
@@ -18,13 +21,14 @@ public final class InProcessServer: Sendable {
 
     /// A server that answers once it is given a router: services that call each other can
     /// be made with clients of it first, as they would be with addresses.
-    public init(_ name: String, logger: Logger = Logger(label: "in-process")) {
+    public init(_ name: String, executor: (any TaskExecutor)? = nil, logger: Logger = Logger(label: "in-process")) {
         self.name = name
+        self.executor = executor
         self.logger = logger
     }
 
-    public convenience init(_ name: String, router: RPCRouter, logger: Logger = Logger(label: "in-process")) {
-        self.init(name, logger: logger)
+    public convenience init(_ name: String, router: RPCRouter, executor: (any TaskExecutor)? = nil, logger: Logger = Logger(label: "in-process")) {
+        self.init(name, executor: executor, logger: logger)
         serve(router)
     }
 
@@ -59,7 +63,7 @@ public final class InProcessServer: Sendable {
             do {
                 switch try body(call) {
                 case .answer(let payload): result = .success(payload)
-                case .later(let work): result = await Self.run(work, until: call.deadline, method: method)
+                case .later(let work): result = await run(work, until: call.deadline, method: method)
                 case .pending(let answer): result = await Self.wait(for: answer, until: call.deadline, method: method)
                 }
             } catch {
@@ -67,7 +71,7 @@ public final class InProcessServer: Sendable {
             }
         case .unary(let body):
             let admitted = call
-            result = await Self.run({ try await body(admitted) }, until: deadline, method: method)
+            result = await run({ try await body(admitted) }, until: deadline, method: method)
         case .serverStreaming:
             result = .failure(RPCError(.invalidArgument, "\(method) is server-streaming: call it as a stream"))
         }
@@ -100,7 +104,7 @@ public final class InProcessServer: Sendable {
             return stream
         }
         let logger = self.logger
-        let task = Task {
+        let task = Task(executorPreference: executor) {
             var failure: RPCError?
             do {
                 try await body(call, ResponseStream { payload in
@@ -174,11 +178,11 @@ public final class InProcessServer: Sendable {
 
     /// Runs a handler to its end (a mutation half done is worse than an unwanted answer),
     /// but its caller waits only until its deadline, like a client on a socket.
-    private static func run(
+    private func run(
         _ work: @escaping @Sendable () async throws -> [UInt8], until deadline: ContinuousClock.Instant, method: String
     ) async -> Result<[UInt8], any Error> {
         let answer = FirstAnswer()
-        Task {
+        Task(executorPreference: executor) {
             let result: Result<[UInt8], any Error>
             do { result = .success(try await work()) } catch { result = .failure(error) }
             answer.give(result)

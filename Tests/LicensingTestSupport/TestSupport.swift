@@ -1,5 +1,6 @@
 import Foundation
 import LicensingRPC
+import NIOPosix
 import Logging
 import ServiceLifecycle
 import Synchronization
@@ -147,7 +148,7 @@ public func withServer<T>(
 public func withServer<T>(
     _ router: RPCRouter, in folder: TemporaryFolder, name: String, _ body: (RPCClient) async throws -> T
 ) async throws -> T {
-    let server = InProcessServer(name, router: router, logger: Logger(label: "test.\(name)"))
+    let server = InProcessServer(name, router: router, executor: testServerExecutor, logger: Logger(label: "test.\(name)"))
     return try await body(RPCClient(endpoint: .inProcess(server)))
 }
 
@@ -168,3 +169,9 @@ public func whileRunning<T>(_ parts: [any Service], _ body: () async throws -> T
     defer { running.cancel() }
     return try await body()
 }
+
+/// Where in-process servers in tests run their handlers: an event loop, as a socket server
+/// does, so a test's own tasks and the service's handlers do not queue on the same few
+/// threads of the global executor (on a busy 2-core machine that queueing pushed calls past
+/// their timeouts).
+public var testServerExecutor: any TaskExecutor { EventLoopTaskExecutor(MultiThreadedEventLoopGroup.singleton.any()) }

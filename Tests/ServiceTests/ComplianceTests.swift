@@ -36,8 +36,8 @@ struct ComplianceStack {
             keyHashSecret: testSecret, masterKey: testMasterKey, clock: clock, logger: logger)
         return try await withServer(issuanceService.router(), in: folder, name: "issuance") { issuance in
             _ = try await issuance.call(IssuanceMethods.createSigningKey, CreateSigningKeyRequest())
-            let usageServer = InProcessServer("usage", logger: logger)
-            let validationServer = InProcessServer("validation", logger: logger)
+            let usageServer = InProcessServer("usage", executor: testServerExecutor, logger: logger)
+            let validationServer = InProcessServer("validation", executor: testServerExecutor, logger: logger)
             var validationOptions = ValidationService.Options()
             validationOptions.feedPollInterval = .milliseconds(20)
             validationOptions.rollupInterval = .milliseconds(20)

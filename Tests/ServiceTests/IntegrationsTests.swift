@@ -129,7 +129,7 @@ struct IntegrationsStack {
                 database: try IntegrationsService.openDatabase(path: "\(folder)/integrations.sqlite"), issuance: RPCClient(endpoint: stack.issuance.endpoint),
                 validation: RPCClient(endpoint: stack.validation.endpoint), usage: RPCClient(endpoint: stack.usage.endpoint),
                 clock: clock, options: options, logger: Logger(label: "test.integrations"))
-            let endpoint = Endpoint.inProcess(InProcessServer("integrations", router: service.router()))
+            let endpoint = Endpoint.inProcess(InProcessServer("integrations", router: service.router(), executor: testServerExecutor))
             let parts = try service.services(configuration: RPCServerConfiguration(endpoints: [endpoint]))
             let running = runInBackground(parts)
             defer { running.cancel() }

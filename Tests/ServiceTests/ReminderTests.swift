@@ -104,7 +104,7 @@ final class SMTPServer: @unchecked Sendable {
                 database: try IntegrationsService.openDatabase(path: "\(path)/integrations.sqlite"), issuance: RPCClient(endpoint: stack.issuance.endpoint),
                 validation: RPCClient(endpoint: stack.validation.endpoint), usage: RPCClient(endpoint: stack.usage.endpoint),
                 clock: stack.clock, options: options, logger: Logger(label: "test.integrations"))
-            let endpoint = Endpoint.inProcess(InProcessServer("integrations", router: service.router()))
+            let endpoint = Endpoint.inProcess(InProcessServer("integrations", router: service.router(), executor: testServerExecutor))
             let parts = try service.services(configuration: RPCServerConfiguration(endpoints: [endpoint]))
             let running = runInBackground(parts)
             defer { running.cancel() }

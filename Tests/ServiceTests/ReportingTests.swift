@@ -36,7 +36,7 @@ struct ReportingStack {
             database: try ReportingService.openDatabase(path: "\(folder)/\(name).sqlite"), issuance: RPCClient(endpoint: stack.issuance.endpoint),
             validation: RPCClient(endpoint: stack.validation.endpoint), usage: RPCClient(endpoint: stack.usage.endpoint),
             clock: stack.clock, options: options, logger: Logger(label: "test.\(name)"))
-        let endpoint = Endpoint.inProcess(InProcessServer(name, router: service.router()))
+        let endpoint = Endpoint.inProcess(InProcessServer(name, router: service.router(), executor: testServerExecutor))
         return (service, try service.services(configuration: RPCServerConfiguration(endpoints: [endpoint])), endpoint)
     }
 }

@@ -25,7 +25,7 @@ import ValidationService
                 database: database, issuance: RPCClient(endpoint: issuanceClient.endpoint), keyHashSecret: testSecret,
                 masterKey: testMasterKey, logger: Logger(label: "test"))
             let parts = validation.backgroundServices()
-            let server = InProcessServer("validation", router: validation.router())
+            let server = InProcessServer("validation", router: validation.router(), executor: testServerExecutor)
             let group = ServiceGroup(configuration: .init(services: parts.map { .init(service: $0) }, logger: Logger(label: "test")))
             let running = Task { try await group.run() }
             let client = RPCClient(endpoint: .inProcess(server), configuration: .init(connections: 4))

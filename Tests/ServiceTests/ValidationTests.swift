@@ -22,7 +22,7 @@ import ValidationService
                 issuance: RPCClient(endpoint: issuanceClient.endpoint), keyHashSecret: testSecret, masterKey: testMasterKey, clock: clock,
                 logger: Logger(label: "test"))
             let parts = validation.backgroundServices()
-            let server = InProcessServer("validation", router: validation.router())
+            let server = InProcessServer("validation", router: validation.router(), executor: testServerExecutor)
             let running = runInBackground(parts)
             defer { running.cancel() }
             let client = RPCClient(endpoint: .inProcess(server))
@@ -88,7 +88,7 @@ import ValidationService
                 options: { var options = ValidationService.Options(); options.feedPollInterval = .seconds(3600); return options }(),
                 logger: Logger(label: "test"))
             let parts = validation.backgroundServices()
-            let server = InProcessServer("validation", router: validation.router())
+            let server = InProcessServer("validation", router: validation.router(), executor: testServerExecutor)
             let running = runInBackground(parts)
             defer { running.cancel() }
             let client = RPCClient(endpoint: .inProcess(server))
