@@ -1,5 +1,6 @@
 import Synchronization
 import Foundation
+import GRDB
 import HTTPTypes
 import Hummingbird
 import HummingbirdCore
@@ -250,4 +251,5 @@ struct SessionSweeper: Service {
 
 extension ConsoleService: LicenseManagerService {
     public static let name = "console"
+    public static var databaseSchema: DatabaseMigrator? { nil }
 }

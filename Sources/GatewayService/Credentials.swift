@@ -4,6 +4,7 @@ import Foundation
 import GRDB
 import LicensingCore
 import LicensingRPC
+import LicensingRuntime
 import LicensingWire
 
 /// API credentials: a high-entropy secret shown once at creation and stored only as its
@@ -45,8 +46,7 @@ final class CredentialStore: Sendable {
         return key
     }
 
-    func create(name: String, tenant: String, role: Role, expiresAt: Int64, now: Int64) async throws -> (ApiKey, String) {
-        let secret = Self.generateSecret()
+    func create(name: String, tenant: String, role: Role, expiresAt: Int64, now: Int64, secret: String = generateSecret()) async throws -> (ApiKey, String) {
         let hash = Self.hash(secret)
         let key = ApiKey(
             id: EntityID.make("key"), name: name, tenantId: tenant, role: role, createdAt: now, expiresAt: expiresAt,
@@ -86,20 +86,13 @@ final class CredentialStore: Sendable {
     func bootstrapAdmin(file: String, now: Int64) async throws -> Bool {
         let hasAdmin = bySecretHash.withLock { map in map.values.contains { $0.role == .admin && $0.revokedAt == 0 } }
         guard !hasAdmin else { return false }
-        let (_, secret) = try await create(name: "bootstrap admin", tenant: Self.operatorTenant, role: .admin, expiresAt: 0, now: now)
-        try? FileManager.default.removeItem(atPath: file)
-        try writeOwnerOnly(secret + "\n", to: file)
+        // The file is on disk (synced, with its directory entry) before the key is committed:
+        // a crash in between leaves a file whose key does not exist yet, and the next start
+        // makes a new one; never a committed admin key whose secret nobody has.
+        let secret = Self.generateSecret()
+        try Secrets.replacePrivate(secret + "\n", at: file)
+        _ = try await create(name: "bootstrap admin", tenant: Self.operatorTenant, role: .admin, expiresAt: 0, now: now, secret: secret)
         return true
-    }
-
-    private func writeOwnerOnly(_ text: String, to path: String) throws {
-        let directory = (path as NSString).deletingLastPathComponent
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        guard descriptor >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
-        defer { close(descriptor) }
-        let bytes = Array(text.utf8)
-        guard write(descriptor, bytes, bytes.count) == bytes.count else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
     }
 }
 

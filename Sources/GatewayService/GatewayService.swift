@@ -98,6 +98,11 @@ public final class GatewayService: Sendable {
     }
 
     public static func openDatabase(path: String) throws -> DatabasePool {
+        try ServiceDatabase.open(path: path, durability: .full, migrator: schema)
+    }
+
+    /// Versioned schema of `gateway.sqlite`.
+    public static var schema: DatabaseMigrator {
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1: api credentials") { db in
             try db.execute(sql: """
@@ -137,7 +142,7 @@ public final class GatewayService: Sendable {
                 CREATE TABLE used_sign_in_link (id TEXT PRIMARY KEY, expires_at INTEGER NOT NULL);
                 """)
         }
-        return try ServiceDatabase.open(path: path, durability: .full, migrator: migrator)
+        return migrator
     }
 
     public static func services(_ environment: ServiceEnvironment) async throws -> [any Service] {
@@ -292,4 +297,5 @@ extension GatewayService: GatewayServiceProtocol {
 
 extension GatewayService: LicenseManagerService {
     public static let name = "gateway"
+    public static var databaseSchema: DatabaseMigrator? { schema }
 }

@@ -289,4 +289,5 @@ public final class IntegrationsService: IntegrationsServiceProtocol {
 
 extension IntegrationsService: LicenseManagerService {
     public static let name = "integrations"
+    public static var databaseSchema: DatabaseMigrator? { IntegrationsSchema.migrator }
 }

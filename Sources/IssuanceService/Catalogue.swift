@@ -19,12 +19,10 @@ extension IssuanceService {
             let product = Product(
                 id: EntityID.make("prod"), name: request.name, code: request.code, description: request.description,
                 createdAt: context.now, tenantId: context.tenant)
-            if try Bool.fetchOne(db, sql: "SELECT 1 FROM product WHERE tenant_id = ? AND code = ?", arguments: [product.tenantId, product.code]) == true {
+            if try ProductRecord.owned(by: product.tenantId).filter(Column("code") == product.code).fetchCount(db) > 0 {
                 throw RPCError.alreadyExists("a product with code \(product.code) already exists")
             }
-            try db.execute(
-                sql: "INSERT INTO product (id, tenant_id, name, code, description, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                arguments: [product.id, product.tenantId, product.name, product.code, product.description, product.createdAt])
+            try ProductRecord(product).insert(db)
             try ChangeFeed.append(ChangeEvent(action: "product.created", .product(product)), at: context.now, in: db)
             return product
         }
@@ -35,12 +33,13 @@ extension IssuanceService {
         try Check.length(request.name, "name")
         try Check.length(request.description, "description", max: 2000)
         return try await mutate(call, action: "product.update", target: \.id) { db, context in
-            guard var product = try Tables.products.find(request.id, tenant: context.tenant, in: db) else {
+            guard var record = try ProductRecord.owned(by: context.tenant).filter(id: request.id).fetchOne(db) else {
                 throw RPCError.notFound("no product \(request.id)")
             }
-            if !request.name.isEmpty { product.name = request.name }
-            if !request.description.isEmpty { product.description = request.description }
-            try db.execute(sql: "UPDATE product SET name = ?, description = ? WHERE id = ?", arguments: [product.name, product.description, product.id])
+            if !request.name.isEmpty { record.name = request.name }
+            if !request.description.isEmpty { record.description = request.description }
+            try record.update(db)
+            let product = record.message
             try ChangeFeed.append(ChangeEvent(action: "product.updated", .product(product)), at: context.now, in: db)
             return product
         }
@@ -48,7 +47,7 @@ extension IssuanceService {
 
     public func getProduct(_ request: GetByIdRequest, _ call: ServerCall) async throws -> Product {
         let found = try await database.read { db in
-            try Tables.products.find(request.id, tenant: self.tenant(call), in: db)
+            try ProductRecord.owned(by: self.tenant(call)).filter(id: request.id).fetchOne(db)?.message
         }
         guard let found else { throw RPCError.notFound("no product \(request.id)") }
         return found
@@ -57,7 +56,7 @@ extension IssuanceService {
     public func listProducts(_ request: ListProductsRequest, _ call: ServerCall) async throws -> ListProductsResponse {
         let page = Page(request.page)
         let products = try await database.read { db in
-            try Tables.products.page(tenant: self.tenant(call), page, in: db)
+            try ProductRecord.owned(by: self.tenant(call)).page(page).fetchAll(db).map(\.message)
         }
         return ListProductsResponse(products: products, nextPageToken: page.nextToken(products.map(\.id)))
     }
@@ -96,22 +95,10 @@ extension IssuanceService {
             policy.id = EntityID.make("pol")
             policy.createdAt = context.now
             policy.tenantId = context.tenant
-            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM product WHERE id = ? AND tenant_id = ?", arguments: [policy.productId, policy.tenantId]) == true else {
+            guard try ProductRecord.owned(by: policy.tenantId).filter(id: policy.productId).fetchCount(db) > 0 else {
                 throw RPCError.notFound("no product \(policy.productId)")
             }
-            try db.execute(
-                sql: """
-                    INSERT INTO policy (id, tenant_id, product_id, name, license_type, duration_seconds, grace_seconds,
-                        max_machines, max_users, max_seats, features, allowed_regions, denied_regions,
-                        check_in_interval_seconds, overage_permille, created_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """,
-                arguments: [
-                    policy.id, policy.tenantId, policy.productId, policy.name, policy.licenseType.rawValue,
-                    policy.durationSeconds, policy.graceSeconds, policy.maxMachines, policy.maxUsers, policy.maxSeats,
-                    NameList.encode(policy.features), NameList.encode(policy.allowedRegions), NameList.encode(policy.deniedRegions),
-                    policy.checkInIntervalSeconds, policy.overagePermille, policy.createdAt,
-                ])
+            try PolicyRecord(policy).insert(db)
             try ChangeFeed.append(ChangeEvent(action: "policy.created", .policy(policy)), at: context.now, in: db)
             return policy
         }
@@ -123,25 +110,14 @@ extension IssuanceService {
         let template = try checkedPolicy(request.policy)
         try Check.nonEmpty(template.id, "policy.id")
         return try await mutate(call, action: "policy.update", target: \.id) { db, context in
-            guard let existing = try Tables.policies.find(template.id, tenant: context.tenant, in: db) else {
+            guard let existing = try PolicyRecord.owned(by: context.tenant).filter(id: template.id).fetchOne(db) else {
                 throw RPCError.notFound("no policy \(template.id)")
             }
             var policy = template
             policy.productId = existing.productId
             policy.createdAt = existing.createdAt
             policy.tenantId = existing.tenantId
-            try db.execute(
-                sql: """
-                    UPDATE policy SET name = ?, license_type = ?, duration_seconds = ?, grace_seconds = ?, max_machines = ?,
-                        max_users = ?, max_seats = ?, features = ?, allowed_regions = ?, denied_regions = ?,
-                        check_in_interval_seconds = ?, overage_permille = ?
-                    WHERE id = ?
-                    """,
-                arguments: [
-                    policy.name, policy.licenseType.rawValue, policy.durationSeconds, policy.graceSeconds, policy.maxMachines,
-                    policy.maxUsers, policy.maxSeats, NameList.encode(policy.features), NameList.encode(policy.allowedRegions),
-                    NameList.encode(policy.deniedRegions), policy.checkInIntervalSeconds, policy.overagePermille, policy.id,
-                ])
+            try PolicyRecord(policy).update(db)
             try ChangeFeed.append(ChangeEvent(action: "policy.updated", .policy(policy)), at: context.now, in: db)
             return policy
         }
@@ -149,7 +125,7 @@ extension IssuanceService {
 
     public func getPolicy(_ request: GetByIdRequest, _ call: ServerCall) async throws -> Policy {
         let found = try await database.read { db in
-            try Tables.policies.find(request.id, tenant: self.tenant(call), in: db)
+            try PolicyRecord.owned(by: self.tenant(call)).filter(id: request.id).fetchOne(db)?.message
         }
         guard let found else { throw RPCError.notFound("no policy \(request.id)") }
         return found
@@ -158,7 +134,9 @@ extension IssuanceService {
     public func listPolicies(_ request: ListPoliciesRequest, _ call: ServerCall) async throws -> ListPoliciesResponse {
         let page = Page(request.page)
         let policies = try await database.read { db in
-            try Tables.policies.page(tenant: self.tenant(call), page, where: "product_id", is: request.productId, in: db)
+            var policies = PolicyRecord.owned(by: self.tenant(call))
+            if !request.productId.isEmpty { policies = policies.filter(Column("product_id") == request.productId) }
+            return try policies.page(page).fetchAll(db).map(\.message)
         }
         return ListPoliciesResponse(policies: policies, nextPageToken: page.nextToken(policies.map(\.id)))
     }
@@ -232,15 +210,13 @@ extension IssuanceService {
             guard customer.enterprise else {
                 throw RPCError.failedPrecondition("customer \(customer.id) is not an enterprise customer; only those have departments")
             }
-            if try Bool.fetchOne(db, sql: "SELECT 1 FROM department WHERE customer_id = ? AND name = ?", arguments: [customer.id, request.name]) == true {
+            if try DepartmentRecord.filter(Column("customer_id") == customer.id && Column("name") == request.name).fetchCount(db) > 0 {
                 throw RPCError.alreadyExists("customer \(customer.id) already has a department named \(request.name)")
             }
             let department = Department(
                 id: EntityID.make("dep"), customerId: customer.id, name: request.name, costCenter: request.costCenter,
                 maxSeats: request.maxSeats, maxMachines: request.maxMachines)
-            try db.execute(
-                sql: "INSERT INTO department (id, customer_id, name, cost_center, max_seats, max_machines) VALUES (?, ?, ?, ?, ?, ?)",
-                arguments: [department.id, department.customerId, department.name, department.costCenter, department.maxSeats, department.maxMachines])
+            try DepartmentRecord(department).insert(db)
             try ChangeFeed.append(ChangeEvent(action: "department.created", .department(department)), at: context.now, in: db)
             return department
         }
@@ -253,19 +229,15 @@ extension IssuanceService {
             throw RPCError.invalidArgument("name the department by id, or by customer_id and name")
         }
         return try await mutate(call, action: "department.update", target: \.id) { db, context in
-            let row = try Row.fetchOne(
-                db,
-                sql: """
-                    SELECT d.* FROM department d JOIN customer c ON c.id = d.customer_id
-                    WHERE c.tenant_id = ? AND (d.id = ? OR (d.customer_id = ? AND d.name = ?))
-                    """,
-                arguments: [context.tenant, request.id, request.customerId, request.name])
-            guard let row else {
+            let named = request.id.isEmpty
+                ? DepartmentRecord.owned(by: context.tenant).filter(Column("customer_id") == request.customerId && Column("name") == request.name)
+                : DepartmentRecord.owned(by: context.tenant).filter(id: request.id)
+            guard let found = try named.fetchOne(db) else {
                 throw RPCError.notFound(request.id.isEmpty ? "customer \(request.customerId) has no department named \(request.name)" : "no department \(request.id)")
             }
-            var department = Department(row: row)
+            var department = found.message
             if !request.newName.isEmpty, request.newName != department.name {
-                if try Bool.fetchOne(db, sql: "SELECT 1 FROM department WHERE customer_id = ? AND name = ?", arguments: [department.customerId, request.newName]) == true {
+                if try DepartmentRecord.filter(Column("customer_id") == department.customerId && Column("name") == request.newName).fetchCount(db) > 0 {
                     throw RPCError.alreadyExists("customer \(department.customerId) already has a department named \(request.newName)")
                 }
                 department.name = request.newName
@@ -275,9 +247,7 @@ extension IssuanceService {
                 department.maxSeats = request.maxSeats
                 department.maxMachines = request.maxMachines
             }
-            try db.execute(
-                sql: "UPDATE department SET name = ?, cost_center = ?, max_seats = ?, max_machines = ? WHERE id = ?",
-                arguments: [department.name, department.costCenter, department.maxSeats, department.maxMachines, department.id])
+            try DepartmentRecord(department).update(db)
             try ChangeFeed.append(ChangeEvent(action: "department.updated", .department(department)), at: context.now, in: db)
             return department
         }
@@ -285,14 +255,8 @@ extension IssuanceService {
 
     public func listDepartments(_ request: GetByIdRequest, _ call: ServerCall) async throws -> ListDepartmentsResponse {
         let departments = try await database.read { db in
-            try Row.fetchAll(
-                db,
-                sql: """
-                    SELECT d.* FROM department d JOIN customer c ON c.id = d.customer_id
-                    WHERE d.customer_id = ? AND c.tenant_id = ? ORDER BY d.name
-                    """,
-                arguments: [request.id, self.tenant(call)]
-            ).map(Department.init(row:))
+            try DepartmentRecord.owned(by: self.tenant(call)).filter(Column("customer_id") == request.id)
+                .order(Column("name")).fetchAll(db).map(\.message)
         }
         return ListDepartmentsResponse(departments: departments)
     }

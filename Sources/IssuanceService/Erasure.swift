@@ -38,7 +38,7 @@ extension IssuanceService {
             try db.execute(sql: "DELETE FROM license_user WHERE license_id = ?", arguments: [id])
             if db.changesCount > 0 {
                 erased += UInt64(db.changesCount)
-                let record = try LicenseRecord.require(db, id: id, tenant: tenant, vault: vault)
+                let record = try StoredLicense.require(db, id: id, tenant: tenant, vault: vault)
                 _ = try record.save(action: "license.users_erased", at: now, in: db)
             }
         }

@@ -51,7 +51,7 @@ extension IssuanceService {
                         """,
                     arguments: [now, LicenseState.active.rawValue, LicenseState.inGrace.rawValue, now, batch])
                 for row in rows {
-                    var record = try LicenseRecord.require(db, id: row["id"], tenant: row["tenant_id"], vault: self.vault)
+                    var record = try StoredLicense.require(db, id: row["id"], tenant: row["tenant_id"], vault: self.vault)
                     let next = record.stateByTime(at: now)
                     guard next != record.license.state else { continue }
                     record.license.state = next

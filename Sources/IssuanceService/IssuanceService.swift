@@ -180,4 +180,5 @@ extension IssuanceService: IssuanceServiceProtocol {
 
 extension IssuanceService: LicenseManagerService {
     public static let name = "issuance"
+    public static var databaseSchema: DatabaseMigrator? { IssuanceSchema.migrator }
 }

@@ -24,7 +24,7 @@ extension IssuanceService {
         let key = LicenseKey.generate()
         let (keyHash, keyPrefix) = try importedKey(request) ?? (key.hash(secret: keyHashSecret), key.prefix)
         let response = try await mutate(call, action: "license.issue", target: { $0.license?.id ?? "" }) { db, context in
-            guard let policy = try Tables.policies.find(request.policyId, tenant: context.tenant, in: db) else {
+            guard let policy = try PolicyRecord.owned(by: context.tenant).filter(id: request.policyId).fetchOne(db)?.message else {
                 throw RPCError.notFound("no policy \(request.policyId)")
             }
             guard let customer = try self.vault.findCustomer(request.customerId, tenant: context.tenant, in: db) else {
@@ -58,20 +58,7 @@ extension IssuanceService {
                 allowedRegions: policy.allowedRegions, deniedRegions: policy.deniedRegions,
                 overagePermille: overrides.overagePermille != 0 ? overrides.overagePermille : policy.overagePermille,
                 checkInIntervalSeconds: policy.checkInIntervalSeconds, tenantId: context.tenant, updatedAt: context.now)
-            try db.execute(
-                sql: """
-                    INSERT INTO license (id, tenant_id, product_id, policy_id, customer_id, department_id, license_type, state,
-                        key_hash, key_prefix, issued_at, starts_at, expires_at, grace_seconds, max_machines, max_users, max_seats,
-                        features, allowed_regions, denied_regions, overage_permille, check_in_interval_seconds, updated_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """,
-                arguments: [
-                    license.id, license.tenantId, license.productId, license.policyId, license.customerId, license.departmentId,
-                    license.licenseType.rawValue, license.state.rawValue, keyHash, license.keyPrefix, license.issuedAt,
-                    license.startsAt, license.expiresAt, license.graceSeconds, license.maxMachines, license.maxUsers,
-                    license.maxSeats, NameList.encode(license.features), NameList.encode(license.allowedRegions),
-                    NameList.encode(license.deniedRegions), license.overagePermille, license.checkInIntervalSeconds, license.updatedAt,
-                ])
+            try LicenseRecord(license, keyHash: keyHash).insert(db)
             var answered = license
             answered.feedSeq = try ChangeFeed.append(ChangeEvent(action: "license.issued", .license(license), keyHash: keyHash), at: context.now, in: db)
             if !request.billingRef.isEmpty {
@@ -117,44 +104,26 @@ extension IssuanceService {
                 throw RPCError.invalidArgument("license_key: \(error)")
             }
             let found = try await database.read { db in
-                try LicenseRecord.fetch(db, sql: "key_hash = ?", [hash], tenant: tenant, vault: self.vault)?.license
+                try StoredLicense.fetch(db, LicenseRecord.filter(Column("key_hash") == hash), tenant: tenant, vault: self.vault)?.license
             }
             guard let found else { throw RPCError.notFound("no license has this key") }
             return found
         }
         try Check.nonEmpty(request.id, "id (or license_key)")
-        let found = try await database.read { db in try LicenseRecord.fetch(db, id: request.id, tenant: tenant, vault: self.vault)?.license }
+        let found = try await database.read { db in try StoredLicense.fetch(db, id: request.id, tenant: tenant, vault: self.vault)?.license }
         guard let found else { throw RPCError.notFound("no license \(request.id)") }
         return found
     }
 
     public func listLicenses(_ request: ListLicensesRequest, _ call: ServerCall) async throws -> ListLicensesResponse {
         let page = Page(request.page)
-        var sql = "SELECT * FROM license WHERE tenant_id = ? AND id > ?"
-        var arguments: StatementArguments = [tenant(call), page.after]
-        if !request.customerId.isEmpty {
-            sql += " AND customer_id = ?"
-            _ = arguments.append(contentsOf: [request.customerId])
-        }
-        if !request.productId.isEmpty {
-            sql += " AND product_id = ?"
-            _ = arguments.append(contentsOf: [request.productId])
-        }
-        if request.state != .unspecified {
-            sql += " AND state = ?"
-            _ = arguments.append(contentsOf: [request.state.rawValue])
-        }
-        if request.expiringBefore != 0 {
-            sql += " AND expires_at > 0 AND expires_at < ?"
-            _ = arguments.append(contentsOf: [request.expiringBefore])
-        }
-        sql += " ORDER BY id LIMIT ?"
-        _ = arguments.append(contentsOf: [page.size])
-        let query = sql
-        let bound = arguments
-        let licenses = try await database.read { db in
-            try Row.fetchAll(db, sql: query, arguments: bound).map(License.init(row:))
-        }
+        var selected = LicenseRecord.owned(by: tenant(call))
+        if !request.customerId.isEmpty { selected = selected.filter(Column("customer_id") == request.customerId) }
+        if !request.productId.isEmpty { selected = selected.filter(Column("product_id") == request.productId) }
+        if request.state != .unspecified { selected = selected.filter(Column("state") == request.state.rawValue) }
+        if request.expiringBefore != 0 { selected = selected.filter(Column("expires_at") > 0 && Column("expires_at") < request.expiringBefore) }
+        let query = selected.page(page)
+        let licenses = try await database.read { db in try query.fetchAll(db).map(\.message) }
         return ListLicensesResponse(licenses: licenses, nextPageToken: page.nextToken(licenses.map(\.id)))
     }
 
@@ -165,7 +134,7 @@ extension IssuanceService {
         try Check.length(request.reason, "reason", max: 500)
         let verb = target == .suspended ? "suspend" : target == .revoked ? "revoke" : "reinstate"
         return try await mutate(call, action: "license.\(verb)", target: \.id) { db, context in
-            var record = try LicenseRecord.require(db, id: request.id, tenant: context.tenant, vault: self.vault)
+            var record = try StoredLicense.require(db, id: request.id, tenant: context.tenant, vault: self.vault)
             let current = record.effectiveState(at: context.now)
             let action: String
             switch (current, target) {
@@ -197,7 +166,7 @@ extension IssuanceService {
         try Check.nonEmpty(request.id, "id")
         try Check.nonNegative(request.extendTo, "extend_to")
         return try await mutate(call, action: "license.renew", target: \.id) { db, context in
-            var record = try LicenseRecord.require(db, id: request.id, tenant: context.tenant, vault: self.vault)
+            var record = try StoredLicense.require(db, id: request.id, tenant: context.tenant, vault: self.vault)
             if record.license.state == .revoked {
                 throw RPCError.failedPrecondition("license \(request.id) is revoked and cannot be renewed")
             }
@@ -233,7 +202,7 @@ extension IssuanceService {
             throw RPCError.invalidArgument("a limit is either a number or unlimited, not both")
         }
         return try await mutate(call, action: "license.change_entitlements", target: \.id) { db, context -> Mutation<License> in
-            var record = try LicenseRecord.require(db, id: request.id, tenant: context.tenant, vault: self.vault)
+            var record = try StoredLicense.require(db, id: request.id, tenant: context.tenant, vault: self.vault)
             if record.license.state == .revoked {
                 throw RPCError.failedPrecondition("license \(request.id) is revoked; its entitlements are final")
             }
@@ -267,7 +236,7 @@ extension IssuanceService {
         try Check.nonEmpty(request.id, "id")
         try Check.nonEmpty(request.toCustomerId, "to_customer_id")
         return try await mutate(call, action: "license.transfer", target: \.id) { db, context in
-            var record = try LicenseRecord.require(db, id: request.id, tenant: context.tenant, vault: self.vault)
+            var record = try StoredLicense.require(db, id: request.id, tenant: context.tenant, vault: self.vault)
             if record.license.state == .revoked {
                 throw RPCError.failedPrecondition("license \(request.id) is revoked and cannot be transferred")
             }
@@ -301,7 +270,7 @@ extension IssuanceService {
         try Check.nonEmpty(request.user, "user")
         try Check.length(request.user, "user")
         return try await mutate(call, action: assign ? "license.assign_user" : "license.unassign_user", target: \.id) { db, context in
-            var record = try LicenseRecord.require(db, id: request.id, tenant: context.tenant, vault: self.vault)
+            var record = try StoredLicense.require(db, id: request.id, tenant: context.tenant, vault: self.vault)
             guard record.license.licenseType == .perUser || record.license.licenseType == .enterprise else {
                 throw RPCError.failedPrecondition("license \(request.id) is \(record.license.licenseType); only per-user and enterprise licenses have named users")
             }

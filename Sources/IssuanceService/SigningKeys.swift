@@ -60,7 +60,7 @@ extension IssuanceService {
         try Check.length(request.fingerprint, "fingerprint", max: 1000)
         let signer = try await currentSigner()
         return try await mutate(call, action: "certificate.issue", target: { $0.payload?.licenseId ?? "" }) { db, context in
-            let record = try LicenseRecord.require(db, id: request.licenseId, tenant: context.tenant, vault: self.vault)
+            let record = try StoredLicense.require(db, id: request.licenseId, tenant: context.tenant, vault: self.vault)
             let state = record.effectiveState(at: context.now)
             guard state == .active || state == .inGrace else {
                 throw RPCError.failedPrecondition("license \(request.licenseId) is \(state); certificates are issued only for usable licenses")

@@ -11,37 +11,26 @@ import LicensingWire
 
 enum Subscriptions {
     static func insert(_ subscription: Subscription, tenant: String, in db: Database) throws {
-        if try Bool.fetchOne(db, sql: "SELECT 1 FROM subscription WHERE tenant_id = ? AND billing_ref = ?", arguments: [tenant, subscription.billingRef]) == true {
+        if try byBillingRef(subscription.billingRef, tenant: tenant).fetchCount(db) > 0 {
             throw RPCError.alreadyExists("billing_ref \(subscription.billingRef) already belongs to a subscription")
         }
-        try db.execute(
-            sql: """
-                INSERT INTO subscription (id, license_id, tenant_id, billing_ref, period_start, period_end, status, auto_renew, amount_minor, currency)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """,
-            arguments: [
-                subscription.id, subscription.licenseId, tenant, subscription.billingRef, subscription.periodStart,
-                subscription.periodEnd, subscription.status.rawValue, subscription.autoRenew, subscription.amountMinor, subscription.currency,
-            ])
+        try SubscriptionRecord(subscription, tenant: tenant).insert(db)
     }
 
     static func require(billingRef: String, tenant: String, in db: Database) throws -> Subscription {
-        guard let subscription = try Row.fetchOne(
-            db, sql: "SELECT * FROM subscription WHERE tenant_id = ? AND billing_ref = ?", arguments: [tenant, billingRef]
-        ).map(Subscription.init(row:)) else {
+        guard let subscription = try byBillingRef(billingRef, tenant: tenant).fetchOne(db)?.message else {
             throw RPCError.notFound("no subscription has billing_ref \(billingRef)")
         }
         return subscription
     }
 
-    static func save(_ subscription: Subscription, action: String, at now: Int64, in db: Database) throws {
-        try db.execute(
-            sql: "UPDATE subscription SET period_start = ?, period_end = ?, status = ?, auto_renew = ?, amount_minor = ?, currency = ? WHERE id = ?",
-            arguments: [
-                subscription.periodStart, subscription.periodEnd, subscription.status.rawValue, subscription.autoRenew,
-                subscription.amountMinor, subscription.currency, subscription.id,
-            ])
+    static func save(_ subscription: Subscription, tenant: String, action: String, at now: Int64, in db: Database) throws {
+        try SubscriptionRecord(subscription, tenant: tenant).update(db)
         try ChangeFeed.append(ChangeEvent(action: action, .subscription(subscription)), at: now, in: db)
+    }
+
+    private static func byBillingRef(_ billingRef: String, tenant: String) -> QueryInterfaceRequest<SubscriptionRecord> {
+        SubscriptionRecord.owned(by: tenant).filter(Column("billing_ref") == billingRef)
     }
 }
 
@@ -50,10 +39,8 @@ extension IssuanceService {
     public func getSubscription(_ request: GetByIdRequest, _ call: ServerCall) async throws -> Subscription {
         try Check.nonEmpty(request.id, "id")
         let found = try await database.read { db in
-            try Row.fetchOne(
-                db, sql: "SELECT * FROM subscription WHERE (id = ? OR license_id = ?) AND tenant_id = ?",
-                arguments: [request.id, request.id, self.tenant(call)]
-            ).map(Subscription.init(row:))
+            try SubscriptionRecord.owned(by: self.tenant(call))
+                .filter(Column("id") == request.id || Column("license_id") == request.id).fetchOne(db)?.message
         }
         guard let found else { throw RPCError.notFound("no subscription \(request.id)") }
         return found
@@ -78,7 +65,7 @@ extension IssuanceService {
             guard subscription.status != .canceled else {
                 throw RPCError.failedPrecondition("subscription \(subscription.id) is canceled; start a new one")
             }
-            var record = try LicenseRecord.require(db, id: subscription.licenseId, tenant: context.tenant, vault: self.vault)
+            var record = try StoredLicense.require(db, id: subscription.licenseId, tenant: context.tenant, vault: self.vault)
             if record.license.state == .revoked {
                 throw RPCError.failedPrecondition("license \(record.license.id) of subscription \(subscription.id) is revoked")
             }
@@ -95,7 +82,7 @@ extension IssuanceService {
             subscription.status = .active
             subscription.amountMinor = request.amountMinor
             if !request.currency.isEmpty { subscription.currency = request.currency }
-            try Subscriptions.save(subscription, action: "subscription.paid", at: context.now, in: db)
+            try Subscriptions.save(subscription, tenant: context.tenant, action: "subscription.paid", at: context.now, in: db)
             // A payment clears an earlier failure.
             let clearsFailure = record.license.stateReason.hasPrefix(Self.paymentFailed)
             if request.periodEnd > record.license.expiresAt || record.effectiveState(at: context.now) != .active || clearsFailure {
@@ -122,8 +109,8 @@ extension IssuanceService {
                 throw RPCError.failedPrecondition("subscription \(subscription.id) is canceled")
             }
             subscription.status = .pastDue
-            try Subscriptions.save(subscription, action: "subscription.past_due", at: context.now, in: db)
-            var record = try LicenseRecord.require(db, id: subscription.licenseId, tenant: context.tenant, vault: self.vault)
+            try Subscriptions.save(subscription, tenant: context.tenant, action: "subscription.past_due", at: context.now, in: db)
+            var record = try StoredLicense.require(db, id: subscription.licenseId, tenant: context.tenant, vault: self.vault)
             if record.license.state != .revoked, record.license.state != .suspended {
                 if record.license.expiresAt != 0, record.license.expiresAt < context.now {
                     // The period has ended: grace runs from the failure.
@@ -148,8 +135,8 @@ extension IssuanceService {
             }
             subscription.status = .canceled
             subscription.autoRenew = false
-            try Subscriptions.save(subscription, action: "subscription.canceled", at: context.now, in: db)
-            var record = try LicenseRecord.require(db, id: subscription.licenseId, tenant: context.tenant, vault: self.vault)
+            try Subscriptions.save(subscription, tenant: context.tenant, action: "subscription.canceled", at: context.now, in: db)
+            var record = try StoredLicense.require(db, id: subscription.licenseId, tenant: context.tenant, vault: self.vault)
             guard record.license.state != .revoked else { return subscription }
             if request.immediately {
                 record.license.expiresAt = min(max(record.license.startsAt + 1, context.now), record.license.expiresAt)

@@ -154,10 +154,20 @@ public enum Secrets {
 
     /// Replaces a secret file (mode 0600) in one step: readers see the old text or the new.
     public static func replacePrivate(_ text: String, at path: String) throws {
-        try writePrivate(text, to: path, replacing: true)
+        try writePrivate(Array(text.utf8), to: path, replacing: true)
+    }
+
+    /// Replaces a file (mode 0600) with these bytes in one step, synced to disk with its
+    /// name before this returns (a restored database, a backup's manifest).
+    public static func replacePrivate(_ data: Data, at path: String) throws {
+        try writePrivate(Array(data), to: path, replacing: true)
     }
 
     private static func writePrivate(_ text: String, to path: String, replacing: Bool) throws {
+        try writePrivate(Array(text.utf8), to: path, replacing: replacing)
+    }
+
+    private static func writePrivate(_ bytes: [UInt8], to path: String, replacing: Bool) throws {
         let directory = (path as NSString).deletingLastPathComponent
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let temporary = "\(path).\(getpid()).tmp"
@@ -171,18 +181,32 @@ public enum Secrets {
             _ = fchown(descriptor, existing.st_uid, existing.st_gid)
             _ = fchmod(descriptor, existing.st_mode & 0o640)
         }
-        let bytes = Array(text.utf8)
-        let written = write(descriptor, bytes, bytes.count)
-        fsync(descriptor)
+        var written = 0
+        while written < bytes.count {
+            let count = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress! + written, bytes.count - written) }
+            guard count > 0 else { break }
+            written += count
+        }
+        let synced = written == bytes.count && fsync(descriptor) == 0
+        let failure = errno
         close(descriptor)
-        guard written == bytes.count else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+        guard synced else { throw POSIXError(POSIXErrorCode(rawValue: failure) ?? .EIO) }
         if replacing {
             guard rename(temporary, path) == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
-            return
-        }
-        // link(2) fails if the name exists: the first writer wins, atomically.
-        if link(temporary, path) != 0, errno != EEXIST {
+        } else if link(temporary, path) != 0, errno != EEXIST {
+            // link(2) fails if the name exists: the first writer wins, atomically.
             throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO)
         }
+        // The new name is durable only once its directory is synced: without this, a crash
+        // (or a file system gone read-only) soon after can lose a secret already in use.
+        try syncDirectory(directory)
+    }
+
+    /// fsync(2) of a directory, which makes the names created or renamed in it durable.
+    public static func syncDirectory(_ directory: String) throws {
+        let descriptor = open(directory.isEmpty ? "." : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+        defer { close(descriptor) }
+        guard fsync(descriptor) == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
     }
 }

@@ -1,6 +1,7 @@
 import CSQLiteTuning
 import Foundation
 import GRDB
+import LicensingRPC
 import NIOCore
 import Logging
 import NIOPosix
@@ -33,6 +34,7 @@ public enum ServiceDatabase {
         cacheKiB: (writer: Int, reader: Int) = (1024, 512)
     ) throws -> DatabasePool {
         Self.tuned
+        DatabaseFolders.add(path)
         let directory = (path as NSString).deletingLastPathComponent
         if !directory.isEmpty {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -54,6 +56,13 @@ public enum ServiceDatabase {
             try db.execute(sql: "PRAGMA synchronous = \(durability.rawValue)")
             // A log started over (see WALMaintenance) is cut back to this size.
             try db.execute(sql: "PRAGMA journal_size_limit = \(64 << 20)")
+        }
+        // A newer version's database is not opened by an older one (a rollback): its rows
+        // may mean what this version does not know.
+        let unknown = try pool.read { db in try migrator.appliedIdentifiers(db).subtracting(migrator.migrations) }
+        if !unknown.isEmpty {
+            throw RPCError.failedPrecondition(
+                "\(path) was written by a newer version of this service (migrations this version does not know: \(unknown.sorted().joined(separator: ", "))); run that version, or restore a backup made before the upgrade")
         }
         try migrator.migrate(pool)
         return pool

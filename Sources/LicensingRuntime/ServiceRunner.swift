@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import LicensingRPC
 import Logging
 import Metrics
@@ -54,6 +55,9 @@ public struct ServiceEnvironment: Sendable {
 public protocol LicenseManagerService {
     /// "issuance", "validation", ...
     static var name: String { get }
+    /// The versioned schema of its database (nil for a service that keeps none); the runner
+    /// applies it alone with `--migrate`.
+    static var databaseSchema: DatabaseMigrator? { get }
     /// The parts the process runs (the RPC server, feeds, schedulers, checkpoints), in the
     /// order they start; they stop in reverse.
     static func services(_ environment: ServiceEnvironment) async throws -> [any Service]
@@ -64,6 +68,11 @@ public protocol LicenseManagerService {
 public enum ServiceRunner {
     /// Runs a service of the one shape.
     public static func run<S: LicenseManagerService>(_ service: S.Type, options: RuntimeOptions, extraFlags: [String: String?] = [:]) async throws {
+        if options.migrate {
+            let settings = try Settings.load(flags: options.flags.merging(extraFlags) { $1 }, configFile: options.config)
+            for line in try migrate(S.self, settings: settings) { print(line) }
+            return
+        }
         try await run(name: S.name, options: options, extraFlags: extraFlags) { try await S.services($0) }
     }
 
@@ -132,5 +141,28 @@ public enum ServiceRunner {
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
         try await group.run()
+    }
+
+    /// Applies the service's schema to its database without starting it, and says what it
+    /// did: operators run it as the step before a new version starts (a Kubernetes init
+    /// container, an `ExecStartPre`). Refused while the service runs (the data-folder lock).
+    public static func migrate<S: LicenseManagerService>(_ service: S.Type, settings: Settings) throws -> [String] {
+        guard let schema = S.databaseSchema else { return ["license-\(S.name) keeps no database: nothing to migrate"] }
+        umask(0o077)
+        let folder = settings.dataDirectory
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let lock = try DataFolderLock(service: S.name, folder: folder)
+        defer { withExtendedLifetime(lock) {} }
+        let path = settings["database"] ?? "\(folder)/\(S.name).sqlite"
+        var before: Set<String> = []
+        if FileManager.default.fileExists(atPath: path) {
+            let queue = try DatabaseQueue(path: path)
+            before = try queue.read { try schema.appliedIdentifiers($0) }
+            try queue.close()
+        }
+        _ = try ServiceDatabase.open(path: path, durability: .full, migrator: schema)
+        let applied = schema.migrations.filter { !before.contains($0) }
+        guard !applied.isEmpty else { return ["\(path) is up to date (\(schema.migrations.count) migrations)"] }
+        return ["\(path): applied \(applied.count) of \(schema.migrations.count) migrations"] + applied.map { "  \($0)" }
     }
 }

@@ -182,6 +182,9 @@ public struct RuntimeOptions: ParsableArguments {
     @Option(help: "CA (PEM) whose client certificates TCP listeners require (mutual TLS).")
     public var tlsClientCa: String?
 
+    @Flag(help: "Apply this version's database migrations, list them, and exit (the upgrade step before starting a new version).")
+    public var migrate: Bool = false
+
     public init() {}
 
     public var flags: [String: String?] {

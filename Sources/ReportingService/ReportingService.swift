@@ -136,4 +136,5 @@ extension FeedFollower: FeedFollowing {}
 
 extension ReportingService: LicenseManagerService {
     public static let name = "reporting"
+    public static var databaseSchema: DatabaseMigrator? { ReportingSchema.migrator }
 }

@@ -326,4 +326,5 @@ public final class UsageService: UsageServiceProtocol {
 
 extension UsageService: LicenseManagerService {
     public static let name = "usage"
+    public static var databaseSchema: DatabaseMigrator? { UsageSchema.migrator }
 }

@@ -205,4 +205,5 @@ public final class ValidationService: ValidationServiceProtocol {
 
 extension ValidationService: LicenseManagerService {
     public static let name = "validation"
+    public static var databaseSchema: DatabaseMigrator? { ValidationSchema.migrator }
 }

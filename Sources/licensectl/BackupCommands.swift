@@ -176,8 +176,9 @@ struct BackupCommand: AsyncParsableCommand {
         ]
         let body = try JSONSerialization.data(withJSONObject: manifest, options: [.sortedKeys, .prettyPrinted])
         let mac = HMAC<SHA256>.authenticationCode(for: body, using: BackupFormat.key(master, salt: salt, purpose: "manifest"))
-        FileManager.default.createFile(atPath: "\(to)/manifest.json", contents: body, attributes: [.posixPermissions: 0o600])
-        FileManager.default.createFile(atPath: "\(to)/manifest.mac", contents: Data(Hex.encode(Array(mac)).utf8), attributes: [.posixPermissions: 0o600])
+        // Synced, with the folder's entries: "backup in …" is said only of a backup on disk.
+        try Secrets.replacePrivate(String(decoding: body, as: UTF8.self), at: "\(to)/manifest.json")
+        try Secrets.replacePrivate(Hex.encode(Array(mac)), at: "\(to)/manifest.mac")
         say("backup in \(to), master key \(BackupFormat.keyID(master))")
     }
 }
@@ -232,10 +233,9 @@ struct RestoreCommand: AsyncParsableCommand {
             let digest = SHA256.hash(data: plain).map { String(format: "%02x", $0) }.joined()
             guard digest == sum else { throw ValidationError("\(service): the decrypted copy does not match its checksum") }
             let target = "\(dataDir)/\(service).sqlite"
-            let staging = "\(target).restoring"
-            FileManager.default.createFile(atPath: staging, contents: plain, attributes: [.posixPermissions: 0o600])
             for suffix in ["-wal", "-shm"] { try? FileManager.default.removeItem(atPath: target + suffix) }
-            _ = rename(staging, target)
+            // In one step and synced: a crash or a full disk leaves the old file or the new, never half.
+            try Secrets.replacePrivate(plain, at: target)
             if service == "issuance" {
                 let erased = try mergeErasures(entries: entries, master: master, salt: Array(salt))
                 // A new epoch: followers see the feed went back and follow it again. Customers
@@ -272,7 +272,7 @@ struct RestoreCommand: AsyncParsableCommand {
                 throw ValidationError("\(BackupFormat.erasures): the decrypted copy does not match its checksum")
             }
             let copy = "\(dataDir)/\(BackupFormat.erasures).restoring"
-            FileManager.default.createFile(atPath: copy, contents: plain, attributes: [.posixPermissions: 0o600])
+            try Secrets.replacePrivate(plain, at: copy)
             defer { try? FileManager.default.removeItem(atPath: copy) }
             let backup = try ErasureLedger(path: copy)
             try ledger.merge(try backup.entries())

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LicensingRPC
+import LicensingRuntime
 import LicensingWire
 
 struct ApiKeyCommand: AsyncParsableCommand {
@@ -35,8 +36,13 @@ struct ApiKeyCommand: AsyncParsableCommand {
             let secretFile = self.secretFile
             _ = try await global.run(GatewayMethods.createApiKey, request) { response in
                 if let secretFile {
-                    FileManager.default.createFile(atPath: secretFile, contents: Data((response.secret + "\n").utf8), attributes: [.posixPermissions: 0o600])
-                    return "secret       written to \(secretFile)\n" + ApiKeyCommand.describe(response.apiKey ?? ApiKey())
+                    do {
+                        try Secrets.replacePrivate(response.secret + "\n", at: secretFile)
+                        return "secret       written to \(secretFile)\n" + ApiKeyCommand.describe(response.apiKey ?? ApiKey())
+                    } catch {
+                        // The key exists now: its secret is shown rather than lost.
+                        Output.error("cannot write \(secretFile) (\(error)): the secret is printed instead")
+                    }
                 }
                 return "secret       \(response.secret)   (shown once: store it now)\n" + ApiKeyCommand.describe(response.apiKey ?? ApiKey())
             }

@@ -21,13 +21,7 @@ import Testing
         let stack = try Stack()
         try await stack.startAll()
         let product = stack.gatewayClient()
-        let (policy, customer) = (
-            try await product.call(IssuanceMethods.createPolicy, CreatePolicyRequest(policy: Policy(
-                productId: try await product.call(IssuanceMethods.createProduct, CreateProductRequest(name: "Idle", code: "IDLE")).id,
-                name: "P", licenseType: .enterprise))).id,
-            try await product.call(IssuanceMethods.createCustomer, CreateCustomerRequest(name: "Idle Co")).id)
-        let key = try await product.call(IssuanceMethods.issueLicense, IssueLicenseRequest(policyId: policy, customerId: customer)).licenseKey
-        _ = try await product.call(ValidationMethods.validate, ValidateRequest(licenseKey: key))
+        let (policy, customer, key) = try await Self.validatingProduct(product)
         // The greedy client has a product key and a license of its own: the limits per key
         // and per license that it runs into are not the well-behaved product's.
         let greedyKey = try await product.call(GatewayMethods.createApiKey, CreateApiKeyRequest(name: "greedy", role: .product)).secret
@@ -76,5 +70,81 @@ import Testing
         for channel in held { channel.close(promise: nil) }
         greedy.close(promise: nil)
         await product.close()
+    }
+
+    /// A flood of calls with made-up API keys from one address (`LM_FLOOD_CALLS`, default
+    /// 5,000 over 16 connections' worth of callers, so the suite's other tests keep their
+    /// share of the machine; `deploy/abuse` sends 100,000): after its burst of failed authentications the address is refused before any
+    /// key is checked, and a product elsewhere is answered as usual.
+    @Test func aFloodOfUnauthenticatedCallsFromOneAddressIsRefusedCheaply() async throws {
+        let calls = Int(ProcessInfo.processInfo.environment["LM_FLOOD_CALLS"] ?? "") ?? 5_000
+        let stack = try Stack()
+        try await stack.startAll()
+        let product = stack.gatewayClient()
+        let (_, _, key) = try await Self.validatingProduct(product)
+        let port = try #require(stack.log("gateway").firstMatch(of: /127\.0\.0\.1:(\d+)/).flatMap { Int($0.1) }, "the gateway's TCP port is not in its log")
+        let rssBefore = try #require(stack.residentKiB("gateway"))
+
+        // The flood: many connections from 127.0.0.1, each with calls in flight, every key made up.
+        let attacker = RPCClient(
+            endpoint: .tcp(host: "127.0.0.1", port: port),
+            configuration: RPCClientConfiguration(connections: 8, connectTimeout: .seconds(5), metadata: [RPCMetadata.apiKey: "lmk_madeup_\(UUID().uuidString)"]))
+        let floodStarted = ContinuousClock.now
+        let flood = Task {
+            await withTaskGroup(of: [StatusCode: Int].self) { group in
+                for worker in 0..<16 {
+                    group.addTask {
+                        var seen: [StatusCode: Int] = [:]
+                        for _ in stride(from: worker, to: calls, by: 16) {
+                            do {
+                                _ = try await attacker.call(ValidationMethods.validate, ValidateRequest(licenseKey: key), timeout: .seconds(30))
+                                seen[.ok, default: 0] += 1
+                            } catch let error as RPCError {
+                                seen[error.code, default: 0] += 1
+                            } catch {
+                                seen[.unknown, default: 0] += 1
+                            }
+                        }
+                        return seen
+                    }
+                }
+                return await group.reduce(into: [:]) { total, seen in total.merge(seen, uniquingKeysWith: +) }
+            }
+        }
+
+        // The well-behaved product, from another source, meanwhile: paced, every one answered.
+        var slowest = Duration.zero
+        for _ in 0..<40 {
+            let started = ContinuousClock.now
+            let answer = try await product.call(ValidationMethods.validate, ValidateRequest(licenseKey: key), timeout: .seconds(10))
+            #expect(answer.reason == .valid)
+            slowest = max(slowest, ContinuousClock.now - started)
+            try await Task.sleep(for: .milliseconds(160))
+        }
+        let outcome = await flood.value
+        let floodSeconds = Int((ContinuousClock.now - floodStarted).components.seconds) + 1
+        await attacker.close()
+        let rssAfter = try #require(stack.residentKiB("gateway"))
+        print("abuse: \(calls) calls with made-up keys from one address: \(outcome); the gateway's memory went from \(rssBefore / 1024) to \(rssAfter / 1024) MiB; slowest of 40 paced validations elsewhere \(slowest)")
+        #expect(outcome.values.reduce(0, +) == calls)
+        #expect(outcome[.ok] == nil, "a made-up key was admitted")
+        // The burst (10) and the refill (1 a second) are checked keys; the rest is refused unchecked.
+        #expect((outcome[.unauthenticated] ?? 0) <= 10 + floodSeconds, "\(outcome) in \(floodSeconds) s")
+        #expect((outcome[.resourceExhausted] ?? 0) >= calls - 10 - floodSeconds, "\(outcome)")
+        #expect(slowest < .seconds(3))
+        #expect(rssAfter - rssBefore < 256 * 1024, "the gateway grew by \((rssAfter - rssBefore) / 1024) MiB")
+        let health = try await product.call(GatewayMethods.health, HealthCheckRequest())
+        #expect(health.components.allSatisfy { $0.code == .ok }, "\(health.components)")
+        await product.close()
+    }
+
+    /// A policy, a customer and a license whose key has validated once: the well-behaved product.
+    static func validatingProduct(_ client: RPCClient) async throws -> (policy: String, customer: String, key: String) {
+        let product = try await client.call(IssuanceMethods.createProduct, CreateProductRequest(name: "Abuse", code: "ABUSE"))
+        let policy = try await client.call(IssuanceMethods.createPolicy, CreatePolicyRequest(policy: Policy(productId: product.id, name: "P", licenseType: .enterprise)))
+        let customer = try await client.call(IssuanceMethods.createCustomer, CreateCustomerRequest(name: "Abuse Co"))
+        let key = try await client.call(IssuanceMethods.issueLicense, IssueLicenseRequest(policyId: policy.id, customerId: customer.id)).licenseKey
+        _ = try await client.call(ValidationMethods.validate, ValidateRequest(licenseKey: key))
+        return (policy.id, customer.id, key)
     }
 }

@@ -158,14 +158,11 @@ private final class ChaosLedger: Sendable {
 
         let seen = ledger.snapshot
         // Licenses: every acknowledged one stored, once.
-        var stored: [String] = []
-        var token = ""
-        repeat {
+        let stored = try await allPages { token in
             let page = try await gateway.call(
                 IssuanceMethods.listLicenses, ListLicensesRequest(customerId: customer.id, page: PageRequest(pageSize: 100, pageToken: token)))
-            stored += page.licenses.map(\.id)
-            token = page.nextPageToken
-        } while !token.isEmpty
+            return (page.licenses.map(\.id), page.nextPageToken)
+        }
         #expect(Set(seen.licenses).count == seen.licenses.count, "a license acknowledged twice")
         #expect(Set(stored) == Set(seen.licenses + [seeded.license!.id]), "stored \(stored.count), acknowledged \(seen.licenses.count + 1)")
         #expect(stored.count == seen.licenses.count + 1)
@@ -179,14 +176,11 @@ private final class ChaosLedger: Sendable {
         await issuance.close()
         // Activations: each acknowledged machine activated, once.
         let license = try await gateway.call(IssuanceMethods.getLicense, GetLicenseRequest(licenseKey: key))
-        var machines: [String] = []
-        token = ""
-        repeat {
+        let machines = try await allPages { token in
             let page = try await gateway.call(
                 ValidationMethods.listMachines, ListMachinesRequest(licenseId: license.id, page: PageRequest(pageSize: 500, pageToken: token)))
-            machines += page.machines.map(\.fingerprintHash)
-            token = page.nextPageToken
-        } while !token.isEmpty
+            return (page.machines.map(\.fingerprintHash), page.nextPageToken)
+        }
         let acknowledgedMachines = Set((seen.activations.map(\.fingerprint) + ["validator"]).map(LicenseCertificates.fingerprintHash))
         #expect(Set(machines) == acknowledgedMachines, "\(machines.count) machines, \(acknowledgedMachines.count) acknowledged")
         #expect(machines.count == acknowledgedMachines.count)

@@ -118,8 +118,14 @@ import Testing
 
         // Nothing acknowledged is lost, and no database is damaged.
         await stack.stopAll()
-        for name in try FileManager.default.contentsOfDirectory(atPath: stack.folder) where name.hasSuffix(".sqlite") {
-            let database = try DatabaseQueue(path: "\(stack.folder)/\(name)")
+        try await Self.expectIntactDatabases(in: stack.folder, holding: acknowledged)
+    }
+
+    /// Every database in the folder passes `PRAGMA integrity_check`, and issuance's holds
+    /// every license that was acknowledged.
+    static func expectIntactDatabases(in folder: String, holding acknowledged: [String]) async throws {
+        for name in try FileManager.default.contentsOfDirectory(atPath: folder) where name.hasSuffix(".sqlite") {
+            let database = try DatabaseQueue(path: "\(folder)/\(name)")
             let check = try await database.read { db in try String.fetchAll(db, sql: "PRAGMA integrity_check") }
             #expect(check == ["ok"], "\(name): \(check)")
             if name == "issuance.sqlite" {

@@ -208,14 +208,11 @@ import Testing
 
         #expect(acknowledged.count == 150)
         #expect(Set(acknowledged).count == 150)
-        var stored: [String] = []
-        var token = ""
-        repeat {
+        let stored = try await allPages { token in
             let page = try await issuance.call(
                 IssuanceMethods.listLicenses, ListLicensesRequest(customerId: customer.id, page: PageRequest(pageSize: 100, pageToken: token)))
-            stored += page.licenses.map(\.id)
-            token = page.nextPageToken
-        } while !token.isEmpty
+            return (page.licenses.map(\.id), page.nextPageToken)
+        }
         #expect(Set(stored) == Set(acknowledged), "stored \(stored.count), acknowledged \(acknowledged.count)")
 
         let feed = try await issuance.call(IssuanceMethods.changes, ChangesRequest(afterSeq: 0, limit: 5000))

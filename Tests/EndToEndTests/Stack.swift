@@ -119,6 +119,9 @@ final class Stack: @unchecked Sendable {
         process.standardOutput = log
         process.standardError = log
         try process.run()
+        // The child has its own descriptor: the test keeps none open on the folder (a test
+        // may unmount it once the services stop).
+        try log.close()
         processes[service] = process
     }
 
@@ -260,4 +263,17 @@ enum StackSlots {
         }
         next?.resume()
     }
+}
+
+/// Every item of a paged list: asks for each page with the previous page's token until a
+/// page comes back without one.
+func allPages<Item>(_ page: (_ token: String) async throws -> (items: [Item], next: String)) async throws -> [Item] {
+    var items: [Item] = []
+    var token = ""
+    repeat {
+        let (more, next) = try await page(token)
+        items += more
+        token = next
+    } while !token.isEmpty
+    return items
 }

@@ -15,6 +15,44 @@ import Testing
     }
 }
 
+/// `--migrate`: the upgrade step applies a version's schema without starting the service.
+@Suite(.serialized) struct MigrateTests {
+    @Test func migrateAppliesTheSchemaOnceAndTheServiceThenStartsOnIt() async throws {
+        let stack = try Stack()
+        for service in ["issuance", "validation", "usage", "reporting", "gateway"] {
+            let (status, output) = try await Stack.run("license-\(service)", ["--migrate", "--dev", "--data-dir", stack.folder])
+            #expect(status == 0, "\(output)")
+            #expect(output.contains("\(stack.folder)/\(service).sqlite: applied "), "\(output)")
+            #expect(output.contains("v1"), "the migrations are listed by name: \(output)")
+            let (again, repeated) = try await Stack.run("license-\(service)", ["--migrate", "--dev", "--data-dir", stack.folder])
+            #expect(again == 0 && repeated.contains("is up to date"), "\(repeated)")
+        }
+        let (status, output) = try await Stack.run("license-console", ["--migrate", "--dev", "--data-dir", stack.folder])
+        #expect(status == 0 && output.contains("keeps no database"), "\(output)")
+        // The services start on the migrated databases, and a migration is refused while one runs.
+        try await stack.startAll()
+        let (refused, message) = try await Stack.run("license-issuance", ["--migrate", "--dev", "--data-dir", stack.folder])
+        #expect(refused != 0 && message.contains("already running"), "\(message)")
+        let gateway = stack.gatewayClient()
+        _ = try await gateway.call(IssuanceMethods.createProduct, CreateProductRequest(name: "Migrated", code: "MIGRATED"))
+        await gateway.close()
+    }
+
+    @Test func aDatabaseFromANewerVersionIsRefusedWithWhatToDo() async throws {
+        let folder = NSTemporaryDirectory() + "lm-migrate-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        _ = try await Stack.run("license-usage", ["--migrate", "--dev", "--data-dir", folder])
+        let (_, added) = try await Stack.run(
+            "/usr/bin/python3",
+            ["-c", "import sqlite3; c = sqlite3.connect('\(folder)/usage.sqlite'); c.execute(\"INSERT INTO grdb_migrations VALUES ('v99: from the future')\"); c.commit()"],
+            absolute: true)
+        #expect(added.isEmpty, "\(added)")
+        let (status, output) = try await Stack.run("license-usage", ["--migrate", "--dev", "--data-dir", folder])
+        #expect(status != 0, "\(output)")
+        #expect(output.contains("was written by a newer version of this service") && output.contains("v99: from the future"), "\(output)")
+    }
+}
+
 /// One copy of a service per data folder, and what it writes is its owner's alone.
 @Suite(.serialized) struct DataFolderTests {
     @Test func aSecondCopyOnTheSameDataFolderRefusesToStartAndTheFirstKeepsServing() async throws {

@@ -6,24 +6,22 @@ import LicensingRuntime
 import LicensingWire
 
 /// A stored license with what only issuance knows (its key hash).
-struct LicenseRecord {
+struct StoredLicense {
     var license: License
     let keyHash: String
 
-    static func fetch(_ db: Database, sql condition: String, _ arguments: StatementArguments, tenant: String, vault: CustomerVault) throws -> LicenseRecord? {
-        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM license WHERE \(condition) AND tenant_id = ?", arguments: arguments + [tenant]) else {
-            return nil
-        }
-        var license = License(row: row)
+    static func fetch(_ db: Database, _ request: QueryInterfaceRequest<LicenseRecord>, tenant: String, vault: CustomerVault) throws -> StoredLicense? {
+        guard let record = try request.owned(by: tenant).fetchOne(db) else { return nil }
+        var license = record.message
         license.namedUsers = try vault.namedUsers(license: license.id, customer: license.customerId, in: db)
-        return LicenseRecord(license: license, keyHash: row["key_hash"])
+        return StoredLicense(license: license, keyHash: record.keyHash)
     }
 
-    static func fetch(_ db: Database, id: String, tenant: String, vault: CustomerVault) throws -> LicenseRecord? {
-        try fetch(db, sql: "id = ?", [id], tenant: tenant, vault: vault)
+    static func fetch(_ db: Database, id: String, tenant: String, vault: CustomerVault) throws -> StoredLicense? {
+        try fetch(db, LicenseRecord.filter(id: id), tenant: tenant, vault: vault)
     }
 
-    static func require(_ db: Database, id: String, tenant: String, vault: CustomerVault) throws -> LicenseRecord {
+    static func require(_ db: Database, id: String, tenant: String, vault: CustomerVault) throws -> StoredLicense {
         guard let record = try fetch(db, id: id, tenant: tenant, vault: vault) else { throw RPCError.notFound("no license \(id)") }
         return record
     }
@@ -53,17 +51,8 @@ struct LicenseRecord {
     func save(action: String, at now: Int64, in db: Database) throws -> License {
         var license = self.license
         license.updatedAt = now
-        try db.execute(
-            sql: """
-                UPDATE license SET customer_id = ?, department_id = ?, state = ?, state_reason = ?, expires_at = ?,
-                    grace_seconds = ?, max_machines = ?, max_users = ?, max_seats = ?, features = ?, updated_at = ?
-                WHERE id = ?
-                """,
-            arguments: [
-                license.customerId, license.departmentId, license.state.rawValue, license.stateReason, license.expiresAt,
-                license.graceSeconds, license.maxMachines, license.maxUsers, license.maxSeats, NameList.encode(license.features),
-                now, license.id,
-            ])
+        // Every column is written; the ones that never change after issue are written as they are.
+        try LicenseRecord(license, keyHash: keyHash).update(db)
         license.feedSeq = try ChangeFeed.append(ChangeEvent(action: action, .license(Self.published(license, in: db)), keyHash: keyHash), at: now, in: db)
         return license
     }
