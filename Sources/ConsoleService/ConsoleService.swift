@@ -85,7 +85,7 @@ public final class ConsoleService: Sendable {
             environment.logger.warning("console without TLS: for local development or behind a TLS proxy only")
         }
         options.secureCookies = try settings.bool("secure-cookies", default: true)
-        let client = RPCClient(endpoint: try settings.endpoint("gateway", default: settings.defaultSocket("gateway")), configuration: RPCClientConfiguration(connections: 2))
+        let client = try environment.peerClient("gateway")
         let console = ConsoleService(gateway: client, consoleKey: key, options: options, logger: environment.logger)
         return [try console.application(), SessionSweeper(sessions: console.sessions)]
     }

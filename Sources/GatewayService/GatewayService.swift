@@ -147,15 +147,9 @@ public final class GatewayService: Sendable {
 
     public static func services(_ environment: ServiceEnvironment) async throws -> [any Service] {
         let settings = environment.settings
-        // Mutual TLS to services on TCP when configured; Unix sockets need none.
-        var backendTLS: NIOSSLContext?
-        if let ca = settings["backend-ca"] {
-            backendTLS = try RPCTLS.client(ca: ca, certificateChain: settings["backend-cert"], privateKey: settings["backend-key"])
-        }
+        // Mutual TLS to services on TCP (backend-ca, backend-cert, backend-key); Unix sockets need none.
         func client(_ name: String) throws -> RPCClient {
-            RPCClient(
-                endpoint: try settings.endpoint(name, default: settings.defaultSocket(name)),
-                configuration: RPCClientConfiguration(connections: 4, tls: backendTLS))
+            try environment.peerClient(name, connections: 4, tlsSettings: "backend")
         }
         let gateway = try GatewayService(
             backends: Backends(issuance: try client("issuance"), validation: try client("validation"), usage: try client("usage"), reporting: try client("reporting"),

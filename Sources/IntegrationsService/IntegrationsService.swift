@@ -184,7 +184,7 @@ public final class IntegrationsService: IntegrationsServiceProtocol {
 
     public static func services(_ environment: ServiceEnvironment) throws -> [any Service] {
         let settings = environment.settings
-        func client(_ name: String) throws -> RPCClient { RPCClient(endpoint: try settings.endpoint(name, default: settings.defaultSocket(name))) }
+        func client(_ name: String) throws -> RPCClient { try environment.peerClient(name) }
         let service = IntegrationsService(
             database: try openDatabase(path: environment.databasePath), issuance: try client("issuance"), validation: try client("validation"),
             usage: try client("usage"), options: try Options(settings: settings, developmentMode: environment.developmentMode), logger: environment.logger)

@@ -310,7 +310,6 @@ public final class RPCClient: Sendable {
         }
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(TimeAmount(configuration.connectTimeout))
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { [tls] channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let (context, hostname) = tls {

@@ -11,6 +11,7 @@ import NIOCore
 import NIOPosix
 import NIOSSL
 import ServiceLifecycle
+import Synchronization
 
 public struct RPCServerConfiguration: Sendable {
     public var endpoints: [Endpoint]
@@ -49,6 +50,7 @@ public final class RPCServer: Service, Sendable {
     private let group: any EventLoopGroup
     private let listening: EventLoopPromise<[Endpoint]>
     private let connections = OpenConnections()
+    private let serving = Atomic<Bool>(false)
 
     public init(
         router: RPCRouter,
@@ -67,6 +69,10 @@ public final class RPCServer: Service, Sendable {
     deinit {
         listening.fail(RPCError(.unavailable, "the server was never started"))
     }
+
+    /// Whether it is listening and takes calls (readiness probes ask this): false before its
+    /// listeners are bound and from the start of a shutdown.
+    public var isServing: Bool { serving.load(ordering: .relaxed) }
 
     /// The endpoints once bound (a TCP port 0 resolved to the real port).
     public var listeningEndpoints: [Endpoint] {
@@ -98,6 +104,7 @@ public final class RPCServer: Service, Sendable {
         }
         logger.info("listening", metadata: ["endpoints": "\(endpoints.map(\.description))"])
         listening.succeed(endpoints)
+        serving.store(true, ordering: .relaxed)
 
         let stop = StopSignal(group.any())
         for (listener, endpoint) in listeners {
@@ -112,6 +119,7 @@ public final class RPCServer: Service, Sendable {
         } onCancelOrGracefulShutdown: {
             stop.signal()
         }
+        serving.store(false, ordering: .relaxed)
         // No new connections from here on; those open finish their calls, then close.
         for (listener, endpoint) in listeners {
             try? await listener.close()
@@ -128,7 +136,6 @@ public final class RPCServer: Service, Sendable {
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(.backlog, value: 1024)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { [core, connections, tls] channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let tls {

@@ -5,9 +5,15 @@ import NIOHTTP1
 import NIOPosix
 import Prometheus
 import ServiceLifecycle
+import Synchronization
 
-/// Serves `GET /metrics` in Prometheus text format on an opt-in HTTP port.
+/// Serves `GET /metrics` in Prometheus text format on an opt-in HTTP port, and the probes
+/// an orchestrator asks: `GET /healthz` (the process answers: alive) and `GET /readyz` (every
+/// readiness check passes: 200, else 503 with what is not ready).
 public final class MetricsEndpoint: Service, Sendable {
+    /// What must hold for the service to take calls (its RPC server listening); added once
+    /// the service's parts are made.
+    public let readiness = ReadinessChecks()
     private let registry: PrometheusCollectorRegistry
     private let host: String
     private let port: Int
@@ -35,6 +41,7 @@ public final class MetricsEndpoint: Service, Sendable {
 
     public func run() async throws {
         let registry = self.registry
+        let readiness = self.readiness
         let server: any Channel
         do {
             server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -42,7 +49,7 @@ public final class MetricsEndpoint: Service, Sendable {
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                        try channel.pipeline.syncOperations.addHandler(MetricsHTTPHandler(registry: registry))
+                        try channel.pipeline.syncOperations.addHandler(MetricsHTTPHandler(registry: registry, readiness: readiness))
                     }
                 }
                 .bind(host: host, port: port).get()
@@ -69,9 +76,11 @@ private final class MetricsHTTPHandler: ChannelInboundHandler, Sendable {
     typealias OutboundOut = HTTPServerResponsePart
 
     let registry: PrometheusCollectorRegistry
+    let readiness: ReadinessChecks
 
-    init(registry: PrometheusCollectorRegistry) {
+    init(registry: PrometheusCollectorRegistry, readiness: ReadinessChecks) {
         self.registry = registry
+        self.readiness = readiness
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -83,8 +92,15 @@ private final class MetricsHTTPHandler: ChannelInboundHandler, Sendable {
             registry.emit(into: &bytes)
             body.writeString(MetricHelp.annotate(String(decoding: bytes, as: UTF8.self)))
             status = .ok
+        } else if request.method == .GET, request.uri == "/healthz" {
+            body.writeString("alive\n")
+            status = .ok
+        } else if request.method == .GET, request.uri == "/readyz" {
+            let waiting = readiness.unmet()
+            body.writeString(waiting.isEmpty ? "ready\n" : "not ready: \(waiting.joined(separator: "; "))\n")
+            status = waiting.isEmpty ? .ok : .serviceUnavailable
         } else {
-            body.writeString("only GET /metrics is served here\n")
+            body.writeString("GET /metrics, /healthz or /readyz\n")
             status = .notFound
         }
         var headers = HTTPHeaders()
@@ -97,5 +113,24 @@ private final class MetricsHTTPHandler: ChannelInboundHandler, Sendable {
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: written)
         let channel = context.channel
         written.futureResult.whenComplete { _ in channel.close(promise: nil) }
+    }
+}
+
+/// Readiness checks, each a name and whether it holds now.
+public final class ReadinessChecks: Sendable {
+    private let checks = Mutex<[(name: String, holds: @Sendable () -> Bool)]>([])
+
+    public init() {}
+
+    public func add(_ name: String, _ holds: @escaping @Sendable () -> Bool) {
+        checks.withLock { $0.append((name, holds)) }
+    }
+
+    /// The names of the checks that do not hold (all of them before any was added: a service
+    /// still starting is not ready).
+    public func unmet() -> [String] {
+        let all = checks.withLock { $0 }
+        guard !all.isEmpty else { return ["starting"] }
+        return all.filter { !$0.holds() }.map(\.name)
     }
 }

@@ -99,6 +99,7 @@ public enum ServiceRunner {
         logger[metadataKey: "service"] = "\(name)"
 
         var services: [any Service] = []
+        var metricsEndpoint: MetricsEndpoint?
         if let metrics = settings["metrics"] {
             let endpoint = try Endpoint(parsing: metrics)
             guard case .tcp(let host, let port) = endpoint else {
@@ -106,7 +107,9 @@ public enum ServiceRunner {
             }
             let registry = PrometheusCollectorRegistry()
             MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
-            services.append(MetricsEndpoint(registry: registry, host: host, port: port, logger: logger))
+            let served = MetricsEndpoint(registry: registry, host: host, port: port, logger: logger)
+            metricsEndpoint = served
+            services.append(served)
         }
         // Databases hold customer data and key hashes: files this process creates are the
         // owner's alone (0600), and so is the data folder (0700).
@@ -126,6 +129,10 @@ public enum ServiceRunner {
         let databaseExisted = FileManager.default.fileExists(atPath: database)
         do {
             services += try await makeServices(environment)
+            // Ready when its RPC server listens; a service without one (the console) once made.
+            let servers = services.compactMap { $0 as? RPCServer }
+            for server in servers { metricsEndpoint?.readiness.add("RPC server not listening") { server.isServing } }
+            if servers.isEmpty { metricsEndpoint?.readiness.add("started") { true } }
             try settings.checkNoUnknownKeys()
             if let sampler = environment.sampler { services.append(sampler) }
         } catch {

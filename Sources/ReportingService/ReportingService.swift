@@ -67,7 +67,7 @@ public final class ReportingService: ReportingServiceProtocol {
 
     public static func services(_ environment: ServiceEnvironment) throws -> [any Service] {
         let settings = environment.settings
-        func client(_ name: String) throws -> RPCClient { RPCClient(endpoint: try settings.endpoint(name, default: settings.defaultSocket(name))) }
+        func client(_ name: String) throws -> RPCClient { try environment.peerClient(name) }
         let service = ReportingService(
             database: try openDatabase(path: environment.databasePath), issuance: try client("issuance"), validation: try client("validation"),
             usage: try client("usage"), logger: environment.logger)

@@ -65,7 +65,7 @@ public final class UsageService: UsageServiceProtocol {
     }
 
     public static func services(_ environment: ServiceEnvironment) throws -> [any Service] {
-        let validation = RPCClient(endpoint: try environment.settings.endpoint("validation", default: environment.settings.defaultSocket("validation")))
+        let validation = try environment.peerClient("validation")
         let service = UsageService(
             database: try openDatabase(path: environment.databasePath), validation: validation,
             options: try Options(settings: environment.settings), logger: environment.logger)

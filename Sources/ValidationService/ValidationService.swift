@@ -118,8 +118,8 @@ public final class ValidationService: ValidationServiceProtocol {
 
     public static func services(_ environment: ServiceEnvironment) throws -> [any Service] {
         let settings = environment.settings
-        let issuance = RPCClient(endpoint: try settings.endpoint("issuance", default: settings.defaultSocket("issuance")))
-        let usage = RPCClient(endpoint: try settings.endpoint("usage", default: settings.defaultSocket("usage")))
+        let issuance = try environment.peerClient("issuance")
+        let usage = try environment.peerClient("usage")
         let options = try Options(settings: settings, logger: environment.logger)
         // One token (if any) for the master key and the signing keys: one session, one PIN read.
         let token = try Secrets.pkcs11Token(settings)

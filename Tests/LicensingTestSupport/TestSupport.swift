@@ -175,3 +175,16 @@ public func whileRunning<T>(_ parts: [any Service], _ body: () async throws -> T
 /// threads of the global executor (on a busy 2-core machine that queueing pushed calls past
 /// their timeouts).
 public var testServerExecutor: any TaskExecutor { EventLoopTaskExecutor(MultiThreadedEventLoopGroup.singleton.any()) }
+
+/// Certificates made by deploy/make-certs into `folder`: a CA (ca.pem), a server certificate
+/// for 127.0.0.1 and localhost (server.pem, server.key) and a client certificate (client.pem,
+/// client.key) for mutual TLS.
+public func makeCertificates(in folder: String) throws {
+    let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../deploy/make-certs").standardized
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/bin/bash")
+    process.arguments = [script.path, folder]
+    try process.run()
+    process.waitUntilExit()
+    guard process.terminationStatus == 0 else { throw RPCError(.internal, "deploy/make-certs failed") }
+}

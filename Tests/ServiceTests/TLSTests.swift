@@ -17,13 +17,7 @@ struct TestCertificates {
 
     init(_ root: TemporaryFolder, name: String = "tls") throws {
         folder = "\(root.path)/\(name)"
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../deploy/make-certs").standardized
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/bash")
-        process.arguments = [script.path, folder]
-        try process.run()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw RPCError(.internal, "deploy/make-certs failed") }
+        try makeCertificates(in: folder)
     }
 
     var ca: String { "\(folder)/ca.pem" }
