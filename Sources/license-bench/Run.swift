@@ -24,13 +24,17 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Constant rate (calls/s): calls on a fixed timetable, latency from the scheduled time.") var rate: Double?
     @Option(help: "Usage events per RecordUsage call.") var batch: Int = 50
     @Option(help: "Event-loop threads driving the connections (redis-benchmark uses one).") var threads: Int = 1
+    @Option(help: "Start at this seeded license (calls cycle through the licenses from there): runs one after another spread over all of them.") var first: Int = 0
     @Flag(help: "Print the result as JSON.") var json = false
 
     func run() async throws {
         let seeded = try SeedFile.read(seed)
         guard !seeded.licenses.isEmpty else { throw ValidationError("\(seed) has no licenses") }
         let tally = UsageTally()
-        let operation = makeOperation(seeded, tally)
+        guard first >= 0 else { throw ValidationError("--first must be 0 or more") }
+        let first = self.first
+        let made = makeOperation(seeded, tally)
+        let operation: @Sendable (Int) -> BenchCall = { made($0 + first) }
         if warmup > 0 {
             _ = try await drive(operation, until: .now + .seconds(warmup), count: nil, rate: nil, quiet: true)
         }

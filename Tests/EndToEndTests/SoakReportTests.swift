@@ -43,6 +43,16 @@ import Testing
         #expect(output.contains("stayed bounded"))
     }
 
+    @Test func latencyThatKeepsGrowingFailsAndLatencyThatSwingsDoesNot() async throws {
+        let (status, output) = try await judge(rows(30) { minute, row in row["validate_p99_ms"] = 0.8 + Double(minute) * 5 })
+        #expect(status == 1)
+        #expect(output.contains("validate p99 kept growing"), "\(output)")
+        // Swings of a shared machine (10 ms to 1.3 s, in no order) are not a trend.
+        let swings: [Double] = [250, 12, 700, 1330, 400, 110, 217, 160, 12, 194, 25, 90, 600, 30, 15]
+        let (steady, said) = try await judge(rows(30) { minute, row in row["validate_p99_ms"] = swings[minute % swings.count] })
+        #expect(steady == 0, "\(said)")
+    }
+
     @Test func memoryThatKeepsGrowingFails() async throws {
         let (status, output) = try await judge(rows(30) { minute, row in row["gateway_rss_kib"] = 60_000 + Double(minute) * 2_000 })
         #expect(status == 1)
