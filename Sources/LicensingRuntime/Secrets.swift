@@ -149,7 +149,7 @@ public enum Secrets {
     /// private temporary file that is then linked into place, so a service starting at the
     /// same moment never reads a half-written secret. If the file exists already, it is kept.
     public static func writePrivate(_ text: String, to path: String) throws {
-        try writePrivate(text, to: path, replacing: false)
+        try writePrivate(Array(text.utf8), to: path, replacing: false)
     }
 
     /// Replaces a secret file (mode 0600) in one step: readers see the old text or the new.
@@ -161,10 +161,6 @@ public enum Secrets {
     /// name before this returns (a restored database, a backup's manifest).
     public static func replacePrivate(_ data: Data, at path: String) throws {
         try writePrivate(Array(data), to: path, replacing: true)
-    }
-
-    private static func writePrivate(_ text: String, to path: String, replacing: Bool) throws {
-        try writePrivate(Array(text.utf8), to: path, replacing: replacing)
     }
 
     private static func writePrivate(_ bytes: [UInt8], to path: String, replacing: Bool) throws {
@@ -203,7 +199,7 @@ public enum Secrets {
     }
 
     /// fsync(2) of a directory, which makes the names created or renamed in it durable.
-    public static func syncDirectory(_ directory: String) throws {
+    private static func syncDirectory(_ directory: String) throws {
         let descriptor = open(directory.isEmpty ? "." : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard descriptor >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
         defer { close(descriptor) }
