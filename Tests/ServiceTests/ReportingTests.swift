@@ -271,7 +271,11 @@ extension Array {
         let nowhere = RPCClient(endpoint: .unix(path: "\(folder.path)/absent.sock"), configuration: RPCClientConfiguration(connections: 1, connectTimeout: .milliseconds(50)))
         let service = ReportingService(
             database: database, issuance: nowhere, validation: nowhere, usage: nowhere, clock: ManualLicenseClock(1_800_000_000), logger: Logger(label: "test"))
-        try await withServer(service.router(), in: folder, name: "reporting") { client in
+        // Over a socket: the in-process transport buffers a stream without bound, so only a
+        // socket's back-pressure holds the server to a client that stopped reading.
+        try await withServer(service.router(), on: [.unix(path: folder.socket())]) { endpoints in
+            let client = RPCClient(endpoint: endpoints[0])
+            defer { Task { await client.close() } }
             let filter = ReportRequest(from: 1_799_900_000, to: 1_800_000_000)
             let total = 80_000
             let before = service.exports.rowsSent
