@@ -7,6 +7,276 @@
 #endif
 
 #include "validation.pb-c.h"
+void   licensing__v1__replica_machines_request__init
+                     (Licensing__V1__ReplicaMachinesRequest         *message)
+{
+  static const Licensing__V1__ReplicaMachinesRequest init_value = LICENSING__V1__REPLICA_MACHINES_REQUEST__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__replica_machines_request__get_packed_size
+                     (const Licensing__V1__ReplicaMachinesRequest *message)
+{
+  assert(message->base.descriptor == &licensing__v1__replica_machines_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__replica_machines_request__pack
+                     (const Licensing__V1__ReplicaMachinesRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__replica_machines_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__replica_machines_request__pack_to_buffer
+                     (const Licensing__V1__ReplicaMachinesRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__replica_machines_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__ReplicaMachinesRequest *
+       licensing__v1__replica_machines_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__ReplicaMachinesRequest *)
+     protobuf_c_message_unpack (&licensing__v1__replica_machines_request__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__replica_machines_request__free_unpacked
+                     (Licensing__V1__ReplicaMachinesRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__replica_machines_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__replica_machine__init
+                     (Licensing__V1__ReplicaMachine         *message)
+{
+  static const Licensing__V1__ReplicaMachine init_value = LICENSING__V1__REPLICA_MACHINE__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__replica_machine__get_packed_size
+                     (const Licensing__V1__ReplicaMachine *message)
+{
+  assert(message->base.descriptor == &licensing__v1__replica_machine__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__replica_machine__pack
+                     (const Licensing__V1__ReplicaMachine *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__replica_machine__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__replica_machine__pack_to_buffer
+                     (const Licensing__V1__ReplicaMachine *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__replica_machine__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__ReplicaMachine *
+       licensing__v1__replica_machine__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__ReplicaMachine *)
+     protobuf_c_message_unpack (&licensing__v1__replica_machine__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__replica_machine__free_unpacked
+                     (Licensing__V1__ReplicaMachine *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__replica_machine__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__replica_machines_response__init
+                     (Licensing__V1__ReplicaMachinesResponse         *message)
+{
+  static const Licensing__V1__ReplicaMachinesResponse init_value = LICENSING__V1__REPLICA_MACHINES_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__replica_machines_response__get_packed_size
+                     (const Licensing__V1__ReplicaMachinesResponse *message)
+{
+  assert(message->base.descriptor == &licensing__v1__replica_machines_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__replica_machines_response__pack
+                     (const Licensing__V1__ReplicaMachinesResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__replica_machines_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__replica_machines_response__pack_to_buffer
+                     (const Licensing__V1__ReplicaMachinesResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__replica_machines_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__ReplicaMachinesResponse *
+       licensing__v1__replica_machines_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__ReplicaMachinesResponse *)
+     protobuf_c_message_unpack (&licensing__v1__replica_machines_response__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__replica_machines_response__free_unpacked
+                     (Licensing__V1__ReplicaMachinesResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__replica_machines_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__logged_validation__init
+                     (Licensing__V1__LoggedValidation         *message)
+{
+  static const Licensing__V1__LoggedValidation init_value = LICENSING__V1__LOGGED_VALIDATION__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__logged_validation__get_packed_size
+                     (const Licensing__V1__LoggedValidation *message)
+{
+  assert(message->base.descriptor == &licensing__v1__logged_validation__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__logged_validation__pack
+                     (const Licensing__V1__LoggedValidation *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__logged_validation__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__logged_validation__pack_to_buffer
+                     (const Licensing__V1__LoggedValidation *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__logged_validation__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__LoggedValidation *
+       licensing__v1__logged_validation__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__LoggedValidation *)
+     protobuf_c_message_unpack (&licensing__v1__logged_validation__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__logged_validation__free_unpacked
+                     (Licensing__V1__LoggedValidation *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__logged_validation__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__append_replica_log_request__init
+                     (Licensing__V1__AppendReplicaLogRequest         *message)
+{
+  static const Licensing__V1__AppendReplicaLogRequest init_value = LICENSING__V1__APPEND_REPLICA_LOG_REQUEST__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__append_replica_log_request__get_packed_size
+                     (const Licensing__V1__AppendReplicaLogRequest *message)
+{
+  assert(message->base.descriptor == &licensing__v1__append_replica_log_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__append_replica_log_request__pack
+                     (const Licensing__V1__AppendReplicaLogRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__append_replica_log_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__append_replica_log_request__pack_to_buffer
+                     (const Licensing__V1__AppendReplicaLogRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__append_replica_log_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__AppendReplicaLogRequest *
+       licensing__v1__append_replica_log_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__AppendReplicaLogRequest *)
+     protobuf_c_message_unpack (&licensing__v1__append_replica_log_request__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__append_replica_log_request__free_unpacked
+                     (Licensing__V1__AppendReplicaLogRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__append_replica_log_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   licensing__v1__append_replica_log_response__init
+                     (Licensing__V1__AppendReplicaLogResponse         *message)
+{
+  static const Licensing__V1__AppendReplicaLogResponse init_value = LICENSING__V1__APPEND_REPLICA_LOG_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t licensing__v1__append_replica_log_response__get_packed_size
+                     (const Licensing__V1__AppendReplicaLogResponse *message)
+{
+  assert(message->base.descriptor == &licensing__v1__append_replica_log_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t licensing__v1__append_replica_log_response__pack
+                     (const Licensing__V1__AppendReplicaLogResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &licensing__v1__append_replica_log_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t licensing__v1__append_replica_log_response__pack_to_buffer
+                     (const Licensing__V1__AppendReplicaLogResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &licensing__v1__append_replica_log_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Licensing__V1__AppendReplicaLogResponse *
+       licensing__v1__append_replica_log_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Licensing__V1__AppendReplicaLogResponse *)
+     protobuf_c_message_unpack (&licensing__v1__append_replica_log_response__descriptor,
+                                allocator, len, data);
+}
+void   licensing__v1__append_replica_log_response__free_unpacked
+                     (Licensing__V1__AppendReplicaLogResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &licensing__v1__append_replica_log_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   licensing__v1__validation_event__init
                      (Licensing__V1__ValidationEvent         *message)
 {
@@ -1222,6 +1492,403 @@ void   licensing__v1__offline_license__free_unpacked
   assert(message->base.descriptor == &licensing__v1__offline_license__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+static const ProtobufCFieldDescriptor licensing__v1__replica_machines_request__field_descriptors[2] =
+{
+  {
+    "after_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ReplicaMachinesRequest, after_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "limit",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ReplicaMachinesRequest, limit),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__replica_machines_request__field_indices_by_name[] = {
+  0,   /* field[0] = after_id */
+  1,   /* field[1] = limit */
+};
+static const ProtobufCIntRange licensing__v1__replica_machines_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor licensing__v1__replica_machines_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.ReplicaMachinesRequest",
+  "ReplicaMachinesRequest",
+  "Licensing__V1__ReplicaMachinesRequest",
+  "licensing.v1",
+  sizeof(Licensing__V1__ReplicaMachinesRequest),
+  2,
+  licensing__v1__replica_machines_request__field_descriptors,
+  licensing__v1__replica_machines_request__field_indices_by_name,
+  1,  licensing__v1__replica_machines_request__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__replica_machines_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__replica_machine__field_descriptors[3] =
+{
+  {
+    "id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ReplicaMachine, id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "license_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ReplicaMachine, license_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "fingerprint_hash",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ReplicaMachine, fingerprint_hash),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__replica_machine__field_indices_by_name[] = {
+  2,   /* field[2] = fingerprint_hash */
+  0,   /* field[0] = id */
+  1,   /* field[1] = license_id */
+};
+static const ProtobufCIntRange licensing__v1__replica_machine__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor licensing__v1__replica_machine__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.ReplicaMachine",
+  "ReplicaMachine",
+  "Licensing__V1__ReplicaMachine",
+  "licensing.v1",
+  sizeof(Licensing__V1__ReplicaMachine),
+  3,
+  licensing__v1__replica_machine__field_descriptors,
+  licensing__v1__replica_machine__field_indices_by_name,
+  1,  licensing__v1__replica_machine__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__replica_machine__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__replica_machines_response__field_descriptors[4] =
+{
+  {
+    "machines",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Licensing__V1__ReplicaMachinesResponse, n_machines),
+    offsetof(Licensing__V1__ReplicaMachinesResponse, machines),
+    &licensing__v1__replica_machine__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "events_seq",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ReplicaMachinesResponse, events_seq),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "epoch",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ReplicaMachinesResponse, epoch),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "next_after_id",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__ReplicaMachinesResponse, next_after_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__replica_machines_response__field_indices_by_name[] = {
+  2,   /* field[2] = epoch */
+  1,   /* field[1] = events_seq */
+  0,   /* field[0] = machines */
+  3,   /* field[3] = next_after_id */
+};
+static const ProtobufCIntRange licensing__v1__replica_machines_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor licensing__v1__replica_machines_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.ReplicaMachinesResponse",
+  "ReplicaMachinesResponse",
+  "Licensing__V1__ReplicaMachinesResponse",
+  "licensing.v1",
+  sizeof(Licensing__V1__ReplicaMachinesResponse),
+  4,
+  licensing__v1__replica_machines_response__field_descriptors,
+  licensing__v1__replica_machines_response__field_indices_by_name,
+  1,  licensing__v1__replica_machines_response__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__replica_machines_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__logged_validation__field_descriptors[7] =
+{
+  {
+    "row",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__LoggedValidation, row),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "occurred_at",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__LoggedValidation, occurred_at),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "license_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__LoggedValidation, license_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reason",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__LoggedValidation, reason),
+    &licensing__v1__reason_code__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "fingerprint_hash",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__LoggedValidation, fingerprint_hash),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "region",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__LoggedValidation, region),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "feature",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__LoggedValidation, feature),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__logged_validation__field_indices_by_name[] = {
+  6,   /* field[6] = feature */
+  4,   /* field[4] = fingerprint_hash */
+  2,   /* field[2] = license_id */
+  1,   /* field[1] = occurred_at */
+  3,   /* field[3] = reason */
+  5,   /* field[5] = region */
+  0,   /* field[0] = row */
+};
+static const ProtobufCIntRange licensing__v1__logged_validation__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 7 }
+};
+const ProtobufCMessageDescriptor licensing__v1__logged_validation__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.LoggedValidation",
+  "LoggedValidation",
+  "Licensing__V1__LoggedValidation",
+  "licensing.v1",
+  sizeof(Licensing__V1__LoggedValidation),
+  7,
+  licensing__v1__logged_validation__field_descriptors,
+  licensing__v1__logged_validation__field_indices_by_name,
+  1,  licensing__v1__logged_validation__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__logged_validation__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__append_replica_log_request__field_descriptors[2] =
+{
+  {
+    "replica_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__AppendReplicaLogRequest, replica_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "entries",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Licensing__V1__AppendReplicaLogRequest, n_entries),
+    offsetof(Licensing__V1__AppendReplicaLogRequest, entries),
+    &licensing__v1__logged_validation__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__append_replica_log_request__field_indices_by_name[] = {
+  1,   /* field[1] = entries */
+  0,   /* field[0] = replica_id */
+};
+static const ProtobufCIntRange licensing__v1__append_replica_log_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor licensing__v1__append_replica_log_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.AppendReplicaLogRequest",
+  "AppendReplicaLogRequest",
+  "Licensing__V1__AppendReplicaLogRequest",
+  "licensing.v1",
+  sizeof(Licensing__V1__AppendReplicaLogRequest),
+  2,
+  licensing__v1__append_replica_log_request__field_descriptors,
+  licensing__v1__append_replica_log_request__field_indices_by_name,
+  1,  licensing__v1__append_replica_log_request__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__append_replica_log_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor licensing__v1__append_replica_log_response__field_descriptors[1] =
+{
+  {
+    "stored_through",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Licensing__V1__AppendReplicaLogResponse, stored_through),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned licensing__v1__append_replica_log_response__field_indices_by_name[] = {
+  0,   /* field[0] = stored_through */
+};
+static const ProtobufCIntRange licensing__v1__append_replica_log_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor licensing__v1__append_replica_log_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "licensing.v1.AppendReplicaLogResponse",
+  "AppendReplicaLogResponse",
+  "Licensing__V1__AppendReplicaLogResponse",
+  "licensing.v1",
+  sizeof(Licensing__V1__AppendReplicaLogResponse),
+  1,
+  licensing__v1__append_replica_log_response__field_descriptors,
+  licensing__v1__append_replica_log_response__field_indices_by_name,
+  1,  licensing__v1__append_replica_log_response__number_ranges,
+  (ProtobufCMessageInit) licensing__v1__append_replica_log_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCFieldDescriptor licensing__v1__validation_event__field_descriptors[7] =
 {
   {
@@ -3571,7 +4238,7 @@ const ProtobufCEnumDescriptor licensing__v1__seat_action__descriptor =
   licensing__v1__seat_action__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCMethodDescriptor licensing__v1__validation__method_descriptors[14] =
+static const ProtobufCMethodDescriptor licensing__v1__validation__method_descriptors[16] =
 {
   { "Validate", &licensing__v1__validate_request__descriptor, &licensing__v1__validate_response__descriptor },
   { "Activate", &licensing__v1__activate_request__descriptor, &licensing__v1__activate_response__descriptor },
@@ -3587,9 +4254,12 @@ static const ProtobufCMethodDescriptor licensing__v1__validation__method_descrip
   { "RewrapSecrets", &licensing__v1__rewrap_secrets_request__descriptor, &licensing__v1__rewrap_secrets_response__descriptor },
   { "ResolveLicenses", &licensing__v1__resolve_licenses_request__descriptor, &licensing__v1__resolve_licenses_response__descriptor },
   { "Events", &licensing__v1__feed_request__descriptor, &licensing__v1__validation_events_response__descriptor },
+  { "ReplicaMachines", &licensing__v1__replica_machines_request__descriptor, &licensing__v1__replica_machines_response__descriptor },
+  { "AppendReplicaLog", &licensing__v1__append_replica_log_request__descriptor, &licensing__v1__append_replica_log_response__descriptor },
 };
 const unsigned licensing__v1__validation__method_indices_by_name[] = {
   1,        /* Activate */
+  15,        /* AppendReplicaLog */
   6,        /* CheckinSeat */
   4,        /* CheckoutSeat */
   8,        /* CreateOfflineLicense */
@@ -3600,6 +4270,7 @@ const unsigned licensing__v1__validation__method_indices_by_name[] = {
   5,        /* HeartbeatSeat */
   3,        /* ListMachines */
   7,        /* ListSeats */
+  14,        /* ReplicaMachines */
   12,        /* ResolveLicenses */
   11,        /* RewrapSecrets */
   0         /* Validate */
@@ -3611,7 +4282,7 @@ const ProtobufCServiceDescriptor licensing__v1__validation__descriptor =
   "Validation",
   "Licensing__V1__Validation",
   "licensing.v1",
-  14,
+  16,
   licensing__v1__validation__method_descriptors,
   licensing__v1__validation__method_indices_by_name
 };
@@ -3726,6 +4397,22 @@ void licensing__v1__validation__events(ProtobufCService *service,
 {
   assert(service->descriptor == &licensing__v1__validation__descriptor);
   service->invoke(service, 13, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void licensing__v1__validation__replica_machines(ProtobufCService *service,
+                                                 const Licensing__V1__ReplicaMachinesRequest *input,
+                                                 Licensing__V1__ReplicaMachinesResponse_Closure closure,
+                                                 void *closure_data)
+{
+  assert(service->descriptor == &licensing__v1__validation__descriptor);
+  service->invoke(service, 14, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void licensing__v1__validation__append_replica_log(ProtobufCService *service,
+                                                   const Licensing__V1__AppendReplicaLogRequest *input,
+                                                   Licensing__V1__AppendReplicaLogResponse_Closure closure,
+                                                   void *closure_data)
+{
+  assert(service->descriptor == &licensing__v1__validation__descriptor);
+  service->invoke(service, 15, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void licensing__v1__validation__init (Licensing__V1__Validation_Service *service,
                                       Licensing__V1__Validation_ServiceDestroy destroy)

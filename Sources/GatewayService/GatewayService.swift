@@ -5,6 +5,7 @@ import LicensingRPC
 import LicensingRuntime
 import LicensingWire
 import Logging
+import NIOCore
 import NIOSSL
 import ServiceLifecycle
 
@@ -16,13 +17,35 @@ public struct Backends: Sendable {
     public var reporting: RPCClient
     /// license-integrations (optional: a stack may run without it).
     public var integrations: RPCClient?
+    /// Validation's read replicas, if any: validations go to them, everything else to `validation`.
+    public var validationReplicas: ValidationReplicaSettings?
 
-    public init(issuance: RPCClient, validation: RPCClient, usage: RPCClient, reporting: RPCClient, integrations: RPCClient? = nil) {
+    public init(
+        issuance: RPCClient, validation: RPCClient, usage: RPCClient, reporting: RPCClient, integrations: RPCClient? = nil,
+        validationReplicas: ValidationReplicaSettings? = nil
+    ) {
         self.integrations = integrations
+        self.validationReplicas = validationReplicas
         self.issuance = issuance
         self.validation = validation
         self.usage = usage
         self.reporting = reporting
+    }
+}
+
+/// Where validation's read replicas are and when one is taken out of rotation.
+public struct ValidationReplicaSettings: Sendable {
+    public var source: ValidationReplicaSource
+    /// A replica further behind one of its feeds than this many events takes no calls.
+    public var maxLagEvents: UInt64 = 1000
+    /// How long one replica gets to answer before the call goes to another.
+    public var attemptTimeout: Duration = .milliseconds(400)
+    /// The client for a replica's address (TLS settings and connections).
+    public var client: @Sendable (Endpoint) -> RPCClient
+
+    public init(source: ValidationReplicaSource, client: @escaping @Sendable (Endpoint) -> RPCClient) {
+        self.source = source
+        self.client = client
     }
 }
 
@@ -56,6 +79,7 @@ public final class GatewayService: Sendable {
     let usage: Backend
     let reporting: Backend
     let integrations: Backend?
+    let replicas: ReadReplicas?
     let credentials: CredentialStore
     let holderTokens: HolderTokens
     let database: DatabasePool
@@ -80,10 +104,16 @@ public final class GatewayService: Sendable {
         limits: Limits = Limits(), logger: Logger
     ) throws {
         self.issuance = Backend(name: "issuance", client: backends.issuance)
-        self.validation = Backend(name: "validation", client: backends.validation)
+        let validation = Backend(name: "validation", client: backends.validation)
+        self.validation = validation
         self.usage = Backend(name: "usage", client: backends.usage)
         self.reporting = Backend(name: "reporting", client: backends.reporting)
         self.integrations = backends.integrations.map { Backend(name: "integrations", client: $0) }
+        self.replicas = try backends.validationReplicas.map { [logger] settings in
+            ReadReplicas(
+                source: settings.source, primary: validation, maxLag: settings.maxLagEvents,
+                attemptTimeout: settings.attemptTimeout, logger: logger, makeClient: settings.client)
+        }
         self.credentials = try CredentialStore(database: database)
         self.holderTokens = try HolderTokens.load(from: database)
         self.database = database
@@ -151,9 +181,20 @@ public final class GatewayService: Sendable {
         func client(_ name: String) throws -> RPCClient {
             try environment.peerClient(name, connections: 4, tlsSettings: "backend")
         }
+        var backends = Backends(
+            issuance: try client("issuance"), validation: try client("validation"), usage: try client("usage"), reporting: try client("reporting"),
+            integrations: try client("integrations"))
+        if let source = settings["validation-replicas"] {
+            let parsed = try ValidationReplicaSource(parsing: source)
+            // Replicas found by DNS present a certificate for the name, not for each address.
+            let serverName: String? = if case .dns(let host, _) = parsed { host } else { nil }
+            var replicas = ValidationReplicaSettings(source: parsed) { environment.replicaClient($0, serverName: serverName) }
+            replicas.maxLagEvents = UInt64(try settings.int("replica-max-lag-events", default: 1000, in: 1...100_000_000))
+            replicas.attemptTimeout = .milliseconds(try settings.int("replica-attempt-timeout-ms", default: 400, in: 50...10_000))
+            backends.validationReplicas = replicas
+        }
         let gateway = try GatewayService(
-            backends: Backends(issuance: try client("issuance"), validation: try client("validation"), usage: try client("usage"), reporting: try client("reporting"),
-                integrations: try client("integrations")),
+            backends: backends,
             database: try openDatabase(path: environment.databasePath), logger: environment.logger)
         if environment.developmentMode || settings["admin-key-file"] != nil {
             let file = settings["admin-key-file"] ?? "\(settings.dataDirectory)/secrets/admin-api-key"
@@ -174,7 +215,7 @@ public final class GatewayService: Sendable {
         return [
             RPCServer(router: gateway.router(), configuration: configuration, logger: environment.logger),
             BackendProber(backends: gateway.backends, logger: environment.logger),
-        ]
+        ] + (gateway.replicas.map { [ReplicaProber(replicas: $0)] } ?? [])
     }
 
     public func router() -> RPCRouter {
@@ -183,6 +224,7 @@ public final class GatewayService: Sendable {
         reporter.register(in: &router)
         route(IssuanceMethods.all, to: issuance, in: &router)
         route(ValidationMethods.all, to: validation, in: &router)
+        if let replicas { route([ValidationMethods.validate.info], in: &router) { replicas.forward($0) } }
         route(UsageMethods.all, to: usage, in: &router)
         route(ReportingMethods.all, to: reporting, in: &router)
         if let integrations { route(IntegrationsMethods.all, to: integrations, in: &router) }
@@ -201,15 +243,22 @@ public final class GatewayService: Sendable {
                     for try await message in messages { try await stream.send(message) }
                 })
             } else {
-                // The person's address behind the console is for the gateway's limits only.
-                router.register(name: method.name, .immediate { call in
-                    guard call.metadata[RPCMetadata.authSource] != nil else { return .pending(backend.callRawFuture(call)) }
-                    var metadata = call.metadata
-                    metadata[RPCMetadata.authSource] = nil
-                    metadata[RPCMetadata.endUserAddress] = nil
-                    return .pending(backend.callRawFuture(call.with(metadata: metadata)))
-                })
+                route([method], in: &router) { backend.callRawFuture($0) }
             }
+        }
+    }
+
+    /// Unary methods forwarded by `forward` once admitted.
+    private func route(_ methods: [WireMethodInfo], in router: inout RPCRouter, forward: @escaping @Sendable (ServerCall) -> EventLoopFuture<[UInt8]>) {
+        for method in methods {
+            // The person's address behind the console is for the gateway's limits only.
+            router.register(name: method.name, .immediate { call in
+                guard call.metadata[RPCMetadata.authSource] != nil else { return .pending(forward(call)) }
+                var metadata = call.metadata
+                metadata[RPCMetadata.authSource] = nil
+                metadata[RPCMetadata.endUserAddress] = nil
+                return .pending(forward(call.with(metadata: metadata)))
+            })
         }
     }
 }

@@ -17,6 +17,7 @@ enum Permissions {
         ReportingMethods.eraseCustomer.name, IntegrationsMethods.eraseCustomer.name, ValidationMethods.resolveLicenses.name,
         IssuanceMethods.revealKey.name, IssuanceMethods.exportCustomer.name, ValidationMethods.exportCustomer.name, UsageMethods.exportCustomer.name,
         ReportingMethods.exportCustomer.name, IntegrationsMethods.exportCustomer.name,
+        ValidationMethods.replicaMachines.name, ValidationMethods.appendReplicaLog.name,
     ]
     /// A holder token reaches these and nothing else; no API key reaches them.
     static let holderOnly: Set<String> = [

@@ -38,6 +38,14 @@ public struct FeedJournal: Sendable {
         try insert.execute(arguments: [occurredAt, tenant, license, kind, Data(payload)])
     }
 
+    /// The highest sequence written and this database's epoch: where a follower that loaded
+    /// a snapshot in the same transaction goes on from.
+    public func head(in db: Database) throws -> (lastSeq: UInt64, epoch: String) {
+        let lastSeq = UInt64(try Int64.fetchOne(db, sql: "SELECT seq FROM \(table) ORDER BY seq DESC LIMIT 1") ?? 0)
+        let epoch = try String.fetchOne(db, sql: "SELECT epoch FROM feed_epoch WHERE feed = ?", arguments: [table]) ?? ""
+        return (lastSeq, epoch)
+    }
+
     public struct Page: Sendable {
         public var events: [(seq: UInt64, payload: [UInt8])]
         /// The highest sequence written.
@@ -51,8 +59,7 @@ public struct FeedJournal: Sendable {
     /// (empty = all). The scan stops after `limit` events or `limit * 20` rows skipped.
     public func read(after: UInt64, limit: UInt32, kinds: [String], in db: Database) throws -> Page {
         let limit = limit == 0 ? 500 : Int(min(limit, 5000))
-        let lastSeq = UInt64(try Int64.fetchOne(db, sql: "SELECT seq FROM \(table) ORDER BY seq DESC LIMIT 1") ?? 0)
-        let epoch = try String.fetchOne(db, sql: "SELECT epoch FROM feed_epoch WHERE feed = ?", arguments: [table]) ?? ""
+        let (lastSeq, epoch) = try head(in: db)
         let start = Int64(clamping: after)
         var events: [(seq: UInt64, payload: [UInt8])] = []
         var nextAfter = after

@@ -102,13 +102,16 @@ extension ValidationService {
     }
 
     /// Catches up with the source of a denial: usage's feed for a quota (a limit raised a
-    /// moment ago), issuance's for anything else.
+    /// moment ago), issuance's for anything else and, on a replica, the primary's machines
+    /// too (a machine activated a moment ago, through another replica or the primary).
     private func catchUp(before reason: ReasonCode) async {
         if reason == .quotaExceeded {
             await quotaFeed?.catchUp()
-        } else {
-            await feed.catchUp()
+            return
         }
+        async let machines: Void = machineMirror?.catchUp() ?? ()
+        await feed.catchUp()
+        await machines
     }
 
     /// The decision on what the look-up found (nil: no license of the caller's tenant has

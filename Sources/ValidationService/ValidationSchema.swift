@@ -131,6 +131,22 @@ enum ValidationSchema {
                 );
                 """)
         }
+        // Read replicas: on a primary, how far each replica's shipped log has been stored
+        // (so a batch sent twice is stored once); on a replica, the name it ships under.
+        migrator.registerMigration("v6: validation read replicas") { db in
+            try db.execute(sql: """
+                CREATE TABLE replica_log_source (
+                    replica_id TEXT PRIMARY KEY,
+                    stored_through INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL
+                );
+                CREATE TABLE replica_identity (
+                    id INTEGER PRIMARY KEY CHECK (id = 1),
+                    replica_id TEXT NOT NULL,
+                    shipped_through INTEGER NOT NULL
+                );
+                """)
+        }
         return migrator
     }
 }

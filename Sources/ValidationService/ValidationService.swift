@@ -35,6 +35,10 @@ public final class ValidationService: ValidationServiceProtocol {
     /// Quotas usage says are used up, and the follower of usage's feed that applies them.
     let quotas: QuotaBlocks
     let quotaFeed: FeedFollower<UsageFeedEvent>?
+    /// Primary or read replica; a replica follows the primary's machines and ships its log there.
+    let role: ValidationRole
+    let machineMirror: FeedFollower<ValidationEvent>?
+    let logShipper: LogShipper?
     let logger: Logger
 
     public struct Options: Sendable {
@@ -75,9 +79,18 @@ public final class ValidationService: ValidationServiceProtocol {
 
     public init(
         database: DatabasePool, issuance: RPCClient, usage: RPCClient? = nil, keyHashSecret: KeyHashSecret, masterKey: MasterKey,
-        signing: SigningCustody? = nil, clock: any LicenseClock = SystemLicenseClock(), options: Options = Options(), logger: Logger
+        signing: SigningCustody? = nil, clock: any LicenseClock = SystemLicenseClock(), options: Options = Options(),
+        role: ValidationRole = .primary, logger: Logger
     ) throws {
         self.database = database
+        self.role = role
+        if case .replica(let primary) = role {
+            machineMirror = MachineMirror.follower(primary: primary, database: database, idleInterval: options.feedPollInterval, logger: logger)
+            logShipper = LogShipper(database: database, primary: primary, logger: logger)
+        } else {
+            machineMirror = nil
+            logShipper = nil
+        }
         self.writes = GroupCommitter(database: database, name: "validation")
         self.replica = try LicenseReplica(database: database)
         self.maintenance = try WALMaintenance(pool: database, lookups: replica.lookups, logger: logger)
@@ -128,7 +141,7 @@ public final class ValidationService: ValidationServiceProtocol {
             database: try openDatabase(path: environment.databasePath), issuance: issuance, usage: usage,
             keyHashSecret: try Secrets.keyHashSecret(settings: settings, developmentMode: environment.developmentMode),
             masterKey: masterKey, signing: try SigningCustody.from(settings: settings, masterKey: masterKey, token: token),
-            options: options, logger: environment.logger)
+            options: options, role: try ValidationRole.from(environment), logger: environment.logger)
         environment.sampler?.add { [database = service.database, clock = service.clock] in
             let held = try await database.read { db in
                 try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM seat_lease WHERE expires_at > ?", arguments: [clock.now]) ?? 0
@@ -148,18 +161,44 @@ public final class ValidationService: ValidationServiceProtocol {
         // Stopped in reverse order: the server first (no new validations), then the
         // feed, then the log's last write, then the checkpoints.
         // The rollups stop after the log's last write so they see it.
-        let followers: [any Service] = quotaFeed.map { [$0] } ?? []
+        let followers: [any Service] = (quotaFeed.map { [$0] } ?? []) + (machineMirror.map { [$0] } ?? [])
+        if let logShipper {
+            // A replica keeps no history: its log goes to the primary (after the log's last write).
+            return [maintenance, logShipper, log, feed] + followers
+        }
         return [maintenance, logRetention, eventRetention, rollups, log, feed] + followers
     }
 
     public func router() -> RPCRouter {
         var router = RPCRouter()
         let feed = self.feed
-        let quotaFeed = self.quotaFeed
-        HealthReporter(service: "validation", feeds: { [feed.position()] + (quotaFeed.map { [$0.position()] } ?? []) }).register(in: &router)
-        DatabaseSnapshot(service: "validation", database: database).register(in: &router)
+        let others = [quotaFeed?.position, machineMirror?.position].compactMap { $0 }
+        HealthReporter(service: "validation", feeds: { [feed.position()] + others.map { $0() } }).register(in: &router)
         registerMethods(with: &router)
+        switch role {
+        case .primary:
+            DatabaseSnapshot(service: "validation", database: database).register(in: &router)
+        case .replica(let primary):
+            // A replica answers Validate; the rest is the primary's (its database is disposable,
+            // so there is nothing of it to back up).
+            for method in ValidationMethods.all where method.name != ValidationMethods.validate.name {
+                router.register(name: method.name, Self.forwarding(method, to: primary))
+            }
+        }
         return router
+    }
+
+    /// A method forwarded unchanged to the primary, with the caller's metadata and deadline.
+    static func forwarding(_ method: WireMethodInfo, to primary: RPCClient) -> MethodHandler {
+        if method.serverStreaming {
+            return .serverStreaming { call, stream in
+                let messages = try await primary.streamRaw(call.method, payload: call.payload, metadata: call.metadata, deadline: call.deadline)
+                for try await message in messages { try await stream.send(message) }
+            }
+        }
+        return .immediate { call in
+            .pending(primary.callRawFuture(call.method, payload: call.payload, metadata: call.metadata, deadline: call.deadline, on: call.eventLoop))
+        }
     }
 
     /// The key and its license's facts, or nil when no license of the caller's tenant has

@@ -17,6 +17,9 @@ struct LicenseGatewayCommand: AsyncParsableCommand {
     @Option(help: "Validation endpoint (default: unix:<data>/run/validation.sock).")
     var validation: String?
 
+    @Option(help: "Validation's read replicas, for validations: host:port list, or dns:NAME:PORT for every address NAME resolves to (a Kubernetes headless Service).")
+    var validationReplicas: String?
+
     @Option(help: "Usage endpoint (default: unix:<data>/run/usage.sock).")
     var usage: String?
 
@@ -45,7 +48,7 @@ struct LicenseGatewayCommand: AsyncParsableCommand {
         let flags: [String: String?] = [
             "issuance": issuance, "validation": validation, "usage": usage, "reporting": reporting, "integrations": integrations, "backend-ca": backendCa,
             "backend-cert": backendCert, "backend-key": backendKey, "admin-key-file": adminKeyFile,
-            "allow-plaintext-tcp": allowPlaintextTcp.map { String($0) },
+            "allow-plaintext-tcp": allowPlaintextTcp.map { String($0) }, "validation-replicas": validationReplicas,
         ]
         try await ServiceRunner.run(GatewayService.self, options: runtime, extraFlags: flags)
     }

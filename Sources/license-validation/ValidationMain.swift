@@ -14,7 +14,14 @@ struct LicenseValidationCommand: AsyncParsableCommand {
     @Option(help: "Issuance endpoint whose change feed to follow (default: unix:<data>/run/issuance.sock).")
     var issuance: String?
 
+    @Option(help: "primary (default) owns activations, machines, seats and the validation log; replica answers validations from its own copy and forwards the rest to --primary.")
+    var role: String?
+
+    @Option(help: "For --role replica: the validation primary's endpoint.")
+    var primary: String?
+
     func run() async throws {
-        try await ServiceRunner.run(ValidationService.self, options: runtime, extraFlags: ["issuance": issuance])
+        try await ServiceRunner.run(
+            ValidationService.self, options: runtime, extraFlags: ["issuance": issuance, "role": role, "primary": primary])
     }
 }

@@ -159,6 +159,8 @@ func withGateway<T>(
         }
         #expect(Permissions.allows(.issuer, UsageMethods.setQuota.name) && Permissions.allows(.issuer, UsageMethods.acknowledgeAlert.name))
         #expect(Permissions.servicesOnly.contains(UsageMethods.feed.name) && Permissions.servicesOnly.contains(ValidationMethods.events.name))
+        // What replicas ask their primary for: machines and another replica's log are no API key's business.
+        #expect(Permissions.servicesOnly.isSuperset(of: [ValidationMethods.replicaMachines.name, ValidationMethods.appendReplicaLog.name]))
     }
 
     @Test func missingUnknownRevokedAndExpiredKeysAreUnauthenticated() async throws {

@@ -17,6 +17,12 @@ PROTOBUF_C__BEGIN_DECLS
 #include "licensing.pb-c.h"
 #include "issuance.pb-c.h"
 
+typedef struct Licensing__V1__ReplicaMachinesRequest Licensing__V1__ReplicaMachinesRequest;
+typedef struct Licensing__V1__ReplicaMachine Licensing__V1__ReplicaMachine;
+typedef struct Licensing__V1__ReplicaMachinesResponse Licensing__V1__ReplicaMachinesResponse;
+typedef struct Licensing__V1__LoggedValidation Licensing__V1__LoggedValidation;
+typedef struct Licensing__V1__AppendReplicaLogRequest Licensing__V1__AppendReplicaLogRequest;
+typedef struct Licensing__V1__AppendReplicaLogResponse Licensing__V1__AppendReplicaLogResponse;
 typedef struct Licensing__V1__ValidationEvent Licensing__V1__ValidationEvent;
 typedef struct Licensing__V1__MachineEvent Licensing__V1__MachineEvent;
 typedef struct Licensing__V1__SeatEvent Licensing__V1__SeatEvent;
@@ -68,6 +74,108 @@ typedef enum _Licensing__V1__SeatAction {
 } Licensing__V1__SeatAction;
 
 /* --- messages --- */
+
+struct  Licensing__V1__ReplicaMachinesRequest
+{
+  ProtobufCMessage base;
+  /*
+   * The last machine id of the previous page; empty for the first.
+   */
+  char *after_id;
+  /*
+   * 0 = 1000; capped at 5000.
+   */
+  uint32_t limit;
+};
+#define LICENSING__V1__REPLICA_MACHINES_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__replica_machines_request__descriptor) \
+    , (char *)protobuf_c_empty_string, 0 }
+
+
+struct  Licensing__V1__ReplicaMachine
+{
+  ProtobufCMessage base;
+  char *id;
+  char *license_id;
+  char *fingerprint_hash;
+};
+#define LICENSING__V1__REPLICA_MACHINE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__replica_machine__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+struct  Licensing__V1__ReplicaMachinesResponse
+{
+  ProtobufCMessage base;
+  size_t n_machines;
+  Licensing__V1__ReplicaMachine **machines;
+  /*
+   * The event feed's head and epoch when this page was read.
+   */
+  uint64_t events_seq;
+  char *epoch;
+  /*
+   * Where the next page starts; empty when this was the last.
+   */
+  char *next_after_id;
+};
+#define LICENSING__V1__REPLICA_MACHINES_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__replica_machines_response__descriptor) \
+    , 0,NULL, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+/*
+ * One validation a replica answered, as the primary's log keeps it.
+ */
+struct  Licensing__V1__LoggedValidation
+{
+  ProtobufCMessage base;
+  /*
+   * The replica's own row number: rows are shipped in this order, each once.
+   */
+  uint64_t row;
+  int64_t occurred_at;
+  char *license_id;
+  Licensing__V1__ReasonCode reason;
+  char *fingerprint_hash;
+  char *region;
+  char *feature;
+};
+#define LICENSING__V1__LOGGED_VALIDATION__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__logged_validation__descriptor) \
+    , 0, 0, (char *)protobuf_c_empty_string, LICENSING__V1__REASON_CODE__REASON_CODE_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+struct  Licensing__V1__AppendReplicaLogRequest
+{
+  ProtobufCMessage base;
+  /*
+   * Chosen by the replica when its database is made; rows are counted per replica.
+   */
+  char *replica_id;
+  /*
+   * In row order; at most 5000.
+   */
+  size_t n_entries;
+  Licensing__V1__LoggedValidation **entries;
+};
+#define LICENSING__V1__APPEND_REPLICA_LOG_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__append_replica_log_request__descriptor) \
+    , (char *)protobuf_c_empty_string, 0,NULL }
+
+
+struct  Licensing__V1__AppendReplicaLogResponse
+{
+  ProtobufCMessage base;
+  /*
+   * The highest row of this replica the primary holds: the replica may delete up to it.
+   */
+  uint64_t stored_through;
+};
+#define LICENSING__V1__APPEND_REPLICA_LOG_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&licensing__v1__append_replica_log_response__descriptor) \
+    , 0 }
+
 
 typedef enum {
   LICENSING__V1__VALIDATION_EVENT__EVENT__NOT_SET = 0,
@@ -574,6 +682,120 @@ struct  Licensing__V1__OfflineLicense
     , (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string }
 
 
+/* Licensing__V1__ReplicaMachinesRequest methods */
+void   licensing__v1__replica_machines_request__init
+                     (Licensing__V1__ReplicaMachinesRequest         *message);
+size_t licensing__v1__replica_machines_request__get_packed_size
+                     (const Licensing__V1__ReplicaMachinesRequest   *message);
+size_t licensing__v1__replica_machines_request__pack
+                     (const Licensing__V1__ReplicaMachinesRequest   *message,
+                      uint8_t             *out);
+size_t licensing__v1__replica_machines_request__pack_to_buffer
+                     (const Licensing__V1__ReplicaMachinesRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__ReplicaMachinesRequest *
+       licensing__v1__replica_machines_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__replica_machines_request__free_unpacked
+                     (Licensing__V1__ReplicaMachinesRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__ReplicaMachine methods */
+void   licensing__v1__replica_machine__init
+                     (Licensing__V1__ReplicaMachine         *message);
+size_t licensing__v1__replica_machine__get_packed_size
+                     (const Licensing__V1__ReplicaMachine   *message);
+size_t licensing__v1__replica_machine__pack
+                     (const Licensing__V1__ReplicaMachine   *message,
+                      uint8_t             *out);
+size_t licensing__v1__replica_machine__pack_to_buffer
+                     (const Licensing__V1__ReplicaMachine   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__ReplicaMachine *
+       licensing__v1__replica_machine__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__replica_machine__free_unpacked
+                     (Licensing__V1__ReplicaMachine *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__ReplicaMachinesResponse methods */
+void   licensing__v1__replica_machines_response__init
+                     (Licensing__V1__ReplicaMachinesResponse         *message);
+size_t licensing__v1__replica_machines_response__get_packed_size
+                     (const Licensing__V1__ReplicaMachinesResponse   *message);
+size_t licensing__v1__replica_machines_response__pack
+                     (const Licensing__V1__ReplicaMachinesResponse   *message,
+                      uint8_t             *out);
+size_t licensing__v1__replica_machines_response__pack_to_buffer
+                     (const Licensing__V1__ReplicaMachinesResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__ReplicaMachinesResponse *
+       licensing__v1__replica_machines_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__replica_machines_response__free_unpacked
+                     (Licensing__V1__ReplicaMachinesResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__LoggedValidation methods */
+void   licensing__v1__logged_validation__init
+                     (Licensing__V1__LoggedValidation         *message);
+size_t licensing__v1__logged_validation__get_packed_size
+                     (const Licensing__V1__LoggedValidation   *message);
+size_t licensing__v1__logged_validation__pack
+                     (const Licensing__V1__LoggedValidation   *message,
+                      uint8_t             *out);
+size_t licensing__v1__logged_validation__pack_to_buffer
+                     (const Licensing__V1__LoggedValidation   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__LoggedValidation *
+       licensing__v1__logged_validation__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__logged_validation__free_unpacked
+                     (Licensing__V1__LoggedValidation *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__AppendReplicaLogRequest methods */
+void   licensing__v1__append_replica_log_request__init
+                     (Licensing__V1__AppendReplicaLogRequest         *message);
+size_t licensing__v1__append_replica_log_request__get_packed_size
+                     (const Licensing__V1__AppendReplicaLogRequest   *message);
+size_t licensing__v1__append_replica_log_request__pack
+                     (const Licensing__V1__AppendReplicaLogRequest   *message,
+                      uint8_t             *out);
+size_t licensing__v1__append_replica_log_request__pack_to_buffer
+                     (const Licensing__V1__AppendReplicaLogRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__AppendReplicaLogRequest *
+       licensing__v1__append_replica_log_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__append_replica_log_request__free_unpacked
+                     (Licensing__V1__AppendReplicaLogRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Licensing__V1__AppendReplicaLogResponse methods */
+void   licensing__v1__append_replica_log_response__init
+                     (Licensing__V1__AppendReplicaLogResponse         *message);
+size_t licensing__v1__append_replica_log_response__get_packed_size
+                     (const Licensing__V1__AppendReplicaLogResponse   *message);
+size_t licensing__v1__append_replica_log_response__pack
+                     (const Licensing__V1__AppendReplicaLogResponse   *message,
+                      uint8_t             *out);
+size_t licensing__v1__append_replica_log_response__pack_to_buffer
+                     (const Licensing__V1__AppendReplicaLogResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Licensing__V1__AppendReplicaLogResponse *
+       licensing__v1__append_replica_log_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   licensing__v1__append_replica_log_response__free_unpacked
+                     (Licensing__V1__AppendReplicaLogResponse *message,
+                      ProtobufCAllocator *allocator);
 /* Licensing__V1__ValidationEvent methods */
 void   licensing__v1__validation_event__init
                      (Licensing__V1__ValidationEvent         *message);
@@ -1089,6 +1311,24 @@ void   licensing__v1__offline_license__free_unpacked
                       ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
+typedef void (*Licensing__V1__ReplicaMachinesRequest_Closure)
+                 (const Licensing__V1__ReplicaMachinesRequest *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__ReplicaMachine_Closure)
+                 (const Licensing__V1__ReplicaMachine *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__ReplicaMachinesResponse_Closure)
+                 (const Licensing__V1__ReplicaMachinesResponse *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__LoggedValidation_Closure)
+                 (const Licensing__V1__LoggedValidation *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__AppendReplicaLogRequest_Closure)
+                 (const Licensing__V1__AppendReplicaLogRequest *message,
+                  void *closure_data);
+typedef void (*Licensing__V1__AppendReplicaLogResponse_Closure)
+                 (const Licensing__V1__AppendReplicaLogResponse *message,
+                  void *closure_data);
 typedef void (*Licensing__V1__ValidationEvent_Closure)
                  (const Licensing__V1__ValidationEvent *message,
                   void *closure_data);
@@ -1233,6 +1473,14 @@ struct Licensing__V1__Validation_Service
                  const Licensing__V1__FeedRequest *input,
                  Licensing__V1__ValidationEventsResponse_Closure closure,
                  void *closure_data);
+  void (*replica_machines)(Licensing__V1__Validation_Service *service,
+                           const Licensing__V1__ReplicaMachinesRequest *input,
+                           Licensing__V1__ReplicaMachinesResponse_Closure closure,
+                           void *closure_data);
+  void (*append_replica_log)(Licensing__V1__Validation_Service *service,
+                             const Licensing__V1__AppendReplicaLogRequest *input,
+                             Licensing__V1__AppendReplicaLogResponse_Closure closure,
+                             void *closure_data);
 };
 typedef void (*Licensing__V1__Validation_ServiceDestroy)(Licensing__V1__Validation_Service *);
 void licensing__v1__validation__init (Licensing__V1__Validation_Service *service,
@@ -1254,7 +1502,9 @@ void licensing__v1__validation__init (Licensing__V1__Validation_Service *service
       function_prefix__ ## export_customer,\
       function_prefix__ ## rewrap_secrets,\
       function_prefix__ ## resolve_licenses,\
-      function_prefix__ ## events  }
+      function_prefix__ ## events,\
+      function_prefix__ ## replica_machines,\
+      function_prefix__ ## append_replica_log  }
 void licensing__v1__validation__validate(ProtobufCService *service,
                                          const Licensing__V1__ValidateRequest *input,
                                          Licensing__V1__ValidateResponse_Closure closure,
@@ -1311,10 +1561,24 @@ void licensing__v1__validation__events(ProtobufCService *service,
                                        const Licensing__V1__FeedRequest *input,
                                        Licensing__V1__ValidationEventsResponse_Closure closure,
                                        void *closure_data);
+void licensing__v1__validation__replica_machines(ProtobufCService *service,
+                                                 const Licensing__V1__ReplicaMachinesRequest *input,
+                                                 Licensing__V1__ReplicaMachinesResponse_Closure closure,
+                                                 void *closure_data);
+void licensing__v1__validation__append_replica_log(ProtobufCService *service,
+                                                   const Licensing__V1__AppendReplicaLogRequest *input,
+                                                   Licensing__V1__AppendReplicaLogResponse_Closure closure,
+                                                   void *closure_data);
 
 /* --- descriptors --- */
 
 extern const ProtobufCEnumDescriptor    licensing__v1__seat_action__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__replica_machines_request__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__replica_machine__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__replica_machines_response__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__logged_validation__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__append_replica_log_request__descriptor;
+extern const ProtobufCMessageDescriptor licensing__v1__append_replica_log_response__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__validation_event__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__machine_event__descriptor;
 extern const ProtobufCMessageDescriptor licensing__v1__seat_event__descriptor;

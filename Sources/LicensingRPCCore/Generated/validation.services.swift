@@ -20,6 +20,8 @@ public protocol ValidationServiceProtocol: Sendable {
     func rewrapSecrets(_ request: RewrapSecretsRequest, _ call: ServerCall) async throws -> RewrapSecretsResponse
     func resolveLicenses(_ request: ResolveLicensesRequest, _ call: ServerCall) async throws -> ResolveLicensesResponse
     func events(_ request: FeedRequest, _ call: ServerCall) async throws -> ValidationEventsResponse
+    func replicaMachines(_ request: ReplicaMachinesRequest, _ call: ServerCall) async throws -> ReplicaMachinesResponse
+    func appendReplicaLog(_ request: AppendReplicaLogRequest, _ call: ServerCall) async throws -> AppendReplicaLogResponse
 }
 
 extension ValidationServiceProtocol {
@@ -39,5 +41,7 @@ extension ValidationServiceProtocol {
         router.register(ValidationMethods.rewrapSecrets) { try await self.rewrapSecrets($0, $1) }
         router.register(ValidationMethods.resolveLicenses) { try await self.resolveLicenses($0, $1) }
         router.register(ValidationMethods.events) { try await self.events($0, $1) }
+        router.register(ValidationMethods.replicaMachines) { try await self.replicaMachines($0, $1) }
+        router.register(ValidationMethods.appendReplicaLog) { try await self.appendReplicaLog($0, $1) }
     }
 }

@@ -43,6 +43,300 @@ public struct SeatAction: RawRepresentable, Hashable, Sendable, CustomStringConv
     }
 }
 
+public struct ReplicaMachinesRequest: WireMessage, Encodable {
+    public var afterId: String = ""
+    public var limit: UInt32 = 0
+
+    public init() {}
+
+    public init(afterId: String = "", limit: UInt32 = 0) {
+        self.afterId = afterId
+        self.limit = limit
+    }
+}
+
+extension ReplicaMachinesRequest: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.ReplicaMachinesRequest"
+
+    public static func cNew() -> Licensing__V1__ReplicaMachinesRequest {
+        var c = Licensing__V1__ReplicaMachinesRequest()
+        licensing__v1__replica_machines_request__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__ReplicaMachinesRequest>? {
+        licensing__v1__replica_machines_request__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__ReplicaMachinesRequest>) {
+        licensing__v1__replica_machines_request__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__ReplicaMachinesRequest>) -> Int {
+        licensing__v1__replica_machines_request__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__ReplicaMachinesRequest>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__replica_machines_request__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__ReplicaMachinesRequest) {
+        self.afterId = WireArena.string(c.after_id)
+        self.limit = c.limit
+    }
+
+    public func fill(_ c: inout Licensing__V1__ReplicaMachinesRequest, _ arena: WireArena) {
+        c.after_id = arena.string(self.afterId)
+        c.limit = self.limit
+    }
+}
+
+public struct ReplicaMachine: WireMessage, Encodable {
+    public var id: String = ""
+    public var licenseId: String = ""
+    public var fingerprintHash: String = ""
+
+    public init() {}
+
+    public init(id: String = "", licenseId: String = "", fingerprintHash: String = "") {
+        self.id = id
+        self.licenseId = licenseId
+        self.fingerprintHash = fingerprintHash
+    }
+}
+
+extension ReplicaMachine: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.ReplicaMachine"
+
+    public static func cNew() -> Licensing__V1__ReplicaMachine {
+        var c = Licensing__V1__ReplicaMachine()
+        licensing__v1__replica_machine__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__ReplicaMachine>? {
+        licensing__v1__replica_machine__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__ReplicaMachine>) {
+        licensing__v1__replica_machine__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__ReplicaMachine>) -> Int {
+        licensing__v1__replica_machine__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__ReplicaMachine>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__replica_machine__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__ReplicaMachine) {
+        self.id = WireArena.string(c.id)
+        self.licenseId = WireArena.string(c.license_id)
+        self.fingerprintHash = WireArena.string(c.fingerprint_hash)
+    }
+
+    public func fill(_ c: inout Licensing__V1__ReplicaMachine, _ arena: WireArena) {
+        c.id = arena.string(self.id)
+        c.license_id = arena.string(self.licenseId)
+        c.fingerprint_hash = arena.string(self.fingerprintHash)
+    }
+}
+
+public struct ReplicaMachinesResponse: WireMessage, Encodable {
+    public var machines: [ReplicaMachine] = []
+    public var eventsSeq: UInt64 = 0
+    public var epoch: String = ""
+    public var nextAfterId: String = ""
+
+    public init() {}
+
+    public init(machines: [ReplicaMachine] = [], eventsSeq: UInt64 = 0, epoch: String = "", nextAfterId: String = "") {
+        self.machines = machines
+        self.eventsSeq = eventsSeq
+        self.epoch = epoch
+        self.nextAfterId = nextAfterId
+    }
+}
+
+extension ReplicaMachinesResponse: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.ReplicaMachinesResponse"
+
+    public static func cNew() -> Licensing__V1__ReplicaMachinesResponse {
+        var c = Licensing__V1__ReplicaMachinesResponse()
+        licensing__v1__replica_machines_response__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__ReplicaMachinesResponse>? {
+        licensing__v1__replica_machines_response__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__ReplicaMachinesResponse>) {
+        licensing__v1__replica_machines_response__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__ReplicaMachinesResponse>) -> Int {
+        licensing__v1__replica_machines_response__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__ReplicaMachinesResponse>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__replica_machines_response__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__ReplicaMachinesResponse) {
+        self.machines = WireArena.array(c.n_machines, c.machines) { ReplicaMachine(c: $0!.pointee) }
+        self.eventsSeq = c.events_seq
+        self.epoch = WireArena.string(c.epoch)
+        self.nextAfterId = WireArena.string(c.next_after_id)
+    }
+
+    public func fill(_ c: inout Licensing__V1__ReplicaMachinesResponse, _ arena: WireArena) {
+        c.n_machines = self.machines.count
+        c.machines = arena.array(self.machines) { Optional(arena.message($0)) }
+        c.events_seq = self.eventsSeq
+        c.epoch = arena.string(self.epoch)
+        c.next_after_id = arena.string(self.nextAfterId)
+    }
+}
+
+public struct LoggedValidation: WireMessage, Encodable {
+    public var row: UInt64 = 0
+    public var occurredAt: Int64 = 0
+    public var licenseId: String = ""
+    public var reason: ReasonCode = ReasonCode(rawValue: 0)
+    public var fingerprintHash: String = ""
+    public var region: String = ""
+    public var feature: String = ""
+
+    public init() {}
+
+    public init(row: UInt64 = 0, occurredAt: Int64 = 0, licenseId: String = "", reason: ReasonCode = ReasonCode(rawValue: 0), fingerprintHash: String = "", region: String = "", feature: String = "") {
+        self.row = row
+        self.occurredAt = occurredAt
+        self.licenseId = licenseId
+        self.reason = reason
+        self.fingerprintHash = fingerprintHash
+        self.region = region
+        self.feature = feature
+    }
+}
+
+extension LoggedValidation: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.LoggedValidation"
+
+    public static func cNew() -> Licensing__V1__LoggedValidation {
+        var c = Licensing__V1__LoggedValidation()
+        licensing__v1__logged_validation__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__LoggedValidation>? {
+        licensing__v1__logged_validation__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__LoggedValidation>) {
+        licensing__v1__logged_validation__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__LoggedValidation>) -> Int {
+        licensing__v1__logged_validation__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__LoggedValidation>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__logged_validation__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__LoggedValidation) {
+        self.row = c.row
+        self.occurredAt = c.occurred_at
+        self.licenseId = WireArena.string(c.license_id)
+        self.reason = ReasonCode(rawValue: Int32(truncatingIfNeeded: c.reason.rawValue))
+        self.fingerprintHash = WireArena.string(c.fingerprint_hash)
+        self.region = WireArena.string(c.region)
+        self.feature = WireArena.string(c.feature)
+    }
+
+    public func fill(_ c: inout Licensing__V1__LoggedValidation, _ arena: WireArena) {
+        c.row = self.row
+        c.occurred_at = self.occurredAt
+        c.license_id = arena.string(self.licenseId)
+        c.reason = .init(rawValue: .init(truncatingIfNeeded: self.reason.rawValue))
+        c.fingerprint_hash = arena.string(self.fingerprintHash)
+        c.region = arena.string(self.region)
+        c.feature = arena.string(self.feature)
+    }
+}
+
+public struct AppendReplicaLogRequest: WireMessage, Encodable {
+    public var replicaId: String = ""
+    public var entries: [LoggedValidation] = []
+
+    public init() {}
+
+    public init(replicaId: String = "", entries: [LoggedValidation] = []) {
+        self.replicaId = replicaId
+        self.entries = entries
+    }
+}
+
+extension AppendReplicaLogRequest: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.AppendReplicaLogRequest"
+
+    public static func cNew() -> Licensing__V1__AppendReplicaLogRequest {
+        var c = Licensing__V1__AppendReplicaLogRequest()
+        licensing__v1__append_replica_log_request__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__AppendReplicaLogRequest>? {
+        licensing__v1__append_replica_log_request__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__AppendReplicaLogRequest>) {
+        licensing__v1__append_replica_log_request__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__AppendReplicaLogRequest>) -> Int {
+        licensing__v1__append_replica_log_request__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__AppendReplicaLogRequest>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__append_replica_log_request__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__AppendReplicaLogRequest) {
+        self.replicaId = WireArena.string(c.replica_id)
+        self.entries = WireArena.array(c.n_entries, c.entries) { LoggedValidation(c: $0!.pointee) }
+    }
+
+    public func fill(_ c: inout Licensing__V1__AppendReplicaLogRequest, _ arena: WireArena) {
+        c.replica_id = arena.string(self.replicaId)
+        c.n_entries = self.entries.count
+        c.entries = arena.array(self.entries) { Optional(arena.message($0)) }
+    }
+}
+
+public struct AppendReplicaLogResponse: WireMessage, Encodable {
+    public var storedThrough: UInt64 = 0
+
+    public init() {}
+
+    public init(storedThrough: UInt64 = 0) {
+        self.storedThrough = storedThrough
+    }
+}
+
+extension AppendReplicaLogResponse: ProtobufCMessageBinding {
+    public static let protoName = "licensing.v1.AppendReplicaLogResponse"
+
+    public static func cNew() -> Licensing__V1__AppendReplicaLogResponse {
+        var c = Licensing__V1__AppendReplicaLogResponse()
+        licensing__v1__append_replica_log_response__init(&c)
+        return c
+    }
+    public static func cUnpack(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Licensing__V1__AppendReplicaLogResponse>? {
+        licensing__v1__append_replica_log_response__unpack(nil, length, data)
+    }
+    public static func cFree(_ message: UnsafeMutablePointer<Licensing__V1__AppendReplicaLogResponse>) {
+        licensing__v1__append_replica_log_response__free_unpacked(message, nil)
+    }
+    public static func cPackedSize(_ message: UnsafePointer<Licensing__V1__AppendReplicaLogResponse>) -> Int {
+        licensing__v1__append_replica_log_response__get_packed_size(message)
+    }
+    public static func cPack(_ message: UnsafePointer<Licensing__V1__AppendReplicaLogResponse>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        licensing__v1__append_replica_log_response__pack(message, out)
+    }
+
+    public init(c: Licensing__V1__AppendReplicaLogResponse) {
+        self.storedThrough = c.stored_through
+    }
+
+    public func fill(_ c: inout Licensing__V1__AppendReplicaLogResponse, _ arena: WireArena) {
+        c.stored_through = self.storedThrough
+    }
+}
+
 public struct ValidationEvent: WireMessage, Encodable {
     public var seq: UInt64 = 0
     public var occurredAt: Int64 = 0
@@ -1566,10 +1860,12 @@ public enum ValidationMethods {
     public static let rewrapSecrets = WireMethod<RewrapSecretsRequest, RewrapSecretsResponse>("licensing.v1.Validation/RewrapSecrets", serverStreaming: false)
     public static let resolveLicenses = WireMethod<ResolveLicensesRequest, ResolveLicensesResponse>("licensing.v1.Validation/ResolveLicenses", serverStreaming: false)
     public static let events = WireMethod<FeedRequest, ValidationEventsResponse>("licensing.v1.Validation/Events", serverStreaming: false)
+    public static let replicaMachines = WireMethod<ReplicaMachinesRequest, ReplicaMachinesResponse>("licensing.v1.Validation/ReplicaMachines", serverStreaming: false)
+    public static let appendReplicaLog = WireMethod<AppendReplicaLogRequest, AppendReplicaLogResponse>("licensing.v1.Validation/AppendReplicaLog", serverStreaming: false)
 
     /// Every method of the service.
-    public static let all: [WireMethodInfo] = [validate.info, activate.info, deactivate.info, listMachines.info, checkoutSeat.info, heartbeatSeat.info, checkinSeat.info, listSeats.info, createOfflineLicense.info, eraseCustomer.info, exportCustomer.info, rewrapSecrets.info, resolveLicenses.info, events.info]
+    public static let all: [WireMethodInfo] = [validate.info, activate.info, deactivate.info, listMachines.info, checkoutSeat.info, heartbeatSeat.info, checkinSeat.info, listSeats.info, createOfflineLicense.info, eraseCustomer.info, exportCustomer.info, rewrapSecrets.info, resolveLicenses.info, events.info, replicaMachines.info, appendReplicaLog.info]
 
     /// A decoder of each method's request, as its server decodes it.
-    public static let requestDecoders: [WireRequestDecoder] = [WireRequestDecoder(validate), WireRequestDecoder(activate), WireRequestDecoder(deactivate), WireRequestDecoder(listMachines), WireRequestDecoder(checkoutSeat), WireRequestDecoder(heartbeatSeat), WireRequestDecoder(checkinSeat), WireRequestDecoder(listSeats), WireRequestDecoder(createOfflineLicense), WireRequestDecoder(eraseCustomer), WireRequestDecoder(exportCustomer), WireRequestDecoder(rewrapSecrets), WireRequestDecoder(resolveLicenses), WireRequestDecoder(events)]
+    public static let requestDecoders: [WireRequestDecoder] = [WireRequestDecoder(validate), WireRequestDecoder(activate), WireRequestDecoder(deactivate), WireRequestDecoder(listMachines), WireRequestDecoder(checkoutSeat), WireRequestDecoder(heartbeatSeat), WireRequestDecoder(checkinSeat), WireRequestDecoder(listSeats), WireRequestDecoder(createOfflineLicense), WireRequestDecoder(eraseCustomer), WireRequestDecoder(exportCustomer), WireRequestDecoder(rewrapSecrets), WireRequestDecoder(resolveLicenses), WireRequestDecoder(events), WireRequestDecoder(replicaMachines), WireRequestDecoder(appendReplicaLog)]
 }
