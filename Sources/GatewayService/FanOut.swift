@@ -26,6 +26,22 @@ extension GatewayService {
                     }
                 }
             }
+            // Each read replica of validation, with its lag and whether it takes calls.
+            for (index, replica) in (replicas?.replicas ?? []).enumerated() {
+                group.addTask {
+                    let name = "validation replica \(replica.endpoint)"
+                    do {
+                        let health = try await replica.client.call(HealthMethods.check, HealthCheckRequest(), timeout: min(.seconds(2), call.deadline - .now))
+                        let rotation = self.replicas?.inRotation(replica) ?? false
+                        return (1000 + index, ComponentHealth(
+                            name: name, code: .ok, message: rotation ? "" : "out of rotation: \(replica.lag) events behind (or just back)", health: health))
+                    } catch let error as RPCError {
+                        return (1000 + index, ComponentHealth(name: name, code: error.code, message: error.message))
+                    } catch {
+                        return (1000 + index, ComponentHealth(name: name, code: .unavailable, message: "\(error)"))
+                    }
+                }
+            }
             var parts: [(Int, ComponentHealth)] = []
             for await part in group { parts.append(part) }
             return parts.sorted { $0.0 < $1.0 }.map(\.1)

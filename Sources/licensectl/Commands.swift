@@ -19,6 +19,7 @@ struct HealthCommand: AsyncParsableCommand {
                     line += "  feed \(feed.feed): applied \(feed.appliedSeq) of \(feed.sourceSeq)"
                 }
                 for problem in health.problems { line += "\n             problem: \(problem)" }
+                if !part.message.isEmpty { line += "\n             \(part.message)" }
                 return line
             }.joined(separator: "\n")
         }
