@@ -44,17 +44,17 @@ final class ReadReplicas: Sendable {
         let endpoint: Endpoint
         let client: RPCClient
         let inFlight = Atomic<Int>(0)
-        private let state = Mutex((reachable: true, lag: UInt64(0)))
+        private let state = Mutex((serving: true, lag: UInt64(0)))
 
         init(endpoint: Endpoint, client: RPCClient) {
             self.endpoint = endpoint
             self.client = client
         }
 
-        var reachable: Bool { state.withLock { $0.reachable } }
+        var serving: Bool { state.withLock { $0.serving } }
         var lag: UInt64 { state.withLock { $0.lag } }
-        func markUnreachable() { state.withLock { $0.reachable = false } }
-        func observed(reachable: Bool, lag: UInt64) { state.withLock { $0 = (reachable, lag) } }
+        func markNotServing() { state.withLock { $0.serving = false } }
+        func observed(serving: Bool, lag: UInt64) { state.withLock { $0 = (serving, lag) } }
     }
 
     let source: ValidationReplicaSource
@@ -83,7 +83,7 @@ final class ReadReplicas: Sendable {
 
     var replicas: [Replica] { members.withLock { $0 } }
 
-    func inRotation(_ replica: Replica) -> Bool { replica.reachable && replica.lag <= maxLag }
+    func inRotation(_ replica: Replica) -> Bool { replica.serving && replica.lag <= maxLag }
 
     /// The replica in rotation with the fewest calls in flight, not one already tried; ties
     /// go round in turn.
@@ -113,7 +113,7 @@ final class ReadReplicas: Sendable {
             guard let failure = error as? RPCError, !failure.fromPeer, failure.code == .unavailable || failure.code == .deadlineExceeded,
                 ContinuousClock.now < call.deadline
             else { return answer.eventLoop.makeFailedFuture(error) }
-            replica.markUnreachable()
+            replica.markNotServing()
             self.logger.notice("validation replica gave no answer; trying another", metadata: ["replica": "\(replica.endpoint)", "error": "\(failure)"])
             return self.forward(call, tried: tried + [replica])
         }
@@ -128,15 +128,16 @@ final class ReadReplicas: Sendable {
                     do {
                         let health = try await replica.client.call(HealthMethods.check, HealthCheckRequest(), timeout: .seconds(1))
                         let lag = health.feeds.map { $0.sourceSeq > $0.appliedSeq ? $0.sourceSeq - $0.appliedSeq : 0 }.max() ?? 0
-                        replica.observed(reachable: true, lag: lag)
+                        // Not serving (a new replica still copying its sources): no calls yet.
+                        replica.observed(serving: health.status == .serving, lag: lag)
                     } catch {
-                        replica.observed(reachable: false, lag: replica.lag)
+                        replica.observed(serving: false, lag: replica.lag)
                     }
                     let after = self.inRotation(replica)
                     if before != after {
                         self.logger.notice(
                             after ? "validation replica back in rotation" : "validation replica out of rotation",
-                            metadata: ["replica": "\(replica.endpoint)", "reachable": "\(replica.reachable)", "lag_events": "\(replica.lag)"])
+                            metadata: ["replica": "\(replica.endpoint)", "serving": "\(replica.serving)", "lag_events": "\(replica.lag)"])
                     }
                 }
             }
@@ -162,7 +163,7 @@ final class ReadReplicas: Sendable {
             // A new replica waits for its first probe before it takes calls.
             members += added.map { endpoint in
                 let replica = Replica(endpoint: endpoint, client: makeClient(endpoint))
-                replica.observed(reachable: false, lag: 0)
+                replica.observed(serving: false, lag: 0)
                 return replica
             }
             return (added, removed)

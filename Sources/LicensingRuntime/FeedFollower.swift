@@ -85,6 +85,8 @@ public final class FeedFollower<Event: Sendable>: Service, Sendable {
         var cursor: FeedCursor?
         var sourceSeq: UInt64 = 0
         var lastContact: ContinuousClock.Instant?
+        /// Applied through the head the source reported, at least once since the start.
+        var caughtUp = false
     }
 
     /// One pull at a time, shared by the run loop and catch-ups (two at once could store an
@@ -186,6 +188,7 @@ public final class FeedFollower<Event: Sendable>: Service, Sendable {
             $0.cursor = next
             $0.sourceSeq = page.lastSeq
             $0.lastContact = .now
+            if next.appliedSeq >= page.lastSeq { $0.caughtUp = true }
         }
         appliedGauge.record(Int64(clamping: next.appliedSeq))
         lagGauge.record(Int64(clamping: page.lastSeq) - Int64(clamping: next.appliedSeq))
@@ -201,6 +204,10 @@ public final class FeedFollower<Event: Sendable>: Service, Sendable {
             _ = try? await shared().value
         }
     }
+
+    /// Whether the follower has applied everything its source had, at least once since it
+    /// started: a read replica takes calls only then.
+    public var hasCaughtUp: Bool { state.withLock { $0.caughtUp } }
 
     /// For `Health`: how far this follower has applied, and how far the source has written.
     public func position() -> FeedPosition {

@@ -17,6 +17,9 @@ public struct ServiceEnvironment: Sendable {
     /// Periodic figures for the metrics endpoint (nil when metrics are off): a service adds
     /// what an operator alerts on (licenses by state, seats in use).
     public var sampler: MetricsSampler?
+    /// What `/readyz` waits for (nil when metrics are off): a service adds its own conditions,
+    /// as a read replica does until it has copied its sources.
+    public var readiness: ReadinessChecks?
 
     public init(name: String, settings: Settings, logger: Logger, developmentMode: Bool, sampler: MetricsSampler? = nil) {
         self.name = name
@@ -124,6 +127,7 @@ public enum ServiceRunner {
         if settings["metrics"] != nil {
             environment.sampler = MetricsSampler(databasePath: environment.databasePath, service: name, logger: logger)
         }
+        environment.readiness = metricsEndpoint?.readiness
         // A start that fails must not leave a half-made database behind.
         let database = environment.databasePath
         let databaseExisted = FileManager.default.fileExists(atPath: database)

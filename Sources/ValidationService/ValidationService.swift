@@ -142,6 +142,9 @@ public final class ValidationService: ValidationServiceProtocol {
             keyHashSecret: try Secrets.keyHashSecret(settings: settings, developmentMode: environment.developmentMode),
             masterKey: masterKey, signing: try SigningCustody.from(settings: settings, masterKey: masterKey, token: token),
             options: options, role: try ValidationRole.from(environment), logger: environment.logger)
+        if case .replica = service.role {
+            environment.readiness?.add("copying the license facts and machines") { service.copying().isEmpty }
+        }
         environment.sampler?.add { [database = service.database, clock = service.clock] in
             let held = try await database.read { db in
                 try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM seat_lease WHERE expires_at > ?", arguments: [clock.now]) ?? 0
@@ -173,7 +176,7 @@ public final class ValidationService: ValidationServiceProtocol {
         var router = RPCRouter()
         let feed = self.feed
         let others = [quotaFeed?.position, machineMirror?.position].compactMap { $0 }
-        HealthReporter(service: "validation", feeds: { [feed.position()] + others.map { $0() } }).register(in: &router)
+        HealthReporter(service: "validation", feeds: { [feed.position()] + others.map { $0() } }, problems: { self.copying() }).register(in: &router)
         registerMethods(with: &router)
         switch role {
         case .primary:
@@ -186,6 +189,17 @@ public final class ValidationService: ValidationServiceProtocol {
             }
         }
         return router
+    }
+
+    /// A read replica that has not yet copied its sources once (a new one loads every license
+    /// and machine) would deny what they grant: until then it says so, is not ready, and the
+    /// gateway sends it no validations.
+    func copying() -> [String] {
+        guard let machineMirror else { return [] }
+        var waiting: [String] = []
+        if !feed.hasCaughtUp { waiting.append("copying issuance's license facts (\(feed.position().appliedSeq) of \(feed.position().sourceSeq) events)") }
+        if !machineMirror.hasCaughtUp { waiting.append("copying the primary's machines") }
+        return waiting
     }
 
     /// A method forwarded unchanged to the primary, with the caller's metadata and deadline.

@@ -12,9 +12,9 @@ struct HealthCommand: AsyncParsableCommand {
         let response = try await global.run(GatewayMethods.health, HealthCheckRequest()) { response in
             response.components.map { part in
                 guard part.code == .ok, let health = part.health else {
-                    return "\(part.name.padding(toLength: 12, withPad: " ", startingAt: 0)) \(part.code): \(part.message)"
+                    return "\(part.name.padding(toLength: max(12, part.name.count), withPad: " ", startingAt: 0)) \(part.code): \(part.message)"
                 }
-                var line = "\(part.name.padding(toLength: 12, withPad: " ", startingAt: 0)) \(health.status)  up \(health.uptimeSeconds)s"
+                var line = "\(part.name.padding(toLength: max(12, part.name.count), withPad: " ", startingAt: 0)) \(health.status)  up \(health.uptimeSeconds)s"
                 for feed in health.feeds {
                     line += "  feed \(feed.feed): applied \(feed.appliedSeq) of \(feed.sourceSeq)"
                 }

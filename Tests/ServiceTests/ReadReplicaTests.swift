@@ -118,7 +118,10 @@ import Testing
                 try db.execute(sql: "DELETE FROM validation_event WHERE seq < (SELECT MAX(seq) FROM validation_event)")
             }
         }) { cluster in
-            try await cluster.replicaServices[0].machineMirror?.pollOnce()
+            let replica = cluster.replicaServices[0]
+            try await replica.machineMirror?.pollOnce()
+            try await replica.feed.pollOnce()
+            #expect(replica.copying().isEmpty)
             let copied = try await cluster.replicaDatabases[0].read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM machine") }
             #expect(copied == 5003)
             let key = issued.withLock { $0 }
@@ -187,6 +190,9 @@ import Testing
                 role: .replica(primary: unreachable), logger: Logger(label: "test"))
             let client = RPCClient(endpoint: .inProcess(InProcessServer("orphan", router: orphan.router(), executor: testServerExecutor)))
             try await orphan.feed.pollOnce()
+            // It says it has not copied the primary's machines: not ready, and no gateway sends it validations.
+            #expect(orphan.copying() == ["copying the primary's machines"])
+            #expect(try await client.call(HealthMethods.check, HealthCheckRequest()).status == .degraded)
             let started = ContinuousClock.now
             #expect(try await client.call(ValidationMethods.validate, ValidateRequest(licenseKey: key, feature: "export")).valid)
             #expect(await expectCode(.unavailable) {

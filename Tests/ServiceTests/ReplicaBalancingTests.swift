@@ -15,6 +15,7 @@ import Testing
         /// How many events behind its feed it says it is.
         final class Lag: Sendable {
             let events = Atomic<UInt64>(0)
+            let copying = Atomic<Bool>(false)
             func set(_ value: UInt64) { events.store(value, ordering: .relaxed) }
         }
         let name: String
@@ -28,7 +29,7 @@ import Testing
             router.register(ValidationMethods.validate) { _, _ in ValidateResponse(detail: name) }
             router.register(HealthMethods.check) { _, _ in
                 HealthCheckResponse(
-                    service: "validation", status: .serving,
+                    service: "validation", status: lag.copying.load(ordering: .relaxed) ? .degraded : .serving,
                     feeds: [FeedPosition(feed: "issuance", appliedSeq: 10, sourceSeq: 10 + lag.events.load(ordering: .relaxed))])
             }
             client = RPCClient(endpoint: .inProcess(InProcessServer(name, router: router, executor: testServerExecutor)))
@@ -38,7 +39,7 @@ import Testing
     func call() -> ServerCall {
         ServerCall(
             method: ValidationMethods.validate.name, payload: ValidateRequest(licenseKey: "x").serializedBytes(), metadata: [:],
-            deadline: .now + .seconds(5), logger: Logger(label: "test"))
+            deadline: .now + .seconds(60), logger: Logger(label: "test"))
     }
 
     func answer(_ replicas: ReadReplicas) async throws -> String {
@@ -52,7 +53,8 @@ import Testing
         let clients: [Endpoint: RPCClient] = [one.client.endpoint: one.client, three.client.endpoint: three.client]
         let replicas = ReadReplicas(
             source: .fixed([one.client.endpoint, dead, three.client.endpoint]), primary: Backend(name: "validation", client: primary.client),
-            maxLag: 100, logger: Logger(label: "test")
+            // Timeouts far beyond a loaded machine's stalls: this test is about where calls go.
+            maxLag: 100, attemptTimeout: .seconds(30), logger: Logger(label: "test")
         ) { clients[$0] ?? RPCClient(endpoint: $0) }
 
         // A replica that refuses connections costs no failed call: each goes to another.
@@ -67,6 +69,16 @@ import Testing
         seen = [:]
         for _ in 0..<10 { seen[try await answer(replicas), default: 0] += 1 }
         #expect(seen == ["one": 10])
+
+        // A replica still copying its sources (new, or restarted from nothing) takes none either.
+        three.lag.set(0)
+        three.lag.copying.store(true, ordering: .relaxed)
+        await replicas.probe()
+        seen = [:]
+        for _ in 0..<10 { seen[try await answer(replicas), default: 0] += 1 }
+        #expect(seen == ["one": 10])
+        three.lag.copying.store(false, ordering: .relaxed)
+        three.lag.set(5000)
 
         // None in rotation: the primary answers.
         one.lag.set(5000)
