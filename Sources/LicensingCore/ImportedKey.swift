@@ -25,7 +25,7 @@ public struct ImportedKey: Hashable, Sendable {
     public var prefix: String { String(normalized.prefix(LicenseKey.prefixLength)) }
 
     public func hash(secret: KeyHashSecret) -> String {
-        Hex.encode(HMAC<SHA256>.authenticationCode(for: Array("imported\u{0}\(normalized)".utf8), using: secret.key))
+        Hex.encode(secret.authenticationCode(for: Array("imported\u{0}\(normalized)".utf8)))
     }
 }
 

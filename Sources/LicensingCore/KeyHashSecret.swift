@@ -9,14 +9,20 @@ public struct KeyHashSecret: Sendable {
         self.box = KeyBox(SymmetricKey(data: bytes))
     }
 
-    var key: SymmetricKey { box.key }
+    /// The keyed hash of `bytes` (HMAC-SHA256 under this secret).
+    func authenticationCode(for bytes: [UInt8]) -> HashedAuthenticationCode<SHA256> {
+        // A copy of the keyed state: the key's padding blocks are hashed once, not per call.
+        var mac = box.keyed
+        mac.update(data: bytes)
+        return mac.finalize()
+    }
 
-    /// Holds the key made once, not on every validation.
+    /// Holds the key made once, not on every validation, and the HMAC state keyed with it.
     private final class KeyBox: @unchecked Sendable {
-        // @unchecked: SymmetricKey is an immutable value that swift-crypto 3 does not mark
-        // Sendable; it is never mutated after init.
-        let key: SymmetricKey
-        init(_ key: SymmetricKey) { self.key = key }
+        // @unchecked: SymmetricKey and the HMAC state are values that swift-crypto 3 does
+        // not mark Sendable; they are never mutated after init (callers mutate copies).
+        let keyed: HMAC<SHA256>
+        init(_ key: SymmetricKey) { self.keyed = HMAC<SHA256>(key: key) }
     }
 
     /// 32 fresh random bytes, for a new deployment.
@@ -38,7 +44,7 @@ extension KeyHashSecret {
     /// What the change feed carries for a named user of a license: a keyed hash, so the
     /// services that check named users (validation) compare without holding the name.
     public func namedUserPseudonym(license: String, user: String) -> String {
-        let mac = HMAC<SHA256>.authenticationCode(for: Array("named-user\u{0}\(license)\u{0}\(user)".utf8), using: key)
+        let mac = authenticationCode(for: Array("named-user\u{0}\(license)\u{0}\(user)".utf8))
         return Hex.encode(Array(mac).prefix(16))
     }
 }

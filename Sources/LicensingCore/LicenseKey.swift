@@ -99,7 +99,7 @@ public struct LicenseKey: Hashable, Sendable, CustomStringConvertible {
     /// Only this is stored: a stolen database yields no keys, and the secret is needed to
     /// test guesses against it.
     public func hash(secret: KeyHashSecret) -> String {
-        let mac = HMAC<SHA256>.authenticationCode(for: Array(canonical.utf8), using: secret.key)
+        let mac = secret.authenticationCode(for: Array(canonical.utf8))
         return Hex.encode(mac)
     }
 }

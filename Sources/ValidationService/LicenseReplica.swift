@@ -136,8 +136,7 @@ struct LicenseReplica: Sendable {
                 license_type, max_machines, max_users, max_seats, overage_permille, named_users, department_id, tenant_id
             FROM replica_license WHERE key_hash = ?
             """)
-        guard let row = try Row.fetchOne(statement, arguments: [keyHash]) else { return nil }
-        return facts(row)
+        return try LookupRow.first(statement, keyHash) { row in facts(row) }
     }
 
     /// The facts of a license by its id (seat heartbeats re-check the license they hold).
@@ -147,17 +146,17 @@ struct LicenseReplica: Sendable {
                 license_type, max_machines, max_users, max_seats, overage_permille, named_users, department_id, tenant_id
             FROM replica_license WHERE license_id = ?
             """)
-        return try Row.fetchOne(statement, arguments: [licenseID]).map(facts)
+        return try LookupRow.first(statement, licenseID) { row in facts(row) }
     }
 
     /// Facts from a row whose first 16 columns are those of `facts(keyHash:in:)`.
-    private static func facts(_ row: Row) -> LicenseFacts {
+    private static func facts(_ row: borrowing LookupRow) -> LicenseFacts {
         LicenseFacts(
-            licenseID: row[0], state: LicenseState(rawValue: row[1]), startsAt: row[2], expiresAt: row[3],
-            graceSeconds: row[4], features: Self.names(row[5]), allowedRegions: Self.names(row[6]),
-            deniedRegions: Self.names(row[7]), licenseType: LicenseType(rawValue: row[8]), maxMachines: row[9],
-            maxUsers: row[10], maxSeats: row[11], overagePermille: row[12], namedUsers: Self.names(row[13]),
-            departmentID: row[14], tenantID: row[15])
+            licenseID: row.text(0), state: LicenseState(rawValue: row.int32(1)), startsAt: row.int64(2), expiresAt: row.int64(3),
+            graceSeconds: row.int64(4), features: names(row.text(5)), allowedRegions: names(row.text(6)),
+            deniedRegions: names(row.text(7)), licenseType: LicenseType(rawValue: row.int32(8)), maxMachines: row.uint32(9),
+            maxUsers: row.uint32(10), maxSeats: row.uint32(11), overagePermille: row.uint32(12), namedUsers: names(row.text(13)),
+            departmentID: row.text(14), tenantID: row.text(15))
     }
 
     /// The facts for a key hash and, for a node-locked license asked about a fingerprint,
@@ -173,16 +172,12 @@ struct LicenseReplica: Sendable {
                     END
                 FROM replica_license WHERE key_hash = ?2
                 """)
-            // A cursor's row reads the statement's columns in place (fetchOne would copy
-            // them all); the cursor must outlive the reading, or it resets the statement.
-            let rows = try Row.fetchCursor(statement, arguments: [fingerprintHash, keyHash])
-            return try withExtendedLifetime(rows) { () -> (LicenseFacts, MachineStanding)? in
-                guard let row = try rows.next() else { return nil }
+            return try LookupRow.first(statement, fingerprintHash, keyHash) { row -> (LicenseFacts, MachineStanding) in
                 let facts = Self.facts(row)
                 guard facts.isNodeLocked, !fingerprintHash.isEmpty else { return (facts, .unknown) }
                 // NULL: the license has no machine; 0: it has others; 1: this one is activated.
-                guard let matches = row[16] as Bool? else { return (facts, .notActivated(licenseHasMachines: false)) }
-                return (facts, matches ? .activated : .notActivated(licenseHasMachines: true))
+                guard !row.isNull(16) else { return (facts, .notActivated(licenseHasMachines: false)) }
+                return (facts, row.int64(16) != 0 ? .activated : .notActivated(licenseHasMachines: true))
             }
         }
     }

@@ -218,13 +218,14 @@ extension ValidationService {
         let stored = try await database.write { db -> UInt64 in
             let through = UInt64(
                 try Int64.fetchOne(db, sql: "SELECT stored_through FROM replica_log_source WHERE replica_id = ?", arguments: [request.replicaId]) ?? 0)
-            var last = through
-            let insert = try db.cachedStatement(
-                sql: "INSERT INTO validation_log (occurred_at, license_id, reason, fingerprint_hash, region, feature) VALUES (?, ?, ?, ?, ?, ?)")
-            for entry in request.entries where entry.row > through {
-                try insert.execute(arguments: [entry.occurredAt, entry.licenseId, entry.reason.rawValue, entry.fingerprintHash, entry.region, entry.feature])
-                last = entry.row
-            }
+            let fresh = request.entries.filter { $0.row > through }
+            let last = fresh.last?.row ?? through
+            try ValidationLog.insert(
+                fresh.map {
+                    ValidationLog.Entry(
+                        occurredAt: $0.occurredAt, licenseID: $0.licenseId, reason: $0.reason, fingerprintHash: $0.fingerprintHash, region: $0.region,
+                        feature: $0.feature)
+                }[...], in: db)
             try db.execute(
                 sql: """
                     INSERT INTO replica_log_source (replica_id, stored_through, updated_at) VALUES (?, ?, ?)

@@ -90,6 +90,24 @@ final class ValidationLog: Service, Sendable {
             + Array(repeating: "(?, ?, ?, ?, ?, ?)", count: rows).joined(separator: ", ")
     }
 
+    /// Appends entries to the log table (the primary's own, and the batches replicas ship).
+    /// Many rows per statement: each execution costs far more than a row does, and a shorter
+    /// write is a shorter burst next to the event loops. Two statements only (a full chunk,
+    /// a single row): each prepared statement is memory held for the life of the connection.
+    static func insert(_ entries: ArraySlice<Entry>, in db: Database) throws {
+        var start = entries.startIndex
+        while start < entries.endIndex {
+            let count = entries.endIndex - start >= rowsPerInsert ? rowsPerInsert : 1
+            let insert = try db.cachedStatement(sql: Self.insert(rows: count))
+            var arguments = StatementArguments()
+            for entry in entries[start..<start + count] {
+                arguments += [entry.occurredAt, entry.licenseID, entry.reason.rawValue, entry.fingerprintHash, entry.region, entry.feature]
+            }
+            try insert.execute(arguments: arguments)
+            start += count
+        }
+    }
+
     /// Writes everything pending in one transaction.
     func flush() async {
         let batch = state.withLock { state -> [Entry] in
@@ -98,23 +116,7 @@ final class ValidationLog: Service, Sendable {
         }
         if !batch.isEmpty {
             do {
-                try await database.write { db in
-                    // Many rows per statement: each execution costs far more than a row does,
-                    // and a shorter write is a shorter burst next to the event loops.
-                    // Two statements only (a full chunk, a single row): each prepared
-                    // statement is memory held for the life of the connection.
-                    var start = 0
-                    while start < batch.count {
-                        let count = batch.count - start >= Self.rowsPerInsert ? Self.rowsPerInsert : 1
-                        let insert = try db.cachedStatement(sql: Self.insert(rows: count))
-                        var arguments = StatementArguments()
-                        for entry in batch[start..<start + count] {
-                            arguments += [entry.occurredAt, entry.licenseID, entry.reason.rawValue, entry.fingerprintHash, entry.region, entry.feature]
-                        }
-                        try insert.execute(arguments: arguments)
-                        start += count
-                    }
-                }
+                try await database.write { db in try Self.insert(batch[...], in: db) }
                 let dropped = state.withLock { state -> Int? in
                     defer { (state.failing, state.dropped) = (false, 0) }
                     return state.failing ? state.dropped : nil
