@@ -17,6 +17,11 @@ import Testing
     static func answer(_ client: RPCClient, _ method: String, _ payload: [UInt8], id: String) async -> (Answer, [UInt8]) {
         do {
             let bytes = try await client.callRaw(method, payload: payload, metadata: [:], deadline: .now + .seconds(15))
+            // The server's clock is not part of what is compared: two calls may straddle a second.
+            if method == ValidationMethods.validate.name, var response = try? ValidateResponse(serializedBytes: bytes) {
+                response.serverTime = 0
+                return (Answer(code: .ok, message: ""), response.serializedBytes())
+            }
             return (Answer(code: .ok, message: ""), bytes)
         } catch let error as RPCError {
             return (Answer(code: error.code, message: error.message.replacingOccurrences(of: id, with: "<id>")), [])
