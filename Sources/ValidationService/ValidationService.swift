@@ -197,7 +197,10 @@ public final class ValidationService: ValidationServiceProtocol {
     func copying() -> [String] {
         guard let machineMirror else { return [] }
         var waiting: [String] = []
-        if !feed.hasCaughtUp { waiting.append("copying issuance's license facts (\(feed.position().appliedSeq) of \(feed.position().sourceSeq) events)") }
+        if !feed.hasCaughtUp {
+            let position = feed.position()
+            waiting.append("copying issuance's license facts (\(position.appliedSeq) of \(position.sourceSeq) events)")
+        }
         if !machineMirror.hasCaughtUp { waiting.append("copying the primary's machines") }
         return waiting
     }
